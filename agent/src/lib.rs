@@ -1,0 +1,1 @@
+//! vrouter-agent (skeleton; see docs/).

@@ -1,0 +1,1 @@
+//! Benchmark drivers and fixtures for the vRouter (see `src/bin/`).

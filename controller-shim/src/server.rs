@@ -1,0 +1,767 @@
+// SPDX-License-Identifier: Apache-2.0
+//! HTTP front end: routes requests to the [`Core`], persists the writes, answers.
+//!
+//! One mutex owns the core; handlers only parse, lock, apply, queue the batch and answer
+//! (Firecracker's API thread → single owner). Persistence has two modes:
+//!
+//! * **Group commit** (exclusive stores, SQLite): the batch is queued to the committer thread
+//!   *while the lock is held*, so batches reach the store in mutation order; the handler then
+//!   waits for the commit before it answers. The committer writes every queued batch in one
+//!   transaction, so one fsync acknowledges many concurrent writes. If a commit fails, the
+//!   committer reloads the core from the store and fails every queued request (503).
+//! * **Serial** (shared stores, etcd): under the lock, the handler first checks the stored
+//!   revision and reloads when another instance wrote, then applies and commits
+//!   synchronously, retrying on a conflict.
+//!
+//! Keep-alive connections stay open while idle (no timer is configured in hyper): the Java
+//! client never reconnects on its own, so closing an idle connection would break it.
+
+use std::collections::{BTreeSet, HashMap};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+use crate::core::{ApiError, Core, Ctx, ListQuery, ReadOpts};
+use crate::schema::ObjType;
+use crate::store::{Batch, Store, StoreError};
+
+/// Largest request body accepted.
+const MAX_BODY: usize = 16 << 20;
+/// Most batches one group commit writes.
+const MAX_GROUP: usize = 512;
+
+/// Daemon configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Store spec (`sqlite:PATH` or `etcd:URL`).
+    pub store: String,
+    /// Token required in `X-Auth-Token`, if any.
+    pub token: Option<String>,
+    /// Agent lease; 0 disables expiry.
+    pub agent_ttl: Duration,
+}
+
+/// Startup failure.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Store failure.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Stored state does not parse.
+    #[error(transparent)]
+    Load(#[from] crate::core::LoadError),
+    /// Socket or runtime error.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    /// Refused configuration.
+    #[error("{0}")]
+    Config(String),
+}
+
+struct Job {
+    base_rev: u64,
+    batch: Batch,
+    ack: tokio::sync::oneshot::Sender<Result<(), String>>,
+}
+
+enum Persist {
+    Group(mpsc::Sender<Job>),
+    Serial(Mutex<Box<dyn Store>>),
+}
+
+/// State shared by every connection.
+pub struct Shared {
+    core: Mutex<Core>,
+    persist: Persist,
+    token: Option<String>,
+    notify: tokio::sync::watch::Sender<u64>,
+    default_base: String,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").field("base", &self.default_base).finish_non_exhaustive()
+    }
+}
+
+fn now_us() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+}
+
+fn lock(m: &Mutex<Core>) -> MutexGuard<'_, Core> {
+    // A panic while holding the lock must not wedge the daemon; the core validates before it
+    // mutates, so the state is consistent at every await-free point.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn reload(core: &mut Core, store: &mut dyn Store) -> Result<(), ServeError> {
+    let records = store.load()?;
+    *core = Core::load(records)?;
+    core.touch_all_agents(now_us());
+    Ok(())
+}
+
+/// A parsed request, independent of hyper.
+#[derive(Debug, Default)]
+struct Req {
+    method: Method,
+    path: String,
+    query: HashMap<String, String>,
+    body: Bytes,
+    base: String,
+    if_none_match: Option<String>,
+}
+
+/// An answer before it becomes an HTTP response.
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    body: Option<Value>,
+    etag: Option<String>,
+}
+
+impl Reply {
+    fn ok(v: Value) -> Reply {
+        Reply { status: 200, body: Some(v), etag: None }
+    }
+    fn empty() -> Reply {
+        Reply { status: 200, body: None, etag: None }
+    }
+    fn err(e: &ApiError) -> Reply {
+        Reply { status: e.status(), body: Some(json!({"code": e.status(), "message": e.to_string()})), etag: None }
+    }
+}
+
+impl From<Result<Value, ApiError>> for Reply {
+    fn from(r: Result<Value, ApiError>) -> Reply {
+        match r {
+            Ok(v) => Reply::ok(v),
+            Err(e) => Reply::err(&e),
+        }
+    }
+}
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError::BadRequest(msg.into())
+}
+
+fn pct_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                    Ok(v) => {
+                        out.push(v);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn parse_query(q: Option<&str>) -> HashMap<String, String> {
+    q.unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (pct_decode(k), pct_decode(v)),
+            None => (pct_decode(p), String::new()),
+        })
+        .collect()
+}
+
+fn truthy(v: Option<&String>) -> bool {
+    v.is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes" | ""))
+}
+
+fn csv_set(v: Option<&String>) -> Option<BTreeSet<String>> {
+    v.map(|v| v.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect())
+}
+
+fn list_query(q: &HashMap<String, String>) -> Result<ListQuery, ApiError> {
+    let parent_fq = match q.get("parent_fq_name_str") {
+        Some(s) => {
+            let pt = match q.get("parent_type") {
+                Some(t) => Some(ObjType::parse(t).ok_or_else(|| bad(format!("unknown parent_type {t}")))?),
+                None => None,
+            };
+            Some((pt, s.split(':').map(str::to_string).collect()))
+        }
+        None => None,
+    };
+    Ok(ListQuery {
+        parent_ids: csv_set(q.get("parent_id")),
+        parent_fq,
+        back_ref_ids: csv_set(q.get("back_ref_id")),
+        obj_uuids: csv_set(q.get("obj_uuids")),
+        detail: q.get("detail").is_some_and(|v| truthy(Some(v))),
+        count: q.get("count").is_some_and(|v| truthy(Some(v))),
+        fields: csv_set(q.get("fields")).filter(|s| !s.is_empty()),
+        exclude_hrefs: q.get("exclude_hrefs").is_some_and(|v| truthy(Some(v))),
+    })
+}
+
+fn body_json(req: &Req) -> Result<Value, ApiError> {
+    if req.body.is_empty() {
+        return Err(bad("request body is required"));
+    }
+    serde_json::from_slice(&req.body).map_err(|e| bad(format!("malformed JSON: {e}")))
+}
+
+/// Which collection or resource a path names.
+fn type_of_collection(seg: &str) -> Option<ObjType> {
+    seg.strip_suffix('s').and_then(ObjType::parse).filter(|t| t.plural() == seg)
+}
+
+impl Shared {
+    /// Opens the store, loads (or bootstraps) the state and starts the committer.
+    pub fn open(cfg: &Config) -> Result<Arc<Shared>, ServeError> {
+        let mut store = crate::store::open(&cfg.store)?;
+        let mut core = Core::load(store.load()?)?;
+        core.touch_all_agents(now_us());
+        let base = format!("http://{}", cfg.listen);
+        let ctx = Ctx { now_us: now_us(), new_uuid: String::new(), base: base.clone() };
+        let base_rev = core.rev();
+        core.bootstrap(&ctx, || uuid::Uuid::new_v4().to_string());
+        let batch = core.take_batch();
+        if !batch.is_empty() {
+            store.commit(base_rev, &[batch])?;
+            log::info!("created the default objects");
+        }
+        let (notify, _) = tokio::sync::watch::channel(core.rev());
+        let shared_store = store.shared();
+        let (persist, committer) = if shared_store {
+            (Persist::Serial(Mutex::new(store)), None)
+        } else {
+            let (tx, rx) = mpsc::channel::<Job>();
+            (Persist::Group(tx), Some((rx, store)))
+        };
+        let shared = Arc::new(Shared { core: Mutex::new(core), persist, token: cfg.token.clone(), notify, default_base: base });
+        if let Some((rx, store)) = committer {
+            let s = Arc::clone(&shared);
+            std::thread::Builder::new()
+                .name("shim-commit".into())
+                .spawn(move || committer_loop(&s, rx, store))?;
+        }
+        Ok(shared)
+    }
+
+    /// Runs a read-only closure on a fresh view of the core.
+    fn read<T>(&self, f: impl FnOnce(&Core) -> T) -> Result<T, ApiError> {
+        let mut core = lock(&self.core);
+        if let Persist::Serial(store) = &self.persist {
+            let mut store = store.lock().unwrap_or_else(|p| p.into_inner());
+            refresh(&mut core, store.as_mut())?;
+        }
+        Ok(f(&core))
+    }
+
+    /// Runs a mutation and makes it durable before returning. Blocking (store I/O or waiting
+    /// for the committer), so callers run it off the async workers.
+    fn write<T>(&self, f: impl Fn(&mut Core) -> Result<T, ApiError>) -> Result<T, ApiError> {
+        match &self.persist {
+            Persist::Group(tx) => {
+                let (ack_tx, ack_rx) = tokio::sync::oneshot::channel();
+                let out = {
+                    let mut core = lock(&self.core);
+                    let base_rev = core.rev();
+                    let out = f(&mut core);
+                    let batch = core.take_batch();
+                    if batch.is_empty() {
+                        return out;
+                    }
+                    tx.send(Job { base_rev, batch, ack: ack_tx })
+                        .map_err(|_| ApiError::Unavailable("store committer stopped".into()))?;
+                    out
+                };
+                match ack_rx.blocking_recv() {
+                    Ok(Ok(())) => out,
+                    Ok(Err(e)) => Err(ApiError::Unavailable(format!("store: {e}"))),
+                    Err(_) => Err(ApiError::Unavailable("store committer stopped".into())),
+                }
+            }
+            Persist::Serial(store) => {
+                let mut core = lock(&self.core);
+                let mut store = store.lock().unwrap_or_else(|p| p.into_inner());
+                for _ in 0..5 {
+                    refresh(&mut core, store.as_mut())?;
+                    let base_rev = core.rev();
+                    let out = f(&mut core);
+                    let batch = core.take_batch();
+                    if batch.is_empty() {
+                        return out;
+                    }
+                    match store.commit(base_rev, &[batch]) {
+                        Ok(()) => {
+                            self.notify.send_replace(core.rev());
+                            return out;
+                        }
+                        Err(e) => {
+                            log::warn!("commit failed ({e}); reloading");
+                            reload(&mut core, store.as_mut())
+                                .map_err(|e| ApiError::Unavailable(format!("store: {e}")))?;
+                            if !matches!(e, StoreError::Conflict) {
+                                return Err(ApiError::Unavailable(format!("store: {e}")));
+                            }
+                        }
+                    }
+                }
+                Err(ApiError::Unavailable("store: too many concurrent updates, retry".into()))
+            }
+        }
+    }
+
+    /// Shared stores: picks up writes made by other instances (called periodically).
+    pub fn poll_store(&self) {
+        if let Persist::Serial(store) = &self.persist {
+            let mut core = lock(&self.core);
+            let mut store = store.lock().unwrap_or_else(|p| p.into_inner());
+            let before = core.rev();
+            if let Err(e) = refresh(&mut core, store.as_mut()) {
+                log::warn!("store poll: {e}");
+            }
+            if core.rev() != before {
+                self.notify.send_replace(core.rev());
+            }
+        }
+    }
+
+    /// Expires agents whose lease ran out.
+    pub fn expire_agents(&self, ttl: Duration) {
+        let r = self.write(|core| {
+            let gone = core.expire_agents(now_us(), ttl.as_micros() as u64);
+            Ok(gone)
+        });
+        if let Err(e) = r {
+            log::warn!("agent expiry: {e}");
+        }
+    }
+}
+
+fn refresh(core: &mut Core, store: &mut dyn Store) -> Result<(), ApiError> {
+    let stored = store.stored_rev().map_err(|e| ApiError::Unavailable(format!("store: {e}")))?;
+    if stored != core.rev() {
+        log::info!("store revision {stored} differs from ours ({}); reloading", core.rev());
+        reload(core, store).map_err(|e| ApiError::Unavailable(format!("store: {e}")))?;
+    }
+    Ok(())
+}
+
+fn committer_loop(shared: &Shared, rx: mpsc::Receiver<Job>, mut store: Box<dyn Store>) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let batches: Vec<Batch> = jobs.iter_mut().map(|j| std::mem::take(&mut j.batch)).collect();
+        match store.commit(jobs[0].base_rev, &batches) {
+            Ok(()) => {
+                let rev = lock(&shared.core).rev();
+                for j in jobs {
+                    let _ = j.ack.send(Ok(()));
+                }
+                shared.notify.send_replace(rev);
+            }
+            Err(e) => {
+                log::error!("commit failed: {e}; reloading from the store");
+                let msg = e.to_string();
+                let mut core = lock(&shared.core);
+                // Batches queued after this group were computed from state that is now gone.
+                while let Ok(j) = rx.try_recv() {
+                    jobs.push(j);
+                }
+                if let Err(e) = reload(&mut core, store.as_mut()) {
+                    log::error!("reload failed: {e}");
+                }
+                for j in jobs {
+                    let _ = j.ack.send(Err(msg.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Serves HTTP on `listener` until the process ends.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>) -> std::io::Result<()> {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!("accept: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| handle(Arc::clone(&shared), req));
+            let conn = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
+            if let Err(e) = conn.await {
+                log::debug!("connection from {peer}: {e}");
+            }
+        });
+    }
+}
+
+async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let reply = match parse_request(&shared, req).await {
+        Ok(r) => dispatch(shared, r).await,
+        Err(e) => Reply::err(&e),
+    };
+    Ok(to_response(reply))
+}
+
+fn to_response(r: Reply) -> Response<Full<Bytes>> {
+    let body = r.body.map(|v| Bytes::from(v.to_string())).unwrap_or_default();
+    let mut resp = Response::new(Full::new(body));
+    *resp.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json; charset=UTF-8"));
+    if let Some(tag) = r.etag.and_then(|t| HeaderValue::from_str(&format!("\"{t}\"")).ok()) {
+        resp.headers_mut().insert(hyper::header::ETAG, tag);
+    }
+    resp
+}
+
+async fn parse_request(shared: &Shared, req: Request<Incoming>) -> Result<Req, ApiError> {
+    if let Some(tok) = &shared.token {
+        let given = req.headers().get("x-auth-token").and_then(|v| v.to_str().ok());
+        if given != Some(tok.as_str()) {
+            return Err(ApiError::Unauthorized);
+        }
+    }
+    let base = req
+        .headers()
+        .get(hyper::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(|h| format!("http://{h}"))
+        .unwrap_or_else(|| shared.default_base.clone());
+    let if_none_match = req
+        .headers()
+        .get(hyper::header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.trim_matches('"').to_string());
+    let method = req.method().clone();
+    let path = req.uri().path().trim_end_matches('/').to_string();
+    let query = parse_query(req.uri().query());
+    let body = Limited::new(req.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| bad(format!("reading body: {e}")))?
+        .to_bytes();
+    Ok(Req { method, path, query, body, base, if_none_match })
+}
+
+/// Runs a blocking closure off the async workers.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::Unavailable(format!("worker failed: {e}")))
+}
+
+fn ctx(base: &str) -> Ctx {
+    Ctx { now_us: now_us(), new_uuid: uuid::Uuid::new_v4().to_string(), base: base.to_string() }
+}
+
+async fn dispatch(shared: Arc<Shared>, req: Req) -> Reply {
+    let segs: Vec<String> = req.path.split('/').filter(|s| !s.is_empty()).map(str::to_string).collect();
+    let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+    if segs.first() == Some(&"vrouter") {
+        return agent_api(shared, &req, &segs[1..]).await;
+    }
+    let m = req.method.clone();
+    match (m, segs.as_slice()) {
+        (Method::GET, []) => Reply::ok(Core::homepage(&req.base)),
+        (Method::POST, ["fqname-to-id"]) => {
+            let body = match body_json(&req) {
+                Ok(b) => b,
+                Err(e) => return Reply::err(&e),
+            };
+            shared.read(|c| c.fqname_to_id(&body)).and_then(|r| r).into()
+        }
+        (Method::POST, ["id-to-fqname"]) => {
+            let body = match body_json(&req) {
+                Ok(b) => b,
+                Err(e) => return Reply::err(&e),
+            };
+            shared.read(|c| c.id_to_fqname(&body)).and_then(|r| r).into()
+        }
+        (Method::POST, ["ref-update"]) => {
+            let body = match body_json(&req) {
+                Ok(b) => b,
+                Err(e) => return Reply::err(&e),
+            };
+            let base = req.base.clone();
+            run_write(shared, move |c| c.ref_update(&body, &ctx(&base))).await.into()
+        }
+        (Method::POST, ["ref-relax-for-delete"]) => {
+            // Contrail relaxes ref checks for the delete that follows; our deletes check
+            // back-refs only, which the client removes first, so there is nothing to record.
+            let body = body_json(&req).unwrap_or(Value::Null);
+            Reply::ok(json!({"uuid": body.get("uuid")}))
+        }
+        (Method::POST, ["prop-collection-update"]) => {
+            Reply::err(&bad("prop-collection-update is not supported; PUT the whole property"))
+        }
+        (Method::POST, ["list-bulk-collection"]) => {
+            let body = match body_json(&req) {
+                Ok(b) => b,
+                Err(e) => return Reply::err(&e),
+            };
+            let Some(ty) = body.get("type").and_then(Value::as_str).and_then(ObjType::parse) else {
+                return Reply::err(&bad("list-bulk-collection needs a known type"));
+            };
+            let q: HashMap<String, String> = body
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
+                .collect();
+            match list_query(&q) {
+                Ok(q) => shared.read(|c| c.list(ty, &q, &req.base)).and_then(|r| r).into(),
+                Err(e) => Reply::err(&e),
+            }
+        }
+        (m, [coll]) => {
+            let Some(ty) = type_of_collection(coll) else {
+                return Reply::err(&ApiError::NotFound(format!("unknown collection /{coll}")));
+            };
+            match m {
+                Method::GET => match list_query(&req.query) {
+                    Ok(q) => shared.read(|c| c.list(ty, &q, &req.base)).and_then(|r| r).into(),
+                    Err(e) => Reply::err(&e),
+                },
+                Method::POST => {
+                    let body = match body_json(&req) {
+                        Ok(b) => b,
+                        Err(e) => return Reply::err(&e),
+                    };
+                    let base = req.base.clone();
+                    let ctx = ctx(&base);
+                    run_write(shared, move |c| c.create(ty, &body, &ctx)).await.into()
+                }
+                _ => method_not_allowed(),
+            }
+        }
+        (m, [tyname, uuid]) => {
+            let Some(ty) = ObjType::parse(tyname).filter(|t| t.name() == *tyname) else {
+                return Reply::err(&ApiError::NotFound(format!("unknown resource type {tyname}")));
+            };
+            let uuid = uuid.to_string();
+            match m {
+                Method::GET => {
+                    let opts = ReadOpts {
+                        exclude_back_refs: truthy(req.query.get("exclude_back_refs")),
+                        exclude_children: truthy(req.query.get("exclude_children")),
+                        fields: csv_set(req.query.get("fields")).filter(|s| !s.is_empty()),
+                    };
+                    match shared.read(|c| c.read(ty, &uuid, &opts, &req.base)).and_then(|r| r) {
+                        Ok((_, tag)) if req.if_none_match.as_deref() == Some(tag.as_str()) => {
+                            Reply { status: 304, body: None, etag: Some(tag) }
+                        }
+                        Ok((v, tag)) => Reply { status: 200, body: Some(v), etag: Some(tag) },
+                        Err(e) => Reply::err(&e),
+                    }
+                }
+                Method::PUT => {
+                    let body = match body_json(&req) {
+                        Ok(b) => b,
+                        Err(e) => return Reply::err(&e),
+                    };
+                    let ctx = ctx(&req.base);
+                    run_write(shared, move |c| c.update(ty, &uuid, &body, &ctx)).await.into()
+                }
+                Method::DELETE => match run_write(shared, move |c| c.delete(ty, &uuid)).await {
+                    Ok(()) => Reply::empty(),
+                    Err(e) => Reply::err(&e),
+                },
+                _ => method_not_allowed(),
+            }
+        }
+        _ => Reply::err(&ApiError::NotFound(format!("no such path {}", req.path))),
+    }
+}
+
+fn method_not_allowed() -> Reply {
+    Reply { status: 405, body: Some(json!({"code": 405, "message": "method not allowed"})), etag: None }
+}
+
+async fn run_write<T: Send + 'static>(
+    shared: Arc<Shared>,
+    f: impl Fn(&mut Core) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    blocking(move || shared.write(f)).await.and_then(|r| r)
+}
+
+async fn agent_api(shared: Arc<Shared>, req: &Req, segs: &[&str]) -> Reply {
+    let body = || body_json(req);
+    match (&req.method, segs) {
+        (&Method::GET, ["agents"]) => shared.read(|c| c.list_agents()).into(),
+        (&Method::POST, ["agents"]) => match body() {
+            Ok(b) => run_write(shared, move |c| c.register_agent(&b, now_us())).await.into(),
+            Err(e) => Reply::err(&e),
+        },
+        (&Method::DELETE, ["agents", host]) => {
+            let host = host.to_string();
+            match run_write(shared, move |c| c.deregister_agent(&host)).await {
+                Ok(()) => Reply::empty(),
+                Err(e) => Reply::err(&e),
+            }
+        }
+        (&Method::POST, ["bindings"]) => match body() {
+            Ok(b) => run_write(shared, move |c| c.bind(&b)).await.into(),
+            Err(e) => Reply::err(&e),
+        },
+        (&Method::DELETE, ["bindings"]) => match body() {
+            Ok(b) => run_write(shared, move |c| c.unbind(&b)).await.into(),
+            Err(e) => Reply::err(&e),
+        },
+        (&Method::GET, ["routes"]) => {
+            let vrf = req.query.get("vrf").cloned();
+            shared.read(|c| c.list_routes(vrf.as_deref())).into()
+        }
+        (&Method::POST, ["routes"]) => match body() {
+            Ok(b) => run_write(shared, move |c| c.advertise(&b)).await.into(),
+            Err(e) => Reply::err(&e),
+        },
+        (&Method::DELETE, ["routes"]) => match body() {
+            Ok(b) => run_write(shared, move |c| c.withdraw(&b)).await.into(),
+            Err(e) => Reply::err(&e),
+        },
+        (&Method::GET, ["interfaces", uuid]) => shared
+            .read(|c| c.interface_config(uuid))
+            .and_then(|r| r.ok_or_else(|| ApiError::NotFound(format!("No virtual-machine-interface {uuid}"))))
+            .into(),
+        (&Method::GET, ["watch"]) => watch(shared, req).await,
+        _ => Reply::err(&ApiError::NotFound(format!("no such path {}", req.path))),
+    }
+}
+
+/// Long-poll: answers as soon as there is something after `since`, or empty at the timeout.
+async fn watch(shared: Arc<Shared>, req: &Req) -> Reply {
+    let Some(host) = req.query.get("host").cloned() else {
+        return Reply::err(&bad("host is required"));
+    };
+    let since: u64 = match req.query.get("since").map(|s| s.parse()) {
+        None => 0,
+        Some(Ok(v)) => v,
+        Some(Err(_)) => return Reply::err(&bad("since must be an integer")),
+    };
+    let secs: u64 = req.query.get("timeout").and_then(|t| t.parse().ok()).unwrap_or(25).min(300);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let mut rx = shared.notify.subscribe();
+        let s2 = Arc::clone(&shared);
+        let h2 = host.clone();
+        let r = blocking(move || {
+            s2.read(|c| c.watch(&h2, since)).and_then(|r| r).inspect(|_| {
+                lock(&s2.core).touch_agent(&h2, now_us());
+            })
+        })
+        .await
+        .and_then(|r| r);
+        match r {
+            Ok(w) if !w.events.is_empty() || w.reset || tokio::time::Instant::now() >= deadline => {
+                return Reply::ok(serde_json::to_value(&w).unwrap_or(Value::Null));
+            }
+            Ok(_) => {}
+            Err(e) => return Reply::err(&e),
+        }
+        if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
+            // Timed out: one last look, then answer (empty if still nothing).
+            continue;
+        }
+    }
+}
+
+/// Runs the daemon: opens the store, binds, serves forever.
+pub fn run(cfg: Config) -> Result<(), ServeError> {
+    if cfg.token.is_none() && !cfg.listen.ip().is_loopback() {
+        return Err(ServeError::Config(format!(
+            "refusing to listen on {} without --token: without a token the shim serves loopback only",
+            cfg.listen
+        )));
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let shared = blocking_open(&cfg).await?;
+        let listener = TcpListener::bind(cfg.listen).await?;
+        log::info!("vrouter-shim listening on {} (store {})", listener.local_addr()?, cfg.store);
+        if !cfg.agent_ttl.is_zero() {
+            let s = Arc::clone(&shared);
+            let ttl = cfg.agent_ttl;
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval((ttl / 3).max(Duration::from_secs(1)));
+                loop {
+                    tick.tick().await;
+                    let s = Arc::clone(&s);
+                    let _ = tokio::task::spawn_blocking(move || s.expire_agents(ttl)).await;
+                }
+            });
+        }
+        if matches!(shared.persist, Persist::Serial(_)) {
+            let s = Arc::clone(&shared);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    tick.tick().await;
+                    let s = Arc::clone(&s);
+                    let _ = tokio::task::spawn_blocking(move || s.poll_store()).await;
+                }
+            });
+        }
+        serve(listener, shared).await?;
+        Ok(())
+    })
+}
+
+async fn blocking_open(cfg: &Config) -> Result<Arc<Shared>, ServeError> {
+    let cfg = cfg.clone();
+    tokio::task::spawn_blocking(move || Shared::open(&cfg))
+        .await
+        .map_err(|e| ServeError::Config(format!("startup task failed: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_decoding() {
+        let q = parse_query(Some("fields=a%2Cb&detail=True&parent_fq_name_str=default-domain%3Ap&x"));
+        assert_eq!(q.get("fields").map(String::as_str), Some("a,b"));
+        assert_eq!(q.get("parent_fq_name_str").map(String::as_str), Some("default-domain:p"));
+        assert!(truthy(q.get("detail")));
+        assert_eq!(pct_decode("100%"), "100%");
+        assert_eq!(pct_decode("a+b%20c"), "a b c");
+    }
+
+    #[test]
+    fn collection_names() {
+        assert_eq!(type_of_collection("network-policys"), Some(ObjType::NetworkPolicy));
+        assert_eq!(type_of_collection("virtual_networks"), None);
+        assert_eq!(type_of_collection("foos"), None);
+    }
+}

@@ -1,0 +1,310 @@
+// SPDX-License-Identifier: Apache-2.0
+//! Durable key/value storage behind one trait: SQLite (default, one file) and etcd (several
+//! shim instances sharing one cloud).
+//!
+//! The core keeps the whole state in memory and the store is its write-ahead copy: a mutation
+//! is acknowledged only after its [`Batch`] is committed. Keys are flat strings (`obj/<uuid>`,
+//! `meta/rev`, `agent/<host>`, `route/...`, `view/...`), values JSON bytes.
+
+use std::path::Path;
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use serde_json::{json, Value};
+
+use crate::core::REV_KEY;
+
+/// Writes produced by one mutation: `(key, Some(value))` puts, `(key, None)` deletes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Batch {
+    /// Operations in order; a later one on the same key wins.
+    pub ops: Vec<(String, Option<Vec<u8>>)>,
+}
+
+impl Batch {
+    /// True when there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+/// Storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite error.
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// etcd transport or protocol error.
+    #[error("etcd: {0}")]
+    Etcd(String),
+    /// Another shim instance committed first; reload and retry.
+    #[error("concurrent update by another shim instance")]
+    Conflict,
+    /// Bad `--store` argument.
+    #[error("bad store spec {0:?} (want sqlite:PATH or etcd:http://HOST:PORT)")]
+    Spec(String),
+}
+
+/// A durable key/value store.
+pub trait Store: Send {
+    /// Every record.
+    fn load(&mut self) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+
+    /// Atomically applies `batches` in order. `base_rev` is the revision the first batch was
+    /// computed from; shared stores refuse the commit with [`StoreError::Conflict`] when the
+    /// stored revision differs (another instance wrote in between).
+    fn commit(&mut self, base_rev: u64, batches: &[Batch]) -> Result<(), StoreError>;
+
+    /// True when other processes may write the same store (then the caller checks
+    /// [`Store::stored_rev`] before trusting its in-memory copy).
+    fn shared(&self) -> bool;
+
+    /// Revision last committed by anyone.
+    fn stored_rev(&mut self) -> Result<u64, StoreError>;
+}
+
+/// Opens a store from its command-line form: `sqlite:PATH` or `etcd:http://HOST:PORT`.
+pub fn open(spec: &str) -> Result<Box<dyn Store>, StoreError> {
+    if let Some(path) = spec.strip_prefix("sqlite:") {
+        Ok(Box::new(SqliteStore::open(Path::new(path))?))
+    } else if let Some(url) = spec.strip_prefix("etcd:") {
+        Ok(Box::new(EtcdStore::new(url, "/vrouter-shim/")?))
+    } else {
+        Err(StoreError::Spec(spec.to_string()))
+    }
+}
+
+/// SQLite in WAL mode with `synchronous=FULL`: a committed transaction survives power loss,
+/// and one fsync covers every batch of a group commit.
+#[derive(Debug)]
+pub struct SqliteStore {
+    conn: rusqlite::Connection,
+}
+
+impl SqliteStore {
+    /// Opens or creates the database file.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let conn = rusqlite::Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.execute_batch("CREATE TABLE IF NOT EXISTS kv (k TEXT PRIMARY KEY, v BLOB NOT NULL) WITHOUT ROWID;")?;
+        Ok(SqliteStore { conn })
+    }
+}
+
+impl Store for SqliteStore {
+    fn load(&mut self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let mut st = self.conn.prepare("SELECT k, v FROM kv")?;
+        let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    fn commit(&mut self, _base_rev: u64, batches: &[Batch]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut put = tx.prepare_cached("INSERT OR REPLACE INTO kv (k, v) VALUES (?1, ?2)")?;
+            let mut del = tx.prepare_cached("DELETE FROM kv WHERE k = ?1")?;
+            for (k, v) in batches.iter().flat_map(|b| b.ops.iter()) {
+                match v {
+                    Some(v) => put.execute(rusqlite::params![k, v])?,
+                    None => del.execute([k])?,
+                };
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn shared(&self) -> bool {
+        false
+    }
+
+    fn stored_rev(&mut self) -> Result<u64, StoreError> {
+        let v: Option<Vec<u8>> = self
+            .conn
+            .query_row("SELECT v FROM kv WHERE k = ?1", [REV_KEY], |r| r.get(0))
+            .map(Some)
+            .or_else(|e| if e == rusqlite::Error::QueryReturnedNoRows { Ok(None) } else { Err(e) })?;
+        Ok(parse_rev(v.as_deref()))
+    }
+}
+
+fn parse_rev(v: Option<&[u8]>) -> u64 {
+    v.and_then(|v| std::str::from_utf8(v).ok()).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+/// etcd v3 through its JSON gateway (`/v3/kv/*`, base64 keys and values): no gRPC stack.
+///
+/// A commit is one transaction guarded by `meta/rev`, so two shim instances never interleave
+/// half-applied batches; the loser gets [`StoreError::Conflict`]. etcd limits a transaction
+/// to `--max-txn-ops` operations (128 by default); larger batches are split and only the first
+/// part is guarded, so run etcd with a larger `--max-txn-ops` for big agent churn.
+#[derive(Debug)]
+pub struct EtcdStore {
+    agent: ureq::Agent,
+    url: String,
+    prefix: String,
+}
+
+/// Operations per etcd transaction (etcd's default `--max-txn-ops`).
+const ETCD_TXN_OPS: usize = 128;
+
+impl EtcdStore {
+    /// A client for the etcd at `url` (e.g. `http://127.0.0.1:2379`), keys under `prefix`.
+    pub fn new(url: &str, prefix: &str) -> Result<EtcdStore, StoreError> {
+        if !url.starts_with("http://") {
+            return Err(StoreError::Spec(format!("etcd:{url}")));
+        }
+        let agent = ureq::AgentBuilder::new()
+            .timeout_connect(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
+            .build();
+        Ok(EtcdStore { agent, url: url.trim_end_matches('/').to_string(), prefix: prefix.to_string() })
+    }
+
+    fn call(&self, path: &str, body: &Value) -> Result<Value, StoreError> {
+        let resp = self
+            .agent
+            .post(&format!("{}{path}", self.url))
+            .set("Content-Type", "application/json")
+            .send_string(&body.to_string())
+            .map_err(|e| StoreError::Etcd(format!("{path}: {e}")))?;
+        let text = resp.into_string().map_err(|e| StoreError::Etcd(format!("{path}: {e}")))?;
+        serde_json::from_str(&text).map_err(|e| StoreError::Etcd(format!("{path}: bad reply: {e}")))
+    }
+
+    fn key(&self, k: &str) -> String {
+        B64.encode(format!("{}{k}", self.prefix))
+    }
+
+    fn rev_compare(&self, base_rev: u64) -> Value {
+        if base_rev == 0 {
+            json!({"key": self.key(REV_KEY), "target": "VERSION", "result": "EQUAL", "version": "0"})
+        } else {
+            json!({"key": self.key(REV_KEY), "target": "VALUE", "result": "EQUAL",
+                   "value": B64.encode(base_rev.to_string())})
+        }
+    }
+}
+
+/// The smallest key greater than every key starting with `p` (etcd's prefix range end).
+fn prefix_end(p: &[u8]) -> Vec<u8> {
+    let mut end = p.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+impl Store for EtcdStore {
+    fn load(&mut self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let end = B64.encode(prefix_end(self.prefix.as_bytes()));
+        let mut start = self.prefix.as_bytes().to_vec();
+        let mut out = Vec::new();
+        loop {
+            let reply = self.call(
+                "/v3/kv/range",
+                &json!({"key": B64.encode(&start), "range_end": end, "limit": "1000"}),
+            )?;
+            let kvs = reply.get("kvs").and_then(Value::as_array).cloned().unwrap_or_default();
+            for kv in &kvs {
+                let dec = |f: &str| -> Result<Vec<u8>, StoreError> {
+                    B64.decode(kv.get(f).and_then(Value::as_str).unwrap_or(""))
+                        .map_err(|e| StoreError::Etcd(format!("bad base64 in range reply: {e}")))
+                };
+                let k = dec("key")?;
+                let k = String::from_utf8_lossy(&k[self.prefix.len().min(k.len())..]).into_owned();
+                out.push((k, dec("value")?));
+            }
+            let more = reply.get("more").and_then(Value::as_bool).unwrap_or(false);
+            match (more, out.last()) {
+                (true, Some((k, _))) => {
+                    start = format!("{}{k}\0", self.prefix).into_bytes();
+                }
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    fn commit(&mut self, base_rev: u64, batches: &[Batch]) -> Result<(), StoreError> {
+        // Later writes to a key win: keep only the last op per key, in first-seen order.
+        let mut last: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        let all: Vec<&(String, Option<Vec<u8>>)> = batches.iter().flat_map(|b| b.ops.iter()).collect();
+        for (i, (k, _)) in all.iter().enumerate() {
+            last.insert(k.as_str(), i);
+        }
+        let ops: Vec<Value> = all
+            .iter()
+            .enumerate()
+            .filter(|(i, (k, _))| last.get(k.as_str()) == Some(i))
+            .map(|(_, (k, v))| match v {
+                Some(v) => json!({"request_put": {"key": self.key(k), "value": B64.encode(v)}}),
+                None => json!({"request_delete_range": {"key": self.key(k)}}),
+            })
+            .collect();
+        for (n, chunk) in ops.chunks(ETCD_TXN_OPS).enumerate() {
+            let compare = if n == 0 { vec![self.rev_compare(base_rev)] } else { Vec::new() };
+            let reply = self.call("/v3/kv/txn", &json!({"compare": compare, "success": chunk}))?;
+            if reply.get("succeeded").and_then(Value::as_bool) != Some(true) {
+                if n == 0 {
+                    return Err(StoreError::Conflict);
+                }
+                return Err(StoreError::Etcd(format!("txn part {n} not applied: {reply}")));
+            }
+        }
+        Ok(())
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn stored_rev(&mut self) -> Result<u64, StoreError> {
+        let reply = self.call("/v3/kv/range", &json!({"key": self.key(REV_KEY)}))?;
+        let v = reply
+            .pointer("/kvs/0/value")
+            .and_then(Value::as_str)
+            .and_then(|v| B64.decode(v).ok());
+        Ok(parse_rev(v.as_deref()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_round_trip() {
+        let dir = std::env::temp_dir().join(format!("shim-store-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("t.db");
+        let _ = std::fs::remove_file(&path);
+        let mut s = SqliteStore::open(&path).expect("open");
+        let b = Batch {
+            ops: vec![
+                ("a".into(), Some(b"1".to_vec())),
+                ("b".into(), Some(b"2".to_vec())),
+                (REV_KEY.into(), Some(b"7".to_vec())),
+            ],
+        };
+        s.commit(0, &[b, Batch { ops: vec![("a".into(), None)] }]).expect("commit");
+        drop(s);
+        let mut s = SqliteStore::open(&path).expect("reopen");
+        let mut all = s.load().expect("load");
+        all.sort();
+        assert_eq!(all, vec![("b".to_string(), b"2".to_vec()), (REV_KEY.to_string(), b"7".to_vec())]);
+        assert_eq!(s.stored_rev().expect("rev"), 7);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn prefix_end_increments() {
+        assert_eq!(prefix_end(b"/a/"), b"/a0".to_vec());
+        assert_eq!(prefix_end(&[0x61, 0xff]), vec![0x62]);
+    }
+}

@@ -1,0 +1,652 @@
+//! The forwarding pipeline: stages that each walk the whole batch (VPP's vector model), so the
+//! instructions and table lines of a stage stay hot across packets and the FIB lookup can
+//! prefetch for every packet before the first probe.
+//!
+//! ```text
+//! classify ─┬─ VM:     ARP proxy → (reply) | IPv4 checks, anti-spoof ─┐
+//!           ├─ fabric: MPLSoUDP/GRE to us → pop label → nexthop ──────┤
+//!           ├─ host:   → fabric                                       │
+//!           └─ agent:  injected → vif | VRF lookup                    │
+//! lookup (FIP DNAT, TTL, LPM, FIP SNAT) ◄─────────────────────────────┘
+//! nexthop (encap to vif | tunnel | receive | discard | ECMP | VRF translate → lookup again)
+//! trap (agent header → pkt0)   output (per-port queues, drop accounting)
+//! ```
+//!
+//! Every packet ends as `Tx` or `Drop`; nothing allocates, locks or makes a syscall.
+
+pub mod nat;
+
+use crate::batch::{Batch, Next, Pkt, NO_LABEL};
+use crate::buf::{BufPool, PktBuf};
+use crate::drop::DropReason;
+use crate::stats::LcoreStats;
+use crate::tables::{fib::prefetch_read, Nexthop, Tables, TunnelKind, VifKind, NH_DISCARD};
+use crate::trap::{AgentCmd, AgentHeader, TrapReason, AGENT_HEADER_LEN};
+use crate::wire::{
+    arp, ethernet::EtherType, ip_proto, l4, ArpPacket, MacAddr, MplsLabel,
+    ETHERNET_HEADER_LEN as ETH, GRE_PROTO_MPLS, MPLS_UDP_PORT, MPLS_UDP_PORT_LEGACY,
+};
+use nat::Side;
+use std::sync::Arc;
+
+/// Rounds of lookup/nexthop a packet may take (one VRF translation, e.g. a table label or a
+/// floating-IP VRF); more means a loop in the configuration.
+const MAX_LOOKUPS: usize = 3;
+
+/// DHCP server port: requests from VMs go to the agent.
+const DHCP_SERVER_PORT: u16 = 67;
+
+/// One lcore's pipeline: the stages plus that lcore's counters.
+#[derive(Debug)]
+pub struct Pipeline {
+    stats: Arc<LcoreStats>,
+}
+
+impl Pipeline {
+    /// A pipeline counting into `stats`.
+    pub fn new(stats: Arc<LcoreStats>) -> Self {
+        Self { stats }
+    }
+
+    /// The counters this pipeline writes.
+    pub fn stats(&self) -> &Arc<LcoreStats> {
+        &self.stats
+    }
+
+    /// Runs every stage over `batch`. Afterwards each packet is `Tx` (with `out_vif`) or `Drop`
+    /// (with a reason); [`Pipeline::output`] hands them on.
+    pub fn run(&self, t: &Tables, batch: &mut Batch) {
+        for p in batch.pkts_mut() {
+            self.classify(t, p);
+        }
+        for _ in 0..MAX_LOOKUPS {
+            if !batch.pkts().iter().any(|p| p.meta.next == Next::Lookup) {
+                break;
+            }
+            self.lookup(t, batch);
+            for p in batch.pkts_mut() {
+                if p.meta.next == Next::Nexthop {
+                    self.nexthop(t, p);
+                }
+            }
+        }
+        for p in batch.pkts_mut() {
+            match p.meta.next {
+                Next::Trap => self.trap(t, p),
+                Next::Lookup | Next::Nexthop | Next::Classify => p.meta.drop(DropReason::PktLoop),
+                Next::Tx | Next::Drop => {}
+            }
+        }
+    }
+
+    /// Hands every packet of `batch` to `tx(out_vif, buf)`, or counts its drop and frees it. A
+    /// refused transmit (`Err` gives the buffer back) counts as `IF TX Discard`.
+    #[inline]
+    pub fn output(
+        &self,
+        batch: &mut Batch,
+        pool: &mut BufPool,
+        mut tx: impl FnMut(u16, PktBuf) -> Result<(), PktBuf>,
+    ) {
+        for p in batch.drain() {
+            let m = p.meta;
+            if m.next == Next::Tx {
+                let len = p.buf.len() as u64;
+                match tx(m.out_vif, p.buf) {
+                    Ok(()) => {
+                        if let Some(v) = self.stats.vif.get(usize::from(m.out_vif)) {
+                            v.tx_packets.add(1);
+                            v.tx_bytes.add(len);
+                        }
+                    }
+                    Err(buf) => {
+                        if let Some(v) = self.stats.vif.get(usize::from(m.out_vif)) {
+                            v.tx_errors.add(1);
+                        }
+                        self.stats.dropped(m.in_vif, DropReason::InterfaceTxDiscard);
+                        pool.free(buf);
+                    }
+                }
+            } else {
+                self.stats.dropped(m.in_vif, m.drop);
+                pool.free(p.buf);
+            }
+        }
+    }
+
+    #[inline]
+    fn classify(&self, t: &Tables, p: &mut Pkt) {
+        let Some(vif) = t.vif(p.meta.in_vif) else {
+            p.meta.drop(DropReason::InvalidIf);
+            return;
+        };
+        if let Some(c) = self.stats.vif.get(usize::from(p.meta.in_vif)) {
+            c.rx_packets.add(1);
+            c.rx_bytes.add(p.buf.len() as u64);
+        }
+        match vif.spec.kind {
+            VifKind::Virtual => self.from_vm(t, vif, p),
+            VifKind::Physical => self.from_fabric(t, p),
+            VifKind::Host => match t.host.fabric_vif {
+                Some(f) => p.meta.tx(f),
+                None => p.meta.drop(DropReason::NowhereToGo),
+            },
+            VifKind::Agent => self.from_agent(t, p),
+        }
+    }
+
+    #[inline]
+    fn from_vm(&self, t: &Tables, vif: &crate::tables::Vif, p: &mut Pkt) {
+        let d = p.buf.data();
+        if d.len() < ETH {
+            p.meta.drop(DropReason::Pull);
+            return;
+        }
+        p.meta.vrf = vif.spec.vrf;
+        let smac = &d[6..12];
+        match u16::from_be_bytes([d[12], d[13]]) {
+            EtherType::IPV4 => {
+                let ip = &d[ETH..];
+                if let Err(e) = crate::wire::ipv4::check(ip) {
+                    p.meta.drop(match e {
+                        crate::wire::WireError::Truncated if ip.len() < 20 => DropReason::Pull,
+                        _ => DropReason::InvalidPacket,
+                    });
+                    return;
+                }
+                let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+                let src = u32::from_be_bytes([ip[12], ip[13], ip[14], ip[15]]);
+                let hl = usize::from(ip[0] & 0x0f) * 4;
+                if ip[9] == ip_proto::UDP
+                    && total >= hl + 8
+                    && u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff == 0
+                    && u16::from_be_bytes([ip[hl + 2], ip[hl + 3]]) == DHCP_SERVER_PORT
+                {
+                    p.buf.truncate(ETH + total);
+                    p.meta.trap(TrapReason::L3Protocols);
+                    return;
+                }
+                // Anti-spoofing: a VM may only send from its own MAC and address.
+                if smac != vif.spec.mac.0 || (vif.spec.ip != 0 && src != vif.spec.ip) {
+                    p.meta.drop(DropReason::InvalidSource);
+                    return;
+                }
+                p.buf.truncate(ETH + total);
+                p.meta.next = Next::Lookup;
+            }
+            EtherType::ARP => self.arp_from_vm(t, vif.spec.id, p),
+            _ => p.meta.drop(DropReason::NowhereToGo),
+        }
+    }
+
+    /// Proxy ARP: answer for the gateway and every address with a route in the VRF, with the
+    /// vRouter MAC, straight back out of the asking interface.
+    #[inline]
+    fn arp_from_vm(&self, t: &Tables, vif: u16, p: &mut Pkt) {
+        let vrf = p.meta.vrf;
+        let d = p.buf.data_mut();
+        let Ok(mut a) = ArpPacket::new_checked(&mut d[ETH..]) else {
+            p.meta.drop(DropReason::InvalidArp);
+            return;
+        };
+        if a.op() != arp::OP_REQUEST || a.tpa() == a.spa() {
+            // Replies and gratuitous ARP: the agent may want to learn from them.
+            p.meta.trap(TrapReason::Arp);
+            return;
+        }
+        match t.lookup(vrf, a.tpa()) {
+            Some((r, _)) if r.nh != NH_DISCARD => {
+                let asker = a.sha();
+                a.make_reply(MacAddr::VROUTER);
+                d[0..6].copy_from_slice(&asker.0);
+                d[6..12].copy_from_slice(&MacAddr::VROUTER.0);
+                p.buf.truncate(ETH + arp::ARP_LEN);
+                self.stats.vrf(vrf).arp_virtual_proxys.add(1);
+                p.meta.tx(vif);
+            }
+            _ => p.meta.drop(DropReason::ArpNoRoute),
+        }
+    }
+
+    #[inline]
+    fn from_fabric(&self, t: &Tables, p: &mut Pkt) {
+        let to_host = |p: &mut Pkt| match t.host.host_vif {
+            Some(h) => p.meta.tx(h),
+            None => p.meta.drop(DropReason::NowhereToGo),
+        };
+        let d = p.buf.data();
+        if d.len() < ETH {
+            p.meta.drop(DropReason::Pull);
+            return;
+        }
+        if u16::from_be_bytes([d[12], d[13]]) != EtherType::IPV4 {
+            to_host(p);
+            return;
+        }
+        let ip = &d[ETH..];
+        if let Err(e) = crate::wire::ipv4::check(ip) {
+            p.meta.drop(match e {
+                crate::wire::WireError::Truncated if ip.len() < 20 => DropReason::Pull,
+                _ => DropReason::InvalidPacket,
+            });
+            return;
+        }
+        let hl = usize::from(ip[0] & 0x0f) * 4;
+        let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+        let dst = u32::from_be_bytes([ip[16], ip[17], ip[18], ip[19]]);
+        let unfragmented = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff == 0;
+        let seg = &ip[hl..total];
+        // Where the label sits, if this is overlay traffic.
+        let label_at = match ip[9] {
+            ip_proto::UDP if seg.len() >= 8 => {
+                let dport = u16::from_be_bytes([seg[2], seg[3]]);
+                (dport == MPLS_UDP_PORT || dport == MPLS_UDP_PORT_LEGACY).then_some(hl + 8)
+            }
+            ip_proto::GRE if seg.len() >= 4 => {
+                let flags = seg[0];
+                let opt = 4
+                    * (usize::from(flags & 0x80 != 0)
+                        + usize::from(flags & 0x20 != 0)
+                        + usize::from(flags & 0x10 != 0));
+                let proto = u16::from_be_bytes([seg[2], seg[3]]);
+                if proto == GRE_PROTO_MPLS && seg[1] & 0x07 == 0 {
+                    Some(hl + 4 + opt)
+                } else if dst == t.host.fabric_ip {
+                    p.meta.drop(DropReason::InvalidProtocol);
+                    return;
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        };
+        let Some(label_at) = label_at else {
+            to_host(p);
+            return;
+        };
+        if dst != t.host.fabric_ip {
+            p.meta.drop(DropReason::NotForHost);
+            return;
+        }
+        if !unfragmented {
+            // Outer fragments would need reassembly; senders must not fragment the underlay.
+            p.meta.drop(DropReason::Fragments);
+            return;
+        }
+        let Ok(l) = MplsLabel::parse(&ip[label_at..total]) else {
+            p.meta.drop(DropReason::Pull);
+            return;
+        };
+        if !l.bos {
+            p.meta.drop(DropReason::InvalidLabel);
+            return;
+        }
+        let Some(nh) = t.label(l.label) else {
+            p.meta.drop(DropReason::InvalidLabel);
+            return;
+        };
+        let inner_at = label_at + 4;
+        let inner = &ip[inner_at..total];
+        if inner.first().map(|b| b >> 4) != Some(4) {
+            p.meta.drop(DropReason::InvalidProtocol);
+            return;
+        }
+        if crate::wire::ipv4::check(inner).is_err() {
+            p.meta.drop(DropReason::InvalidPacket);
+            return;
+        }
+        let inner_total = usize::from(u16::from_be_bytes([inner[2], inner[3]]));
+        // Keep 14 bytes in front of the inner packet for the Ethernet header the nexthop writes.
+        let strip = inner_at; // ETH + inner_at - ETH
+        if !p.buf.adjust_front(strip as isize) {
+            p.meta.drop(DropReason::Pull);
+            return;
+        }
+        p.buf.truncate(ETH + inner_total);
+        p.meta.dec_ttl = false;
+        match t.nh(nh) {
+            Some(Nexthop::VrfTranslate { vrf }) => {
+                p.meta.vrf = *vrf;
+                self.stats.vrf(*vrf).vrf_translates.add(1);
+                p.meta.next = Next::Lookup;
+            }
+            Some(Nexthop::Tunnel(_)) => p.meta.drop(DropReason::PktLoop),
+            Some(Nexthop::Encap { oif, .. }) => {
+                p.meta.vrf = t.vif(*oif).map_or(0, |v| v.spec.vrf);
+                p.meta.nh = nh;
+                p.meta.next = Next::Nexthop;
+            }
+            Some(_) => {
+                p.meta.nh = nh;
+                p.meta.next = Next::Nexthop;
+            }
+            None => p.meta.drop(DropReason::InvalidNh),
+        }
+    }
+
+    #[inline]
+    fn from_agent(&self, t: &Tables, p: &mut Pkt) {
+        let Some(h) = AgentHeader::parse(p.buf.data()) else {
+            p.meta.drop(DropReason::InvalidPacket);
+            return;
+        };
+        if p.buf.pull_front(AGENT_HEADER_LEN).is_none() {
+            p.meta.drop(DropReason::Pull);
+            return;
+        }
+        match h.cmd {
+            AgentCmd::TxVif if t.vif(h.vif).is_some() => p.meta.tx(h.vif),
+            AgentCmd::TxVif => p.meta.drop(DropReason::InvalidIf),
+            AgentCmd::RouteInVrf => {
+                let d = p.buf.data();
+                if d.len() < ETH + 20 || crate::wire::ipv4::check(&d[ETH..]).is_err() {
+                    p.meta.drop(DropReason::InvalidPacket);
+                    return;
+                }
+                p.meta.vrf = h.vrf;
+                p.meta.dec_ttl = false;
+                p.meta.next = Next::Lookup;
+            }
+            AgentCmd::Trap => p.meta.drop(DropReason::InvalidPacket),
+        }
+    }
+
+    /// FIP DNAT, TTL check, longest-prefix match and FIP SNAT for every packet waiting for a
+    /// lookup. A first pass prefetches each packet's FIB slots so the probes of the second pass
+    /// overlap their cache misses.
+    fn lookup(&self, t: &Tables, batch: &mut Batch) {
+        for p in batch.pkts() {
+            if p.meta.next == Next::Lookup {
+                let d = p.buf.data();
+                let dst = u32::from_be_bytes([d[ETH + 16], d[ETH + 17], d[ETH + 18], d[ETH + 19]]);
+                if let Some(v) = t.vrf(p.meta.vrf) {
+                    t.fib.prefetch(p.meta.vrf, v.plens, dst);
+                }
+            }
+        }
+        for p in batch.pkts_mut() {
+            if p.meta.next == Next::Lookup {
+                self.lookup_one(t, p);
+            }
+        }
+    }
+
+    #[inline]
+    fn lookup_one(&self, t: &Tables, p: &mut Pkt) {
+        let Some(vrf) = t.vrf(p.meta.vrf) else {
+            p.meta.drop(DropReason::InvalidVrf);
+            return;
+        };
+        let d = p.buf.data_mut();
+        let mut dst = u32::from_be_bytes([d[ETH + 16], d[ETH + 17], d[ETH + 18], d[ETH + 19]]);
+        let mut vrf_id = vrf.id;
+        let mut plens = vrf.plens;
+        if vrf.fip_count != 0 {
+            if let Some(f) = t.fips.get(vrf_id, dst) {
+                let Some(vm) = t.vif(f.vif) else {
+                    p.meta.drop(DropReason::InvalidIf);
+                    return;
+                };
+                nat::rewrite(&mut d[ETH..], Side::Dst, f.private_ip);
+                self.stats.vrf(vrf_id).fip_dnats.add(1);
+                dst = f.private_ip;
+                vrf_id = vm.spec.vrf;
+                plens = t.vrf(vrf_id).map_or(0, |v| v.plens);
+                p.meta.vrf = vrf_id;
+            }
+        }
+        if p.meta.dec_ttl && d[ETH + 8] <= 1 {
+            p.meta.trap(TrapReason::ZeroTtl);
+            return;
+        }
+        let mut found = t
+            .fib
+            .lookup(vrf_id, plens, dst)
+            .filter(|(r, _)| r.nh != NH_DISCARD);
+        if found.is_none() && !p.meta.fip_tried {
+            p.meta.fip_tried = true;
+            found = self.try_snat(t, p);
+        }
+        match found {
+            Some((r, _)) => {
+                p.meta.nh = r.nh;
+                p.meta.label = r.label.unwrap_or(NO_LABEL);
+                p.meta.next = Next::Nexthop;
+            }
+            None => {
+                let explicit = t.fib.lookup(vrf_id, plens, dst).is_some();
+                if explicit {
+                    self.stats.vrf(vrf_id).discards.add(1);
+                    p.meta.drop(DropReason::Discard);
+                } else {
+                    p.meta.drop(DropReason::NoRoute);
+                }
+            }
+        }
+    }
+
+    /// A VM packet with no route in its own VRF: if the VM has a floating IP whose VRF routes
+    /// the destination, rewrite the source to the floating IP and forward in that VRF.
+    #[cold]
+    fn try_snat(&self, t: &Tables, p: &mut Pkt) -> Option<(crate::tables::Route, u8)> {
+        let vif = t.vif(p.meta.in_vif)?;
+        if vif.spec.kind != VifKind::Virtual || vif.fips.is_empty() {
+            return None;
+        }
+        let d = p.buf.data_mut();
+        let src = u32::from_be_bytes([d[ETH + 12], d[ETH + 13], d[ETH + 14], d[ETH + 15]]);
+        let dst = u32::from_be_bytes([d[ETH + 16], d[ETH + 17], d[ETH + 18], d[ETH + 19]]);
+        for vf in &vif.fips {
+            let Some(f) = t.fips.get(vf.vrf, vf.fip) else {
+                continue;
+            };
+            if f.private_ip != src {
+                continue;
+            }
+            if let Some(found) = t.lookup(vf.vrf, dst).filter(|(r, _)| r.nh != NH_DISCARD) {
+                nat::rewrite(&mut d[ETH..], Side::Src, vf.fip);
+                self.stats.vrf(vf.vrf).fip_snats.add(1);
+                p.meta.vrf = vf.vrf;
+                return Some(found);
+            }
+        }
+        None
+    }
+
+    #[inline]
+    fn nexthop(&self, t: &Tables, p: &mut Pkt) {
+        let Some(mut nh) = t.nh(p.meta.nh) else {
+            p.meta.drop(DropReason::InvalidNh);
+            return;
+        };
+        let vrf_stats = self.stats.vrf(p.meta.vrf);
+        if let Nexthop::Composite { members } = nh {
+            vrf_stats.ecmp_composites.add(1);
+            let (m_nh, m_label) =
+                members[flow_hash(p.buf.data(), p.meta.vrf) as usize % members.len()];
+            if let Some(l) = m_label {
+                p.meta.label = l;
+            }
+            match t.nh(m_nh) {
+                Some(Nexthop::Composite { .. }) | None => {
+                    p.meta.drop(DropReason::InvalidNh);
+                    return;
+                }
+                Some(x) => nh = x,
+            }
+        }
+        match nh {
+            Nexthop::Encap { oif, l2 } => {
+                let d = p.buf.data_mut();
+                if p.meta.dec_ttl {
+                    decrement_ttl(&mut d[ETH..]);
+                }
+                d[..ETH].copy_from_slice(l2);
+                vrf_stats.encaps.add(1);
+                p.meta.tx(*oif);
+            }
+            Nexthop::Tunnel(tpl) => {
+                if p.meta.label == NO_LABEL {
+                    p.meta.drop(DropReason::InvalidLabel);
+                    return;
+                }
+                if p.meta.dec_ttl {
+                    decrement_ttl(&mut p.buf.data_mut()[ETH..]);
+                }
+                let sport = udp_source_port(flow_hash(p.buf.data(), p.meta.vrf));
+                if !encap(&mut p.buf, tpl, p.meta.label, sport) {
+                    p.meta.drop(DropReason::Push);
+                    return;
+                }
+                match tpl.kind {
+                    TunnelKind::MplsOverUdp => vrf_stats.udp_mpls_tunnels.add(1),
+                    TunnelKind::MplsOverGre => vrf_stats.gre_mpls_tunnels.add(1),
+                }
+                p.meta.tx(tpl.oif);
+            }
+            Nexthop::Receive { oif } => {
+                vrf_stats.receives.add(1);
+                if Some(*oif) == t.host.agent_vif {
+                    p.meta.trap(TrapReason::Receive);
+                } else {
+                    if let Some(v) = t.vif(*oif) {
+                        p.buf.data_mut()[..6].copy_from_slice(&v.spec.mac.0);
+                    }
+                    p.meta.tx(*oif);
+                }
+            }
+            Nexthop::Discard => {
+                vrf_stats.discards.add(1);
+                p.meta.drop(DropReason::Discard);
+            }
+            Nexthop::VrfTranslate { vrf } => {
+                vrf_stats.vrf_translates.add(1);
+                p.meta.vrf = *vrf;
+                p.meta.next = Next::Lookup;
+            }
+            Nexthop::Composite { .. } => p.meta.drop(DropReason::InvalidNh),
+        }
+    }
+
+    #[cold]
+    fn trap(&self, t: &Tables, p: &mut Pkt) {
+        let reason = p.meta.trap;
+        let Some(agent) = t.host.agent_vif else {
+            p.meta.drop(if reason == TrapReason::ZeroTtl {
+                DropReason::TtlExceeded
+            } else {
+                DropReason::TrapNoIf
+            });
+            return;
+        };
+        let h = AgentHeader {
+            cmd: AgentCmd::Trap,
+            reason,
+            vif: p.meta.in_vif,
+            vrf: p.meta.vrf,
+            param: 0,
+        };
+        match p.buf.push_front(AGENT_HEADER_LEN) {
+            Some(front) => {
+                h.emit(front);
+                if let Some(c) = self.stats.traps.get(reason as usize) {
+                    c.add(1);
+                }
+                p.meta.tx(agent);
+            }
+            None => p.meta.drop(DropReason::Push),
+        }
+    }
+}
+
+/// Decrements the TTL of the IPv4 header at the start of `ip`, fixing its checksum.
+#[inline(always)]
+fn decrement_ttl(ip: &mut [u8]) {
+    let old = u16::from_be_bytes([ip[8], ip[9]]);
+    ip[8] = ip[8].wrapping_sub(1);
+    let new = u16::from_be_bytes([ip[8], ip[9]]);
+    let c = crate::wire::checksum::update16(u16::from_be_bytes([ip[10], ip[11]]), old, new);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+}
+
+/// Hash of the inner 5-tuple and VRF of the Ethernet+IPv4 packet `d` (for ECMP and the
+/// MPLSoUDP source port). Non-first fragments hash on addresses only, so all fragments of a
+/// packet take one path.
+#[inline]
+pub fn flow_hash(d: &[u8], vrf: u16) -> u32 {
+    let ip = &d[ETH..];
+    let src = u32::from_be_bytes([ip[12], ip[13], ip[14], ip[15]]);
+    let dst = u32::from_be_bytes([ip[16], ip[17], ip[18], ip[19]]);
+    let proto = ip[9];
+    let hl = usize::from(ip[0] & 0x0f) * 4;
+    let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0;
+    let (sp, dp) = if frag {
+        (0, 0)
+    } else {
+        l4::ports(proto, ip.get(hl..).unwrap_or(&[]))
+    };
+    let a = u64::from(src) << 32 | u64::from(dst);
+    let b = u64::from(sp) << 48 | u64::from(dp) << 32 | u64::from(proto) << 16 | u64::from(vrf);
+    let h = (a ^ b.rotate_left(23)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let h = (h ^ (h >> 31)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    (h >> 32) as u32
+}
+
+/// Maps a flow hash into the RFC 7510 entropy range 49152..=65535.
+#[inline]
+pub fn udp_source_port(hash: u32) -> u16 {
+    0xc000 | (hash as u16 & 0x3fff)
+}
+
+/// Replaces the Ethernet header of `buf` with the tunnel's outer headers and `label`
+/// (bottom of stack, TTL = inner TTL). False if there is no headroom.
+#[inline]
+fn encap(
+    buf: &mut PktBuf,
+    tpl: &crate::tables::nexthop::TunnelTemplate,
+    label: u32,
+    sport: u16,
+) -> bool {
+    let inner_len = buf.len() - ETH;
+    let grow = tpl.len - ETH;
+    let Some(d) = buf.push_front(grow) else {
+        return false;
+    };
+    let inner = &d[tpl.len..];
+    let (ttl, ident) = (inner[8], [inner[4], inner[5]]);
+    let tail = tpl.len - 4;
+    d[..tail].copy_from_slice(&tpl.hdr[..tail]);
+    let total = (tpl.len - ETH + inner_len) as u16;
+    let ip = &mut d[ETH..];
+    ip[2..4].copy_from_slice(&total.to_be_bytes());
+    ip[4..6].copy_from_slice(&ident);
+    let ck = !crate::wire::checksum::fold(
+        tpl.ip_sum + u32::from(total) + u32::from(u16::from_be_bytes(ident)),
+    );
+    ip[10..12].copy_from_slice(&ck.to_be_bytes());
+    if tpl.kind == TunnelKind::MplsOverUdp {
+        let udp = &mut ip[20..28];
+        udp[0..2].copy_from_slice(&sport.to_be_bytes());
+        udp[4..6].copy_from_slice(&(total - 20).to_be_bytes());
+    }
+    let word = MplsLabel {
+        label,
+        tc: 0,
+        bos: true,
+        ttl,
+    }
+    .word();
+    d[tail..tpl.len].copy_from_slice(&word.to_be_bytes());
+    true
+}
+
+/// Prefetches the buffer data of the packets in `batch` (helps when packets arrive cold, e.g.
+/// from a NIC ring).
+#[inline]
+pub fn prefetch_packets(batch: &Batch) {
+    for p in batch.pkts() {
+        if let Some(b) = p.buf.data().first() {
+            prefetch_read(b);
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! Ports: where packets come from and go to. One trait, several backends: `mem` (rings in
+//! memory, for tests and benchmarks), `pcap` (replay a capture, record output); the device
+//! backends (AF_PACKET, AF_XDP, tap) implement the same trait.
+
+pub mod mem;
+pub mod pcap;
+
+use crate::batch::Batch;
+use crate::buf::{BufPool, PktBuf};
+use crate::drop::DropReason;
+use crate::stats::LcoreStats;
+
+/// A source and sink of Ethernet frames.
+pub trait Port: Send {
+    /// Device or file name, for logs.
+    fn name(&self) -> &str;
+
+    /// Receives up to `batch.room()` frames into buffers from `pool`, appending them to `batch`
+    /// as received on `vif`. Returns how many were added. Never blocks.
+    fn rx_burst(&mut self, pool: &mut BufPool, batch: &mut Batch, vif: u16) -> usize;
+
+    /// Transmits frames from the front of `pkts`, removing those sent and returning their
+    /// buffers to `pool`. Frames left in `pkts` could not be sent now. Never blocks.
+    fn tx_burst(&mut self, pool: &mut BufPool, pkts: &mut Vec<PktBuf>) -> usize;
+}
+
+/// Per-port transmit queues of one lcore: the output stage sorts a batch into them, then one
+/// burst per port sends it.
+#[derive(Debug)]
+pub struct TxQueues {
+    /// vif id -> queue index, or `NONE`.
+    by_vif: Vec<u16>,
+    /// Queue index -> vif id.
+    vifs: Vec<u16>,
+    queues: Vec<Vec<PktBuf>>,
+}
+
+const NONE: u16 = u16::MAX;
+
+impl TxQueues {
+    /// Queues for interface ids below `max_vifs`, none mapped yet.
+    pub fn new(max_vifs: usize) -> Self {
+        Self {
+            by_vif: vec![NONE; max_vifs],
+            vifs: Vec::new(),
+            queues: Vec::new(),
+        }
+    }
+
+    /// Maps `vif` to the next queue index (the caller keeps its ports in the same order) and
+    /// returns that index.
+    pub fn add(&mut self, vif: u16) -> usize {
+        let i = self.queues.len();
+        if let Some(s) = self.by_vif.get_mut(usize::from(vif)) {
+            *s = i as u16;
+        }
+        self.vifs.push(vif);
+        self.queues
+            .push(Vec::with_capacity(crate::batch::BATCH_SIZE));
+        i
+    }
+
+    /// Queues `buf` for `vif`; gives it back if `vif` has no port here or the queue is full.
+    #[inline]
+    pub fn push(&mut self, vif: u16, buf: PktBuf) -> Result<(), PktBuf> {
+        match self.by_vif.get(usize::from(vif)) {
+            Some(&q) if q != NONE => {
+                let q = &mut self.queues[usize::from(q)];
+                if q.len() >= crate::batch::BATCH_SIZE * 4 {
+                    return Err(buf);
+                }
+                q.push(buf);
+                Ok(())
+            }
+            _ => Err(buf),
+        }
+    }
+
+    /// Sends every queue on its port (`ports[i]` for queue `i`). What a port cannot take now is
+    /// dropped and counted (`IF TX Discard`) so queues never grow without bound.
+    pub fn flush<P: Port + ?Sized>(
+        &mut self,
+        ports: &mut [Box<P>],
+        pool: &mut BufPool,
+        stats: &LcoreStats,
+    ) {
+        for (i, q) in self.queues.iter_mut().enumerate() {
+            if q.is_empty() {
+                continue;
+            }
+            if let Some(port) = ports.get_mut(i) {
+                port.tx_burst(pool, q);
+            }
+            if !q.is_empty() {
+                let vif = self.vifs[i];
+                if let Some(c) = stats.vif.get(usize::from(vif)) {
+                    c.tx_errors.add(q.len() as u64);
+                }
+                for b in q.drain(..) {
+                    stats.dropped(vif, DropReason::InterfaceTxDiscard);
+                    pool.free(b);
+                }
+            }
+        }
+    }
+}

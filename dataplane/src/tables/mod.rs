@@ -1,0 +1,710 @@
+//! Every table the pipeline reads, the operations that change them, and how changes reach the
+//! lcores without readers ever locking.
+//!
+//! Thread-safety: the tables are kept twice (the `left-right` scheme). Lcores read one copy
+//! through a [`TablesReader`], entering it once per batch; the control thread, the only writer,
+//! applies operations to the other copy, swaps the two with one atomic store, waits until every
+//! lcore has left the old copy (each does at its next batch boundary, a quiescent point), then
+//! applies the same operations to it. Readers never wait; a bulk of operations costs one swap.
+
+pub mod fib;
+pub mod fip;
+pub mod nexthop;
+pub mod vif;
+pub mod vrf;
+
+use crate::wire::MacAddr;
+pub use fib::{Fib, Route};
+pub use fip::{Fip, FipTable};
+pub use nexthop::{Nexthop, NexthopSpec, TunnelKind, NH_DISCARD};
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
+pub use vif::{Vif, VifFip, VifKind, VifSpec};
+pub use vrf::Vrf;
+
+/// Sizes of the tables (Contrail's module parameters).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Limits {
+    /// Interfaces.
+    pub vifs: u16,
+    /// VRFs.
+    pub vrfs: u32,
+    /// Nexthops.
+    pub nexthops: u32,
+    /// MPLS labels (the label table is indexed by label, so labels are below this).
+    pub labels: u32,
+    /// Initial route capacity (the table grows past it).
+    pub routes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            vifs: 4352,
+            vrfs: 4096,
+            nexthops: 65536,
+            labels: 65536,
+            routes: 4096,
+        }
+    }
+}
+
+/// Host-wide settings: who we are on the fabric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct HostConfig {
+    /// This host's fabric (underlay) IPv4 address; tunnels are accepted only to it.
+    pub fabric_ip: u32,
+    /// The fabric interface.
+    pub fabric_vif: Option<u16>,
+    /// The host-stack interface (vhost0): non-overlay fabric traffic goes there.
+    pub host_vif: Option<u16>,
+    /// The agent interface (pkt0): trapped packets go there.
+    pub agent_vif: Option<u16>,
+}
+
+/// One change to the tables. Operations are validated before they are queued (see
+/// [`TablesWriter::apply`]), so applying one never fails.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum TableOp {
+    /// Sets the host configuration.
+    SetHost(HostConfig),
+    /// Adds or replaces a VRF.
+    AddVrf {
+        /// Id.
+        id: u16,
+        /// Name.
+        name: String,
+    },
+    /// Deletes a VRF and its routes.
+    DelVrf(u16),
+    /// Adds or replaces an interface.
+    AddVif(VifSpec),
+    /// Deletes an interface.
+    DelVif(u16),
+    /// Adds or replaces a nexthop.
+    AddNh {
+        /// Id.
+        id: u32,
+        /// What it does.
+        spec: NexthopSpec,
+    },
+    /// Deletes a nexthop.
+    DelNh(u32),
+    /// Adds or replaces a route.
+    AddRoute {
+        /// VRF.
+        vrf: u16,
+        /// Prefix address.
+        prefix: u32,
+        /// Prefix length.
+        plen: u8,
+        /// Forwarding data.
+        route: Route,
+    },
+    /// Deletes a route.
+    DelRoute {
+        /// VRF.
+        vrf: u16,
+        /// Prefix address.
+        prefix: u32,
+        /// Prefix length.
+        plen: u8,
+    },
+    /// Maps an incoming MPLS label to a nexthop.
+    AddLabel {
+        /// Label.
+        label: u32,
+        /// Nexthop.
+        nh: u32,
+    },
+    /// Removes a label.
+    DelLabel(u32),
+    /// Adds or replaces a floating IP.
+    AddFip(Fip),
+    /// Removes a floating IP.
+    DelFip {
+        /// Public VRF.
+        vrf: u16,
+        /// Floating address.
+        fip: u32,
+    },
+}
+
+/// Why an operation was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TableError {
+    /// An id outside the configured table size.
+    #[error("{what} id {id} out of range (limit {limit})")]
+    OutOfRange {
+        /// Table.
+        what: &'static str,
+        /// Id.
+        id: u64,
+        /// Limit.
+        limit: u64,
+    },
+    /// A reference to something that does not exist.
+    #[error("{what} {id} does not exist")]
+    NotFound {
+        /// Table.
+        what: &'static str,
+        /// Id.
+        id: u64,
+    },
+    /// Deleting something still in use.
+    #[error("{what} {id} is in use: {by}")]
+    InUse {
+        /// Table.
+        what: &'static str,
+        /// Id.
+        id: u64,
+        /// By what.
+        by: String,
+    },
+    /// A value the table cannot hold.
+    #[error("invalid {what}: {why}")]
+    Invalid {
+        /// Field.
+        what: &'static str,
+        /// Reason.
+        why: String,
+    },
+}
+
+/// Label table entry meaning "no nexthop".
+const NO_NH: u32 = u32::MAX;
+
+/// All forwarding state.
+#[derive(Debug, Clone)]
+pub struct Tables {
+    /// Host settings.
+    pub host: HostConfig,
+    /// Interfaces by id.
+    pub vifs: Vec<Option<Vif>>,
+    /// VRFs by id.
+    pub vrfs: Vec<Option<Vrf>>,
+    /// Routes of all VRFs.
+    pub fib: Fib,
+    /// Nexthops by id, compiled.
+    pub nhs: Vec<Option<Nexthop>>,
+    /// Nexthop specs by id, as configured (for dumps).
+    pub nh_specs: Vec<Option<NexthopSpec>>,
+    /// Label -> nexthop id ([`NO_NH`] if unset).
+    labels: Vec<u32>,
+    /// Floating IPs.
+    pub fips: FipTable,
+    /// Sizes.
+    pub limits: Limits,
+    /// Incremented on every applied operation; lets readers notice change.
+    pub generation: u64,
+}
+
+impl Tables {
+    /// Empty tables of the given sizes, with the discard nexthop (id 0) present.
+    pub fn new(limits: Limits) -> Self {
+        let mut t = Self {
+            host: HostConfig::default(),
+            vifs: vec![None; usize::from(limits.vifs)],
+            vrfs: Vec::new(),
+            fib: Fib::with_capacity(limits.routes),
+            nhs: Vec::new(),
+            nh_specs: Vec::new(),
+            labels: Vec::new(),
+            fips: FipTable::default(),
+            limits,
+            generation: 0,
+        };
+        t.vrfs.resize_with(limits.vrfs as usize, || None);
+        t.nhs.resize_with(limits.nexthops as usize, || None);
+        t.nh_specs.resize_with(limits.nexthops as usize, || None);
+        t.labels.resize(limits.labels as usize, NO_NH);
+        t.nhs[0] = Some(Nexthop::Discard);
+        t.nh_specs[0] = Some(NexthopSpec::Discard);
+        t
+    }
+
+    /// The interface with this id.
+    #[inline]
+    pub fn vif(&self, id: u16) -> Option<&Vif> {
+        self.vifs.get(usize::from(id))?.as_ref()
+    }
+
+    /// The VRF with this id.
+    #[inline]
+    pub fn vrf(&self, id: u16) -> Option<&Vrf> {
+        self.vrfs.get(usize::from(id))?.as_ref()
+    }
+
+    /// The VRF with this name.
+    pub fn vrf_by_name(&self, name: &str) -> Option<&Vrf> {
+        self.vrfs.iter().flatten().find(|v| v.name == name)
+    }
+
+    /// The nexthop with this id.
+    #[inline]
+    pub fn nh(&self, id: u32) -> Option<&Nexthop> {
+        self.nhs.get(id as usize)?.as_ref()
+    }
+
+    /// The nexthop an incoming label maps to.
+    #[inline]
+    pub fn label(&self, label: u32) -> Option<u32> {
+        match self.labels.get(label as usize) {
+            Some(&nh) if nh != NO_NH => Some(nh),
+            _ => None,
+        }
+    }
+
+    /// Every (label, nexthop) pair, ascending.
+    pub fn labels(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+        self.labels
+            .iter()
+            .enumerate()
+            .filter(|(_, &nh)| nh != NO_NH)
+            .map(|(l, &nh)| (l as u32, nh))
+    }
+
+    /// Longest-prefix match in `vrf`.
+    #[inline]
+    pub fn lookup(&self, vrf: u16, addr: u32) -> Option<(Route, u8)> {
+        let v = self.vrf(vrf)?;
+        self.fib.lookup(vrf, v.plens, addr)
+    }
+
+    /// Applies a validated operation.
+    pub fn apply(&mut self, op: &TableOp) {
+        self.generation += 1;
+        match op {
+            TableOp::SetHost(h) => self.host = *h,
+            TableOp::AddVrf { id, name } => {
+                let slot = &mut self.vrfs[usize::from(*id)];
+                match slot {
+                    Some(v) => v.name.clone_from(name),
+                    None => *slot = Some(Vrf::new(*id, name.clone())),
+                }
+            }
+            TableOp::DelVrf(id) => {
+                self.fib.clear_vrf(*id);
+                self.vrfs[usize::from(*id)] = None;
+            }
+            TableOp::AddVif(spec) => {
+                let slot = &mut self.vifs[usize::from(spec.id)];
+                let fips = slot.take().map(|v| v.fips).unwrap_or_default();
+                *slot = Some(Vif {
+                    spec: spec.clone(),
+                    fips,
+                });
+            }
+            TableOp::DelVif(id) => self.vifs[usize::from(*id)] = None,
+            TableOp::AddNh { id, spec } => {
+                self.nhs[*id as usize] = Some(Nexthop::compile(spec));
+                self.nh_specs[*id as usize] = Some(spec.clone());
+            }
+            TableOp::DelNh(id) => {
+                self.nhs[*id as usize] = None;
+                self.nh_specs[*id as usize] = None;
+            }
+            TableOp::AddRoute {
+                vrf,
+                prefix,
+                plen,
+                route,
+            } => {
+                if self.fib.insert(*vrf, *prefix, *plen, *route) {
+                    if let Some(v) = self.vrfs[usize::from(*vrf)].as_mut() {
+                        v.route_added(*plen);
+                    }
+                }
+            }
+            TableOp::DelRoute { vrf, prefix, plen } => {
+                if self.fib.remove(*vrf, *prefix, *plen).is_some() {
+                    if let Some(v) = self.vrfs[usize::from(*vrf)].as_mut() {
+                        v.route_removed(*plen);
+                    }
+                }
+            }
+            TableOp::AddLabel { label, nh } => self.labels[*label as usize] = *nh,
+            TableOp::DelLabel(label) => self.labels[*label as usize] = NO_NH,
+            TableOp::AddFip(f) => {
+                if let Some(old) = self.fips.insert(*f) {
+                    self.unlink_fip(&old);
+                }
+                if let Some(v) = self.vrfs[usize::from(f.vrf)].as_mut() {
+                    v.fip_count += 1;
+                }
+                if let Some(v) = self.vifs[usize::from(f.vif)].as_mut() {
+                    v.fips.push(VifFip {
+                        fip: f.fip,
+                        vrf: f.vrf,
+                    });
+                }
+            }
+            TableOp::DelFip { vrf, fip } => {
+                if let Some(old) = self.fips.remove(*vrf, *fip) {
+                    self.unlink_fip(&old);
+                }
+            }
+        }
+    }
+
+    fn unlink_fip(&mut self, f: &Fip) {
+        if let Some(v) = self.vrfs[usize::from(f.vrf)].as_mut() {
+            v.fip_count = v.fip_count.saturating_sub(1);
+        }
+        if let Some(v) = self.vifs[usize::from(f.vif)].as_mut() {
+            v.fips.retain(|x| !(x.fip == f.fip && x.vrf == f.vrf));
+        }
+    }
+}
+
+impl left_right::Absorb<TableOp> for Tables {
+    fn absorb_first(&mut self, op: &mut TableOp, _other: &Self) {
+        self.apply(op);
+    }
+    fn absorb_second(&mut self, op: TableOp, _other: &Self) {
+        self.apply(&op);
+    }
+    fn sync_with(&mut self, first: &Self) {
+        *self = first.clone();
+    }
+}
+
+/// What the writer remembers to validate operations before queueing them: which ids exist and
+/// who refers to whom. Small next to the tables (no routes are kept here).
+#[derive(Debug, Default)]
+struct Shadow {
+    vrfs: HashMap<u16, String>,
+    /// vif id -> its VRF.
+    vifs: HashMap<u16, u16>,
+    nhs: HashSet<u32>,
+    /// (public VRF, fip) -> vif.
+    fips: HashMap<(u16, u32), u16>,
+}
+
+/// The control thread's handle: validates operations and publishes them.
+pub struct TablesWriter {
+    w: left_right::WriteHandle<Tables, TableOp>,
+    shadow: Shadow,
+    limits: Limits,
+}
+
+impl std::fmt::Debug for TablesWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TablesWriter")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An lcore's (or any reader's) handle on the tables.
+pub struct TablesReader {
+    r: left_right::ReadHandle<Tables>,
+}
+
+impl std::fmt::Debug for TablesReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TablesReader").finish_non_exhaustive()
+    }
+}
+
+impl Clone for TablesReader {
+    fn clone(&self) -> Self {
+        Self { r: self.r.clone() }
+    }
+}
+
+/// A reader's view of the tables, valid until dropped. Hold it for one batch: a writer waits for
+/// it to be dropped before reusing the copy it points at.
+pub type TablesGuard<'a> = left_right::ReadGuard<'a, Tables>;
+
+impl TablesReader {
+    /// Enters the current tables. `None` only after the writer is gone.
+    #[inline]
+    pub fn enter(&self) -> Option<TablesGuard<'_>> {
+        self.r.enter()
+    }
+}
+
+/// Creates empty tables and their writer and first reader.
+pub fn new_tables(limits: Limits) -> (TablesWriter, TablesReader) {
+    let (w, r) = left_right::new_from_empty::<Tables, TableOp>(Tables::new(limits));
+    let mut shadow = Shadow::default();
+    shadow.nhs.insert(NH_DISCARD);
+    (TablesWriter { w, shadow, limits }, TablesReader { r })
+}
+
+impl TablesWriter {
+    /// A new reader handle (one per lcore).
+    pub fn reader(&self) -> TablesReader {
+        TablesReader {
+            r: (*self.w).clone(),
+        }
+    }
+
+    /// Validates `ops` in order (each sees the effect of the ones before it), then publishes them
+    /// all with one swap. On the first invalid operation nothing is applied and its index and
+    /// error are returned.
+    pub fn apply(&mut self, ops: Vec<TableOp>) -> Result<(), (usize, TableError)> {
+        let snapshot = self.shadow_clone();
+        for (i, op) in ops.iter().enumerate() {
+            if let Err(e) = self.check_and_record(op) {
+                self.shadow = snapshot;
+                return Err((i, e));
+            }
+        }
+        for op in ops {
+            self.w.append(op);
+        }
+        self.w.publish();
+        Ok(())
+    }
+
+    fn shadow_clone(&self) -> Shadow {
+        Shadow {
+            vrfs: self.shadow.vrfs.clone(),
+            vifs: self.shadow.vifs.clone(),
+            nhs: self.shadow.nhs.clone(),
+            fips: self.shadow.fips.clone(),
+        }
+    }
+
+    /// Reads the published tables (what lcores see).
+    pub fn read<R>(&self, f: impl FnOnce(&Tables) -> R) -> Option<R> {
+        let g = self.w.enter()?;
+        Some(f(&g))
+    }
+
+    fn check_and_record(&mut self, op: &TableOp) -> Result<(), TableError> {
+        let l = self.limits;
+        let s = &mut self.shadow;
+        let vrf_ok = |s: &Shadow, id: u16| {
+            if u32::from(id) >= l.vrfs {
+                Err(TableError::OutOfRange {
+                    what: "vrf",
+                    id: id.into(),
+                    limit: l.vrfs.into(),
+                })
+            } else if !s.vrfs.contains_key(&id) {
+                Err(TableError::NotFound {
+                    what: "vrf",
+                    id: id.into(),
+                })
+            } else {
+                Ok(())
+            }
+        };
+        let nh_ok = |s: &Shadow, id: u32| {
+            if id >= l.nexthops {
+                Err(TableError::OutOfRange {
+                    what: "nexthop",
+                    id: id.into(),
+                    limit: l.nexthops.into(),
+                })
+            } else if !s.nhs.contains(&id) {
+                Err(TableError::NotFound {
+                    what: "nexthop",
+                    id: id.into(),
+                })
+            } else {
+                Ok(())
+            }
+        };
+        let vif_ok = |s: &Shadow, id: u16| {
+            if id >= l.vifs {
+                Err(TableError::OutOfRange {
+                    what: "vif",
+                    id: id.into(),
+                    limit: l.vifs.into(),
+                })
+            } else if !s.vifs.contains_key(&id) {
+                Err(TableError::NotFound {
+                    what: "vif",
+                    id: id.into(),
+                })
+            } else {
+                Ok(())
+            }
+        };
+        match op {
+            TableOp::SetHost(h) => {
+                for v in [h.fabric_vif, h.host_vif, h.agent_vif]
+                    .into_iter()
+                    .flatten()
+                {
+                    vif_ok(s, v)?;
+                }
+            }
+            TableOp::AddVrf { id, name } => {
+                if u32::from(*id) >= l.vrfs {
+                    return Err(TableError::OutOfRange {
+                        what: "vrf",
+                        id: (*id).into(),
+                        limit: l.vrfs.into(),
+                    });
+                }
+                if let Some((other, _)) = s.vrfs.iter().find(|(o, n)| *n == name && *o != id) {
+                    return Err(TableError::Invalid {
+                        what: "vrf name",
+                        why: format!("{name:?} already names vrf {other}"),
+                    });
+                }
+                s.vrfs.insert(*id, name.clone());
+            }
+            TableOp::DelVrf(id) => {
+                vrf_ok(s, *id)?;
+                if let Some((vif, _)) = s.vifs.iter().find(|(_, v)| **v == *id) {
+                    return Err(TableError::InUse {
+                        what: "vrf",
+                        id: (*id).into(),
+                        by: format!("vif {vif}"),
+                    });
+                }
+                if let Some(((_, fip), _)) = s.fips.iter().find(|((v, _), _)| *v == *id) {
+                    return Err(TableError::InUse {
+                        what: "vrf",
+                        id: (*id).into(),
+                        by: format!("floating ip {}", std::net::Ipv4Addr::from(*fip)),
+                    });
+                }
+                s.vrfs.remove(id);
+            }
+            TableOp::AddVif(spec) => {
+                if spec.id >= l.vifs {
+                    return Err(TableError::OutOfRange {
+                        what: "vif",
+                        id: spec.id.into(),
+                        limit: l.vifs.into(),
+                    });
+                }
+                if spec.kind == VifKind::Virtual || s.vrfs.contains_key(&spec.vrf) {
+                    vrf_ok(s, spec.vrf)?;
+                }
+                s.vifs.insert(spec.id, spec.vrf);
+            }
+            TableOp::DelVif(id) => {
+                vif_ok(s, *id)?;
+                if let Some(((_, fip), _)) = s.fips.iter().find(|(_, v)| **v == *id) {
+                    return Err(TableError::InUse {
+                        what: "vif",
+                        id: (*id).into(),
+                        by: format!("floating ip {}", std::net::Ipv4Addr::from(*fip)),
+                    });
+                }
+                s.vifs.remove(id);
+            }
+            TableOp::AddNh { id, spec } => {
+                if *id == NH_DISCARD {
+                    return Err(TableError::Invalid {
+                        what: "nexthop",
+                        why: "id 0 is the fixed discard nexthop".into(),
+                    });
+                }
+                if *id >= l.nexthops || *id > Route::MAX_NH {
+                    return Err(TableError::OutOfRange {
+                        what: "nexthop",
+                        id: (*id).into(),
+                        limit: l.nexthops.into(),
+                    });
+                }
+                match spec {
+                    NexthopSpec::Receive { oif }
+                    | NexthopSpec::Encap { oif, .. }
+                    | NexthopSpec::Tunnel { oif, .. } => vif_ok(s, *oif)?,
+                    NexthopSpec::VrfTranslate { vrf } => vrf_ok(s, *vrf)?,
+                    NexthopSpec::Composite { members } => {
+                        if members.is_empty() {
+                            return Err(TableError::Invalid {
+                                what: "composite",
+                                why: "no members".into(),
+                            });
+                        }
+                        for m in spec.members() {
+                            nh_ok(s, m)?;
+                            if m == *id {
+                                return Err(TableError::Invalid {
+                                    what: "composite",
+                                    why: "member is itself".into(),
+                                });
+                            }
+                        }
+                    }
+                    NexthopSpec::Discard => {}
+                }
+                s.nhs.insert(*id);
+            }
+            TableOp::DelNh(id) => {
+                if *id == NH_DISCARD {
+                    return Err(TableError::Invalid {
+                        what: "nexthop",
+                        why: "the discard nexthop cannot be deleted".into(),
+                    });
+                }
+                nh_ok(s, *id)?;
+                s.nhs.remove(id);
+            }
+            TableOp::AddRoute {
+                vrf, plen, route, ..
+            } => {
+                vrf_ok(s, *vrf)?;
+                if *plen > 32 {
+                    return Err(TableError::Invalid {
+                        what: "prefix length",
+                        why: format!("{plen} > 32"),
+                    });
+                }
+                nh_ok(s, route.nh)?;
+                if route.label.is_some_and(|x| x > crate::wire::MplsLabel::MAX) {
+                    return Err(TableError::Invalid {
+                        what: "label",
+                        why: "above 2^20-1".into(),
+                    });
+                }
+            }
+            TableOp::DelRoute { vrf, plen, .. } => {
+                vrf_ok(s, *vrf)?;
+                if *plen > 32 {
+                    return Err(TableError::Invalid {
+                        what: "prefix length",
+                        why: format!("{plen} > 32"),
+                    });
+                }
+            }
+            TableOp::AddLabel { label, nh } => {
+                if *label >= l.labels {
+                    return Err(TableError::OutOfRange {
+                        what: "label",
+                        id: (*label).into(),
+                        limit: l.labels.into(),
+                    });
+                }
+                nh_ok(s, *nh)?;
+            }
+            TableOp::DelLabel(label) => {
+                if *label >= l.labels {
+                    return Err(TableError::OutOfRange {
+                        what: "label",
+                        id: (*label).into(),
+                        limit: l.labels.into(),
+                    });
+                }
+            }
+            TableOp::AddFip(f) => {
+                vrf_ok(s, f.vrf)?;
+                vif_ok(s, f.vif)?;
+                s.fips.insert((f.vrf, f.fip), f.vif);
+            }
+            TableOp::DelFip { vrf, fip } => {
+                if s.fips.remove(&(*vrf, *fip)).is_none() {
+                    return Err(TableError::NotFound {
+                        what: "floating ip",
+                        id: (*fip).into(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The vRouter MAC every VM sees as its gateway's.
+pub const VROUTER_MAC: MacAddr = MacAddr::VROUTER;

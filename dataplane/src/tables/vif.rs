@@ -1,0 +1,69 @@
+//! Interfaces (Contrail's vifs).
+
+use crate::wire::MacAddr;
+use serde::{Deserialize, Serialize};
+
+/// What an interface connects to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VifKind {
+    /// A VM's interface (`vif<domid>.<devid>` / `tap<domid>.<devid>`).
+    Virtual,
+    /// The fabric NIC.
+    Physical,
+    /// The host stack (`vhost0`).
+    Host,
+    /// The agent's trap/inject channel (`pkt0`).
+    Agent,
+}
+
+impl VifKind {
+    /// Contrail's `vif --list` type name.
+    pub fn name(self) -> &'static str {
+        match self {
+            VifKind::Virtual => "Virtual",
+            VifKind::Physical => "Physical",
+            VifKind::Host => "Host",
+            VifKind::Agent => "Agent",
+        }
+    }
+}
+
+/// An interface as the control plane describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VifSpec {
+    /// Interface id (index in the vif table).
+    pub id: u16,
+    /// OS device name.
+    pub name: String,
+    /// Kind.
+    pub kind: VifKind,
+    /// VRF the interface's traffic is looked up in.
+    pub vrf: u16,
+    /// The interface's MAC: a VM's own MAC for virtual interfaces (its traffic must come from
+    /// it), the NIC's for the fabric.
+    pub mac: MacAddr,
+    /// The interface's IPv4 address (a VM's fixed IP; 0 if none).
+    pub ip: u32,
+    /// MTU.
+    pub mtu: u16,
+    /// The nexthop that delivers to this interface (informational, shown by `vrctl vif`).
+    pub nh: Option<u32>,
+}
+
+/// A floating IP an interface may use as its source toward the floating IP's VRF.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VifFip {
+    /// The floating address.
+    pub fip: u32,
+    /// The VRF it lives in (the public network's).
+    pub vrf: u16,
+}
+
+/// A configured interface as the pipeline sees it.
+#[derive(Debug, Clone)]
+pub struct Vif {
+    /// The configuration.
+    pub spec: VifSpec,
+    /// Floating IPs bound to this interface (for SNAT), in configuration order.
+    pub fips: Vec<VifFip>,
+}

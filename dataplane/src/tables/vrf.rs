@@ -1,0 +1,48 @@
+//! VRFs: one forwarding table per virtual network.
+
+/// Per-VRF state the pipeline needs besides its routes.
+#[derive(Debug, Clone)]
+pub struct Vrf {
+    /// Id.
+    pub id: u16,
+    /// Name (Contrail: the network's fq_name joined with ':').
+    pub name: String,
+    /// Bit n set when some route of prefix length n exists.
+    pub plens: u64,
+    /// Routes per prefix length, to clear `plens` bits on delete.
+    pub plen_count: [u32; 33],
+    /// Floating IPs whose public side is this VRF (DNAT is tried only when non-zero).
+    pub fip_count: u32,
+}
+
+impl Vrf {
+    /// A VRF with no routes.
+    pub fn new(id: u16, name: String) -> Self {
+        Self {
+            id,
+            name,
+            plens: 0,
+            plen_count: [0; 33],
+            fip_count: 0,
+        }
+    }
+
+    /// Routes in this VRF.
+    pub fn routes(&self) -> u64 {
+        self.plen_count.iter().map(|&c| u64::from(c)).sum()
+    }
+
+    pub(crate) fn route_added(&mut self, plen: u8) {
+        let p = usize::from(plen.min(32));
+        self.plen_count[p] += 1;
+        self.plens |= 1 << p;
+    }
+
+    pub(crate) fn route_removed(&mut self, plen: u8) {
+        let p = usize::from(plen.min(32));
+        self.plen_count[p] = self.plen_count[p].saturating_sub(1);
+        if self.plen_count[p] == 0 {
+            self.plens &= !(1 << p);
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! IPv4 headers.
+
+use super::{checksum, WireError};
+
+/// Length of an IPv4 header without options.
+pub const IPV4_HEADER_LEN: usize = 20;
+
+mod field {
+    pub const VER_IHL: usize = 0;
+    pub const TOS: usize = 1;
+    pub const LEN: usize = 2;
+    pub const ID: usize = 4;
+    pub const FLAGS_FRAG: usize = 6;
+    pub const TTL: usize = 8;
+    pub const PROTO: usize = 9;
+    pub const CHECKSUM: usize = 10;
+    pub const SRC: usize = 12;
+    pub const DST: usize = 16;
+}
+
+/// A checked view of an IPv4 packet at the start of a buffer.
+///
+/// `new_checked` guarantees: version 4, IHL >= 5, the header fits, the total length covers the
+/// header and fits in the buffer (trailing bytes, e.g. Ethernet padding, are allowed).
+#[derive(Debug)]
+pub struct Ipv4Packet<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+#[inline]
+fn be16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+#[inline]
+fn be32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+impl<T: AsRef<[u8]>> Ipv4Packet<T> {
+    /// Validates the header and wraps `buffer`.
+    #[inline]
+    pub fn new_checked(buffer: T) -> Result<Self, WireError> {
+        Self::check(buffer.as_ref())?;
+        Ok(Self { buffer })
+    }
+
+    /// The validation `new_checked` does, without wrapping.
+    #[inline]
+    pub fn check(b: &[u8]) -> Result<(), WireError> {
+        check(b)
+    }
+
+    /// Header length in bytes (IHL * 4).
+    #[inline]
+    pub fn header_len(&self) -> usize {
+        usize::from(self.buffer.as_ref()[field::VER_IHL] & 0x0f) * 4
+    }
+    /// Total length field.
+    #[inline]
+    pub fn total_len(&self) -> u16 {
+        be16(self.buffer.as_ref(), field::LEN)
+    }
+    /// Type of service / DSCP+ECN byte.
+    #[inline]
+    pub fn tos(&self) -> u8 {
+        self.buffer.as_ref()[field::TOS]
+    }
+    /// Identification.
+    #[inline]
+    pub fn ident(&self) -> u16 {
+        be16(self.buffer.as_ref(), field::ID)
+    }
+    /// Don't-fragment flag.
+    #[inline]
+    pub fn dont_frag(&self) -> bool {
+        self.buffer.as_ref()[field::FLAGS_FRAG] & 0x40 != 0
+    }
+    /// More-fragments flag.
+    #[inline]
+    pub fn more_frags(&self) -> bool {
+        self.buffer.as_ref()[field::FLAGS_FRAG] & 0x20 != 0
+    }
+    /// Fragment offset in 8-byte units.
+    #[inline]
+    pub fn frag_offset(&self) -> u16 {
+        be16(self.buffer.as_ref(), field::FLAGS_FRAG) & 0x1fff
+    }
+    /// Time to live.
+    #[inline]
+    pub fn ttl(&self) -> u8 {
+        self.buffer.as_ref()[field::TTL]
+    }
+    /// Protocol.
+    #[inline]
+    pub fn protocol(&self) -> u8 {
+        self.buffer.as_ref()[field::PROTO]
+    }
+    /// Header checksum field.
+    #[inline]
+    pub fn checksum(&self) -> u16 {
+        be16(self.buffer.as_ref(), field::CHECKSUM)
+    }
+    /// Source address (host order).
+    #[inline]
+    pub fn src(&self) -> u32 {
+        be32(self.buffer.as_ref(), field::SRC)
+    }
+    /// Destination address (host order).
+    #[inline]
+    pub fn dst(&self) -> u32 {
+        be32(self.buffer.as_ref(), field::DST)
+    }
+    /// True if the header checksum verifies.
+    pub fn verify_checksum(&self) -> bool {
+        checksum::checksum(&self.buffer.as_ref()[..self.header_len()]) == 0
+    }
+    /// The payload as declared by the total length.
+    #[inline]
+    pub fn payload(&self) -> &[u8] {
+        &self.buffer.as_ref()[self.header_len()..usize::from(self.total_len())]
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
+    /// Decrements the TTL and updates the header checksum incrementally.
+    #[inline]
+    pub fn decrement_ttl(&mut self) {
+        let b = self.buffer.as_mut();
+        let old = be16(b, field::TTL);
+        b[field::TTL] = b[field::TTL].wrapping_sub(1);
+        let new = be16(b, field::TTL);
+        let c = checksum::update16(be16(b, field::CHECKSUM), old, new);
+        b[field::CHECKSUM..field::CHECKSUM + 2].copy_from_slice(&c.to_be_bytes());
+    }
+
+    /// Rewrites the source address, updating the header checksum.
+    #[inline]
+    pub fn set_src_update(&mut self, addr: u32) {
+        self.set_addr_update(field::SRC, addr)
+    }
+
+    /// Rewrites the destination address, updating the header checksum.
+    #[inline]
+    pub fn set_dst_update(&mut self, addr: u32) {
+        self.set_addr_update(field::DST, addr)
+    }
+
+    #[inline]
+    fn set_addr_update(&mut self, at: usize, addr: u32) {
+        let b = self.buffer.as_mut();
+        let old = be32(b, at);
+        b[at..at + 4].copy_from_slice(&addr.to_be_bytes());
+        let c = checksum::update32(be16(b, field::CHECKSUM), old, addr);
+        b[field::CHECKSUM..field::CHECKSUM + 2].copy_from_slice(&c.to_be_bytes());
+    }
+
+    /// Recomputes the header checksum from scratch.
+    pub fn fill_checksum(&mut self) {
+        let hl = self.header_len();
+        let b = self.buffer.as_mut();
+        b[field::CHECKSUM] = 0;
+        b[field::CHECKSUM + 1] = 0;
+        let c = checksum::checksum(&b[..hl]);
+        b[field::CHECKSUM..field::CHECKSUM + 2].copy_from_slice(&c.to_be_bytes());
+    }
+
+    /// The payload, mutable.
+    #[inline]
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        let (hl, tl) = (self.header_len(), usize::from(self.total_len()));
+        &mut self.buffer.as_mut()[hl..tl]
+    }
+}
+
+/// Validates an IPv4 header at the start of `b`: version 4, IHL >= 5, the header fits, the total
+/// length covers the header and fits in `b`.
+#[inline]
+pub fn check(b: &[u8]) -> Result<(), WireError> {
+    if b.len() < IPV4_HEADER_LEN {
+        return Err(WireError::Truncated);
+    }
+    let ver_ihl = b[field::VER_IHL];
+    if ver_ihl >> 4 != 4 {
+        return Err(WireError::Malformed);
+    }
+    let hlen = usize::from(ver_ihl & 0x0f) * 4;
+    if hlen < IPV4_HEADER_LEN {
+        return Err(WireError::Malformed);
+    }
+    let total = usize::from(be16(b, field::LEN));
+    if total < hlen {
+        return Err(WireError::Malformed);
+    }
+    if hlen > b.len() || total > b.len() {
+        return Err(WireError::Truncated);
+    }
+    Ok(())
+}
+
+/// Formats a host-order IPv4 address.
+pub fn fmt_addr(a: u32) -> std::net::Ipv4Addr {
+    std::net::Ipv4Addr::from(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 192.168.0.1 -> 192.168.0.199, UDP, TTL 64, 0x73 bytes total; padded to the buffer.
+    fn fixture() -> Vec<u8> {
+        let mut v = vec![
+            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0xb8, 0x61, 0xc0, 0xa8,
+            0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
+        ];
+        v.resize(0x73, 0xab);
+        v
+    }
+
+    #[test]
+    fn deconstruct() {
+        let b = fixture();
+        let p = Ipv4Packet::new_checked(&b[..]).expect("valid");
+        assert_eq!(p.header_len(), 20);
+        assert_eq!(p.total_len(), 0x73);
+        assert!(p.dont_frag());
+        assert_eq!(p.ttl(), 64);
+        assert_eq!(p.protocol(), 17);
+        assert_eq!(p.src(), 0xc0a8_0001);
+        assert_eq!(p.dst(), 0xc0a8_00c7);
+        assert!(p.verify_checksum());
+        assert_eq!(p.payload().len(), 0x73 - 20);
+    }
+
+    #[test]
+    fn rejects_bad_headers() {
+        let mut b = fixture();
+        b[0] = 0x44; // IHL 4
+        assert_eq!(Ipv4Packet::check(&b), Err(WireError::Malformed));
+        b[0] = 0x65; // version 6
+        assert_eq!(Ipv4Packet::check(&b), Err(WireError::Malformed));
+        b[0] = 0x4f; // IHL 15 = 60 bytes, fits
+        assert!(Ipv4Packet::check(&b).is_ok());
+        let b = fixture();
+        assert_eq!(Ipv4Packet::check(&b[..0x72]), Err(WireError::Truncated));
+        assert_eq!(Ipv4Packet::check(&b[..19]), Err(WireError::Truncated));
+        let mut b = fixture();
+        b[2] = 0;
+        b[3] = 10; // total < header
+        assert_eq!(Ipv4Packet::check(&b), Err(WireError::Malformed));
+    }
+
+    #[test]
+    fn ttl_and_address_rewrites_keep_checksum_valid() {
+        let mut b = fixture();
+        let mut p = Ipv4Packet::new_checked(&mut b[..]).expect("valid");
+        p.decrement_ttl();
+        p.set_src_update(0x0a00_0001);
+        p.set_dst_update(0xcb00_7105);
+        assert!(p.verify_checksum());
+        assert_eq!(p.ttl(), 63);
+        let parsed = etherparse::Ipv4HeaderSlice::from_slice(&b).expect("etherparse parses");
+        assert_eq!(parsed.source(), [10, 0, 0, 1]);
+        assert_eq!(parsed.destination(), [203, 0, 113, 5]);
+        assert_eq!(
+            parsed.to_header().calc_header_checksum(),
+            parsed.header_checksum()
+        );
+    }
+}

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what the test suite and the devcloud need on a fresh Debian 12 machine (root).
+# Idempotent: only missing packages are fetched.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+want() { grep -v '^\s*#' "$1" | awk 'NF{print $1}'; }
+
+missing=()
+for p in $(want "$here/deps/apt.txt"); do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "install-deps: apt-get install ${missing[*]}"
+  apt-get update -q
+  echo 'wireshark-common wireshark-common/install-setuid boolean false' | debconf-set-selections || true
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+pips=$(want "$here/deps/pip.txt")
+if [ -n "$pips" ]; then
+  python3 -m pip install -q --disable-pip-version-check $pips
+fi

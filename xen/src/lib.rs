@@ -1,0 +1,1 @@
+//! vrouter-xen (skeleton; see docs/).
