@@ -25,6 +25,7 @@ macro_rules! obj_types {
         /// An object type the shim serves.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(rename_all = "kebab-case")]
+        #[allow(missing_docs)] // each variant is its wire name
         pub enum ObjType { $($variant),* }
 
         impl ObjType {

@@ -4,6 +4,7 @@
 
 pub mod batch;
 pub mod buf;
+pub mod ctl;
 pub mod drop;
 pub mod pipeline;
 pub mod port;

@@ -8,7 +8,7 @@
 
 use crate::drop::DropReason;
 use crate::trap::TrapReason;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
@@ -55,7 +55,7 @@ macro_rules! vrf_counters {
         pub struct VrfCounters { $( $(#[$doc])* pub $field: Counter, )* }
 
         /// A summed snapshot of [`VrfCounters`].
-        #[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
+        #[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq, Eq)]
         pub struct VrfStats { $( $(#[$doc])* pub $field: u64, )* }
 
         impl VrfStats {
@@ -90,7 +90,7 @@ vrf_counters! {
 }
 
 /// Per-interface snapshot.
-#[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct VifStats {
     /// Packets received.
     pub rx_packets: u64,

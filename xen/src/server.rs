@@ -510,9 +510,10 @@ mod tests {
         // Unrelated paths do not fire; neither does a sibling with a common string prefix.
         let out = s.handle(A, &write("/local/domain/0/backend/vif2", "x"));
         assert!(events(&out, B).is_empty());
-        // Removing an ancestor fires the watch (with the removed path).
+        // Removing an ancestor fires the watch, with the watch's own path (the node it watched
+        // is gone), as C xenstored does for the children of a removed node.
         let out = s.handle(A, &req(Op::Rm, 0, &["/local/domain/0/backend"]));
-        assert_eq!(events(&out, B), vec![("/local/domain/0/backend".into(), "tok".into())]);
+        assert_eq!(events(&out, B), vec![("/local/domain/0/backend/vif".into(), "tok".into())]);
         // Unwatch; then nothing fires.
         let out = s.handle(B, &req(Op::Unwatch, 0, &["/local/domain/0/backend/vif", "tok"]));
         assert_eq!(reply(&out).payload, b"OK\0");

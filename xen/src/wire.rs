@@ -573,7 +573,7 @@ mod tests {
             ),
             (
                 Msg::with_strings(Op::DirectoryPart, 22, 0, &[b"/a", b"0"]).unwrap(),
-                fixture(22, 22, 0, b"/a\0000\0"),
+                fixture(22, 22, 0, b"/a\x000\0"),
             ),
             (Msg::ack(&Msg::with_strings(Op::Write, 11, 0, &[b"/a"]).unwrap()), fixture(11, 11, 0, b"OK\0")),
         ];

@@ -23,7 +23,7 @@ pub use vif::{Vif, VifFip, VifKind, VifSpec};
 pub use vrf::Vrf;
 
 /// Sizes of the tables (Contrail's module parameters).
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limits {
     /// Interfaces.
     pub vifs: u16,

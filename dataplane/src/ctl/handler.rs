@@ -1,0 +1,206 @@
+//! Applies control requests to the tables and answers from them. I/O-free: the daemon's socket
+//! loop and in-process tests call [`handle`] alike.
+
+use super::proto::{
+    NhInfo, Request, Response, RouteInfo, StateDump, VifInfo, VrfInfo, PROTO_VERSION,
+};
+use crate::stats::StatsRegistry;
+use crate::tables::{fib::prefix_mask, Tables, TablesWriter};
+
+/// Facts about the running daemon reported by `Info`.
+#[derive(Debug, Clone, Default)]
+pub struct DaemonInfo {
+    /// Number of forwarding lcores.
+    pub lcores: usize,
+}
+
+/// Answers one request.
+pub fn handle(
+    w: &mut TablesWriter,
+    stats: &StatsRegistry,
+    info: &DaemonInfo,
+    req: Request,
+) -> Response {
+    match req {
+        Request::Apply { ops } => {
+            let n = ops.len();
+            match w.apply(ops) {
+                Ok(()) => {
+                    log::debug!("applied {n} table operations");
+                    Response::Ok
+                }
+                Err((i, e)) => {
+                    log::warn!("refused table operation {i} of {n}: {e}");
+                    Response::Error {
+                        kind: "invalid_op".into(),
+                        message: e.to_string(),
+                        index: Some(i),
+                    }
+                }
+            }
+        }
+        other => w
+            .read(|t| answer(t, stats, info, other))
+            .unwrap_or_else(|| Response::error("internal", "tables unavailable")),
+    }
+}
+
+fn vrf_info(v: &crate::tables::Vrf) -> VrfInfo {
+    VrfInfo {
+        id: v.id,
+        name: v.name.clone(),
+        routes: v.routes(),
+        fips: v.fip_count,
+    }
+}
+
+fn routes_of(t: &Tables, vrf: u16) -> Vec<RouteInfo> {
+    let mut r: Vec<RouteInfo> = t
+        .fib
+        .routes_of(vrf)
+        .map(|(prefix, plen, route)| RouteInfo {
+            vrf,
+            prefix,
+            plen,
+            route,
+        })
+        .collect();
+    r.sort_by_key(|x| (x.prefix, x.plen));
+    r
+}
+
+fn answer(t: &Tables, stats: &StatsRegistry, info: &DaemonInfo, req: Request) -> Response {
+    match req {
+        Request::Hello { client } => {
+            log::info!("control client {client:?} connected");
+            info_response(t, info)
+        }
+        Request::Info => info_response(t, info),
+        Request::Apply { .. } => Response::error("internal", "apply is handled by the writer"),
+        Request::VifList => Response::Vifs {
+            vifs: t
+                .vifs
+                .iter()
+                .flatten()
+                .map(|v| VifInfo {
+                    spec: v.spec.clone(),
+                    fips: v.fips.iter().map(|f| f.fip).collect(),
+                    stats: stats.vif(v.spec.id),
+                })
+                .collect(),
+        },
+        Request::VrfList => Response::Vrfs {
+            vrfs: t.vrfs.iter().flatten().map(vrf_info).collect(),
+        },
+        Request::RouteDump { vrf, prefix } => {
+            let Some(v) = t.vrf(vrf) else {
+                return Response::error("not_found", format!("vrf {vrf} does not exist"));
+            };
+            let routes = match prefix {
+                None => routes_of(t, vrf),
+                Some((addr, plen)) if plen > 32 => {
+                    return Response::error(
+                        "bad_request",
+                        format!(
+                            "prefix length {plen} > 32 for {}",
+                            std::net::Ipv4Addr::from(addr)
+                        ),
+                    )
+                }
+                Some((addr, 32)) => t
+                    .fib
+                    .lookup(vrf, v.plens, addr)
+                    .map(|(route, plen)| RouteInfo {
+                        vrf,
+                        prefix: addr & prefix_mask(plen),
+                        plen,
+                        route,
+                    })
+                    .into_iter()
+                    .collect(),
+                Some((addr, plen)) => t
+                    .fib
+                    .get(vrf, addr, plen)
+                    .map(|route| RouteInfo {
+                        vrf,
+                        prefix: addr & prefix_mask(plen),
+                        plen,
+                        route,
+                    })
+                    .into_iter()
+                    .collect(),
+            };
+            Response::Routes { routes }
+        }
+        Request::NhList => Response::Nexthops {
+            nhs: nh_list(t, true),
+        },
+        Request::MplsDump => Response::Labels {
+            labels: t.labels().collect(),
+        },
+        Request::FipList => Response::Fips {
+            fips: t.fips.iter().copied().collect(),
+        },
+        Request::VifStats => Response::VifStats {
+            stats: t
+                .vifs
+                .iter()
+                .flatten()
+                .map(|v| (v.spec.id, v.spec.name.clone(), stats.vif(v.spec.id)))
+                .collect(),
+        },
+        Request::VrfStats => Response::VrfStats {
+            stats: t
+                .vrfs
+                .iter()
+                .flatten()
+                .map(|v| (v.id, v.name.clone(), stats.vrf(v.id)))
+                .collect(),
+        },
+        Request::Drops => Response::Drops {
+            drops: stats
+                .drops()
+                .into_iter()
+                .map(|(r, n)| (r.name().to_string(), n))
+                .collect(),
+        },
+        Request::DumpAll => Response::State(Box::new(StateDump {
+            host: t.host,
+            vrfs: t.vrfs.iter().flatten().map(vrf_info).collect(),
+            vifs: t.vifs.iter().flatten().map(|v| v.spec.clone()).collect(),
+            nhs: nh_list(t, false),
+            labels: t.labels().collect(),
+            routes: t
+                .vrfs
+                .iter()
+                .flatten()
+                .flat_map(|v| routes_of(t, v.id))
+                .collect(),
+            fips: t.fips.iter().copied().collect(),
+        })),
+    }
+}
+
+fn nh_list(t: &Tables, with_discard: bool) -> Vec<NhInfo> {
+    t.nh_specs
+        .iter()
+        .enumerate()
+        .filter(|(id, _)| with_discard || *id != 0)
+        .filter_map(|(id, s)| {
+            s.as_ref().map(|spec| NhInfo {
+                id: id as u32,
+                spec: spec.clone(),
+            })
+        })
+        .collect()
+}
+
+fn info_response(t: &Tables, info: &DaemonInfo) -> Response {
+    Response::Info {
+        version: PROTO_VERSION,
+        host: t.host,
+        limits: t.limits,
+        lcores: info.lcores,
+        pid: std::process::id(),
+    }
+}

@@ -1,0 +1,393 @@
+//! Wire format of the control socket.
+//!
+//! Each message is one frame: `"VRC" version:u8 length:u32(BE)` then `length` bytes of JSON
+//! encoding a [`Request`] or [`Response`]. JSON keeps the protocol debuggable with `socat` and
+//! tolerant of added fields; the version byte lets either side refuse what it does not speak.
+//! Bulk table changes are one `Apply` request holding many operations, validated together and
+//! published with one table swap.
+
+use crate::stats::{VifStats, VrfStats};
+use crate::tables::{Fip, HostConfig, Limits, NexthopSpec, Route, TableOp, VifKind, VifSpec};
+use serde::{Deserialize, Serialize};
+
+/// Protocol version spoken by this build.
+pub const PROTO_VERSION: u8 = 1;
+/// Frame header length.
+pub const HEADER_LEN: usize = 8;
+/// Largest accepted frame payload (a full dump of a large table fits).
+pub const MAX_FRAME: usize = 256 << 20;
+const MAGIC: &[u8; 3] = b"VRC";
+
+/// A request to the dataplane.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Identify; answered with [`Response::Info`].
+    Hello {
+        /// Client name, for logs.
+        client: String,
+    },
+    /// Validates and applies table operations atomically, in order.
+    Apply {
+        /// The operations.
+        ops: Vec<TableOp>,
+    },
+    /// Daemon identity, host config and table sizes.
+    Info,
+    /// Every interface.
+    VifList,
+    /// Every VRF.
+    VrfList,
+    /// Routes of one VRF, optionally only those covering or equal to a prefix.
+    RouteDump {
+        /// VRF id.
+        vrf: u16,
+        /// Only the longest match for this address (with `plen` 32) or this exact prefix.
+        prefix: Option<(u32, u8)>,
+    },
+    /// Every nexthop.
+    NhList,
+    /// The label table.
+    MplsDump,
+    /// Every floating IP.
+    FipList,
+    /// Per-interface counters.
+    VifStats,
+    /// Per-VRF counters.
+    VrfStats,
+    /// Drop counters by reason.
+    Drops,
+    /// Everything the agent needs to reconcile after a restart.
+    DumpAll,
+}
+
+/// One interface in a listing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VifInfo {
+    /// Configuration.
+    pub spec: VifSpec,
+    /// Floating IPs bound to it.
+    pub fips: Vec<u32>,
+    /// Counters.
+    pub stats: VifStats,
+}
+
+/// One VRF in a listing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VrfInfo {
+    /// Id.
+    pub id: u16,
+    /// Name.
+    pub name: String,
+    /// Routes.
+    pub routes: u64,
+    /// Floating IPs in it.
+    pub fips: u32,
+}
+
+/// One route in a dump.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouteInfo {
+    /// VRF.
+    pub vrf: u16,
+    /// Prefix.
+    pub prefix: u32,
+    /// Length.
+    pub plen: u8,
+    /// Forwarding data.
+    pub route: Route,
+}
+
+/// One nexthop in a listing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NhInfo {
+    /// Id.
+    pub id: u32,
+    /// What it does.
+    pub spec: NexthopSpec,
+}
+
+/// The whole configured state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct StateDump {
+    /// Host config.
+    pub host: HostConfig,
+    /// VRFs.
+    pub vrfs: Vec<VrfInfo>,
+    /// Interfaces.
+    pub vifs: Vec<VifSpec>,
+    /// Nexthops (the fixed discard nexthop 0 excluded).
+    pub nhs: Vec<NhInfo>,
+    /// (label, nexthop).
+    pub labels: Vec<(u32, u32)>,
+    /// Routes of every VRF.
+    pub routes: Vec<RouteInfo>,
+    /// Floating IPs.
+    pub fips: Vec<Fip>,
+}
+
+/// A response from the dataplane.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Response {
+    /// Done.
+    Ok,
+    /// Refused; nothing was changed.
+    Error {
+        /// Short machine-readable kind (`bad_request`, `invalid_op`, `version`).
+        kind: String,
+        /// Human-readable explanation.
+        message: String,
+        /// For `Apply`: index of the operation that failed.
+        index: Option<usize>,
+    },
+    /// Daemon information.
+    Info {
+        /// Protocol version.
+        version: u8,
+        /// Host config.
+        host: HostConfig,
+        /// Table sizes.
+        limits: Limits,
+        /// Number of lcores.
+        lcores: usize,
+        /// Daemon process id.
+        pid: u32,
+    },
+    /// Interfaces.
+    Vifs {
+        /// Listing.
+        vifs: Vec<VifInfo>,
+    },
+    /// VRFs.
+    Vrfs {
+        /// Listing.
+        vrfs: Vec<VrfInfo>,
+    },
+    /// Routes.
+    Routes {
+        /// Dump.
+        routes: Vec<RouteInfo>,
+    },
+    /// Nexthops.
+    Nexthops {
+        /// Listing.
+        nhs: Vec<NhInfo>,
+    },
+    /// Labels.
+    Labels {
+        /// (label, nexthop).
+        labels: Vec<(u32, u32)>,
+    },
+    /// Floating IPs.
+    Fips {
+        /// Listing.
+        fips: Vec<Fip>,
+    },
+    /// Per-interface counters.
+    VifStats {
+        /// (vif id, name, counters).
+        stats: Vec<(u16, String, VifStats)>,
+    },
+    /// Per-VRF counters.
+    VrfStats {
+        /// (vrf id, name, counters).
+        stats: Vec<(u16, String, VrfStats)>,
+    },
+    /// Drop counters.
+    Drops {
+        /// (display name, count), every reason.
+        drops: Vec<(String, u64)>,
+    },
+    /// Full state.
+    State(Box<StateDump>),
+}
+
+impl Response {
+    /// An error response.
+    pub fn error(kind: &str, message: impl Into<String>) -> Self {
+        Response::Error {
+            kind: kind.into(),
+            message: message.into(),
+            index: None,
+        }
+    }
+}
+
+/// Why bytes on the control socket could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// The stream does not start with the frame magic: not our protocol.
+    #[error("bad frame magic (not a vrouter control frame)")]
+    BadMagic,
+    /// A version this build does not speak.
+    #[error("unsupported protocol version {0} (this build speaks {PROTO_VERSION})")]
+    Version(u8),
+    /// Over [`MAX_FRAME`].
+    #[error("frame of {0} bytes exceeds the {MAX_FRAME}-byte limit")]
+    TooLarge(usize),
+    /// The payload is not a valid message.
+    #[error("malformed message: {0}")]
+    Malformed(String),
+}
+
+/// Encodes one message into a frame.
+pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
+    // Serialising our own types to JSON cannot fail (no non-string map keys, no foreign impls).
+    let body =
+        serde_json::to_vec(msg).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}").into_bytes());
+    let mut f = Vec::with_capacity(HEADER_LEN + body.len());
+    f.extend_from_slice(MAGIC);
+    f.push(PROTO_VERSION);
+    f.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    f.extend_from_slice(&body);
+    f
+}
+
+/// Accumulates bytes from a stream and yields whole frames; partial reads are fine.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    buf: Vec<u8>,
+}
+
+impl Decoder {
+    /// A decoder with nothing buffered.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends received bytes.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Bytes buffered and not yet consumed.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The next whole frame's payload, `Ok(None)` if more bytes are needed. After an error the
+    /// stream cannot be resynchronised; the connection should be answered and closed.
+    pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
+        let have = self.buf.len().min(3);
+        if self.buf[..have] != MAGIC[..have] {
+            return Err(FrameError::BadMagic);
+        }
+        if self.buf.len() < HEADER_LEN {
+            return Ok(None);
+        }
+        if self.buf[3] != PROTO_VERSION {
+            return Err(FrameError::Version(self.buf[3]));
+        }
+        let len = u32::from_be_bytes([self.buf[4], self.buf[5], self.buf[6], self.buf[7]]) as usize;
+        if len > MAX_FRAME {
+            return Err(FrameError::TooLarge(len));
+        }
+        if self.buf.len() < HEADER_LEN + len {
+            return Ok(None);
+        }
+        let payload = self.buf[HEADER_LEN..HEADER_LEN + len].to_vec();
+        self.buf.drain(..HEADER_LEN + len);
+        Ok(Some(payload))
+    }
+
+    /// The next whole frame decoded as `T`.
+    pub fn next_message<T: for<'de> Deserialize<'de>>(&mut self) -> Result<Option<T>, FrameError> {
+        match self.next_frame()? {
+            None => Ok(None),
+            Some(p) => serde_json::from_slice(&p)
+                .map(Some)
+                .map_err(|e| FrameError::Malformed(e.to_string())),
+        }
+    }
+}
+
+/// Convenience for tests and tools: a vif spec with the usual defaults.
+pub fn vif_spec(id: u16, name: &str, kind: VifKind, vrf: u16) -> VifSpec {
+    VifSpec {
+        id,
+        name: name.into(),
+        kind,
+        vrf,
+        mac: crate::wire::MacAddr::default(),
+        ip: 0,
+        mtu: 1500,
+        nh: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn round_trip_in_pieces() {
+        let req = Request::Apply {
+            ops: vec![TableOp::AddVrf {
+                id: 2,
+                name: "default-domain:p:vn1".into(),
+            }],
+        };
+        let f = encode(&req);
+        let mut d = Decoder::new();
+        for chunk in f.chunks(3) {
+            d.feed(chunk);
+        }
+        assert_eq!(d.next_message::<Request>().expect("valid"), Some(req));
+        assert_eq!(d.buffered(), 0);
+    }
+
+    #[test]
+    fn partial_frame_waits() {
+        let f = encode(&Request::Info);
+        let mut d = Decoder::new();
+        d.feed(&f[..f.len() - 1]);
+        assert_eq!(d.next_frame(), Ok(None));
+        d.feed(&f[f.len() - 1..]);
+        assert!(d.next_frame().expect("whole").is_some());
+    }
+
+    #[test]
+    fn bad_input_gets_typed_errors() {
+        let mut d = Decoder::new();
+        d.feed(b"GET / HTTP/1.1\r\n");
+        assert_eq!(d.next_frame(), Err(FrameError::BadMagic));
+        let mut d = Decoder::new();
+        d.feed(b"VRC\x09\0\0\0\0");
+        assert_eq!(d.next_frame(), Err(FrameError::Version(9)));
+        let mut d = Decoder::new();
+        d.feed(b"VRC\x01\xff\xff\xff\xff");
+        assert!(matches!(d.next_frame(), Err(FrameError::TooLarge(_))));
+        let mut d = Decoder::new();
+        d.feed(b"VRC\x01\0\0\0\x02{}");
+        assert!(matches!(
+            d.next_message::<Request>(),
+            Err(FrameError::Malformed(_))
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn decoder_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let mut d = Decoder::new();
+            d.feed(&bytes);
+            for _ in 0..4 {
+                match d.next_message::<Request>() {
+                    Ok(Some(_)) => continue,
+                    _ => break,
+                }
+            }
+        }
+
+        #[test]
+        fn valid_header_with_random_payload_never_panics(body in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let mut f = b"VRC\x01".to_vec();
+            f.extend_from_slice(&(body.len() as u32).to_be_bytes());
+            f.extend_from_slice(&body);
+            let mut d = Decoder::new();
+            d.feed(&f);
+            let _ = d.next_message::<Request>();
+        }
+    }
+}
