@@ -6,6 +6,7 @@ pub mod batch;
 pub mod buf;
 pub mod ctl;
 pub mod drop;
+pub mod harness;
 pub mod pipeline;
 pub mod port;
 pub mod stats;

@@ -1,1 +1,175 @@
-fn main() {}
+// SPDX-License-Identifier: Apache-2.0
+//! `shim-bench`: creates/s and reads/s against a shim on loopback (SQLite store).
+//!
+//! `shim-bench [--url http://127.0.0.1:8082] [--creates N] [--seconds S] [--threads T]`.
+//! Without `--url` it starts `vrouter-shim` (next to this binary) on a free port with a
+//! temporary SQLite file, and kills it at the end. Every loop is bounded in count and time.
+
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+#[derive(Debug)]
+struct Opts {
+    url: Option<String>,
+    creates: usize,
+    seconds: u64,
+    threads: usize,
+}
+
+fn parse() -> Result<Opts, String> {
+    let mut o = Opts { url: None, creates: 20_000, seconds: 5, threads: 8 };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let mut v = || it.next().ok_or_else(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "--url" => o.url = Some(v()?),
+            "--creates" => o.creates = v()?.parse().map_err(|e| format!("--creates: {e}"))?,
+            "--seconds" => o.seconds = v()?.parse().map_err(|e| format!("--seconds: {e}"))?,
+            "--threads" => o.threads = v()?.parse().map_err(|e| format!("--threads: {e}"))?,
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    Ok(o)
+}
+
+fn post(agent: &ureq::Agent, url: &str, body: &str) -> Result<u16, String> {
+    match agent.post(url).set("Content-Type", "application/json").send_string(body) {
+        Ok(r) => {
+            let st = r.status();
+            let _ = r.into_string();
+            Ok(st)
+        }
+        Err(ureq::Error::Status(st, _)) => Ok(st),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn main() {
+    let o = match parse() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("shim-bench: {e}");
+            std::process::exit(2);
+        }
+    };
+    let mut child = None;
+    let dir = std::env::temp_dir().join(format!("shim-bench-{}", std::process::id()));
+    let url = match &o.url {
+        Some(u) => u.clone(),
+        None => {
+            let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(18099);
+            let _ = std::fs::create_dir_all(&dir);
+            let exe = std::env::current_exe().ok().and_then(|p| p.parent().map(|d| d.join("vrouter-shim")));
+            let Some(exe) = exe else {
+                eprintln!("shim-bench: cannot locate vrouter-shim");
+                std::process::exit(1);
+            };
+            let c = Command::new(exe)
+                .args(["--listen", &format!("127.0.0.1:{port}")])
+                .arg("--store")
+                .arg(format!("sqlite:{}", dir.join("bench.db").display()))
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .spawn();
+            match c {
+                Ok(c) => child = Some(c),
+                Err(e) => {
+                    eprintln!("shim-bench: starting vrouter-shim: {e}");
+                    std::process::exit(1);
+                }
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            format!("http://127.0.0.1:{port}")
+        }
+    };
+
+    // Creates: virtual-machines with client-given uuids, split over the threads.
+    let next = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(AtomicUsize::new(0));
+    let limit = Duration::from_secs(o.seconds * 4);
+    let t0 = Instant::now();
+    let handles: Vec<_> = (0..o.threads)
+        .map(|_| {
+            let (next, failures, url) = (Arc::clone(&next), Arc::clone(&failures), url.clone());
+            let total = o.creates;
+            std::thread::spawn(move || {
+                let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(10)).build();
+                let coll = format!("{url}/virtual-machines");
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= total || t0.elapsed() > limit {
+                        break;
+                    }
+                    let uuid = format!("b0000000-0000-4000-8000-{n:012x}");
+                    let name = format!("bench-{n}");
+                    let body = json!({"virtual-machine": {"name": name, "uuid": uuid, "fq_name": [name]}}).to_string();
+                    if post(&agent, &coll, &body) != Ok(200) {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        let _ = h.join();
+    }
+    let create_time = t0.elapsed();
+    let created = next.load(Ordering::Relaxed).min(o.creates);
+    let fails = failures.load(Ordering::Relaxed);
+
+    // Reads: GET /virtual-machine/<uuid> of the created objects, for a fixed time.
+    let reads = Arc::new(AtomicUsize::new(0));
+    let read_fail = Arc::new(AtomicUsize::new(0));
+    let t1 = Instant::now();
+    let dur = Duration::from_secs(o.seconds);
+    let handles: Vec<_> = (0..o.threads)
+        .map(|t| {
+            let (reads, read_fail, url) = (Arc::clone(&reads), Arc::clone(&read_fail), url.clone());
+            std::thread::spawn(move || {
+                let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(10)).build();
+                let mut n = t * 7919;
+                while t1.elapsed() < dur {
+                    n = (n + 104_729) % created.max(1);
+                    let u = format!("{url}/virtual-machine/b0000000-0000-4000-8000-{n:012x}");
+                    match agent.get(&u).call() {
+                        Ok(r) => {
+                            let _ = r.into_string();
+                        }
+                        Err(_) => {
+                            read_fail.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    reads.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        let _ = h.join();
+    }
+    let read_time = t1.elapsed();
+    let nreads = reads.load(Ordering::Relaxed);
+
+    println!(
+        "creates: {created} in {:.2}s = {:.0}/s ({fails} failed); reads: {nreads} in {:.2}s = {:.0}/s ({} failed); {} client threads",
+        create_time.as_secs_f64(),
+        created as f64 / create_time.as_secs_f64(),
+        read_time.as_secs_f64(),
+        nreads as f64 / read_time.as_secs_f64(),
+        read_fail.load(Ordering::Relaxed),
+        o.threads
+    );
+    if let Some(mut c) = child {
+        let _ = c.kill();
+        let _ = c.wait();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -60,14 +60,18 @@ impl Pipeline {
             self.classify(t, p);
         }
         for _ in 0..MAX_LOOKUPS {
-            if !batch.pkts().iter().any(|p| p.meta.next == Next::Lookup) {
-                break;
+            if batch.pkts().iter().any(|p| p.meta.next == Next::Lookup) {
+                self.lookup(t, batch);
             }
-            self.lookup(t, batch);
+            let mut again = false;
             for p in batch.pkts_mut() {
                 if p.meta.next == Next::Nexthop {
                     self.nexthop(t, p);
+                    again |= p.meta.next == Next::Lookup;
                 }
+            }
+            if !again {
+                break;
             }
         }
         for p in batch.pkts_mut() {

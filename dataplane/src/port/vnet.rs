@@ -1,0 +1,314 @@
+//! Checksum offload and segmentation at the port boundary.
+//!
+//! veth, vif and tap devices hand packets over the way the guest's stack left them: with the
+//! TCP/UDP checksum only seeded with the pseudo-header sum (`CHECKSUM_PARTIAL`) and, for TCP,
+//! as GSO super-packets of up to 64 KiB. AF_PACKET and tap report both in a virtio-net header
+//! (`PACKET_VNET_HDR` / `IFF_VNET_HDR`); AF_XDP reports neither, but never sees GSO (attaching
+//! XDP to a veth turns GSO off on its peer) and a partial checksum is recognisable: its field
+//! holds exactly the folded pseudo-header sum. This module finishes checksums and cuts TCP
+//! super-packets into MSS-sized frames, so nothing downstream ever sees either.
+
+use crate::buf::{BufPool, PktBuf, MAX_PKT_LEN};
+use crate::wire::checksum;
+
+/// `struct virtio_net_hdr` length (no `num_buffers`).
+pub const VNET_HDR_LEN: usize = 10;
+/// `VIRTIO_NET_HDR_F_NEEDS_CSUM`.
+pub const F_NEEDS_CSUM: u8 = 1;
+/// `VIRTIO_NET_HDR_GSO_NONE`.
+pub const GSO_NONE: u8 = 0;
+/// `VIRTIO_NET_HDR_GSO_TCPV4`.
+pub const GSO_TCPV4: u8 = 1;
+/// `VIRTIO_NET_HDR_GSO_ECN` flag bit.
+pub const GSO_ECN: u8 = 0x80;
+
+const ETH: usize = 14;
+
+/// A decoded virtio-net header (fields are host-endian on the wire, little on x86).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VnetHdr {
+    /// `F_NEEDS_CSUM` etc.
+    pub flags: u8,
+    /// GSO type.
+    pub gso_type: u8,
+    /// Header length (hint).
+    pub hdr_len: u16,
+    /// Segment payload size.
+    pub gso_size: u16,
+    /// Where checksumming starts (from the Ethernet header).
+    pub csum_start: u16,
+    /// Offset of the checksum field from `csum_start`.
+    pub csum_offset: u16,
+}
+
+impl VnetHdr {
+    /// Parses the first 10 bytes.
+    pub fn parse(b: &[u8]) -> Option<Self> {
+        if b.len() < VNET_HDR_LEN {
+            return None;
+        }
+        let u = |i: usize| u16::from_ne_bytes([b[i], b[i + 1]]);
+        Some(Self {
+            flags: b[0],
+            gso_type: b[1],
+            hdr_len: u(2),
+            gso_size: u(4),
+            csum_start: u(6),
+            csum_offset: u(8),
+        })
+    }
+}
+
+/// What became of a frame handed to [`deliver`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// This many frames were produced (1 for a normal frame, more for a segmented one).
+    Frames(usize),
+    /// Malformed offload metadata or an unsupported GSO type: dropped.
+    Bad,
+    /// Too large and not segmentable: dropped.
+    TooBig,
+    /// No buffer was free: dropped.
+    NoBuf,
+}
+
+/// Completes a partial checksum: the field at `start + offset` holds the pseudo-header sum; the
+/// result covers everything from `start` to the end.
+#[inline]
+pub fn complete_csum(frame: &mut [u8], start: usize, offset: usize) -> bool {
+    let at = start + offset;
+    if at + 2 > frame.len() || start >= frame.len() {
+        return false;
+    }
+    let c = !checksum::fold(checksum::sum(&frame[start..]));
+    // UDP transmits an all-zero result as all ones (RFC 768); TCP's field is never read as zero.
+    let c = if c == 0 && offset == 6 { 0xffff } else { c };
+    frame[at..at + 2].copy_from_slice(&c.to_be_bytes());
+    true
+}
+
+/// The TCP/UDP payload location of an unfragmented IPv4 frame: (l4 start, l4 length, proto,
+/// pseudo-header sum).
+#[inline]
+fn l4_of(frame: &[u8]) -> Option<(usize, usize, u8, u32)> {
+    if frame.len() < ETH + 20 || frame[12] != 0x08 || frame[13] != 0x00 {
+        return None;
+    }
+    let ip = &frame[ETH..];
+    let hl = usize::from(ip[0] & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+    if ip[0] >> 4 != 4 || hl < 20 || total < hl || total > ip.len() {
+        return None;
+    }
+    if u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0 {
+        return None;
+    }
+    let proto = ip[9];
+    let l4len = total - hl;
+    let pseudo = checksum::sum(&ip[12..20]) + u32::from(proto) + l4len as u32;
+    Some((ETH + hl, l4len, proto, pseudo))
+}
+
+/// AF_XDP has no offload metadata: finishes a TCP/UDP checksum whose field holds exactly the
+/// folded pseudo-header sum (what the kernel leaves for `CHECKSUM_PARTIAL`). For a packet whose
+/// real checksum happens to equal that value, recomputing yields the same value, so complete
+/// packets are never changed; corrupt ones are not repaired.
+#[inline]
+pub fn fix_partial(frame: &mut [u8]) {
+    let Some((l4, l4len, proto, pseudo)) = l4_of(frame) else {
+        return;
+    };
+    let off = match proto {
+        6 if l4len >= 20 => 16,
+        17 if l4len >= 8 => 6,
+        _ => return,
+    };
+    let at = l4 + off;
+    let field = u16::from_be_bytes([frame[at], frame[at + 1]]);
+    if field == checksum::fold(pseudo) {
+        complete_csum(&mut frame[..l4 + l4len], l4, off);
+    }
+}
+
+/// Turns one received frame (after its virtio-net header `h`, if any) into pipeline packets:
+/// finishes a partial checksum, segments a TCP super-packet, and pushes each resulting buffer
+/// through `push`. Used by every backend that reads offloaded frames.
+pub fn deliver(
+    h: Option<&VnetHdr>,
+    frame: &[u8],
+    pool: &mut BufPool,
+    mut push: impl FnMut(PktBuf),
+) -> Outcome {
+    let gso = h.map_or(GSO_NONE, |h| h.gso_type & !GSO_ECN);
+    if gso == GSO_NONE || frame.len() <= MAX_PKT_LEN && h.is_some_and(|h| h.gso_size == 0) {
+        if frame.len() > MAX_PKT_LEN {
+            return Outcome::TooBig;
+        }
+        let Some(mut b) = pool.alloc() else {
+            return Outcome::NoBuf;
+        };
+        b.fill(frame);
+        if let Some(h) = h {
+            if h.flags & F_NEEDS_CSUM != 0
+                && !complete_csum(
+                    b.data_mut(),
+                    usize::from(h.csum_start),
+                    usize::from(h.csum_offset),
+                )
+            {
+                pool.free(b);
+                return Outcome::Bad;
+            }
+        }
+        push(b);
+        return Outcome::Frames(1);
+    }
+    match (gso, h) {
+        (GSO_TCPV4, Some(h)) => segment_tcp4(frame, usize::from(h.gso_size), pool, push),
+        _ => Outcome::Bad,
+    }
+}
+
+/// Cuts a TCP/IPv4 super-packet into segments of at most `mss` payload bytes, each with its own
+/// IP length, id, checksum, sequence number, flags and full TCP checksum.
+pub fn segment_tcp4(
+    frame: &[u8],
+    mss: usize,
+    pool: &mut BufPool,
+    mut push: impl FnMut(PktBuf),
+) -> Outcome {
+    if frame.len() < ETH + 20 || frame[12] != 0x08 || frame[13] != 0x00 {
+        return Outcome::Bad;
+    }
+    let ip = &frame[ETH..];
+    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    if ip[0] >> 4 != 4 || ihl < 20 || ip[9] != 6 || ip.len() < ihl + 20 {
+        return Outcome::Bad;
+    }
+    let thl = usize::from(ip[ihl + 12] >> 4) * 4;
+    let hdrs = ETH + ihl + thl;
+    if thl < 20 || frame.len() < hdrs || mss == 0 || hdrs + mss > MAX_PKT_LEN {
+        return Outcome::Bad;
+    }
+    // The IP total length of a super-packet may be 0 or stale; the frame length is the truth.
+    let payload = &frame[hdrs..];
+    let seq0 = u32::from_be_bytes([ip[ihl + 4], ip[ihl + 5], ip[ihl + 6], ip[ihl + 7]]);
+    let id0 = u16::from_be_bytes([ip[4], ip[5]]);
+    let flags0 = ip[ihl + 13];
+    let nseg = payload.len().div_ceil(mss).max(1);
+    for i in 0..nseg {
+        let chunk = &payload[(i * mss).min(payload.len())..((i + 1) * mss).min(payload.len())];
+        let Some(mut b) = pool.alloc() else {
+            return if i == 0 {
+                Outcome::NoBuf
+            } else {
+                Outcome::Frames(i)
+            };
+        };
+        let area = b.rx_area();
+        area[..hdrs].copy_from_slice(&frame[..hdrs]);
+        area[hdrs..hdrs + chunk.len()].copy_from_slice(chunk);
+        let len = hdrs + chunk.len();
+        b.set_len(len);
+        let d = b.data_mut();
+        let ipd = &mut d[ETH..];
+        ipd[2..4].copy_from_slice(&((len - ETH) as u16).to_be_bytes());
+        ipd[4..6].copy_from_slice(&id0.wrapping_add(i as u16).to_be_bytes());
+        ipd[10..12].copy_from_slice(&[0, 0]);
+        let c = checksum::checksum(&ipd[..ihl]);
+        ipd[10..12].copy_from_slice(&c.to_be_bytes());
+        let seq = seq0.wrapping_add((i * mss) as u32);
+        ipd[ihl + 4..ihl + 8].copy_from_slice(&seq.to_be_bytes());
+        let mut fl = flags0;
+        if i != 0 {
+            fl &= !0x80; // CWR only on the first segment
+        }
+        if i + 1 != nseg {
+            fl &= !(0x01 | 0x08); // FIN, PSH only on the last
+        }
+        ipd[ihl + 13] = fl;
+        let l4len = len - ETH - ihl;
+        let pseudo = checksum::sum(&ipd[12..20]) + 6 + l4len as u32;
+        ipd[ihl + 16..ihl + 18].copy_from_slice(&checksum::fold(pseudo).to_be_bytes());
+        complete_csum(&mut d[..len], ETH + ihl, 16);
+        push(b);
+    }
+    Outcome::Frames(nseg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tcp_frame(payload: usize, partial: bool) -> Vec<u8> {
+        let mut f = vec![0u8; ETH + 20 + 20 + payload];
+        f[12] = 0x08;
+        let total = (20 + 20 + payload) as u16;
+        let ip = &mut f[ETH..];
+        ip[0] = 0x45;
+        ip[2..4].copy_from_slice(&total.to_be_bytes());
+        ip[8] = 64;
+        ip[9] = 6;
+        ip[12..16].copy_from_slice(&[10, 1, 1, 2]);
+        ip[16..20].copy_from_slice(&[10, 1, 1, 3]);
+        let c = checksum::checksum(&ip[..20]);
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+        ip[20 + 12] = 0x50;
+        ip[20 + 13] = 0x18;
+        for (i, b) in ip[40..].iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        let pseudo = checksum::sum(&ip[12..20]) + 6 + u32::from(total - 20);
+        ip[36..38].copy_from_slice(&checksum::fold(pseudo).to_be_bytes());
+        if !partial {
+            complete_csum(&mut f, ETH + 20, 16);
+        }
+        f
+    }
+
+    fn tcp_ok(f: &[u8]) -> bool {
+        let (l4, l4len, _, pseudo) = l4_of(f).expect("ipv4");
+        checksum::fold(pseudo + checksum::sum(&f[l4..l4 + l4len])) == 0xffff
+    }
+
+    #[test]
+    fn partial_is_completed_and_complete_is_untouched() {
+        let mut f = tcp_frame(100, true);
+        assert!(!tcp_ok(&f));
+        fix_partial(&mut f);
+        assert!(tcp_ok(&f));
+        let g = f.clone();
+        fix_partial(&mut f);
+        assert_eq!(f, g);
+    }
+
+    #[test]
+    fn super_packet_is_segmented_with_valid_checksums() {
+        let f = tcp_frame(5000, true);
+        let mut pool = BufPool::new(8);
+        let mut out = Vec::new();
+        let h = VnetHdr {
+            flags: F_NEEDS_CSUM,
+            gso_type: GSO_TCPV4,
+            hdr_len: 54,
+            gso_size: 1448,
+            csum_start: 34,
+            csum_offset: 16,
+        };
+        assert_eq!(
+            deliver(Some(&h), &f, &mut pool, |b| out.push(b)),
+            Outcome::Frames(4)
+        );
+        let mut seq = 0u32;
+        for (i, b) in out.iter().enumerate() {
+            assert!(tcp_ok(b.data()), "segment {i}");
+            assert_eq!(checksum::checksum(&b.data()[ETH..ETH + 20]), 0);
+            let s = u32::from_be_bytes(b.data()[38..42].try_into().expect("4"));
+            assert_eq!(s, seq);
+            seq += (b.len() - 54) as u32;
+        }
+        assert_eq!(seq, 5000);
+        assert_eq!(out[0].data()[47] & 0x08, 0);
+        assert_eq!(out[3].data()[47] & 0x08, 0x08);
+    }
+}
