@@ -1,1 +1,392 @@
-//! Benchmark drivers and fixtures for the vRouter (see `src/bin/`).
+//! Benchmark drivers for the vRouter dataplane.
+//!
+//! [`run_case`] moves packets the way the daemon does: a generator port receives into pool
+//! buffers (copying a 64-byte frame, as a NIC's DMA would), the pipeline runs over the batch,
+//! the output stage sorts packets into per-port queues, and sink ports "transmit" them by
+//! recycling the buffers. Nothing allocates per packet; like DPDK's testpmd on `net_null`.
+
+use std::time::{Duration, Instant};
+use vrouter_dataplane::batch::Batch;
+use vrouter_dataplane::buf::{BufPool, PktBuf};
+use vrouter_dataplane::harness::fixture::{self, *};
+use vrouter_dataplane::pipeline::Pipeline;
+use vrouter_dataplane::port::{Port, TxQueues};
+use vrouter_dataplane::stats::StatsRegistry;
+use vrouter_dataplane::tables::{new_tables, Limits, Route, TableOp, TablesReader, TablesWriter};
+use vrouter_dataplane::wire::{checksum, MacAddr};
+
+/// The benchmark cases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Case {
+    /// Swap the MACs only, same harness: the floor.
+    BaselineL2Touch,
+    /// VM to VM on this host.
+    L3Local,
+    /// VM to a remote host over MPLSoUDP.
+    EncapMplsoudp,
+    /// VM to a remote host over MPLSoGRE.
+    EncapMplsogre,
+    /// Fabric MPLSoUDP to a local VM.
+    DecapMplsoudp,
+    /// Floating-IP traffic from the public VRF to a VM.
+    FipDnat,
+    /// VM traffic leaving through its floating IP.
+    FipSnat,
+}
+
+impl Case {
+    /// Every case, in report order.
+    pub const ALL: [Case; 7] = [
+        Case::BaselineL2Touch,
+        Case::L3Local,
+        Case::EncapMplsoudp,
+        Case::EncapMplsogre,
+        Case::DecapMplsoudp,
+        Case::FipDnat,
+        Case::FipSnat,
+    ];
+
+    /// Report name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Case::BaselineL2Touch => "baseline-l2-touch",
+            Case::L3Local => "l3-local",
+            Case::EncapMplsoudp => "encap-mplsoudp",
+            Case::EncapMplsogre => "encap-mplsogre",
+            Case::DecapMplsoudp => "decap-mplsoudp",
+            Case::FipDnat => "fip-dnat",
+            Case::FipSnat => "fip-snat",
+        }
+    }
+
+    /// Parses a report name.
+    pub fn from_name(s: &str) -> Option<Case> {
+        Case::ALL.into_iter().find(|c| c.name() == s)
+    }
+}
+
+/// One measurement.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// Case.
+    pub case: Case,
+    /// Million packets per second.
+    pub mpps: f64,
+    /// Nanoseconds per packet.
+    pub ns_per_pkt: f64,
+    /// Routes in the VRF.
+    pub routes: usize,
+    /// Flows (none yet).
+    pub flows: usize,
+    /// Batch size.
+    pub batch: usize,
+    /// Frame length.
+    pub pkt_len: usize,
+    /// Packets forwarded.
+    pub packets: u64,
+    /// Packets dropped (must be 0 for a valid run).
+    pub drops: u64,
+}
+
+impl Report {
+    /// The JSON line `pipeline-bench --json` prints.
+    pub fn json(&self) -> String {
+        serde_json::json!({
+            "case": self.case.name(), "mpps": round3(self.mpps), "ns_per_pkt": round3(self.ns_per_pkt),
+            "routes": self.routes, "flows": self.flows, "batch": self.batch, "pkt_len": self.pkt_len,
+            "packets": self.packets, "drops": self.drops,
+        })
+        .to_string()
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// A traffic generator port: copies a template frame into each buffer and writes the next
+/// destination address from a list into it (fixing the IP checksum incrementally).
+#[derive(Debug)]
+pub struct GenPort {
+    template: Vec<u8>,
+    /// Offset of the IPv4 header whose destination is varied.
+    ip_at: usize,
+    dsts: Vec<u32>,
+    next: usize,
+    base_dst: u32,
+    base_ck: u16,
+    /// Most packets one receive call returns.
+    pub burst: usize,
+}
+
+impl GenPort {
+    /// Generates `template`, varying the destination of the IPv4 header at `ip_at` over `dsts`.
+    pub fn new(template: Vec<u8>, ip_at: usize, dsts: Vec<u32>) -> Self {
+        let ip = &template[ip_at..];
+        let base_dst = u32::from_be_bytes([ip[16], ip[17], ip[18], ip[19]]);
+        let base_ck = u16::from_be_bytes([ip[10], ip[11]]);
+        Self { template, ip_at, dsts, next: 0, base_dst, base_ck, burst: vrouter_dataplane::BATCH_SIZE }
+    }
+}
+
+impl Port for GenPort {
+    fn name(&self) -> &str {
+        "gen"
+    }
+
+    #[inline]
+    fn rx_burst(&mut self, pool: &mut BufPool, batch: &mut Batch, vif: u16) -> usize {
+        let mut n = 0;
+        let many = self.dsts.len() > 1;
+        while !batch.is_full() && n < self.burst {
+            let Some(mut b) = pool.alloc() else { break };
+            b.fill(&self.template);
+            if many {
+                let dst = self.dsts[self.next];
+                self.next = if self.next + 1 == self.dsts.len() { 0 } else { self.next + 1 };
+                let ip = &mut b.data_mut()[self.ip_at..];
+                ip[16..20].copy_from_slice(&dst.to_be_bytes());
+                let ck = checksum::update32(self.base_ck, self.base_dst, dst);
+                ip[10..12].copy_from_slice(&ck.to_be_bytes());
+            }
+            if let Err(b) = batch.push(b, vif) {
+                pool.free(b);
+                break;
+            }
+            n += 1;
+        }
+        n
+    }
+
+    fn tx_burst(&mut self, pool: &mut BufPool, pkts: &mut Vec<PktBuf>) -> usize {
+        let n = pkts.len();
+        for b in pkts.drain(..) {
+            pool.free(b);
+        }
+        n
+    }
+}
+
+/// A sink port: counts and recycles.
+#[derive(Debug, Default)]
+pub struct SinkPort {
+    /// Frames sent.
+    pub sent: u64,
+}
+
+impl Port for SinkPort {
+    fn name(&self) -> &str {
+        "sink"
+    }
+    fn rx_burst(&mut self, _: &mut BufPool, _: &mut Batch, _: u16) -> usize {
+        0
+    }
+    #[inline]
+    fn tx_burst(&mut self, pool: &mut BufPool, pkts: &mut Vec<PktBuf>) -> usize {
+        let n = pkts.len();
+        self.sent += n as u64;
+        for b in pkts.drain(..) {
+            pool.free(b);
+        }
+        n
+    }
+}
+
+fn frame_udp(smac: MacAddr, dmac: MacAddr, src: u32, dst: u32, sport: u16, dport: u16, len: usize) -> Vec<u8> {
+    let b = etherparse::PacketBuilder::ethernet2(smac.0, dmac.0)
+        .ipv4(src.to_be_bytes(), dst.to_be_bytes(), 64)
+        .udp(sport, dport);
+    let payload = vec![0u8; len.saturating_sub(14 + 20 + 8)];
+    let mut v = Vec::new();
+    // Building into a Vec only fails on I/O errors, which a Vec does not have.
+    let _ = b.write(&mut v, &payload);
+    v
+}
+
+fn mplsoudp(outer_src: u32, label: u32, inner: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    v.extend_from_slice(&FABRIC_MAC.0);
+    v.extend_from_slice(&UNDERLAY_MAC.0);
+    v.extend_from_slice(&[0x08, 0x00]);
+    let total = (20 + 8 + 4 + inner.len()) as u16;
+    let mut ip = [0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    ip[2..4].copy_from_slice(&total.to_be_bytes());
+    ip[12..16].copy_from_slice(&outer_src.to_be_bytes());
+    ip[16..20].copy_from_slice(&HOST_IP.to_be_bytes());
+    let ck = checksum::checksum(&ip);
+    ip[10..12].copy_from_slice(&ck.to_be_bytes());
+    v.extend_from_slice(&ip);
+    v.extend_from_slice(&50000u16.to_be_bytes());
+    v.extend_from_slice(&6635u16.to_be_bytes());
+    v.extend_from_slice(&(total - 20).to_be_bytes());
+    v.extend_from_slice(&[0, 0]);
+    v.extend_from_slice(&((label << 12) | 0x100 | 63).to_be_bytes());
+    v.extend_from_slice(inner);
+    v
+}
+
+/// Deterministic pseudo-random numbers (xorshift), so every run measures the same tables.
+#[derive(Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// Seeded generator.
+    pub fn new(seed: u64) -> Self {
+        Self(seed | 1)
+    }
+    /// Next value.
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// Adds `n` routes (a random mix of /32 and /24 prefixes via the MPLSoUDP tunnel) to vn1 and
+/// returns destinations covered by them, one per route, shuffled.
+fn add_routes(w: &mut TablesWriter, n: usize) -> Vec<u32> {
+    let mut rng = Rng::new(0x5eed_1234);
+    let mut dsts = Vec::with_capacity(n);
+    let mut ops = Vec::with_capacity(n.min(100_000));
+    let mut seen = std::collections::HashSet::with_capacity(n);
+    while dsts.len() < n {
+        let r = rng.next();
+        // Unicast space outside the fixture's own prefixes.
+        let addr = (r as u32 % 0xdf00_0000).max(0x0100_0000) | 0x0100_0000;
+        if (addr >> 24) == 10 || (addr >> 24) == 192 || (addr >> 24) == 198 || (addr >> 24) == 203 {
+            continue;
+        }
+        let plen: u8 = if r >> 63 == 0 { 32 } else { 24 };
+        let prefix = addr & vrouter_dataplane::tables::fib::prefix_mask(plen);
+        if !seen.insert((prefix, plen)) {
+            continue;
+        }
+        let host = if plen == 24 { prefix | ((r >> 40) as u32 & 0xff) } else { prefix };
+        dsts.push(host);
+        ops.push(TableOp::AddRoute {
+            vrf: VRF_VN1,
+            prefix,
+            plen,
+            route: Route { nh: NH_TUN_UDP, label: Some(1000 + (dsts.len() as u32 % 4000)), proxy_arp: true },
+        });
+        if ops.len() == 100_000 {
+            apply(w, std::mem::take(&mut ops));
+        }
+    }
+    apply(w, ops);
+    // Shuffle so consecutive packets hit unrelated table slots.
+    for i in (1..dsts.len()).rev() {
+        let j = (rng.next() % (i as u64 + 1)) as usize;
+        dsts.swap(i, j);
+    }
+    dsts
+}
+
+fn apply(w: &mut TablesWriter, ops: Vec<TableOp>) {
+    if let Err((i, e)) = w.apply(ops) {
+        panic!("bench fixture operation {i} refused: {e}");
+    }
+}
+
+/// Builds tables for `case` with `routes` extra routes; returns the writer (keep it alive),
+/// a reader, the generator and the input vif.
+pub fn setup(case: Case, routes: usize, pkt_len: usize) -> (TablesWriter, TablesReader, GenPort, u16) {
+    let limits = Limits { routes: (routes * 2).max(4096), ..Limits::default() };
+    let (mut w, r) = new_tables(limits);
+    apply(&mut w, fixture::ops());
+    let extra = if routes > 1 { add_routes(&mut w, routes) } else { Vec::new() };
+    let vm_b = |dst| frame_udp(MAC_B, MacAddr::VROUTER, IP_B, dst, 40000, 5001, pkt_len);
+    let gen = match case {
+        Case::BaselineL2Touch | Case::L3Local => GenPort::new(vm_b(IP_A), 14, vec![IP_A]),
+        Case::EncapMplsoudp => {
+            let dsts = if extra.is_empty() { vec![IP_REMOTE_UDP] } else { extra };
+            GenPort::new(vm_b(dsts[0]), 14, dsts)
+        }
+        Case::EncapMplsogre => GenPort::new(vm_b(IP_REMOTE_GRE), 14, vec![IP_REMOTE_GRE]),
+        Case::DecapMplsoudp => {
+            let inner = frame_udp(MAC_B, MAC_A, IP_REMOTE_UDP, IP_A, 5001, 40000, pkt_len.saturating_sub(32));
+            GenPort::new(mplsoudp(REMOTE_UDP, LABEL_A, &inner[14..]), 14 + 32, vec![IP_A])
+        }
+        Case::FipDnat => {
+            let inner = frame_udp(MAC_B, MAC_A, OUTSIDE, FIP_A, 443, 40000, pkt_len.saturating_sub(32));
+            GenPort::new(mplsoudp(GATEWAY, LABEL_PUBLIC_TABLE, &inner[14..]), 14 + 32, vec![FIP_A])
+        }
+        Case::FipSnat => GenPort::new(frame_udp(MAC_A, MacAddr::VROUTER, IP_A, OUTSIDE, 40000, 443, pkt_len), 14, vec![OUTSIDE]),
+    };
+    let in_vif = match case {
+        Case::DecapMplsoudp | Case::FipDnat => FABRIC,
+        Case::FipSnat => VM_A,
+        _ => VM_B,
+    };
+    (w, r, gen, in_vif)
+}
+
+/// Runs `case` for `duration` (or exactly `packets` packets when given) on the calling thread.
+pub fn run_case(case: Case, routes: usize, batch_size: usize, pkt_len: usize, duration: Duration, packets: Option<u64>) -> Report {
+    let (_w, reader, mut gen, in_vif) = setup(case, routes, pkt_len);
+    let stats = StatsRegistry::new(usize::from(Limits::default().vifs), Limits::default().vrfs as usize);
+    let lcore = stats.register();
+    let pipeline = Pipeline::new(lcore.clone());
+    let mut pool = BufPool::new(4 * 1024);
+    let mut batch = Batch::new();
+    let out_vifs = [FABRIC, VHOST, AGENT, VM_A, VM_B, VM_C];
+    let mut txq = TxQueues::new(usize::from(Limits::default().vifs));
+    let mut sinks: Vec<Box<SinkPort>> = Vec::new();
+    for v in out_vifs {
+        txq.add(v);
+        sinks.push(Box::default());
+    }
+    let batch_size = batch_size.clamp(1, vrouter_dataplane::BATCH_SIZE);
+    gen.burst = batch_size;
+    let mut step = |gen: &mut GenPort, pool: &mut BufPool, batch: &mut Batch, sinks: &mut Vec<Box<SinkPort>>| {
+        gen.rx_burst(pool, batch, in_vif);
+        if case == Case::BaselineL2Touch {
+            for p in batch.pkts_mut() {
+                let d = p.buf.data_mut();
+                let (dst, src) = d.split_at_mut(6);
+                dst.swap_with_slice(&mut src[..6]);
+                p.meta.tx(VM_A);
+            }
+        } else if let Some(t) = reader.enter() {
+            pipeline.run(&t, batch);
+        }
+        pipeline.output(batch, pool, |vif, b| txq.push(vif, b));
+        txq.flush(sinks, pool, &lcore);
+    };
+    // Warm up: caches, branch predictors, page faults of the tables.
+    let warm = Instant::now();
+    let warm_for = if packets.is_some() { Duration::ZERO } else { Duration::from_millis(200) };
+    while warm.elapsed() < warm_for {
+        step(&mut gen, &mut pool, &mut batch, &mut sinks);
+    }
+    let sent0: u64 = sinks.iter().map(|s| s.sent).sum();
+    let drops0: u64 = stats.drops().iter().map(|(_, n)| n).sum();
+    let start = Instant::now();
+    let mut iters = 0u64;
+    loop {
+        step(&mut gen, &mut pool, &mut batch, &mut sinks);
+        iters += 1;
+        match packets {
+            Some(n) if iters * batch_size as u64 >= n => break,
+            Some(_) => {}
+            None if iters % 1024 == 0 && start.elapsed() >= duration => break,
+            None => {}
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let sent: u64 = sinks.iter().map(|s| s.sent).sum::<u64>() - sent0;
+    let drops: u64 = stats.drops().iter().map(|(_, n)| n).sum::<u64>() - drops0;
+    let mpps = sent as f64 / elapsed / 1e6;
+    Report {
+        case,
+        mpps,
+        ns_per_pkt: if sent > 0 { elapsed * 1e9 / sent as f64 } else { f64::INFINITY },
+        routes: routes.max(1),
+        flows: 0,
+        batch: batch_size,
+        pkt_len: gen.template.len(),
+        packets: sent,
+        drops,
+    }
+}

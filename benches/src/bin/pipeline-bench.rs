@@ -1,0 +1,83 @@
+//! `pipeline-bench`: packets per second of the dataplane pipeline on one core.
+//!
+//! `cargo run --release -p vrouter-benches --bin pipeline-bench -- --json` prints one JSON object
+//! per case. Options: `--case NAME` (repeatable), `--routes N` (repeatable, for the route-scale
+//! sweep of encap-mplsoudp), `--seconds S`, `--batch B`, `--pkt-len L`, `--packets N` (a fixed
+//! count instead of a duration: for `valgrind --tool=callgrind`).
+
+use std::time::Duration;
+use vrouter_benches::{run_case, Case, Report};
+
+fn main() {
+    let mut json = false;
+    let mut cases = Vec::new();
+    let mut routes_sweep = Vec::new();
+    let mut seconds = 1.0f64;
+    let mut batch = 256usize;
+    let mut pkt_len = 64usize;
+    let mut packets = None;
+    let mut args = std::env::args().skip(1);
+    let usage = "usage: pipeline-bench [--json] [--case NAME]... [--routes N]... [--seconds S] [--batch B] [--pkt-len L] [--packets N]";
+    while let Some(a) = args.next() {
+        let mut val = |name: &str| args.next().unwrap_or_else(|| die(&format!("{name} needs a value\n{usage}")));
+        match a.as_str() {
+            "--json" => json = true,
+            "--case" => {
+                let v = val("--case");
+                cases.push(Case::from_name(&v).unwrap_or_else(|| die(&format!("unknown case {v:?}; cases: {}", Case::ALL.map(|c| c.name()).join(", ")))));
+            }
+            "--routes" => routes_sweep.push(parse(&val("--routes"), "--routes")),
+            "--seconds" => seconds = parse(&val("--seconds"), "--seconds"),
+            "--batch" => batch = parse(&val("--batch"), "--batch"),
+            "--pkt-len" => pkt_len = parse(&val("--pkt-len"), "--pkt-len"),
+            "--packets" => packets = Some(parse(&val("--packets"), "--packets")),
+            "-h" | "--help" => {
+                println!("{usage}");
+                return;
+            }
+            other => die(&format!("unknown argument {other:?}\n{usage}")),
+        }
+    }
+    let default_run = cases.is_empty() && routes_sweep.is_empty();
+    if cases.is_empty() {
+        cases = Case::ALL.to_vec();
+    }
+    if routes_sweep.is_empty() && default_run {
+        routes_sweep = vec![1, 1000, 100_000, 1_000_000];
+    }
+    let dur = Duration::from_secs_f64(seconds);
+    let mut reports: Vec<Report> = Vec::new();
+    let mut emit = |r: Report| {
+        if json {
+            println!("{}", r.json());
+        } else {
+            println!("{:<20} routes={:<8} {:>8.2} Mpps {:>7.2} ns/pkt  drops={}", r.case.name(), r.routes, r.mpps, r.ns_per_pkt, r.drops);
+        }
+        reports.push(r);
+    };
+    for &c in &cases {
+        emit(run_case(c, 1, batch, pkt_len, dur, packets));
+    }
+    for &n in &routes_sweep {
+        if n > 1 || !cases.contains(&Case::EncapMplsoudp) {
+            emit(run_case(Case::EncapMplsoudp, n, batch, pkt_len, dur, packets));
+        }
+    }
+    if !json {
+        if let Some(base) = reports.iter().find(|r| r.case == Case::BaselineL2Touch).map(|r| r.mpps) {
+            println!("ratios to baseline-l2-touch ({base:.2} Mpps):");
+            for r in &reports {
+                println!("  {:<20} routes={:<8} {:.2}x", r.case.name(), r.routes, r.mpps / base);
+            }
+        }
+    }
+}
+
+fn parse<T: std::str::FromStr>(s: &str, name: &str) -> T {
+    s.parse().unwrap_or_else(|_| die(&format!("{name}: cannot parse {s:?}")))
+}
+
+fn die(msg: &str) -> ! {
+    eprintln!("pipeline-bench: {msg}");
+    std::process::exit(2)
+}

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs every test of the project: installs what the tests need (Debian and PyPI packages), checks
+# formatting and lints, then the whole workspace test suite. Run as root: the end-to-end tests
+# build network namespaces.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+  echo "test.sh: run as root (the namespace tests need it): sudo $0" >&2
+  exit 1
+fi
+
+./scripts/install-deps.sh
+export PATH="$HOME/.cargo/bin:$PATH"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+cargo test --workspace --no-fail-fast 2>&1 | tee /tmp/vrouter-test.log
