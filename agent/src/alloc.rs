@@ -166,19 +166,25 @@ pub fn assign<I: Id>(
     used.extend(table.values().copied());
     // 3. Fresh ids.
     let span = req.limit.saturating_sub(req.first);
+    // Without a cursor the search resumes after the last fresh id (everything below it is
+    // taken), so a thousand new interfaces cost a thousand probes, not half a million.
+    let mut low = req.first;
     for (key, _) in req.wanted {
         if table.contains_key(key) {
             continue;
         }
         let start = match cursor.as_deref() {
             Some(c) if u64::from(*c) >= req.first && u64::from(*c) < req.limit => u64::from(*c),
-            _ => req.first,
+            Some(_) => req.first,
+            None => low,
         };
         let mut found = None;
         for i in 0..span {
             let v = req.first + (start - req.first + i) % span;
             let id = I::from_u64(v);
-            if !used.contains(&id) && !req.in_dataplane.contains(&id) && !req.protected.contains(&id)
+            if !used.contains(&id)
+                && !req.in_dataplane.contains(&id)
+                && !req.protected.contains(&id)
             {
                 found = Some(id);
                 break;
@@ -192,6 +198,9 @@ pub fn assign<I: Id>(
         };
         used.insert(id);
         table.insert(key.clone(), id);
+        low = (id.to_u64() + 1)
+            .min(req.limit.saturating_sub(1))
+            .max(req.first);
         if let Some(c) = cursor.as_deref_mut() {
             *c = (id.to_u64() + 1) as u32;
         }
@@ -326,7 +335,10 @@ mod tests {
     fn state_file_round_trip() {
         let dir = tempfile::tempdir().expect("tmp");
         let p = dir.path().join("sub/agent-state.json");
-        assert_eq!(Allocations::load(&p).expect("missing"), Allocations::default());
+        assert_eq!(
+            Allocations::load(&p).expect("missing"),
+            Allocations::default()
+        );
         let mut a = Allocations::default();
         a.labels.insert("if/vif1.0".into(), 17);
         a.save(&p).expect("save");

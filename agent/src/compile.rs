@@ -121,10 +121,6 @@ pub fn compile(
         },
         None,
     )?;
-    let vrf_of = |net: &str| -> Option<u16> {
-        let n = cfg.network(net)?;
-        alloc.vrfs.get(&n.vrf).copied()
-    };
 
     // Interfaces.
     let wanted: Vec<(String, Option<u16>)> = cfg
@@ -208,8 +204,7 @@ pub fn compile(
         (None, _) => {
             if !cfg.routes.is_empty() {
                 out.warnings.push(
-                    "the dataplane has no fabric interface: remote routes are not installed"
-                        .into(),
+                    "the dataplane has no fabric interface: remote routes are not installed".into(),
                 );
             }
             false
@@ -233,9 +228,9 @@ pub fn compile(
         }
         for (kind, dip) in &tunnels {
             let dipn = u32::from(*dip);
-            let adopt = find_nh(&|s| {
-                matches!(s, NexthopSpec::Tunnel { kind: k, dip: x, .. } if k == kind && *x == dipn)
-            });
+            let adopt = find_nh(
+                &|s| matches!(s, NexthopSpec::Tunnel { kind: k, dip: x, .. } if k == kind && *x == dipn),
+            );
             nh_wanted.push((tunnel_key(*kind, *dip), adopt));
         }
     }
@@ -252,7 +247,8 @@ pub fn compile(
     };
     for vrf in &fip_vrfs {
         let id = alloc.vrfs.get(*vrf).copied();
-        let adopt = find_nh(&|s| matches!(s, NexthopSpec::VrfTranslate { vrf } if Some(*vrf) == id));
+        let adopt =
+            find_nh(&|s| matches!(s, NexthopSpec::VrfTranslate { vrf } if Some(*vrf) == id));
         nh_wanted.push((table_key(vrf), adopt));
     }
     assign(
@@ -289,15 +285,17 @@ pub fn compile(
         })
         .collect();
     for vrf in &fip_vrfs {
-        label_wanted.push((table_key(vrf), label_adopt(&table_key(vrf), &table_key(vrf))));
+        label_wanted.push((
+            table_key(vrf),
+            label_adopt(&table_key(vrf), &table_key(vrf)),
+        ));
     }
     let labels_in_dp = set(d.labels.iter().map(|(l, _)| *l));
-    let protected_labels = set(
-        d.labels
-            .iter()
-            .filter(|(_, nh)| dp.label_protected(*nh))
-            .map(|(l, _)| *l),
-    );
+    let protected_labels = set(d
+        .labels
+        .iter()
+        .filter(|(_, nh)| dp.label_protected(*nh))
+        .map(|(l, _)| *l));
     assign(
         &mut alloc.labels,
         &Request {

@@ -388,10 +388,7 @@ impl Config {
             };
             if let (Some(g), Some(s)) = (gateway, subnet) {
                 if !s.contains(g) {
-                    return Err(invalid(
-                        item,
-                        format!("gateway {g} is outside subnet {s}"),
-                    ));
+                    return Err(invalid(item, format!("gateway {g} is outside subnet {s}")));
                 }
             }
             networks.push(Network {
@@ -465,10 +462,7 @@ impl Config {
                 return Err(invalid(item, "defined twice"));
             }
             if r.label > MAX_LABEL {
-                return Err(invalid(
-                    item,
-                    format!("label {} is above 2^20-1", r.label),
-                ));
+                return Err(invalid(item, format!("label {} is above 2^20-1", r.label)));
             }
             let remote = ip(&item, "remote", &r.remote)?;
             if underlay.neighbour_mac(remote).is_none() {
@@ -598,7 +592,10 @@ interface = "vif1.0"
 
     #[test]
     fn errors_name_the_item() {
-        let bad = EXAMPLE.replace("network = \"net1\"\n\n[[routes]]", "network = \"nope\"\n\n[[routes]]");
+        let bad = EXAMPLE.replace(
+            "network = \"net1\"\n\n[[routes]]",
+            "network = \"nope\"\n\n[[routes]]",
+        );
         let e = Config::parse(&bad).expect_err("unknown network");
         assert_eq!(
             e.to_string(),
@@ -611,8 +608,8 @@ interface = "vif1.0"
         assert!(e.to_string().contains("did you mean 10.0.0.0/24"), "{e}");
         let e = Config::parse("bogus = 1\n").expect_err("unknown field");
         assert!(e.to_string().contains("unknown field"), "{e}");
-        let e = Config::parse(&EXAMPLE.replace("label = 25", "label = 2000000"))
-            .expect_err("label");
+        let e =
+            Config::parse(&EXAMPLE.replace("label = 25", "label = 2000000")).expect_err("label");
         assert!(e.to_string().contains("above 2^20-1"), "{e}");
     }
 

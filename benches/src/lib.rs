@@ -125,7 +125,15 @@ impl GenPort {
         let ip = &template[ip_at..];
         let base_dst = u32::from_be_bytes([ip[16], ip[17], ip[18], ip[19]]);
         let base_ck = u16::from_be_bytes([ip[10], ip[11]]);
-        Self { template, ip_at, dsts, next: 0, base_dst, base_ck, burst: vrouter_dataplane::BATCH_SIZE }
+        Self {
+            template,
+            ip_at,
+            dsts,
+            next: 0,
+            base_dst,
+            base_ck,
+            burst: vrouter_dataplane::BATCH_SIZE,
+        }
     }
 }
 
@@ -143,7 +151,11 @@ impl Port for GenPort {
             b.fill(&self.template);
             if many {
                 let dst = self.dsts[self.next];
-                self.next = if self.next + 1 == self.dsts.len() { 0 } else { self.next + 1 };
+                self.next = if self.next + 1 == self.dsts.len() {
+                    0
+                } else {
+                    self.next + 1
+                };
                 let ip = &mut b.data_mut()[self.ip_at..];
                 ip[16..20].copy_from_slice(&dst.to_be_bytes());
                 let ck = checksum::update32(self.base_ck, self.base_dst, dst);
@@ -192,7 +204,15 @@ impl Port for SinkPort {
     }
 }
 
-fn frame_udp(smac: MacAddr, dmac: MacAddr, src: u32, dst: u32, sport: u16, dport: u16, len: usize) -> Vec<u8> {
+fn frame_udp(
+    smac: MacAddr,
+    dmac: MacAddr,
+    src: u32,
+    dst: u32,
+    sport: u16,
+    dport: u16,
+    len: usize,
+) -> Vec<u8> {
     let b = etherparse::PacketBuilder::ethernet2(smac.0, dmac.0)
         .ipv4(src.to_be_bytes(), dst.to_be_bytes(), 64)
         .udp(sport, dport);
@@ -209,7 +229,9 @@ fn mplsoudp(outer_src: u32, label: u32, inner: &[u8]) -> Vec<u8> {
     v.extend_from_slice(&UNDERLAY_MAC.0);
     v.extend_from_slice(&[0x08, 0x00]);
     let total = (20 + 8 + 4 + inner.len()) as u16;
-    let mut ip = [0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    let mut ip = [
+        0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
     ip[2..4].copy_from_slice(&total.to_be_bytes());
     ip[12..16].copy_from_slice(&outer_src.to_be_bytes());
     ip[16..20].copy_from_slice(&HOST_IP.to_be_bytes());
@@ -262,13 +284,21 @@ fn add_routes(w: &mut TablesWriter, n: usize) -> Vec<u32> {
         if !seen.insert((prefix, plen)) {
             continue;
         }
-        let host = if plen == 24 { prefix | ((r >> 40) as u32 & 0xff) } else { prefix };
+        let host = if plen == 24 {
+            prefix | ((r >> 40) as u32 & 0xff)
+        } else {
+            prefix
+        };
         dsts.push(host);
         ops.push(TableOp::AddRoute {
             vrf: VRF_VN1,
             prefix,
             plen,
-            route: Route { nh: NH_TUN_UDP, label: Some(1000 + (dsts.len() as u32 % 4000)), proxy_arp: true },
+            route: Route {
+                nh: NH_TUN_UDP,
+                label: Some(1000 + (dsts.len() as u32 % 4000)),
+                proxy_arp: true,
+            },
         });
         if ops.len() == 100_000 {
             apply(w, std::mem::take(&mut ops));
@@ -291,28 +321,71 @@ fn apply(w: &mut TablesWriter, ops: Vec<TableOp>) {
 
 /// Builds tables for `case` with `routes` extra routes; returns the writer (keep it alive),
 /// a reader, the generator and the input vif.
-pub fn setup(case: Case, routes: usize, pkt_len: usize) -> (TablesWriter, TablesReader, GenPort, u16) {
-    let limits = Limits { routes: (routes * 2).max(4096), ..Limits::default() };
+pub fn setup(
+    case: Case,
+    routes: usize,
+    pkt_len: usize,
+) -> (TablesWriter, TablesReader, GenPort, u16) {
+    let limits = Limits {
+        routes: (routes * 2).max(4096),
+        ..Limits::default()
+    };
     let (mut w, r) = new_tables(limits);
     apply(&mut w, fixture::ops());
-    let extra = if routes > 1 { add_routes(&mut w, routes) } else { Vec::new() };
+    let extra = if routes > 1 {
+        add_routes(&mut w, routes)
+    } else {
+        Vec::new()
+    };
     let vm_b = |dst| frame_udp(MAC_B, MacAddr::VROUTER, IP_B, dst, 40000, 5001, pkt_len);
     let gen = match case {
         Case::BaselineL2Touch | Case::L3Local => GenPort::new(vm_b(IP_A), 14, vec![IP_A]),
         Case::EncapMplsoudp => {
-            let dsts = if extra.is_empty() { vec![IP_REMOTE_UDP] } else { extra };
+            let dsts = if extra.is_empty() {
+                vec![IP_REMOTE_UDP]
+            } else {
+                extra
+            };
             GenPort::new(vm_b(dsts[0]), 14, dsts)
         }
         Case::EncapMplsogre => GenPort::new(vm_b(IP_REMOTE_GRE), 14, vec![IP_REMOTE_GRE]),
         Case::DecapMplsoudp => {
-            let inner = frame_udp(MAC_B, MAC_A, IP_REMOTE_UDP, IP_A, 5001, 40000, pkt_len.saturating_sub(32));
-            GenPort::new(mplsoudp(REMOTE_UDP, LABEL_A, &inner[14..]), 14 + 32, vec![IP_A])
+            let inner = frame_udp(
+                MAC_B,
+                MAC_A,
+                IP_REMOTE_UDP,
+                IP_A,
+                5001,
+                40000,
+                pkt_len.saturating_sub(32),
+            );
+            GenPort::new(
+                mplsoudp(REMOTE_UDP, LABEL_A, &inner[14..]),
+                14 + 32,
+                vec![IP_A],
+            )
         }
         Case::FipDnat => {
-            let inner = frame_udp(MAC_B, MAC_A, OUTSIDE, FIP_A, 443, 40000, pkt_len.saturating_sub(32));
-            GenPort::new(mplsoudp(GATEWAY, LABEL_PUBLIC_TABLE, &inner[14..]), 14 + 32, vec![FIP_A])
+            let inner = frame_udp(
+                MAC_B,
+                MAC_A,
+                OUTSIDE,
+                FIP_A,
+                443,
+                40000,
+                pkt_len.saturating_sub(32),
+            );
+            GenPort::new(
+                mplsoudp(GATEWAY, LABEL_PUBLIC_TABLE, &inner[14..]),
+                14 + 32,
+                vec![FIP_A],
+            )
         }
-        Case::FipSnat => GenPort::new(frame_udp(MAC_A, MacAddr::VROUTER, IP_A, OUTSIDE, 40000, 443, pkt_len), 14, vec![OUTSIDE]),
+        Case::FipSnat => GenPort::new(
+            frame_udp(MAC_A, MacAddr::VROUTER, IP_A, OUTSIDE, 40000, 443, pkt_len),
+            14,
+            vec![OUTSIDE],
+        ),
     };
     let in_vif = match case {
         Case::DecapMplsoudp | Case::FipDnat => FABRIC,
@@ -323,9 +396,19 @@ pub fn setup(case: Case, routes: usize, pkt_len: usize) -> (TablesWriter, Tables
 }
 
 /// Runs `case` for `duration` (or exactly `packets` packets when given) on the calling thread.
-pub fn run_case(case: Case, routes: usize, batch_size: usize, pkt_len: usize, duration: Duration, packets: Option<u64>) -> Report {
+pub fn run_case(
+    case: Case,
+    routes: usize,
+    batch_size: usize,
+    pkt_len: usize,
+    duration: Duration,
+    packets: Option<u64>,
+) -> Report {
     let (_w, reader, mut gen, in_vif) = setup(case, routes, pkt_len);
-    let stats = StatsRegistry::new(usize::from(Limits::default().vifs), Limits::default().vrfs as usize);
+    let stats = StatsRegistry::new(
+        usize::from(Limits::default().vifs),
+        Limits::default().vrfs as usize,
+    );
     let lcore = stats.register();
     let pipeline = Pipeline::new(lcore.clone());
     let mut pool = BufPool::new(4 * 1024);
@@ -339,7 +422,10 @@ pub fn run_case(case: Case, routes: usize, batch_size: usize, pkt_len: usize, du
     }
     let batch_size = batch_size.clamp(1, vrouter_dataplane::BATCH_SIZE);
     gen.burst = batch_size;
-    let mut step = |gen: &mut GenPort, pool: &mut BufPool, batch: &mut Batch, sinks: &mut Vec<Box<SinkPort>>| {
+    let mut step = |gen: &mut GenPort,
+                    pool: &mut BufPool,
+                    batch: &mut Batch,
+                    sinks: &mut Vec<Box<SinkPort>>| {
         gen.rx_burst(pool, batch, in_vif);
         if case == Case::BaselineL2Touch {
             for p in batch.pkts_mut() {
@@ -356,7 +442,11 @@ pub fn run_case(case: Case, routes: usize, batch_size: usize, pkt_len: usize, du
     };
     // Warm up: caches, branch predictors, page faults of the tables.
     let warm = Instant::now();
-    let warm_for = if packets.is_some() { Duration::ZERO } else { Duration::from_millis(200) };
+    let warm_for = if packets.is_some() {
+        Duration::ZERO
+    } else {
+        Duration::from_millis(200)
+    };
     while warm.elapsed() < warm_for {
         step(&mut gen, &mut pool, &mut batch, &mut sinks);
     }
@@ -381,7 +471,11 @@ pub fn run_case(case: Case, routes: usize, batch_size: usize, pkt_len: usize, du
     Report {
         case,
         mpps,
-        ns_per_pkt: if sent > 0 { elapsed * 1e9 / sent as f64 } else { f64::INFINITY },
+        ns_per_pkt: if sent > 0 {
+            elapsed * 1e9 / sent as f64
+        } else {
+            f64::INFINITY
+        },
         routes: routes.max(1),
         flows: 0,
         batch: batch_size,

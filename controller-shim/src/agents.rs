@@ -126,11 +126,20 @@ impl AgentState {
             self.bindings.entry(b.host).or_default().insert(b.vmi_uuid);
         } else if key.starts_with("route/") {
             let r: Route = serde_json::from_slice(val)?;
-            self.routes.entry(r.vrf.clone()).or_default().insert((r.host.clone(), r.prefix.clone()), r);
+            self.routes
+                .entry(r.vrf.clone())
+                .or_default()
+                .insert((r.host.clone(), r.prefix.clone()), r);
         } else if key.starts_with("view/") {
             let v: ViewRec = serde_json::from_slice(val)?;
             let view = self.views.entry(v.host).or_default();
-            view.entries.insert(v.key, ViewEntry { rev: v.rev, value: v.value });
+            view.entries.insert(
+                v.key,
+                ViewEntry {
+                    rev: v.rev,
+                    value: v.value,
+                },
+            );
         } else if key.starts_with("vmeta/") {
             let m: ViewMetaRec = serde_json::from_slice(val)?;
             self.views.entry(m.host).or_default().compacted = m.compacted;
@@ -190,13 +199,16 @@ impl Core {
     pub fn register_agent(&mut self, body: &Value, now_us: u64) -> Result<Value, ApiError> {
         let hostname = field(body, "hostname")?.to_string();
         let fabric_ip = field(body, "fabric_ip")?;
-        fabric_ip
-            .parse::<std::net::Ipv4Addr>()
-            .map_err(|_| ApiError::BadRequest(format!("fabric_ip {fabric_ip:?} is not an IPv4 address")))?;
+        fabric_ip.parse::<std::net::Ipv4Addr>().map_err(|_| {
+            ApiError::BadRequest(format!("fabric_ip {fabric_ip:?} is not an IPv4 address"))
+        })?;
         if hostname.contains('/') {
             return Err(ApiError::BadRequest("hostname must not contain '/'".into()));
         }
-        let agent = Agent { hostname: hostname.clone(), fabric_ip: fabric_ip.to_string() };
+        let agent = Agent {
+            hostname: hostname.clone(),
+            fabric_ip: fabric_ip.to_string(),
+        };
         if self.agents.agents.get(&hostname) != Some(&agent) {
             self.bump();
             self.queue(agent_key(&hostname), Some(to_json(&agent)));
@@ -261,7 +273,12 @@ impl Core {
             .agents
             .agents
             .keys()
-            .filter(|h| self.agents.last_seen.get(*h).map_or(true, |t| now_us.saturating_sub(*t) > ttl_us))
+            .filter(|h| {
+                self.agents
+                    .last_seen
+                    .get(*h)
+                    .map_or(true, |t| now_us.saturating_sub(*t) > ttl_us)
+            })
             .cloned()
             .collect();
         for h in &stale {
@@ -278,7 +295,13 @@ impl Core {
             .agents
             .values()
             .map(|a| {
-                let bound: Vec<&String> = self.agents.bindings.get(&a.hostname).into_iter().flatten().collect();
+                let bound: Vec<&String> = self
+                    .agents
+                    .bindings
+                    .get(&a.hostname)
+                    .into_iter()
+                    .flatten()
+                    .collect();
                 json!({"hostname": a.hostname, "fabric_ip": a.fabric_ip, "bindings": bound})
             })
             .collect();
@@ -291,14 +314,19 @@ impl Core {
         let vmi = field(body, "vmi_uuid")?.to_string();
         self.require_agent(&host)?;
         if !util::is_uuid(&vmi) {
-            return Err(ApiError::BadRequest(format!("vmi_uuid {vmi:?} is not a uuid")));
+            return Err(ApiError::BadRequest(format!(
+                "vmi_uuid {vmi:?} is not a uuid"
+            )));
         }
         let set = self.agents.bindings.entry(host.clone()).or_default();
         if set.insert(vmi.clone()) {
             self.bump();
             self.queue(
                 binding_key(&host, &vmi),
-                Some(to_json(&BindingRec { host: host.clone(), vmi_uuid: vmi.clone() })),
+                Some(to_json(&BindingRec {
+                    host: host.clone(),
+                    vmi_uuid: vmi.clone(),
+                })),
             );
             self.refresh_views();
         }
@@ -311,11 +339,17 @@ impl Core {
         let host = field(body, "host")?.to_string();
         let vmi = field(body, "vmi_uuid")?.to_string();
         self.require_agent(&host)?;
-        let removed = self.agents.bindings.get_mut(&host).is_some_and(|s| s.remove(&vmi));
+        let removed = self
+            .agents
+            .bindings
+            .get_mut(&host)
+            .is_some_and(|s| s.remove(&vmi));
         if removed {
             self.bump();
             self.queue(binding_key(&host, &vmi), None);
-            self.drop_routes_where(|r| r.host == host && r.vmi_uuid.as_deref() == Some(vmi.as_str()));
+            self.drop_routes_where(|r| {
+                r.host == host && r.vmi_uuid.as_deref() == Some(vmi.as_str())
+            });
             self.refresh_views();
         }
         Ok(json!({"removed": removed, "rev": self.rev}))
@@ -336,14 +370,25 @@ impl Core {
         let agent = self.require_agent(&host)?;
         let nexthop = match body.get("nexthop").and_then(Value::as_str) {
             Some(n) => {
-                n.parse::<std::net::Ipv4Addr>()
-                    .map_err(|_| ApiError::BadRequest(format!("nexthop {n:?} is not an IPv4 address")))?;
+                n.parse::<std::net::Ipv4Addr>().map_err(|_| {
+                    ApiError::BadRequest(format!("nexthop {n:?} is not an IPv4 address"))
+                })?;
                 n.to_string()
             }
             None => agent.fabric_ip.clone(),
         };
-        let vmi_uuid = body.get("vmi_uuid").and_then(Value::as_str).map(str::to_string);
-        let route = Route { host: host.clone(), vrf: vrf.clone(), prefix: sn.to_string(), label: label as u32, nexthop, vmi_uuid };
+        let vmi_uuid = body
+            .get("vmi_uuid")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let route = Route {
+            host: host.clone(),
+            vrf: vrf.clone(),
+            prefix: sn.to_string(),
+            label: label as u32,
+            nexthop,
+            vmi_uuid,
+        };
         let slot = self.agents.routes.entry(vrf).or_default();
         let k = (host, route.prefix.clone());
         if slot.get(&k) != Some(&route) {
@@ -433,8 +478,13 @@ impl Core {
 
     /// What an agent needs to program one interface, or `None` if the VMI does not exist.
     pub fn interface_config(&self, vmi: &str) -> Option<Value> {
-        let o = self.objs.get(vmi).filter(|o| o.ty == ObjType::VirtualMachineInterface)?;
-        let vn = o.first_ref(ObjType::VirtualNetwork).and_then(|r| self.objs.get(&r.uuid));
+        let o = self
+            .objs
+            .get(vmi)
+            .filter(|o| o.ty == ObjType::VirtualMachineInterface)?;
+        let vn = o
+            .first_ref(ObjType::VirtualNetwork)
+            .and_then(|r| self.objs.get(&r.uuid));
         let subnets = vn.map(Core::vn_subnets).unwrap_or_default();
         let mac = o
             .props
@@ -447,11 +497,15 @@ impl Core {
         let mut ips = Vec::new();
         let mut fips = Vec::new();
         for from in self.back_refs.get(vmi).into_iter().flatten() {
-            let Some(f) = self.objs.get(from) else { continue };
+            let Some(f) = self.objs.get(from) else {
+                continue;
+            };
             match f.ty {
                 ObjType::InstanceIp => {
                     let addr = f.props.get("instance_ip_address").and_then(Value::as_str);
-                    let parsed = addr.and_then(|a| a.parse::<std::net::Ipv4Addr>().ok()).map(u32::from);
+                    let parsed = addr
+                        .and_then(|a| a.parse::<std::net::Ipv4Addr>().ok())
+                        .map(u32::from);
                     let sub = parsed.and_then(|a| subnets.iter().find(|(s, _, _)| s.contains(a)));
                     ips.push(json!({
                         "uuid": f.uuid,
@@ -464,7 +518,9 @@ impl Core {
                 }
                 ObjType::FloatingIp => {
                     let pool = f.parent_uuid.as_deref().and_then(|p| self.objs.get(p));
-                    let pvn = pool.and_then(|p| p.parent_uuid.as_deref()).and_then(|v| self.objs.get(v));
+                    let pvn = pool
+                        .and_then(|p| p.parent_uuid.as_deref())
+                        .and_then(|v| self.objs.get(v));
                     fips.push(json!({
                         "uuid": f.uuid,
                         "address": f.props.get("floating_ip_address"),
@@ -509,7 +565,12 @@ impl Core {
         }
         match &r.vmi_uuid {
             Some(v) => {
-                self.objs.contains_key(v) && self.agents.bindings.get(&r.host).is_some_and(|s| s.contains(v))
+                self.objs.contains_key(v)
+                    && self
+                        .agents
+                        .bindings
+                        .get(&r.host)
+                        .is_some_and(|s| s.contains(v))
             }
             None => true,
         }
@@ -520,11 +581,18 @@ impl Core {
         let mut out = BTreeMap::new();
         let mut vrfs = BTreeSet::new();
         for vmi in self.agents.bindings.get(host).into_iter().flatten() {
-            let Some(cfg) = self.interface_config(vmi) else { continue };
+            let Some(cfg) = self.interface_config(vmi) else {
+                continue;
+            };
             if let Some(v) = cfg.pointer("/network/vrf").and_then(Value::as_str) {
                 vrfs.insert(v.to_string());
             }
-            for f in cfg.get("floating_ips").and_then(Value::as_array).into_iter().flatten() {
+            for f in cfg
+                .get("floating_ips")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 if let Some(v) = f.get("vrf").and_then(Value::as_str) {
                     vrfs.insert(v.to_string());
                 }
@@ -550,9 +618,15 @@ impl Core {
             let mut writes = Vec::new();
             let view = self.agents.views.entry(host.clone()).or_default();
             for (k, v) in &desired {
-                let same = view.entries.get(k).is_some_and(|e| e.value.as_ref() == Some(v));
+                let same = view
+                    .entries
+                    .get(k)
+                    .is_some_and(|e| e.value.as_ref() == Some(v));
                 if !same {
-                    let e = ViewEntry { rev, value: Some(v.clone()) };
+                    let e = ViewEntry {
+                        rev,
+                        value: Some(v.clone()),
+                    };
                     writes.push((k.clone(), e.clone()));
                     view.entries.insert(k.clone(), e);
                 }
@@ -576,14 +650,22 @@ impl Core {
             }
             let compacted_rev = view.compacted;
             for (k, e) in writes {
-                let rec = ViewRec { host: host.clone(), key: k.clone(), rev: e.rev, value: e.value };
+                let rec = ViewRec {
+                    host: host.clone(),
+                    key: k.clone(),
+                    rev: e.rev,
+                    value: e.value,
+                };
                 self.queue(view_key(&host, &k), Some(to_json(&rec)));
             }
             if !compacted.is_empty() {
                 for k in compacted {
                     self.queue(view_key(&host, &k), None);
                 }
-                let m = ViewMetaRec { host: host.clone(), compacted: compacted_rev };
+                let m = ViewMetaRec {
+                    host: host.clone(),
+                    compacted: compacted_rev,
+                };
                 self.queue(vmeta_key(&host), Some(to_json(&m)));
             }
         }
@@ -598,7 +680,13 @@ impl Core {
         let mut events: Vec<(u64, &String, &Option<Value>)> = view
             .entries
             .iter()
-            .filter(|(_, e)| if reset { e.value.is_some() } else { e.rev > since })
+            .filter(|(_, e)| {
+                if reset {
+                    e.value.is_some()
+                } else {
+                    e.rev > since
+                }
+            })
             .map(|(k, e)| (e.rev, k, &e.value))
             .collect();
         events.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
@@ -614,6 +702,10 @@ impl Core {
                 })
             })
             .collect();
-        Ok(WatchReply { rev: self.rev, reset, events })
+        Ok(WatchReply {
+            rev: self.rev,
+            reset,
+            events,
+        })
     }
 }

@@ -152,14 +152,40 @@ pub struct ListQuery {
 
 /// Objects created at first start (§7.5), as (type, fq_name).
 pub const DEFAULT_OBJECTS: &[(ObjType, &[&str])] = &[
-    (ObjType::GlobalSystemConfig, &["default-global-system-config"]),
+    (
+        ObjType::GlobalSystemConfig,
+        &["default-global-system-config"],
+    ),
     (ObjType::Domain, &["default-domain"]),
     (ObjType::Project, &["default-domain", "default-project"]),
-    (ObjType::NetworkIpam, &["default-domain", "default-project", "default-network-ipam"]),
-    (ObjType::NetworkPolicy, &["default-domain", "default-project", "default-network-policy"]),
-    (ObjType::VirtualNetwork, &["default-domain", "default-project", "default-virtual-network"]),
-    (ObjType::VirtualNetwork, &["default-domain", "default-project", "ip-fabric"]),
-    (ObjType::VirtualNetwork, &["default-domain", "default-project", "__link_local__"]),
+    (
+        ObjType::NetworkIpam,
+        &["default-domain", "default-project", "default-network-ipam"],
+    ),
+    (
+        ObjType::NetworkPolicy,
+        &[
+            "default-domain",
+            "default-project",
+            "default-network-policy",
+        ],
+    ),
+    (
+        ObjType::VirtualNetwork,
+        &[
+            "default-domain",
+            "default-project",
+            "default-virtual-network",
+        ],
+    ),
+    (
+        ObjType::VirtualNetwork,
+        &["default-domain", "default-project", "ip-fabric"],
+    ),
+    (
+        ObjType::VirtualNetwork,
+        &["default-domain", "default-project", "__link_local__"],
+    ),
 ];
 
 /// The whole configuration state.
@@ -213,7 +239,10 @@ impl Core {
         I: IntoIterator<Item = (String, Vec<u8>)>,
     {
         let mut core = Core::new();
-        let corrupt = |key: &str, source| LoadError::Corrupt { key: key.to_string(), source };
+        let corrupt = |key: &str, source| LoadError::Corrupt {
+            key: key.to_string(),
+            source,
+        };
         for (key, val) in records {
             if key.starts_with("obj/") {
                 let o: Obj = serde_json::from_slice(&val).map_err(|e| corrupt(&key, e))?;
@@ -221,7 +250,9 @@ impl Core {
             } else if key == REV_KEY {
                 core.rev = serde_json::from_slice(&val).map_err(|e| corrupt(&key, e))?;
             } else {
-                core.agents.load_record(&key, &val).map_err(|e| corrupt(&key, e))?;
+                core.agents
+                    .load_record(&key, &val)
+                    .map_err(|e| corrupt(&key, e))?;
             }
         }
         // Claims need every object indexed first (a floating-ip finds its VN via the pool).
@@ -232,9 +263,16 @@ impl Core {
             .map(|o| o.uuid.clone())
             .collect();
         for u in owners {
-            if let Some(c) = core.objs.get(&u).and_then(|o| core.claim_of(o).ok().flatten()) {
+            if let Some(c) = core
+                .objs
+                .get(&u)
+                .and_then(|o| core.claim_of(o).ok().flatten())
+            {
                 let c = (c.vn.to_string(), c.addr);
-                core.addrs.entry(c.0.clone()).or_default().insert(c.1, u.clone());
+                core.addrs
+                    .entry(c.0.clone())
+                    .or_default()
+                    .insert(c.1, u.clone());
                 core.claims.insert(u, c);
             }
         }
@@ -252,7 +290,10 @@ impl Core {
             if *ty == ObjType::VirtualNetwork && fq[2] == "default-virtual-network" {
                 inner["network_ipam_refs"] = json!([]);
             }
-            let ctx = Ctx { new_uuid: fresh(), ..ctx.clone() };
+            let ctx = Ctx {
+                new_uuid: fresh(),
+                ..ctx.clone()
+            };
             let body = json!({ ty.name(): inner });
             if let Err(e) = self.create(*ty, &body, &ctx) {
                 log::error!("creating default {} {:?}: {e}", ty.name(), fq);
@@ -294,7 +335,10 @@ impl Core {
     }
 
     fn persist(&mut self, uuid: &str) {
-        let val = self.objs.get(uuid).map(|o| serde_json::to_vec(o).unwrap_or_default());
+        let val = self
+            .objs
+            .get(uuid)
+            .map(|o| serde_json::to_vec(o).unwrap_or_default());
         self.queue(obj_key(uuid), val);
     }
 
@@ -311,7 +355,10 @@ impl Core {
     fn get_typed(&self, ty: ObjType, uuid: &str) -> Result<&Obj, ApiError> {
         match self.objs.get(uuid) {
             Some(o) if o.ty == ty => Ok(o),
-            _ => Err(ApiError::NotFound(format!("No {} object found for id {uuid}", ty.name()))),
+            _ => Err(ApiError::NotFound(format!(
+                "No {} object found for id {uuid}",
+                ty.name()
+            ))),
         }
     }
 
@@ -321,10 +368,16 @@ impl Core {
         self.by_type.entry(o.ty).or_default().insert(o.uuid.clone());
         self.by_fq.insert((o.ty, o.fq_name.clone()), o.uuid.clone());
         if let (Some(p), false) = (&o.parent_uuid, o.lenient_parent) {
-            self.children.entry(p.clone()).or_default().insert(o.uuid.clone());
+            self.children
+                .entry(p.clone())
+                .or_default()
+                .insert(o.uuid.clone());
         }
         for r in o.refs.values().flatten() {
-            self.back_refs.entry(r.uuid.clone()).or_default().insert(o.uuid.clone());
+            self.back_refs
+                .entry(r.uuid.clone())
+                .or_default()
+                .insert(o.uuid.clone());
         }
         self.objs.insert(o.uuid.clone(), o);
     }
@@ -361,14 +414,17 @@ impl Core {
             }
         }
         if let Some((vn, a)) = claim {
-            self.addrs.entry(vn.clone()).or_default().insert(a, owner.to_string());
+            self.addrs
+                .entry(vn.clone())
+                .or_default()
+                .insert(a, owner.to_string());
             self.claims.insert(owner.to_string(), (vn, a));
         }
     }
 
     // ---- parsing ---------------------------------------------------------------------------
 
-    fn envelope<'b>(ty: ObjType, body: &'b Value) -> Result<&'b Map<String, Value>, ApiError> {
+    fn envelope(ty: ObjType, body: &Value) -> Result<&Map<String, Value>, ApiError> {
         body.get(ty.name())
             .or_else(|| body.get(ty.key()))
             .and_then(Value::as_object)
@@ -394,14 +450,23 @@ impl Core {
         };
         let mut out = Vec::with_capacity(list.len());
         for r in list {
-            let r = r.as_object().ok_or_else(|| bad(format!("{key} entries must be objects")))?;
+            let r = r
+                .as_object()
+                .ok_or_else(|| bad(format!("{key} entries must be objects")))?;
             let to = match r.get("to") {
                 None | Some(Value::Null) => None,
-                Some(v) => Some(parse_fq(v).ok_or_else(|| bad(format!("{key}.to must be a list of strings")))?),
+                Some(v) => Some(
+                    parse_fq(v)
+                        .ok_or_else(|| bad(format!("{key}.to must be a list of strings")))?,
+                ),
             };
             let uuid = match (&to, r.get("uuid").and_then(Value::as_str)) {
                 (Some(to), _) => self.lookup(target, to).map(str::to_string).ok_or_else(|| {
-                    missing(format!("Reference to {} {} not found", target.name(), to.join(":")))
+                    missing(format!(
+                        "Reference to {} {} not found",
+                        target.name(),
+                        to.join(":")
+                    ))
                 })?,
                 (None, Some(u)) => {
                     self.get_typed(target, u).map_err(|_| {
@@ -413,7 +478,11 @@ impl Core {
             };
             let to = match to {
                 Some(t) => t,
-                None => self.objs.get(&uuid).map(|o| o.fq_name.clone()).unwrap_or_default(),
+                None => self
+                    .objs
+                    .get(&uuid)
+                    .map(|o| o.fq_name.clone())
+                    .unwrap_or_default(),
             };
             let attr = r.get("attr").cloned().unwrap_or(Value::Null);
             out.push(Ref { to, uuid, attr });
@@ -432,7 +501,10 @@ impl Core {
         if ok {
             Ok(())
         } else {
-            Err(bad(format!("field {key} of {} has the wrong type", ty.name())))
+            Err(bad(format!(
+                "field {key} of {} has the wrong type",
+                ty.name()
+            )))
         }
     }
 
@@ -489,7 +561,9 @@ impl Core {
     /// last usable address, as the Contrail tutorial shows `.254` for a /24).
     fn hook_vn(o: &mut Obj) -> Result<(), ApiError> {
         for r in o.refs.get_mut(&ObjType::NetworkIpam).into_iter().flatten() {
-            let Some(subnets) = r.attr.get_mut("ipam_subnets") else { continue };
+            let Some(subnets) = r.attr.get_mut("ipam_subnets") else {
+                continue;
+            };
             let Some(list) = subnets.as_array_mut() else {
                 return Err(bad("ipam_subnets must be a list"));
             };
@@ -535,12 +609,19 @@ impl Core {
 
     /// The address an existing object holds (used when reloading).
     fn claim_of<'a>(&'a self, o: &Obj) -> Result<Option<Claim<'a>>, ApiError> {
-        let Some(vn) = self.claim_vn(o)? else { return Ok(None) };
+        let Some(vn) = self.claim_vn(o)? else {
+            return Ok(None);
+        };
         if Self::is_fabric_vn(vn) {
             return Ok(None);
         }
         let addr = o.props.get(Self::addr_key(o.ty)).and_then(Value::as_str);
-        Ok(addr.and_then(|a| a.parse::<Ipv4Addr>().ok()).map(|a| Claim { vn: &vn.uuid, addr: u32::from(a) }))
+        Ok(addr
+            .and_then(|a| a.parse::<Ipv4Addr>().ok())
+            .map(|a| Claim {
+                vn: &vn.uuid,
+                addr: u32::from(a),
+            }))
     }
 
     /// Decides the address of an instance-ip or floating-ip: the requested one if it is free
@@ -559,31 +640,49 @@ impl Core {
         }
         let subnets = Self::vn_subnets(vn);
         let taken = self.addrs.get(&vn.uuid);
-        let free = |a: u32| taken.and_then(|m| m.get(&a)).map_or(true, |owner| *owner == o.uuid);
+        let free = |a: u32| {
+            taken
+                .and_then(|m| m.get(&a))
+                .map_or(true, |owner| *owner == o.uuid)
+        };
         let vn_name = vn.fq_name.join(":");
         if let Some(req) = o.props.get(key).and_then(Value::as_str) {
-            let a: Ipv4Addr = req.parse().map_err(|_| bad(format!("{key} {req:?} is not an IPv4 address")))?;
+            let a: Ipv4Addr = req
+                .parse()
+                .map_err(|_| bad(format!("{key} {req:?} is not an IPv4 address")))?;
             let a = u32::from(a);
             if !subnets.iter().any(|(s, _, _)| s.usable(a)) {
-                return Err(bad(format!("address {req} is not in a subnet of {vn_name}")));
+                return Err(bad(format!(
+                    "address {req} is not in a subnet of {vn_name}"
+                )));
             }
-            if subnets.iter().any(|(_, g, d)| *g == Some(a) || *d == Some(a)) {
-                return Err(ApiError::Conflict(format!("address {req} is reserved in {vn_name}")));
+            if subnets
+                .iter()
+                .any(|(_, g, d)| *g == Some(a) || *d == Some(a))
+            {
+                return Err(ApiError::Conflict(format!(
+                    "address {req} is reserved in {vn_name}"
+                )));
             }
             if !free(a) {
-                return Err(ApiError::Conflict(format!("address {req} already in use in {vn_name}")));
+                return Err(ApiError::Conflict(format!(
+                    "address {req} already in use in {vn_name}"
+                )));
             }
             return Ok(Some((vn.uuid.clone(), a)));
         }
         if subnets.is_empty() {
-            return Err(bad(format!("virtual network {vn_name} has no subnet to allocate from")));
+            return Err(bad(format!(
+                "virtual network {vn_name} has no subnet to allocate from"
+            )));
         }
         for (s, gw, dns) in &subnets {
             let (lo, hi) = s.host_range();
             let mut a = lo;
             loop {
                 if Some(a) != *gw && Some(a) != *dns && free(a) {
-                    o.props.insert(key.into(), Value::String(Ipv4Addr::from(a).to_string()));
+                    o.props
+                        .insert(key.into(), Value::String(Ipv4Addr::from(a).to_string()));
                     return Ok(Some((vn.uuid.clone(), a)));
                 }
                 if a == hi {
@@ -592,7 +691,9 @@ impl Core {
                 a += 1;
             }
         }
-        Err(ApiError::Conflict(format!("no free address left in {vn_name}")))
+        Err(ApiError::Conflict(format!(
+            "no free address left in {vn_name}"
+        )))
     }
 
     /// Type-specific validation and server-side filling, before the object is stored.
@@ -625,8 +726,14 @@ impl Core {
     fn id_perms(ctx: &Ctx, uuid: &str, given: Option<&Value>, created: Option<&Value>) -> Value {
         let (hi, lo) = util::uuid_halves(uuid);
         let now = util::iso8601(ctx.now_us);
-        let enable = given.and_then(|g| g.get("enable")).and_then(Value::as_bool).unwrap_or(true);
-        let desc = given.and_then(|g| g.get("description")).cloned().unwrap_or(Value::Null);
+        let enable = given
+            .and_then(|g| g.get("enable"))
+            .and_then(Value::as_bool)
+            .unwrap_or(true);
+        let desc = given
+            .and_then(|g| g.get("description"))
+            .cloned()
+            .unwrap_or(Value::Null);
         json!({
             "permissions": {"owner": "cloud-admin", "owner_access": 7, "group": "cloud-admin-group",
                             "group_access": 7, "other_access": 7},
@@ -656,13 +763,18 @@ impl Core {
             )));
         }
         let fq_name = match inner.get("fq_name") {
-            Some(v) if !v.is_null() => parse_fq(v).ok_or_else(|| bad("fq_name must be a non-empty list of strings"))?,
+            Some(v) if !v.is_null() => {
+                parse_fq(v).ok_or_else(|| bad("fq_name must be a non-empty list of strings"))?
+            }
             _ => {
                 let name = inner
                     .get("name")
                     .and_then(Value::as_str)
                     .ok_or_else(|| bad("fq_name or name is required"))?;
-                let mut fq: Vec<String> = default_parent_fq(ty).iter().map(|s| s.to_string()).collect();
+                let mut fq: Vec<String> = default_parent_fq(ty)
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect();
                 fq.push(name.to_string());
                 fq
             }
@@ -687,7 +799,10 @@ impl Core {
         };
         self.merge_body(&mut o, inner, ApiError::BadRequest)?;
         let claim = self.prepare(&mut o)?;
-        o.props.insert("id_perms".into(), Self::id_perms(ctx, &uuid, inner.get("id_perms"), None));
+        o.props.insert(
+            "id_perms".into(),
+            Self::id_perms(ctx, &uuid, inner.get("id_perms"), None),
+        );
 
         self.bump();
         let mut reply = json!({
@@ -726,7 +841,11 @@ impl Core {
         };
         let parent_fq = &fq[..fq.len() - 1];
         let missing = |pt: ObjType| {
-            bad(format!("Parent {} type {} does not exist", parent_fq.join(":"), pt.name()))
+            bad(format!(
+                "Parent {} type {} does not exist",
+                parent_fq.join(":"),
+                pt.name()
+            ))
         };
         match given {
             Some(pt) if ty.parents().contains(&pt) => {
@@ -737,12 +856,20 @@ impl Core {
                 let u = self.lookup(pt, parent_fq).map(str::to_string);
                 Ok((Some(pt), u, true))
             }
-            Some(pt) => Err(bad(format!("{} cannot be a parent of {}", pt.name(), ty.name()))),
+            Some(pt) => Err(bad(format!(
+                "{} cannot be a parent of {}",
+                pt.name(),
+                ty.name()
+            ))),
             None if parent_fq.is_empty() => {
                 if ty.parent_optional() {
                     Ok((None, None, false))
                 } else {
-                    Err(bad(format!("{} needs a parent ({})", ty.name(), ty.parents()[0].name())))
+                    Err(bad(format!(
+                        "{} needs a parent ({})",
+                        ty.name(),
+                        ty.parents()[0].name()
+                    )))
                 }
             }
             None => {
@@ -765,7 +892,13 @@ impl Core {
     }
 
     /// `GET /<type>/<uuid>`; returns the body and the ETag (`id_perms.last_modified`).
-    pub fn read(&self, ty: ObjType, uuid: &str, opts: &ReadOpts, base: &str) -> Result<(Value, String), ApiError> {
+    pub fn read(
+        &self,
+        ty: ObjType,
+        uuid: &str,
+        opts: &ReadOpts,
+        base: &str,
+    ) -> Result<(Value, String), ApiError> {
         let o = self.get_typed(ty, uuid)?;
         let etag = o
             .props
@@ -816,7 +949,9 @@ impl Core {
         if let Some(froms) = self.back_refs.get(&o.uuid) {
             let mut groups: BTreeMap<String, Vec<Value>> = BTreeMap::new();
             for f in froms {
-                let Some(from) = self.objs.get(f) else { continue };
+                let Some(from) = self.objs.get(f) else {
+                    continue;
+                };
                 let k = format!("{}_back_refs", from.ty.key());
                 if (opts.exclude_back_refs && !explicit(&k)) || !want(&k) {
                     continue;
@@ -837,7 +972,9 @@ impl Core {
         if let Some(kids) = self.children.get(&o.uuid) {
             let mut groups: BTreeMap<String, Vec<Value>> = BTreeMap::new();
             for c in kids {
-                let Some(child) = self.objs.get(c) else { continue };
+                let Some(child) = self.objs.get(c) else {
+                    continue;
+                };
                 let k = format!("{}s", child.ty.key());
                 if (opts.exclude_children && !explicit(&k)) || !want(&k) {
                     continue;
@@ -852,7 +989,13 @@ impl Core {
     }
 
     /// `PUT /<type>/<uuid>`.
-    pub fn update(&mut self, ty: ObjType, uuid: &str, body: &Value, ctx: &Ctx) -> Result<Value, ApiError> {
+    pub fn update(
+        &mut self,
+        ty: ObjType,
+        uuid: &str,
+        body: &Value,
+        ctx: &Ctx,
+    ) -> Result<Value, ApiError> {
         let inner = Self::envelope(ty, body)?;
         let old = self.get_typed(ty, uuid)?;
         let mut o = old.clone();
@@ -864,9 +1007,16 @@ impl Core {
     /// Validates and stores a modified version of an existing object.
     fn replace(&mut self, mut o: Obj, ctx: &Ctx) -> Result<(), ApiError> {
         let claim = self.prepare(&mut o)?;
-        let created = o.props.get("id_perms").and_then(|p| p.get("created")).cloned();
+        let created = o
+            .props
+            .get("id_perms")
+            .and_then(|p| p.get("created"))
+            .cloned();
         let given = o.props.get("id_perms").cloned();
-        o.props.insert("id_perms".into(), Self::id_perms(ctx, &o.uuid, given.as_ref(), created.as_ref()));
+        o.props.insert(
+            "id_perms".into(),
+            Self::id_perms(ctx, &o.uuid, given.as_ref(), created.as_ref()),
+        );
         let (uuid, ty) = (o.uuid.clone(), o.ty);
         self.bump();
         self.unindex(&uuid);
@@ -900,7 +1050,10 @@ impl Core {
                 })
                 .collect();
             if !blocking.is_empty() {
-                let names: Vec<String> = blocking.iter().map(|c| format!("{}/{}", c.ty.name(), c.uuid)).collect();
+                let names: Vec<String> = blocking
+                    .iter()
+                    .map(|c| format!("{}/{}", c.ty.name(), c.uuid))
+                    .collect();
                 return Err(ApiError::Conflict(format!(
                     "Delete when children still present: {} {} has children {}",
                     ty.name(),
@@ -923,7 +1076,11 @@ impl Core {
             )));
         }
         self.bump();
-        for u in cascade.iter().map(String::as_str).chain(std::iter::once(uuid)) {
+        for u in cascade
+            .iter()
+            .map(String::as_str)
+            .chain(std::iter::once(uuid))
+        {
             self.unindex(u);
             self.set_claim(u, None);
             self.persist(u);
@@ -941,22 +1098,36 @@ impl Core {
             Some((pt, fq)) => {
                 let types: Vec<ObjType> = match pt {
                     Some(t) => vec![*t],
-                    None => ty.parents().iter().chain(ty.lenient_parents()).copied().collect(),
+                    None => ty
+                        .parents()
+                        .iter()
+                        .chain(ty.lenient_parents())
+                        .copied()
+                        .collect(),
                 };
-                let found: BTreeSet<String> =
-                    types.iter().filter_map(|t| self.lookup(*t, fq)).map(str::to_string).collect();
+                let found: BTreeSet<String> = types
+                    .iter()
+                    .filter_map(|t| self.lookup(*t, fq))
+                    .map(str::to_string)
+                    .collect();
                 Some(found)
             }
             None => q.parent_ids.clone(),
         };
         let empty = BTreeSet::new();
-        let matches = self.by_type.get(&ty).unwrap_or(&empty).iter().filter_map(|u| self.objs.get(u)).filter(|o| {
-            parent_ids.as_ref().map_or(true, |p| o.parent_uuid.as_ref().is_some_and(|pu| p.contains(pu)))
-                && q.back_ref_ids
-                    .as_ref()
-                    .map_or(true, |b| o.refs.values().flatten().any(|r| b.contains(&r.uuid)))
-                && q.obj_uuids.as_ref().map_or(true, |s| s.contains(&o.uuid))
-        });
+        let matches = self
+            .by_type
+            .get(&ty)
+            .unwrap_or(&empty)
+            .iter()
+            .filter_map(|u| self.objs.get(u))
+            .filter(|o| {
+                parent_ids.as_ref().map_or(true, |p| {
+                    o.parent_uuid.as_ref().is_some_and(|pu| p.contains(pu))
+                }) && q.back_ref_ids.as_ref().map_or(true, |b| {
+                    o.refs.values().flatten().any(|r| b.contains(&r.uuid))
+                }) && q.obj_uuids.as_ref().map_or(true, |s| s.contains(&o.uuid))
+            });
         let key = format!("{}s", ty.name());
         if q.count {
             return Ok(json!({ key: {"count": matches.count()} }));
@@ -974,7 +1145,10 @@ impl Core {
                         // Detail already has props and refs; fields adds back-refs/children.
                         let extra = self.render(
                             o,
-                            &ReadOpts { fields: Some(f.clone()), ..Default::default() },
+                            &ReadOpts {
+                                fields: Some(f.clone()),
+                                ..Default::default()
+                            },
                             base,
                         );
                         if let (Some(m), Value::Object(e)) = (v.as_object_mut(), extra) {
@@ -1009,8 +1183,14 @@ impl Core {
 
     /// `POST /fqname-to-id`.
     pub fn fqname_to_id(&self, body: &Value) -> Result<Value, ApiError> {
-        let tyname = body.get("type").and_then(Value::as_str).ok_or_else(|| bad("type is required"))?;
-        let fq = body.get("fq_name").and_then(parse_fq).ok_or_else(|| bad("fq_name must be a list of strings"))?;
+        let tyname = body
+            .get("type")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad("type is required"))?;
+        let fq = body
+            .get("fq_name")
+            .and_then(parse_fq)
+            .ok_or_else(|| bad("fq_name must be a list of strings"))?;
         let not_found = || ApiError::NotFound(format!("Name {} not found", fq.join(":")));
         let ty = ObjType::parse(tyname).ok_or_else(not_found)?;
         let u = self.lookup(ty, &fq).ok_or_else(not_found)?;
@@ -1019,8 +1199,14 @@ impl Core {
 
     /// `POST /id-to-fqname`.
     pub fn id_to_fqname(&self, body: &Value) -> Result<Value, ApiError> {
-        let u = body.get("uuid").and_then(Value::as_str).ok_or_else(|| bad("uuid is required"))?;
-        let o = self.objs.get(u).ok_or_else(|| ApiError::NotFound(format!("UUID {u} not found")))?;
+        let u = body
+            .get("uuid")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad("uuid is required"))?;
+        let o = self
+            .objs
+            .get(u)
+            .ok_or_else(|| ApiError::NotFound(format!("UUID {u} not found")))?;
         Ok(json!({ "fq_name": o.fq_name, "type": o.ty.name() }))
     }
 
@@ -1031,7 +1217,10 @@ impl Core {
         let ty = ObjType::parse(ty).ok_or_else(|| bad(format!("unknown type {ty}")))?;
         let uuid = field("uuid").ok_or_else(|| bad("uuid is required"))?;
         let rt = field("ref-type").ok_or_else(|| bad("ref-type is required"))?;
-        let rt = rt.strip_suffix("_refs").or_else(|| rt.strip_suffix("-refs")).unwrap_or(rt);
+        let rt = rt
+            .strip_suffix("_refs")
+            .or_else(|| rt.strip_suffix("-refs"))
+            .unwrap_or(rt);
         let rt = ObjType::parse(rt)
             .filter(|t| ty.ref_types().contains(t))
             .ok_or_else(|| bad(format!("{} has no reference to {rt}", ty.name())))?;
@@ -1042,7 +1231,10 @@ impl Core {
             _ => return Err(bad(format!("operation {op} is not ADD or DELETE"))),
         };
         let obj = self.get_typed(ty, uuid)?;
-        let target_uuid = match (field("ref-uuid"), body.get("ref-fq-name").and_then(parse_fq)) {
+        let target_uuid = match (
+            field("ref-uuid"),
+            body.get("ref-fq-name").and_then(parse_fq),
+        ) {
             (Some(u), _) => {
                 self.get_typed(rt, u)?;
                 u.to_string()
@@ -1051,16 +1243,28 @@ impl Core {
                 .lookup(rt, &fq)
                 .map(str::to_string)
                 .ok_or_else(|| ApiError::NotFound(format!("Name {} not found", fq.join(":"))))?,
-            (None, None) => return Err(ApiError::NotFound("ref-uuid or ref-fq-name is required".into())),
+            (None, None) => {
+                return Err(ApiError::NotFound(
+                    "ref-uuid or ref-fq-name is required".into(),
+                ))
+            }
         };
         let mut o = obj.clone();
         let refs = o.refs.entry(rt).or_default();
         if add {
-            let to = self.objs.get(&target_uuid).map(|t| t.fq_name.clone()).unwrap_or_default();
+            let to = self
+                .objs
+                .get(&target_uuid)
+                .map(|t| t.fq_name.clone())
+                .unwrap_or_default();
             let attr = body.get("attr").cloned().unwrap_or(Value::Null);
             match refs.iter_mut().find(|r| r.uuid == target_uuid) {
                 Some(r) => r.attr = attr,
-                None => refs.push(Ref { to, uuid: target_uuid, attr }),
+                None => refs.push(Ref {
+                    to,
+                    uuid: target_uuid,
+                    attr,
+                }),
             }
         } else {
             refs.retain(|r| r.uuid != target_uuid);
@@ -1084,7 +1288,9 @@ impl Core {
             ("prop-collection-update", "prop-collection-update"),
             ("list-bulk-collection", "list-bulk-collection"),
         ] {
-            links.push(json!({"link": {"href": format!("{base}/{path}"), "name": name, "rel": "action"}}));
+            links.push(
+                json!({"link": {"href": format!("{base}/{path}"), "name": name, "rel": "action"}}),
+            );
         }
         links.push(json!({"link": {"href": format!("{base}/vrouter"), "name": "vrouter-agent-api", "rel": "documentation"}}));
         json!({ "href": base, "links": links })
@@ -1111,7 +1317,9 @@ fn default_parent_fq(ty: ObjType) -> &'static [&'static str] {
 
 /// Parses one `ipam_subnets` entry into (subnet, gateway, dns server).
 fn parse_ipam_subnet(s: &Value) -> Result<(Subnet, Option<u32>, Option<u32>), ApiError> {
-    let sub = s.get("subnet").ok_or_else(|| bad("ipam_subnets entry needs subnet"))?;
+    let sub = s
+        .get("subnet")
+        .ok_or_else(|| bad("ipam_subnets entry needs subnet"))?;
     let prefix = sub
         .get("ip_prefix")
         .and_then(Value::as_str)
@@ -1147,3 +1355,7 @@ fn strip_hrefs(v: &mut Value) {
         _ => {}
     }
 }
+
+#[cfg(test)]
+#[path = "core_tests.rs"]
+mod tests;

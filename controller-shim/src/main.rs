@@ -18,7 +18,9 @@ fn parse_args() -> Result<Config, String> {
     let mut cfg = Config {
         listen: "127.0.0.1:8082".parse().map_err(|e| format!("{e}"))?,
         store: "sqlite:/var/lib/vrouter-shim/shim.db".into(),
-        token: std::env::var("VROUTER_SHIM_TOKEN").ok().filter(|t| !t.is_empty()),
+        token: std::env::var("VROUTER_SHIM_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty()),
         agent_ttl: Duration::from_secs(90),
     };
     let mut args = std::env::args().skip(1);
@@ -33,7 +35,8 @@ fn parse_args() -> Result<Config, String> {
             "--token" => cfg.token = Some(val("--token")?),
             "--agent-ttl" => {
                 let v = val("--agent-ttl")?;
-                cfg.agent_ttl = Duration::from_secs(v.parse().map_err(|e| format!("--agent-ttl {v}: {e}"))?);
+                cfg.agent_ttl =
+                    Duration::from_secs(v.parse().map_err(|e| format!("--agent-ttl {v}: {e}"))?);
             }
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other}")),
@@ -54,7 +57,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Some(dir) = cfg.store.strip_prefix("sqlite:").and_then(|p| std::path::Path::new(p).parent()) {
+    if let Some(dir) = cfg
+        .store
+        .strip_prefix("sqlite:")
+        .and_then(|p| std::path::Path::new(p).parent())
+    {
         if !dir.as_os_str().is_empty() {
             let _ = std::fs::create_dir_all(dir);
         }

@@ -132,7 +132,10 @@ impl ObjType {
     /// given (newer clients send fields this schema slice does not know).
     pub fn props(self) -> &'static [(&'static str, Kind)] {
         match self {
-            Domain => &[("domain_limits", Kind::Object), ("api_access_list", Kind::Object)],
+            Domain => &[
+                ("domain_limits", Kind::Object),
+                ("api_access_list", Kind::Object),
+            ],
             Project => &[("quota", Kind::Object)],
             NetworkIpam => &[("network_ipam_mgmt", Kind::Object)],
             VirtualNetwork => &[
@@ -195,14 +198,23 @@ impl ObjType {
 pub fn is_read_only_key(ty: ObjType, key: &str) -> bool {
     if matches!(
         key,
-        "uuid" | "href" | "fq_name" | "name" | "parent_type" | "parent_uuid" | "parent_href" | "id_perms"
+        "uuid"
+            | "href"
+            | "fq_name"
+            | "name"
+            | "parent_type"
+            | "parent_uuid"
+            | "parent_href"
+            | "id_perms"
     ) {
         return true;
     }
     if key.ends_with("_back_refs") {
         return true;
     }
-    ObjType::ALL.iter().any(|c| c.parents().contains(&ty) && key == format!("{}s", c.key()))
+    ObjType::ALL
+        .iter()
+        .any(|c| c.parents().contains(&ty) && key == format!("{}s", c.key()))
 }
 
 #[cfg(test)]

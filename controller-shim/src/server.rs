@@ -90,12 +90,17 @@ pub struct Shared {
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared").field("base", &self.default_base).finish_non_exhaustive()
+        f.debug_struct("Shared")
+            .field("base", &self.default_base)
+            .finish_non_exhaustive()
     }
 }
 
 fn now_us() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
 }
 
 fn lock(m: &Mutex<Core>) -> MutexGuard<'_, Core> {
@@ -132,13 +137,25 @@ struct Reply {
 
 impl Reply {
     fn ok(v: Value) -> Reply {
-        Reply { status: 200, body: Some(v), etag: None }
+        Reply {
+            status: 200,
+            body: Some(v),
+            etag: None,
+        }
     }
     fn empty() -> Reply {
-        Reply { status: 200, body: None, etag: None }
+        Reply {
+            status: 200,
+            body: None,
+            etag: None,
+        }
     }
     fn err(e: &ApiError) -> Reply {
-        Reply { status: e.status(), body: Some(json!({"code": e.status(), "message": e.to_string()})), etag: None }
+        Reply {
+            status: e.status(),
+            body: Some(json!({"code": e.status(), "message": e.to_string()})),
+            etag: None,
+        }
     }
 }
 
@@ -163,7 +180,8 @@ fn pct_decode(s: &str) -> String {
         match b[i] {
             b'+' => out.push(b' '),
             b'%' if i + 2 < b.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16)
+                {
                     Ok(v) => {
                         out.push(v);
                         i += 2;
@@ -194,14 +212,21 @@ fn truthy(v: Option<&String>) -> bool {
 }
 
 fn csv_set(v: Option<&String>) -> Option<BTreeSet<String>> {
-    v.map(|v| v.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect())
+    v.map(|v| {
+        v.split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
+    })
 }
 
 fn list_query(q: &HashMap<String, String>) -> Result<ListQuery, ApiError> {
     let parent_fq = match q.get("parent_fq_name_str") {
         Some(s) => {
             let pt = match q.get("parent_type") {
-                Some(t) => Some(ObjType::parse(t).ok_or_else(|| bad(format!("unknown parent_type {t}")))?),
+                Some(t) => {
+                    Some(ObjType::parse(t).ok_or_else(|| bad(format!("unknown parent_type {t}")))?)
+                }
                 None => None,
             };
             Some((pt, s.split(':').map(str::to_string).collect()))
@@ -229,24 +254,42 @@ fn body_json(req: &Req) -> Result<Value, ApiError> {
 
 /// Which collection or resource a path names.
 fn type_of_collection(seg: &str) -> Option<ObjType> {
-    seg.strip_suffix('s').and_then(ObjType::parse).filter(|t| t.plural() == seg)
+    seg.strip_suffix('s')
+        .and_then(ObjType::parse)
+        .filter(|t| t.plural() == seg)
 }
 
 impl Shared {
     /// Opens the store, loads (or bootstraps) the state and starts the committer.
     pub fn open(cfg: &Config) -> Result<Arc<Shared>, ServeError> {
         let mut store = crate::store::open(&cfg.store)?;
-        let mut core = Core::load(store.load()?)?;
-        core.touch_all_agents(now_us());
         let base = format!("http://{}", cfg.listen);
-        let ctx = Ctx { now_us: now_us(), new_uuid: String::new(), base: base.clone() };
-        let base_rev = core.rev();
-        core.bootstrap(&ctx, || uuid::Uuid::new_v4().to_string());
-        let batch = core.take_batch();
-        if !batch.is_empty() {
-            store.commit(base_rev, &[batch])?;
-            log::info!("created the default objects");
-        }
+        // Several instances may start together on one etcd: the loser of the defaults race
+        // reloads and finds them there.
+        let mut attempt = 0;
+        let core = loop {
+            let mut core = Core::load(store.load()?)?;
+            core.touch_all_agents(now_us());
+            let ctx = Ctx {
+                now_us: now_us(),
+                new_uuid: String::new(),
+                base: base.clone(),
+            };
+            let base_rev = core.rev();
+            core.bootstrap(&ctx, || uuid::Uuid::new_v4().to_string());
+            let batch = core.take_batch();
+            if batch.is_empty() {
+                break core;
+            }
+            match store.commit(base_rev, &[batch]) {
+                Ok(()) => {
+                    log::info!("created the default objects");
+                    break core;
+                }
+                Err(StoreError::Conflict) if attempt < 5 => attempt += 1,
+                Err(e) => return Err(e.into()),
+            }
+        };
         let (notify, _) = tokio::sync::watch::channel(core.rev());
         let shared_store = store.shared();
         let (persist, committer) = if shared_store {
@@ -255,7 +298,13 @@ impl Shared {
             let (tx, rx) = mpsc::channel::<Job>();
             (Persist::Group(tx), Some((rx, store)))
         };
-        let shared = Arc::new(Shared { core: Mutex::new(core), persist, token: cfg.token.clone(), notify, default_base: base });
+        let shared = Arc::new(Shared {
+            core: Mutex::new(core),
+            persist,
+            token: cfg.token.clone(),
+            notify,
+            default_base: base,
+        });
         if let Some((rx, store)) = committer {
             let s = Arc::clone(&shared);
             std::thread::Builder::new()
@@ -289,8 +338,12 @@ impl Shared {
                     if batch.is_empty() {
                         return out;
                     }
-                    tx.send(Job { base_rev, batch, ack: ack_tx })
-                        .map_err(|_| ApiError::Unavailable("store committer stopped".into()))?;
+                    tx.send(Job {
+                        base_rev,
+                        batch,
+                        ack: ack_tx,
+                    })
+                    .map_err(|_| ApiError::Unavailable("store committer stopped".into()))?;
                     out
                 };
                 match ack_rx.blocking_recv() {
@@ -325,7 +378,9 @@ impl Shared {
                         }
                     }
                 }
-                Err(ApiError::Unavailable("store: too many concurrent updates, retry".into()))
+                Err(ApiError::Unavailable(
+                    "store: too many concurrent updates, retry".into(),
+                ))
             }
         }
     }
@@ -358,9 +413,14 @@ impl Shared {
 }
 
 fn refresh(core: &mut Core, store: &mut dyn Store) -> Result<(), ApiError> {
-    let stored = store.stored_rev().map_err(|e| ApiError::Unavailable(format!("store: {e}")))?;
+    let stored = store
+        .stored_rev()
+        .map_err(|e| ApiError::Unavailable(format!("store: {e}")))?;
     if stored != core.rev() {
-        log::info!("store revision {stored} differs from ours ({}); reloading", core.rev());
+        log::info!(
+            "store revision {stored} differs from ours ({}); reloading",
+            core.rev()
+        );
         reload(core, store).map_err(|e| ApiError::Unavailable(format!("store: {e}")))?;
     }
     Ok(())
@@ -375,7 +435,10 @@ fn committer_loop(shared: &Shared, rx: mpsc::Receiver<Job>, mut store: Box<dyn S
                 Err(_) => break,
             }
         }
-        let batches: Vec<Batch> = jobs.iter_mut().map(|j| std::mem::take(&mut j.batch)).collect();
+        let batches: Vec<Batch> = jobs
+            .iter_mut()
+            .map(|j| std::mem::take(&mut j.batch))
+            .collect();
         match store.commit(jobs[0].base_rev, &batches) {
             Ok(()) => {
                 let rev = lock(&shared.core).rev();
@@ -428,7 +491,10 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) -> std::io::Resul
     }
 }
 
-async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let reply = match parse_request(&shared, req).await {
         Ok(r) => dispatch(shared, r).await,
         Err(e) => Reply::err(&e),
@@ -437,11 +503,21 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
 }
 
 fn to_response(r: Reply) -> Response<Full<Bytes>> {
-    let body = r.body.map(|v| Bytes::from(v.to_string())).unwrap_or_default();
+    let body = r
+        .body
+        .map(|v| Bytes::from(v.to_string()))
+        .unwrap_or_default();
     let mut resp = Response::new(Full::new(body));
-    *resp.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json; charset=UTF-8"));
-    if let Some(tag) = r.etag.and_then(|t| HeaderValue::from_str(&format!("\"{t}\"")).ok()) {
+    *resp.status_mut() =
+        StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=UTF-8"),
+    );
+    if let Some(tag) = r
+        .etag
+        .and_then(|t| HeaderValue::from_str(&format!("\"{t}\"")).ok())
+    {
         resp.headers_mut().insert(hyper::header::ETAG, tag);
     }
     resp
@@ -449,7 +525,10 @@ fn to_response(r: Reply) -> Response<Full<Bytes>> {
 
 async fn parse_request(shared: &Shared, req: Request<Incoming>) -> Result<Req, ApiError> {
     if let Some(tok) = &shared.token {
-        let given = req.headers().get("x-auth-token").and_then(|v| v.to_str().ok());
+        let given = req
+            .headers()
+            .get("x-auth-token")
+            .and_then(|v| v.to_str().ok());
         if given != Some(tok.as_str()) {
             return Err(ApiError::Unauthorized);
         }
@@ -473,20 +552,40 @@ async fn parse_request(shared: &Shared, req: Request<Incoming>) -> Result<Req, A
         .await
         .map_err(|e| bad(format!("reading body: {e}")))?
         .to_bytes();
-    Ok(Req { method, path, query, body, base, if_none_match })
+    Ok(Req {
+        method,
+        path,
+        query,
+        body,
+        base,
+        if_none_match,
+    })
 }
 
 /// Runs a blocking closure off the async workers.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::Unavailable(format!("worker failed: {e}")))
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("worker failed: {e}")))
 }
 
 fn ctx(base: &str) -> Ctx {
-    Ctx { now_us: now_us(), new_uuid: uuid::Uuid::new_v4().to_string(), base: base.to_string() }
+    Ctx {
+        now_us: now_us(),
+        new_uuid: uuid::Uuid::new_v4().to_string(),
+        base: base.to_string(),
+    }
 }
 
 async fn dispatch(shared: Arc<Shared>, req: Req) -> Reply {
-    let segs: Vec<String> = req.path.split('/').filter(|s| !s.is_empty()).map(str::to_string).collect();
+    let segs: Vec<String> = req
+        .path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     if segs.first() == Some(&"vrouter") {
         return agent_api(shared, &req, &segs[1..]).await;
@@ -499,14 +598,20 @@ async fn dispatch(shared: Arc<Shared>, req: Req) -> Reply {
                 Ok(b) => b,
                 Err(e) => return Reply::err(&e),
             };
-            shared.read(|c| c.fqname_to_id(&body)).and_then(|r| r).into()
+            shared
+                .read(|c| c.fqname_to_id(&body))
+                .and_then(|r| r)
+                .into()
         }
         (Method::POST, ["id-to-fqname"]) => {
             let body = match body_json(&req) {
                 Ok(b) => b,
                 Err(e) => return Reply::err(&e),
             };
-            shared.read(|c| c.id_to_fqname(&body)).and_then(|r| r).into()
+            shared
+                .read(|c| c.id_to_fqname(&body))
+                .and_then(|r| r)
+                .into()
         }
         (Method::POST, ["ref-update"]) => {
             let body = match body_json(&req) {
@@ -514,7 +619,9 @@ async fn dispatch(shared: Arc<Shared>, req: Req) -> Reply {
                 Err(e) => return Reply::err(&e),
             };
             let base = req.base.clone();
-            run_write(shared, move |c| c.ref_update(&body, &ctx(&base))).await.into()
+            run_write(shared, move |c| c.ref_update(&body, &ctx(&base)))
+                .await
+                .into()
         }
         (Method::POST, ["ref-relax-for-delete"]) => {
             // Contrail relaxes ref checks for the delete that follows; our deletes check
@@ -522,25 +629,39 @@ async fn dispatch(shared: Arc<Shared>, req: Req) -> Reply {
             let body = body_json(&req).unwrap_or(Value::Null);
             Reply::ok(json!({"uuid": body.get("uuid")}))
         }
-        (Method::POST, ["prop-collection-update"]) => {
-            Reply::err(&bad("prop-collection-update is not supported; PUT the whole property"))
-        }
+        (Method::POST, ["prop-collection-update"]) => Reply::err(&bad(
+            "prop-collection-update is not supported; PUT the whole property",
+        )),
         (Method::POST, ["list-bulk-collection"]) => {
             let body = match body_json(&req) {
                 Ok(b) => b,
                 Err(e) => return Reply::err(&e),
             };
-            let Some(ty) = body.get("type").and_then(Value::as_str).and_then(ObjType::parse) else {
+            let Some(ty) = body
+                .get("type")
+                .and_then(Value::as_str)
+                .and_then(ObjType::parse)
+            else {
                 return Reply::err(&bad("list-bulk-collection needs a known type"));
             };
             let q: HashMap<String, String> = body
                 .as_object()
                 .into_iter()
                 .flatten()
-                .map(|(k, v)| (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.as_str()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| v.to_string()),
+                    )
+                })
                 .collect();
             match list_query(&q) {
-                Ok(q) => shared.read(|c| c.list(ty, &q, &req.base)).and_then(|r| r).into(),
+                Ok(q) => shared
+                    .read(|c| c.list(ty, &q, &req.base))
+                    .and_then(|r| r)
+                    .into(),
                 Err(e) => Reply::err(&e),
             }
         }
@@ -550,7 +671,10 @@ async fn dispatch(shared: Arc<Shared>, req: Req) -> Reply {
             };
             match m {
                 Method::GET => match list_query(&req.query) {
-                    Ok(q) => shared.read(|c| c.list(ty, &q, &req.base)).and_then(|r| r).into(),
+                    Ok(q) => shared
+                        .read(|c| c.list(ty, &q, &req.base))
+                        .and_then(|r| r)
+                        .into(),
                     Err(e) => Reply::err(&e),
                 },
                 Method::POST => {
@@ -560,14 +684,18 @@ async fn dispatch(shared: Arc<Shared>, req: Req) -> Reply {
                     };
                     let base = req.base.clone();
                     let ctx = ctx(&base);
-                    run_write(shared, move |c| c.create(ty, &body, &ctx)).await.into()
+                    run_write(shared, move |c| c.create(ty, &body, &ctx))
+                        .await
+                        .into()
                 }
                 _ => method_not_allowed(),
             }
         }
         (m, [tyname, uuid]) => {
             let Some(ty) = ObjType::parse(tyname).filter(|t| t.name() == *tyname) else {
-                return Reply::err(&ApiError::NotFound(format!("unknown resource type {tyname}")));
+                return Reply::err(&ApiError::NotFound(format!(
+                    "unknown resource type {tyname}"
+                )));
             };
             let uuid = uuid.to_string();
             match m {
@@ -577,11 +705,22 @@ async fn dispatch(shared: Arc<Shared>, req: Req) -> Reply {
                         exclude_children: truthy(req.query.get("exclude_children")),
                         fields: csv_set(req.query.get("fields")).filter(|s| !s.is_empty()),
                     };
-                    match shared.read(|c| c.read(ty, &uuid, &opts, &req.base)).and_then(|r| r) {
+                    match shared
+                        .read(|c| c.read(ty, &uuid, &opts, &req.base))
+                        .and_then(|r| r)
+                    {
                         Ok((_, tag)) if req.if_none_match.as_deref() == Some(tag.as_str()) => {
-                            Reply { status: 304, body: None, etag: Some(tag) }
+                            Reply {
+                                status: 304,
+                                body: None,
+                                etag: Some(tag),
+                            }
                         }
-                        Ok((v, tag)) => Reply { status: 200, body: Some(v), etag: Some(tag) },
+                        Ok((v, tag)) => Reply {
+                            status: 200,
+                            body: Some(v),
+                            etag: Some(tag),
+                        },
                         Err(e) => Reply::err(&e),
                     }
                 }
@@ -591,7 +730,9 @@ async fn dispatch(shared: Arc<Shared>, req: Req) -> Reply {
                         Err(e) => return Reply::err(&e),
                     };
                     let ctx = ctx(&req.base);
-                    run_write(shared, move |c| c.update(ty, &uuid, &body, &ctx)).await.into()
+                    run_write(shared, move |c| c.update(ty, &uuid, &body, &ctx))
+                        .await
+                        .into()
                 }
                 Method::DELETE => match run_write(shared, move |c| c.delete(ty, &uuid)).await {
                     Ok(()) => Reply::empty(),
@@ -605,7 +746,11 @@ async fn dispatch(shared: Arc<Shared>, req: Req) -> Reply {
 }
 
 fn method_not_allowed() -> Reply {
-    Reply { status: 405, body: Some(json!({"code": 405, "message": "method not allowed"})), etag: None }
+    Reply {
+        status: 405,
+        body: Some(json!({"code": 405, "message": "method not allowed"})),
+        etag: None,
+    }
 }
 
 async fn run_write<T: Send + 'static>(
@@ -620,7 +765,9 @@ async fn agent_api(shared: Arc<Shared>, req: &Req, segs: &[&str]) -> Reply {
     match (&req.method, segs) {
         (&Method::GET, ["agents"]) => shared.read(|c| c.list_agents()).into(),
         (&Method::POST, ["agents"]) => match body() {
-            Ok(b) => run_write(shared, move |c| c.register_agent(&b, now_us())).await.into(),
+            Ok(b) => run_write(shared, move |c| c.register_agent(&b, now_us()))
+                .await
+                .into(),
             Err(e) => Reply::err(&e),
         },
         (&Method::DELETE, ["agents", host]) => {
@@ -652,7 +799,9 @@ async fn agent_api(shared: Arc<Shared>, req: &Req, segs: &[&str]) -> Reply {
         },
         (&Method::GET, ["interfaces", uuid]) => shared
             .read(|c| c.interface_config(uuid))
-            .and_then(|r| r.ok_or_else(|| ApiError::NotFound(format!("No virtual-machine-interface {uuid}"))))
+            .and_then(|r| {
+                r.ok_or_else(|| ApiError::NotFound(format!("No virtual-machine-interface {uuid}")))
+            })
             .into(),
         (&Method::GET, ["watch"]) => watch(shared, req).await,
         _ => Reply::err(&ApiError::NotFound(format!("no such path {}", req.path))),
@@ -669,16 +818,23 @@ async fn watch(shared: Arc<Shared>, req: &Req) -> Reply {
         Some(Ok(v)) => v,
         Some(Err(_)) => return Reply::err(&bad("since must be an integer")),
     };
-    let secs: u64 = req.query.get("timeout").and_then(|t| t.parse().ok()).unwrap_or(25).min(300);
+    let secs: u64 = req
+        .query
+        .get("timeout")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(25)
+        .min(300);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     loop {
         let mut rx = shared.notify.subscribe();
         let s2 = Arc::clone(&shared);
         let h2 = host.clone();
         let r = blocking(move || {
-            s2.read(|c| c.watch(&h2, since)).and_then(|r| r).inspect(|_| {
-                lock(&s2.core).touch_agent(&h2, now_us());
-            })
+            s2.read(|c| c.watch(&h2, since))
+                .and_then(|r| r)
+                .inspect(|_| {
+                    lock(&s2.core).touch_agent(&h2, now_us());
+                })
         })
         .await
         .and_then(|r| r);
@@ -689,7 +845,10 @@ async fn watch(shared: Arc<Shared>, req: &Req) -> Reply {
             Ok(_) => {}
             Err(e) => return Reply::err(&e),
         }
-        if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
+        if tokio::time::timeout_at(deadline, rx.changed())
+            .await
+            .is_err()
+        {
             // Timed out: one last look, then answer (empty if still nothing).
             continue;
         }
@@ -704,11 +863,17 @@ pub fn run(cfg: Config) -> Result<(), ServeError> {
             cfg.listen
         )));
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         let shared = blocking_open(&cfg).await?;
         let listener = TcpListener::bind(cfg.listen).await?;
-        log::info!("vrouter-shim listening on {} (store {})", listener.local_addr()?, cfg.store);
+        log::info!(
+            "vrouter-shim listening on {} (store {})",
+            listener.local_addr()?,
+            cfg.store
+        );
         if !cfg.agent_ttl.is_zero() {
             let s = Arc::clone(&shared);
             let ttl = cfg.agent_ttl;
@@ -750,9 +915,14 @@ mod tests {
 
     #[test]
     fn query_decoding() {
-        let q = parse_query(Some("fields=a%2Cb&detail=True&parent_fq_name_str=default-domain%3Ap&x"));
+        let q = parse_query(Some(
+            "fields=a%2Cb&detail=True&parent_fq_name_str=default-domain%3Ap&x",
+        ));
         assert_eq!(q.get("fields").map(String::as_str), Some("a,b"));
-        assert_eq!(q.get("parent_fq_name_str").map(String::as_str), Some("default-domain:p"));
+        assert_eq!(
+            q.get("parent_fq_name_str").map(String::as_str),
+            Some("default-domain:p")
+        );
         assert!(truthy(q.get("detail")));
         assert_eq!(pct_decode("100%"), "100%");
         assert_eq!(pct_decode("a+b%20c"), "a b c");
@@ -760,7 +930,10 @@ mod tests {
 
     #[test]
     fn collection_names() {
-        assert_eq!(type_of_collection("network-policys"), Some(ObjType::NetworkPolicy));
+        assert_eq!(
+            type_of_collection("network-policys"),
+            Some(ObjType::NetworkPolicy)
+        );
         assert_eq!(type_of_collection("virtual_networks"), None);
         assert_eq!(type_of_collection("foos"), None);
     }

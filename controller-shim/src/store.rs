@@ -88,7 +88,9 @@ impl SqliteStore {
         let conn = rusqlite::Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.execute_batch("CREATE TABLE IF NOT EXISTS kv (k TEXT PRIMARY KEY, v BLOB NOT NULL) WITHOUT ROWID;")?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS kv (k TEXT PRIMARY KEY, v BLOB NOT NULL) WITHOUT ROWID;",
+        )?;
         Ok(SqliteStore { conn })
     }
 }
@@ -96,7 +98,9 @@ impl SqliteStore {
 impl Store for SqliteStore {
     fn load(&mut self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let mut st = self.conn.prepare("SELECT k, v FROM kv")?;
-        let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)))?;
+        let rows = st.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
@@ -125,13 +129,21 @@ impl Store for SqliteStore {
             .conn
             .query_row("SELECT v FROM kv WHERE k = ?1", [REV_KEY], |r| r.get(0))
             .map(Some)
-            .or_else(|e| if e == rusqlite::Error::QueryReturnedNoRows { Ok(None) } else { Err(e) })?;
+            .or_else(|e| {
+                if e == rusqlite::Error::QueryReturnedNoRows {
+                    Ok(None)
+                } else {
+                    Err(e)
+                }
+            })?;
         Ok(parse_rev(v.as_deref()))
     }
 }
 
 fn parse_rev(v: Option<&[u8]>) -> u64 {
-    v.and_then(|v| std::str::from_utf8(v).ok()).and_then(|s| s.parse().ok()).unwrap_or(0)
+    v.and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }
 
 /// etcd v3 through its JSON gateway (`/v3/kv/*`, base64 keys and values): no gRPC stack.
@@ -160,7 +172,11 @@ impl EtcdStore {
             .timeout_connect(Duration::from_secs(5))
             .timeout(Duration::from_secs(30))
             .build();
-        Ok(EtcdStore { agent, url: url.trim_end_matches('/').to_string(), prefix: prefix.to_string() })
+        Ok(EtcdStore {
+            agent,
+            url: url.trim_end_matches('/').to_string(),
+            prefix: prefix.to_string(),
+        })
     }
 
     fn call(&self, path: &str, body: &Value) -> Result<Value, StoreError> {
@@ -170,7 +186,9 @@ impl EtcdStore {
             .set("Content-Type", "application/json")
             .send_string(&body.to_string())
             .map_err(|e| StoreError::Etcd(format!("{path}: {e}")))?;
-        let text = resp.into_string().map_err(|e| StoreError::Etcd(format!("{path}: {e}")))?;
+        let text = resp
+            .into_string()
+            .map_err(|e| StoreError::Etcd(format!("{path}: {e}")))?;
         serde_json::from_str(&text).map_err(|e| StoreError::Etcd(format!("{path}: bad reply: {e}")))
     }
 
@@ -210,7 +228,11 @@ impl Store for EtcdStore {
                 "/v3/kv/range",
                 &json!({"key": B64.encode(&start), "range_end": end, "limit": "1000"}),
             )?;
-            let kvs = reply.get("kvs").and_then(Value::as_array).cloned().unwrap_or_default();
+            let kvs = reply
+                .get("kvs")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
             for kv in &kvs {
                 let dec = |f: &str| -> Result<Vec<u8>, StoreError> {
                     B64.decode(kv.get(f).and_then(Value::as_str).unwrap_or(""))
@@ -234,7 +256,8 @@ impl Store for EtcdStore {
     fn commit(&mut self, base_rev: u64, batches: &[Batch]) -> Result<(), StoreError> {
         // Later writes to a key win: keep only the last op per key, in first-seen order.
         let mut last: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
-        let all: Vec<&(String, Option<Vec<u8>>)> = batches.iter().flat_map(|b| b.ops.iter()).collect();
+        let all: Vec<&(String, Option<Vec<u8>>)> =
+            batches.iter().flat_map(|b| b.ops.iter()).collect();
         for (i, (k, _)) in all.iter().enumerate() {
             last.insert(k.as_str(), i);
         }
@@ -248,13 +271,19 @@ impl Store for EtcdStore {
             })
             .collect();
         for (n, chunk) in ops.chunks(ETCD_TXN_OPS).enumerate() {
-            let compare = if n == 0 { vec![self.rev_compare(base_rev)] } else { Vec::new() };
+            let compare = if n == 0 {
+                vec![self.rev_compare(base_rev)]
+            } else {
+                Vec::new()
+            };
             let reply = self.call("/v3/kv/txn", &json!({"compare": compare, "success": chunk}))?;
             if reply.get("succeeded").and_then(Value::as_bool) != Some(true) {
                 if n == 0 {
                     return Err(StoreError::Conflict);
                 }
-                return Err(StoreError::Etcd(format!("txn part {n} not applied: {reply}")));
+                return Err(StoreError::Etcd(format!(
+                    "txn part {n} not applied: {reply}"
+                )));
             }
         }
         Ok(())
@@ -292,12 +321,27 @@ mod tests {
                 (REV_KEY.into(), Some(b"7".to_vec())),
             ],
         };
-        s.commit(0, &[b, Batch { ops: vec![("a".into(), None)] }]).expect("commit");
+        s.commit(
+            0,
+            &[
+                b,
+                Batch {
+                    ops: vec![("a".into(), None)],
+                },
+            ],
+        )
+        .expect("commit");
         drop(s);
         let mut s = SqliteStore::open(&path).expect("reopen");
         let mut all = s.load().expect("load");
         all.sort();
-        assert_eq!(all, vec![("b".to_string(), b"2".to_vec()), (REV_KEY.to_string(), b"7".to_vec())]);
+        assert_eq!(
+            all,
+            vec![
+                ("b".to_string(), b"2".to_vec()),
+                (REV_KEY.to_string(), b"7".to_vec())
+            ]
+        );
         assert_eq!(s.stored_rev().expect("rev"), 7);
         let _ = std::fs::remove_dir_all(&dir);
     }

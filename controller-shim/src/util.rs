@@ -18,7 +18,10 @@ impl Subnet {
         if len > 32 {
             return None;
         }
-        Some(Subnet { network: u32::from(addr) & mask(len), len })
+        Some(Subnet {
+            network: u32::from(addr) & mask(len),
+            len,
+        })
     }
 
     /// Parses `a.b.c.d/len`.
@@ -143,7 +146,10 @@ mod tests {
         assert!(s.usable(u32::from(Ipv4Addr::new(10, 20, 1, 1))));
         assert_eq!(s.host_range().1, u32::from(Ipv4Addr::new(10, 20, 1, 254)));
         assert!(Subnet::parse_cidr("10.0.0.0/33").is_none());
-        assert_eq!(Subnet::parse_cidr("0.0.0.0/0").map(|s| s.broadcast()), Some(u32::MAX));
+        assert_eq!(
+            Subnet::parse_cidr("0.0.0.0/0").map(|s| s.broadcast()),
+            Some(u32::MAX)
+        );
     }
 
     #[test]

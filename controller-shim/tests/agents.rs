@@ -18,7 +18,11 @@ const VMI2: &str = "c1d2e3f4-a5b6-4c7d-8e9f-0a1b2c3d4e52";
 const VRF: &str = "default-domain:default-project:tier-web";
 
 fn watch(shim: &Shim, host: &str, since: u64, timeout: u64) -> Value {
-    shim.ok("GET", &format!("/vrouter/watch?host={host}&since={since}&timeout={timeout}"), None)
+    shim.ok(
+        "GET",
+        &format!("/vrouter/watch?host={host}&since={since}&timeout={timeout}"),
+        None,
+    )
 }
 
 fn keys(w: &Value, op: &str) -> Vec<String> {
@@ -37,11 +41,19 @@ fn route_key(prefix: &str, origin: &str) -> String {
 
 /// Builds the CloudStack side: one network, two VMs with one NIC and one IP each.
 fn cloud(shim: &Shim) -> (String, String) {
-    shim.ok("POST", "/virtual-networks", Some(&vn(VN, "tier-web", "10.20.1.0", "10.20.1.1")));
+    shim.ok(
+        "POST",
+        "/virtual-networks",
+        Some(&vn(VN, "tier-web", "10.20.1.0", "10.20.1.1")),
+    );
     let mut iips = Vec::new();
     for (vmu, vmiu, name) in [(VM1, VMI1, "i-2-1-VM"), (VM2, VMI2, "i-2-2-VM")] {
         shim.ok("POST", "/virtual-machines", Some(&vm(vmu, name)));
-        shim.ok("POST", "/virtual-machine-interfaces", Some(&vmi(vmiu, name, 0, "tier-web")));
+        shim.ok(
+            "POST",
+            "/virtual-machine-interfaces",
+            Some(&vmi(vmiu, name, 0, "tier-web")),
+        );
         let r = shim.ok("POST", "/instance-ips", Some(&iip(name, 0, "tier-web")));
         iips.push(r["instance-ip"]["uuid"].as_str().expect("uuid").to_string());
     }
@@ -49,12 +61,24 @@ fn cloud(shim: &Shim) -> (String, String) {
 }
 
 fn register(shim: &Shim, host: &str, ip: &str, vmi: &str) {
-    shim.ok("POST", "/vrouter/agents", Some(&json!({"hostname": host, "fabric_ip": ip})));
-    shim.ok("POST", "/vrouter/bindings", Some(&json!({"host": host, "vmi_uuid": vmi})));
+    shim.ok(
+        "POST",
+        "/vrouter/agents",
+        Some(&json!({"hostname": host, "fabric_ip": ip})),
+    );
+    shim.ok(
+        "POST",
+        "/vrouter/bindings",
+        Some(&json!({"host": host, "vmi_uuid": vmi})),
+    );
 }
 
 fn advertise(shim: &Shim, host: &str, prefix: &str, label: u32, vmi: &str) {
-    shim.ok("POST", "/vrouter/routes", Some(&json!({"host": host, "vrf": VRF, "prefix": prefix, "label": label, "vmi_uuid": vmi})));
+    shim.ok(
+        "POST",
+        "/vrouter/routes",
+        Some(&json!({"host": host, "vrf": VRF, "prefix": prefix, "label": label, "vmi_uuid": vmi})),
+    );
 }
 
 #[test]
@@ -86,7 +110,10 @@ fn two_agents_exchange_and_lose_routes() {
     let w = watch(&shim, "h1", rev1, 5);
     assert_eq!(keys(&w, "put"), vec![route_key("10.20.1.3/32", "h2")]);
     let r = &w["events"][0]["value"];
-    assert_eq!((r["label"].as_u64(), r["nexthop"].as_str()), (Some(18), Some("10.0.0.2")));
+    assert_eq!(
+        (r["label"].as_u64(), r["nexthop"].as_str()),
+        (Some(18), Some("10.0.0.2"))
+    );
     rev1 = w["rev"].as_u64().expect("rev");
     let w = watch(&shim, "h2", rev2, 5);
     assert_eq!(keys(&w, "put"), vec![route_key("10.20.1.2/32", "h1")]);
@@ -102,10 +129,17 @@ fn two_agents_exchange_and_lose_routes() {
         (st, v, t.elapsed())
     });
     std::thread::sleep(Duration::from_millis(300));
-    shim.ok("DELETE", "/vrouter/routes", Some(&json!({"host": "h2", "vrf": VRF, "prefix": "10.20.1.3/32"})));
+    shim.ok(
+        "DELETE",
+        "/vrouter/routes",
+        Some(&json!({"host": "h2", "vrf": VRF, "prefix": "10.20.1.3/32"})),
+    );
     let (st, w, took) = waiter.join().expect("waiter thread");
     assert_eq!(st, 200);
-    assert!(took < Duration::from_secs(10), "long-poll did not wake up ({took:?})");
+    assert!(
+        took < Duration::from_secs(10),
+        "long-poll did not wake up ({took:?})"
+    );
     assert_eq!(keys(&w, "delete"), vec![route_key("10.20.1.3/32", "h2")]);
     rev1 = w["rev"].as_u64().expect("rev");
 
@@ -113,13 +147,26 @@ fn two_agents_exchange_and_lose_routes() {
     // gets exactly what it missed: the current route and the tombstone, nothing else.
     advertise(&shim, "h2", "10.20.1.3/32", 19, VMI2);
     advertise(&shim, "h2", "10.20.1.99/32", 20, VMI2);
-    shim.ok("DELETE", "/vrouter/routes", Some(&json!({"host": "h2", "vrf": VRF, "prefix": "10.20.1.99/32"})));
+    shim.ok(
+        "DELETE",
+        "/vrouter/routes",
+        Some(&json!({"host": "h2", "vrf": VRF, "prefix": "10.20.1.99/32"})),
+    );
     let w = watch(&shim, "h1", rev1, 1);
     assert_eq!(w["reset"], false);
     assert_eq!(keys(&w, "put"), vec![route_key("10.20.1.3/32", "h2")]);
     assert_eq!(keys(&w, "delete"), vec![route_key("10.20.1.99/32", "h2")]);
-    assert!(w["events"].as_array().expect("events").iter().all(|e| e["rev"].as_u64() > Some(rev1)));
-    let label: Vec<u64> = w["events"].as_array().into_iter().flatten().filter_map(|e| e["value"]["label"].as_u64()).collect();
+    assert!(w["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .all(|e| e["rev"].as_u64() > Some(rev1)));
+    let label: Vec<u64> = w["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["value"]["label"].as_u64())
+        .collect();
     assert_eq!(label, vec![19]);
     rev1 = w["rev"].as_u64().expect("rev");
     let quiet = watch(&shim, "h1", rev1, 1);
@@ -129,18 +176,40 @@ fn two_agents_exchange_and_lose_routes() {
     // not know. Routes of live interfaces stay.
     let stale_vm = "99999999-9c0d-4e1f-8a2b-3c4d5e6f7a8b";
     shim.ok("POST", "/virtual-machines", Some(&vm(stale_vm, "i-9-9-VM")));
-    assert_eq!(shim.post("/virtual-networks", &vn(VN, "tier-web", "10.20.1.0", "10.20.1.1")).0, 409);
-    shim.ok("PUT", &format!("/virtual-network/{VN}"), Some(&vn(VN, "tier-web", "10.20.1.0", "10.20.1.1")));
+    assert_eq!(
+        shim.post(
+            "/virtual-networks",
+            &vn(VN, "tier-web", "10.20.1.0", "10.20.1.1")
+        )
+        .0,
+        409
+    );
+    shim.ok(
+        "PUT",
+        &format!("/virtual-network/{VN}"),
+        Some(&vn(VN, "tier-web", "10.20.1.0", "10.20.1.1")),
+    );
     for (vmu, vmiu, name) in [(VM1, VMI1, "i-2-1-VM"), (VM2, VMI2, "i-2-2-VM")] {
-        shim.ok("PUT", &format!("/virtual-machine/{vmu}"), Some(&vm(vmu, name)));
+        shim.ok(
+            "PUT",
+            &format!("/virtual-machine/{vmu}"),
+            Some(&vm(vmu, name)),
+        );
         let read = shim.ok("GET", &format!("/virtual-machine-interface/{vmiu}"), None);
-        shim.ok("PUT", &format!("/virtual-machine-interface/{vmiu}"), Some(&read));
+        shim.ok(
+            "PUT",
+            &format!("/virtual-machine-interface/{vmiu}"),
+            Some(&read),
+        );
     }
     let iip_read = shim.ok("GET", &format!("/instance-ip/{iip1}"), None);
     shim.ok("PUT", &format!("/instance-ip/{iip1}"), Some(&iip_read));
     shim.ok("DELETE", &format!("/virtual-machine/{stale_vm}"), None);
     let w = watch(&shim, "h1", rev1, 1);
-    assert!(keys(&w, "delete").is_empty(), "resync withdrew something: {w}");
+    assert!(
+        keys(&w, "delete").is_empty(),
+        "resync withdrew something: {w}"
+    );
     let routes = shim.ok("GET", &format!("/vrouter/routes?vrf={VRF}"), None);
     assert_eq!(routes["routes"].as_array().map(Vec::len), Some(2));
     rev1 = w["rev"].as_u64().expect("rev");
@@ -148,7 +217,11 @@ fn two_agents_exchange_and_lose_routes() {
     // The interface goes away on the CloudStack side: its route is withdrawn from h1, and h2
     // loses the interface config.
     shim.ok("DELETE", &format!("/instance-ip/{iip2}"), None);
-    shim.ok("DELETE", &format!("/virtual-machine-interface/{VMI2}"), None);
+    shim.ok(
+        "DELETE",
+        &format!("/virtual-machine-interface/{VMI2}"),
+        None,
+    );
     let w = watch(&shim, "h1", rev1, 1);
     assert_eq!(keys(&w, "delete"), vec![route_key("10.20.1.3/32", "h2")]);
     rev1 = w["rev"].as_u64().expect("rev");
@@ -157,7 +230,11 @@ fn two_agents_exchange_and_lose_routes() {
     assert!(keys(&w, "delete").contains(&route_key("10.20.1.2/32", "h1")));
 
     // h2 comes back with a new interface, then the agent h2 goes away: its route is withdrawn.
-    shim.ok("POST", "/virtual-machine-interfaces", Some(&vmi(VMI2, "i-2-2-VM", 0, "tier-web")));
+    shim.ok(
+        "POST",
+        "/virtual-machine-interfaces",
+        Some(&vmi(VMI2, "i-2-2-VM", 0, "tier-web")),
+    );
     advertise(&shim, "h2", "10.20.1.3/32", 21, VMI2);
     let w = watch(&shim, "h1", rev1, 2);
     assert_eq!(keys(&w, "put"), vec![route_key("10.20.1.3/32", "h2")]);
@@ -167,16 +244,43 @@ fn two_agents_exchange_and_lose_routes() {
     assert_eq!(keys(&w, "delete"), vec![route_key("10.20.1.3/32", "h2")]);
     assert_eq!(shim.get("/vrouter/watch?host=h2&since=0&timeout=1").0, 404);
     // Client errors on the agent API are 4xx.
-    assert_eq!(shim.post("/vrouter/routes", &json!({"host": "h1", "vrf": VRF, "prefix": "10.1.1.1", "label": 1})).0, 400);
-    assert_eq!(shim.post("/vrouter/routes", &json!({"host": "h1", "vrf": VRF, "prefix": "10.1.1.1/32", "label": 2_000_000})).0, 400);
-    assert_eq!(shim.post("/vrouter/routes", &json!({"host": "ghost", "vrf": VRF, "prefix": "10.1.1.1/32", "label": 1})).0, 404);
-    assert_eq!(shim.post("/vrouter/bindings", &json!({"host": "h1"})).0, 400);
+    assert_eq!(
+        shim.post(
+            "/vrouter/routes",
+            &json!({"host": "h1", "vrf": VRF, "prefix": "10.1.1.1", "label": 1})
+        )
+        .0,
+        400
+    );
+    assert_eq!(
+        shim.post(
+            "/vrouter/routes",
+            &json!({"host": "h1", "vrf": VRF, "prefix": "10.1.1.1/32", "label": 2_000_000})
+        )
+        .0,
+        400
+    );
+    assert_eq!(
+        shim.post(
+            "/vrouter/routes",
+            &json!({"host": "ghost", "vrf": VRF, "prefix": "10.1.1.1/32", "label": 1})
+        )
+        .0,
+        404
+    );
+    assert_eq!(
+        shim.post("/vrouter/bindings", &json!({"host": "h1"})).0,
+        400
+    );
 }
 
 #[test]
 fn agent_lease_expiry_withdraws_routes() {
     let dir = TempDir::new("lease");
-    let shim = Shim::start(&format!("sqlite:{}", dir.0.join("shim.db").display()), &["--agent-ttl", "2"]);
+    let shim = Shim::start(
+        &format!("sqlite:{}", dir.0.join("shim.db").display()),
+        &["--agent-ttl", "2"],
+    );
     cloud(&shim);
     register(&shim, "h1", "10.0.0.1", VMI1);
     register(&shim, "h2", "10.0.0.2", VMI2);
@@ -192,6 +296,11 @@ fn agent_lease_expiry_withdraws_routes() {
     }
     assert!(gone, "h2's route was not withdrawn after its lease expired");
     let agents = shim.ok("GET", "/vrouter/agents", None);
-    let names: Vec<&str> = agents["agents"].as_array().into_iter().flatten().filter_map(|a| a["hostname"].as_str()).collect();
+    let names: Vec<&str> = agents["agents"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a["hostname"].as_str())
+        .collect();
     assert_eq!(names, vec!["h1"]);
 }

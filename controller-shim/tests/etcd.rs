@@ -24,16 +24,35 @@ impl Drop for Etcd {
 }
 
 fn start_etcd(dir: &TempDir) -> Etcd {
-    require_tool("etcd", &["--version"], "apt-get install etcd-server etcd-client");
+    require_tool(
+        "etcd",
+        &["--version"],
+        "apt-get install etcd-server etcd-client",
+    );
     let (port, peer) = (free_port(), free_port());
     let client = format!("http://127.0.0.1:{port}");
     let peer_url = format!("http://127.0.0.1:{peer}");
     let child = Command::new("etcd")
         .args(["--name", "shimtest", "--data-dir"])
         .arg(dir.0.join("etcd"))
-        .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
-        .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
-        .args(["--initial-cluster", &format!("shimtest={peer_url}"), "--max-txn-ops", "10000"])
+        .args([
+            "--listen-client-urls",
+            &client,
+            "--advertise-client-urls",
+            &client,
+        ])
+        .args([
+            "--listen-peer-urls",
+            &peer_url,
+            "--initial-advertise-peer-urls",
+            &peer_url,
+        ])
+        .args([
+            "--initial-cluster",
+            &format!("shimtest={peer_url}"),
+            "--max-txn-ops",
+            "10000",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -47,7 +66,10 @@ fn start_etcd(dir: &TempDir) -> Etcd {
         if ok {
             return etcd;
         }
-        assert!(Instant::now() < deadline, "etcd did not come up on {client}");
+        assert!(
+            Instant::now() < deadline,
+            "etcd did not come up on {client}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -67,18 +89,42 @@ fn two_shims_share_one_etcd() {
     }
     // Write on A, read on B (and the other way round).
     let vnu = "a0f3c5d2-8e61-4b7a-9c2d-1e4f5a6b7c8d";
-    a.ok("POST", "/virtual-networks", Some(&vn(vnu, "tier-web", "10.20.1.0", "10.20.1.1")));
+    a.ok(
+        "POST",
+        "/virtual-networks",
+        Some(&vn(vnu, "tier-web", "10.20.1.0", "10.20.1.1")),
+    );
     let got = b.ok("POST", "/fqname-to-id", Some(&json!({"type": "virtual-network", "fq_name": ["default-domain", "default-project", "tier-web"]})));
     assert_eq!(got["uuid"], vnu);
-    assert_eq!(b.post("/virtual-networks", &vn(vnu, "tier-web", "10.20.1.0", "10.20.1.1")).0, 409);
+    assert_eq!(
+        b.post(
+            "/virtual-networks",
+            &vn(vnu, "tier-web", "10.20.1.0", "10.20.1.1")
+        )
+        .0,
+        409
+    );
     let vm1 = "5e6f7a8b-9c0d-4e1f-8a2b-3c4d5e6f7a81";
     let vmi1 = "c1d2e3f4-a5b6-4c7d-8e9f-0a1b2c3d4e51";
     let vmi2 = "c1d2e3f4-a5b6-4c7d-8e9f-0a1b2c3d4e52";
     b.ok("POST", "/virtual-machines", Some(&vm(vm1, "i-2-1-VM")));
-    a.ok("POST", "/virtual-machine-interfaces", Some(&vmi(vmi1, "i-2-1-VM", 0, "tier-web")));
-    b.ok("POST", "/virtual-machine-interfaces", Some(&vmi(vmi2, "i-2-1-VM", 1, "tier-web")));
+    a.ok(
+        "POST",
+        "/virtual-machine-interfaces",
+        Some(&vmi(vmi1, "i-2-1-VM", 0, "tier-web")),
+    );
+    b.ok(
+        "POST",
+        "/virtual-machine-interfaces",
+        Some(&vmi(vmi2, "i-2-1-VM", 1, "tier-web")),
+    );
     let v = a.ok("GET", &format!("/virtual-machine/{vm1}"), None);
-    assert_eq!(v["virtual-machine"]["virtual_machine_interfaces"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        v["virtual-machine"]["virtual_machine_interfaces"]
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
 
     // Concurrent writers on both instances: nothing acknowledged is lost.
     let ports = [a.port, b.port];
@@ -101,8 +147,15 @@ fn two_shims_share_one_etcd() {
             })
         })
         .collect();
-    let acked: Vec<String> = handles.into_iter().flat_map(|h| h.join().expect("writer")).collect();
-    assert!(acked.len() >= 100, "too many conflicts: {} acknowledged", acked.len());
+    let acked: Vec<String> = handles
+        .into_iter()
+        .flat_map(|h| h.join().expect("writer"))
+        .collect();
+    assert!(
+        acked.len() >= 100,
+        "too many conflicts: {} acknowledged",
+        acked.len()
+    );
     for u in &acked {
         assert_eq!(a.get(&format!("/virtual-machine/{u}")).0, 200);
         assert_eq!(b.get(&format!("/virtual-machine/{u}")).0, 200);
@@ -110,22 +163,55 @@ fn two_shims_share_one_etcd() {
 
     // Agents on different instances see each other's routes.
     let vrf = "default-domain:default-project:tier-web";
-    a.ok("POST", "/vrouter/agents", Some(&json!({"hostname": "h1", "fabric_ip": "10.0.0.1"})));
-    b.ok("POST", "/vrouter/agents", Some(&json!({"hostname": "h2", "fabric_ip": "10.0.0.2"})));
-    a.ok("POST", "/vrouter/bindings", Some(&json!({"host": "h1", "vmi_uuid": vmi1})));
-    b.ok("POST", "/vrouter/bindings", Some(&json!({"host": "h2", "vmi_uuid": vmi2})));
+    a.ok(
+        "POST",
+        "/vrouter/agents",
+        Some(&json!({"hostname": "h1", "fabric_ip": "10.0.0.1"})),
+    );
+    b.ok(
+        "POST",
+        "/vrouter/agents",
+        Some(&json!({"hostname": "h2", "fabric_ip": "10.0.0.2"})),
+    );
+    a.ok(
+        "POST",
+        "/vrouter/bindings",
+        Some(&json!({"host": "h1", "vmi_uuid": vmi1})),
+    );
+    b.ok(
+        "POST",
+        "/vrouter/bindings",
+        Some(&json!({"host": "h2", "vmi_uuid": vmi2})),
+    );
     b.ok("POST", "/vrouter/routes", Some(&json!({"host": "h2", "vrf": vrf, "prefix": "10.20.1.3/32", "label": 18, "vmi_uuid": vmi2})));
     let w = a.ok("GET", "/vrouter/watch?host=h1&since=0&timeout=5", None);
-    let keys: Vec<&str> = w["events"].as_array().into_iter().flatten().filter_map(|e| e["key"].as_str()).collect();
-    assert!(keys.contains(&format!("route/{vrf}/10.20.1.3/32/h2").as_str()), "{w}");
+    let keys: Vec<&str> = w["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["key"].as_str())
+        .collect();
+    assert!(
+        keys.contains(&format!("route/{vrf}/10.20.1.3/32/h2").as_str()),
+        "{w}"
+    );
     let rev = w["rev"].as_u64().expect("rev");
     // A long-poll on A wakes up for a withdraw made on B.
     let port = a.port;
     let waiter = std::thread::spawn(move || {
-        common::call(&format!("http://127.0.0.1:{port}/vrouter/watch?host=h1&since={rev}&timeout=20"), "GET", None, None)
+        common::call(
+            &format!("http://127.0.0.1:{port}/vrouter/watch?host=h1&since={rev}&timeout=20"),
+            "GET",
+            None,
+            None,
+        )
     });
     std::thread::sleep(Duration::from_millis(300));
-    b.ok("DELETE", "/vrouter/routes", Some(&json!({"host": "h2", "vrf": vrf, "prefix": "10.20.1.3/32"})));
+    b.ok(
+        "DELETE",
+        "/vrouter/routes",
+        Some(&json!({"host": "h2", "vrf": vrf, "prefix": "10.20.1.3/32"})),
+    );
     let (st, w) = waiter.join().expect("waiter");
     assert_eq!(st, 200);
     assert_eq!(w["events"][0]["op"], "delete", "{w}");

@@ -22,19 +22,31 @@ fn create_answers_200_and_echoes_uuid_byte_for_byte() {
     let dir = TempDir::new("echo");
     let shim = start(&dir);
     let mut c = RawConn::open(shim.port);
-    let r = c.send("POST", "/virtual-networks", Some(&vn(VN, "tier-web", "10.20.1.0", "10.20.1.1").to_string()));
+    let r = c.send(
+        "POST",
+        "/virtual-networks",
+        Some(&vn(VN, "tier-web", "10.20.1.0", "10.20.1.1").to_string()),
+    );
     assert_eq!(r.status, 200, "{}", r.body);
     let v = r.json();
     assert_eq!(v["virtual-network"]["uuid"], VN);
     assert_eq!(v["virtual-network"]["parent_type"], "project");
     // Upper-case uuids are kept exactly (CloudStack's sync compares strings).
     let upper = "5E6F7A8B-9C0D-4E1F-8A2B-3C4D5E6F7A8B";
-    let r = c.send("POST", "/virtual-machines", Some(&vm(upper, "i-2-11-VM").to_string()));
+    let r = c.send(
+        "POST",
+        "/virtual-machines",
+        Some(&vm(upper, "i-2-11-VM").to_string()),
+    );
     assert_eq!(r.json()["virtual-machine"]["uuid"], upper);
     let r = c.send("GET", &format!("/virtual-machine/{upper}"), None);
     assert_eq!(r.json()["virtual-machine"]["uuid"], upper);
     // Same uuid again: 409.
-    let r = c.send("POST", "/virtual-machines", Some(&vm(upper, "other").to_string()));
+    let r = c.send(
+        "POST",
+        "/virtual-machines",
+        Some(&vm(upper, "other").to_string()),
+    );
     assert_eq!(r.status, 409);
 }
 
@@ -42,22 +54,46 @@ fn create_answers_200_and_echoes_uuid_byte_for_byte() {
 fn refs_by_fq_name_children_and_back_refs_on_plain_get() {
     let dir = TempDir::new("refs");
     let shim = start(&dir);
-    shim.ok("POST", "/virtual-networks", Some(&vn(VN, "tier-web", "10.20.1.0", "10.20.1.1")));
+    shim.ok(
+        "POST",
+        "/virtual-networks",
+        Some(&vn(VN, "tier-web", "10.20.1.0", "10.20.1.1")),
+    );
     shim.ok("POST", "/virtual-machines", Some(&vm(VM, "i-2-10-VM")));
-    shim.ok("POST", "/virtual-machine-interfaces", Some(&vmi(VMI, "i-2-10-VM", 0, "tier-web")));
-    let r = shim.ok("POST", "/instance-ips", Some(&iip("i-2-10-VM", 0, "tier-web")));
-    let iip_uuid = r["instance-ip"]["uuid"].as_str().expect("server-assigned uuid").to_string();
+    shim.ok(
+        "POST",
+        "/virtual-machine-interfaces",
+        Some(&vmi(VMI, "i-2-10-VM", 0, "tier-web")),
+    );
+    let r = shim.ok(
+        "POST",
+        "/instance-ips",
+        Some(&iip("i-2-10-VM", 0, "tier-web")),
+    );
+    let iip_uuid = r["instance-ip"]["uuid"]
+        .as_str()
+        .expect("server-assigned uuid")
+        .to_string();
 
     let v = shim.ok("GET", &format!("/virtual-machine-interface/{VMI}"), None);
     let o = &v["virtual-machine-interface"];
-    assert_eq!(o["virtual_machine_interface_mac_addresses"]["mac_address"][0], "02:c1:d2:e3:f4:a5");
+    assert_eq!(
+        o["virtual_machine_interface_mac_addresses"]["mac_address"][0],
+        "02:c1:d2:e3:f4:a5"
+    );
     assert_eq!(o["virtual_network_refs"][0]["uuid"], VN);
     assert_eq!(o["instance_ip_back_refs"][0]["uuid"], iip_uuid.as_str());
     let v = shim.ok("GET", &format!("/instance-ip/{iip_uuid}"), None);
     assert_eq!(v["instance-ip"]["instance_ip_address"], "10.20.1.2");
-    assert_eq!(v["instance-ip"]["virtual_machine_interface_refs"][0]["uuid"], VMI);
+    assert_eq!(
+        v["instance-ip"]["virtual_machine_interface_refs"][0]["uuid"],
+        VMI
+    );
     let v = shim.ok("GET", &format!("/virtual-machine/{VM}"), None);
-    assert_eq!(v["virtual-machine"]["virtual_machine_interfaces"][0]["uuid"], VMI);
+    assert_eq!(
+        v["virtual-machine"]["virtual_machine_interfaces"][0]["uuid"],
+        VMI
+    );
     let v = shim.ok("GET", &format!("/virtual-network/{VN}"), None);
     let o = &v["virtual-network"];
     assert_eq!(o["virtual_machine_interface_back_refs"][0]["uuid"], VMI);
@@ -67,12 +103,29 @@ fn refs_by_fq_name_children_and_back_refs_on_plain_get() {
     assert_eq!(sn["subnet"]["ip_prefix"], "10.20.1.0");
     assert_eq!(sn["subnet"]["ip_prefix_len"], 24);
     // Python-style read hides them.
-    let v = shim.ok("GET", &format!("/virtual-network/{VN}?exclude_back_refs=True&exclude_children=True"), None);
-    assert!(v["virtual-network"].get("virtual_machine_interface_back_refs").is_none());
+    let v = shim.ok(
+        "GET",
+        &format!("/virtual-network/{VN}?exclude_back_refs=True&exclude_children=True"),
+        None,
+    );
+    assert!(v["virtual-network"]
+        .get("virtual_machine_interface_back_refs")
+        .is_none());
     // Projects list their networks as children.
-    let (_, p) = shim.post("/fqname-to-id", &json!({"type": "project", "fq_name": ["default-domain", "default-project"]}));
-    let p = shim.ok("GET", &format!("/project/{}", p["uuid"].as_str().expect("uuid")), None);
-    let kids: Vec<&Value> = p["project"]["virtual_networks"].as_array().expect("children").iter().collect();
+    let (_, p) = shim.post(
+        "/fqname-to-id",
+        &json!({"type": "project", "fq_name": ["default-domain", "default-project"]}),
+    );
+    let p = shim.ok(
+        "GET",
+        &format!("/project/{}", p["uuid"].as_str().expect("uuid")),
+        None,
+    );
+    let kids: Vec<&Value> = p["project"]["virtual_networks"]
+        .as_array()
+        .expect("children")
+        .iter()
+        .collect();
     assert!(kids.iter().any(|k| k["uuid"] == VN));
 }
 
@@ -80,23 +133,39 @@ fn refs_by_fq_name_children_and_back_refs_on_plain_get() {
 fn put_of_an_object_read_first_ignores_read_only_keys() {
     let dir = TempDir::new("put");
     let shim = start(&dir);
-    shim.ok("POST", "/virtual-networks", Some(&vn(VN, "tier-web", "10.20.1.0", "10.20.1.1")));
+    shim.ok(
+        "POST",
+        "/virtual-networks",
+        Some(&vn(VN, "tier-web", "10.20.1.0", "10.20.1.1")),
+    );
     shim.ok("POST", "/virtual-machines", Some(&vm(VM, "i-2-10-VM")));
-    shim.ok("POST", "/virtual-machine-interfaces", Some(&vmi(VMI, "i-2-10-VM", 0, "tier-web")));
+    shim.ok(
+        "POST",
+        "/virtual-machine-interfaces",
+        Some(&vmi(VMI, "i-2-10-VM", 0, "tier-web")),
+    );
     // Read, change a subnet, PUT back everything (children, back-refs, hrefs, id_perms...).
     let mut v = shim.ok("GET", &format!("/virtual-network/{VN}"), None);
-    v["virtual-network"]["network_ipam_refs"][0]["attr"]["ipam_subnets"][0]["default_gateway"] = json!("10.20.1.254");
+    v["virtual-network"]["network_ipam_refs"][0]["attr"]["ipam_subnets"][0]["default_gateway"] =
+        json!("10.20.1.254");
     v["virtual-network"]["uuid"] = json!("not-even-a-uuid");
     let r = shim.ok("PUT", &format!("/virtual-network/{VN}"), Some(&v));
     assert_eq!(r["virtual-network"]["uuid"], VN);
     let after = shim.ok("GET", &format!("/virtual-network/{VN}"), None);
     let o = &after["virtual-network"];
-    assert_eq!(o["network_ipam_refs"][0]["attr"]["ipam_subnets"][0]["default_gateway"], "10.20.1.254");
+    assert_eq!(
+        o["network_ipam_refs"][0]["attr"]["ipam_subnets"][0]["default_gateway"],
+        "10.20.1.254"
+    );
     assert_eq!(o["virtual_machine_interface_back_refs"][0]["uuid"], VMI);
     assert_eq!(o["uuid"], VN);
     // The VMI, read then PUT with its MAC and refs (with uuid/href) unchanged.
     let v = shim.ok("GET", &format!("/virtual-machine-interface/{VMI}"), None);
-    shim.ok("PUT", &format!("/virtual-machine-interface/{VMI}"), Some(&v));
+    shim.ok(
+        "PUT",
+        &format!("/virtual-machine-interface/{VMI}"),
+        Some(&v),
+    );
     let again = shim.ok("GET", &format!("/virtual-machine-interface/{VMI}"), None);
     assert_eq!(
         again["virtual-machine-interface"]["virtual_machine_interface_mac_addresses"],
@@ -109,7 +178,8 @@ fn put_of_an_object_read_first_ignores_read_only_keys() {
     let mut c = RawConn::open(shim.port);
     let r = c.send("GET", &format!("/virtual-network/{VN}"), None);
     let tag = r.header("etag").expect("ETag header").to_string();
-    let req = format!("GET /virtual-network/{VN} HTTP/1.1\r\nHost: x\r\nIf-None-Match: {tag}\r\n\r\n");
+    let req =
+        format!("GET /virtual-network/{VN} HTTP/1.1\r\nHost: x\r\nIf-None-Match: {tag}\r\n\r\n");
     let r2 = raw_once(shim.port, &req);
     assert!(r2.starts_with("HTTP/1.1 304"), "{r2}");
 }
@@ -117,7 +187,8 @@ fn put_of_an_object_read_first_ignores_read_only_keys() {
 fn raw_once(port: u16, req: &str) -> String {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
     s.write_all(req.as_bytes()).expect("write");
     let mut buf = [0u8; 4096];
     let n = s.read(&mut buf).expect("read");
@@ -133,7 +204,9 @@ fn idle_keep_alive_connection_stays_usable() {
     std::thread::sleep(Duration::from_secs(3));
     let r = c.send("POST", "/fqname-to-id", Some(r#"{"type":"network-ipam","fq_name":["default-domain","default-project","default-network-ipam"]}"#));
     assert_eq!(r.status, 200);
-    assert!(r.header("connection").map_or(true, |v| !v.eq_ignore_ascii_case("close")));
+    assert!(r
+        .header("connection")
+        .map_or(true, |v| !v.eq_ignore_ascii_case("close")));
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(c.send("GET", "/", None).status, 200);
 }
@@ -161,7 +234,12 @@ fn lenient_parents_and_cloudstack_shapes() {
     ]);
     shim.ok("POST", "/virtual-networks", Some(&json!({"virtual-network": {"name": "__zone1_Public__", "uuid": pubvn, "fq_name": ["default-domain", "default-project", "__zone1_Public__"], "parent_type": "project", "network_ipam_refs": refs}})));
     let v = shim.ok("GET", &format!("/virtual-network/{pubvn}"), None);
-    assert_eq!(v["virtual-network"]["network_ipam_refs"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        v["virtual-network"]["network_ipam_refs"]
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
     // Pool and a floating IP without project_refs, address allocated from the public VN.
     shim.ok("POST", "/floating-ip-pools", Some(&json!({"floating-ip-pool": {"name": "PublicIpPool", "fq_name": ["default-domain", "default-project", "__zone1_Public__", "PublicIpPool"], "parent_type": "virtual-network"}})));
     let fip = "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9";
@@ -182,10 +260,18 @@ fn lenient_parents_and_cloudstack_shapes() {
 fn errors_like_the_real_server() {
     let dir = TempDir::new("errors");
     let shim = start(&dir);
-    shim.ok("POST", "/virtual-networks", Some(&vn(VN, "tier-web", "10.20.1.0", "10.20.1.1")));
+    shim.ok(
+        "POST",
+        "/virtual-networks",
+        Some(&vn(VN, "tier-web", "10.20.1.0", "10.20.1.1")),
+    );
     let check = |st: (u16, Value), want: u16| {
         assert_eq!(st.0, want, "{}", st.1);
-        assert!(st.1["message"].is_string(), "error body must carry a JSON message: {}", st.1);
+        assert!(
+            st.1["message"].is_string(),
+            "error body must carry a JSON message: {}",
+            st.1
+        );
     };
     // 400: malformed JSON, wrong envelope, wrong field type, unknown ref type, missing parent.
     let mut c = RawConn::open(shim.port);
@@ -196,26 +282,62 @@ fn errors_like_the_real_server() {
     check(shim.post("/virtual-networks", &json!({"virtual-network": {"fq_name": ["default-domain", "default-project", "x"], "router_external": "yes"}})), 400);
     check(shim.post("/virtual-networks", &json!({"virtual-network": {"fq_name": ["default-domain", "default-project", "x"], "virtual_router_refs": []}})), 400);
     check(shim.post("/virtual-networks", &json!({"virtual-network": {"fq_name": ["default-domain", "nope", "x"], "parent_type": "project"}})), 400);
-    check(shim.post("/virtual-networks", &json!({"virtual-network": {"fq_name": "a:b"}})), 400);
+    check(
+        shim.post(
+            "/virtual-networks",
+            &json!({"virtual-network": {"fq_name": "a:b"}}),
+        ),
+        400,
+    );
     check(shim.post("/virtual-networks", &json!({"virtual-network": {"uuid": "xyz", "fq_name": ["default-domain", "default-project", "y"]}})), 400);
     check(shim.post("/instance-ips", &json!({"instance-ip": {"fq_name": ["z"], "virtual_network_refs": [{"to": ["default-domain", "default-project", "missing"]}]}})), 400);
     // 404: unknown id, wrong type, unknown name, unknown collection, unknown ref on PUT.
-    check(shim.get("/virtual-network/00000000-0000-4000-8000-000000000000"), 404);
+    check(
+        shim.get("/virtual-network/00000000-0000-4000-8000-000000000000"),
+        404,
+    );
     check(shim.get(&format!("/virtual-machine/{VN}")), 404);
-    check(shim.post("/fqname-to-id", &json!({"type": "virtual-network", "fq_name": ["no", "such"]})), 404);
+    check(
+        shim.post(
+            "/fqname-to-id",
+            &json!({"type": "virtual-network", "fq_name": ["no", "such"]}),
+        ),
+        404,
+    );
     check(shim.get("/virtual-routers"), 404);
     check(shim.put(&format!("/virtual-network/{VN}"), &json!({"virtual-network": {"network_policy_refs": [{"to": ["default-domain", "default-project", "nope"]}]}})), 404);
-    check(shim.delete("/virtual-network/00000000-0000-4000-8000-000000000000"), 404);
+    check(
+        shim.delete("/virtual-network/00000000-0000-4000-8000-000000000000"),
+        404,
+    );
     check(shim.post("/ref-update", &json!({"type": "virtual-network", "uuid": VN, "ref-type": "network-policy", "operation": "ADD"})), 404);
     // 409: duplicate fq_name, delete with back-refs, delete with children.
-    check(shim.post("/virtual-networks", &vn("9a8b7c6d-5e4f-4a3b-9c2d-1e0f9a8b7c6d", "tier-web", "10.9.9.0", "10.9.9.1")), 409);
+    check(
+        shim.post(
+            "/virtual-networks",
+            &vn(
+                "9a8b7c6d-5e4f-4a3b-9c2d-1e0f9a8b7c6d",
+                "tier-web",
+                "10.9.9.0",
+                "10.9.9.1",
+            ),
+        ),
+        409,
+    );
     shim.ok("POST", "/virtual-machines", Some(&vm(VM, "i-2-10-VM")));
-    shim.ok("POST", "/virtual-machine-interfaces", Some(&vmi(VMI, "i-2-10-VM", 0, "tier-web")));
+    shim.ok(
+        "POST",
+        "/virtual-machine-interfaces",
+        Some(&vmi(VMI, "i-2-10-VM", 0, "tier-web")),
+    );
     check(shim.delete(&format!("/virtual-network/{VN}")), 409);
     check(shim.delete(&format!("/virtual-machine/{VM}")), 409);
     // Nothing above was a 500, and the state is intact.
     let v = shim.ok("GET", &format!("/virtual-network/{VN}"), None);
-    assert_eq!(v["virtual-network"]["virtual_machine_interface_back_refs"][0]["uuid"], VMI);
+    assert_eq!(
+        v["virtual-network"]["virtual_machine_interface_back_refs"][0]["uuid"],
+        VMI
+    );
     // Deletes in order succeed with 200 and an empty body.
     let (st, body) = shim.delete(&format!("/virtual-machine-interface/{VMI}"));
     assert_eq!((st, body), (200, Value::Null));
@@ -227,7 +349,11 @@ fn errors_like_the_real_server() {
 fn lists_and_actions() {
     let dir = TempDir::new("lists");
     let shim = start(&dir);
-    shim.ok("POST", "/virtual-networks", Some(&vn(VN, "tier-web", "10.20.1.0", "10.20.1.1")));
+    shim.ok(
+        "POST",
+        "/virtual-networks",
+        Some(&vn(VN, "tier-web", "10.20.1.0", "10.20.1.1")),
+    );
     let all = shim.ok("GET", "/virtual-networks", None);
     assert_eq!(all["virtual-networks"].as_array().map(Vec::len), Some(4));
     for e in all["virtual-networks"].as_array().into_iter().flatten() {
@@ -235,40 +361,81 @@ fn lists_and_actions() {
     }
     let c = shim.ok("GET", "/virtual-networks?count=true", None);
     assert_eq!(c["virtual-networks"]["count"], 4);
-    let d = shim.ok("GET", &format!("/virtual-networks?detail=true&obj_uuids={VN}"), None);
-    assert_eq!(d["virtual-networks"][0]["virtual-network"]["network_ipam_refs"][0]["attr"]["ipam_subnets"][0]["default_gateway"], "10.20.1.1");
+    let d = shim.ok(
+        "GET",
+        &format!("/virtual-networks?detail=true&obj_uuids={VN}"),
+        None,
+    );
+    assert_eq!(
+        d["virtual-networks"][0]["virtual-network"]["network_ipam_refs"][0]["attr"]["ipam_subnets"]
+            [0]["default_gateway"],
+        "10.20.1.1"
+    );
     let f = shim.ok("GET", "/virtual-networks?parent_fq_name_str=default-domain:default-project&parent_type=project&fields=network_ipam_refs", None);
     assert_eq!(f["virtual-networks"].as_array().map(Vec::len), Some(4));
     let ipam = shim.ok("POST", "/fqname-to-id", Some(&json!({"type": "network-ipam", "fq_name": ["default-domain", "default-project", "default-network-ipam"]})));
     let ipam = ipam["uuid"].as_str().expect("uuid");
-    let b = shim.ok("GET", &format!("/virtual-networks?back_ref_id={ipam}"), None);
+    let b = shim.ok(
+        "GET",
+        &format!("/virtual-networks?back_ref_id={ipam}"),
+        None,
+    );
     assert_eq!(b["virtual-networks"][0]["uuid"], VN);
     let n = shim.ok("POST", "/id-to-fqname", Some(&json!({"uuid": VN})));
-    assert_eq!(n, json!({"fq_name": ["default-domain", "default-project", "tier-web"], "type": "virtual-network"}));
+    assert_eq!(
+        n,
+        json!({"fq_name": ["default-domain", "default-project", "tier-web"], "type": "virtual-network"})
+    );
     let home = shim.ok("GET", "/", None);
     let links = home["links"].as_array().expect("links");
-    for want in ["name-to-id", "id-to-name", "ref-update", "virtual-network", "network-policy"] {
-        assert!(links.iter().any(|l| l["link"]["name"] == want), "homepage lacks {want}");
+    for want in [
+        "name-to-id",
+        "id-to-name",
+        "ref-update",
+        "virtual-network",
+        "network-policy",
+    ] {
+        assert!(
+            links.iter().any(|l| l["link"]["name"] == want),
+            "homepage lacks {want}"
+        );
     }
-    assert!(links.iter().any(|l| l["link"]["href"].as_str().is_some_and(|h| h.ends_with("/network-policys"))));
+    assert!(links.iter().any(|l| l["link"]["href"]
+        .as_str()
+        .is_some_and(|h| h.ends_with("/network-policys"))));
 }
 
 #[test]
 fn token_is_required_when_configured() {
     let dir = TempDir::new("token");
-    let mut shim = Shim::start(&format!("sqlite:{}", dir.0.join("shim.db").display()), &["--token", "s3cret"]);
+    let mut shim = Shim::start(
+        &format!("sqlite:{}", dir.0.join("shim.db").display()),
+        &["--token", "s3cret"],
+    );
     assert_eq!(shim.get("/virtual-networks").0, 200);
     shim.token = Some("wrong".into());
     assert_eq!(shim.get("/virtual-networks").0, 401);
     shim.token = None;
     assert_eq!(shim.get("/").0, 401);
-    assert_eq!(shim.post("/vrouter/agents", &json!({"hostname": "h", "fabric_ip": "10.0.0.1"})).0, 401);
+    assert_eq!(
+        shim.post(
+            "/vrouter/agents",
+            &json!({"hostname": "h", "fabric_ip": "10.0.0.1"})
+        )
+        .0,
+        401
+    );
 }
 
 #[test]
 fn refuses_non_loopback_without_token() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_vrouter-shim"))
-        .args(["--listen", "0.0.0.0:0", "--store", "sqlite:/nonexistent/never-created.db"])
+        .args([
+            "--listen",
+            "0.0.0.0:0",
+            "--store",
+            "sqlite:/nonexistent/never-created.db",
+        ])
         .output()
         .expect("run vrouter-shim");
     assert!(!out.status.success());

@@ -13,7 +13,9 @@ use serde_json::json;
 
 /// Creates VMs until told to stop or the server dies; returns the uuids acknowledged with 200.
 fn writer(port: u16, id: usize, stop: Arc<AtomicBool>) -> Vec<String> {
-    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(5)).build();
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(5))
+        .build();
     let mut acked = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     for n in 0..20_000u32 {
@@ -29,7 +31,9 @@ fn writer(port: u16, id: usize, stop: Arc<AtomicBool>) -> Vec<String> {
             .send_string(&body.to_string())
         {
             Ok(r) if r.status() == 200 => acked.push(uuid),
-            Ok(_) | Err(ureq::Error::Status(..)) => panic!("unexpected error status creating {uuid}"),
+            Ok(_) | Err(ureq::Error::Status(..)) => {
+                panic!("unexpected error status creating {uuid}")
+            }
             Err(_) => break, // the server died: this one was not acknowledged
         }
     }
@@ -44,7 +48,11 @@ fn kill_9_under_write_load_keeps_every_acknowledged_object() {
     let port = shim.port;
 
     // An agent with a resumable position, to check the watch survives too.
-    shim.ok("POST", "/vrouter/agents", Some(&json!({"hostname": "h1", "fabric_ip": "10.0.0.1"})));
+    shim.ok(
+        "POST",
+        "/vrouter/agents",
+        Some(&json!({"hostname": "h1", "fabric_ip": "10.0.0.1"})),
+    );
     let w = shim.ok("GET", "/vrouter/watch?host=h1&since=0&timeout=1", None);
     let rev = w["rev"].as_u64().expect("rev");
 
@@ -58,8 +66,15 @@ fn kill_9_under_write_load_keeps_every_acknowledged_object() {
     std::thread::sleep(Duration::from_millis(1500));
     shim.kill(); // SIGKILL while the writers are mid-request
     stop.store(true, Ordering::Relaxed);
-    let acked: Vec<String> = writers.into_iter().flat_map(|w| w.join().expect("writer thread")).collect();
-    assert!(acked.len() > 100, "too few writes acknowledged before the kill: {}", acked.len());
+    let acked: Vec<String> = writers
+        .into_iter()
+        .flat_map(|w| w.join().expect("writer thread"))
+        .collect();
+    assert!(
+        acked.len() > 100,
+        "too few writes acknowledged before the kill: {}",
+        acked.len()
+    );
 
     let shim = Shim::start_on(port, &store, &[]);
     let mut missing = Vec::new();
@@ -68,13 +83,23 @@ fn kill_9_under_write_load_keeps_every_acknowledged_object() {
             missing.push(u.clone());
         }
     }
-    assert!(missing.is_empty(), "{} of {} acknowledged objects lost: {:?}", missing.len(), acked.len(), &missing[..missing.len().min(5)]);
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged objects lost: {:?}",
+        missing.len(),
+        acked.len(),
+        &missing[..missing.len().min(5)]
+    );
     let count = shim.ok("GET", "/virtual-machines?count=true", None);
     assert!(count["virtual-machines"]["count"].as_u64() >= Some(acked.len() as u64));
     // Defaults were not re-created (one of each), and the agent resumes without a reset.
     let vns = shim.ok("GET", "/virtual-networks?count=true", None);
     assert_eq!(vns["virtual-networks"]["count"], 3);
-    let w = shim.ok("GET", &format!("/vrouter/watch?host=h1&since={rev}&timeout=1"), None);
+    let w = shim.ok(
+        "GET",
+        &format!("/vrouter/watch?host=h1&since={rev}&timeout=1"),
+        None,
+    );
     assert_eq!(w["reset"], false, "{w}");
     eprintln!("{} acknowledged creates survived kill -9", acked.len());
 }

@@ -24,6 +24,13 @@ fn vnc_api_lifecycle() {
         .expect("run python3");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "vnc_lifecycle.py failed ({})\nstdout:\n{stdout}\nstderr:\n{stderr}", out.status);
-    assert!(stdout.contains("OK 12 steps"), "unexpected output:\n{stdout}");
+    assert!(
+        out.status.success(),
+        "vnc_lifecycle.py failed ({})\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    assert!(
+        stdout.contains("OK 12 steps"),
+        "unexpected output:\n{stdout}"
+    );
 }

@@ -4,8 +4,10 @@
 
 pub mod batch;
 pub mod buf;
+pub mod config;
 pub mod ctl;
 pub mod drop;
+pub mod engine;
 pub mod harness;
 pub mod pipeline;
 pub mod port;

@@ -49,7 +49,6 @@ use std::time::{Duration, Instant};
 use crate::client::{Client, Error as XsError};
 use crate::ids::{MacAddr, Uuid};
 use crate::transport::Transport;
-use crate::wire::XsErrno;
 
 /// Where netback vifs appear.
 pub const BACKEND_VIF: &str = "/local/domain/0/backend/vif";
@@ -129,7 +128,10 @@ pub struct VifBinding {
 impl VifBinding {
     /// The vif's key.
     pub fn key(&self) -> VifKey {
-        VifKey { domid: self.domid, devid: self.devid }
+        VifKey {
+            domid: self.domid,
+            devid: self.devid,
+        }
     }
 
     /// Same dataplane effect (everything but `identified_by`).
@@ -180,7 +182,11 @@ impl InterfaceDirectory for StaticDirectory {
         self.interfaces.iter().find(|i| i.nic_uuid == *nic).cloned()
     }
     fn by_mac(&self, mac: &MacAddr) -> Vec<KnownInterface> {
-        self.interfaces.iter().filter(|i| i.mac.as_ref() == Some(mac)).cloned().collect()
+        self.interfaces
+            .iter()
+            .filter(|i| i.mac.as_ref() == Some(mac))
+            .cloned()
+            .collect()
     }
     fn by_name(&self, name: &str) -> Option<KnownInterface> {
         self.interfaces.iter().find(|i| i.name == name).cloned()
@@ -190,7 +196,9 @@ impl InterfaceDirectory for StaticDirectory {
 /// Where bind/unbind decisions go; implemented by the agent (which programs the dataplane).
 ///
 /// Calls are idempotent from the binder's side: `bind` is called once per decision and `unbind`
-/// once per bound vif, with the binding that was bound. A failed call is retried later.
+/// once per bound vif, with exactly the value that was given to `bind`. A decision with the same
+/// dataplane effect (port, Nic, VM, network, MAC) reached another way is not a new bind. A failed
+/// call is retried later.
 pub trait BindSink {
     /// Error of the sink.
     type Error: std::error::Error;
@@ -222,7 +230,7 @@ impl NetdevProbe for SysfsProbe {
     }
 }
 
-/// Says no device exists: every port is `vif` unless... never `tap` (tests, PV-only hosts).
+/// Says no device exists, so ports are always `vif` (tests, PV-only hosts).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoTaps;
 
@@ -285,9 +293,18 @@ impl fmt::Display for PendingReason {
             PendingReason::NotConnected(v) => write!(f, "hotplug-status={v:?}, not connected yet"),
             PendingReason::Unidentified => write!(f, "no contract keys and no fallback match"),
             PendingReason::AmbiguousMac(m, n) => write!(f, "MAC {m} matches {n} interfaces"),
-            PendingReason::NicInUse { nic, holder } => write!(f, "nic {nic} is bound to vif {holder}"),
-            PendingReason::MacMismatch { nic, xenstore, known } => {
-                write!(f, "nic {nic}: xenstore MAC {xenstore} differs from the interface's {known}")
+            PendingReason::NicInUse { nic, holder } => {
+                write!(f, "nic {nic} is bound to vif {holder}")
+            }
+            PendingReason::MacMismatch {
+                nic,
+                xenstore,
+                known,
+            } => {
+                write!(
+                    f,
+                    "nic {nic}: xenstore MAC {xenstore} differs from the interface's {known}"
+                )
             }
             PendingReason::Xenstore(e) => write!(f, "xenstore: {e}"),
             PendingReason::BindFailed(e) => write!(f, "bind failed: {e}"),
@@ -335,7 +352,10 @@ pub enum Decision {
 }
 
 fn parse_uuid(key: &'static str, v: &str) -> Result<Uuid, PendingReason> {
-    v.parse().map_err(|_| PendingReason::Malformed { key, value: v.to_string() })
+    v.parse().map_err(|_| PendingReason::Malformed {
+        key,
+        value: v.to_string(),
+    })
 }
 
 fn opt_uuid(key: &'static str, v: Option<&String>) -> Result<Option<Uuid>, PendingReason> {
@@ -363,7 +383,10 @@ fn decide_inner<D: InterfaceDirectory + ?Sized>(
 ) -> Result<Decision, PendingReason> {
     let state = match s.state.as_deref().map(str::trim) {
         None => None,
-        Some(v) => Some(v.parse::<u32>().map_err(|_| PendingReason::Malformed { key: "state", value: v.to_string() })?),
+        Some(v) => Some(v.parse::<u32>().map_err(|_| PendingReason::Malformed {
+            key: "state",
+            value: v.to_string(),
+        })?),
     };
     if s.online.as_deref() == Some("0") {
         return Ok(Decision::Down("online=0".into()));
@@ -378,17 +401,26 @@ fn decide_inner<D: InterfaceDirectory + ?Sized>(
     }
     let state = state.ok_or(PendingReason::Missing("state"))?;
     if state == 0 {
-        return Err(PendingReason::Malformed { key: "state", value: "0".into() });
+        return Err(PendingReason::Malformed {
+            key: "state",
+            value: "0".into(),
+        });
     }
     if s.hotplug_status.as_deref() != Some("connected") {
         return Err(PendingReason::NotConnected(s.hotplug_status.clone()));
     }
     let mac_s = s.mac.as_deref().ok_or(PendingReason::Missing("mac"))?;
-    let mac: MacAddr = mac_s.parse().map_err(|_| PendingReason::Malformed { key: "mac", value: mac_s.into() })?;
+    let mac: MacAddr = mac_s.parse().map_err(|_| PendingReason::Malformed {
+        key: "mac",
+        value: mac_s.into(),
+    })?;
 
     let (nic, vm, net, how) = if let Some(nic_s) = &s.nic_id {
         let nic = parse_uuid("cloudstack/nic-id", nic_s)?;
-        let vm_s = s.vm_id.as_ref().ok_or(PendingReason::Missing("cloudstack/vm-id"))?;
+        let vm_s = s
+            .vm_id
+            .as_ref()
+            .ok_or(PendingReason::Missing("cloudstack/vm-id"))?;
         let vm = parse_uuid("cloudstack/vm-id", vm_s)?;
         let net = opt_uuid("cloudstack/network-id", s.network_id.as_ref())?;
         (nic, vm, net, IdentifiedBy::Contract)
@@ -397,9 +429,15 @@ fn decide_inner<D: InterfaceDirectory + ?Sized>(
         let known = dir.by_nic(&nic);
         let vm = match &s.private_vm_id {
             Some(v) => parse_uuid("other-config/cloudstack-vm-id", v)?,
-            None => known.as_ref().map(|k| k.vm_uuid).ok_or(PendingReason::Missing("other-config/cloudstack-vm-id"))?,
+            None => known
+                .as_ref()
+                .map(|k| k.vm_uuid)
+                .ok_or(PendingReason::Missing("other-config/cloudstack-vm-id"))?,
         };
-        let net = match opt_uuid("other-config/cloudstack-network-id", s.private_network_id.as_ref())? {
+        let net = match opt_uuid(
+            "other-config/cloudstack-network-id",
+            s.private_network_id.as_ref(),
+        )? {
             Some(n) => Some(n),
             None => known.as_ref().and_then(|k| k.network_uuid),
         };
@@ -413,16 +451,26 @@ fn decide_inner<D: InterfaceDirectory + ?Sized>(
             (k.nic_uuid, k.vm_uuid, k.network_uuid, IdentifiedBy::Mac)
         } else {
             let name = s.domain_name.as_ref().ok_or(PendingReason::Unidentified)?;
-            let k = dir.by_name(&format!("{name}-{}", key.devid)).ok_or(PendingReason::Unidentified)?;
+            let k = dir
+                .by_name(&format!("{name}-{}", key.devid))
+                .ok_or(PendingReason::Unidentified)?;
             if let Some(known) = k.mac.filter(|m| *m != mac) {
-                return Err(PendingReason::MacMismatch { nic: k.nic_uuid, xenstore: mac, known });
+                return Err(PendingReason::MacMismatch {
+                    nic: k.nic_uuid,
+                    xenstore: mac,
+                    known,
+                });
             }
             (k.nic_uuid, k.vm_uuid, k.network_uuid, IdentifiedBy::Name)
         }
     };
     if matches!(how, IdentifiedBy::Contract | IdentifiedBy::XapiPrivate) {
         if let Some(known) = dir.by_nic(&nic).and_then(|k| k.mac).filter(|m| *m != mac) {
-            return Err(PendingReason::MacMismatch { nic, xenstore: mac, known });
+            return Err(PendingReason::MacMismatch {
+                nic,
+                xenstore: mac,
+                known,
+            });
         }
     }
     let kind = if state == 4 {
@@ -524,7 +572,11 @@ impl<T: Transport> Binder<T> {
     ///
     /// # Errors
     /// The watch request failed.
-    pub fn new(mut client: Client<T>, cfg: BinderConfig, probe: Box<dyn NetdevProbe>) -> Result<Self, BinderError> {
+    pub fn new(
+        mut client: Client<T>,
+        cfg: BinderConfig,
+        probe: Box<dyn NetdevProbe>,
+    ) -> Result<Self, BinderError> {
         client.watch(&cfg.root, &cfg.token)?;
         Ok(Binder {
             client,
@@ -556,7 +608,11 @@ impl<T: Transport> Binder<T> {
             let key = b.key();
             if let Some(&holder) = self.by_nic.get(&b.nic_uuid) {
                 if holder != key {
-                    log::warn!("adopt: nic {} already held by vif {holder}; ignoring {}", b.nic_uuid, b.port);
+                    log::warn!(
+                        "adopt: nic {} already held by vif {holder}; ignoring {}",
+                        b.nic_uuid,
+                        b.port
+                    );
                     continue;
                 }
             }
@@ -583,7 +639,11 @@ impl<T: Transport> Binder<T> {
     /// Checks the internal maps agree with each other (tests; cheap enough for debug asserts).
     pub fn check_invariants(&self) -> Result<(), String> {
         if self.by_nic.len() != self.bound.len() {
-            return Err(format!("by_nic has {} entries, bound {}", self.by_nic.len(), self.bound.len()));
+            return Err(format!(
+                "by_nic has {} entries, bound {}",
+                self.by_nic.len(),
+                self.bound.len()
+            ));
         }
         for (nic, key) in &self.by_nic {
             match self.bound.get(key) {
@@ -604,7 +664,12 @@ impl<T: Transport> Binder<T> {
     ///
     /// # Errors
     /// The xenstore connection failed (see [`BinderError`]).
-    pub fn poll<D, S>(&mut self, dir: &D, sink: &mut S, timeout: Option<Duration>) -> Result<PollStats, BinderError>
+    pub fn poll<D, S>(
+        &mut self,
+        dir: &D,
+        sink: &mut S,
+        timeout: Option<Duration>,
+    ) -> Result<PollStats, BinderError>
     where
         D: InterfaceDirectory + ?Sized,
         S: BindSink + ?Sized,
@@ -615,7 +680,9 @@ impl<T: Transport> Binder<T> {
         let mut vifs = BTreeSet::new();
         let mut wait = timeout;
         while stats.events < self.cfg.max_batch {
-            let Some(ev) = self.client.wait_event(wait)? else { break };
+            let Some(ev) = self.client.wait_event(wait)? else {
+                break;
+            };
             wait = Some(Duration::ZERO);
             stats.events += 1;
             if ev.token != self.cfg.token {
@@ -677,7 +744,12 @@ impl<T: Transport> Binder<T> {
         Ok(stats)
     }
 
-    fn retry_pending_inner<D, S>(&mut self, dir: &D, sink: &mut S, stats: &mut PollStats) -> Result<(), BinderError>
+    fn retry_pending_inner<D, S>(
+        &mut self,
+        dir: &D,
+        sink: &mut S,
+        stats: &mut PollStats,
+    ) -> Result<(), BinderError>
     where
         D: InterfaceDirectory + ?Sized,
         S: BindSink + ?Sized,
@@ -689,7 +761,9 @@ impl<T: Transport> Binder<T> {
 
     fn classify(&self, path: &str) -> Option<Target> {
         let root = self.cfg.root.as_str();
-        if path == root || (root.starts_with(path) && root.as_bytes().get(path.len()) == Some(&b'/')) {
+        if path == root
+            || (root.starts_with(path) && root.as_bytes().get(path.len()) == Some(&b'/'))
+        {
             return Some(Target::All);
         }
         let rest = path.strip_prefix(root)?.strip_prefix('/')?;
@@ -697,7 +771,10 @@ impl<T: Transport> Binder<T> {
         let domid = parse_id(parts.next()?)?;
         match parts.next() {
             None => Some(Target::Domain(domid)),
-            Some(dev) => Some(Target::Vif(VifKey { domid, devid: parse_id(dev)? })),
+            Some(dev) => Some(Target::Vif(VifKey {
+                domid,
+                devid: parse_id(dev)?,
+            })),
         }
     }
 
@@ -787,7 +864,10 @@ impl<T: Transport> Binder<T> {
     }
 
     /// Reads what the decision needs. `Ok(None)` if the backend dir is gone.
-    fn observe(&mut self, key: VifKey) -> Result<Result<Option<VifSnapshot>, PendingReason>, BinderError> {
+    fn observe(
+        &mut self,
+        key: VifKey,
+    ) -> Result<Result<Option<VifSnapshot>, PendingReason>, BinderError> {
         let base = format!("{}/{}/{}", self.cfg.root, key.domid, key.devid);
         let listing = match self.client.directory(&base) {
             Ok(l) => l,
@@ -824,7 +904,8 @@ impl<T: Transport> Binder<T> {
         }
         // Fallbacks only when the contract is absent and the vif is otherwise ready (saves
         // round trips for the common half-written states).
-        let ready = s.online.as_deref() == Some("1") && s.hotplug_status.as_deref() == Some("connected");
+        let ready =
+            s.online.as_deref() == Some("1") && s.hotplug_status.as_deref() == Some("connected");
         if s.nic_id.is_none() && ready {
             let dom = format!("/local/domain/{}", key.domid);
             let vm_path = field!(format!("{dom}/vm"));
@@ -840,7 +921,8 @@ impl<T: Transport> Binder<T> {
                 if nic.is_some() {
                     s.private_nic_id = nic;
                     s.private_vm_id = field!(format!("{p}/other-config/cloudstack-vm-id"));
-                    s.private_network_id = field!(format!("{p}/other-config/cloudstack-network-id"));
+                    s.private_network_id =
+                        field!(format!("{p}/other-config/cloudstack-network-id"));
                     break;
                 }
             }
@@ -867,10 +949,16 @@ impl<T: Transport> Binder<T> {
         stats: &mut PollStats,
         freed: &mut BTreeSet<Uuid>,
     ) -> bool {
-        let Some(b) = self.bound.get(&key).cloned() else { return true };
+        let Some(b) = self.bound.get(&key).cloned() else {
+            return true;
+        };
         match sink.unbind(&b) {
             Ok(()) => {
-                log::info!("vif {key}: unbound {} from nic {} ({why})", b.port, b.nic_uuid);
+                log::info!(
+                    "vif {key}: unbound {} from nic {} ({why})",
+                    b.port,
+                    b.nic_uuid
+                );
                 self.bound.remove(&key);
                 if self.by_nic.get(&b.nic_uuid) == Some(&key) {
                     self.by_nic.remove(&b.nic_uuid);
@@ -920,20 +1008,30 @@ impl<T: Transport> Binder<T> {
                 self.set_pending(key, reason);
             }
             Decision::Bind(b) => {
-                if let Some(cur) = self.bound.get_mut(&key) {
+                if let Some(cur) = self.bound.get(&key) {
+                    // Same dataplane effect (possibly found another way, e.g. the contract keys
+                    // arrived after a fallback matched): nothing to do. The stored binding stays
+                    // exactly what the sink was given, so `unbind` gets the same value.
                     if cur.same_effect(&b) {
-                        cur.identified_by = b.identified_by;
                         self.pending.remove(&key);
                         return Ok(());
                     }
                 }
                 if let Some(&holder) = self.by_nic.get(&b.nic_uuid) {
                     if holder != key {
-                        self.set_pending(key, PendingReason::NicInUse { nic: b.nic_uuid, holder });
+                        self.set_pending(
+                            key,
+                            PendingReason::NicInUse {
+                                nic: b.nic_uuid,
+                                holder,
+                            },
+                        );
                         return Ok(());
                     }
                 }
-                if self.bound.contains_key(&key) && !self.do_unbind(key, "binding changed", sink, stats, freed) {
+                if self.bound.contains_key(&key)
+                    && !self.do_unbind(key, "binding changed", sink, stats, freed)
+                {
                     return Ok(());
                 }
                 match sink.bind(&b) {
@@ -966,12 +1064,8 @@ fn parse_id(s: &str) -> Option<u32> {
     s.parse().ok()
 }
 
-/// Whether a xenstore error is `ENOENT` (re-exported for the agent's own reads).
-pub fn is_enoent(e: &XsError) -> bool {
-    e.errno() == Some(&XsErrno::Enoent)
-}
-
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -991,7 +1085,12 @@ mod tests {
     }
 
     fn contract() -> VifSnapshot {
-        VifSnapshot { nic_id: Some(NIC.to_uppercase()), vm_id: Some(VM.into()), network_id: Some(NET.into()), ..ready() }
+        VifSnapshot {
+            nic_id: Some(NIC.to_uppercase()),
+            vm_id: Some(VM.into()),
+            network_id: Some(NET.into()),
+            ..ready()
+        }
     }
 
     fn iface(nic: &str, name: &str, mac: Option<&str>) -> KnownInterface {
@@ -1027,7 +1126,12 @@ mod tests {
 
     #[test]
     fn test_contract_binds_lower_case() {
-        let b = bind(decide(KEY, &contract(), &StaticDirectory::default(), &NoTaps));
+        let b = bind(decide(
+            KEY,
+            &contract(),
+            &StaticDirectory::default(),
+            &NoTaps,
+        ));
         assert_eq!(b.port, "vif5.1");
         assert_eq!(b.nic_uuid.to_string(), NIC);
         assert_eq!(b.vm_uuid.to_string(), VM);
@@ -1039,11 +1143,23 @@ mod tests {
     fn test_down_states() {
         let dir = StaticDirectory::default();
         for s in [
-            VifSnapshot { online: Some("0".into()), ..contract() },
-            VifSnapshot { state: Some("5".into()), ..contract() },
-            VifSnapshot { state: Some("6".into()), ..contract() },
+            VifSnapshot {
+                online: Some("0".into()),
+                ..contract()
+            },
+            VifSnapshot {
+                state: Some("5".into()),
+                ..contract()
+            },
+            VifSnapshot {
+                state: Some("6".into()),
+                ..contract()
+            },
         ] {
-            assert!(matches!(decide(KEY, &s, &dir, &NoTaps), Decision::Down(_)), "{s:?}");
+            assert!(
+                matches!(decide(KEY, &s, &dir, &NoTaps), Decision::Down(_)),
+                "{s:?}"
+            );
         }
     }
 
@@ -1051,52 +1167,130 @@ mod tests {
     fn test_half_written_waits() {
         let dir = StaticDirectory::default();
         let cases: Vec<(VifSnapshot, PendingReason)> = vec![
-            (VifSnapshot { online: None, ..contract() }, PendingReason::Missing("online")),
-            (VifSnapshot { state: None, ..contract() }, PendingReason::Missing("state")),
-            (VifSnapshot { hotplug_status: None, ..contract() }, PendingReason::NotConnected(None)),
-            (VifSnapshot { mac: None, ..contract() }, PendingReason::Missing("mac")),
-            (VifSnapshot { vm_id: None, ..contract() }, PendingReason::Missing("cloudstack/vm-id")),
+            (
+                VifSnapshot {
+                    online: None,
+                    ..contract()
+                },
+                PendingReason::Missing("online"),
+            ),
+            (
+                VifSnapshot {
+                    state: None,
+                    ..contract()
+                },
+                PendingReason::Missing("state"),
+            ),
+            (
+                VifSnapshot {
+                    hotplug_status: None,
+                    ..contract()
+                },
+                PendingReason::NotConnected(None),
+            ),
+            (
+                VifSnapshot {
+                    mac: None,
+                    ..contract()
+                },
+                PendingReason::Missing("mac"),
+            ),
+            (
+                VifSnapshot {
+                    vm_id: None,
+                    ..contract()
+                },
+                PendingReason::Missing("cloudstack/vm-id"),
+            ),
             (ready(), PendingReason::Unidentified),
         ];
         for (s, want) in cases {
             assert_eq!(pending(decide(KEY, &s, &dir, &NoTaps)), want);
         }
-        let bad = VifSnapshot { nic_id: Some("not-a-uuid".into()), ..contract() };
-        assert!(matches!(pending(decide(KEY, &bad, &dir, &NoTaps)), PendingReason::Malformed { .. }));
-        let bad = VifSnapshot { state: Some("four".into()), ..contract() };
-        assert!(matches!(pending(decide(KEY, &bad, &dir, &NoTaps)), PendingReason::Malformed { .. }));
-        let bad = VifSnapshot { mac: Some("02:00".into()), ..contract() };
-        assert!(matches!(pending(decide(KEY, &bad, &dir, &NoTaps)), PendingReason::Malformed { .. }));
+        let bad = VifSnapshot {
+            nic_id: Some("not-a-uuid".into()),
+            ..contract()
+        };
+        assert!(matches!(
+            pending(decide(KEY, &bad, &dir, &NoTaps)),
+            PendingReason::Malformed { .. }
+        ));
+        let bad = VifSnapshot {
+            state: Some("four".into()),
+            ..contract()
+        };
+        assert!(matches!(
+            pending(decide(KEY, &bad, &dir, &NoTaps)),
+            PendingReason::Malformed { .. }
+        ));
+        let bad = VifSnapshot {
+            mac: Some("02:00".into()),
+            ..contract()
+        };
+        assert!(matches!(
+            pending(decide(KEY, &bad, &dir, &NoTaps)),
+            PendingReason::Malformed { .. }
+        ));
     }
 
     #[test]
     fn test_malformed_contract_does_not_fall_back_to_mac() {
-        let dir = StaticDirectory { interfaces: vec![iface(NIC, "i-2-5-VM-1", Some("02:00:00:00:00:01"))] };
-        let s = VifSnapshot { nic_id: Some("garbage".into()), vm_id: Some(VM.into()), ..ready() };
-        assert!(matches!(pending(decide(KEY, &s, &dir, &NoTaps)), PendingReason::Malformed { .. }));
+        let dir = StaticDirectory {
+            interfaces: vec![iface(NIC, "i-2-5-VM-1", Some("02:00:00:00:00:01"))],
+        };
+        let s = VifSnapshot {
+            nic_id: Some("garbage".into()),
+            vm_id: Some(VM.into()),
+            ..ready()
+        };
+        assert!(matches!(
+            pending(decide(KEY, &s, &dir, &NoTaps)),
+            PendingReason::Malformed { .. }
+        ));
     }
 
     #[test]
     fn test_fallback_order() {
         let other = "22222222-2222-3333-4444-555555555555";
         let dir = StaticDirectory {
-            interfaces: vec![iface(NIC, "i-2-5-VM-1", Some("02:00:00:00:00:01")), iface(other, "x", None)],
+            interfaces: vec![
+                iface(NIC, "i-2-5-VM-1", Some("02:00:00:00:00:01")),
+                iface(other, "x", None),
+            ],
         };
         // Private dir beats MAC.
-        let s = VifSnapshot { private_nic_id: Some(other.into()), ..ready() };
+        let s = VifSnapshot {
+            private_nic_id: Some(other.into()),
+            ..ready()
+        };
         let b = bind(decide(KEY, &s, &dir, &NoTaps));
-        assert_eq!((b.nic_uuid.to_string().as_str(), b.identified_by), (other, IdentifiedBy::XapiPrivate));
+        assert_eq!(
+            (b.nic_uuid.to_string().as_str(), b.identified_by),
+            (other, IdentifiedBy::XapiPrivate)
+        );
         // MAC.
         let b = bind(decide(KEY, &ready(), &dir, &NoTaps));
-        assert_eq!((b.nic_uuid.to_string().as_str(), b.identified_by), (NIC, IdentifiedBy::Mac));
+        assert_eq!(
+            (b.nic_uuid.to_string().as_str(), b.identified_by),
+            (NIC, IdentifiedBy::Mac)
+        );
         // Name, when the MAC is unknown.
-        let s = VifSnapshot { mac: Some("02:00:00:00:00:99".into()), domain_name: Some("i-2-5-VM".into()), ..ready() };
-        let dir = StaticDirectory { interfaces: vec![iface(NIC, "i-2-5-VM-1", None)] };
+        let s = VifSnapshot {
+            mac: Some("02:00:00:00:00:99".into()),
+            domain_name: Some("i-2-5-VM".into()),
+            ..ready()
+        };
+        let dir = StaticDirectory {
+            interfaces: vec![iface(NIC, "i-2-5-VM-1", None)],
+        };
         let b = bind(decide(KEY, &s, &dir, &NoTaps));
         assert_eq!(b.identified_by, IdentifiedBy::Name);
         // Name of another devid does not match.
         let other_dev = VifKey { domid: 5, devid: 0 };
-        assert_eq!(pending(decide(other_dev, &s, &dir, &NoTaps)), PendingReason::Unidentified);
+        assert_eq!(
+            pending(decide(other_dev, &s, &dir, &NoTaps)),
+            PendingReason::Unidentified
+        );
     }
 
     #[test]
@@ -1104,22 +1298,37 @@ mod tests {
         let dir = StaticDirectory {
             interfaces: vec![
                 iface(NIC, "a", Some("02:00:00:00:00:01")),
-                iface("22222222-2222-3333-4444-555555555555", "b", Some("02:00:00:00:00:01")),
+                iface(
+                    "22222222-2222-3333-4444-555555555555",
+                    "b",
+                    Some("02:00:00:00:00:01"),
+                ),
             ],
         };
-        assert!(matches!(pending(decide(KEY, &ready(), &dir, &NoTaps)), PendingReason::AmbiguousMac(_, 2)));
+        assert!(matches!(
+            pending(decide(KEY, &ready(), &dir, &NoTaps)),
+            PendingReason::AmbiguousMac(_, 2)
+        ));
     }
 
     #[test]
     fn test_contract_mac_mismatch_waits() {
-        let dir = StaticDirectory { interfaces: vec![iface(NIC, "a", Some("02:00:00:00:00:77"))] };
-        assert!(matches!(pending(decide(KEY, &contract(), &dir, &NoTaps)), PendingReason::MacMismatch { .. }));
+        let dir = StaticDirectory {
+            interfaces: vec![iface(NIC, "a", Some("02:00:00:00:00:77"))],
+        };
+        assert!(matches!(
+            pending(decide(KEY, &contract(), &dir, &NoTaps)),
+            PendingReason::MacMismatch { .. }
+        ));
     }
 
     #[test]
     fn test_tap_until_pv_connected() {
         let dir = StaticDirectory::default();
-        let s = VifSnapshot { state: Some("2".into()), ..contract() };
+        let s = VifSnapshot {
+            state: Some("2".into()),
+            ..contract()
+        };
         assert_eq!(bind(decide(KEY, &s, &dir, &Taps)).port, "tap5.1");
         assert_eq!(bind(decide(KEY, &s, &dir, &NoTaps)).port, "vif5.1");
         assert_eq!(bind(decide(KEY, &contract(), &dir, &Taps)).port, "vif5.1");

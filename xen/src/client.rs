@@ -209,7 +209,10 @@ impl<T: Transport> Client<T> {
             match self.transport.recv(&mut self.buf, timeout) {
                 Ok(0) => return Err(Error::Closed),
                 Ok(n) => self.parser.feed(&self.buf[..n]),
-                Err(e) if e.kind() == io::ErrorKind::TimedOut || e.kind() == io::ErrorKind::WouldBlock => {
+                Err(e)
+                    if e.kind() == io::ErrorKind::TimedOut
+                        || e.kind() == io::ErrorKind::WouldBlock =>
+                {
                     return Ok(None)
                 }
                 Err(e) => return Err(e.into()),
@@ -219,9 +222,10 @@ impl<T: Transport> Client<T> {
 
     fn queue_event(&mut self, m: &Msg) {
         match wire::parse_watch_event(&m.payload) {
-            Some((path, token)) => {
-                self.events.push_back(WatchEvent { path, token: String::from_utf8_lossy(&token).into_owned() })
-            }
+            Some((path, token)) => self.events.push_back(WatchEvent {
+                path,
+                token: String::from_utf8_lossy(&token).into_owned(),
+            }),
             None => log::warn!("xenstore: ignoring malformed watch event {m:?}"),
         }
     }
@@ -231,23 +235,38 @@ impl<T: Transport> Client<T> {
     /// # Errors
     /// [`Error::Xs`] for an `XS_ERROR` reply; transport and framing errors (after which the
     /// connection is marked broken).
-    pub fn request(&mut self, tx: TxId, op: Op, payload: Vec<u8>, what: &str) -> Result<Vec<u8>, Error> {
+    pub fn request(
+        &mut self,
+        tx: TxId,
+        op: Op,
+        payload: Vec<u8>,
+        what: &str,
+    ) -> Result<Vec<u8>, Error> {
         if self.broken {
             return Err(Error::Broken);
         }
         let req_id = self.next_req;
         self.next_req = self.next_req.wrapping_add(1).max(1);
-        let msg = Msg::new(op, req_id, tx.0, payload).map_err(|_| Error::TooLarge(what.to_string()))?;
+        let msg =
+            Msg::new(op, req_id, tx.0, payload).map_err(|_| Error::TooLarge(what.to_string()))?;
         let r = self.exchange(&msg);
         if matches!(
             r,
-            Err(Error::Io(_) | Error::Wire(_) | Error::Closed | Error::TimedOut(_) | Error::UnexpectedReply { .. })
+            Err(Error::Io(_)
+                | Error::Wire(_)
+                | Error::Closed
+                | Error::TimedOut(_)
+                | Error::UnexpectedReply { .. })
         ) {
             self.broken = true;
         }
         match r {
             Ok(reply) => match reply.as_error() {
-                Some(errno) => Err(Error::Xs { op, path: what.to_string(), errno }),
+                Some(errno) => Err(Error::Xs {
+                    op,
+                    path: what.to_string(),
+                    errno,
+                }),
                 None => Ok(reply.payload),
             },
             Err(e) => Err(e),
@@ -349,7 +368,8 @@ impl<T: Transport> Client<T> {
     /// # Errors
     /// See [`Client::request`].
     pub fn mkdir_in(&mut self, tx: TxId, path: &str) -> Result<(), Error> {
-        self.request(tx, Op::Mkdir, Self::strings(&[path]), path).map(drop)
+        self.request(tx, Op::Mkdir, Self::strings(&[path]), path)
+            .map(drop)
     }
 
     /// `RM` in `tx` (the node and its subtree; succeeds if already gone but the parent exists).
@@ -357,7 +377,8 @@ impl<T: Transport> Client<T> {
     /// # Errors
     /// See [`Client::request`].
     pub fn rm_in(&mut self, tx: TxId, path: &str) -> Result<(), Error> {
-        self.request(tx, Op::Rm, Self::strings(&[path]), path).map(drop)
+        self.request(tx, Op::Rm, Self::strings(&[path]), path)
+            .map(drop)
     }
 
     /// `DIRECTORY` in `tx`, falling back to `DIRECTORY_PART` when the listing exceeds one
@@ -368,7 +389,10 @@ impl<T: Transport> Client<T> {
     pub fn directory_in(&mut self, tx: TxId, path: &str) -> Result<Vec<String>, Error> {
         match self.request(tx, Op::Directory, Self::strings(&[path]), path) {
             Ok(p) => names(&p, path),
-            Err(Error::Xs { errno: XsErrno::E2big, .. }) => self.directory_part(tx, path),
+            Err(Error::Xs {
+                errno: XsErrno::E2big,
+                ..
+            }) => self.directory_part(tx, path),
             Err(e) => Err(e),
         }
     }
@@ -381,7 +405,10 @@ impl<T: Transport> Client<T> {
             loop {
                 let offs = off.to_string();
                 let p = self.request(tx, Op::DirectoryPart, Self::strings(&[path, &offs]), path)?;
-                let nul = p.iter().position(|&b| b == 0).ok_or(Error::BadReply(Op::DirectoryPart))?;
+                let nul = p
+                    .iter()
+                    .position(|&b| b == 0)
+                    .ok_or(Error::BadReply(Op::DirectoryPart))?;
                 let g = p[..nul].to_vec();
                 match &gen {
                     Some(prev) if *prev != g => continue 'restart, // changed under us: start over
@@ -391,7 +418,10 @@ impl<T: Transport> Client<T> {
                 let done = body.is_empty() || body == b"\0" || body.ends_with(b"\0\0");
                 for n in body.split(|&b| b == 0).filter(|n| !n.is_empty()) {
                     off += n.len() + 1;
-                    out.push(String::from_utf8(n.to_vec()).map_err(|_| Error::NotUtf8(path.to_string()))?);
+                    out.push(
+                        String::from_utf8(n.to_vec())
+                            .map_err(|_| Error::NotUtf8(path.to_string()))?,
+                    );
                 }
                 if done {
                     return Ok(out);
@@ -407,9 +437,12 @@ impl<T: Transport> Client<T> {
     /// See [`Client::request`].
     pub fn get_perms_in(&mut self, tx: TxId, path: &str) -> Result<Perms, Error> {
         let p = self.request(tx, Op::GetPerms, Self::strings(&[path]), path)?;
-        let strs: Option<Vec<&str>> =
-            wire::split_strings(&p).into_iter().map(|s| std::str::from_utf8(s).ok()).collect();
-        strs.and_then(Perms::parse).ok_or(Error::BadReply(Op::GetPerms))
+        let strs: Option<Vec<&str>> = wire::split_strings(&p)
+            .into_iter()
+            .map(|s| std::str::from_utf8(s).ok())
+            .collect();
+        strs.and_then(Perms::parse)
+            .ok_or(Error::BadReply(Op::GetPerms))
     }
 
     /// `SET_PERMS` in `tx`.
@@ -437,7 +470,9 @@ impl<T: Transport> Client<T> {
     /// See [`Client::request`]; [`Error::NotUtf8`].
     pub fn read_opt_string(&mut self, path: &str) -> Result<Option<String>, Error> {
         match self.read(path) {
-            Ok(v) => String::from_utf8(v).map(Some).map_err(|_| Error::NotUtf8(path.to_string())),
+            Ok(v) => String::from_utf8(v)
+                .map(Some)
+                .map_err(|_| Error::NotUtf8(path.to_string())),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
         }
@@ -496,7 +531,8 @@ impl<T: Transport> Client<T> {
     /// # Errors
     /// See [`Client::request`].
     pub fn watch(&mut self, path: &str, token: &str) -> Result<(), Error> {
-        self.request(TxId::NONE, Op::Watch, Self::strings(&[path, token]), path).map(drop)
+        self.request(TxId::NONE, Op::Watch, Self::strings(&[path, token]), path)
+            .map(drop)
     }
 
     /// `UNWATCH`. Events of this watch already queued are dropped.
@@ -514,7 +550,12 @@ impl<T: Transport> Client<T> {
     /// # Errors
     /// See [`Client::request`].
     pub fn transaction_start(&mut self) -> Result<TxId, Error> {
-        let p = self.request(TxId::NONE, Op::TransactionStart, b"\0".to_vec(), "transaction")?;
+        let p = self.request(
+            TxId::NONE,
+            Op::TransactionStart,
+            b"\0".to_vec(),
+            "transaction",
+        )?;
         wire::single_string(&p)
             .and_then(|s| s.parse().ok())
             .map(TxId)
@@ -526,8 +567,13 @@ impl<T: Transport> Client<T> {
     /// # Errors
     /// [`Error::Xs`] with `EAGAIN` on conflict; see [`Client::request`].
     pub fn transaction_end(&mut self, tx: TxId, commit: bool) -> Result<(), Error> {
-        let p = if commit { b"T\0".to_vec() } else { b"F\0".to_vec() };
-        self.request(tx, Op::TransactionEnd, p, "transaction").map(drop)
+        let p = if commit {
+            b"T\0".to_vec()
+        } else {
+            b"F\0".to_vec()
+        };
+        self.request(tx, Op::TransactionEnd, p, "transaction")
+            .map(drop)
     }
 
     /// Runs `f` in a transaction and commits it, re-running `f` from scratch when the commit
@@ -535,7 +581,10 @@ impl<T: Transport> Client<T> {
     ///
     /// # Errors
     /// `f`'s error, [`Error::TooManyRetries`], or a transport error.
-    pub fn transaction<R>(&mut self, mut f: impl FnMut(&mut Self, TxId) -> Result<R, Error>) -> Result<R, Error> {
+    pub fn transaction<R>(
+        &mut self,
+        mut f: impl FnMut(&mut Self, TxId) -> Result<R, Error>,
+    ) -> Result<R, Error> {
         for _ in 0..TRANSACTION_ATTEMPTS {
             let tx = self.transaction_start()?;
             let r = match f(self, tx) {
@@ -571,6 +620,7 @@ fn names(payload: &[u8], path: &str) -> Result<Vec<String>, Error> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
@@ -612,7 +662,9 @@ mod tests {
     fn test_read_request_bytes_and_reply() {
         let (mut c, s) = script(vec![reply(Op::Read, 1, 0, b"Domain-0")]);
         assert_eq!(c.read("/local/domain/0/name").unwrap(), b"Domain-0");
-        let expect = Msg::with_strings(Op::Read, 1, 0, &[b"/local/domain/0/name"]).unwrap().encode();
+        let expect = Msg::with_strings(Op::Read, 1, 0, &[b"/local/domain/0/name"])
+            .unwrap()
+            .encode();
         assert_eq!(*s.sent.lock().unwrap(), expect);
     }
 
@@ -645,7 +697,14 @@ mod tests {
         ]);
         let e = c.read("/x").unwrap_err();
         assert!(e.is_not_found());
-        assert!(matches!(c.write("/x", b"v").unwrap_err(), Error::Xs { errno: XsErrno::Eacces, op: Op::Write, .. }));
+        assert!(matches!(
+            c.write("/x", b"v").unwrap_err(),
+            Error::Xs {
+                errno: XsErrno::Eacces,
+                op: Op::Write,
+                ..
+            }
+        ));
         assert_eq!(c.read("//").unwrap_err().errno(), Some(&XsErrno::Einval));
     }
 
@@ -683,7 +742,10 @@ mod tests {
     #[test]
     fn test_mismatched_reply_breaks_connection() {
         let (mut c, _) = script(vec![reply(Op::Read, 99, 0, b"x")]);
-        assert!(matches!(c.read("/a").unwrap_err(), Error::UnexpectedReply { .. }));
+        assert!(matches!(
+            c.read("/a").unwrap_err(),
+            Error::UnexpectedReply { .. }
+        ));
         assert!(matches!(c.read("/a").unwrap_err(), Error::Broken));
     }
 
@@ -700,6 +762,36 @@ mod tests {
         let (mut c, _) = script(vec![]);
         c.set_reply_timeout(Some(Duration::from_millis(1)));
         assert!(matches!(c.read("/a").unwrap_err(), Error::TimedOut(_)));
+    }
+
+    mod prop {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+            /// Whatever a (broken or hostile) daemon sends back, the client returns errors or
+            /// values and never panics; a broken stream stays broken.
+            #[test]
+            fn garbage_replies_never_panic(
+                chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 0..20),
+                framed in proptest::collection::vec((0u32..24, 0u32..4, proptest::collection::vec(any::<u8>(), 0..32)), 0..10),
+            ) {
+                let mut stream: Vec<Vec<u8>> = framed
+                    .into_iter()
+                    .map(|(op, req, p)| Msg::new(Op::from(op), req, 0, p).unwrap().encode())
+                    .collect();
+                stream.extend(chunks);
+                let (mut c, _) = script(stream);
+                c.set_reply_timeout(Some(Duration::from_millis(1)));
+                let _ = c.read("/a");
+                let _ = c.directory("/a");
+                let _ = c.transaction(|c, tx| c.write_in(tx, "/a", b"v"));
+                let _ = c.get_perms("/a");
+                let _ = c.wait_event(Some(Duration::ZERO));
+            }
+        }
     }
 
     #[test]

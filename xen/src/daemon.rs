@@ -82,7 +82,9 @@ struct Shared {
 impl Shared {
     fn deliver(&mut self, out: Vec<Outgoing>) {
         for o in out {
-            let Some(ob) = self.outboxes.get(&o.to) else { continue };
+            let Some(ob) = self.outboxes.get(&o.to) else {
+                continue;
+            };
             match ob.tx.try_send(o.msg.encode()) {
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) => {
@@ -108,7 +110,9 @@ struct SharedCell(Shared);
 
 impl std::fmt::Debug for SharedCell {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared").field("connections", &self.0.outboxes.len()).finish()
+        f.debug_struct("Shared")
+            .field("connections", &self.0.outboxes.len())
+            .finish()
     }
 }
 
@@ -149,7 +153,8 @@ impl Daemon {
     /// Creates the listening socket.
     ///
     /// # Errors
-    /// Socket path problems (see [`prepare_socket_path`]) and bind errors.
+    /// The socket path is not usable (exists and is not a socket, or another daemon answers on
+    /// it), and bind errors.
     pub fn bind(config: DaemonConfig) -> io::Result<Daemon> {
         prepare_socket_path(&config.socket)?;
         // Bind with a tight umask so the socket is never connectable by others, even briefly,
@@ -160,9 +165,20 @@ impl Daemon {
         // SAFETY: as above, restoring the previous mask.
         unsafe { libc::umask(old) };
         let listener = bound?;
-        fs::set_permissions(&config.socket, fs::Permissions::from_mode(config.socket_mode))?;
-        let shared = Shared { server: Server::new(config.limits), outboxes: HashMap::new(), next_id: 1 };
-        Ok(Daemon { listener, shared: Arc::new(Mutex::new(SharedCell(shared))), config })
+        fs::set_permissions(
+            &config.socket,
+            fs::Permissions::from_mode(config.socket_mode),
+        )?;
+        let shared = Shared {
+            server: Server::new(config.limits),
+            outboxes: HashMap::new(),
+            next_id: 1,
+        };
+        Ok(Daemon {
+            listener,
+            shared: Arc::new(Mutex::new(SharedCell(shared))),
+            config,
+        })
     }
 
     /// The socket path.
@@ -175,7 +191,10 @@ impl Daemon {
     /// # Errors
     /// Only fatal listener errors.
     pub fn run(self) -> io::Result<()> {
-        log::info!("vrouter-xenstored listening on {}", self.config.socket.display());
+        log::info!(
+            "vrouter-xenstored listening on {}",
+            self.config.socket.display()
+        );
         for stream in self.listener.incoming() {
             let stream = match stream {
                 Ok(s) => s,
@@ -209,7 +228,11 @@ fn is_transient_accept_error(e: &io::Error) -> bool {
 
 /// The peer's uid from `SO_PEERCRED`.
 fn peer_uid(s: &UnixStream) -> io::Result<u32> {
-    let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
     let mut len = libc::socklen_t::try_from(std::mem::size_of::<libc::ucred>())
         .map_err(|_| io::Error::other("ucred size"))?;
     // SAFETY: `cred` is a properly aligned, writable `ucred` and `len` holds its exact size, as
@@ -241,10 +264,16 @@ fn writer_loop(rx: Receiver<Vec<u8>>, mut stream: UnixStream) {
 fn serve_connection(shared: &Mutex<SharedCell>, stream: UnixStream, config: &DaemonConfig) {
     let caller = match peer_uid(&stream) {
         Ok(uid) if uid == 0 || config.privileged_uids.contains(&uid) => Caller::DOM0,
-        Ok(_) => Caller { domid: config.unprivileged_domid, privileged: false },
+        Ok(_) => Caller {
+            domid: config.unprivileged_domid,
+            privileged: false,
+        },
         Err(e) => {
             log::warn!("SO_PEERCRED failed ({e}); treating peer as unprivileged");
-            Caller { domid: config.unprivileged_domid, privileged: false }
+            Caller {
+                domid: config.unprivileged_domid,
+                privileged: false,
+            }
         }
     };
     let (Ok(write_half), Ok(shutdown_half)) = (stream.try_clone(), stream.try_clone()) else {
@@ -257,11 +286,19 @@ fn serve_connection(shared: &Mutex<SharedCell>, stream: UnixStream, config: &Dae
         let id = g.0.next_id;
         g.0.next_id += 1;
         g.0.server.connect(id, caller);
-        g.0.outboxes.insert(id, Outbox { tx, stream: shutdown_half });
+        g.0.outboxes.insert(
+            id,
+            Outbox {
+                tx,
+                stream: shutdown_half,
+            },
+        );
         id
     };
     log::debug!("connection {id}: open ({caller:?})");
-    let writer = thread::Builder::new().name("xs-write".into()).spawn(move || writer_loop(rx, write_half));
+    let writer = thread::Builder::new()
+        .name("xs-write".into())
+        .spawn(move || writer_loop(rx, write_half));
 
     let mut reader = stream;
     let mut parser = Parser::new();

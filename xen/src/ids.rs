@@ -111,7 +111,11 @@ impl FromStr for MacAddr {
 impl fmt::Display for MacAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let m = self.0;
-        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
     }
 }
 
@@ -122,6 +126,7 @@ impl fmt::Debug for MacAddr {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -150,7 +155,13 @@ mod tests {
     fn test_mac() {
         let m: MacAddr = "02:AB:0:dd:ee:ff".parse().unwrap();
         assert_eq!(m.to_string(), "02:ab:00:dd:ee:ff");
-        for bad in ["", "02:ab:00:dd:ee", "02:ab:00:dd:ee:ff:00", "02:ab:00:dd:ee:fff", "0g:00:00:00:00:00"] {
+        for bad in [
+            "",
+            "02:ab:00:dd:ee",
+            "02:ab:00:dd:ee:ff:00",
+            "02:ab:00:dd:ee:fff",
+            "0g:00:00:00:00:00",
+        ] {
             assert!(bad.parse::<MacAddr>().is_err(), "{bad}");
         }
     }

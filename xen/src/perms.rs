@@ -64,7 +64,10 @@ impl PermEntry {
         if rest.is_empty() || !rest.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
-        Some(PermEntry { domid: rest.parse().ok()?, access })
+        Some(PermEntry {
+            domid: rest.parse().ok()?,
+            access,
+        })
     }
 }
 
@@ -83,7 +86,12 @@ pub struct Perms {
 impl Perms {
     /// Owned by `owner`, everyone else gets `others`.
     pub fn new(owner: u32, others: Access) -> Perms {
-        Perms { entries: vec![PermEntry { domid: owner, access: others }] }
+        Perms {
+            entries: vec![PermEntry {
+                domid: owner,
+                access: others,
+            }],
+        }
     }
 
     /// From a list of entries; `None` if empty.
@@ -142,6 +150,7 @@ impl Perms {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -34,7 +34,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { watches: 1024, transactions: 64 }
+        Limits {
+            watches: 1024,
+            transactions: 64,
+        }
     }
 }
 
@@ -81,7 +84,12 @@ impl Default for Server {
 impl Server {
     /// An engine with an initial store.
     pub fn new(limits: Limits) -> Server {
-        Server { store: Store::new(), conns: BTreeMap::new(), next_tx: 1, limits }
+        Server {
+            store: Store::new(),
+            conns: BTreeMap::new(),
+            next_tx: 1,
+            limits,
+        }
     }
 
     /// The store (tests and leak checks).
@@ -96,7 +104,14 @@ impl Server {
 
     /// Registers a connection.
     pub fn connect(&mut self, id: ConnId, caller: Caller) {
-        self.conns.insert(id, Conn { caller, watches: Vec::new(), txs: HashMap::new() });
+        self.conns.insert(
+            id,
+            Conn {
+                caller,
+                watches: Vec::new(),
+                txs: HashMap::new(),
+            },
+        );
     }
 
     /// Forgets a connection: its watches go, its open transactions are aborted.
@@ -118,7 +133,13 @@ impl Server {
             },
             Err(e) => Msg::error_reply(req, e),
         };
-        out.insert(0, Outgoing { to: from, msg: reply });
+        out.insert(
+            0,
+            Outgoing {
+                to: from,
+                msg: reply,
+            },
+        );
         out
     }
 
@@ -131,13 +152,23 @@ impl Server {
     ) -> Result<Vec<u8>, XsErrno> {
         const OK: &[u8] = b"OK\0";
         match req.op {
-            Op::Read | Op::Directory | Op::GetPerms | Op::Write | Op::Mkdir | Op::Rm | Op::SetPerms
+            Op::Read
+            | Op::Directory
+            | Op::GetPerms
+            | Op::Write
+            | Op::Mkdir
+            | Op::Rm
+            | Op::SetPerms
             | Op::DirectoryPart => self.node_op(from, caller, req, out),
             Op::Watch => {
                 let (given, canon, token) = watch_args(caller, &req.payload)?;
                 let limit = self.limits.watches;
                 let conn = self.conns.get_mut(&from).ok_or(XsErrno::Einval)?;
-                if conn.watches.iter().any(|w| w.canon == canon && w.token == token) {
+                if conn
+                    .watches
+                    .iter()
+                    .any(|w| w.canon == canon && w.token == token)
+                {
                     return Err(XsErrno::Eexist);
                 }
                 if conn.watches.len() >= limit {
@@ -146,14 +177,19 @@ impl Server {
                 // The initial event goes after the reply (which `handle` puts first).
                 let ev = Msg::watch_event(&given, &token).map_err(|_| XsErrno::E2big)?;
                 out.push(Outgoing { to: from, msg: ev });
-                conn.watches.push(Watch { given, canon, token });
+                conn.watches.push(Watch {
+                    given,
+                    canon,
+                    token,
+                });
                 Ok(OK.to_vec())
             }
             Op::Unwatch => {
                 let (_, canon, token) = watch_args(caller, &req.payload)?;
                 let conn = self.conns.get_mut(&from).ok_or(XsErrno::Einval)?;
                 let before = conn.watches.len();
-                conn.watches.retain(|w| !(w.canon == canon && w.token == token));
+                conn.watches
+                    .retain(|w| !(w.canon == canon && w.token == token));
                 if conn.watches.len() == before {
                     return Err(XsErrno::Enoent);
                 }
@@ -195,7 +231,11 @@ impl Server {
             Op::IsDomainIntroduced => {
                 let d = wire::single_string(&req.payload).ok_or(XsErrno::Einval)?;
                 let domid: u32 = d.parse().map_err(|_| XsErrno::Einval)?;
-                Ok(if domid == 0 { b"T\0".to_vec() } else { b"F\0".to_vec() })
+                Ok(if domid == 0 {
+                    b"T\0".to_vec()
+                } else {
+                    b"F\0".to_vec()
+                })
             }
             Op::Introduce | Op::Release | Op::Resume | Op::SetTarget => {
                 if !caller.privileged {
@@ -239,7 +279,11 @@ impl Server {
         }
         let args = match req.op {
             Op::Write => {
-                let nul = req.payload.iter().position(|&b| b == 0).ok_or(XsErrno::Einval)?;
+                let nul = req
+                    .payload
+                    .iter()
+                    .position(|&b| b == 0)
+                    .ok_or(XsErrno::Einval)?;
                 let p = std::str::from_utf8(&req.payload[..nul]).map_err(|_| XsErrno::Einval)?;
                 Args::Write(canonical(caller, p)?, &req.payload[nul + 1..])
             }
@@ -247,7 +291,8 @@ impl Server {
                 let parts = wire::split_strings(&req.payload);
                 let (p, rest) = parts.split_first().ok_or(XsErrno::Einval)?;
                 let p = std::str::from_utf8(p).map_err(|_| XsErrno::Einval)?;
-                let strs: Option<Vec<&str>> = rest.iter().map(|s| std::str::from_utf8(s).ok()).collect();
+                let strs: Option<Vec<&str>> =
+                    rest.iter().map(|s| std::str::from_utf8(s).ok()).collect();
                 let perms = Perms::parse(strs.ok_or(XsErrno::Einval)?).ok_or(XsErrno::Einval)?;
                 Args::Perms(canonical(caller, p)?, perms)
             }
@@ -272,7 +317,11 @@ impl Server {
         let mut scratch = Tx::new();
         let in_tx = req.tx_id != 0;
         let conn = self.conns.get_mut(&from).ok_or(XsErrno::Einval)?;
-        let tx = if in_tx { conn.txs.get_mut(&req.tx_id).ok_or(XsErrno::Enoent)? } else { &mut scratch };
+        let tx = if in_tx {
+            conn.txs.get_mut(&req.tx_id).ok_or(XsErrno::Enoent)?
+        } else {
+            &mut scratch
+        };
         let mut ops = self.store.op(tx, caller);
         let reply = match (req.op, &args) {
             (Op::Read, Args::Path(p)) => ops.read(p)?,
@@ -354,7 +403,9 @@ fn is_prefix(watch: &str, path: &str) -> bool {
     }
     watch == "/"
         || path == watch
-        || (path.len() > watch.len() && path.starts_with(watch) && path.as_bytes()[watch.len()] == b'/')
+        || (path.len() > watch.len()
+            && path.starts_with(watch)
+            && path.as_bytes()[watch.len()] == b'/')
 }
 
 /// Reports an event path relative if the watch was registered relative.
@@ -385,7 +436,8 @@ fn watch_args(caller: Caller, payload: &[u8]) -> Result<(String, String, Vec<u8>
 }
 
 fn valid_chars(p: &str) -> bool {
-    p.bytes().all(|b| b.is_ascii_alphanumeric() || b"-/_@".contains(&b))
+    p.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-/_@".contains(&b))
 }
 
 /// Validates a client path and makes it absolute (C xenstored's `is_valid_nodename`).
@@ -437,6 +489,7 @@ fn directory_part(gen: u64, children: &[String], off: usize) -> Vec<u8> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -448,7 +501,13 @@ mod tests {
         let mut s = Server::default();
         s.connect(A, Caller::DOM0);
         s.connect(B, Caller::DOM0);
-        s.connect(GUEST, Caller { domid: 9, privileged: false });
+        s.connect(
+            GUEST,
+            Caller {
+                domid: 9,
+                privileged: false,
+            },
+        );
         s
     }
 
@@ -479,7 +538,10 @@ mod tests {
     fn test_write_read_reply_bytes() {
         let mut s = server();
         let out = s.handle(A, &write("/a/b", "hello"));
-        assert_eq!(reply(&out).encode(), Msg::ack(&write("/a/b", "hello")).encode());
+        assert_eq!(
+            reply(&out).encode(),
+            Msg::ack(&write("/a/b", "hello")).encode()
+        );
         let out = s.handle(A, &req(Op::Read, 0, &["/a/b"]));
         assert_eq!(reply(&out).op, Op::Read);
         assert_eq!(reply(&out).req_id, 42);
@@ -502,24 +564,45 @@ mod tests {
     #[test]
     fn test_watch_initial_event_then_children_and_removal() {
         let mut s = server();
-        let out = s.handle(B, &req(Op::Watch, 0, &["/local/domain/0/backend/vif", "tok"]));
+        let out = s.handle(
+            B,
+            &req(Op::Watch, 0, &["/local/domain/0/backend/vif", "tok"]),
+        );
         assert_eq!(reply(&out).payload, b"OK\0");
-        assert_eq!(events(&out, B), vec![("/local/domain/0/backend/vif".into(), "tok".into())]);
+        assert_eq!(
+            events(&out, B),
+            vec![("/local/domain/0/backend/vif".into(), "tok".into())]
+        );
         let out = s.handle(A, &write("/local/domain/0/backend/vif/3/0/online", "1"));
-        assert_eq!(events(&out, B), vec![("/local/domain/0/backend/vif/3/0/online".into(), "tok".into())]);
+        assert_eq!(
+            events(&out, B),
+            vec![(
+                "/local/domain/0/backend/vif/3/0/online".into(),
+                "tok".into()
+            )]
+        );
         // Unrelated paths do not fire; neither does a sibling with a common string prefix.
         let out = s.handle(A, &write("/local/domain/0/backend/vif2", "x"));
         assert!(events(&out, B).is_empty());
         // Removing an ancestor fires the watch, with the watch's own path (the node it watched
         // is gone), as C xenstored does for the children of a removed node.
         let out = s.handle(A, &req(Op::Rm, 0, &["/local/domain/0/backend"]));
-        assert_eq!(events(&out, B), vec![("/local/domain/0/backend/vif".into(), "tok".into())]);
+        assert_eq!(
+            events(&out, B),
+            vec![("/local/domain/0/backend/vif".into(), "tok".into())]
+        );
         // Unwatch; then nothing fires.
-        let out = s.handle(B, &req(Op::Unwatch, 0, &["/local/domain/0/backend/vif", "tok"]));
+        let out = s.handle(
+            B,
+            &req(Op::Unwatch, 0, &["/local/domain/0/backend/vif", "tok"]),
+        );
         assert_eq!(reply(&out).payload, b"OK\0");
         let out = s.handle(A, &write("/local/domain/0/backend/vif/1", "x"));
         assert!(events(&out, B).is_empty());
-        let out = s.handle(B, &req(Op::Unwatch, 0, &["/local/domain/0/backend/vif", "tok"]));
+        let out = s.handle(
+            B,
+            &req(Op::Unwatch, 0, &["/local/domain/0/backend/vif", "tok"]),
+        );
         assert_eq!(reply(&out).as_error(), Some(XsErrno::Enoent));
     }
 
@@ -528,7 +611,10 @@ mod tests {
         let mut s = server();
         s.handle(B, &req(Op::Watch, 0, &["device", "t"]));
         let out = s.handle(A, &write("/local/domain/0/device/vif/0/state", "4"));
-        assert_eq!(events(&out, B), vec![("device/vif/0/state".into(), "t".into())]);
+        assert_eq!(
+            events(&out, B),
+            vec![("device/vif/0/state".into(), "t".into())]
+        );
     }
 
     #[test]
@@ -544,7 +630,10 @@ mod tests {
         let mut s = server();
         s.handle(B, &req(Op::Watch, 0, &["/v", "t"]));
         let out = s.handle(A, &req(Op::TransactionStart, 0, &[""]));
-        let id: u32 = wire::single_string(&reply(&out).payload).unwrap().parse().unwrap();
+        let id: u32 = wire::single_string(&reply(&out).payload)
+            .unwrap()
+            .parse()
+            .unwrap();
         let out = s.handle(A, &Msg::write(1, id, "/v/k1", b"a").unwrap());
         assert_eq!(reply(&out).tx_id, id);
         assert!(events(&out, B).is_empty(), "no events before commit");
@@ -558,14 +647,21 @@ mod tests {
 
         // Conflict: a tx reads /v/k1, someone else writes it, commit fails with EAGAIN.
         let out = s.handle(A, &req(Op::TransactionStart, 0, &[""]));
-        let id: u32 = wire::single_string(&reply(&out).payload).unwrap().parse().unwrap();
+        let id: u32 = wire::single_string(&reply(&out).payload)
+            .unwrap()
+            .parse()
+            .unwrap();
         s.handle(A, &req(Op::Read, id, &["/v/k1"]));
         s.handle(A, &Msg::write(1, id, "/v/k3", b"c").unwrap());
         s.handle(B, &write("/v/k1", "changed"));
         let out = s.handle(A, &req(Op::TransactionEnd, id, &["T"]));
         assert_eq!(reply(&out).as_error(), Some(XsErrno::Eagain));
         let out = s.handle(A, &req(Op::TransactionEnd, id, &["T"]));
-        assert_eq!(reply(&out).as_error(), Some(XsErrno::Enoent), "tx is gone after EAGAIN");
+        assert_eq!(
+            reply(&out).as_error(),
+            Some(XsErrno::Enoent),
+            "tx is gone after EAGAIN"
+        );
         let out = s.handle(A, &req(Op::Read, 0, &["/v/k3"]));
         assert_eq!(reply(&out).as_error(), Some(XsErrno::Enoent));
         // Unknown transaction id.
@@ -580,7 +676,10 @@ mod tests {
     fn test_abort_discards() {
         let mut s = server();
         let out = s.handle(A, &req(Op::TransactionStart, 0, &[""]));
-        let id: u32 = wire::single_string(&reply(&out).payload).unwrap().parse().unwrap();
+        let id: u32 = wire::single_string(&reply(&out).payload)
+            .unwrap()
+            .parse()
+            .unwrap();
         s.handle(A, &Msg::write(1, id, "/gone", b"a").unwrap());
         s.handle(A, &req(Op::TransactionEnd, id, &["F"]));
         let out = s.handle(A, &req(Op::Read, 0, &["/gone"]));
@@ -657,9 +756,85 @@ mod tests {
         assert_eq!(names.len(), 1000);
     }
 
+    mod prop {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn arb_msg() -> impl Strategy<Value = Msg> {
+            let path = prop_oneof![
+                Just("/a".to_string()),
+                Just("/a/b".to_string()),
+                Just("/a/b/c".to_string()),
+                Just("rel".to_string()),
+                Just("@introduceDomain".to_string()),
+                "[a-z/@.]{0,12}",
+            ];
+            (
+                0u32..30,
+                any::<u32>(),
+                prop_oneof![Just(0u32), 1u32..4, any::<u32>()],
+                path,
+                proptest::collection::vec(any::<u8>(), 0..16),
+                0u8..4,
+            )
+                .prop_map(|(op, req, tx, path, junk, shape)| {
+                    let payload = match shape {
+                        0 => format!("{path}\0").into_bytes(),
+                        1 => format!("{path}\0tok\0").into_bytes(),
+                        2 => {
+                            let mut v = format!("{path}\0").into_bytes();
+                            v.extend(junk);
+                            v
+                        }
+                        _ => junk,
+                    };
+                    Msg {
+                        op: Op::from(op),
+                        req_id: req,
+                        tx_id: tx,
+                        payload,
+                    }
+                })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+            /// Any request sequence from a mix of privileged and unprivileged connections: no
+            /// panic, and every request gets exactly one reply, first, echoing its ids.
+            #[test]
+            fn random_requests_get_one_reply_each(
+                msgs in proptest::collection::vec((0u64..3, arb_msg()), 1..60)
+            ) {
+                let mut s = server();
+                for (i, (conn, m)) in msgs.iter().enumerate() {
+                    let from = [A, B, GUEST][*conn as usize];
+                    let out = s.handle(from, m);
+                    prop_assert!(!out.is_empty());
+                    prop_assert_eq!(out[0].to, from);
+                    prop_assert_eq!(out[0].msg.req_id, m.req_id);
+                    prop_assert_eq!(out[0].msg.tx_id, m.tx_id);
+                    prop_assert!(out[0].msg.op == m.op || out[0].msg.op == Op::Error);
+                    let replies = out.iter().filter(|o| o.msg.op != Op::WatchEvent).count();
+                    prop_assert_eq!(replies, 1, "request {} {:?}", i, m);
+                    for o in &out {
+                        prop_assert!(o.msg.payload.len() <= PAYLOAD_MAX);
+                    }
+                }
+                s.disconnect(A);
+                s.disconnect(B);
+                s.disconnect(GUEST);
+                prop_assert_eq!(s.connections(), 0);
+            }
+        }
+    }
+
     #[test]
     fn test_watch_limits_and_disconnect_cleanup() {
-        let mut s = Server::new(Limits { watches: 2, transactions: 1 });
+        let mut s = Server::new(Limits {
+            watches: 2,
+            transactions: 1,
+        });
         s.connect(A, Caller::DOM0);
         s.handle(A, &req(Op::Watch, 0, &["/a", "1"]));
         s.handle(A, &req(Op::Watch, 0, &["/a", "2"]));

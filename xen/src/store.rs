@@ -43,7 +43,10 @@ pub struct Caller {
 
 impl Caller {
     /// Dom0, privileged.
-    pub const DOM0: Caller = Caller { domid: 0, privileged: true };
+    pub const DOM0: Caller = Caller {
+        domid: 0,
+        privileged: true,
+    };
 }
 
 #[derive(Debug, Clone)]
@@ -98,10 +101,18 @@ impl Default for Store {
 impl Store {
     /// A store holding `/` (perms `r0`), `/local`, `/local/domain`, `/local/domain/0` and `/tool`.
     pub fn new() -> Store {
-        let mut s = Store { nodes: HashMap::new(), gen: 1 };
+        let mut s = Store {
+            nodes: HashMap::new(),
+            gen: 1,
+        };
         s.nodes.insert(
             "/".to_string(),
-            Node { value: Vec::new(), perms: Perms::new(0, Access::Read), gen: 1, children: BTreeSet::new() },
+            Node {
+                value: Vec::new(),
+                perms: Perms::new(0, Access::Read),
+                gen: 1,
+                children: BTreeSet::new(),
+            },
         );
         let mut tx = Tx::new();
         for p in ["/local/domain/0", "/tool"] {
@@ -124,7 +135,11 @@ impl Store {
 
     /// Operations on behalf of `caller` inside `tx`.
     pub fn op<'a>(&'a self, tx: &'a mut Tx, caller: Caller) -> Ops<'a> {
-        Ops { store: self, tx, caller }
+        Ops {
+            store: self,
+            tx,
+            caller,
+        }
     }
 
     /// Commits `tx`, returning the changes that fire watches.
@@ -162,8 +177,13 @@ impl Store {
 
     /// Whether `caller` may read the committed node at `path` (true if it does not exist).
     pub fn readable_by(&self, path: &str, caller: Caller) -> bool {
-        caller.privileged
-            || self.nodes.get(path).map_or(true, |n| n.perms.access_for(caller.domid).can_read())
+        if caller.privileged {
+            return true;
+        }
+        match self.nodes.get(path) {
+            None => true,
+            Some(n) => n.perms.access_for(caller.domid).can_read(),
+        }
     }
 }
 
@@ -234,7 +254,11 @@ impl Ops<'_> {
             return Ok(());
         }
         let a = node.perms.access_for(self.caller.domid);
-        let ok = if want_write { a.can_write() } else { a.can_read() };
+        let ok = if want_write {
+            a.can_write()
+        } else {
+            a.can_read()
+        };
         if ok {
             Ok(())
         } else {
@@ -255,7 +279,11 @@ impl Ops<'_> {
 
     /// `DIRECTORY`.
     pub fn directory(&mut self, path: &str) -> Result<Vec<String>, XsErrno> {
-        Ok(self.get_checked(path, false)?.children.into_iter().collect())
+        Ok(self
+            .get_checked(path, false)?
+            .children
+            .into_iter()
+            .collect())
     }
 
     /// `DIRECTORY_PART`: the node's generation and its children, for libxenstore's chunked listing.
@@ -317,8 +345,17 @@ impl Ops<'_> {
             };
             parent_node.children.insert(basename(p).to_string());
             self.put(&parent_path, parent_node);
-            let v = if p == path { value.to_vec() } else { Vec::new() };
-            parent_node = Node { value: v, perms, gen: 0, children: BTreeSet::new() };
+            let v = if p == path {
+                value.to_vec()
+            } else {
+                Vec::new()
+            };
+            parent_node = Node {
+                value: v,
+                perms,
+                gen: 0,
+                children: BTreeSet::new(),
+            };
             parent_path = p.clone();
         }
         self.put(&parent_path, parent_node);
@@ -370,10 +407,14 @@ impl Ops<'_> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
-    const GUEST: Caller = Caller { domid: 7, privileged: false };
+    const GUEST: Caller = Caller {
+        domid: 7,
+        privileged: false,
+    };
 
     fn run<R>(s: &mut Store, c: Caller, f: impl FnOnce(&mut Ops<'_>) -> R) -> R {
         let mut tx = Tx::new();
@@ -386,11 +427,22 @@ mod tests {
     fn test_write_creates_ancestors_and_lists() {
         let mut s = Store::new();
         run(&mut s, Caller::DOM0, |o| o.write("/a/b/c", b"v")).unwrap();
-        assert_eq!(run(&mut s, Caller::DOM0, |o| o.read("/a/b/c")).unwrap(), b"v");
+        assert_eq!(
+            run(&mut s, Caller::DOM0, |o| o.read("/a/b/c")).unwrap(),
+            b"v"
+        );
         assert_eq!(run(&mut s, Caller::DOM0, |o| o.read("/a/b")).unwrap(), b"");
-        assert_eq!(run(&mut s, Caller::DOM0, |o| o.directory("/a")).unwrap(), vec!["b"]);
-        assert!(run(&mut s, Caller::DOM0, |o| o.directory("/")).unwrap().contains(&"a".to_string()));
-        assert_eq!(run(&mut s, Caller::DOM0, |o| o.read("/nope")), Err(XsErrno::Enoent));
+        assert_eq!(
+            run(&mut s, Caller::DOM0, |o| o.directory("/a")).unwrap(),
+            vec!["b"]
+        );
+        assert!(run(&mut s, Caller::DOM0, |o| o.directory("/"))
+            .unwrap()
+            .contains(&"a".to_string()));
+        assert_eq!(
+            run(&mut s, Caller::DOM0, |o| o.read("/nope")),
+            Err(XsErrno::Enoent)
+        );
     }
 
     #[test]
@@ -402,8 +454,14 @@ mod tests {
         run(&mut s, Caller::DOM0, |o| o.rm("/a")).unwrap();
         assert_eq!(s.len(), before);
         assert_eq!(run(&mut s, Caller::DOM0, |o| o.rm("/a")), Ok(()));
-        assert_eq!(run(&mut s, Caller::DOM0, |o| o.rm("/a/b")), Err(XsErrno::Enoent));
-        assert_eq!(run(&mut s, Caller::DOM0, |o| o.rm("/")), Err(XsErrno::Einval));
+        assert_eq!(
+            run(&mut s, Caller::DOM0, |o| o.rm("/a/b")),
+            Err(XsErrno::Enoent)
+        );
+        assert_eq!(
+            run(&mut s, Caller::DOM0, |o| o.rm("/")),
+            Err(XsErrno::Einval)
+        );
     }
 
     #[test]
@@ -411,21 +469,41 @@ mod tests {
         let mut s = Store::new();
         run(&mut s, Caller::DOM0, |o| o.write("/a", b"v")).unwrap();
         assert_eq!(run(&mut s, GUEST, |o| o.read("/a")).unwrap(), b"v");
-        assert_eq!(run(&mut s, GUEST, |o| o.write("/a", b"x")), Err(XsErrno::Eacces));
-        assert_eq!(run(&mut s, GUEST, |o| o.write("/a/new", b"x")), Err(XsErrno::Eacces));
+        assert_eq!(
+            run(&mut s, GUEST, |o| o.write("/a", b"x")),
+            Err(XsErrno::Eacces)
+        );
+        assert_eq!(
+            run(&mut s, GUEST, |o| o.write("/a/new", b"x")),
+            Err(XsErrno::Eacces)
+        );
         assert_eq!(run(&mut s, GUEST, |o| o.rm("/a")), Err(XsErrno::Eacces));
         // Grant domain 7 write access on /a: it may now create below it, owning what it creates.
         let p = Perms::parse(["r0", "b7"]).unwrap();
         run(&mut s, Caller::DOM0, |o| o.set_perms("/a", p)).unwrap();
         run(&mut s, GUEST, |o| o.write("/a/new", b"x")).unwrap();
-        assert_eq!(run(&mut s, GUEST, |o| o.get_perms("/a/new")).unwrap().owner(), 7);
+        assert_eq!(
+            run(&mut s, GUEST, |o| o.get_perms("/a/new"))
+                .unwrap()
+                .owner(),
+            7
+        );
         // But may not give its node away.
         let give = Perms::parse(["b8"]).unwrap();
-        assert_eq!(run(&mut s, GUEST, |o| o.set_perms("/a/new", give)), Err(XsErrno::Eperm));
+        assert_eq!(
+            run(&mut s, GUEST, |o| o.set_perms("/a/new", give)),
+            Err(XsErrno::Eperm)
+        );
         // A node readable by nobody else is hidden from the guest.
         run(&mut s, Caller::DOM0, |o| o.write("/secret", b"s")).unwrap();
-        run(&mut s, Caller::DOM0, |o| o.set_perms("/secret", Perms::new(0, Access::None))).unwrap();
-        assert_eq!(run(&mut s, GUEST, |o| o.read("/secret")), Err(XsErrno::Eacces));
+        run(&mut s, Caller::DOM0, |o| {
+            o.set_perms("/secret", Perms::new(0, Access::None))
+        })
+        .unwrap();
+        assert_eq!(
+            run(&mut s, GUEST, |o| o.read("/secret")),
+            Err(XsErrno::Eacces)
+        );
     }
 
     #[test]
@@ -436,11 +514,17 @@ mod tests {
         assert_eq!(s.op(&mut t1, Caller::DOM0).read("/x").unwrap(), b"1");
         s.op(&mut t1, Caller::DOM0).write("/y", b"t1").unwrap();
         // Not visible outside before commit.
-        assert_eq!(run(&mut s, Caller::DOM0, |o| o.read("/y")), Err(XsErrno::Enoent));
+        assert_eq!(
+            run(&mut s, Caller::DOM0, |o| o.read("/y")),
+            Err(XsErrno::Enoent)
+        );
         // A concurrent write to /x makes t1 conflict.
         run(&mut s, Caller::DOM0, |o| o.write("/x", b"2")).unwrap();
         assert_eq!(s.commit(t1).unwrap_err(), XsErrno::Eagain);
-        assert_eq!(run(&mut s, Caller::DOM0, |o| o.read("/y")), Err(XsErrno::Enoent));
+        assert_eq!(
+            run(&mut s, Caller::DOM0, |o| o.read("/y")),
+            Err(XsErrno::Enoent)
+        );
     }
 
     #[test]
@@ -455,7 +539,10 @@ mod tests {
         let c1 = s.commit(t1).unwrap();
         assert_eq!(c1, vec![Change::Modified("/vif/1/k".into())]);
         s.commit(t2).unwrap();
-        assert_eq!(run(&mut s, Caller::DOM0, |o| o.read("/vif/2/k")).unwrap(), b"b");
+        assert_eq!(
+            run(&mut s, Caller::DOM0, |o| o.read("/vif/2/k")).unwrap(),
+            b"b"
+        );
     }
 
     #[test]
@@ -463,7 +550,11 @@ mod tests {
         let mut s = Store::new();
         run(&mut s, Caller::DOM0, |o| o.mkdir("/d")).unwrap();
         let mut t1 = Tx::new();
-        assert!(s.op(&mut t1, Caller::DOM0).directory("/d").unwrap().is_empty());
+        assert!(s
+            .op(&mut t1, Caller::DOM0)
+            .directory("/d")
+            .unwrap()
+            .is_empty());
         s.op(&mut t1, Caller::DOM0).write("/other", b"").unwrap();
         run(&mut s, Caller::DOM0, |o| o.write("/d/new", b"")).unwrap();
         assert_eq!(s.commit(t1).unwrap_err(), XsErrno::Eagain);
@@ -477,7 +568,10 @@ mod tests {
         s.op(&mut t, Caller::DOM0).rm("/a").unwrap();
         s.op(&mut t, Caller::DOM0).write("/a/new", b"2").unwrap();
         s.commit(t).unwrap();
-        assert_eq!(run(&mut s, Caller::DOM0, |o| o.directory("/a")).unwrap(), vec!["new"]);
+        assert_eq!(
+            run(&mut s, Caller::DOM0, |o| o.directory("/a")).unwrap(),
+            vec!["new"]
+        );
         assert!(!s.exists("/a/old"));
     }
 }

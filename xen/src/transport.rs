@@ -54,7 +54,11 @@ pub(crate) fn wait_readable(fd: RawFd, timeout: Option<Duration>) -> io::Result<
             libc::c_int::try_from(ms).unwrap_or(libc::c_int::MAX)
         }
     };
-    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
     loop {
         // SAFETY: `pfd` is a valid, initialised pollfd living on our stack for the duration of the
         // call, and nfds = 1 matches the single element passed.
@@ -69,9 +73,16 @@ pub(crate) fn wait_readable(fd: RawFd, timeout: Option<Duration>) -> io::Result<
     }
 }
 
-fn recv_fd<R: Read + AsRawFd>(r: &mut R, buf: &mut [u8], timeout: Option<Duration>) -> io::Result<usize> {
+fn recv_fd<R: Read + AsRawFd>(
+    r: &mut R,
+    buf: &mut [u8],
+    timeout: Option<Duration>,
+) -> io::Result<usize> {
     if !wait_readable(r.as_raw_fd(), timeout)? {
-        return Err(io::Error::new(io::ErrorKind::TimedOut, "no data from xenstore"));
+        return Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "no data from xenstore",
+        ));
     }
     loop {
         match r.read(buf) {
@@ -120,7 +131,15 @@ impl XenbusTransport {
     /// # Errors
     /// The open error.
     pub fn open(path: impl AsRef<Path>) -> io::Result<XenbusTransport> {
-        Ok(XenbusTransport(OpenOptions::new().read(true).write(true).open(path)?))
+        Ok(XenbusTransport(
+            OpenOptions::new().read(true).write(true).open(path)?,
+        ))
+    }
+
+    /// Wraps an already open file (or any byte-stream fd converted into a `File`; the tests run
+    /// this transport over a socket to the dev daemon).
+    pub fn from_file(f: File) -> XenbusTransport {
+        XenbusTransport(f)
     }
 }
 

@@ -115,7 +115,12 @@ impl Header {
     /// Decodes a header from exactly [`HEADER_LEN`] bytes.
     pub fn decode(b: &[u8; HEADER_LEN]) -> Header {
         let word = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
-        Header { op: Op::from(word(0)), req_id: word(4), tx_id: word(8), len: word(12) }
+        Header {
+            op: Op::from(word(0)),
+            req_id: word(4),
+            tx_id: word(8),
+            len: word(12),
+        }
     }
 
     /// Encodes the header.
@@ -161,11 +166,21 @@ impl Msg {
         if payload.len() > PAYLOAD_MAX {
             return Err(WireError::PayloadTooLong(payload.len()));
         }
-        Ok(Msg { op, req_id, tx_id, payload })
+        Ok(Msg {
+            op,
+            req_id,
+            tx_id,
+            payload,
+        })
     }
 
     /// A request whose payload is a list of NUL-terminated strings.
-    pub fn with_strings(op: Op, req_id: u32, tx_id: u32, parts: &[&[u8]]) -> Result<Msg, WireError> {
+    pub fn with_strings(
+        op: Op,
+        req_id: u32,
+        tx_id: u32,
+        parts: &[&[u8]],
+    ) -> Result<Msg, WireError> {
         let mut payload = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
         for p in parts {
             payload.extend_from_slice(p);
@@ -192,7 +207,12 @@ impl Msg {
     pub fn error_reply(req: &Msg, err: XsErrno) -> Msg {
         let mut payload = err.name().as_bytes().to_vec();
         payload.push(0);
-        Msg { op: Op::Error, req_id: req.req_id, tx_id: req.tx_id, payload }
+        Msg {
+            op: Op::Error,
+            req_id: req.req_id,
+            tx_id: req.tx_id,
+            payload,
+        }
     }
 
     /// A successful reply to `req` with `payload`.
@@ -202,7 +222,12 @@ impl Msg {
 
     /// The `OK\0` acknowledgement.
     pub fn ack(req: &Msg) -> Msg {
-        Msg { op: req.op, req_id: req.req_id, tx_id: req.tx_id, payload: b"OK\0".to_vec() }
+        Msg {
+            op: req.op,
+            req_id: req.req_id,
+            tx_id: req.tx_id,
+            payload: b"OK\0".to_vec(),
+        }
     }
 
     /// Header plus payload, ready for the wire.
@@ -217,7 +242,12 @@ impl Msg {
         // The constructors bound the payload to PAYLOAD_MAX, so this cannot truncate; a Msg built
         // by hand with a larger payload is a caller bug that the peer will reject anyway.
         let len = u32::try_from(self.payload.len()).unwrap_or(u32::MAX);
-        let h = Header { op: self.op, req_id: self.req_id, tx_id: self.tx_id, len };
+        let h = Header {
+            op: self.op,
+            req_id: self.req_id,
+            tx_id: self.tx_id,
+            len,
+        };
         out.extend_from_slice(&h.encode());
         out.extend_from_slice(&self.payload);
     }
@@ -414,7 +444,12 @@ impl Parser {
             self.buf.clear();
             self.start = 0;
         }
-        Ok(Some(Msg { op: h.op, req_id: h.req_id, tx_id: h.tx_id, payload }))
+        Ok(Some(Msg {
+            op: h.op,
+            req_id: h.req_id,
+            tx_id: h.tx_id,
+            payload,
+        }))
     }
 }
 
@@ -449,6 +484,7 @@ pub fn parse_watch_event(payload: &[u8]) -> Option<(String, Vec<u8>)> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -529,8 +565,14 @@ mod tests {
                 Msg::with_strings(Op::Directory, 1, 0, &[b"/a"]).unwrap(),
                 fixture(1, 1, 0, b"/a\0"),
             ),
-            (Msg::with_strings(Op::Read, 2, 5, &[b"/a/b"]).unwrap(), fixture(2, 2, 5, b"/a/b\0")),
-            (Msg::with_strings(Op::GetPerms, 3, 0, &[b"/a"]).unwrap(), fixture(3, 3, 0, b"/a\0")),
+            (
+                Msg::with_strings(Op::Read, 2, 5, &[b"/a/b"]).unwrap(),
+                fixture(2, 2, 5, b"/a/b\0"),
+            ),
+            (
+                Msg::with_strings(Op::GetPerms, 3, 0, &[b"/a"]).unwrap(),
+                fixture(3, 3, 0, b"/a\0"),
+            ),
             (
                 Msg::with_strings(Op::Watch, 4, 0, &[b"/a", b"tok"]).unwrap(),
                 fixture(4, 4, 0, b"/a\0tok\0"),
@@ -551,16 +593,31 @@ mod tests {
                 Msg::with_strings(Op::GetDomainPath, 10, 0, &[b"3"]).unwrap(),
                 fixture(10, 10, 0, b"3\0"),
             ),
-            (Msg::write(11, 0, "/a", b"v\x00x").unwrap(), fixture(11, 11, 0, b"/a\0v\0x")),
-            (Msg::with_strings(Op::Mkdir, 12, 0, &[b"/a"]).unwrap(), fixture(12, 12, 0, b"/a\0")),
-            (Msg::with_strings(Op::Rm, 13, 0, &[b"/a"]).unwrap(), fixture(13, 13, 0, b"/a\0")),
+            (
+                Msg::write(11, 0, "/a", b"v\x00x").unwrap(),
+                fixture(11, 11, 0, b"/a\0v\0x"),
+            ),
+            (
+                Msg::with_strings(Op::Mkdir, 12, 0, &[b"/a"]).unwrap(),
+                fixture(12, 12, 0, b"/a\0"),
+            ),
+            (
+                Msg::with_strings(Op::Rm, 13, 0, &[b"/a"]).unwrap(),
+                fixture(13, 13, 0, b"/a\0"),
+            ),
             (
                 Msg::with_strings(Op::SetPerms, 14, 0, &[b"/a", b"n0", b"r5"]).unwrap(),
                 fixture(14, 14, 0, b"/a\0n0\0r5\0"),
             ),
-            (Msg::watch_event("/a/b", b"tok").unwrap(), fixture(15, 0, 0, b"/a/b\0tok\0")),
             (
-                Msg::error_reply(&Msg::with_strings(Op::Read, 16, 0, &[b"/x"]).unwrap(), XsErrno::Enoent),
+                Msg::watch_event("/a/b", b"tok").unwrap(),
+                fixture(15, 0, 0, b"/a/b\0tok\0"),
+            ),
+            (
+                Msg::error_reply(
+                    &Msg::with_strings(Op::Read, 16, 0, &[b"/x"]).unwrap(),
+                    XsErrno::Enoent,
+                ),
                 fixture(16, 16, 0, b"ENOENT\0"),
             ),
             (
@@ -575,7 +632,10 @@ mod tests {
                 Msg::with_strings(Op::DirectoryPart, 22, 0, &[b"/a", b"0"]).unwrap(),
                 fixture(22, 22, 0, b"/a\x000\0"),
             ),
-            (Msg::ack(&Msg::with_strings(Op::Write, 11, 0, &[b"/a"]).unwrap()), fixture(11, 11, 0, b"OK\0")),
+            (
+                Msg::ack(&Msg::with_strings(Op::Write, 11, 0, &[b"/a"]).unwrap()),
+                fixture(11, 11, 0, b"OK\0"),
+            ),
         ];
         for (msg, bytes) in cases {
             assert_eq!(msg.encode(), bytes, "emit {msg:?}");
@@ -613,7 +673,9 @@ mod tests {
 
     #[test]
     fn test_need_counts_missing_bytes() {
-        let m = Msg::with_strings(Op::Read, 1, 0, &[b"/abc"]).unwrap().encode();
+        let m = Msg::with_strings(Op::Read, 1, 0, &[b"/abc"])
+            .unwrap()
+            .encode();
         let mut p = Parser::new();
         assert_eq!(p.need(), HEADER_LEN);
         p.feed(&m[..10]);
@@ -675,7 +737,12 @@ mod tests {
             assert_eq!(XsErrno::from_name(e.name()), e);
         }
         assert_eq!(XsErrno::from_name("EWHAT"), XsErrno::Other("EWHAT".into()));
-        let m = Msg { op: Op::Error, req_id: 1, tx_id: 0, payload: b"EACCES\0".to_vec() };
+        let m = Msg {
+            op: Op::Error,
+            req_id: 1,
+            tx_id: 0,
+            payload: b"EACCES\0".to_vec(),
+        };
         assert_eq!(m.as_error(), Some(XsErrno::Eacces));
     }
 
@@ -688,7 +755,10 @@ mod tests {
         assert_eq!(single_string(b"/a\0"), Some("/a"));
         assert_eq!(single_string(b"/a"), None);
         assert_eq!(single_string(b"/a\0b\0"), None);
-        assert_eq!(parse_watch_event(b"/p\0tok\0"), Some(("/p".to_string(), b"tok".to_vec())));
+        assert_eq!(
+            parse_watch_event(b"/p\0tok\0"),
+            Some(("/p".to_string(), b"tok".to_vec()))
+        );
         assert_eq!(parse_watch_event(b"/p\0"), None);
     }
 
@@ -706,16 +776,11 @@ mod tests {
                 let mut p = Parser::new();
                 for c in data.chunks(chunk) {
                     p.feed(c);
-                    loop {
-                        match p.next() {
-                            Ok(Some(m)) => {
-                                prop_assert!(m.payload.len() <= PAYLOAD_MAX);
-                                let _ = m.as_error();
-                                let _ = split_strings(&m.payload);
-                                let _ = parse_watch_event(&m.payload);
-                            }
-                            Ok(None) | Err(_) => break,
-                        }
+                    while let Ok(Some(m)) = p.next() {
+                        prop_assert!(m.payload.len() <= PAYLOAD_MAX);
+                        let _ = m.as_error();
+                        let _ = split_strings(&m.payload);
+                        let _ = parse_watch_event(&m.payload);
                     }
                 }
             }

@@ -18,7 +18,15 @@ use vrouter_xen::TxId;
 fn debian_write_read_ls_exists_rm() {
     require_xenstore_utils();
     let d = Xenstored::start(&[]);
-    d.xs_ok("xenstore-write", &["/vrouter/vm1/ip", "10.1.1.2", "/vrouter/vm1/mac", "02:00:00:00:00:01"]);
+    d.xs_ok(
+        "xenstore-write",
+        &[
+            "/vrouter/vm1/ip",
+            "10.1.1.2",
+            "/vrouter/vm1/mac",
+            "02:00:00:00:00:01",
+        ],
+    );
     assert_eq!(d.xs_ok("xenstore-read", &["/vrouter/vm1/ip"]), "10.1.1.2\n");
     let ls = d.xs_ok("xenstore-ls", &["/vrouter"]);
     assert!(ls.contains("vm1 = \"\""), "{ls}");
@@ -59,11 +67,21 @@ fn debian_watch_fires_initial_event_and_on_children() {
     let mut buf = Vec::new();
     let mut byte = [0u8; 1];
     while !buf.ends_with(b"\n") {
-        assert_eq!(out.read(&mut byte).unwrap(), 1, "xenstore-watch exited early");
+        assert_eq!(
+            out.read(&mut byte).unwrap(),
+            1,
+            "xenstore-watch exited early"
+        );
         buf.push(byte[0]);
     }
-    d.xs_ok("xenstore-write", &["/local/domain/0/backend/vif/3/0/online", "1"]);
-    d.xs_ok("xenstore-write", &["/local/domain/0/backend/unrelated", "1"]);
+    d.xs_ok(
+        "xenstore-write",
+        &["/local/domain/0/backend/vif/3/0/online", "1"],
+    );
+    d.xs_ok(
+        "xenstore-write",
+        &["/local/domain/0/backend/unrelated", "1"],
+    );
     d.xs_ok("xenstore-rm", &["/local/domain/0/backend/vif/3"]);
     let deadline = Instant::now() + Duration::from_secs(10);
     while watch.try_wait().unwrap().is_none() {
@@ -122,10 +140,18 @@ fn unprivileged_peer_reads_but_cannot_write() {
         } else {
             Command::new(tool)
         };
-        cmd.args(args).env("XENSTORED_PATH", &d.socket).stdin(Stdio::null()).output().unwrap()
+        cmd.args(args)
+            .env("XENSTORED_PATH", &d.socket)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
     };
     let r = run("xenstore-read", &["/data/k"]);
-    assert!(r.status.success(), "read as nobody: {}", String::from_utf8_lossy(&r.stderr));
+    assert!(
+        r.status.success(),
+        "read as nobody: {}",
+        String::from_utf8_lossy(&r.stderr)
+    );
     assert_eq!(r.stdout, b"v\n");
     let w = run("xenstore-write", &["/data/k", "evil"]);
     assert!(!w.status.success(), "write as nobody must fail");
@@ -153,18 +179,31 @@ fn default_socket_mode_is_owner_only() {
 #[test]
 fn second_daemon_on_same_socket_refuses_and_stale_socket_is_replaced() {
     let d = Xenstored::start(&[]);
-    let st = Command::new(common::DAEMON).arg("--socket").arg(&d.socket).stderr(Stdio::null()).status().unwrap();
-    assert!(!st.success(), "a second daemon must not steal a live socket");
+    let st = Command::new(common::DAEMON)
+        .arg("--socket")
+        .arg(&d.socket)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(
+        !st.success(),
+        "a second daemon must not steal a live socket"
+    );
     // A stale socket file (no listener) is replaced.
     let stale = d.dir.path().join("stale");
     drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
-    let mut child = Command::new(common::DAEMON).arg("--socket").arg(&stale).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = Command::new(common::DAEMON)
+        .arg("--socket")
+        .arg(&stale)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while UnixStream::connect(&stale).is_err() {
         assert!(Instant::now() < deadline);
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert_eq!(xs_at(&stale, "xenstore-exists", &["/"]).status.success(), true);
+    assert!(xs_at(&stale, "xenstore-exists", &["/"]).status.success());
     let _ = child.kill();
     let _ = child.wait();
 }
@@ -197,8 +236,14 @@ fn our_client_transactions_conflict_and_retry_over_the_socket() {
     assert_eq!(a.read("/t/y").unwrap(), b"3");
     // Typed errors over the wire.
     assert!(a.read("/t/none").unwrap_err().is_not_found());
-    assert_eq!(a.read("/t//bad").unwrap_err().errno(), Some(&XsErrno::Einval));
-    assert_eq!(a.transaction_end(TxId(12345), true).unwrap_err().errno(), Some(&XsErrno::Enoent));
+    assert_eq!(
+        a.read("/t//bad").unwrap_err().errno(),
+        Some(&XsErrno::Einval)
+    );
+    assert_eq!(
+        a.transaction_end(TxId(12345), true).unwrap_err().errno(),
+        Some(&XsErrno::Enoent)
+    );
 }
 
 #[test]
@@ -226,7 +271,10 @@ fn our_watch_sees_events_interleaved_with_replies() {
     }
     w.unwatch("/w", "tok").unwrap();
     other.write("/w/after", b"v").unwrap();
-    assert_eq!(w.wait_event(Some(Duration::from_millis(200))).unwrap(), None);
+    assert_eq!(
+        w.wait_event(Some(Duration::from_millis(200))).unwrap(),
+        None
+    );
 }
 
 /// Garbage on the socket: random bytes, oversized headers, valid headers with random payloads
@@ -252,10 +300,19 @@ fn daemon_survives_garbage_on_the_socket() {
                     let len = rng.below(64) as usize;
                     let mut payload = rng.bytes(len);
                     if rng.below(2) == 0 {
-                        payload = format!("/fuzz/{}\0{}\0", rng.below(10), rng.below(10)).into_bytes();
+                        payload =
+                            format!("/fuzz/{}\0{}\0", rng.below(10), rng.below(10)).into_bytes();
                     }
-                    let tx = if rng.below(4) == 0 { rng.next() as u32 } else { 0 };
-                    v.extend(Msg::new(op, rng.next() as u32, tx, payload).unwrap().encode());
+                    let tx = if rng.below(4) == 0 {
+                        rng.next() as u32
+                    } else {
+                        0
+                    };
+                    v.extend(
+                        Msg::new(op, rng.next() as u32, tx, payload)
+                            .unwrap()
+                            .encode(),
+                    );
                 }
                 v
             }
@@ -275,4 +332,29 @@ fn daemon_survives_garbage_on_the_socket() {
     let mut c = d.client();
     c.write("/after/garbage", b"ok").unwrap();
     assert_eq!(d.xs_ok("xenstore-read", &["/after/garbage"]), "ok\n");
+}
+
+/// The `/dev/xen/xenbus` transport is file I/O with one write per message; run it over a socket
+/// to the dev daemon (no Xen here) to show it speaks the same protocol, watches included.
+#[test]
+fn xenbus_file_transport_speaks_the_protocol() {
+    use std::fs::File;
+    use std::os::fd::OwnedFd;
+    use vrouter_xen::transport::XenbusTransport;
+    use vrouter_xen::Client;
+
+    let d = Xenstored::start(&[]);
+    let stream = UnixStream::connect(&d.socket).unwrap();
+    let file = File::from(OwnedFd::from(stream));
+    let mut c = Client::new(XenbusTransport::from_file(file));
+    c.watch("/xb", "t").unwrap();
+    c.write("/xb/k", b"v").unwrap();
+    assert_eq!(c.read("/xb/k").unwrap(), b"v");
+    assert_eq!(c.directory("/xb").unwrap(), vec!["k"]);
+    let first = c.wait_event(Some(Duration::from_secs(1))).unwrap().unwrap();
+    let second = c.wait_event(Some(Duration::from_secs(1))).unwrap().unwrap();
+    assert_eq!(
+        (first.path.as_str(), second.path.as_str()),
+        ("/xb", "/xb/k")
+    );
 }

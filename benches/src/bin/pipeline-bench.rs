@@ -19,12 +19,20 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let usage = "usage: pipeline-bench [--json] [--case NAME]... [--routes N]... [--seconds S] [--batch B] [--pkt-len L] [--packets N]";
     while let Some(a) = args.next() {
-        let mut val = |name: &str| args.next().unwrap_or_else(|| die(&format!("{name} needs a value\n{usage}")));
+        let mut val = |name: &str| {
+            args.next()
+                .unwrap_or_else(|| die(&format!("{name} needs a value\n{usage}")))
+        };
         match a.as_str() {
             "--json" => json = true,
             "--case" => {
                 let v = val("--case");
-                cases.push(Case::from_name(&v).unwrap_or_else(|| die(&format!("unknown case {v:?}; cases: {}", Case::ALL.map(|c| c.name()).join(", ")))));
+                cases.push(Case::from_name(&v).unwrap_or_else(|| {
+                    die(&format!(
+                        "unknown case {v:?}; cases: {}",
+                        Case::ALL.map(|c| c.name()).join(", ")
+                    ))
+                }));
             }
             "--routes" => routes_sweep.push(parse(&val("--routes"), "--routes")),
             "--seconds" => seconds = parse(&val("--seconds"), "--seconds"),
@@ -51,7 +59,14 @@ fn main() {
         if json {
             println!("{}", r.json());
         } else {
-            println!("{:<20} routes={:<8} {:>8.2} Mpps {:>7.2} ns/pkt  drops={}", r.case.name(), r.routes, r.mpps, r.ns_per_pkt, r.drops);
+            println!(
+                "{:<20} routes={:<8} {:>8.2} Mpps {:>7.2} ns/pkt  drops={}",
+                r.case.name(),
+                r.routes,
+                r.mpps,
+                r.ns_per_pkt,
+                r.drops
+            );
         }
         reports.push(r);
     };
@@ -60,21 +75,38 @@ fn main() {
     }
     for &n in &routes_sweep {
         if n > 1 || !cases.contains(&Case::EncapMplsoudp) {
-            emit(run_case(Case::EncapMplsoudp, n, batch, pkt_len, dur, packets));
+            emit(run_case(
+                Case::EncapMplsoudp,
+                n,
+                batch,
+                pkt_len,
+                dur,
+                packets,
+            ));
         }
     }
     if !json {
-        if let Some(base) = reports.iter().find(|r| r.case == Case::BaselineL2Touch).map(|r| r.mpps) {
+        if let Some(base) = reports
+            .iter()
+            .find(|r| r.case == Case::BaselineL2Touch)
+            .map(|r| r.mpps)
+        {
             println!("ratios to baseline-l2-touch ({base:.2} Mpps):");
             for r in &reports {
-                println!("  {:<20} routes={:<8} {:.2}x", r.case.name(), r.routes, r.mpps / base);
+                println!(
+                    "  {:<20} routes={:<8} {:.2}x",
+                    r.case.name(),
+                    r.routes,
+                    r.mpps / base
+                );
             }
         }
     }
 }
 
 fn parse<T: std::str::FromStr>(s: &str, name: &str) -> T {
-    s.parse().unwrap_or_else(|_| die(&format!("{name}: cannot parse {s:?}")))
+    s.parse()
+        .unwrap_or_else(|_| die(&format!("{name}: cannot parse {s:?}")))
 }
 
 fn die(msg: &str) -> ! {

@@ -22,7 +22,12 @@ struct Opts {
 }
 
 fn parse() -> Result<Opts, String> {
-    let mut o = Opts { url: None, creates: 20_000, seconds: 5, threads: 8 };
+    let mut o = Opts {
+        url: None,
+        creates: 20_000,
+        seconds: 5,
+        threads: 8,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut v = || it.next().ok_or_else(|| format!("{a} needs a value"));
@@ -38,7 +43,11 @@ fn parse() -> Result<Opts, String> {
 }
 
 fn post(agent: &ureq::Agent, url: &str, body: &str) -> Result<u16, String> {
-    match agent.post(url).set("Content-Type", "application/json").send_string(body) {
+    match agent
+        .post(url)
+        .set("Content-Type", "application/json")
+        .send_string(body)
+    {
         Ok(r) => {
             let st = r.status();
             let _ = r.into_string();
@@ -62,9 +71,14 @@ fn main() {
     let url = match &o.url {
         Some(u) => u.clone(),
         None => {
-            let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(18099);
+            let port = TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .unwrap_or(18099);
             let _ = std::fs::create_dir_all(&dir);
-            let exe = std::env::current_exe().ok().and_then(|p| p.parent().map(|d| d.join("vrouter-shim")));
+            let exe = std::env::current_exe()
+                .ok()
+                .and_then(|p| p.parent().map(|d| d.join("vrouter-shim")));
             let Some(exe) = exe else {
                 eprintln!("shim-bench: cannot locate vrouter-shim");
                 std::process::exit(1);
@@ -84,7 +98,9 @@ fn main() {
                 }
             }
             let deadline = Instant::now() + Duration::from_secs(10);
-            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() && Instant::now() < deadline {
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+                && Instant::now() < deadline
+            {
                 std::thread::sleep(Duration::from_millis(20));
             }
             format!("http://127.0.0.1:{port}")
@@ -101,7 +117,9 @@ fn main() {
             let (next, failures, url) = (Arc::clone(&next), Arc::clone(&failures), url.clone());
             let total = o.creates;
             std::thread::spawn(move || {
-                let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(10)).build();
+                let agent = ureq::AgentBuilder::new()
+                    .timeout(Duration::from_secs(10))
+                    .build();
                 let coll = format!("{url}/virtual-machines");
                 loop {
                     let n = next.fetch_add(1, Ordering::Relaxed);
@@ -110,7 +128,9 @@ fn main() {
                     }
                     let uuid = format!("b0000000-0000-4000-8000-{n:012x}");
                     let name = format!("bench-{n}");
-                    let body = json!({"virtual-machine": {"name": name, "uuid": uuid, "fq_name": [name]}}).to_string();
+                    let body =
+                        json!({"virtual-machine": {"name": name, "uuid": uuid, "fq_name": [name]}})
+                            .to_string();
                     if post(&agent, &coll, &body) != Ok(200) {
                         failures.fetch_add(1, Ordering::Relaxed);
                     }
@@ -134,7 +154,9 @@ fn main() {
         .map(|t| {
             let (reads, read_fail, url) = (Arc::clone(&reads), Arc::clone(&read_fail), url.clone());
             std::thread::spawn(move || {
-                let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(10)).build();
+                let agent = ureq::AgentBuilder::new()
+                    .timeout(Duration::from_secs(10))
+                    .build();
                 let mut n = t * 7919;
                 while t1.elapsed() < dur {
                     n = (n + 104_729) % created.max(1);

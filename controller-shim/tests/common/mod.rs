@@ -61,7 +61,10 @@ impl Shim {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn vrouter-shim");
-        let token = extra.iter().position(|a| *a == "--token").map(|i| extra[i + 1].to_string());
+        let token = extra
+            .iter()
+            .position(|a| *a == "--token")
+            .map(|i| extra[i + 1].to_string());
         let mut shim = Shim { child, port, token };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -71,7 +74,10 @@ impl Shim {
             if TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 break;
             }
-            assert!(Instant::now() < deadline, "vrouter-shim did not start listening on {port}");
+            assert!(
+                Instant::now() < deadline,
+                "vrouter-shim did not start listening on {port}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         shim
@@ -133,7 +139,9 @@ pub fn call(url: &str, method: &str, body: Option<&Value>, token: Option<&str>) 
             req = req.set("X-Auth-Token", t);
         }
         let res = match body {
-            Some(b) => req.set("Content-Type", "application/json; charset=UTF-8").send_string(&b.to_string()),
+            Some(b) => req
+                .set("Content-Type", "application/json; charset=UTF-8")
+                .send_string(&b.to_string()),
             None => req.call(),
         };
         let resp = match res {
@@ -143,7 +151,11 @@ pub fn call(url: &str, method: &str, body: Option<&Value>, token: Option<&str>) 
         };
         let status = resp.status();
         let text = resp.into_string().expect("read body");
-        let v = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let v = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
         (status, v)
     })
 }
@@ -164,7 +176,10 @@ pub struct RawResponse {
 
 impl RawResponse {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.body).expect("JSON body")
@@ -174,14 +189,18 @@ impl RawResponse {
 impl RawConn {
     pub fn open(port: u16) -> RawConn {
         let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
         let reader = BufReader::new(stream.try_clone().expect("clone stream"));
         RawConn { reader, stream }
     }
 
     /// Sends one request the way the Java client does (HTTP/1.1, JSON body, no auth).
     pub fn send(&mut self, method: &str, path: &str, body: Option<&str>) -> RawResponse {
-        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: Apache-HttpCore/4\r\n");
+        let mut req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: Apache-HttpCore/4\r\n"
+        );
         if let Some(b) = body {
             req.push_str(&format!(
                 "Content-Type: application/json; charset=UTF-8\r\nContent-Length: {}\r\n",
@@ -192,14 +211,20 @@ impl RawConn {
         if let Some(b) = body {
             req.push_str(b);
         }
-        self.stream.write_all(req.as_bytes()).expect("write request");
+        self.stream
+            .write_all(req.as_bytes())
+            .expect("write request");
         self.read_response()
     }
 
     fn read_response(&mut self) -> RawResponse {
         let mut line = String::new();
         self.reader.read_line(&mut line).expect("status line");
-        let status: u16 = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("status code");
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("status code");
         let mut headers = Vec::new();
         loop {
             let mut h = String::new();
@@ -219,13 +244,22 @@ impl RawConn {
             .unwrap_or(0);
         let mut buf = vec![0; len];
         self.reader.read_exact(&mut buf).expect("body");
-        RawResponse { status, headers, body: String::from_utf8_lossy(&buf).into_owned() }
+        RawResponse {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&buf).into_owned(),
+        }
     }
 }
 
 /// Fails (never skips) with an install hint when a required tool is missing.
 pub fn require_tool(cmd: &str, args: &[&str], hint: &str) {
-    let ok = Command::new(cmd).args(args).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
+    let ok = Command::new(cmd)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
     assert!(ok, "required tool missing: `{cmd} {}` failed. Install it: {hint} (or run scripts/install-deps.sh)", args.join(" "));
 }
 

@@ -56,6 +56,7 @@ impl Pipeline {
     /// Runs every stage over `batch`. Afterwards each packet is `Tx` (with `out_vif`) or `Drop`
     /// (with a reason); [`Pipeline::output`] hands them on.
     pub fn run(&self, t: &Tables, batch: &mut Batch) {
+        self.count_rx(batch);
         for p in batch.pkts_mut() {
             self.classify(t, p);
         }
@@ -92,16 +93,28 @@ impl Pipeline {
         pool: &mut BufPool,
         mut tx: impl FnMut(u16, PktBuf) -> Result<(), PktBuf>,
     ) {
+        // Transmit counters are summed over runs of packets to the same interface.
+        let mut run: (u16, u64, u64) = (u16::MAX, 0, 0);
+        let count = |r: (u16, u64, u64)| {
+            if r.1 != 0 {
+                if let Some(v) = self.stats.vif.get(usize::from(r.0)) {
+                    v.tx_packets.add(r.1);
+                    v.tx_bytes.add(r.2);
+                }
+            }
+        };
         for p in batch.drain() {
             let m = p.meta;
             if m.next == Next::Tx {
                 let len = p.buf.len() as u64;
                 match tx(m.out_vif, p.buf) {
                     Ok(()) => {
-                        if let Some(v) = self.stats.vif.get(usize::from(m.out_vif)) {
-                            v.tx_packets.add(1);
-                            v.tx_bytes.add(len);
+                        if run.0 != m.out_vif {
+                            count(run);
+                            run = (m.out_vif, 0, 0);
                         }
+                        run.1 += 1;
+                        run.2 += len;
                     }
                     Err(buf) => {
                         if let Some(v) = self.stats.vif.get(usize::from(m.out_vif)) {
@@ -116,6 +129,30 @@ impl Pipeline {
                 pool.free(p.buf);
             }
         }
+        count(run);
+    }
+
+    /// Receive counters, added once per run of packets from the same interface (a batch
+    /// normally comes from one port).
+    fn count_rx(&self, batch: &Batch) {
+        let mut run: (u16, u64, u64) = (u16::MAX, 0, 0);
+        let count = |r: (u16, u64, u64)| {
+            if r.1 != 0 {
+                if let Some(c) = self.stats.vif.get(usize::from(r.0)) {
+                    c.rx_packets.add(r.1);
+                    c.rx_bytes.add(r.2);
+                }
+            }
+        };
+        for p in batch.pkts() {
+            if run.0 != p.meta.in_vif {
+                count(run);
+                run = (p.meta.in_vif, 0, 0);
+            }
+            run.1 += 1;
+            run.2 += p.buf.len() as u64;
+        }
+        count(run);
     }
 
     #[inline]
@@ -124,10 +161,6 @@ impl Pipeline {
             p.meta.drop(DropReason::InvalidIf);
             return;
         };
-        if let Some(c) = self.stats.vif.get(usize::from(p.meta.in_vif)) {
-            c.rx_packets.add(1);
-            c.rx_bytes.add(p.buf.len() as u64);
-        }
         match vif.spec.kind {
             VifKind::Virtual => self.from_vm(t, vif, p),
             VifKind::Physical => self.from_fabric(t, p),
@@ -158,13 +191,13 @@ impl Pipeline {
                     });
                     return;
                 }
-                let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-                let src = u32::from_be_bytes([ip[12], ip[13], ip[14], ip[15]]);
-                let hl = usize::from(ip[0] & 0x0f) * 4;
-                if ip[9] == ip_proto::UDP
-                    && total >= hl + 8
-                    && u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff == 0
-                    && u16::from_be_bytes([ip[hl + 2], ip[hl + 3]]) == DHCP_SERVER_PORT
+                let Some(h) = ip.get(..20) else { return };
+                let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
+                let src = u32::from_be_bytes([h[12], h[13], h[14], h[15]]);
+                let hl = usize::from(h[0] & 0x0f) * 4;
+                if h[9] == ip_proto::UDP
+                    && u16::from_be_bytes([h[6], h[7]]) & 0x1fff == 0
+                    && ip.get(hl + 2..hl + 4) == Some(&DHCP_SERVER_PORT.to_be_bytes()[..])
                 {
                     p.buf.truncate(ETH + total);
                     p.meta.trap(TrapReason::L3Protocols);
@@ -359,10 +392,13 @@ impl Pipeline {
     /// lookup. A first pass prefetches each packet's FIB slots so the probes of the second pass
     /// overlap their cache misses.
     fn lookup(&self, t: &Tables, batch: &mut Batch) {
-        for p in batch.pkts() {
+        let prefetch = t.fib.worth_prefetching();
+        for p in batch.pkts().iter().filter(|_| prefetch) {
             if p.meta.next == Next::Lookup {
-                let d = p.buf.data();
-                let dst = u32::from_be_bytes([d[ETH + 16], d[ETH + 17], d[ETH + 18], d[ETH + 19]]);
+                let Some(d) = p.buf.data().get(ETH + 16..ETH + 20) else {
+                    continue;
+                };
+                let dst = u32::from_be_bytes([d[0], d[1], d[2], d[3]]);
                 if let Some(v) = t.vrf(p.meta.vrf) {
                     t.fib.prefetch(p.meta.vrf, v.plens, dst);
                 }
@@ -381,8 +417,12 @@ impl Pipeline {
             p.meta.drop(DropReason::InvalidVrf);
             return;
         };
-        let d = p.buf.data_mut();
-        let mut dst = u32::from_be_bytes([d[ETH + 16], d[ETH + 17], d[ETH + 18], d[ETH + 19]]);
+        let Some(h) = hdr34(p.buf.data_mut()) else {
+            p.meta.drop(DropReason::Pull);
+            return;
+        };
+        let mut dst = u32::from_be_bytes([h[ETH + 16], h[ETH + 17], h[ETH + 18], h[ETH + 19]]);
+        let ttl = h[ETH + 8];
         let mut vrf_id = vrf.id;
         let mut plens = vrf.plens;
         if vrf.fip_count != 0 {
@@ -391,7 +431,7 @@ impl Pipeline {
                     p.meta.drop(DropReason::InvalidIf);
                     return;
                 };
-                nat::rewrite(&mut d[ETH..], Side::Dst, f.private_ip);
+                nat::rewrite(&mut p.buf.data_mut()[ETH..], Side::Dst, f.private_ip);
                 self.stats.vrf(vrf_id).fip_dnats.add(1);
                 dst = f.private_ip;
                 vrf_id = vm.spec.vrf;
@@ -399,7 +439,7 @@ impl Pipeline {
                 p.meta.vrf = vrf_id;
             }
         }
-        if p.meta.dec_ttl && d[ETH + 8] <= 1 {
+        if p.meta.dec_ttl && ttl <= 1 {
             p.meta.trap(TrapReason::ZeroTtl);
             return;
         }
@@ -481,11 +521,15 @@ impl Pipeline {
         }
         match nh {
             Nexthop::Encap { oif, l2 } => {
-                let d = p.buf.data_mut();
+                let Some(h) = hdr34(p.buf.data_mut()) else {
+                    p.meta.drop(DropReason::Pull);
+                    return;
+                };
+                let (eth, ip) = h.split_at_mut(ETH);
                 if p.meta.dec_ttl {
-                    decrement_ttl(&mut d[ETH..]);
+                    decrement_ttl(ip);
                 }
-                d[..ETH].copy_from_slice(l2);
+                eth.copy_from_slice(l2);
                 vrf_stats.encaps.add(1);
                 p.meta.tx(*oif);
             }
@@ -563,9 +607,18 @@ impl Pipeline {
     }
 }
 
+/// The Ethernet and fixed IPv4 header of a packet, as a fixed-size array so field accesses need
+/// no bounds checks. Every packet past classification has them (checked there).
+#[inline(always)]
+fn hdr34(d: &mut [u8]) -> Option<&mut [u8; ETH + 20]> {
+    d.get_mut(..ETH + 20)?.try_into().ok()
+}
+
 /// Decrements the TTL of the IPv4 header at the start of `ip`, fixing its checksum.
 #[inline(always)]
 fn decrement_ttl(ip: &mut [u8]) {
+    let Some(ip) = ip.get_mut(..20) else { return };
+    let ip: &mut [u8] = ip;
     let old = u16::from_be_bytes([ip[8], ip[9]]);
     ip[8] = ip[8].wrapping_sub(1);
     let new = u16::from_be_bytes([ip[8], ip[9]]);
@@ -578,7 +631,11 @@ fn decrement_ttl(ip: &mut [u8]) {
 /// packet take one path.
 #[inline]
 pub fn flow_hash(d: &[u8], vrf: u16) -> u32 {
-    let ip = &d[ETH..];
+    let Some(ip) = d.get(ETH..) else { return 0 };
+    let Some(h) = ip.get(..20) else { return 0 };
+    let h: &[u8] = h;
+    let ip_all = ip;
+    let ip = h;
     let src = u32::from_be_bytes([ip[12], ip[13], ip[14], ip[15]]);
     let dst = u32::from_be_bytes([ip[16], ip[17], ip[18], ip[19]]);
     let proto = ip[9];
@@ -587,7 +644,7 @@ pub fn flow_hash(d: &[u8], vrf: u16) -> u32 {
     let (sp, dp) = if frag {
         (0, 0)
     } else {
-        l4::ports(proto, ip.get(hl..).unwrap_or(&[]))
+        l4::ports(proto, ip_all.get(hl..).unwrap_or(&[]))
     };
     let a = u64::from(src) << 32 | u64::from(dst);
     let b = u64::from(sp) << 48 | u64::from(dp) << 32 | u64::from(proto) << 16 | u64::from(vrf);

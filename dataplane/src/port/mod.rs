@@ -1,9 +1,19 @@
 //! Ports: where packets come from and go to. One trait, several backends: `mem` (rings in
-//! memory, for tests and benchmarks), `pcap` (replay a capture, record output); the device
-//! backends (AF_PACKET, AF_XDP, tap) implement the same trait.
+//! memory, for tests and benchmarks), `pcap` (replay a capture, record output), and the device
+//! backends `af_packet` (TPACKET_V3 rings), `af_xdp` (XSK rings and our XDP program), `tap`
+//! (/dev/net/tun) and `agent` (the agent's `pkt0` datagram socket). `open` picks a backend per
+//! interface.
 
+pub mod af_packet;
+pub mod af_xdp;
+pub mod agent;
+pub mod bpf;
 pub mod mem;
+pub mod open;
 pub mod pcap;
+pub mod sys;
+pub mod tap;
+pub mod vnet;
 
 use crate::batch::Batch;
 use crate::buf::{BufPool, PktBuf};
@@ -22,6 +32,45 @@ pub trait Port: Send {
     /// Transmits frames from the front of `pkts`, removing those sent and returning their
     /// buffers to `pool`. Frames left in `pkts` could not be sent now. Never blocks.
     fn tx_burst(&mut self, pool: &mut BufPool, pkts: &mut Vec<PktBuf>) -> usize;
+
+    /// A descriptor that becomes readable when `rx_burst` has work, so an idle lcore can sleep
+    /// in `poll()` instead of spinning. `None`: the port must be polled.
+    fn poll_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
+
+    /// Packets the backend itself dropped since the last call (bad offload metadata, oversize,
+    /// no buffer), by reason, for the lcore to count.
+    fn take_drops(&mut self) -> PortDrops {
+        PortDrops::default()
+    }
+}
+
+/// Drops counted inside a port backend, by reason.
+#[derive(Debug, Clone)]
+pub struct PortDrops {
+    /// Count per [`DropReason::index`].
+    pub counts: [u64; DropReason::COUNT],
+    /// True if any count is non-zero.
+    pub any: bool,
+}
+
+impl Default for PortDrops {
+    fn default() -> Self {
+        Self {
+            counts: [0; DropReason::COUNT],
+            any: false,
+        }
+    }
+}
+
+impl PortDrops {
+    /// Counts one drop.
+    #[inline]
+    pub fn add(&mut self, r: DropReason) {
+        self.counts[r.index()] += 1;
+        self.any = true;
+    }
 }
 
 /// Per-port transmit queues of one lcore: the output stage sorts a batch into them, then one

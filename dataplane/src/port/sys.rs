@@ -162,10 +162,7 @@ impl Mmap {
         if p == libc::MAP_FAILED {
             return Err(PortError::last("mmap", dev));
         }
-        Ok(Self {
-            ptr: p.cast(),
-            len,
-        })
+        Ok(Self { ptr: p.cast(), len })
     }
 
     /// Start of the mapping.

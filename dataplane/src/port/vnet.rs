@@ -68,7 +68,7 @@ pub enum Outcome {
     Bad,
     /// Too large and not segmentable: dropped.
     TooBig,
-    /// No buffer was free: dropped.
+    /// No buffer was free, or the batch had no room: dropped (segments already pushed stay).
     NoBuf,
 }
 
@@ -137,7 +137,7 @@ pub fn deliver(
     h: Option<&VnetHdr>,
     frame: &[u8],
     pool: &mut BufPool,
-    mut push: impl FnMut(PktBuf),
+    mut push: impl FnMut(PktBuf) -> Result<(), PktBuf>,
 ) -> Outcome {
     let gso = h.map_or(GSO_NONE, |h| h.gso_type & !GSO_ECN);
     if gso == GSO_NONE || frame.len() <= MAX_PKT_LEN && h.is_some_and(|h| h.gso_size == 0) {
@@ -160,7 +160,10 @@ pub fn deliver(
                 return Outcome::Bad;
             }
         }
-        push(b);
+        if let Err(b) = push(b) {
+            pool.free(b);
+            return Outcome::NoBuf;
+        }
         return Outcome::Frames(1);
     }
     match (gso, h) {
@@ -175,7 +178,7 @@ pub fn segment_tcp4(
     frame: &[u8],
     mss: usize,
     pool: &mut BufPool,
-    mut push: impl FnMut(PktBuf),
+    mut push: impl FnMut(PktBuf) -> Result<(), PktBuf>,
 ) -> Outcome {
     if frame.len() < ETH + 20 || frame[12] != 0x08 || frame[13] != 0x00 {
         return Outcome::Bad;
@@ -231,7 +234,10 @@ pub fn segment_tcp4(
         let pseudo = checksum::sum(&ipd[12..20]) + 6 + l4len as u32;
         ipd[ihl + 16..ihl + 18].copy_from_slice(&checksum::fold(pseudo).to_be_bytes());
         complete_csum(&mut d[..len], ETH + ihl, 16);
-        push(b);
+        if let Err(b) = push(b) {
+            pool.free(b);
+            return Outcome::NoBuf;
+        }
     }
     Outcome::Frames(nseg)
 }
@@ -296,7 +302,10 @@ mod tests {
             csum_offset: 16,
         };
         assert_eq!(
-            deliver(Some(&h), &f, &mut pool, |b| out.push(b)),
+            deliver(Some(&h), &f, &mut pool, |b| {
+                out.push(b);
+                Ok(())
+            }),
             Outcome::Frames(4)
         );
         let mut seq = 0u32;

@@ -62,15 +62,21 @@ struct Slot {
     val: u64,
 }
 
-/// Mask of the top `plen` bits.
+/// Mask of the top `plen` bits (lengths above 32 count as 32).
 #[inline]
 pub fn prefix_mask(plen: u8) -> u32 {
-    if plen == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(plen.min(32)))
-    }
+    MASKS[usize::from(plen.min(32))]
 }
+
+const MASKS: [u32; 33] = {
+    let mut m = [0u32; 33];
+    let mut i = 1;
+    while i <= 32 {
+        m[i] = u32::MAX << (32 - i);
+        i += 1;
+    }
+    m
+};
 
 #[inline]
 fn make_key(vrf: u16, plen: u8, addr: u32) -> u64 {
@@ -209,6 +215,13 @@ impl Fib {
             m &= !(1u64 << plen);
         }
         None
+    }
+
+    /// True when the table is larger than a core's L2 cache, i.e. when prefetching its slots
+    /// ahead of the lookups pays for the extra hashing.
+    #[inline]
+    pub fn worth_prefetching(&self) -> bool {
+        self.slots.len() * std::mem::size_of::<Slot>() > 1 << 20
     }
 
     /// Hints the CPU to fetch the first slot probed for `addr` at the longest few lengths of

@@ -62,11 +62,13 @@ fn parse_args() -> Result<(DaemonConfig, log::LevelFilter), String> {
             "--socket" => cfg.socket = PathBuf::from(value("--socket")?),
             "--socket-mode" => {
                 let v = value("--socket-mode")?;
-                cfg.socket_mode = u32::from_str_radix(&v, 8).map_err(|_| format!("bad mode {v:?}"))?;
+                cfg.socket_mode =
+                    u32::from_str_radix(&v, 8).map_err(|_| format!("bad mode {v:?}"))?;
             }
             "--privileged-uid" => {
                 let v = value("--privileged-uid")?;
-                cfg.privileged_uids.push(v.parse().map_err(|_| format!("bad uid {v:?}"))?);
+                cfg.privileged_uids
+                    .push(v.parse().map_err(|_| format!("bad uid {v:?}"))?);
             }
             "--unprivileged-domid" => {
                 let v = value("--unprivileged-domid")?;

@@ -24,7 +24,10 @@ pub struct TempDir(pub PathBuf);
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
         static N: AtomicU32 = AtomicU32::new(0);
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
         let p = std::env::temp_dir().join(format!(
             "vrouter-xen-{tag}-{}-{}-{nanos}",
             std::process::id(),
@@ -73,7 +76,10 @@ impl Xenstored {
             if let Ok(Some(st)) = d.child.try_wait() {
                 panic!("vrouter-xenstored exited early: {st}");
             }
-            assert!(Instant::now() < deadline, "vrouter-xenstored did not come up");
+            assert!(
+                Instant::now() < deadline,
+                "vrouter-xenstored did not come up"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
         d
@@ -119,7 +125,8 @@ impl Drop for Xenstored {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::thread::panicking() {
-            let log = std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default();
+            let log =
+                std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default();
             eprintln!("--- vrouter-xenstored log ---\n{log}");
         }
     }
@@ -137,8 +144,14 @@ pub fn rss_kib(pid: u32) -> u64 {
 
 /// Fails (never skips) when Debian's clients are missing.
 pub fn require_xenstore_utils() {
-    for tool in ["xenstore-write", "xenstore-read", "xenstore-ls", "xenstore-rm", "xenstore-watch", "xenstore-exists"]
-    {
+    for tool in [
+        "xenstore-write",
+        "xenstore-read",
+        "xenstore-ls",
+        "xenstore-rm",
+        "xenstore-watch",
+        "xenstore-exists",
+    ] {
         let found = std::env::var_os("PATH")
             .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
             .unwrap_or(false);
@@ -174,10 +187,18 @@ impl BindSink for RecordingSink {
     fn bind(&mut self, b: &VifBinding) -> Result<(), Infallible> {
         self.binds += 1;
         if let Some(old) = self.table.get(&b.port) {
-            self.errors.push(format!("double bind of {}: had {old:?}, got {b:?}", b.port));
+            self.errors
+                .push(format!("double bind of {}: had {old:?}, got {b:?}", b.port));
         }
-        if let Some(other) = self.table.values().find(|x| x.nic_uuid == b.nic_uuid && x.port != b.port) {
-            self.errors.push(format!("nic {} bound twice: {} and {}", b.nic_uuid, other.port, b.port));
+        if let Some(other) = self
+            .table
+            .values()
+            .find(|x| x.nic_uuid == b.nic_uuid && x.port != b.port)
+        {
+            self.errors.push(format!(
+                "nic {} bound twice: {} and {}",
+                b.nic_uuid, other.port, b.port
+            ));
         }
         self.table.insert(b.port.clone(), b.clone());
         Ok(())
@@ -187,7 +208,9 @@ impl BindSink for RecordingSink {
         self.unbinds += 1;
         match self.table.remove(&b.port) {
             Some(old) if old == *b => {}
-            Some(old) => self.errors.push(format!("unbind of {} with {b:?} but bound {old:?}", b.port)),
+            Some(old) => self
+                .errors
+                .push(format!("unbind of {} with {b:?} but bound {old:?}", b.port)),
             None => self.errors.push(format!("unbind of unbound {}", b.port)),
         }
         Ok(())
@@ -228,5 +251,11 @@ pub fn uuid(prefix: u32, n: u32) -> String {
 }
 
 pub fn mac(n: u32) -> String {
-    format!("02:00:{:02x}:{:02x}:{:02x}:{:02x}", (n >> 24) & 0xff, (n >> 16) & 0xff, (n >> 8) & 0xff, n & 0xff)
+    format!(
+        "02:00:{:02x}:{:02x}:{:02x}:{:02x}",
+        (n >> 24) & 0xff,
+        (n >> 16) & 0xff,
+        (n >> 8) & 0xff,
+        n & 0xff
+    )
 }

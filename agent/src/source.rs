@@ -1,0 +1,76 @@
+//! Where the agent's configuration comes from. Today a file; later the controller shim (a watch
+//! stream of interface config and remote routes) and xenstore binding events (which VM
+//! interfaces exist on this host). Each is a [`ConfigSource`]; the agent only sees [`Config`]s.
+
+use crate::config::{Config, ConfigError};
+use std::path::{Path, PathBuf};
+
+/// Why a source could not produce a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {err}")]
+    Read {
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        err: std::io::Error,
+    },
+    /// The content is invalid.
+    #[error("{path}: {err}")]
+    Invalid {
+        /// Path or URL.
+        path: String,
+        /// Cause.
+        err: ConfigError,
+    },
+    /// The source is not available yet (e.g. controller unreachable).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// A source of desired configuration.
+pub trait ConfigSource: Send + std::fmt::Debug {
+    /// For logs: where the config comes from.
+    fn describe(&self) -> String;
+    /// The current configuration. Called at startup, on SIGHUP, and whenever
+    /// [`ConfigSource::changed`] says so.
+    fn load(&mut self) -> Result<Config, SourceError>;
+    /// True when the source knows its config changed since the last `load` (a controller watch
+    /// event, a xenstore binding event). A file source relies on SIGHUP instead.
+    fn changed(&mut self) -> bool {
+        false
+    }
+}
+
+/// The declarative config file, reloaded on SIGHUP.
+#[derive(Debug, Clone)]
+pub struct FileSource {
+    path: PathBuf,
+}
+
+impl FileSource {
+    /// A source reading `path`.
+    pub fn new(path: impl AsRef<Path>) -> Self {
+        Self {
+            path: path.as_ref().to_path_buf(),
+        }
+    }
+}
+
+impl ConfigSource for FileSource {
+    fn describe(&self) -> String {
+        format!("file {}", self.path.display())
+    }
+
+    fn load(&mut self) -> Result<Config, SourceError> {
+        let text = std::fs::read_to_string(&self.path).map_err(|err| SourceError::Read {
+            path: self.path.clone(),
+            err,
+        })?;
+        Config::parse(&text).map_err(|err| SourceError::Invalid {
+            path: self.path.display().to_string(),
+            err,
+        })
+    }
+}

@@ -1,0 +1,121 @@
+//! `vrctl` against an in-process dataplane: text layouts, `--json`, and the error paths (no
+//! daemon, unknown VRF, permission): one line on stderr, non-zero exit, never a panic.
+
+mod common;
+
+use common::*;
+use vrouter_agent::testkit::TestDataplane;
+
+fn one_line_error(o: &std::process::Output) -> String {
+    assert!(!o.status.success(), "expected failure, got {o:?}");
+    let e = stderr(o);
+    assert_eq!(e.lines().count(), 1, "one line: {e:?}");
+    assert!(e.starts_with("vrctl: "), "{e:?}");
+    assert!(!e.contains("panicked"), "{e:?}");
+    e
+}
+
+#[test]
+fn no_daemon_is_one_line_and_nonzero() {
+    let dir = tempdir();
+    let sock = dir.path().join("dp.sock");
+    for cmd in [
+        &["vif", "list"][..],
+        &["--json", "route", "dump", "1"],
+        &["drops"],
+        &["info"],
+    ] {
+        let o = vrctl(&sock, cmd);
+        let e = one_line_error(&o);
+        assert!(e.contains("dataplane not running"), "{e}");
+        assert_eq!(o.status.code(), Some(1));
+    }
+}
+
+#[test]
+fn unknown_vrf_vif_and_nexthop_are_clear() {
+    let dir = tempdir();
+    let sock = dir.path().join("dp.sock");
+    let _dp = TestDataplane::start(&sock, FABRIC_IP.into()).expect("dataplane");
+    let e = one_line_error(&vrctl(&sock, &["route", "dump", "nope"]));
+    assert_eq!(
+        e.trim(),
+        "vrctl: vrf \"nope\" does not exist (see `vrctl vrf list`)"
+    );
+    let e = one_line_error(&vrctl(&sock, &["route", "dump", "77"]));
+    assert!(e.contains("vrf 77 does not exist"), "{e}");
+    let e = one_line_error(&vrctl(&sock, &["vif", "get", "vif9.9"]));
+    assert!(e.contains("interface \"vif9.9\" does not exist"), "{e}");
+    let e = one_line_error(&vrctl(&sock, &["nh", "get", "4242"]));
+    assert!(e.contains("nexthop 4242 does not exist"), "{e}");
+    let e = one_line_error(&vrctl(&sock, &["route", "dump", "0", "--prefix", "1.2.3"]));
+    assert!(e.contains("expected a.b.c.d"), "{e}");
+    let e = one_line_error(&vrctl(&sock, &["flow", "list"]));
+    assert!(e.contains("no flow table"), "{e}");
+}
+
+#[test]
+fn permission_problem_is_clear() {
+    let dir = tempdir();
+    let sock = dir.path().join("dp.sock");
+    let _dp = TestDataplane::start(&sock, FABRIC_IP.into()).expect("dataplane");
+    // SAFETY: getuid has no preconditions.
+    if unsafe { libc::getuid() } != 0 {
+        eprintln!("skipped: needs root to run vrctl as another user");
+        return;
+    }
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_vrctl"))
+        .arg("--socket")
+        .arg(&sock)
+        .args(["vif", "list"])
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .expect("run vrctl as nobody");
+    let e = one_line_error(&o);
+    assert!(e.contains("permission denied"), "{e}");
+}
+
+use std::os::unix::process::CommandExt as _;
+
+#[test]
+fn text_layouts_follow_the_vrouter_utilities() {
+    let dir = tempdir();
+    let sock = dir.path().join("dp.sock");
+    let _dp = TestDataplane::start(&sock, FABRIC_IP.into()).expect("dataplane");
+    let o = vrctl(&sock, &["vif", "list"]);
+    assert!(o.status.success());
+    let t = stdout(&o);
+    assert!(t.starts_with("Vrouter Interface Table\n"), "{t}");
+    assert!(t.contains("vif0/0      OS: eth1\n            Type:Physical HWaddr:52:54:00:aa:bb:01 IPaddr:10.0.0.11\n"), "{t}");
+    let t = stdout(&vrctl(&sock, &["mpls", "dump"]));
+    assert_eq!(
+        t,
+        "MPLS Input Label Map\n\n   Label    NextHop\n-------------------\n"
+    );
+    let t = stdout(&vrctl(&sock, &["nh", "list"]));
+    assert!(t.starts_with("Id:0          Type:Drop           Fmly: AF_INET  Rid:0  Ref_cnt:0          Vrf:0\n              Flags:Valid, \n"), "{t:?}");
+    let t = stdout(&vrctl(&sock, &["route", "dump", "fabric"]));
+    assert!(t.contains("vRouter inet4 routing table 0/0/unicast\nDestination           PPL        Flags        Label"), "{t}");
+    let t = stdout(&vrctl(&sock, &["drops"]));
+    assert!(
+        t.starts_with("Invalid IF                    0\nTrap No IF                    0\n"),
+        "{t}"
+    );
+    let t = stdout(&vrctl(&sock, &["stats", "vrf"]));
+    assert!(
+        t.starts_with("Vrf: 0 (fabric)\nDiscards 0, Receives 0, Vrf Translates 0\n"),
+        "{t}"
+    );
+    let t = stdout(&vrctl(&sock, &["info"]));
+    assert!(
+        t.contains("Fabric IP: 10.0.0.11  Fabric: vif0/0  Host: vif0/1  Agent: vif0/2"),
+        "{t}"
+    );
+    // --json anywhere on the line.
+    let a = vrctl_json(&sock, &["vif", "get", "vhost0"]);
+    let o = vrctl(&sock, &["vif", "get", "1", "--json"]);
+    let b: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(a, b);
+    assert_eq!(a["type"], "Host");
+}

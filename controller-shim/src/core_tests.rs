@@ -1,0 +1,332 @@
+// SPDX-License-Identifier: Apache-2.0
+//! Unit tests of the I/O-free core: no sockets, no clock, no store.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+
+use super::*;
+
+const VN: &str = "a0f3c5d2-8e61-4b7a-9c2d-1e4f5a6b7c8d";
+const VM: &str = "5e6f7a8b-9c0d-4e1f-8a2b-3c4d5e6f7a8b";
+const VMI: &str = "c1d2e3f4-a5b6-4c7d-8e9f-0a1b2c3d4e5f";
+
+struct Harness {
+    core: Core,
+    n: u32,
+    /// Everything persisted so far, as the store would hold it.
+    kv: BTreeMap<String, Vec<u8>>,
+}
+
+impl Harness {
+    fn new() -> Harness {
+        let mut h = Harness {
+            core: Core::new(),
+            n: 0,
+            kv: BTreeMap::new(),
+        };
+        let ctx = h.ctx();
+        let mut n = 0u32;
+        h.core.bootstrap(&ctx, || {
+            n += 1;
+            format!("00000000-0000-4000-8000-{n:012x}")
+        });
+        h.flush();
+        h
+    }
+
+    fn ctx(&mut self) -> Ctx {
+        self.n += 1;
+        Ctx {
+            now_us: 1_700_000_000_000_000 + u64::from(self.n),
+            new_uuid: format!("ffffffff-0000-4000-8000-{:012x}", self.n),
+            base: "http://shim".into(),
+        }
+    }
+
+    fn flush(&mut self) {
+        for (k, v) in self.core.take_batch().ops {
+            match v {
+                Some(v) => self.kv.insert(k, v),
+                None => self.kv.remove(&k),
+            };
+        }
+    }
+
+    fn create(&mut self, ty: ObjType, body: Value) -> Result<Value, ApiError> {
+        let ctx = self.ctx();
+        let r = self.core.create(ty, &body, &ctx);
+        self.flush();
+        r
+    }
+
+    fn get(&self, ty: ObjType, uuid: &str) -> Value {
+        let (v, _) = self
+            .core
+            .read(ty, uuid, &ReadOpts::default(), "http://shim")
+            .expect("read");
+        v[ty.name()].clone()
+    }
+
+    fn network(&mut self, uuid: &str, name: &str, cidr: (&str, u8), gw: Option<&str>) {
+        let mut sn = json!({"subnet": {"ip_prefix": cidr.0, "ip_prefix_len": cidr.1}});
+        if let Some(g) = gw {
+            sn["default_gateway"] = json!(g);
+        }
+        self.create(
+            ObjType::VirtualNetwork,
+            json!({"virtual-network": {"uuid": uuid, "fq_name": ["default-domain", "default-project", name],
+                "parent_type": "project",
+                "network_ipam_refs": [{"to": ["default-domain", "default-project", "default-network-ipam"],
+                                       "attr": {"ipam_subnets": [sn]}}]}}),
+        )
+        .expect("create vn");
+    }
+
+    fn iip(&mut self, name: &str, vn: &str, addr: Option<&str>) -> Result<String, ApiError> {
+        let mut b = json!({"instance-ip": {"fq_name": [name],
+            "virtual_network_refs": [{"to": ["default-domain", "default-project", vn]}]}});
+        if let Some(a) = addr {
+            b["instance-ip"]["instance_ip_address"] = json!(a);
+        }
+        let r = self.create(ObjType::InstanceIp, b)?;
+        Ok(r["instance-ip"]["uuid"].as_str().expect("uuid").to_string())
+    }
+}
+
+#[test]
+fn defaults_are_created_once() {
+    let mut h = Harness::new();
+    let before = h.core.len();
+    assert_eq!(before, DEFAULT_OBJECTS.len());
+    let ctx = h.ctx();
+    h.core
+        .bootstrap(&ctx, || "11111111-0000-4000-8000-000000000000".into());
+    assert_eq!(h.core.len(), before);
+    assert!(h.core.take_batch().is_empty());
+}
+
+#[test]
+fn allocation_skips_network_gateway_broadcast_and_frees_on_delete() {
+    let mut h = Harness::new();
+    h.network(VN, "small", ("10.0.0.0", 29), Some("10.0.0.1"));
+    // /29: .0 network, .1 gateway, .7 broadcast → .2..=.6 usable.
+    let mut got = Vec::new();
+    let mut uuids = Vec::new();
+    for i in 0..5 {
+        let u = h.iip(&format!("ip{i}"), "small", None).expect("allocate");
+        got.push(
+            h.get(ObjType::InstanceIp, &u)["instance_ip_address"]
+                .as_str()
+                .expect("addr")
+                .to_string(),
+        );
+        uuids.push(u);
+    }
+    assert_eq!(
+        got,
+        ["10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.0.6"]
+    );
+    assert!(matches!(
+        h.iip("full", "small", None),
+        Err(ApiError::Conflict(_))
+    ));
+    h.core
+        .delete(ObjType::InstanceIp, &uuids[1])
+        .expect("delete");
+    h.flush();
+    let u = h.iip("again", "small", None).expect("reuse");
+    assert_eq!(
+        h.get(ObjType::InstanceIp, &u)["instance_ip_address"],
+        "10.0.0.3"
+    );
+}
+
+#[test]
+fn gateway_is_filled_when_absent_and_requested_addresses_are_checked() {
+    let mut h = Harness::new();
+    h.network(VN, "net", ("10.1.0.0", 24), None);
+    let vn = h.get(ObjType::VirtualNetwork, VN);
+    assert_eq!(
+        vn["network_ipam_refs"][0]["attr"]["ipam_subnets"][0]["default_gateway"],
+        "10.1.0.254"
+    );
+    assert!(h.iip("a", "net", Some("10.1.0.10")).is_ok());
+    assert!(matches!(
+        h.iip("b", "net", Some("10.1.0.10")),
+        Err(ApiError::Conflict(_))
+    ));
+    assert!(matches!(
+        h.iip("c", "net", Some("10.1.0.254")),
+        Err(ApiError::Conflict(_))
+    ));
+    assert!(matches!(
+        h.iip("d", "net", Some("10.1.0.0")),
+        Err(ApiError::BadRequest(_))
+    ));
+    assert!(matches!(
+        h.iip("e", "net", Some("10.2.0.1")),
+        Err(ApiError::BadRequest(_))
+    ));
+    assert!(matches!(
+        h.iip("f", "net", Some("banana")),
+        Err(ApiError::BadRequest(_))
+    ));
+    // ip-fabric: any address, even twice (CloudStack owns those).
+    assert!(h.iip("g", "ip-fabric", Some("192.0.2.1")).is_ok());
+    assert!(h.iip("h", "ip-fabric", Some("192.0.2.1")).is_ok());
+}
+
+#[test]
+fn failed_operations_leave_no_trace() {
+    let mut h = Harness::new();
+    let before = h.core.rev();
+    let bad = [
+        json!({"virtual-network": {"fq_name": ["default-domain", "nope", "x"], "parent_type": "project"}}),
+        json!({"virtual-network": {"fq_name": ["default-domain", "default-project", "x"], "is_shared": 3}}),
+        json!({"virtual-network": {"fq_name": ["default-domain", "default-project", "x"],
+               "network_ipam_refs": [{"to": ["default-domain", "default-project", "default-network-ipam"],
+               "attr": {"ipam_subnets": [{"subnet": {"ip_prefix": "10.0.0.0", "ip_prefix_len": 40}}]}}]}}),
+    ];
+    for b in bad {
+        assert!(matches!(
+            h.create(ObjType::VirtualNetwork, b),
+            Err(ApiError::BadRequest(_))
+        ));
+    }
+    assert_eq!(h.core.rev(), before);
+    assert!(h.core.take_batch().is_empty());
+}
+
+#[test]
+fn state_reloads_identically_from_what_was_persisted() {
+    let mut h = Harness::new();
+    h.network(VN, "net", ("10.1.0.0", 24), Some("10.1.0.1"));
+    h.create(
+        ObjType::VirtualMachine,
+        json!({"virtual-machine": {"uuid": VM, "fq_name": ["vm1"]}}),
+    )
+    .expect("vm");
+    h.create(
+        ObjType::VirtualMachineInterface,
+        json!({"virtual-machine-interface": {"uuid": VMI, "fq_name": ["vm1", "vm1-0"], "parent_type": "virtual-machine",
+               "virtual_network_refs": [{"to": ["default-domain", "default-project", "net"]}]}}),
+    )
+    .expect("vmi");
+    let iip = h.iip("vm1-0", "net", None).expect("iip");
+    let reloaded = Core::load(h.kv.clone()).expect("load");
+    assert_eq!(reloaded.rev(), h.core.rev());
+    for u in [VN, VM, VMI, iip.as_str()] {
+        let ty = h.core.get(u).expect("obj").ty;
+        let a = h.core.read(ty, u, &ReadOpts::default(), "b").expect("read");
+        let b = reloaded
+            .read(ty, u, &ReadOpts::default(), "b")
+            .expect("read");
+        assert_eq!(a, b);
+    }
+    // The reloaded allocator knows .2 is taken.
+    let mut h2 = Harness {
+        core: reloaded,
+        n: 100,
+        kv: h.kv.clone(),
+    };
+    let u = h2.iip("next", "net", None).expect("iip");
+    assert_eq!(
+        h2.get(ObjType::InstanceIp, &u)["instance_ip_address"],
+        "10.1.0.3"
+    );
+}
+
+#[test]
+fn ref_update_adds_and_removes() {
+    let mut h = Harness::new();
+    h.network(VN, "net", ("10.1.0.0", 24), Some("10.1.0.1"));
+    let pol = h
+        .core
+        .lookup(
+            ObjType::NetworkPolicy,
+            &[
+                "default-domain".into(),
+                "default-project".into(),
+                "default-network-policy".into(),
+            ],
+        )
+        .expect("policy")
+        .to_string();
+    let ctx = h.ctx();
+    let add = json!({"type": "virtual-network", "uuid": VN, "ref-type": "network-policy", "ref-uuid": pol,
+                     "operation": "ADD", "attr": {"sequence": {"major": 0, "minor": 0}}});
+    h.core.ref_update(&add, &ctx).expect("add");
+    assert_eq!(
+        h.get(ObjType::VirtualNetwork, VN)["network_policy_refs"][0]["uuid"],
+        pol.as_str()
+    );
+    assert!(matches!(
+        h.core.delete(ObjType::NetworkPolicy, &pol),
+        Err(ApiError::Conflict(_))
+    ));
+    let del = json!({"type": "virtual-network", "uuid": VN, "ref-type": "network_policy",
+                     "ref-fq-name": ["default-domain", "default-project", "default-network-policy"], "operation": "DELETE"});
+    h.core.ref_update(&del, &ctx).expect("delete");
+    assert_eq!(
+        h.get(ObjType::VirtualNetwork, VN)["network_policy_refs"],
+        json!([])
+    );
+    let bad = json!({"type": "virtual-network", "uuid": VN, "ref-type": "virtual-machine", "ref-uuid": VM, "operation": "ADD"});
+    assert!(matches!(
+        h.core.ref_update(&bad, &ctx),
+        Err(ApiError::BadRequest(_))
+    ));
+}
+
+#[test]
+fn watch_resumes_and_resets_after_compaction() {
+    let mut h = Harness::new();
+    h.network(VN, "net", ("10.1.0.0", 24), Some("10.1.0.1"));
+    h.core
+        .register_agent(&json!({"hostname": "h1", "fabric_ip": "10.0.0.1"}), 0)
+        .expect("h1");
+    h.core
+        .register_agent(&json!({"hostname": "h2", "fabric_ip": "10.0.0.2"}), 0)
+        .expect("h2");
+    h.create(
+        ObjType::VirtualMachine,
+        json!({"virtual-machine": {"uuid": VM, "fq_name": ["vm1"]}}),
+    )
+    .expect("vm");
+    h.create(
+        ObjType::VirtualMachineInterface,
+        json!({"virtual-machine-interface": {"uuid": VMI, "fq_name": ["vm1", "vm1-0"],
+               "virtual_network_refs": [{"to": ["default-domain", "default-project", "net"]}]}}),
+    )
+    .expect("vmi");
+    h.core
+        .bind(&json!({"host": "h1", "vmi_uuid": VMI}))
+        .expect("bind");
+    let start = h.core.watch("h1", 0).expect("watch");
+    assert!(start.reset);
+    assert_eq!(start.events.len(), 1);
+    let vrf = "default-domain:default-project:net";
+    // No interface of h2 in the VRF yet: h2 advertises, h1 sees it (h1 has the interface).
+    for i in 0..3u32 {
+        let prefix = format!("10.9.0.{i}/32");
+        h.core
+            .advertise(&json!({"host": "h2", "vrf": vrf, "prefix": prefix, "label": 100 + i}))
+            .expect("advertise");
+    }
+    let w = h.core.watch("h1", start.rev).expect("watch");
+    assert!(!w.reset);
+    assert_eq!(w.events.len(), 3);
+    assert!(h.core.watch("h1", w.rev).expect("watch").events.is_empty());
+    // Past the tombstone limit the view compacts; an old position gets a full snapshot.
+    for i in 0..=crate::agents::TOMBSTONE_LIMIT as u32 {
+        let prefix = format!("10.8.{}.{}/32", i / 256, i % 256);
+        let body = json!({"host": "h2", "vrf": vrf, "prefix": prefix, "label": 7});
+        h.core.advertise(&body).expect("advertise");
+        h.core.withdraw(&body).expect("withdraw");
+    }
+    let old = h.core.watch("h1", w.rev).expect("watch");
+    assert!(old.reset);
+    assert_eq!(old.events.len(), 4); // the interface and the three live routes
+    assert!(old.events.iter().all(|e| e["op"] == "put"));
+}

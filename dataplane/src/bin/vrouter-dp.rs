@@ -1,0 +1,430 @@
+//! `vrouter-dp`: the dataplane daemon. Opens the fabric NIC, the host interface and the agent
+//! socket, starts the lcores, serves the control socket, and opens or closes VM ports as the
+//! agent adds or deletes their interfaces.
+//!
+//! `vrouter-dp --config FILE [--key value ...]`; every config key is also a flag (see `--help`).
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use vrouter_dataplane::config::{ConfigError, DpConfig, KEYS};
+use vrouter_dataplane::ctl::{CtlServer, CtlState, DaemonInfo};
+use vrouter_dataplane::engine::{Engine, EngineConfig, EngineError};
+use vrouter_dataplane::port::agent::AgentPort;
+use vrouter_dataplane::port::open::{open_device, DevicePorts, OpenOpts, PortKind, Role};
+use vrouter_dataplane::port::sys::{mac_of, PortError};
+use vrouter_dataplane::port::tap::TapPort;
+use vrouter_dataplane::tables::{HostConfig, TableError, TableOp, VifKind, VifSpec};
+use vrouter_dataplane::wire::MacAddr;
+use vrouter_dataplane::{new_tables, StatsRegistry, TablesReader};
+
+/// Interface ids the daemon creates itself (Contrail's convention).
+const FABRIC_VIF: u16 = 0;
+const HOST_VIF: u16 = 1;
+const AGENT_VIF: u16 = 2;
+
+static TERM: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    TERM.store(true, Ordering::Relaxed);
+}
+
+#[derive(Debug, thiserror::Error)]
+enum DpError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("port: {0}")]
+    Port(#[from] PortError),
+    #[error("engine: {0}")]
+    Engine(#[from] EngineError),
+    #[error("tables: operation {0}: {1}")]
+    Tables(usize, TableError),
+    #[error("control socket {path}: {err}")]
+    Ctl { path: String, err: std::io::Error },
+}
+
+fn usage() -> String {
+    let mut s = String::from(
+        "usage: vrouter-dp [--config FILE] [--KEY VALUE ...]\n\n\
+         Userspace poll-mode vRouter dataplane. The config file holds `key = value` lines;\n\
+         every key is also a flag (underscores or dashes), flags override the file.\n\nkeys:\n",
+    );
+    for (k, d) in KEYS {
+        s.push_str(&format!("  --{:<20} {d}\n", k.replace('_', "-")));
+    }
+    s
+}
+
+fn init_logs(level: &str) {
+    let mut b = env_logger::Builder::new();
+    b.parse_filters(level);
+    if let Ok(s) = std::env::var("RUST_LOG") {
+        b.parse_filters(&s);
+    }
+    b.format(|buf, r| {
+        writeln!(
+            buf,
+            "ts={} level={} target={} msg={:?}",
+            buf.timestamp_micros(),
+            r.level(),
+            r.target(),
+            r.args().to_string()
+        )
+    });
+    b.init();
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        print!("{}", usage());
+        return;
+    }
+    if args.iter().any(|a| a == "--version") {
+        println!("vrouter-dp {}", env!("CARGO_PKG_VERSION"));
+        return;
+    }
+    let cfg = match DpConfig::from_args(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("vrouter-dp: {e}\n\n{}", usage());
+            std::process::exit(2);
+        }
+    };
+    init_logs(&cfg.log_level);
+    if let Err(e) = run(cfg) {
+        log::error!("fatal: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// Which backend a VM interface gets: `tap*` names are HVM taps, the rest use the default.
+fn kind_for(cfg: &DpConfig, name: &str) -> PortKind {
+    if name.starts_with("tap") {
+        PortKind::Tap
+    } else {
+        cfg.port_kind
+    }
+}
+
+struct Daemon {
+    cfg: DpConfig,
+    engine: Engine,
+    /// Open VM ports: vif id -> (device name, resources to keep).
+    open: HashMap<u16, (String, Option<Box<dyn std::any::Any + Send>>)>,
+    /// VM interfaces whose device could not be opened yet: vif id -> (name, next attempt).
+    pending: HashMap<u16, (String, Instant)>,
+}
+
+impl Daemon {
+    fn install(&mut self, vif: u16, d: DevicePorts) -> Option<Box<dyn std::any::Any + Send>> {
+        for (i, (p, rx)) in d.handles.into_iter().enumerate() {
+            self.engine.add_port(i, vif, p, rx);
+        }
+        d.guard
+    }
+
+    fn open_opts(&self, kind: PortKind, role: Role, vif: u16) -> OpenOpts {
+        OpenOpts {
+            kind,
+            role,
+            lcores: self.engine.lcores(),
+            xdp_mode: self.cfg.xdp_mode,
+            group: 0x4000 ^ (std::process::id() as u16).rotate_left(4) ^ vif,
+        }
+    }
+
+    /// Brings the open VM ports in line with the vif table.
+    fn sync_vm_ports(&mut self, reader: &TablesReader, force_retry: bool) {
+        let want: HashMap<u16, String> = match reader.enter() {
+            Some(t) => t
+                .vifs
+                .iter()
+                .flatten()
+                .filter(|v| v.spec.kind == VifKind::Virtual)
+                .map(|v| (v.spec.id, v.spec.name.clone()))
+                .collect(),
+            None => return,
+        };
+        let stale: Vec<u16> = self
+            .open
+            .iter()
+            .filter(|(id, (name, _))| want.get(id) != Some(name))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            if let Some((name, guard)) = self.open.remove(&id) {
+                if !self.engine.del_vif(id, Duration::from_secs(2)) {
+                    log::warn!("vif {id} ({name}): lcores did not release the port in time");
+                }
+                drop(guard);
+                log::info!("vif {id}: closed port on {name}");
+            }
+        }
+        self.pending.retain(|id, (n, _)| want.get(id) == Some(n));
+        let now = Instant::now();
+        for (id, name) in want {
+            if self.open.contains_key(&id) {
+                continue;
+            }
+            if let Some((_, next)) = self.pending.get(&id) {
+                if *next > now && !force_retry {
+                    continue;
+                }
+            }
+            let kind = kind_for(&self.cfg, &name);
+            match open_device(&name, &self.open_opts(kind, Role::Vm, id)) {
+                Ok(d) => {
+                    log::info!("vif {id}: opened {name} as {}", d.kind);
+                    let g = self.install(id, d);
+                    self.open.insert(id, (name, g));
+                    self.pending.remove(&id);
+                }
+                Err(e) => {
+                    if !self.pending.contains_key(&id) {
+                        log::warn!("vif {id}: cannot open {name} ({e}); retrying every second");
+                    }
+                    self.pending
+                        .insert(id, (name, now + Duration::from_secs(1)));
+                }
+            }
+        }
+    }
+}
+
+fn run(cfg: DpConfig) -> Result<(), DpError> {
+    // SAFETY: installs an async-signal-safe handler (one relaxed atomic store).
+    unsafe {
+        libc::signal(
+            libc::SIGTERM,
+            on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
+        );
+        libc::signal(
+            libc::SIGINT,
+            on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
+        );
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+    let limits = cfg.limits;
+    let (mut writer, reader) = new_tables(limits);
+    let stats = StatsRegistry::new(usize::from(limits.vifs), limits.vrfs as usize);
+    let engine = Engine::start(
+        &EngineConfig {
+            cpus: cfg.lcores.clone(),
+            pool_size: cfg.pool_size,
+            max_vifs: usize::from(limits.vifs),
+            spin_rounds: cfg.idle_spin_rounds,
+            max_sleep_us: 100,
+            poll_timeout_us: cfg.idle_poll_us,
+        },
+        &reader,
+        &stats,
+    )?;
+    log::info!(
+        "vrouter-dp starting: lcores={:?} port_kind={} fabric={:?} fabric_ip={} host_interface={:?}",
+        cfg.lcores,
+        cfg.port_kind,
+        cfg.fabric,
+        cfg.fabric_ip,
+        cfg.host_interface
+    );
+    let mut d = Daemon {
+        cfg: cfg.clone(),
+        engine,
+        open: HashMap::new(),
+        pending: HashMap::new(),
+    };
+    let mut statics: Vec<Option<Box<dyn std::any::Any + Send>>> = Vec::new();
+    let mut ops = Vec::new();
+    let mut host = HostConfig {
+        fabric_ip: u32::from(cfg.fabric_ip),
+        ..HostConfig::default()
+    };
+    let spec = |id, name: &str, kind, mac: [u8; 6]| VifSpec {
+        id,
+        name: name.into(),
+        kind,
+        vrf: 0,
+        mac: MacAddr(mac),
+        ip: 0,
+        mtu: 1500,
+        nh: None,
+    };
+    if let Some(f) = &cfg.fabric {
+        let kind = cfg.fabric_port_kind.unwrap_or(match cfg.port_kind {
+            PortKind::Tap => PortKind::AfPacket,
+            k => k,
+        });
+        let dev = open_device(
+            f,
+            &d.open_opts(
+                kind,
+                Role::Fabric {
+                    host_ip: u32::from(cfg.fabric_ip),
+                },
+                FABRIC_VIF,
+            ),
+        )?;
+        log::info!("fabric {f}: opened as {}", dev.kind);
+        if dev.kind == PortKind::AfPacket && cfg.host_interface.is_none() {
+            statics.push(Some(Box::new(overlay_sinks(cfg.fabric_ip))));
+        }
+        statics.push(d.install(FABRIC_VIF, dev));
+        ops.push(TableOp::AddVif(spec(
+            FABRIC_VIF,
+            f,
+            VifKind::Physical,
+            mac_of(f).unwrap_or_default(),
+        )));
+        host.fabric_vif = Some(FABRIC_VIF);
+    }
+    if let Some(h) = &cfg.host_interface {
+        let t = TapPort::open(h)?;
+        let n = d.engine.lcores();
+        for i in 1..n {
+            d.engine
+                .add_port(i, HOST_VIF, Box::new(t.tx_handle()?), false);
+        }
+        d.engine.add_port(0, HOST_VIF, Box::new(t), true);
+        ops.push(TableOp::AddVif(spec(
+            HOST_VIF,
+            h,
+            VifKind::Host,
+            mac_of(h).unwrap_or_default(),
+        )));
+        host.host_vif = Some(HOST_VIF);
+        log::info!("host interface {h}: tap");
+    }
+    let _agent_path = if let Some(p) = &cfg.agent_socket {
+        let a = AgentPort::bind(p)?;
+        let n = d.engine.lcores();
+        for i in 1..n {
+            d.engine
+                .add_port(i, AGENT_VIF, Box::new(a.tx_handle()?), false);
+        }
+        d.engine.add_port(0, AGENT_VIF, Box::new(a), true);
+        ops.push(TableOp::AddVif(spec(
+            AGENT_VIF,
+            "pkt0",
+            VifKind::Agent,
+            [0; 6],
+        )));
+        host.agent_vif = Some(AGENT_VIF);
+        log::info!("agent interface pkt0: datagram socket {}", p.display());
+        Some(p.clone())
+    } else {
+        None
+    };
+    ops.push(TableOp::SetHost(host));
+    writer.apply(ops).map_err(|(i, e)| DpError::Tables(i, e))?;
+
+    let state = Arc::new(Mutex::new(CtlState {
+        writer,
+        stats: stats.clone(),
+        info: DaemonInfo {
+            lcores: d.engine.lcores(),
+        },
+    }));
+    let server = CtlServer::bind(&cfg.ctl_socket, state.clone()).map_err(|err| DpError::Ctl {
+        path: cfg.ctl_socket.display().to_string(),
+        err,
+    })?;
+    server.spawn().map_err(|err| DpError::Ctl {
+        path: cfg.ctl_socket.display().to_string(),
+        err,
+    })?;
+    log::info!(
+        "control socket listening on {} (fabric ip {})",
+        cfg.ctl_socket.display(),
+        Ipv4Addr::from(host.fabric_ip)
+    );
+
+    let mut last_gen = u64::MAX;
+    let mut last_retry = Instant::now();
+    while !TERM.load(Ordering::Relaxed) {
+        let gen = reader.enter().map(|t| t.generation).unwrap_or(0);
+        let retry = !d.pending.is_empty() && last_retry.elapsed() >= Duration::from_secs(1);
+        if gen != last_gen || retry {
+            last_gen = gen;
+            if retry {
+                last_retry = Instant::now();
+            }
+            d.sync_vm_ports(&reader, false);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    log::info!("signal received: shutting down");
+    let Daemon { engine, open, .. } = d;
+    engine.stop();
+    drop(open);
+    drop(statics);
+    let _ = std::fs::remove_file(&cfg.ctl_socket);
+    log::info!("vrouter-dp stopped");
+    Ok(())
+}
+
+/// With an AF_PACKET fabric and no host interface, the kernel sees overlay packets too and would
+/// answer them with ICMP unreachables. Sockets that claim UDP 6635/51234 and GRE without ever
+/// reading (a zero-length filter drops everything) keep it quiet.
+fn overlay_sinks(ip: Ipv4Addr) -> Vec<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let mut v = Vec::new();
+    let drop_all = [libc::sock_filter {
+        code: 0x06, // BPF_RET | BPF_K
+        jt: 0,
+        jf: 0,
+        k: 0,
+    }];
+    let prog = libc::sock_fprog {
+        len: 1,
+        filter: drop_all.as_ptr() as *mut libc::sock_filter,
+    };
+    let mk = |ty: i32, proto: i32, port: u16| -> Option<OwnedFd> {
+        // SAFETY: plain syscall with integer arguments.
+        let fd = unsafe { libc::socket(libc::AF_INET, ty | libc::SOCK_CLOEXEC, proto) };
+        if fd < 0 {
+            return None;
+        }
+        // SAFETY: `fd` was just created and is owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: `prog` points at a live one-instruction filter for the call's duration.
+        unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ATTACH_FILTER,
+                (&prog as *const libc::sock_fprog).cast(),
+                std::mem::size_of::<libc::sock_fprog>() as u32,
+            );
+        }
+        if ty == libc::SOCK_DGRAM {
+            let sa = libc::sockaddr_in {
+                sin_family: libc::AF_INET as u16,
+                sin_port: port.to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(ip).to_be(),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: `sa` is a valid sockaddr_in of the length passed.
+            let rc = unsafe {
+                libc::bind(
+                    fd.as_raw_fd(),
+                    (&sa as *const libc::sockaddr_in).cast(),
+                    std::mem::size_of::<libc::sockaddr_in>() as u32,
+                )
+            };
+            if rc < 0 {
+                return None;
+            }
+        }
+        Some(fd)
+    };
+    v.extend(mk(libc::SOCK_DGRAM, 0, 6635));
+    v.extend(mk(libc::SOCK_DGRAM, 0, 51234));
+    v.extend(mk(libc::SOCK_RAW, libc::IPPROTO_GRE, 0));
+    v
+}

@@ -1,0 +1,386 @@
+//! AF_PACKET port: a TPACKET_V3 receive ring (the kernel fills whole blocks of packets, one
+//! status word per block), an mmap'ed transmit ring sent with one `send()` per burst and the
+//! qdisc bypassed, and the virtio-net header on both so offloaded packets arrive whole (see
+//! [`super::vnet`]). Several sockets on one device form a `PACKET_FANOUT_HASH` group, spreading
+//! its flows over lcores.
+//!
+//! Latency note: a TPACKET_V3 block is handed to user space when it is full or when its retire
+//! timer (1 ms, rounded up to a jiffy) fires, so a lone packet can wait that long. Under load
+//! blocks fill long before; for the lowest latency use AF_XDP.
+
+use super::sys::{self, Mmap, PortError};
+use super::vnet::{self, Outcome, VnetHdr, VNET_HDR_LEN};
+use super::{Port, PortDrops};
+use crate::batch::Batch;
+use crate::buf::{BufPool, PktBuf, MAX_PKT_LEN};
+use crate::drop::DropReason;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{fence, Ordering};
+
+const TPACKET_V3: i32 = 2;
+const PACKET_RX_RING: i32 = 5;
+const PACKET_VERSION: i32 = 10;
+const PACKET_TX_RING: i32 = 13;
+const PACKET_LOSS: i32 = 14;
+const PACKET_VNET_HDR: i32 = 15;
+const PACKET_FANOUT: i32 = 18;
+const PACKET_QDISC_BYPASS: i32 = 20;
+const PACKET_IGNORE_OUTGOING: i32 = 23;
+const PACKET_FANOUT_HASH: u32 = 0;
+const TP_STATUS_KERNEL: u32 = 0;
+const TP_STATUS_USER: u32 = 1;
+const TP_STATUS_AVAILABLE: u32 = 0;
+const TP_STATUS_SEND_REQUEST: u32 = 1;
+const TP_STATUS_WRONG_FORMAT: u32 = 4;
+/// `TPACKET_ALIGN(sizeof(struct tpacket3_hdr))`: where transmit data starts in a frame.
+const TX_DATA_OFF: usize = 48;
+
+const RX_BLOCK_SIZE: u32 = 1 << 18;
+const RX_BLOCK_NR: u32 = 16;
+const TX_BLOCK_SIZE: u32 = 1 << 16;
+const TX_BLOCK_NR: u32 = 16;
+const TX_FRAME_SIZE: u32 = 2048;
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct TpacketReq3 {
+    block_size: u32,
+    block_nr: u32,
+    frame_size: u32,
+    frame_nr: u32,
+    retire_blk_tov: u32,
+    sizeof_priv: u32,
+    feature_req_word: u32,
+}
+
+/// How to open an AF_PACKET port.
+#[derive(Debug, Clone, Copy)]
+pub struct AfPacketOpts {
+    /// Receive (false: a transmit-only handle that never sees traffic).
+    pub rx: bool,
+    /// Join this fanout group (hash) so several sockets share the device's traffic.
+    pub fanout_group: Option<u16>,
+    /// Use the virtio-net header (checksum offload and GSO metadata).
+    pub vnet_hdr: bool,
+}
+
+/// One AF_PACKET socket with its rings.
+#[derive(Debug)]
+pub struct AfPacketPort {
+    name: String,
+    fd: OwnedFd,
+    map: Mmap,
+    rx: bool,
+    vnet: bool,
+    rx_block: u32,
+    /// Offset of the next unread packet in the current block, and how many are left.
+    rx_pos: Option<(usize, u32)>,
+    tx_base: usize,
+    tx_frames: u32,
+    tx_head: u32,
+    drops: PortDrops,
+}
+
+impl AfPacketPort {
+    /// Opens `dev`.
+    pub fn open(dev: &str, o: AfPacketOpts) -> Result<Self, PortError> {
+        let ifindex = sys::ifindex(dev)?;
+        let proto = if o.rx {
+            (libc::ETH_P_ALL as u16).to_be()
+        } else {
+            0
+        };
+        let fd = sys::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto), dev)?;
+        let raw = fd.as_raw_fd();
+        sys::setsockopt(
+            raw,
+            libc::SOL_PACKET,
+            PACKET_VERSION,
+            &TPACKET_V3,
+            "PACKET_VERSION",
+            dev,
+        )?;
+        if o.vnet_hdr {
+            sys::setsockopt(
+                raw,
+                libc::SOL_PACKET,
+                PACKET_VNET_HDR,
+                &1i32,
+                "PACKET_VNET_HDR",
+                dev,
+            )?;
+        }
+        // Best effort: older kernels lack these; correctness does not depend on them.
+        let _ = sys::setsockopt(
+            raw,
+            libc::SOL_PACKET,
+            PACKET_QDISC_BYPASS,
+            &1i32,
+            "PACKET_QDISC_BYPASS",
+            dev,
+        );
+        let _ = sys::setsockopt(
+            raw,
+            libc::SOL_PACKET,
+            PACKET_IGNORE_OUTGOING,
+            &1i32,
+            "PACKET_IGNORE_OUTGOING",
+            dev,
+        );
+        let _ = sys::setsockopt(
+            raw,
+            libc::SOL_PACKET,
+            PACKET_LOSS,
+            &1i32,
+            "PACKET_LOSS",
+            dev,
+        );
+        let rx_req = TpacketReq3 {
+            block_size: RX_BLOCK_SIZE,
+            block_nr: RX_BLOCK_NR,
+            frame_size: 2048,
+            frame_nr: RX_BLOCK_SIZE / 2048 * RX_BLOCK_NR,
+            retire_blk_tov: 1,
+            sizeof_priv: 0,
+            feature_req_word: 0,
+        };
+        let rx_len = if o.rx {
+            sys::setsockopt(
+                raw,
+                libc::SOL_PACKET,
+                PACKET_RX_RING,
+                &rx_req,
+                "PACKET_RX_RING",
+                dev,
+            )?;
+            (RX_BLOCK_SIZE * RX_BLOCK_NR) as usize
+        } else {
+            0
+        };
+        let tx_req = TpacketReq3 {
+            block_size: TX_BLOCK_SIZE,
+            block_nr: TX_BLOCK_NR,
+            frame_size: TX_FRAME_SIZE,
+            frame_nr: TX_BLOCK_SIZE / TX_FRAME_SIZE * TX_BLOCK_NR,
+            retire_blk_tov: 0,
+            sizeof_priv: 0,
+            feature_req_word: 0,
+        };
+        sys::setsockopt(
+            raw,
+            libc::SOL_PACKET,
+            PACKET_TX_RING,
+            &tx_req,
+            "PACKET_TX_RING",
+            dev,
+        )?;
+        let tx_len = (TX_BLOCK_SIZE * TX_BLOCK_NR) as usize;
+        let map = Mmap::new(Some(raw), rx_len + tx_len, 0, true, dev)?;
+        // SAFETY: sockaddr_ll is plain data; all-zero is a valid value.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = proto;
+        sll.sll_ifindex = ifindex as i32;
+        // SAFETY: `sll` is a valid sockaddr_ll of the length passed.
+        let rc = unsafe {
+            libc::bind(
+                raw,
+                (&sll as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if rc < 0 {
+            return Err(PortError::last("bind", dev));
+        }
+        if let (true, Some(g)) = (o.rx, o.fanout_group) {
+            let arg: u32 = u32::from(g) | (PACKET_FANOUT_HASH << 16);
+            sys::setsockopt(
+                raw,
+                libc::SOL_PACKET,
+                PACKET_FANOUT,
+                &arg,
+                "PACKET_FANOUT",
+                dev,
+            )?;
+        }
+        Ok(Self {
+            name: dev.to_string(),
+            fd,
+            map,
+            rx: o.rx,
+            vnet: o.vnet_hdr,
+            rx_block: 0,
+            rx_pos: None,
+            tx_base: rx_len,
+            tx_frames: tx_req.frame_nr,
+            tx_head: 0,
+            drops: PortDrops::default(),
+        })
+    }
+
+    #[inline]
+    fn rd32(&self, off: usize) -> u32 {
+        debug_assert!(off + 4 <= self.map.len());
+        // SAFETY: `off` is inside the mapping (ring offsets computed from the ring geometry and
+        // kernel-written offsets checked against the block size); volatile because the kernel
+        // writes it concurrently.
+        unsafe { std::ptr::read_volatile(self.map.ptr().add(off).cast::<u32>()) }
+    }
+
+    #[inline]
+    fn wr32(&self, off: usize, v: u32) {
+        // SAFETY: as in `rd32`; this word belongs to user space until the write hands it back.
+        unsafe { std::ptr::write_volatile(self.map.ptr().add(off).cast::<u32>(), v) }
+    }
+
+    #[inline]
+    fn rd16(&self, off: usize) -> u16 {
+        // SAFETY: as in `rd32`.
+        unsafe { std::ptr::read_volatile(self.map.ptr().add(off).cast::<u16>()) }
+    }
+
+    fn bytes(&self, off: usize, len: usize) -> &[u8] {
+        // SAFETY: callers bound `off + len` by the block that holds it, inside the mapping; the
+        // block belongs to user space (status USER) while it is read.
+        unsafe { std::slice::from_raw_parts(self.map.ptr().add(off), len) }
+    }
+}
+
+impl Port for AfPacketPort {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn rx_burst(&mut self, pool: &mut BufPool, batch: &mut Batch, vif: u16) -> usize {
+        if !self.rx {
+            return 0;
+        }
+        let bs = RX_BLOCK_SIZE as usize;
+        let mut n = 0;
+        while !batch.is_full() {
+            let blk = self.rx_block as usize * bs;
+            let (mut off, mut left) = match self.rx_pos {
+                Some(p) => p,
+                None => {
+                    if self.rd32(blk + 8) & TP_STATUS_USER == 0 {
+                        break;
+                    }
+                    fence(Ordering::Acquire);
+                    let num = self.rd32(blk + 12);
+                    let first = self.rd32(blk + 16) as usize;
+                    (first, num)
+                }
+            };
+            while left > 0 {
+                if off + TX_DATA_OFF > bs {
+                    left = 0;
+                    break;
+                }
+                let h = blk + off;
+                let next = self.rd32(h) as usize;
+                let snap = self.rd32(h + 12) as usize;
+                let len = self.rd32(h + 16) as usize;
+                let mac = usize::from(self.rd16(h + 24));
+                // Segments of a super-packet must all fit the batch; resume here later.
+                let need = if len > MAX_PKT_LEN { len / 536 + 1 } else { 1 };
+                if batch.room() < need.min(crate::batch::BATCH_SIZE) {
+                    break;
+                }
+                if off + mac + snap > bs || (self.vnet && mac < VNET_HDR_LEN) {
+                    self.drops.add(DropReason::InterfaceRxDiscard);
+                } else if snap < len {
+                    self.drops.add(DropReason::InterfaceRxDiscard);
+                } else {
+                    let hdr = if self.vnet {
+                        VnetHdr::parse(self.bytes(h + mac - VNET_HDR_LEN, VNET_HDR_LEN))
+                    } else {
+                        None
+                    };
+                    let frame = self.bytes(h + mac, snap);
+                    let mut pushed = 0;
+                    let out = vnet::deliver(hdr.as_ref(), frame, pool, |b| {
+                        batch.push(b, vif)?;
+                        pushed += 1;
+                        Ok(())
+                    });
+                    n += pushed;
+                    match out {
+                        Outcome::Frames(_) => {}
+                        Outcome::Bad => self.drops.add(DropReason::InvalidPacket),
+                        Outcome::TooBig => self.drops.add(DropReason::InterfaceRxDiscard),
+                        Outcome::NoBuf => self.drops.add(DropReason::HeadAllocFail),
+                    }
+                }
+                left -= 1;
+                off += next;
+                if next == 0 {
+                    left = 0;
+                }
+            }
+            if left > 0 {
+                self.rx_pos = Some((off, left));
+                break;
+            }
+            self.rx_pos = None;
+            fence(Ordering::Release);
+            self.wr32(blk + 8, TP_STATUS_KERNEL);
+            self.rx_block = (self.rx_block + 1) % RX_BLOCK_NR;
+        }
+        n
+    }
+
+    fn tx_burst(&mut self, pool: &mut BufPool, pkts: &mut Vec<PktBuf>) -> usize {
+        let fpb = TX_BLOCK_SIZE / TX_FRAME_SIZE;
+        let mut sent = 0;
+        let hl = if self.vnet { VNET_HDR_LEN } else { 0 };
+        for b in pkts.iter() {
+            let i = self.tx_head;
+            let f = self.tx_base + (i / fpb * TX_BLOCK_SIZE + i % fpb * TX_FRAME_SIZE) as usize;
+            let st = self.rd32(f + 20);
+            if st == TP_STATUS_WRONG_FORMAT {
+                self.drops.add(DropReason::InterfaceTxDiscard);
+            } else if st != TP_STATUS_AVAILABLE {
+                break;
+            }
+            fence(Ordering::Acquire);
+            let len = b.len().min(TX_FRAME_SIZE as usize - TX_DATA_OFF - hl);
+            // SAFETY: the frame is ours (status AVAILABLE) and `TX_DATA_OFF + hl + len` is
+            // within `TX_FRAME_SIZE`, inside the transmit ring part of the mapping.
+            unsafe {
+                let d = self.map.ptr().add(f + TX_DATA_OFF);
+                std::ptr::write_bytes(d, 0, hl);
+                std::ptr::copy_nonoverlapping(b.data().as_ptr(), d.add(hl), len);
+            }
+            self.wr32(f + 16, (hl + len) as u32); // tp_len
+            self.wr32(f + 12, (hl + len) as u32); // tp_snaplen
+            fence(Ordering::Release);
+            self.wr32(f + 20, TP_STATUS_SEND_REQUEST);
+            self.tx_head = (i + 1) % self.tx_frames;
+            sent += 1;
+        }
+        if sent > 0 {
+            // SAFETY: send with no buffer only kicks the transmit ring of our own socket.
+            let rc =
+                unsafe { libc::send(self.fd.as_raw_fd(), std::ptr::null(), 0, libc::MSG_DONTWAIT) };
+            if rc < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.raw_os_error() != Some(libc::EAGAIN) && e.raw_os_error() != Some(libc::ENOBUFS)
+                {
+                    log::debug!("{}: tx kick: {e}", self.name);
+                }
+            }
+        }
+        for b in pkts.drain(..sent) {
+            pool.free(b);
+        }
+        sent
+    }
+
+    fn poll_fd(&self) -> Option<RawFd> {
+        self.rx.then(|| self.fd.as_raw_fd())
+    }
+
+    fn take_drops(&mut self) -> PortDrops {
+        std::mem::take(&mut self.drops)
+    }
+}

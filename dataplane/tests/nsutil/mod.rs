@@ -1,0 +1,394 @@
+//! Shared helpers for the namespace tests: namespaces and daemons that clean up after
+//! themselves (Drop guards, also on failure), tool checks that fail with the install command,
+//! and programming the dataplane over its control socket.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use vrouter_dataplane::ctl::CtlClient;
+use vrouter_dataplane::tables::{NexthopSpec, Route, TableOp, VifKind, VifSpec};
+use vrouter_dataplane::wire::MacAddr;
+
+/// Fails the test (never skips) when a tool is missing.
+pub fn require(tools: &[&str]) {
+    assert!(
+        nix_root(),
+        "namespace tests need root (CI runs `cargo test` as root)"
+    );
+    for t in tools {
+        let ok = Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {t}"))
+            .stdout(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        let pkg = match *t {
+            "ip" => "iproute2",
+            "ping" => "iputils-ping",
+            "trafgen" => "netsniff-ng",
+            "tshark" => "tshark",
+            "iperf3" => "iperf3",
+            "ethtool" => "ethtool",
+            o => o,
+        };
+        assert!(
+            ok,
+            "{t} is required: install it with `apt-get install -y --no-install-recommends {pkg}` \
+             (or run scripts/install-deps.sh)"
+        );
+    }
+}
+
+fn nix_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Runs a shell command, panicking with its output if it fails.
+pub fn sh(cmd: &str) -> String {
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .output()
+        .expect("spawn sh");
+    assert!(
+        o.status.success(),
+        "command failed: {cmd}\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Runs a shell command, returning (success, stdout+stderr).
+pub fn sh_ok(cmd: &str) -> (bool, String) {
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .output()
+        .expect("spawn sh");
+    let mut s = String::from_utf8_lossy(&o.stdout).into_owned();
+    s.push_str(&String::from_utf8_lossy(&o.stderr));
+    (o.status.success(), s)
+}
+
+/// A network namespace, deleted on drop.
+pub struct Ns {
+    pub name: String,
+}
+
+impl Ns {
+    pub fn new(test: &str, role: &str) -> Self {
+        let name = format!("vrt3-{test}-{}-{role}", std::process::id());
+        let _ = sh_ok(&format!("ip netns del {name} 2>/dev/null"));
+        sh(&format!("ip netns add {name}"));
+        sh(&format!("ip -n {name} link set lo up"));
+        Self { name }
+    }
+
+    /// `ip netns exec <ns> <cmd>` through sh.
+    pub fn exec(&self, cmd: &str) -> String {
+        sh(&format!("ip netns exec {} {cmd}", self.name))
+    }
+
+    pub fn exec_ok(&self, cmd: &str) -> (bool, String) {
+        sh_ok(&format!("ip netns exec {} {cmd}", self.name))
+    }
+}
+
+impl Drop for Ns {
+    fn drop(&mut self) {
+        // Kill anything still running inside, then delete.
+        let _ = sh_ok(&format!(
+            "for p in $(ip netns pids {} 2>/dev/null); do kill -9 $p; done; ip netns del {}",
+            self.name, self.name
+        ));
+    }
+}
+
+/// A background process, killed (by pid) on drop.
+pub struct Proc {
+    pub child: Child,
+    pub what: String,
+}
+
+impl Proc {
+    pub fn spawn(ns: &Ns, cmd: &str, log: &Path) -> Self {
+        let f = std::fs::File::create(log).expect("log file");
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns.name,
+                "sh",
+                "-c",
+                &format!("exec {cmd}"),
+            ])
+            .stdout(f.try_clone().expect("dup"))
+            .stderr(f)
+            .spawn()
+            .expect("spawn");
+        Self {
+            child,
+            what: cmd.to_string(),
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Waits for exit up to `t`; kills it past that.
+    pub fn wait(&mut self, t: Duration) -> bool {
+        let end = Instant::now() + t;
+        while Instant::now() < end {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return s.success();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        false
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: signalling our own child by pid.
+            unsafe {
+                libc::kill(self.pid(), libc::SIGTERM);
+            }
+            let end = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < end {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A scratch directory, removed on drop.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(test: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("vrt3-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("scratch dir");
+        Self(p)
+    }
+    pub fn path(&self, f: &str) -> PathBuf {
+        self.0.join(f)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::env::var_os("VRT3_KEEP").is_none() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// The dataplane daemon running in `ns`, stopped with SIGTERM on drop.
+pub struct Dp {
+    pub proc: Proc,
+    pub sock: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Dp {
+    pub fn start(ns: &Ns, scratch: &Scratch, name: &str, args: &str) -> Self {
+        let sock = scratch.path(&format!("{name}.sock"));
+        let log = scratch.path(&format!("{name}.log"));
+        let bin = env!("CARGO_BIN_EXE_vrouter-dp");
+        let proc = Proc::spawn(
+            ns,
+            &format!(
+                "{bin} --ctl-socket {} --agent-socket {} --log-level debug {args}",
+                sock.display(),
+                scratch.path(&format!("{name}-pkt0.sock")).display()
+            ),
+            &log,
+        );
+        let dp = Self { proc, sock, log };
+        let end = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < end {
+            if CtlClient::connect(&dp.sock).is_ok() {
+                return dp;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("vrouter-dp did not come up:\n{}", dp.log_text());
+    }
+
+    pub fn client(&self) -> CtlClient {
+        CtlClient::connect(&self.sock).expect("connect control socket")
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn alive(&mut self) -> bool {
+        matches!(self.proc.child.try_wait(), Ok(None))
+    }
+}
+
+pub fn mac(s: &str) -> MacAddr {
+    let mut m = [0u8; 6];
+    for (b, p) in m.iter_mut().zip(s.split(':')) {
+        *b = u8::from_str_radix(p, 16).expect("hex");
+    }
+    MacAddr(m)
+}
+
+pub fn ip(s: &str) -> u32 {
+    u32::from(s.parse::<std::net::Ipv4Addr>().expect("ipv4"))
+}
+
+/// A VM: a namespace with `eth0` whose dom0 end `dev` lives in the host namespace.
+pub struct Vm {
+    pub ns: Ns,
+    pub mac: String,
+    pub ip: String,
+    pub dev: String,
+}
+
+impl Vm {
+    /// A veth VM (`dev` is e.g. vif1.0 in `host`).
+    pub fn veth(test: &str, role: &str, host: &Ns, dev: &str, mac: &str, ip: &str) -> Self {
+        let ns = Ns::new(test, role);
+        sh(&format!(
+            "ip link add {dev} netns {} type veth peer name eth0 netns {}",
+            host.name, ns.name
+        ));
+        sh(&format!("ip -n {} link set eth0 address {mac}", ns.name));
+        sh(&format!("ip -n {} addr add {ip}/24 dev eth0", ns.name));
+        sh(&format!("ip -n {} link set eth0 up", ns.name));
+        sh(&format!("ip -n {} link set {dev} up", host.name));
+        Self {
+            ns,
+            mac: mac.into(),
+            ip: ip.into(),
+            dev: dev.into(),
+        }
+    }
+
+    /// A tap VM: waits for the daemon to create `dev` in `host`, then moves it into the VM.
+    pub fn adopt_tap(test: &str, role: &str, host: &Ns, dev: &str, mac: &str, ip: &str) -> Self {
+        let ns = Ns::new(test, role);
+        let end = Instant::now() + Duration::from_secs(5);
+        while !sh_ok(&format!("ip -n {} link show {dev}", host.name)).0 {
+            assert!(Instant::now() < end, "daemon did not create {dev}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        sh(&format!(
+            "ip -n {} link set {dev} netns {}",
+            host.name, ns.name
+        ));
+        sh(&format!("ip -n {} link set {dev} address {mac}", ns.name));
+        sh(&format!("ip -n {} addr add {ip}/24 dev {dev}", ns.name));
+        sh(&format!("ip -n {} link set {dev} up", ns.name));
+        Self {
+            ns,
+            mac: mac.into(),
+            ip: ip.into(),
+            dev: dev.into(),
+        }
+    }
+}
+
+/// Ops that attach a local VM: its vif, its encap nexthop, its /32 and its label.
+pub fn vm_ops(vif: u16, name: &str, vrf: u16, vm_mac: &str, vm_ip: &str, nh: u32) -> Vec<TableOp> {
+    vec![
+        TableOp::AddVif(VifSpec {
+            id: vif,
+            name: name.into(),
+            kind: VifKind::Virtual,
+            vrf,
+            mac: mac(vm_mac),
+            ip: ip(vm_ip),
+            mtu: 1500,
+            nh: Some(nh),
+        }),
+        TableOp::AddNh {
+            id: nh,
+            spec: NexthopSpec::Encap {
+                oif: vif,
+                dmac: mac(vm_mac),
+                smac: MacAddr::VROUTER,
+            },
+        },
+        TableOp::AddRoute {
+            vrf,
+            prefix: ip(vm_ip),
+            plen: 32,
+            route: Route {
+                nh,
+                label: None,
+                proxy_arp: true,
+            },
+        },
+        TableOp::AddLabel {
+            label: nh + 100,
+            nh,
+        },
+    ]
+}
+
+pub fn vrf_op(id: u16, name: &str) -> TableOp {
+    TableOp::AddVrf {
+        id,
+        name: name.into(),
+    }
+}
+
+/// Pings `dst` from `vm`: (all answered, output).
+pub fn ping(ns: &Ns, dst: &str, count: u32) -> (bool, String) {
+    ns.exec_ok(&format!("ping -c {count} -i 0.2 -W 2 -q {dst}"))
+}
+
+/// Retries a short ping until one answer comes back (ports open asynchronously).
+pub fn wait_reachable(ns: &Ns, dst: &str, within: Duration) -> bool {
+    let end = Instant::now() + within;
+    while Instant::now() < end {
+        if ns.exec_ok(&format!("ping -c 1 -W 1 -q {dst}")).0 {
+            return true;
+        }
+    }
+    false
+}
+
+/// Runs an iperf3 TCP test from `client` to `server_ip` in `server`; returns Gbit/s received.
+pub fn iperf3(server: &Ns, client: &Ns, server_ip: &str, secs: u32, scratch: &Scratch) -> f64 {
+    let mut srv = Proc::spawn(
+        server,
+        &format!("timeout {} iperf3 -s -1 -B {server_ip} -p 5201", secs + 15),
+        &scratch.path(&format!("iperf3-s-{}.log", server.name)),
+    );
+    let end = Instant::now() + Duration::from_secs(5);
+    while !server.exec_ok("sh -c 'ss -ltn | grep -q :5201'").0 {
+        assert!(Instant::now() < end, "iperf3 server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (ok, out) = client.exec_ok(&format!(
+        "timeout {} iperf3 -c {server_ip} -p 5201 -t {secs} -J",
+        secs + 10
+    ));
+    srv.wait(Duration::from_secs(5));
+    assert!(ok, "iperf3 client failed: {out}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("iperf3 json");
+    let bps = v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .expect("sum_received");
+    bps / 1e9
+}
