@@ -65,6 +65,11 @@ pub struct Compiled {
     pub warnings: Vec<String>,
 }
 
+/// First vif id given to VM interfaces: 0, 1 and 2 are the fabric, host and agent interfaces
+/// (Contrail's layout), kept free even when the daemon runs without some of them, so VM ids do
+/// not move when it is later started with them.
+pub const FIRST_VM_VIF: u16 = 3;
+
 /// Nexthop key of an interface's Encap nexthop.
 pub fn encap_key(ifname: &str) -> String {
     format!("encap/{ifname}")
@@ -147,7 +152,7 @@ pub fn compile(
             wanted: &wanted,
             in_dataplane: &set(d.vifs.iter().map(|v| v.id)),
             protected: &dp.infra_vifs,
-            first: 0,
+            first: FIRST_VM_VIF.into(),
             limit: u64::from(limits.vifs),
         },
         None,

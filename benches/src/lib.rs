@@ -137,6 +137,13 @@ impl GenPort {
     }
 }
 
+impl GenPort {
+    /// The destinations it cycles through.
+    pub fn destinations(&self) -> &[u32] {
+        &self.dsts
+    }
+}
+
 impl Port for GenPort {
     fn name(&self) -> &str {
         "gen"

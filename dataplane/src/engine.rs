@@ -411,7 +411,7 @@ impl Lcore {
                 set.txq.flush(&mut set.ports, &mut pool, &self.stats);
             }
             round = round.wrapping_add(1);
-            if round % 1024 == 0 {
+            if round.is_multiple_of(1024) {
                 for i in 0..set.ports.len() {
                     let v = set.vifs[i];
                     self.account(&mut *set.ports[i], v);

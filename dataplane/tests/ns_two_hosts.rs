@@ -17,10 +17,21 @@ fn two_hosts(test: &str, kind: &str, tunnel: TunnelKind) {
     let scratch = Scratch::new(test);
     let ha = Ns::new(test, "ha");
     let hb = Ns::new(test, "hb");
-    sh(&format!(
-        "ip link add fab0 netns {} type veth peer name fab0 netns {}",
-        ha.name, hb.name
-    ));
+    // The underlay: each host's fabric NIC plugs into a bridge (a switch) in its own namespace,
+    // where the capture sees both directions.
+    let ul = Ns::new(test, "ul");
+    sh(&format!("ip -n {} link add br0 type bridge", ul.name));
+    for (h, p) in [(&ha, "pa"), (&hb, "pb")] {
+        sh(&format!(
+            "ip link add fab0 netns {} type veth peer name {p} netns {}",
+            h.name, ul.name
+        ));
+        sh(&format!(
+            "ip -n {} link set {p} mtu 1600 master br0 up",
+            ul.name
+        ));
+    }
+    sh(&format!("ip -n {} link set br0 up", ul.name));
     for (h, m, a) in [(&ha, FAB_A, "192.168.100.1"), (&hb, FAB_B, "192.168.100.2")] {
         sh(&format!(
             "ip -n {} link set fab0 address {m} mtu 1600",
@@ -76,9 +87,9 @@ fn two_hosts(test: &str, kind: &str, tunnel: TunnelKind) {
     // Capture on the underlay while pinging.
     let pcap = scratch.path("underlay.pcap");
     let mut cap = Proc::spawn(
-        &hb,
+        &ul,
         &format!(
-            "timeout 20 tshark -i fab0 -f 'udp port 6635 or ip proto 47' -c 4 -w {}",
+            "timeout 20 tshark -i pa -f 'udp port 6635 or ip proto 47' -c 6 -w {}",
             pcap.display()
         ),
         &scratch.path("tshark.log"),
@@ -89,7 +100,7 @@ fn two_hosts(test: &str, kind: &str, tunnel: TunnelKind) {
     eprintln!("{test}: overlay ping: {}", out.lines().last().unwrap_or(""));
     assert!(cap.wait(Duration::from_secs(15)), "capture did not finish");
     let fields = sh(&format!(
-        "tshark -r {} -T fields -e mpls.label -e ip.src -e ip.dst -E separator=/ 2>/dev/null",
+        "tshark -r {} -T fields -e mpls.label -e ip.src -e ip.dst -E separator=\\; 2>/dev/null",
         pcap.display()
     ));
     eprintln!("{test}: underlay decode:\n{fields}");
@@ -99,7 +110,7 @@ fn two_hosts(test: &str, kind: &str, tunnel: TunnelKind) {
         "too few overlay packets captured: {fields}"
     );
     assert!(
-        lines.iter().any(|l| l.starts_with("111/")
+        lines.iter().any(|l| l.starts_with("111;")
             && l.contains("192.168.100.1,10.1.1.2")
             && l.contains("192.168.100.2,10.1.1.3")),
         "no vm1->vm2 packet with label 111 and inner addresses: {fields}"
@@ -107,7 +118,7 @@ fn two_hosts(test: &str, kind: &str, tunnel: TunnelKind) {
     assert!(
         lines
             .iter()
-            .any(|l| l.starts_with("110/") && l.contains("10.1.1.3")),
+            .any(|l| l.starts_with("110;") && l.contains("10.1.1.3")),
         "no vm2->vm1 packet with label 110: {fields}"
     );
     if tunnel == TunnelKind::MplsOverGre {

@@ -39,7 +39,11 @@
 //! # Retrying
 //! Pending vifs are re-evaluated on the next watch event that touches them, when the agent calls
 //! [`Binder::retry_pending`] (do so when the interface directory changes, e.g. config arrived from
-//! the controller), and every [`BinderConfig::retry_interval`] from [`Binder::poll`].
+//! the controller), and, for the reasons that no watch event would reveal a change of
+//! ([`PendingReason::needs_periodic_retry`]: nothing identified it yet, or a transient failure),
+//! every [`BinderConfig::retry_interval`] from [`Binder::poll`]. Periodic retries are limited to
+//! those so that many vifs waiting on, say, `hotplug-status` do not turn into a steady read load
+//! on xenstored.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -282,6 +286,34 @@ pub enum PendingReason {
     BindFailed(String),
     /// The sink refused to unbind; the old binding is kept and retried.
     UnbindFailed(String),
+}
+
+impl PendingReason {
+    /// Whether the state behind this reason can change without a write below the watched
+    /// backend dir (so only a periodic retry notices): the xapi private dir and domain name are
+    /// outside the watch, and the sink or xenstore may have failed transiently. Everything else
+    /// changes by a backend write (which fires the watch) or by the interface directory (the
+    /// agent calls [`Binder::retry_pending`]).
+    pub fn needs_periodic_retry(&self) -> bool {
+        matches!(
+            self,
+            PendingReason::Unidentified
+                | PendingReason::Xenstore(_)
+                | PendingReason::BindFailed(_)
+                | PendingReason::UnbindFailed(_)
+        )
+    }
+
+    /// How loudly to log it: the normal plug sequence passes through some of these states.
+    fn log_level(&self) -> log::Level {
+        match self {
+            PendingReason::Missing(_)
+            | PendingReason::NotOnline(_)
+            | PendingReason::NotConnected(_) => log::Level::Debug,
+            PendingReason::Unidentified | PendingReason::NicInUse { .. } => log::Level::Info,
+            _ => log::Level::Warn,
+        }
+    }
 }
 
 impl fmt::Display for PendingReason {
@@ -660,7 +692,8 @@ impl<T: Transport> Binder<T> {
     }
 
     /// Waits up to `timeout` for watch events, then acts on every event received (coalesced per
-    /// vif). Also re-evaluates pending vifs every `retry_interval`.
+    /// vif). Also re-evaluates pending vifs every `retry_interval`; pass a `timeout` no longer
+    /// than that (with `None` it blocks until the next event).
     ///
     /// # Errors
     /// The xenstore connection failed (see [`BinderError`]).
@@ -710,7 +743,14 @@ impl<T: Transport> Binder<T> {
         keys.extend(vifs);
         self.evaluate_set(keys, dir, sink, &mut stats)?;
         if !self.pending.is_empty() && self.last_retry.elapsed() >= self.cfg.retry_interval {
-            self.retry_pending_inner(dir, sink, &mut stats)?;
+            self.last_retry = Instant::now();
+            let keys: BTreeSet<VifKey> = self
+                .pending
+                .iter()
+                .filter(|(_, r)| r.needs_periodic_retry())
+                .map(|(k, _)| *k)
+                .collect();
+            self.evaluate_set(keys, dir, sink, &mut stats)?;
         }
         Ok(stats)
     }
@@ -935,7 +975,7 @@ impl<T: Transport> Binder<T> {
 
     fn set_pending(&mut self, key: VifKey, reason: PendingReason) {
         if self.pending.get(&key) != Some(&reason) {
-            log::warn!("vif {key}: not bound: {reason}");
+            log::log!(reason.log_level(), "vif {key}: not bound: {reason}");
         }
         self.pending.insert(key, reason);
     }

@@ -343,3 +343,80 @@ fn binder_reconnects_after_losing_xenstore() {
     });
     assert_eq!(h.sink.table["vif4.0"].nic_uuid.to_string(), NIC_A);
 }
+
+/// Some inputs change outside the watched tree (the domain name) or fail transiently (the
+/// dataplane refuses a bind): the periodic retry picks them up without any new event.
+#[test]
+fn binder_retries_what_no_event_reveals() {
+    use std::fmt;
+
+    #[derive(Debug)]
+    struct Refused;
+    impl fmt::Display for Refused {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("dataplane busy")
+        }
+    }
+    impl std::error::Error for Refused {}
+
+    /// Refuses the first two binds, then records.
+    #[derive(Default)]
+    struct Flaky {
+        refusals: u32,
+        inner: RecordingSink,
+    }
+    impl vrouter_xen::binder::BindSink for Flaky {
+        type Error = Refused;
+        fn bind(&mut self, b: &vrouter_xen::binder::VifBinding) -> Result<(), Refused> {
+            if self.refusals < 2 {
+                self.refusals += 1;
+                return Err(Refused);
+            }
+            let _ = self.inner.bind(b);
+            Ok(())
+        }
+        fn unbind(&mut self, b: &vrouter_xen::binder::VifBinding) -> Result<(), Refused> {
+            let _ = self.inner.unbind(b);
+            Ok(())
+        }
+    }
+
+    require_xenstore_utils();
+    let d = Xenstored::start(&[]);
+    let cfg = BinderConfig {
+        retry_interval: Duration::from_millis(100),
+        ..BinderConfig::default()
+    };
+    let mut binder = Binder::new(d.client(), cfg, Box::new(NoTaps)).unwrap();
+    let dir = directory();
+    let mut sink = Flaky::default();
+    // vif 7.0 with an unknown MAC and no name yet: unidentified.
+    plug(&d, 7, "02:00:00:00:00:77");
+    d.xs_ok(
+        "xenstore-write",
+        &[&backend(7, 0, "hotplug-status"), "connected"],
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while binder.pending().next().map(|(_, r)| r.clone()) != Some(PendingReason::Unidentified) {
+        binder
+            .poll(&dir, &mut sink, Some(Duration::from_millis(50)))
+            .unwrap();
+        assert!(Instant::now() < deadline);
+    }
+    // The name appears (outside the watched tree): i-2-7-VM-0 is NIC_D in the directory.
+    d.xs_ok("xenstore-write", &["/local/domain/7/name", "i-2-7-VM"]);
+    while !sink.inner.table.contains_key("vif7.0") {
+        binder
+            .poll(&dir, &mut sink, Some(Duration::from_millis(50)))
+            .unwrap();
+        assert!(
+            Instant::now() < deadline,
+            "never bound; pending {:?}",
+            binder.pending().collect::<Vec<_>>()
+        );
+    }
+    assert_eq!(sink.refusals, 2, "two refused binds were retried");
+    assert_eq!(sink.inner.table["vif7.0"].nic_uuid.to_string(), NIC_D);
+    assert_eq!(sink.inner.table["vif7.0"].identified_by, IdentifiedBy::Name);
+    assert_eq!(binder.pending().count(), 0);
+}

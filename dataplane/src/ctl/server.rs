@@ -128,6 +128,18 @@ fn serve_conn(mut s: UnixStream, state: Arc<Mutex<CtlState>>) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = match s.read(&mut buf) {
+            Ok(0) if dec.buffered() > 0 => {
+                // The client half-closed mid-frame: say so (it may still read) and log it.
+                log::warn!(
+                    "control socket: truncated frame ({} bytes buffered at end of stream)",
+                    dec.buffered()
+                );
+                let _ = s.write_all(&encode(&Response::error(
+                    "bad_request",
+                    "truncated frame: connection closed mid-message",
+                )));
+                return;
+            }
             Ok(0) => return,
             Ok(n) => n,
             Err(e) => {

@@ -286,9 +286,8 @@ impl Port for AfPacketPort {
                 if batch.room() < need.min(crate::batch::BATCH_SIZE) {
                     break;
                 }
-                if off + mac + snap > bs || (self.vnet && mac < VNET_HDR_LEN) {
-                    self.drops.add(DropReason::InterfaceRxDiscard);
-                } else if snap < len {
+                // Out of the block, no room for the header, or cut short by the snap length.
+                if off + mac + snap > bs || (self.vnet && mac < VNET_HDR_LEN) || snap < len {
                     self.drops.add(DropReason::InterfaceRxDiscard);
                 } else {
                     let hdr = if self.vnet {

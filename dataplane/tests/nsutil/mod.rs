@@ -85,6 +85,10 @@ impl Ns {
         let _ = sh_ok(&format!("ip netns del {name} 2>/dev/null"));
         sh(&format!("ip netns add {name}"));
         sh(&format!("ip -n {name} link set lo up"));
+        // No IPv6 chatter (router solicitations, DAD) muddying counters.
+        let _ = sh_ok(&format!(
+            "ip netns exec {name} sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1"
+        ));
         Self { name }
     }
 
