@@ -198,8 +198,22 @@ struct Setup {
 
 fn two_vms(test: &str, extra_cfg: &str) -> Setup {
     let host = Ns::new(test, "h");
-    let vm1 = vm(test, "vm1", &host, "vif1.0", "02:00:00:00:01:03", "10.1.1.3");
-    let vm2 = vm(test, "vm2", &host, "vif2.0", "02:00:00:00:01:05", "10.1.1.5");
+    let vm1 = vm(
+        test,
+        "vm1",
+        &host,
+        "vif1.0",
+        "02:00:00:00:01:03",
+        "10.1.1.3",
+    );
+    let vm2 = vm(
+        test,
+        "vm2",
+        &host,
+        "vif2.0",
+        "02:00:00:00:01:05",
+        "10.1.1.5",
+    );
     let dir = tempdir();
     let sock = dir.path().join("dp.sock");
     let cfg = dir.path().join("agent.toml");
@@ -256,8 +270,17 @@ fn ns_agent_programs_and_ping_goes_through() {
         .collect();
     assert_eq!(prefixes, ["10.1.0.1/32", "10.1.1.3/32", "10.1.1.5/32"]);
     let st = vrctl_json(&s.sock, &["stats", "vrf", "net1"]);
-    assert!(st[0]["counters"]["Encaps"].as_u64().unwrap_or(0) >= 10, "{st}");
-    assert!(st[0]["counters"]["Arp Virtual Proxys"].as_u64().unwrap_or(0) >= 1, "{st}");
+    assert!(
+        st[0]["counters"]["Encaps"].as_u64().unwrap_or(0) >= 10,
+        "{st}"
+    );
+    assert!(
+        st[0]["counters"]["Arp Virtual Proxys"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1,
+        "{st}"
+    );
 }
 
 #[test]
@@ -279,9 +302,15 @@ fn ns_agent_kill9_under_traffic_loses_nothing() {
     std::thread::sleep(Duration::from_millis(700));
     let _ = std::fs::remove_file(s.dir.path().join("agent.log"));
     let agent2 = spawn_agent(s.dir.path(), &s.sock, &s.cfg, &[]);
-    assert!(stream.wait(Duration::from_secs(30)), "ping stream did not end");
+    assert!(
+        stream.wait(Duration::from_secs(30)),
+        "ping stream did not end"
+    );
     let out = std::fs::read_to_string(&log).unwrap_or_default();
-    eprintln!("{}", out.lines().rev().take(2).collect::<Vec<_>>().join("\n"));
+    eprintln!(
+        "{}",
+        out.lines().rev().take(2).collect::<Vec<_>>().join("\n")
+    );
     assert!(
         out.contains("600 packets transmitted, 600 received"),
         "loss while the agent was killed and restarted:\n{out}"
@@ -296,7 +325,9 @@ fn ns_agent_kill9_under_traffic_loses_nothing() {
         agent2.log()
     );
     assert!(
-        agent2.log().contains("dataplane already up to date (0 operations"),
+        agent2
+            .log()
+            .contains("dataplane already up to date (0 operations"),
         "the restarted agent changed something:\n{}",
         agent2.log()
     );
@@ -329,16 +360,20 @@ fn ns_dataplane_restart_reprograms_1000_interfaces_within_a_second() {
             })
             .unwrap_or(0)
     };
-    wait_for(Duration::from_secs(30), || (count(&s.sock) == 1000).then_some(()))
-        .unwrap_or_else(|| panic!("not programmed:\n{}", agent.log()));
+    wait_for(Duration::from_secs(30), || {
+        (count(&s.sock) == 1000).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not programmed:\n{}", agent.log()));
     assert!(ping_ok(&s.vm1, "10.1.1.5", Duration::from_secs(15)));
     let labels = vrctl_json(&s.sock, &["mpls", "dump"]);
 
     dp.kill9();
     let restarted = Instant::now();
     let _dp2 = start_dp(&bin, &s._host, s.dir.path(), &s.sock, 1);
-    wait_for(Duration::from_secs(30), || (count(&s.sock) == 1000).then_some(()))
-        .unwrap_or_else(|| panic!("not re-programmed:\n{}", agent.log()));
+    wait_for(Duration::from_secs(30), || {
+        (count(&s.sock) == 1000).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not re-programmed:\n{}", agent.log()));
     let took = restarted.elapsed();
     eprintln!("vrouter-dp restart: 1000 interfaces re-programmed {took:?} after the restart began");
     assert_eq!(
