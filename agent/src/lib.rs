@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod dump;
 pub mod metrics;
 pub mod reconcile;
+pub mod services;
 pub mod show;
 pub mod source;
 pub mod testkit;

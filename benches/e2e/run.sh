@@ -77,7 +77,7 @@ measure() {  # $1: name; prints a JSON object
 CFG
   local r0 r1 t0 t1
   r0=$(ip netns exec $P-vm2 cat /sys/class/net/eth0/statistics/rx_packets); t0=$(date +%s.%N)
-  timeout 60 ip netns exec $P-vm1 taskset -c 0 trafgen -A --dev eth0 --conf "$out/udp60.cfg" --num $NUM --cpus 1 >/dev/null 2>&1
+  timeout 60 ip netns exec $P-vm1 taskset -c 0 trafgen --dev eth0 --conf "$out/udp60.cfg" --num $NUM --cpus 1 > "$out/trafgen.log" 2>&1
   sleep 0.2
   r1=$(ip netns exec $P-vm2 cat /sys/class/net/eth0/statistics/rx_packets); t1=$(date +%s.%N)
   pps=$(python3 -c "print(int(($r1-$r0)/($t1-$t0-0.2)))")
@@ -168,7 +168,7 @@ rows = [json.loads(l) for l in sys.stdin if l.strip()]
 summary = {r["forwarder"]: {"pps": r["pps"], "gbps": r["gbps"], "rtt_ms": r["rtt_ms"]} for r in rows}
 open(sys.argv[1], "w").write(json.dumps(summary, indent=2) + "\n")
 md = ["| forwarder | 60 B pps (delivered) | TCP Gbit/s | ping RTT ms |", "|---|---|---|---|"]
-md += [f"| {k} | {v[\"pps\"]:,} | {v[\"gbps\"]} | {v[\"rtt_ms\"]} |" for k, v in summary.items()]
+md += ["| %s | %s | %s | %s |" % (k, format(v["pps"], ","), v["gbps"], v["rtt_ms"]) for k, v in summary.items()]
 open(sys.argv[2], "w").write("\n".join(md) + "\n")
 print("\n".join(md))
 ' "$out/summary.json" "$out/summary.md"

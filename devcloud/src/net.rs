@@ -23,9 +23,14 @@ pub fn gw_ns() -> String {
 /// Attaches namespace `ns` to the underlay bridge with `dev` = `addr`/24.
 fn attach(ns: &str, dev: &str, addr: &str, port: &str) -> Result<()> {
     let ul = underlay_ns();
-    ip(&["link", "add", dev, "netns", ns, "type", "veth", "peer", "name", port, "netns", &ul])?;
+    ip(&[
+        "link", "add", dev, "netns", ns, "type", "veth", "peer", "name", port, "netns", &ul,
+    ])?;
     run_in(&ul, &["ip", "link", "set", port, "master", "br0", "up"])?;
-    run_in(ns, &["ip", "addr", "add", &format!("{addr}/24"), "dev", dev])?;
+    run_in(
+        ns,
+        &["ip", "addr", "add", &format!("{addr}/24"), "dev", dev],
+    )?;
     run_in(ns, &["ip", "link", "set", dev, "up"])?;
     Ok(())
 }
@@ -52,7 +57,20 @@ pub fn build_vm(plan: &Plan, vm: &Vm, mac: &str) -> Result<()> {
     let host = &plan.hosts[vm.host - 1].name;
     let ns = vm.netns();
     add_netns(&ns)?;
-    ip(&["link", "add", "eth0", "netns", &ns, "type", "veth", "peer", "name", &vm.vif(), "netns", host])?;
+    ip(&[
+        "link",
+        "add",
+        "eth0",
+        "netns",
+        &ns,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &vm.vif(),
+        "netns",
+        host,
+    ])?;
     run_in(&ns, &["ip", "link", "set", "eth0", "address", mac])?;
     run_in(&ns, &["ip", "link", "set", "eth0", "up"])?;
     run_in(host, &["ip", "link", "set", &vm.vif(), "up"])?;

@@ -69,7 +69,11 @@ pub fn ip(args: &[&str]) -> Result<String> {
 /// Namespaces that exist now.
 pub fn namespaces() -> Vec<String> {
     run(&["ip", "netns", "list"])
-        .map(|s| s.lines().filter_map(|l| l.split_whitespace().next().map(str::to_string)).collect())
+        .map(|s| {
+            s.lines()
+                .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -88,14 +92,22 @@ pub fn del_netns(ns: &str) {
 /// Starts `argv` in namespace `ns` in the background, output to `log`. Returns the child (its
 /// pid is the daemon's: `ip netns exec` replaces itself with the command).
 pub fn spawn_in(ns: &str, argv: &[String], log: &Path, env: &[(&str, &str)]) -> Result<Child> {
-    let f = std::fs::File::create(log).map_err(|e| DevcloudError::Io(log.display().to_string(), e))?;
-    let f2 = f.try_clone().map_err(|e| DevcloudError::Io(log.display().to_string(), e))?;
+    let f =
+        std::fs::File::create(log).map_err(|e| DevcloudError::Io(log.display().to_string(), e))?;
+    let f2 = f
+        .try_clone()
+        .map_err(|e| DevcloudError::Io(log.display().to_string(), e))?;
     let mut c = Command::new("ip");
-    c.args(["netns", "exec", ns]).args(argv).stdin(Stdio::null()).stdout(f).stderr(f2);
+    c.args(["netns", "exec", ns])
+        .args(argv)
+        .stdin(Stdio::null())
+        .stdout(f)
+        .stderr(f2);
     for (k, v) in env {
         c.env(k, v);
     }
-    c.spawn().map_err(|e| DevcloudError::Io(format!("start {}", argv.join(" ")), e))
+    c.spawn()
+        .map_err(|e| DevcloudError::Io(format!("start {}", argv.join(" ")), e))
 }
 
 /// Sends SIGTERM, waits up to `grace`, then SIGKILL.
@@ -121,7 +133,12 @@ pub fn stop_pid(pid: u32, grace: std::time::Duration) {
 /// True if a process with this pid exists (and is not a zombie we could reap).
 pub fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Ok(s) => !s
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
         Err(_) => false,
     }
 }
@@ -129,7 +146,9 @@ pub fn alive(pid: u32) -> bool {
 /// Finds a program on PATH.
 pub fn which(tool: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths).map(|d| d.join(tool)).find(|p| p.is_file())
+        std::env::split_paths(&paths)
+            .map(|d| d.join(tool))
+            .find(|p| p.is_file())
     })
 }
 

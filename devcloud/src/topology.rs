@@ -99,19 +99,48 @@ pub fn uuid_for(label: &str) -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let x: String = b.iter().map(|v| format!("{v:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &x[0..8], &x[8..12], &x[12..16], &x[16..20], &x[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &x[0..8],
+        &x[8..12],
+        &x[12..16],
+        &x[16..20],
+        &x[20..32]
+    )
 }
 
 impl Plan {
     /// The plan for `hosts` compute hosts and `vms` VMs (at least one VM per host per network
     /// for the first 2×hosts VMs, so both networks span hosts).
     pub fn new(hosts: usize, vms: usize) -> Self {
-        let ul = |i: usize| format!("{}.{}.{}.{}", UNDERLAY_NET[0], UNDERLAY_NET[1], UNDERLAY_NET[2], i);
-        let hosts: Vec<Host> =
-            (1..=hosts).map(|i| Host { index: i, name: format!("{PREFIX}-h{i}"), fabric_ip: ul(10 + i) }).collect();
+        let ul = |i: usize| {
+            format!(
+                "{}.{}.{}.{}",
+                UNDERLAY_NET[0], UNDERLAY_NET[1], UNDERLAY_NET[2], i
+            )
+        };
+        let hosts: Vec<Host> = (1..=hosts)
+            .map(|i| Host {
+                index: i,
+                name: format!("{PREFIX}-h{i}"),
+                fabric_ip: ul(10 + i),
+            })
+            .collect();
         let networks = vec![
-            Network { name: "guest-a".into(), uuid: uuid_for("net-guest-a"), subnet: "10.1.1.0".into(), plen: 24, gateway: "10.1.1.1".into() },
-            Network { name: "guest-b".into(), uuid: uuid_for("net-guest-b"), subnet: "10.2.2.0".into(), plen: 24, gateway: "10.2.2.1".into() },
+            Network {
+                name: "guest-a".into(),
+                uuid: uuid_for("net-guest-a"),
+                subnet: "10.1.1.0".into(),
+                plen: 24,
+                gateway: "10.1.1.1".into(),
+            },
+            Network {
+                name: "guest-b".into(),
+                uuid: uuid_for("net-guest-b"),
+                subnet: "10.2.2.0".into(),
+                plen: 24,
+                gateway: "10.2.2.1".into(),
+            },
         ];
         let nh = hosts.len().max(1);
         let vms = (1..=vms)
@@ -140,7 +169,11 @@ impl Plan {
 
     /// Namespaces in creation order.
     pub fn namespaces(&self) -> Vec<String> {
-        let mut v = vec![format!("{PREFIX}-underlay"), format!("{PREFIX}-ctl"), format!("{PREFIX}-gw")];
+        let mut v = vec![
+            format!("{PREFIX}-underlay"),
+            format!("{PREFIX}-ctl"),
+            format!("{PREFIX}-gw"),
+        ];
         v.extend(self.hosts.iter().map(|h| h.name.clone()));
         v.extend(self.vms.iter().map(Vm::netns));
         v

@@ -1,0 +1,368 @@
+//! `vrouter-devcloud`: one command brings up a CloudStack-style cloud in network namespaces and
+//! proves it works. `up` builds it and prints a report, `status` shows what runs, `down` removes
+//! every namespace and process it made.
+
+mod checks;
+mod net;
+mod provision;
+mod sys;
+mod topology;
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use sys::{DevcloudError, Result};
+use topology::{Plan, RUN_DIR};
+
+/// Token the devcloud's shim requires (it listens on the underlay, not loopback).
+const TOKEN: &str = "devcloud";
+
+/// What `up` started, so `status` and `down` find it.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct State {
+    plan: Option<Plan>,
+    /// (name, namespace, pid).
+    procs: Vec<(String, String, u32)>,
+    namespaces: Vec<String>,
+}
+
+fn state_path() -> PathBuf {
+    Path::new(RUN_DIR).join("state.json")
+}
+
+fn load_state() -> State {
+    std::fs::read(state_path())
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+fn save_state(s: &State) -> Result<()> {
+    std::fs::create_dir_all(RUN_DIR).map_err(|e| DevcloudError::Io(RUN_DIR.into(), e))?;
+    let body = serde_json::to_vec_pretty(s).map_err(|e| DevcloudError::Step(e.to_string()))?;
+    std::fs::write(state_path(), body)
+        .map_err(|e| DevcloudError::Io(state_path().display().to_string(), e))
+}
+
+struct Opts {
+    hosts: usize,
+    vms: usize,
+    install_deps: bool,
+    keep_on_failure: bool,
+    bin_dir: PathBuf,
+}
+
+fn usage() -> &'static str {
+    "usage: vrouter-devcloud up [--hosts N] [--vms M] [--install-deps] [--keep-on-failure] [--bin-dir DIR]\n       vrouter-devcloud status\n       vrouter-devcloud down"
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(cmd) = args.first().cloned() else {
+        eprintln!("{}", usage());
+        std::process::exit(2);
+    };
+    let mut o = Opts {
+        hosts: 2,
+        vms: 4,
+        install_deps: false,
+        keep_on_failure: false,
+        bin_dir: std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+            .unwrap_or_default(),
+    };
+    let mut it = args.iter().skip(1);
+    while let Some(a) = it.next() {
+        let mut num = |name: &str| -> usize {
+            it.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
+                eprintln!("vrouter-devcloud: {name} needs a number\n{}", usage());
+                std::process::exit(2)
+            })
+        };
+        match a.as_str() {
+            "--hosts" => o.hosts = num("--hosts"),
+            "--vms" => o.vms = num("--vms"),
+            "--install-deps" => o.install_deps = true,
+            "--keep-on-failure" => o.keep_on_failure = true,
+            "--bin-dir" => o.bin_dir = it.next().map(PathBuf::from).unwrap_or_default(),
+            other => {
+                eprintln!("vrouter-devcloud: unknown argument {other:?}\n{}", usage());
+                std::process::exit(2);
+            }
+        }
+    }
+    let r = match cmd.as_str() {
+        "up" => up(&o),
+        "status" => status(),
+        "down" => {
+            down();
+            Ok(())
+        }
+        _ => {
+            eprintln!("{}", usage());
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = r {
+        eprintln!("vrouter-devcloud: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn progress(msg: &str) {
+    println!("==> {msg}");
+}
+
+/// Tools the devcloud runs, with the Debian package that provides each.
+const TOOLS: &[(&str, &str)] = &[
+    ("ip", "iproute2"),
+    ("xenstore-write", "xenstore-utils"),
+    ("busybox", "busybox"),
+    ("iperf3", "iperf3"),
+    ("tshark", "tshark"),
+    ("ping", "iputils-ping"),
+];
+
+fn prerequisites(o: &Opts) -> Result<()> {
+    if !sys::is_root() {
+        return Err(DevcloudError::NotRoot(
+            std::env::args().collect::<Vec<_>>().join(" "),
+        ));
+    }
+    let missing: Vec<&(&str, &str)> = TOOLS
+        .iter()
+        .filter(|(t, _)| sys::which(t).is_none())
+        .collect();
+    if !missing.is_empty() {
+        let pkgs: Vec<&str> = missing.iter().map(|(_, p)| *p).collect();
+        let fix = format!(
+            "apt-get install -y --no-install-recommends {}",
+            pkgs.join(" ")
+        );
+        if o.install_deps {
+            progress(&format!("installing {}", pkgs.join(" ")));
+            sys::run(&["apt-get", "update", "-q"])?;
+            let mut cmd = vec!["apt-get", "install", "-y", "-q", "--no-install-recommends"];
+            cmd.extend(pkgs.iter());
+            sys::run(&cmd)?;
+        } else {
+            return Err(DevcloudError::Missing {
+                tool: missing
+                    .iter()
+                    .map(|(t, _)| *t)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                fix: format!("{fix} (or rerun with --install-deps)"),
+            });
+        }
+    }
+    for b in [
+        "vrouter-shim",
+        "vrouter-dp",
+        "vrouter-agent",
+        "vrouter-xenstored",
+        "vrctl",
+    ] {
+        if !o.bin_dir.join(b).is_file() {
+            return Err(DevcloudError::Missing {
+                tool: b.into(),
+                fix: "cargo build --release --workspace".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn up(o: &Opts) -> Result<()> {
+    prerequisites(o)?;
+    if o.hosts < 1 || o.vms < 1 {
+        return Err(DevcloudError::Step(
+            "--hosts and --vms must be at least 1".into(),
+        ));
+    }
+    let existing: Vec<String> = sys::namespaces()
+        .into_iter()
+        .filter(|n| n.starts_with(&format!("{}-", topology::PREFIX)))
+        .collect();
+    if !existing.is_empty() || !load_state().procs.is_empty() {
+        return Err(DevcloudError::Step(format!(
+            "a devcloud is already up ({} namespaces); run `vrouter-devcloud down` first",
+            existing.len()
+        )));
+    }
+    let started = Instant::now();
+    let plan = Plan::new(o.hosts, o.vms);
+    let mut st = State {
+        plan: Some(plan.clone()),
+        ..State::default()
+    };
+    let r = build(o, &plan, &mut st);
+    if let Err(e) = &r {
+        eprintln!("vrouter-devcloud: failed: {e}");
+        if o.keep_on_failure {
+            eprintln!("vrouter-devcloud: leaving it up for inspection (logs in {RUN_DIR}/logs); `vrouter-devcloud down` removes it");
+        } else {
+            eprintln!("vrouter-devcloud: tearing down (logs kept in {RUN_DIR}/logs)");
+            down();
+        }
+        return r;
+    }
+    progress(&format!("devcloud up in {:.1} s; `vrouter-devcloud status` to inspect, `vrouter-devcloud down` to remove", started.elapsed().as_secs_f64()));
+    Ok(())
+}
+
+fn logs_dir() -> PathBuf {
+    Path::new(RUN_DIR).join("logs")
+}
+
+fn start(
+    st: &mut State,
+    name: &str,
+    ns: &str,
+    argv: Vec<String>,
+    env: &[(&str, &str)],
+) -> Result<u32> {
+    let log = logs_dir().join(format!("{name}.log"));
+    let child = sys::spawn_in(ns, &argv, &log, env)?;
+    let pid = child.id();
+    // The child is reaped by whoever outlives it; we track it by pid from here on.
+    std::mem::forget(child);
+    st.procs.push((name.into(), ns.into(), pid));
+    save_state(st)?;
+    Ok(pid)
+}
+
+fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) -> Result<()> {
+    let until = Instant::now() + timeout;
+    while Instant::now() < until {
+        if ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(DevcloudError::Step(format!(
+        "timed out after {:?} waiting for {what}",
+        timeout
+    )))
+}
+
+fn bin(o: &Opts, name: &str) -> String {
+    o.bin_dir.join(name).display().to_string()
+}
+
+fn build(o: &Opts, plan: &Plan, st: &mut State) -> Result<()> {
+    std::fs::create_dir_all(logs_dir()).map_err(|e| DevcloudError::Io(RUN_DIR.into(), e))?;
+    progress(&format!(
+        "underlay, controller, gateway and {} host namespaces",
+        plan.hosts.len()
+    ));
+    st.namespaces = plan.namespaces();
+    save_state(st)?;
+    net::build_underlay(plan)?;
+
+    progress(&format!(
+        "controller: vrouter-shim on {}:8082",
+        plan.controller_ip
+    ));
+    let db = Path::new(RUN_DIR).join("shim.db");
+    let _ = std::fs::remove_file(&db);
+    start(
+        st,
+        "shim",
+        &net::ctl_ns(),
+        vec![
+            bin(o, "vrouter-shim"),
+            "--listen".into(),
+            format!("{}:8082", plan.controller_ip),
+            "--store".into(),
+            format!("sqlite:{}", db.display()),
+            "--token".into(),
+            TOKEN.into(),
+        ],
+        &[],
+    )?;
+    let vnc = provision::Vnc::new(&format!("http://{}:8082", plan.controller_ip), TOKEN);
+    // The shim is reachable from the root namespace? No: only inside the devcloud. Talk to it
+    // from the controller namespace through a helper thread that enters it.
+    let provisioned = in_netns(&net::ctl_ns(), || {
+        wait_for("the shim to answer", Duration::from_secs(15), || {
+            vnc.get("/").is_ok()
+        })?;
+        provision::provision(&vnc, plan, &|m| progress(&format!("provision: {m}")))
+    })?;
+    checks::run_all(o, plan, st, &provisioned)
+}
+
+/// Runs `f` on a thread that has joined network namespace `ns` (setns affects one thread).
+fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let fd = std::fs::File::open(&path).map_err(|e| DevcloudError::Io(path.clone(), e))?;
+            // SAFETY: setns on this thread only, with a valid namespace fd we hold open.
+            let rc =
+                unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&fd), libc::CLONE_NEWNET) };
+            if rc != 0 {
+                return Err(DevcloudError::Io(
+                    format!("setns {path}"),
+                    std::io::Error::last_os_error(),
+                ));
+            }
+            f()
+        })
+        .join()
+        .unwrap_or_else(|_| Err(DevcloudError::Step("a devcloud thread panicked".into())))
+    })
+}
+
+fn status() -> Result<()> {
+    let st = load_state();
+    let Some(plan) = st.plan else {
+        println!("devcloud: down");
+        return Ok(());
+    };
+    println!(
+        "devcloud: {} hosts, {} VMs",
+        plan.hosts.len(),
+        plan.vms.len()
+    );
+    for (name, ns, pid) in &st.procs {
+        println!(
+            "  {:<24} {:<16} pid {:<8} {}",
+            name,
+            ns,
+            pid,
+            if sys::alive(*pid) { "running" } else { "DEAD" }
+        );
+    }
+    let ns: Vec<String> = sys::namespaces()
+        .into_iter()
+        .filter(|n| n.starts_with(&format!("{}-", topology::PREFIX)))
+        .collect();
+    println!("  namespaces: {}", ns.len());
+    Ok(())
+}
+
+fn down() {
+    let st = load_state();
+    for (_, _, pid) in st.procs.iter().rev() {
+        sys::stop_pid(*pid, Duration::from_secs(3));
+    }
+    let prefix = format!("{}-", topology::PREFIX);
+    let mut all: Vec<String> = st.namespaces.clone();
+    for n in sys::namespaces() {
+        if n.starts_with(&prefix) && !all.contains(&n) {
+            all.push(n);
+        }
+    }
+    for n in all.iter().rev() {
+        sys::del_netns(n);
+    }
+    let _ = std::fs::remove_file(state_path());
+    println!(
+        "devcloud: down ({} processes stopped, {} namespaces removed)",
+        st.procs.len(),
+        all.len()
+    );
+}

@@ -1,0 +1,244 @@
+//! Provisions the cloud through the shim's Contrail VNC API in the order CloudStack's Contrail
+//! plugin does (reference: `shared/reference/contrail-api.md` §4.5): look up the defaults, create
+//! the public network and its floating-IP pool, the guest networks with their subnets, the
+//! policy between them, then per VM the virtual-machine, its interface (the Nic UUID) and its
+//! instance IP, and a floating IP for the first VM.
+
+use crate::sys::{DevcloudError, Result};
+use crate::topology::{uuid_for, Plan};
+use serde_json::{json, Value};
+
+/// The public network's name as CloudStack's plugin derives it for the default zone.
+pub const PUBLIC_VN: &str = "__default_Public__";
+
+/// A small client for the VNC API.
+#[derive(Debug)]
+pub struct Vnc {
+    base: String,
+    token: String,
+    agent: ureq::Agent,
+}
+
+/// What provisioning produced, needed by the hotplug and the checks.
+#[derive(Debug, Clone, Default)]
+pub struct Provisioned {
+    /// Per VM (same order as the plan): MAC and fixed IP the shim allocated.
+    pub vms: Vec<(String, String)>,
+    /// The floating IP of VM 1.
+    pub fip: Option<String>,
+    /// VRF names of the guest networks.
+    pub vrfs: Vec<String>,
+}
+
+impl Vnc {
+    /// A client for `http://addr:port` with `token`.
+    pub fn new(base: &str, token: &str) -> Self {
+        let agent = ureq::AgentBuilder::new()
+            .timeout(std::time::Duration::from_secs(10))
+            .build();
+        Self {
+            base: base.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+            agent,
+        }
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value> {
+        let url = format!("{}{}", self.base, path);
+        let req = self
+            .agent
+            .request(method, &url)
+            .set("X-Auth-Token", &self.token)
+            .set("Content-Type", "application/json; charset=\"UTF-8\"");
+        let res = match body {
+            Some(b) => req.send_json(b),
+            None => req.call(),
+        };
+        match res {
+            Ok(r) => {
+                let text = r
+                    .into_string()
+                    .map_err(|e| DevcloudError::Step(format!("{method} {path}: {e}")))?;
+                if text.trim().is_empty() {
+                    return Ok(Value::Null);
+                }
+                serde_json::from_str(&text)
+                    .map_err(|e| DevcloudError::Step(format!("{method} {path}: bad JSON: {e}")))
+            }
+            Err(ureq::Error::Status(code, r)) => {
+                let text = r.into_string().unwrap_or_default();
+                Err(DevcloudError::Step(format!(
+                    "{method} {path}: HTTP {code}: {text}"
+                )))
+            }
+            Err(e) => Err(DevcloudError::Step(format!("{method} {path}: {e}"))),
+        }
+    }
+
+    /// GET.
+    pub fn get(&self, path: &str) -> Result<Value> {
+        self.call("GET", path, None)
+    }
+    /// POST.
+    pub fn post(&self, path: &str, body: Value) -> Result<Value> {
+        self.call("POST", path, Some(body))
+    }
+    /// PUT.
+    pub fn put(&self, path: &str, body: Value) -> Result<Value> {
+        self.call("PUT", path, Some(body))
+    }
+
+    /// fqname-to-id.
+    pub fn fq_to_id(&self, ty: &str, fq: &[&str]) -> Result<String> {
+        let v = self.post("/fqname-to-id", json!({"type": ty, "fq_name": fq}))?;
+        v["uuid"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| DevcloudError::Step(format!("fqname-to-id {fq:?}: no uuid")))
+    }
+}
+
+fn str_at(v: &Value, path: &[&str]) -> Option<String> {
+    let mut cur = v;
+    for p in path {
+        cur = match p.parse::<usize>() {
+            Ok(i) => cur.get(i)?,
+            Err(_) => cur.get(*p)?,
+        };
+    }
+    cur.as_str().map(str::to_string)
+}
+
+/// Runs the whole provisioning, printing one progress line per object kind.
+pub fn provision(vnc: &Vnc, plan: &Plan, progress: &dyn Fn(&str)) -> Result<Provisioned> {
+    vnc.get("/")?;
+    vnc.fq_to_id("project", &["default-domain", "default-project"])?;
+    let ipam = ["default-domain", "default-project", "default-network-ipam"];
+    vnc.fq_to_id("network-ipam", &ipam)?;
+
+    let subnet = |prefix: &str, plen: u8, gw: &str| json!([{"to": ipam, "attr": {"ipam_subnets": [{"subnet": {"ip_prefix": prefix, "ip_prefix_len": plen}, "default_gateway": gw}]}}]);
+    let (pub_prefix, pub_plen) = plan
+        .public_subnet
+        .split_once('/')
+        .unwrap_or(("198.51.100.0", "24"));
+    let pub_gw = format!(
+        "{}.1",
+        pub_prefix.rsplit_once('.').map_or("198.51.100", |x| x.0)
+    );
+    progress(&format!(
+        "public network {PUBLIC_VN} {}",
+        plan.public_subnet
+    ));
+    vnc.post(
+        "/virtual-networks",
+        json!({"virtual-network": {"name": PUBLIC_VN, "uuid": uuid_for("net-public"),
+            "fq_name": ["default-domain", "default-project", PUBLIC_VN], "parent_type": "project",
+            "network_ipam_refs": subnet(pub_prefix, pub_plen.parse().unwrap_or(24), &pub_gw)}}),
+    )?;
+    vnc.post(
+        "/floating-ip-pools",
+        json!({"floating-ip-pool": {"name": "PublicIpPool",
+            "fq_name": ["default-domain", "default-project", PUBLIC_VN, "PublicIpPool"], "parent_type": "virtual-network"}}),
+    )?;
+
+    let mut out = Provisioned::default();
+    for n in &plan.networks {
+        progress(&format!("guest network {} {}/{}", n.name, n.subnet, n.plen));
+        vnc.post(
+            "/virtual-networks",
+            json!({"virtual-network": {"name": n.name, "uuid": n.uuid,
+                "fq_name": ["default-domain", "default-project", n.name], "parent_type": "project",
+                "network_ipam_refs": subnet(&n.subnet, n.plen, &n.gateway)}}),
+        )?;
+        out.vrfs
+            .push(format!("default-domain:default-project:{}", n.name));
+    }
+
+    if plan.networks.len() >= 2 {
+        let (a, b) = (&plan.networks[0].name, &plan.networks[1].name);
+        progress(&format!("network policy {a} <> {b}: pass icmp"));
+        let pol_uuid = uuid_for("policy-a-b");
+        vnc.post(
+            "/network-policys",
+            json!({"network-policy": {"name": "acl-a-b", "uuid": pol_uuid,
+                "fq_name": ["default-domain", "default-project", "acl-a-b"], "parent_type": "project",
+                "network_policy_entries": {"policy_rule": [{
+                    "rule_sequence": {"major": 1, "minor": 0}, "direction": "<>", "protocol": "icmp",
+                    "src_addresses": [{"virtual_network": format!("default-domain:default-project:{a}")}],
+                    "src_ports": [{"start_port": 0, "end_port": 65535}],
+                    "dst_addresses": [{"virtual_network": format!("default-domain:default-project:{b}")}],
+                    "dst_ports": [{"start_port": 0, "end_port": 65535}],
+                    "action_list": {"simple_action": "pass"}}]}}}),
+        )?;
+        for n in [&plan.networks[0], &plan.networks[1]] {
+            vnc.put(
+                &format!("/virtual-network/{}", n.uuid),
+                json!({"virtual-network": {"fq_name": ["default-domain", "default-project", n.name],
+                    "network_policy_refs": [{"to": ["default-domain", "default-project", "acl-a-b"],
+                        "attr": {"sequence": {"major": 1, "minor": 0}}}]}}),
+            )?;
+        }
+    }
+
+    progress(&format!(
+        "{} VMs with their Nics and instance IPs",
+        plan.vms.len()
+    ));
+    for vm in &plan.vms {
+        let net = &plan.networks[vm.network];
+        let vmi_name = format!("{}-0", vm.name);
+        vnc.post(
+            "/virtual-machines",
+            json!({"virtual-machine": {"name": vm.name, "uuid": vm.uuid, "fq_name": [vm.name]}}),
+        )?;
+        vnc.post(
+            "/virtual-machine-interfaces",
+            json!({"virtual-machine-interface": {"name": vmi_name, "uuid": vm.nic_uuid,
+                "fq_name": [vm.name, vmi_name], "parent_type": "virtual-machine",
+                "virtual_network_refs": [{"to": ["default-domain", "default-project", net.name]}]}}),
+        )?;
+        let vmi = vnc.get(&format!("/virtual-machine-interface/{}", vm.nic_uuid))?;
+        let mac = str_at(
+            &vmi,
+            &[
+                "virtual-machine-interface",
+                "virtual_machine_interface_mac_addresses",
+                "mac_address",
+                "0",
+            ],
+        )
+        .ok_or_else(|| DevcloudError::Step(format!("VMI {} has no MAC", vm.nic_uuid)))?;
+        let iip = vnc.post(
+            "/instance-ips",
+            json!({"instance-ip": {"name": vmi_name, "fq_name": [vmi_name],
+                "virtual_network_refs": [{"to": ["default-domain", "default-project", net.name]}],
+                "virtual_machine_interface_refs": [{"to": [vm.name, vmi_name]}]}}),
+        )?;
+        let iip_uuid = str_at(&iip, &["instance-ip", "uuid"])
+            .ok_or_else(|| DevcloudError::Step("instance-ip without uuid".into()))?;
+        let iip = vnc.get(&format!("/instance-ip/{iip_uuid}"))?;
+        let addr = str_at(&iip, &["instance-ip", "instance_ip_address"])
+            .ok_or_else(|| DevcloudError::Step(format!("instance-ip {iip_uuid} has no address")))?;
+        out.vms.push((mac, addr));
+    }
+
+    if let Some(vm) = plan.vms.first() {
+        let fip_uuid = uuid_for("fip-1");
+        let vmi_name = format!("{}-0", vm.name);
+        vnc.post(
+            "/floating-ips",
+            json!({"floating-ip": {"name": "1", "uuid": fip_uuid,
+                "fq_name": ["default-domain", "default-project", PUBLIC_VN, "PublicIpPool", "1"],
+                "parent_type": "floating-ip-pool",
+                "virtual_machine_interface_refs": [{"to": [vm.name, vmi_name]}]}}),
+        )?;
+        let f = vnc.get(&format!("/floating-ip/{fip_uuid}"))?;
+        out.fip = str_at(&f, &["floating-ip", "floating_ip_address"]);
+        progress(&format!(
+            "floating IP {} for {}",
+            out.fip.as_deref().unwrap_or("?"),
+            vm.name
+        ));
+    }
+    Ok(out)
+}
