@@ -120,6 +120,13 @@ pub struct Interface {
     pub network: String,
     /// MTU.
     pub mtu: u16,
+    /// DNS servers handed out by DHCP (none: the option is left out).
+    pub dns: Vec<Ipv4Addr>,
+    /// CloudStack Nic (= VMI) UUID, lower case. With `--xenstore`, an interface that has one is
+    /// programmed only while xenstore binds a vif to that Nic, under the vif's port name.
+    pub nic_uuid: Option<String>,
+    /// CloudStack VM UUID (for the xenstore binder's directory).
+    pub vm_uuid: Option<String>,
 }
 
 /// A route to a prefix behind another host.
@@ -241,6 +248,10 @@ struct RawInterface {
     ip: String,
     network: String,
     mtu: Option<u16>,
+    #[serde(default)]
+    dns: Vec<String>,
+    nic_uuid: Option<String>,
+    vm_uuid: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -441,12 +452,34 @@ impl Config {
             if !(68..=9216).contains(&mtu) {
                 return Err(invalid(item, format!("mtu {mtu} is outside 68..9216")));
             }
+            let dns = i
+                .dns
+                .iter()
+                .map(|d| ip(&item, "dns", d))
+                .collect::<Result<Vec<_>, _>>()?;
+            let uuid = |field: &str, v: &Option<String>| -> Result<Option<String>, ConfigError> {
+                v.as_deref()
+                    .map(|u| {
+                        u.parse::<vrouter_xen::Uuid>()
+                            .map(|u| u.to_string())
+                            .map_err(|_| invalid(&item, format!("{field} {u:?} is not a UUID")))
+                    })
+                    .transpose()
+            };
+            let nic_uuid = uuid("nic_uuid", &i.nic_uuid)?;
+            let vm_uuid = uuid("vm_uuid", &i.vm_uuid)?;
+            if vm_uuid.is_some() && nic_uuid.is_none() {
+                return Err(invalid(item, "vm_uuid needs nic_uuid"));
+            }
             interfaces.push(Interface {
                 name: i.name.clone(),
                 mac: m,
                 ip: addr,
                 network: i.network.clone(),
                 mtu,
+                dns,
+                nic_uuid,
+                vm_uuid,
             });
         }
 

@@ -10,7 +10,7 @@
 //! connection or a new daemon pid triggers a pass as soon as the socket answers again.
 
 use crate::alloc::Allocations;
-use crate::compile::compile;
+use crate::compile::{compile, Compiled};
 use crate::config::Config;
 use crate::dump::DumpIndex;
 use crate::metrics::Health;
@@ -90,9 +90,23 @@ pub fn request_stop() {
     TERM.store(true, Ordering::SeqCst);
 }
 
+/// Called after every successful pass with the configuration in force and what was programmed
+/// (ids, labels): the controller source advertises routes from it, the pkt0 services take their
+/// interfaces from it. Must not block.
+pub type Observer = Box<dyn FnMut(&Config, &Compiled) + Send>;
+
+struct Observers(Vec<Observer>);
+
+impl std::fmt::Debug for Observers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} observers", self.0.len())
+    }
+}
+
 /// The agent.
 #[derive(Debug)]
 pub struct Agent<S: ConfigSource> {
+    observers: Observers,
     opts: Options,
     source: S,
     config: Config,
@@ -109,6 +123,7 @@ pub struct Agent<S: ConfigSource> {
     /// Don't retry a refused apply before this.
     backoff_until: Option<Instant>,
     down_logged: bool,
+    not_ready_logged: bool,
 }
 
 impl<S: ConfigSource> Agent<S> {
@@ -133,6 +148,7 @@ impl<S: ConfigSource> Agent<S> {
             config.floating_ips.len()
         );
         Ok(Self {
+            observers: Observers(Vec::new()),
             opts,
             source,
             config,
@@ -146,7 +162,13 @@ impl<S: ConfigSource> Agent<S> {
             last_sync: None,
             backoff_until: None,
             down_logged: false,
+            not_ready_logged: false,
         })
+    }
+
+    /// Registers an [`Observer`].
+    pub fn observe(&mut self, f: Observer) {
+        self.observers.0.push(f);
     }
 
     /// Runs until SIGTERM/SIGINT (or [`request_stop`]).
@@ -170,9 +192,27 @@ impl<S: ConfigSource> Agent<S> {
             .last_sync
             .is_none_or(|t| t.elapsed() >= self.opts.resync);
         let backoff = self.backoff_until.is_some_and(|t| Instant::now() < t);
-        if (self.dirty || resync_due) && !backoff {
+        if (self.dirty || resync_due) && !backoff && self.source_ready() {
             self.sync();
         }
+    }
+
+    /// A source that is not ready (e.g. the controller not heard yet after a restart) must not
+    /// make the agent remove what the dataplane holds: nothing is applied until it is.
+    fn source_ready(&mut self) -> bool {
+        let ready = self.source.ready();
+        if !ready && !self.not_ready_logged {
+            log::info!(
+                "waiting for {} before the first reconcile (the dataplane keeps its state)",
+                self.source.describe()
+            );
+            self.not_ready_logged = true;
+        }
+        if ready && self.not_ready_logged {
+            log::info!("{} is ready", self.source.describe());
+            self.not_ready_logged = false;
+        }
+        ready
     }
 
     fn reload(&mut self) {
@@ -341,6 +381,9 @@ impl<S: ConfigSource> Agent<S> {
                 if self.new_dp {
                     self.health.dp_restarts.fetch_add(1, Ordering::Relaxed);
                     self.new_dp = false;
+                }
+                for o in &mut self.observers.0 {
+                    o(&self.config, &compiled);
                 }
                 self.health.last_ops.store(n as u64, Ordering::Relaxed);
                 self.health.ops_total.fetch_add(n as u64, Ordering::Relaxed);

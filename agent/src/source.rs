@@ -41,6 +41,12 @@ pub trait ConfigSource: Send + std::fmt::Debug {
     fn changed(&mut self) -> bool {
         false
     }
+    /// False while the source cannot yet say what the whole configuration is (the controller
+    /// not heard from since start, xenstore not scanned): the agent then applies nothing, so a
+    /// restarted agent never removes what the headless dataplane holds.
+    fn ready(&mut self) -> bool {
+        true
+    }
 }
 
 /// The declarative config file, reloaded on SIGHUP.

@@ -241,12 +241,7 @@ fn trap_reason(frame: &[u8]) -> Option<TrapReason> {
 type Trace = Arc<Mutex<Vec<String>>>;
 
 /// The dataplane stand-in: vif7 <-> PacketServices.
-fn pump(
-    sock: OwnedFd,
-    services: Arc<Mutex<PacketServices>>,
-    stop: Arc<AtomicBool>,
-    trace: Trace,
-) {
+fn pump(sock: OwnedFd, services: Arc<Mutex<PacketServices>>, stop: Arc<AtomicBool>, trace: Trace) {
     let mut buf = vec![0u8; 4096];
     while !stop.load(Ordering::SeqCst) {
         // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
@@ -266,7 +261,7 @@ fn pump(
         let Ok(n) = usize::try_from(n) else {
             continue; // timeout: look at `stop` again
         };
-        if from.sll_pkttype == libc::PACKET_OUTGOING as u8 {
+        if from.sll_pkttype == libc::PACKET_OUTGOING {
             continue;
         }
         let frame = &buf[..n];
@@ -291,7 +286,11 @@ fn pump(
         ));
         for o in out {
             let h = AgentHeader::parse(&o).expect("agent header");
-            assert_eq!((h.cmd, h.vif), (AgentCmd::TxVif, VIF), "injected to the VM's vif");
+            assert_eq!(
+                (h.cmd, h.vif),
+                (AgentCmd::TxVif, VIF),
+                "injected to the VM's vif"
+            );
             let eth = &o[AGENT_HEADER_LEN..];
             // SAFETY: `eth` is valid for its length; the socket is bound to vif7.
             let sent = unsafe { libc::send(sock.as_raw_fd(), eth.as_ptr().cast(), eth.len(), 0) };
@@ -440,5 +439,12 @@ fn udhcpc_gets_the_configured_address_and_pings_the_gateway() {
     println!("--- ping output ---\n{output}--- end ---");
     assert_eq!(status, Some(0), "ping to the gateway failed:\n{output}");
     assert!(output.contains("3 packets received"), "{output}");
-    assert!(services.lock().expect("services").stats().served(Served::EchoReply) >= 3);
+    assert!(
+        services
+            .lock()
+            .expect("services")
+            .stats()
+            .served(Served::EchoReply)
+            >= 3
+    );
 }

@@ -47,6 +47,8 @@ pub struct PktMeta {
     pub dec_ttl: bool,
     /// A floating-IP SNAT was already tried for this packet.
     pub fip_tried: bool,
+    /// Reason-specific value for the agent header when trapped (the MTU for `HandleDf`).
+    pub trap_param: u32,
 }
 
 /// "No label" marker in [`PktMeta::label`].
@@ -67,6 +69,7 @@ impl PktMeta {
             label: NO_LABEL,
             dec_ttl: true,
             fip_tried: false,
+            trap_param: 0,
         }
     }
 

@@ -1,20 +1,474 @@
-//! Bringing up hosts and VMs and checking the cloud works: filled in as the agent's controller
-//! and xenstore integration lands.
+//! Host bring-up (per host: the dev xenstored, `vrouter-dp`, `vrouter-agent`), the simulated Xen
+//! hotplug of every Nic through the real hook, DHCP in the VMs, and the checks of the report.
 
 use crate::provision::Provisioned;
-use crate::sys::{DevcloudError, Result};
-use crate::topology::Plan;
+use crate::sys::{self, run_in, DevcloudError, Result};
+use crate::topology::{Host, Plan, Vm, RUN_DIR};
+use crate::{bin, progress, start, wait_for, Opts, State, TOKEN};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-/// Starts the hosts, plugs the VMs and runs the checks.
-pub fn run_all(
-    _o: &crate::Opts,
-    _plan: &Plan,
-    _st: &mut crate::State,
-    p: &Provisioned,
-) -> Result<()> {
-    Err(DevcloudError::Step(format!(
-        "provisioned {} VMs (floating IP {:?}); host bring-up is not assembled yet",
-        p.vms.len(),
-        p.fip
-    )))
+fn host_dir(h: &Host) -> PathBuf {
+    Path::new(RUN_DIR).join(&h.name)
+}
+
+fn xs_sock(h: &Host) -> PathBuf {
+    host_dir(h).join("xenstored.sock")
+}
+
+fn dp_sock(h: &Host) -> PathBuf {
+    host_dir(h).join("dp.sock")
+}
+
+/// A stand-in for XAPI's `xe`: answers `vif-param-get` from a table, as XenServer would from the
+/// VIF's other-config that CloudStack set.
+const FAKE_XE: &str = r#"#!/bin/bash
+[ "$1" = vif-param-get ] || { echo "xe (devcloud): unsupported command $1" >&2; exit 1; }
+uuid="" key=""
+for a in "$@"; do
+  case "$a" in
+    uuid=*) uuid=${a#uuid=} ;;
+    param-key=*) key=${a#param-key=} ;;
+  esac
+done
+v=$(awk -v u="$uuid" -v k="$key" '$1 == u && $2 == k { print $3 }' "$DEVCLOUD_XE_DB")
+[ -n "$v" ] || { echo "Key $key not found in map" >&2; exit 1; }
+echo "$v"
+"#;
+
+/// The DHCP client's hook script: configures the interface and records the lease.
+const UDHCPC_SCRIPT: &str = r#"#!/bin/sh
+case "$1" in
+  deconfig) ip addr flush dev "$interface"; ip link set "$interface" up ;;
+  bound|renew)
+    ip addr flush dev "$interface"
+    ip addr add "$ip/${mask:-24}" dev "$interface"
+    [ -n "$mtu" ] && ip link set "$interface" mtu "$mtu"
+    [ -n "$router" ] && ip route replace default via "${router%% *}" dev "$interface"
+    echo "ip=$ip mask=$mask router=$router dns=$dns mtu=$mtu lease=$lease" > "$LEASE_FILE" ;;
+esac
+exit 0
+"#;
+
+fn write_exec(path: &Path, body: &str) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, body).map_err(|e| DevcloudError::Io(path.display().to_string(), e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| DevcloudError::Io(path.display().to_string(), e))
+}
+
+/// Starts the vRouter stack on one host.
+fn start_host(o: &Opts, plan: &Plan, st: &mut State, h: &Host) -> Result<()> {
+    let dir = host_dir(h);
+    std::fs::create_dir_all(&dir).map_err(|e| DevcloudError::Io(dir.display().to_string(), e))?;
+    start(
+        st,
+        &format!("{}-xenstored", h.name),
+        &h.name,
+        vec![
+            bin(o, "vrouter-xenstored"),
+            "--socket".into(),
+            xs_sock(h).display().to_string(),
+        ],
+        &[],
+    )?;
+    start(
+        st,
+        &format!("{}-dp", h.name),
+        &h.name,
+        vec![
+            bin(o, "vrouter-dp"),
+            "--fabric".into(),
+            "eth1".into(),
+            "--fabric-ip".into(),
+            h.fabric_ip.clone(),
+            "--ctl-socket".into(),
+            dp_sock(h).display().to_string(),
+            "--agent-socket".into(),
+            dir.join("pkt0.sock").display().to_string(),
+            "--port-kind".into(),
+            "af_packet".into(),
+            "--fabric-port-kind".into(),
+            "af_packet".into(),
+        ],
+        &[],
+    )?;
+    wait_for(
+        &format!("vrouter-dp on {}", h.name),
+        Duration::from_secs(15),
+        || dp_sock(h).exists(),
+    )?;
+    let cfg = dir.join("agent.toml");
+    std::fs::write(
+        &cfg,
+        format!("[underlay]\nfabric_ip = \"{}\"\n", h.fabric_ip),
+    )
+    .map_err(|e| DevcloudError::Io(cfg.display().to_string(), e))?;
+    let xs = xs_sock(h).display().to_string();
+    start(
+        st,
+        &format!("{}-agent", h.name),
+        &h.name,
+        vec![
+            bin(o, "vrouter-agent"),
+            "--config".into(),
+            cfg.display().to_string(),
+            "--dp-socket".into(),
+            dp_sock(h).display().to_string(),
+            "--controller".into(),
+            format!("http://{}:8082", plan.controller_ip),
+            "--token".into(),
+            TOKEN.into(),
+            "--hostname".into(),
+            h.name.clone(),
+            "--xenstore".into(),
+            "--xenstore-socket".into(),
+            xs.clone(),
+            "--agent-socket".into(),
+            dir.join("pkt0.sock").display().to_string(),
+            "--agent-local-socket".into(),
+            dir.join("agent-pkt0.sock").display().to_string(),
+            "--state-dir".into(),
+            dir.display().to_string(),
+        ],
+        &[("XENSTORED_PATH", xs.as_str())],
+    )?;
+    Ok(())
+}
+
+/// What XenServer does when a VM with this Nic starts: the netback backend entries, the domain
+/// keys, the xapi private dir; then the vif hotplug hook (ours, unmodified) runs.
+fn hotplug(o: &Opts, plan: &Plan, vm: &Vm, mac: &str) -> Result<()> {
+    let h = plan.host_of(vm);
+    let xs = xs_sock(h).display().to_string();
+    let d = vm.index;
+    let be = format!("/local/domain/0/backend/vif/{d}/0");
+    let pairs: Vec<(String, String)> = vec![
+        (format!("/local/domain/{d}/name"), vm.name.clone()),
+        (format!("/local/domain/{d}/vm"), format!("/vm/{}", vm.uuid)),
+        (
+            format!("/xapi/{d}/private/vif/0/vif-uuid"),
+            vm.xapi_vif_uuid.clone(),
+        ),
+        (
+            format!("{be}/frontend"),
+            format!("/local/domain/{d}/device/vif/0"),
+        ),
+        (format!("{be}/frontend-id"), d.to_string()),
+        (format!("{be}/handle"), "0".into()),
+        (format!("{be}/mac"), mac.into()),
+        (format!("{be}/script"), "/etc/xensource/scripts/vif".into()),
+        (format!("{be}/online"), "1".into()),
+        (format!("{be}/state"), "4".into()),
+        (format!("{be}/hotplug-status"), "connected".into()),
+    ];
+    let mut argv = vec![
+        "env".to_string(),
+        format!("XENSTORED_PATH={xs}"),
+        "xenstore-write".into(),
+    ];
+    for (k, v) in pairs {
+        argv.push(k);
+        argv.push(v);
+    }
+    let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
+    run_in(&h.name, &refs)?;
+    let hook = o.hook.display().to_string();
+    let path = format!(
+        "{}:{}",
+        Path::new(RUN_DIR).join("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let db = format!(
+        "DEVCLOUD_XE_DB={}",
+        Path::new(RUN_DIR).join("xe.db").display()
+    );
+    run_in(
+        &h.name,
+        &[
+            "env",
+            &format!("PATH={path}"),
+            &format!("XENSTORED_PATH={xs}"),
+            &db,
+            &hook,
+            "-action",
+            "online",
+            "-vifuuid",
+            &vm.xapi_vif_uuid,
+            "-vmuuid",
+            &vm.uuid,
+        ],
+    )?;
+    Ok(())
+}
+
+fn vrctl_json(o: &Opts, h: &Host, args: &[&str]) -> Result<serde_json::Value> {
+    let sock = dp_sock(h).display().to_string();
+    let mut argv = vec![bin(o, "vrctl"), "--socket".into(), sock, "--json".into()];
+    argv.extend(args.iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let out = sys::run(&refs)?;
+    serde_json::from_str(&out).map_err(|e| DevcloudError::Step(format!("vrctl {args:?}: {e}")))
+}
+
+fn vrctl_text(o: &Opts, h: &Host, args: &[&str]) -> String {
+    let sock = dp_sock(h).display().to_string();
+    let mut argv = vec![bin(o, "vrctl"), "--socket".into(), sock];
+    argv.extend(args.iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
+    sys::run(&refs).unwrap_or_else(|e| format!("({e})\n"))
+}
+
+fn bound(o: &Opts, h: &Host, vif: &str) -> bool {
+    vrctl_json(o, h, &["vif", "list"])
+        .map(|v| v.to_string().contains(&format!("\"{vif}\"")))
+        .unwrap_or(false)
+}
+
+fn dhcp(vm: &Vm) -> Result<String> {
+    let lease = Path::new(RUN_DIR).join(format!("lease-{}", vm.name));
+    let _ = std::fs::remove_file(&lease);
+    let script = Path::new(RUN_DIR)
+        .join("bin")
+        .join("udhcpc.script")
+        .display()
+        .to_string();
+    let ns = vm.netns();
+    let lf = format!("LEASE_FILE={}", lease.display());
+    run_in(
+        &ns,
+        &[
+            "env", &lf, "busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-f", "-t", "10", "-T", "1",
+            "-s", &script,
+        ],
+    )?;
+    std::fs::read_to_string(&lease).map_err(|e| DevcloudError::Io(lease.display().to_string(), e))
+}
+
+fn ping(ns: &str, dst: &str, count: u32) -> (bool, String) {
+    match run_in(
+        ns,
+        &[
+            "ping",
+            "-c",
+            &count.to_string(),
+            "-i",
+            "0.2",
+            "-W",
+            "2",
+            "-q",
+            dst,
+        ],
+    ) {
+        Ok(out) => (
+            true,
+            out.lines()
+                .filter(|l| l.contains("packet") || l.contains("rtt"))
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+        Err(e) => (false, e.to_string()),
+    }
+}
+
+/// Brings up every host, plugs every VM, and runs the checks; prints the report.
+pub fn run_all(o: &Opts, plan: &Plan, st: &mut State, p: &Provisioned) -> Result<()> {
+    let bin_dir = Path::new(RUN_DIR).join("bin");
+    std::fs::create_dir_all(&bin_dir)
+        .map_err(|e| DevcloudError::Io(bin_dir.display().to_string(), e))?;
+    write_exec(&bin_dir.join("xe"), FAKE_XE)?;
+    write_exec(&bin_dir.join("udhcpc.script"), UDHCPC_SCRIPT)?;
+    let mut db = String::new();
+    for vm in plan.vms.iter().chain(std::iter::once(&plan.outside_vm)) {
+        db.push_str(&format!(
+            "{} cloudstack-nic-id {}\n{} cloudstack-vm-id {}\n",
+            vm.xapi_vif_uuid, vm.nic_uuid, vm.xapi_vif_uuid, vm.uuid
+        ));
+    }
+    std::fs::write(Path::new(RUN_DIR).join("xe.db"), db)
+        .map_err(|e| DevcloudError::Io("xe.db".into(), e))?;
+
+    progress(&format!(
+        "hosts: vrouter-xenstored, vrouter-dp, vrouter-agent on {} hosts and the gateway",
+        plan.hosts.len()
+    ));
+    for h in plan.all_hosts() {
+        start_host(o, plan, st, h)?;
+    }
+
+    progress(&format!(
+        "VMs: {} namespaces with vifs, Xen hotplug through xen/scripts/vif-vrouter",
+        plan.vms.len() + 1
+    ));
+    let macs: Vec<(&Vm, &str)> = plan
+        .vms
+        .iter()
+        .zip(p.vms.iter().map(|(m, _)| m.as_str()))
+        .chain(std::iter::once((&plan.outside_vm, p.outside_mac.as_str())))
+        .collect();
+    for (vm, mac) in &macs {
+        crate::net::build_vm(plan, vm, mac)?;
+        hotplug(o, plan, vm, mac)?;
+    }
+    let t = Instant::now();
+    for (vm, _) in &macs {
+        let h = plan.host_of(vm);
+        wait_for(
+            &format!("{} bound on {}", vm.vif(), h.name),
+            Duration::from_secs(30),
+            || bound(o, h, &vm.vif()),
+        )?;
+    }
+    progress(&format!(
+        "agents bound every vif by its CloudStack Nic UUID in {:.1} s",
+        t.elapsed().as_secs_f64()
+    ));
+
+    progress("DHCP: busybox udhcpc in every VM");
+    for (i, (vm, _)) in macs.iter().enumerate() {
+        let lease = dhcp(vm)?;
+        let want = if i < p.vms.len() {
+            p.vms[i].1.clone()
+        } else {
+            plan.outside_ip.clone()
+        };
+        if !lease.contains(&format!("ip={want} ")) {
+            return Err(DevcloudError::Step(format!(
+                "{} got a lease {lease:?}, expected {want}",
+                vm.name
+            )));
+        }
+    }
+    progress("every VM has the address the controller allocated");
+    report(o, plan, p)
+}
+
+fn report(o: &Opts, plan: &Plan, p: &Provisioned) -> Result<()> {
+    let mut failures = Vec::new();
+    let mut line = |ok: bool, what: String, detail: String| {
+        println!(
+            "  [{}] {what}{}",
+            if ok { " ok " } else { "FAIL" },
+            if detail.is_empty() {
+                String::new()
+            } else {
+                format!(" — {detail}")
+            }
+        );
+        if !ok {
+            failures.push(what);
+        }
+    };
+    println!("\nDevcloud report");
+    let same_net: Vec<&Vm> = plan.vms.iter().filter(|v| v.network == 0).collect();
+    if let (Some(a), Some(b)) = (
+        same_net.first(),
+        same_net.iter().find(|v| v.host != same_net[0].host),
+    ) {
+        let (ok, d) = ping(&a.netns(), &p.vms[b.index - 1].1, 5);
+        line(
+            ok,
+            format!(
+                "ping {} (host {}) -> {} (host {}), same network",
+                a.name, a.host, b.name, b.host
+            ),
+            d,
+        );
+        let server = run_in(&b.netns(), &["iperf3", "-s", "-D", "-1", "-p", "5201"]);
+        let tcp = server.and_then(|_| {
+            std::thread::sleep(Duration::from_millis(300));
+            run_in(
+                &a.netns(),
+                &[
+                    "timeout",
+                    "20",
+                    "iperf3",
+                    "-c",
+                    &p.vms[b.index - 1].1,
+                    "-t",
+                    "2",
+                    "-p",
+                    "5201",
+                ],
+            )
+        });
+        match tcp {
+            Ok(out) => line(
+                true,
+                "TCP (iperf3, 2 s) across hosts".into(),
+                out.lines()
+                    .rev()
+                    .find(|l| l.contains("receiver"))
+                    .unwrap_or("")
+                    .trim()
+                    .to_string(),
+            ),
+            Err(e) => line(
+                false,
+                "TCP (iperf3, 2 s) across hosts".into(),
+                e.to_string(),
+            ),
+        }
+    }
+    let other: Vec<&Vm> = plan.vms.iter().filter(|v| v.network == 1).collect();
+    if let (Some(a), Some(c)) = (same_net.first(), other.first()) {
+        let (ok, d) = ping(&a.netns(), &p.vms[c.index - 1].1, 3);
+        line(
+            ok,
+            format!(
+                "ping {} (guest-a) -> {} (guest-b): the policy passes ICMP",
+                a.name, c.name
+            ),
+            d,
+        );
+        let tcp = run_in(
+            &a.netns(),
+            &[
+                "timeout",
+                "5",
+                "busybox",
+                "nc",
+                "-w",
+                "2",
+                &p.vms[c.index - 1].1,
+                "22",
+            ],
+        );
+        line(
+            tcp.is_err(),
+            format!(
+                "TCP {} (guest-a) -> {} (guest-b): no policy allows it, isolated",
+                a.name, c.name
+            ),
+            String::new(),
+        );
+    }
+    if let Some(fip) = &p.fip {
+        let (ok, d) = ping(&plan.outside_vm.netns(), fip, 3);
+        line(
+            ok,
+            format!(
+                "floating IP {fip} of {} reachable from the gateway's public network",
+                plan.vms[0].name
+            ),
+            d,
+        );
+    }
+    println!("\nWhat vrctl shows on {}:", plan.hosts[0].name);
+    let h = &plan.hosts[0];
+    print!("{}", vrctl_text(o, h, &["vrf", "list"]));
+    if let Some(vrf) = p.vrfs.first() {
+        print!("{}", vrctl_text(o, h, &["route", "dump", vrf]));
+    }
+    print!("{}", vrctl_text(o, h, &["fip", "list"]));
+    if failures.is_empty() {
+        println!("\nall checks passed");
+        Ok(())
+    } else {
+        Err(DevcloudError::Step(format!(
+            "{} check(s) failed: {}",
+            failures.len(),
+            failures.join("; ")
+        )))
+    }
 }

@@ -2,7 +2,7 @@
 //! proves it works. `up` builds it and prints a report, `status` shows what runs, `down` removes
 //! every namespace and process it made.
 
-mod checks;
+pub(crate) mod checks;
 mod net;
 mod provision;
 mod sys;
@@ -15,11 +15,11 @@ use sys::{DevcloudError, Result};
 use topology::{Plan, RUN_DIR};
 
 /// Token the devcloud's shim requires (it listens on the underlay, not loopback).
-const TOKEN: &str = "devcloud";
+pub(crate) const TOKEN: &str = "devcloud";
 
 /// What `up` started, so `status` and `down` find it.
 #[derive(Debug, Default, Serialize, Deserialize)]
-struct State {
+pub(crate) struct State {
     plan: Option<Plan>,
     /// (name, namespace, pid).
     procs: Vec<(String, String, u32)>,
@@ -44,7 +44,9 @@ fn save_state(s: &State) -> Result<()> {
         .map_err(|e| DevcloudError::Io(state_path().display().to_string(), e))
 }
 
-struct Opts {
+pub(crate) struct Opts {
+    /// The vif hotplug hook (xen/scripts/vif-vrouter).
+    hook: PathBuf,
     hosts: usize,
     vms: usize,
     install_deps: bool,
@@ -53,7 +55,7 @@ struct Opts {
 }
 
 fn usage() -> &'static str {
-    "usage: vrouter-devcloud up [--hosts N] [--vms M] [--install-deps] [--keep-on-failure] [--bin-dir DIR]\n       vrouter-devcloud status\n       vrouter-devcloud down"
+    "usage: vrouter-devcloud up [--hosts N] [--vms M] [--install-deps] [--keep-on-failure] [--bin-dir DIR] [--hook FILE]\n       vrouter-devcloud status\n       vrouter-devcloud down"
 }
 
 fn main() {
@@ -63,6 +65,7 @@ fn main() {
         std::process::exit(2);
     };
     let mut o = Opts {
+        hook: PathBuf::from("xen/scripts/vif-vrouter"),
         hosts: 2,
         vms: 4,
         install_deps: false,
@@ -86,6 +89,7 @@ fn main() {
             "--install-deps" => o.install_deps = true,
             "--keep-on-failure" => o.keep_on_failure = true,
             "--bin-dir" => o.bin_dir = it.next().map(PathBuf::from).unwrap_or_default(),
+            "--hook" => o.hook = it.next().map(PathBuf::from).unwrap_or_default(),
             other => {
                 eprintln!("vrouter-devcloud: unknown argument {other:?}\n{}", usage());
                 std::process::exit(2);
@@ -110,7 +114,7 @@ fn main() {
     }
 }
 
-fn progress(msg: &str) {
+pub(crate) fn progress(msg: &str) {
     println!("==> {msg}");
 }
 
@@ -170,6 +174,12 @@ fn prerequisites(o: &Opts) -> Result<()> {
                 fix: "cargo build --release --workspace".into(),
             });
         }
+    }
+    if !o.hook.is_file() {
+        return Err(DevcloudError::Missing {
+            tool: o.hook.display().to_string(),
+            fix: "run from the source tree or pass --hook PATH/TO/vif-vrouter".into(),
+        });
     }
     Ok(())
 }
@@ -233,7 +243,7 @@ fn start(
     Ok(pid)
 }
 
-fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) -> Result<()> {
+pub(crate) fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) -> Result<()> {
     let until = Instant::now() + timeout;
     while Instant::now() < until {
         if ok() {
@@ -247,7 +257,7 @@ fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) -> Resu
     )))
 }
 
-fn bin(o: &Opts, name: &str) -> String {
+pub(crate) fn bin(o: &Opts, name: &str) -> String {
     o.bin_dir.join(name).display().to_string()
 }
 

@@ -15,11 +15,6 @@ pub fn ctl_ns() -> String {
     format!("{PREFIX}-ctl")
 }
 
-/// The gateway namespace.
-pub fn gw_ns() -> String {
-    format!("{PREFIX}-gw")
-}
-
 /// Attaches namespace `ns` to the underlay bridge with `dev` = `addr`/24.
 fn attach(ns: &str, dev: &str, addr: &str, port: &str) -> Result<()> {
     let ul = underlay_ns();
@@ -43,8 +38,8 @@ pub fn build_underlay(plan: &Plan) -> Result<()> {
     run_in(&ul, &["ip", "link", "set", "br0", "up"])?;
     add_netns(&ctl_ns())?;
     attach(&ctl_ns(), "eth1", &plan.controller_ip, "p-ctl")?;
-    add_netns(&gw_ns())?;
-    attach(&gw_ns(), "eth1", &plan.gateway_ip, "p-gw")?;
+    add_netns(&plan.gateway.name)?;
+    attach(&plan.gateway.name, "eth1", &plan.gateway.fabric_ip, "p-gw")?;
     for h in &plan.hosts {
         add_netns(&h.name)?;
         attach(&h.name, "eth1", &h.fabric_ip, &format!("p-h{}", h.index))?;
@@ -54,7 +49,7 @@ pub fn build_underlay(plan: &Plan) -> Result<()> {
 
 /// Creates a VM's namespace and its vif in the host namespace (down until bound).
 pub fn build_vm(plan: &Plan, vm: &Vm, mac: &str) -> Result<()> {
-    let host = &plan.hosts[vm.host - 1].name;
+    let host = &plan.host_of(vm).name;
     let ns = vm.netns();
     add_netns(&ns)?;
     ip(&[

@@ -28,6 +28,8 @@ pub struct Provisioned {
     pub fip: Option<String>,
     /// VRF names of the guest networks.
     pub vrfs: Vec<String>,
+    /// MAC of the router VM's public Nic.
+    pub outside_mac: String,
 }
 
 impl Vnc {
@@ -221,6 +223,42 @@ pub fn provision(vnc: &Vnc, plan: &Plan, progress: &dyn Fn(&str)) -> Result<Prov
             .ok_or_else(|| DevcloudError::Step(format!("instance-ip {iip_uuid} has no address")))?;
         out.vms.push((mac, addr));
     }
+
+    // The gateway's router VM with a Nic on the public network at a fixed address, as CloudStack
+    // creates for its virtual routers' public Nics.
+    let r = &plan.outside_vm;
+    let rname = format!("{}-0", r.name);
+    vnc.post(
+        "/virtual-machines",
+        json!({"virtual-machine": {"name": r.name, "uuid": r.uuid, "fq_name": [r.name]}}),
+    )?;
+    vnc.post(
+        "/virtual-machine-interfaces",
+        json!({"virtual-machine-interface": {"name": rname, "uuid": r.nic_uuid, "fq_name": [r.name, rname],
+            "parent_type": "virtual-machine",
+            "virtual_network_refs": [{"to": ["default-domain", "default-project", PUBLIC_VN]}]}}),
+    )?;
+    vnc.post(
+        "/instance-ips",
+        json!({"instance-ip": {"name": rname, "fq_name": [rname], "instance_ip_address": plan.outside_ip,
+            "virtual_network_refs": [{"to": ["default-domain", "default-project", PUBLIC_VN]}],
+            "virtual_machine_interface_refs": [{"to": [r.name, rname]}]}}),
+    )?;
+    let vmi = vnc.get(&format!("/virtual-machine-interface/{}", r.nic_uuid))?;
+    out.outside_mac = str_at(
+        &vmi,
+        &[
+            "virtual-machine-interface",
+            "virtual_machine_interface_mac_addresses",
+            "mac_address",
+            "0",
+        ],
+    )
+    .ok_or_else(|| DevcloudError::Step("router VMI has no MAC".into()))?;
+    progress(&format!(
+        "router VM {} on the public network at {}",
+        r.name, plan.outside_ip
+    ));
 
     if let Some(vm) = plan.vms.first() {
         let fip_uuid = uuid_for("fip-1");

@@ -83,8 +83,13 @@ pub struct Plan {
     pub controller_ip: String,
     /// Gateway's underlay address.
     pub gateway_ip: String,
-    /// Address standing for "the internet" behind the gateway.
+    /// Address standing for "the internet" behind the gateway: the public-network Nic of a
+    /// router VM bound on the gateway host (CloudStack gives its virtual routers such Nics).
     pub outside_ip: String,
+    /// The gateway host (runs the same stack as a compute host).
+    pub gateway: Host,
+    /// The router VM on the gateway, the outside world's end of the public network.
+    pub outside_vm: Vm,
 }
 
 /// A deterministic UUID (v4 layout) from a label, so reruns name things identically.
@@ -163,8 +168,39 @@ impl Plan {
             public_subnet: "198.51.100.0/24".into(),
             controller_ip: ul(2),
             gateway_ip: ul(254),
-            outside_ip: "203.0.113.9".into(),
+            outside_ip: "198.51.100.254".into(),
+            gateway: Host {
+                index: 0,
+                name: format!("{PREFIX}-gw"),
+                fabric_ip: ul(254),
+            },
+            outside_vm: Vm {
+                index: 100,
+                name: "r-1-VM".into(),
+                uuid: uuid_for("vm-router"),
+                nic_uuid: uuid_for("nic-router"),
+                xapi_vif_uuid: uuid_for("xapi-vif-router"),
+                host: 0,
+                network: usize::MAX,
+            },
         }
+    }
+
+    /// The host a VM runs on (index 0 is the gateway).
+    pub fn host_of(&self, vm: &Vm) -> &Host {
+        if vm.host == 0 {
+            &self.gateway
+        } else {
+            &self.hosts[vm.host - 1]
+        }
+    }
+
+    /// Every host running the vRouter stack: compute hosts and the gateway.
+    pub fn all_hosts(&self) -> Vec<&Host> {
+        self.hosts
+            .iter()
+            .chain(std::iter::once(&self.gateway))
+            .collect()
     }
 
     /// Namespaces in creation order.
@@ -176,6 +212,7 @@ impl Plan {
         ];
         v.extend(self.hosts.iter().map(|h| h.name.clone()));
         v.extend(self.vms.iter().map(Vm::netns));
+        v.push(self.outside_vm.netns());
         v
     }
 }
@@ -190,7 +227,7 @@ mod tests {
         let placement: Vec<(usize, usize)> = p.vms.iter().map(|v| (v.host, v.network)).collect();
         assert_eq!(placement, vec![(1, 0), (2, 0), (1, 1), (2, 1)]);
         assert_eq!(p.vms[0].vif(), "vif1.0");
-        assert_eq!(p.namespaces().len(), 3 + 2 + 4);
+        assert_eq!(p.namespaces().len(), 3 + 2 + 4 + 1);
     }
 
     #[test]

@@ -75,7 +75,10 @@ pub(crate) fn serve(
     let answer = |served, frame| Answer { served, frame };
     match req.message_type {
         DhcpMessageType::Discover => Ok((
-            answer(Served::DhcpOffer, Some(reply(iface, &req, pkt, Kind::Offer)?)),
+            answer(
+                Served::DhcpOffer,
+                Some(reply(iface, &req, pkt, Kind::Offer)?),
+            ),
             Some(LeaseState::Offered),
         )),
         DhcpMessageType::Request => {
@@ -113,11 +116,15 @@ pub(crate) fn serve(
                 iface.mac,
                 iface.ip
             );
-            Ok((answer(Served::DhcpDecline, None), Some(LeaseState::Declined)))
+            Ok((
+                answer(Served::DhcpDecline, None),
+                Some(LeaseState::Declined),
+            ))
         }
-        DhcpMessageType::Release if ours => {
-            Ok((answer(Served::DhcpRelease, None), Some(LeaseState::Released)))
-        }
+        DhcpMessageType::Release if ours => Ok((
+            answer(Served::DhcpRelease, None),
+            Some(LeaseState::Released),
+        )),
         DhcpMessageType::Decline | DhcpMessageType::Release => Err(Ignored::OtherServer),
         DhcpMessageType::Inform => Ok((
             answer(
@@ -357,7 +364,9 @@ pub(crate) mod tests {
             }
             let (code, len) = (b[i], usize::from(b[i + 1]));
             assert!(
-                options.insert(code, b[i + 2..i + 2 + len].to_vec()).is_none(),
+                options
+                    .insert(code, b[i + 2..i + 2 + len].to_vec())
+                    .is_none(),
                 "option {code} twice"
             );
             i += 2 + len;
@@ -380,7 +389,7 @@ pub(crate) mod tests {
         }
     }
 
-    fn opt<'a>(r: &'a Reply, code: u8) -> Option<&'a [u8]> {
+    fn opt(r: &Reply, code: u8) -> Option<&[u8]> {
         r.options.get(&code).map(Vec::as_slice)
     }
 
@@ -431,7 +440,10 @@ pub(crate) mod tests {
     #[test]
     fn discover_for_another_address_still_offers_the_configured_one() {
         let mut s = services();
-        let r = one_reply(&send(&mut s, &client_msg(1, [0; 4], &[(50, &[10, 1, 1, 99])])));
+        let r = one_reply(&send(
+            &mut s,
+            &client_msg(1, [0; 4], &[(50, &[10, 1, 1, 99])]),
+        ));
         assert_eq!(r.yiaddr, VM_IP);
     }
 
@@ -475,7 +487,10 @@ pub(crate) mod tests {
     fn request_for_another_address_gets_a_broadcast_nak() {
         let mut s = services();
         // INIT-REBOOT with a stale address.
-        let r = one_reply(&send(&mut s, &client_msg(3, [0; 4], &[(50, &[10, 1, 1, 99])])));
+        let r = one_reply(&send(
+            &mut s,
+            &client_msg(3, [0; 4], &[(50, &[10, 1, 1, 99])]),
+        ));
         assert_from_gateway(&r);
         assert_eq!(opt(&r, 53), Some(&[6][..]), "NAK");
         assert_eq!((r.eth_dst, r.ip_dst), ([0xff; 6], [255; 4]));
@@ -486,7 +501,10 @@ pub(crate) mod tests {
         }
         // Renewing a wrong ciaddr, and a request naming no address at all.
         assert_eq!(
-            opt(&one_reply(&send(&mut s, &client_msg(3, [10, 1, 1, 98], &[]))), 53),
+            opt(
+                &one_reply(&send(&mut s, &client_msg(3, [10, 1, 1, 98], &[]))),
+                53
+            ),
             Some(&[6][..])
         );
         assert_eq!(
@@ -540,7 +558,9 @@ pub(crate) mod tests {
         let m = client_msg(1, [0; 4], &[]);
         // Unknown vif.
         let f = vm_frame(&m);
-        assert!(s.handle(&trap(TrapReason::L3Protocols, 9, VRF, 0, &f)).is_empty());
+        assert!(s
+            .handle(&trap(TrapReason::L3Protocols, 9, VRF, 0, &f))
+            .is_empty());
         // Another chaddr.
         let mut other = m.clone();
         other[28 + 5] = 0x99;
@@ -548,7 +568,9 @@ pub(crate) mod tests {
         // Right chaddr, another source MAC.
         let mut f2 = f.clone();
         f2[11] = 0x99;
-        assert!(s.handle(&trap(TrapReason::L3Protocols, VIF, VRF, 0, &f2)).is_empty());
+        assert!(s
+            .handle(&trap(TrapReason::L3Protocols, VIF, VRF, 0, &f2))
+            .is_empty());
         // Relayed.
         let mut relayed = m.clone();
         relayed[24..28].copy_from_slice(&[10, 9, 0, 1]);
@@ -570,7 +592,9 @@ pub(crate) mod tests {
         // A fragment.
         let mut frag = f.clone();
         patch_ipv4(&mut frag, |h| h.more_fragments = true);
-        assert!(s.handle(&trap(TrapReason::L3Protocols, VIF, VRF, 0, &frag)).is_empty());
+        assert!(s
+            .handle(&trap(TrapReason::L3Protocols, VIF, VRF, 0, &frag))
+            .is_empty());
 
         let st = s.stats();
         assert_eq!(st.ignored(Ignored::UnknownVif), 1);

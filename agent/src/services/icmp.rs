@@ -5,7 +5,7 @@
 //! Errors quote the offending IP header and the first 8 bytes of its payload (RFC 792); when to
 //! stay silent (RFC 1122 §3.2.2) is decided by `PacketServices::may_send_error`.
 
-use smoltcp::wire::{IpProtocol, Icmpv4Packet};
+use smoltcp::wire::{Icmpv4Packet, IpProtocol};
 
 use super::{Answer, Ignored, Ipv4Frame, Origin, Served};
 
@@ -150,7 +150,16 @@ mod tests {
 
     fn udp_out(ttl: u8, payload_len: usize) -> Vec<u8> {
         let data: Vec<u8> = (0..payload_len).map(|i| i as u8).collect();
-        udp_frame(VM_MAC, MacAddr::VROUTER.0, VM_IP, FAR, ttl, 40000, 33434, &data)
+        udp_frame(
+            VM_MAC,
+            MacAddr::VROUTER.0,
+            VM_IP,
+            FAR,
+            ttl,
+            40000,
+            33434,
+            &data,
+        )
     }
 
     #[test]
@@ -189,7 +198,8 @@ mod tests {
         )
         .expect("valid");
         let f = echo_frame(FAR, [10, 2, 0, 1], 60, 1, 2, b"x");
-        let (_, _, src, ..) = one_icmp(&s.handle(&trap(TrapReason::Receive, FABRIC_VIF, VRF, 0, &f)));
+        let (_, _, src, ..) =
+            one_icmp(&s.handle(&trap(TrapReason::Receive, FABRIC_VIF, VRF, 0, &f)));
         assert_eq!(src, [10, 2, 0, 1]);
     }
 
@@ -198,28 +208,40 @@ mod tests {
         let mut s = services();
         // Not a gateway (another VRF's gateway is not ours either).
         let f = echo_frame(VM_IP, [10, 1, 1, 9], 64, 1, 1, b"x");
-        assert!(s.handle(&trap(TrapReason::Receive, VIF, VRF, 0, &f)).is_empty());
+        assert!(s
+            .handle(&trap(TrapReason::Receive, VIF, VRF, 0, &f))
+            .is_empty());
         let f = echo_frame(VM_IP, GW, 64, 1, 1, b"x");
-        assert!(s.handle(&trap(TrapReason::Receive, VIF, VRF + 1, 0, &f)).is_empty());
+        assert!(s
+            .handle(&trap(TrapReason::Receive, VIF, VRF + 1, 0, &f))
+            .is_empty());
         // Bad ICMP checksum.
         let mut bad = echo_frame(VM_IP, GW, 64, 1, 1, b"x");
         let n = bad.len();
         bad[n - 1] ^= 0xff;
-        assert!(s.handle(&trap(TrapReason::Receive, VIF, VRF, 0, &bad)).is_empty());
+        assert!(s
+            .handle(&trap(TrapReason::Receive, VIF, VRF, 0, &bad))
+            .is_empty());
         // An echo reply to the gateway.
         let b = PacketBuilder::ethernet2(VM_MAC, MacAddr::VROUTER.0)
             .ipv4(VM_IP, GW, 64)
             .icmpv4_echo_reply(1, 1);
         let mut reply = Vec::new();
         b.write(&mut reply, b"x").expect("write");
-        assert!(s.handle(&trap(TrapReason::Receive, VIF, VRF, 0, &reply)).is_empty());
+        assert!(s
+            .handle(&trap(TrapReason::Receive, VIF, VRF, 0, &reply))
+            .is_empty());
         // A fragment of a big ping.
         let mut frag = echo_frame(VM_IP, GW, 64, 1, 1, b"x");
         patch_ipv4(&mut frag, |h| h.more_fragments = true);
-        assert!(s.handle(&trap(TrapReason::Receive, VIF, VRF, 0, &frag)).is_empty());
+        assert!(s
+            .handle(&trap(TrapReason::Receive, VIF, VRF, 0, &frag))
+            .is_empty());
         // From 0.0.0.0.
         let f = echo_frame([0; 4], GW, 64, 1, 1, b"x");
-        assert!(s.handle(&trap(TrapReason::Receive, VIF, VRF, 0, &f)).is_empty());
+        assert!(s
+            .handle(&trap(TrapReason::Receive, VIF, VRF, 0, &f))
+            .is_empty());
 
         let st = s.stats();
         assert_eq!(st.ignored(Ignored::NotForGateway), 2);
@@ -284,14 +306,33 @@ mod tests {
             ],
         )
         .expect("valid");
-        let f = udp_frame(MacAddr::VROUTER.0, MacAddr::VROUTER.0, FAR, VM_IP, 1, 1, 2, b"12345678");
+        let f = udp_frame(
+            MacAddr::VROUTER.0,
+            MacAddr::VROUTER.0,
+            FAR,
+            VM_IP,
+            1,
+            1,
+            2,
+            b"12345678",
+        );
         let (h, _, src, dst, ..) =
             one_icmp(&s.handle(&trap(TrapReason::ZeroTtl, FABRIC_VIF, VRF, 0, &f)));
         assert_eq!((h.cmd, h.vrf), (AgentCmd::RouteInVrf, VRF));
         assert_eq!((src, dst), ([10, 9, 0, 1], FAR));
         // A sender in no gateway's subnet: the first gateway.
-        let f = udp_frame(MacAddr::VROUTER.0, MacAddr::VROUTER.0, [192, 0, 2, 1], VM_IP, 1, 1, 2, b"1");
-        let (_, _, src, ..) = one_icmp(&s.handle(&trap(TrapReason::ZeroTtl, FABRIC_VIF, VRF, 0, &f)));
+        let f = udp_frame(
+            MacAddr::VROUTER.0,
+            MacAddr::VROUTER.0,
+            [192, 0, 2, 1],
+            VM_IP,
+            1,
+            1,
+            2,
+            b"1",
+        );
+        let (_, _, src, ..) =
+            one_icmp(&s.handle(&trap(TrapReason::ZeroTtl, FABRIC_VIF, VRF, 0, &f)));
         assert_eq!(src, [10, 5, 0, 1]);
         // A VRF we know no gateway of.
         assert!(s
@@ -325,9 +366,11 @@ mod tests {
         assert_eq!((src, dst), (GW, VM_IP));
         assert_eq!(
             t,
-            Icmpv4Type::DestinationUnreachable(etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded {
-                next_hop_mtu: 1400
-            })
+            Icmpv4Type::DestinationUnreachable(
+                etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded {
+                    next_hop_mtu: 1400
+                }
+            )
         );
         assert_eq!(quote, &f[14..14 + 28]);
         // Raw bytes: type 3, code 4, unused 0, MTU.
@@ -339,9 +382,15 @@ mod tests {
         // Without DF, with no or an impossible MTU: nothing.
         let mut plain = udp_out(63, 1500);
         patch_ipv4(&mut plain, |h| h.dont_fragment = false);
-        assert!(s.handle(&trap(TrapReason::HandleDf, VIF, VRF, 1400, &plain)).is_empty());
-        assert!(s.handle(&trap(TrapReason::HandleDf, VIF, VRF, 0, &f)).is_empty());
-        assert!(s.handle(&trap(TrapReason::HandleDf, VIF, VRF, 70_000, &f)).is_empty());
+        assert!(s
+            .handle(&trap(TrapReason::HandleDf, VIF, VRF, 1400, &plain))
+            .is_empty());
+        assert!(s
+            .handle(&trap(TrapReason::HandleDf, VIF, VRF, 0, &f))
+            .is_empty());
+        assert!(s
+            .handle(&trap(TrapReason::HandleDf, VIF, VRF, 70_000, &f))
+            .is_empty());
         let st = s.stats();
         assert_eq!(st.served(Served::FragNeeded), 2);
         assert_eq!(st.ignored(Ignored::DfNotSet), 1);
@@ -412,12 +461,30 @@ mod tests {
             ),
             (
                 "subnet broadcast",
-                udp_frame(VM_MAC, MacAddr::VROUTER.0, VM_IP, [10, 1, 1, 255], 1, 1, 2, b"x"),
+                udp_frame(
+                    VM_MAC,
+                    MacAddr::VROUTER.0,
+                    VM_IP,
+                    [10, 1, 1, 255],
+                    1,
+                    1,
+                    2,
+                    b"x",
+                ),
                 Ignored::Broadcast,
             ),
             (
                 "multicast",
-                udp_frame(VM_MAC, MacAddr::VROUTER.0, VM_IP, [224, 0, 0, 5], 1, 1, 2, b"x"),
+                udp_frame(
+                    VM_MAC,
+                    MacAddr::VROUTER.0,
+                    VM_IP,
+                    [224, 0, 0, 5],
+                    1,
+                    1,
+                    2,
+                    b"x",
+                ),
                 Ignored::Broadcast,
             ),
             (
@@ -427,17 +494,44 @@ mod tests {
             ),
             (
                 "from loopback",
-                udp_frame(VM_MAC, MacAddr::VROUTER.0, [127, 0, 0, 1], FAR, 1, 1, 2, b"x"),
+                udp_frame(
+                    VM_MAC,
+                    MacAddr::VROUTER.0,
+                    [127, 0, 0, 1],
+                    FAR,
+                    1,
+                    1,
+                    2,
+                    b"x",
+                ),
                 Ignored::BadSource,
             ),
             (
                 "from class E",
-                udp_frame(VM_MAC, MacAddr::VROUTER.0, [240, 0, 0, 1], FAR, 1, 1, 2, b"x"),
+                udp_frame(
+                    VM_MAC,
+                    MacAddr::VROUTER.0,
+                    [240, 0, 0, 1],
+                    FAR,
+                    1,
+                    1,
+                    2,
+                    b"x",
+                ),
                 Ignored::BadSource,
             ),
             (
                 "from a subnet broadcast",
-                udp_frame(VM_MAC, MacAddr::VROUTER.0, [10, 1, 1, 255], FAR, 1, 1, 2, b"x"),
+                udp_frame(
+                    VM_MAC,
+                    MacAddr::VROUTER.0,
+                    [10, 1, 1, 255],
+                    FAR,
+                    1,
+                    1,
+                    2,
+                    b"x",
+                ),
                 Ignored::BadSource,
             ),
         ];
@@ -456,7 +550,11 @@ mod tests {
         // A first fragment and an ICMP query may get errors.
         let mut first = udp_out(1, 16);
         patch_ipv4(&mut first, |h| h.more_fragments = true);
-        assert_eq!(s.handle(&trap(TrapReason::ZeroTtl, VIF, VRF, 0, &first)).len(), 1);
+        assert_eq!(
+            s.handle(&trap(TrapReason::ZeroTtl, VIF, VRF, 0, &first))
+                .len(),
+            1
+        );
         assert!(is_query(&[8]) && is_query(&[0]) && is_query(&[13]));
         assert!(!is_query(&[3]) && !is_query(&[11]) && !is_query(&[5]) && !is_query(&[]));
         let _ = PacketServices::new();

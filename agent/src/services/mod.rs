@@ -30,8 +30,8 @@ use std::net::Ipv4Addr;
 
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
-    EthernetAddress, EthernetFrame, EthernetProtocol, IpAddress, IpProtocol, Ipv4Packet,
-    Ipv4Repr, UdpPacket, ETHERNET_HEADER_LEN, IPV4_HEADER_LEN, UDP_HEADER_LEN,
+    EthernetAddress, EthernetFrame, EthernetProtocol, IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr,
+    UdpPacket, ETHERNET_HEADER_LEN, IPV4_HEADER_LEN, UDP_HEADER_LEN,
 };
 use vrouter_dataplane::trap::{AgentCmd, AgentHeader, TrapReason, AGENT_HEADER_LEN};
 use vrouter_dataplane::wire::ethernet::MacAddr;
@@ -456,8 +456,7 @@ impl PacketServices {
     /// Serves `iface` (replacing any interface with the same vif).
     pub fn add_interface(&mut self, iface: ServedInterface) -> Result<(), ConfigError> {
         iface.validate()?;
-        if self.ifaces.get(&iface.vif).map(|old| (old.mac, old.ip)) != Some((iface.mac, iface.ip))
-        {
+        if self.ifaces.get(&iface.vif).map(|old| (old.mac, old.ip)) != Some((iface.mac, iface.ip)) {
             self.leases.remove(&iface.vif);
         }
         self.ifaces.insert(iface.vif, iface);
@@ -745,8 +744,16 @@ pub(crate) mod testutil {
         let Some(NetHeaders::Ipv4(ip, _)) = &p.net else {
             panic!("not IPv4")
         };
-        assert_eq!(ip.header_checksum, ip.calc_header_checksum(), "IPv4 checksum");
-        assert_eq!(usize::from(ip.total_len), frame.len() - 14, "IPv4 total length");
+        assert_eq!(
+            ip.header_checksum,
+            ip.calc_header_checksum(),
+            "IPv4 checksum"
+        );
+        assert_eq!(
+            usize::from(ip.total_len),
+            frame.len() - 14,
+            "IPv4 total length"
+        );
         let payload = p.payload.slice();
         match &p.transport {
             Some(TransportHeader::Udp(u)) => assert_eq!(
@@ -767,6 +774,7 @@ pub(crate) mod testutil {
     }
 
     /// An Ethernet + IPv4 + UDP frame.
+    #[allow(clippy::too_many_arguments)]
     pub fn udp_frame(
         smac: [u8; 6],
         dmac: [u8; 6],
@@ -786,7 +794,14 @@ pub(crate) mod testutil {
     }
 
     /// An Ethernet + IPv4 + ICMP echo request frame.
-    pub fn echo_frame(src: [u8; 4], dst: [u8; 4], ttl: u8, id: u16, seq: u16, data: &[u8]) -> Vec<u8> {
+    pub fn echo_frame(
+        src: [u8; 4],
+        dst: [u8; 4],
+        ttl: u8,
+        id: u16,
+        seq: u16,
+        data: &[u8],
+    ) -> Vec<u8> {
         let b = PacketBuilder::ethernet2(VM_MAC, MacAddr::VROUTER.0)
             .ipv4(src, dst, ttl)
             .icmpv4_echo_request(id, seq);
@@ -843,7 +858,10 @@ mod tests {
         );
         assert!(s.interface(VIF).is_none());
         s.add_interface(iface()).expect("valid");
-        assert_eq!(s.interface(VIF).map(|i| i.netmask()), Some(Ipv4Addr::new(255, 255, 255, 0)));
+        assert_eq!(
+            s.interface(VIF).map(|i| i.netmask()),
+            Some(Ipv4Addr::new(255, 255, 255, 0))
+        );
         assert_eq!(
             s.set_vrf_gateways(
                 1,
@@ -878,8 +896,12 @@ mod tests {
         tx[5] = AgentCmd::TxVif as u8;
         assert!(s.handle(&tx).is_empty());
         // ARP and flow misses are not ours.
-        assert!(s.handle(&trap(TrapReason::Arp, VIF, VRF, 0, &frame)).is_empty());
-        assert!(s.handle(&trap(TrapReason::FlowMiss, VIF, VRF, 0, &frame)).is_empty());
+        assert!(s
+            .handle(&trap(TrapReason::Arp, VIF, VRF, 0, &frame))
+            .is_empty());
+        assert!(s
+            .handle(&trap(TrapReason::FlowMiss, VIF, VRF, 0, &frame))
+            .is_empty());
         // Truncated IPv4.
         assert!(s
             .handle(&trap(TrapReason::Receive, VIF, VRF, 0, &frame[..30]))
@@ -887,18 +909,24 @@ mod tests {
         // Not IPv4.
         let mut arp = frame.clone();
         arp[12..14].copy_from_slice(&[0x08, 0x06]);
-        assert!(s.handle(&trap(TrapReason::ZeroTtl, VIF, VRF, 0, &arp)).is_empty());
+        assert!(s
+            .handle(&trap(TrapReason::ZeroTtl, VIF, VRF, 0, &arp))
+            .is_empty());
         // Bad IPv4 checksum.
         let mut bad = frame.clone();
         bad[14 + 10] ^= 0xff;
-        assert!(s.handle(&trap(TrapReason::ZeroTtl, VIF, VRF, 0, &bad)).is_empty());
+        assert!(s
+            .handle(&trap(TrapReason::ZeroTtl, VIF, VRF, 0, &bad))
+            .is_empty());
         // Not DHCP under L3Protocols.
         let dns = udp_frame(VM_MAC, MacAddr::VROUTER.0, VM_IP, GW, 64, 5353, 53, b"q");
         assert!(s
             .handle(&trap(TrapReason::L3Protocols, VIF, VRF, 0, &dns))
             .is_empty());
         // UDP to the gateway under Receive: not served.
-        assert!(s.handle(&trap(TrapReason::Receive, VIF, VRF, 0, &dns)).is_empty());
+        assert!(s
+            .handle(&trap(TrapReason::Receive, VIF, VRF, 0, &dns))
+            .is_empty());
 
         let st = s.stats();
         assert_eq!(st.trapped, 10);
@@ -939,14 +967,36 @@ mod tests {
                     &dhcp::tests::client_msg(1, [0; 4], &[(50, &VM_IP)]),
                 ),
             ),
-            (TrapReason::Receive, 0, echo_frame(VM_IP, GW, 64, 1, 1, b"abcdefgh")),
+            (
+                TrapReason::Receive,
+                0,
+                echo_frame(VM_IP, GW, 64, 1, 1, b"abcdefgh"),
+            ),
             (
                 TrapReason::ZeroTtl,
                 0,
-                udp_frame(VM_MAC, MacAddr::VROUTER.0, VM_IP, [10, 9, 9, 9], 1, 3333, 33434, b"tr"),
+                udp_frame(
+                    VM_MAC,
+                    MacAddr::VROUTER.0,
+                    VM_IP,
+                    [10, 9, 9, 9],
+                    1,
+                    3333,
+                    33434,
+                    b"tr",
+                ),
             ),
             (TrapReason::HandleDf, 1400, {
-                let mut f = udp_frame(VM_MAC, MacAddr::VROUTER.0, VM_IP, [10, 9, 9, 9], 5, 1, 2, &[0; 64]);
+                let mut f = udp_frame(
+                    VM_MAC,
+                    MacAddr::VROUTER.0,
+                    VM_IP,
+                    [10, 9, 9, 9],
+                    5,
+                    1,
+                    2,
+                    &[0; 64],
+                );
                 patch_ipv4(&mut f, |h| h.dont_fragment = true);
                 f
             }),

@@ -12,8 +12,12 @@
 //! trap (agent header → pkt0)   output (per-port queues, drop accounting)
 //! ```
 //!
+//! In VRFs with flow processing on, a flow stage sits between lookup and nexthop (see [`flow`]);
+//! elsewhere it costs one branch per batch.
+//!
 //! Every packet ends as `Tx` or `Drop`; nothing allocates, locks or makes a syscall.
 
+pub mod flow;
 pub mod nat;
 
 use crate::batch::{Batch, Next, Pkt, NO_LABEL};
@@ -27,6 +31,7 @@ use crate::wire::{
     ETHERNET_HEADER_LEN as ETH, GRE_PROTO_MPLS, MPLS_UDP_PORT, MPLS_UDP_PORT_LEGACY,
 };
 use nat::Side;
+use std::cell::RefCell;
 use std::sync::Arc;
 
 /// Rounds of lookup/nexthop a packet may take (one VRF translation, e.g. a table label or a
@@ -40,12 +45,17 @@ const DHCP_SERVER_PORT: u16 = 67;
 #[derive(Debug)]
 pub struct Pipeline {
     stats: Arc<LcoreStats>,
+    /// Per-batch flow keys and the lcore's fragment memory (borrowed once per batch).
+    flow: RefCell<Box<flow::FlowScratch>>,
 }
 
 impl Pipeline {
     /// A pipeline counting into `stats`.
     pub fn new(stats: Arc<LcoreStats>) -> Self {
-        Self { stats }
+        Self {
+            stats,
+            flow: RefCell::default(),
+        }
     }
 
     /// The counters this pipeline writes.
@@ -60,9 +70,16 @@ impl Pipeline {
         for p in batch.pkts_mut() {
             self.classify(t, p);
         }
+        let mut flows = (t.flow_vrfs != 0).then(|| self.flow.borrow_mut());
+        if let Some(fs) = flows.as_deref_mut() {
+            self.flow_capture(t, batch, fs);
+        }
         for _ in 0..MAX_LOOKUPS {
             if batch.pkts().iter().any(|p| p.meta.next == Next::Lookup) {
                 self.lookup(t, batch);
+            }
+            if let Some(fs) = flows.as_deref_mut() {
+                self.flow_stage(t, batch, fs);
             }
             let mut again = false;
             for p in batch.pkts_mut() {
@@ -81,6 +98,9 @@ impl Pipeline {
                 Next::Lookup | Next::Nexthop | Next::Classify => p.meta.drop(DropReason::PktLoop),
                 Next::Tx | Next::Drop => {}
             }
+        }
+        if let Some(fs) = flows.as_deref() {
+            self.flow_sweep(t, fs);
         }
     }
 
@@ -162,18 +182,18 @@ impl Pipeline {
             return;
         };
         match vif.spec.kind {
-            VifKind::Virtual => self.from_vm(t, vif, p),
-            VifKind::Physical => self.from_fabric(t, p),
+            VifKind::Virtual => self.vm_input(t, vif, p),
+            VifKind::Physical => self.fabric_input(t, p),
             VifKind::Host => match t.host.fabric_vif {
                 Some(f) => p.meta.tx(f),
                 None => p.meta.drop(DropReason::NowhereToGo),
             },
-            VifKind::Agent => self.from_agent(t, p),
+            VifKind::Agent => self.agent_input(t, p),
         }
     }
 
     #[inline]
-    fn from_vm(&self, t: &Tables, vif: &crate::tables::Vif, p: &mut Pkt) {
+    fn vm_input(&self, t: &Tables, vif: &crate::tables::Vif, p: &mut Pkt) {
         let d = p.buf.data();
         if d.len() < ETH {
             p.meta.drop(DropReason::Pull);
@@ -246,7 +266,7 @@ impl Pipeline {
     }
 
     #[inline]
-    fn from_fabric(&self, t: &Tables, p: &mut Pkt) {
+    fn fabric_input(&self, t: &Tables, p: &mut Pkt) {
         let to_host = |p: &mut Pkt| match t.host.host_vif {
             Some(h) => p.meta.tx(h),
             None => p.meta.drop(DropReason::NowhereToGo),
@@ -362,7 +382,7 @@ impl Pipeline {
     }
 
     #[inline]
-    fn from_agent(&self, t: &Tables, p: &mut Pkt) {
+    fn agent_input(&self, t: &Tables, p: &mut Pkt) {
         let Some(h) = AgentHeader::parse(p.buf.data()) else {
             p.meta.drop(DropReason::InvalidPacket);
             return;
@@ -538,6 +558,17 @@ impl Pipeline {
                     p.meta.drop(DropReason::InvalidLabel);
                     return;
                 }
+                let overhead = tpl.len - ETH;
+                if tpl.mtu != 0 && p.buf.len() - ETH + overhead > usize::from(tpl.mtu) {
+                    // Too big for the fabric once encapsulated: with DF the VM must learn the
+                    // smaller MTU (the agent answers ICMP fragmentation needed); without DF the
+                    // packet goes out as is, see docs/dataplane.md.
+                    if p.buf.data().get(ETH + 6).is_some_and(|f| f & 0x40 != 0) {
+                        p.meta.trap_param = u32::from(tpl.mtu) - overhead as u32;
+                        p.meta.trap(TrapReason::HandleDf);
+                        return;
+                    }
+                }
                 if p.meta.dec_ttl {
                     decrement_ttl(&mut p.buf.data_mut()[ETH..]);
                 }
@@ -592,7 +623,7 @@ impl Pipeline {
             reason,
             vif: p.meta.in_vif,
             vrf: p.meta.vrf,
-            param: 0,
+            param: p.meta.trap_param,
         };
         match p.buf.push_front(AGENT_HEADER_LEN) {
             Some(front) => {

@@ -9,16 +9,21 @@
 
 pub mod fib;
 pub mod fip;
+pub mod flow;
 pub mod nexthop;
+pub mod policy;
 pub mod vif;
 pub mod vrf;
 
 use crate::wire::MacAddr;
 pub use fib::{Fib, Route};
 pub use fip::{Fip, FipTable};
+pub use flow::{FlowParams, FlowTable};
 pub use nexthop::{Nexthop, NexthopSpec, TunnelKind, NH_DISCARD};
+pub use policy::{CompiledPolicy, Policy, VrfPolicy};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 pub use vif::{Vif, VifFip, VifKind, VifSpec};
 pub use vrf::Vrf;
 
@@ -35,6 +40,13 @@ pub struct Limits {
     pub labels: u32,
     /// Initial route capacity (the table grows past it).
     pub routes: usize,
+    /// Flow table entries (a forward/reverse pair takes two), allocated once.
+    #[serde(default = "default_flows")]
+    pub flows: u32,
+}
+
+fn default_flows() -> u32 {
+    Limits::default().flows
 }
 
 impl Default for Limits {
@@ -45,6 +57,7 @@ impl Default for Limits {
             nexthops: 65536,
             labels: 65536,
             routes: 4096,
+            flows: 512 * 1024,
         }
     }
 }
@@ -128,6 +141,21 @@ pub enum TableOp {
         /// Floating address.
         fip: u32,
     },
+    /// Adds or replaces a network policy. Flows of VRFs using it are flushed (re-evaluated by
+    /// their next packet).
+    SetPolicy(Policy),
+    /// Deletes a policy no VRF uses.
+    DelPolicy(u32),
+    /// Turns flow processing on for a VRF with its policies, subnets and flow limit, or off
+    /// (`None`). Either way the VRF's flows are flushed.
+    SetVrfPolicy {
+        /// VRF.
+        vrf: u16,
+        /// Configuration, or `None` for no flows (the fast path).
+        policy: Option<VrfPolicy>,
+    },
+    /// Sets the flow timeouts.
+    SetFlowParams(FlowParams),
 }
 
 /// Why an operation was refused.
@@ -197,6 +225,13 @@ pub struct Tables {
     pub limits: Limits,
     /// Incremented on every applied operation; lets readers notice change.
     pub generation: u64,
+    /// The flow table, shared by both copies of the tables (it is not versioned: lcores write
+    /// it).
+    pub flows: Arc<FlowTable>,
+    /// Network policies by id.
+    pub policies: HashMap<u32, Policy>,
+    /// VRFs with flow processing on (the pipeline skips the flow stage when zero).
+    pub flow_vrfs: u32,
 }
 
 impl Tables {
@@ -213,6 +248,9 @@ impl Tables {
             fips: FipTable::default(),
             limits,
             generation: 0,
+            flows: Arc::new(FlowTable::new(limits.flows as usize, limits.vrfs as usize)),
+            policies: HashMap::new(),
+            flow_vrfs: 0,
         };
         t.vrfs.resize_with(limits.vrfs as usize, || None);
         t.nhs.resize_with(limits.nexthops as usize, || None);
@@ -285,7 +323,13 @@ impl Tables {
             }
             TableOp::DelVrf(id) => {
                 self.fib.clear_vrf(*id);
-                self.vrfs[usize::from(*id)] = None;
+                if self.vrfs[usize::from(*id)]
+                    .take()
+                    .is_some_and(|v| v.policy.is_some())
+                {
+                    self.flows.flush(Some(*id));
+                    self.compile_policies();
+                }
             }
             TableOp::AddVif(spec) => {
                 let slot = &mut self.vifs[usize::from(spec.id)];
@@ -294,10 +338,22 @@ impl Tables {
                     spec: spec.clone(),
                     fips,
                 });
+                // Tunnels out of this interface check packets against its MTU.
+                for nh in self.nhs.iter_mut().flatten() {
+                    if let Nexthop::Tunnel(tpl) = nh {
+                        if tpl.oif == spec.id {
+                            tpl.mtu = spec.mtu;
+                        }
+                    }
+                }
             }
             TableOp::DelVif(id) => self.vifs[usize::from(*id)] = None,
             TableOp::AddNh { id, spec } => {
-                self.nhs[*id as usize] = Some(Nexthop::compile(spec));
+                let mut nh = Nexthop::compile(spec);
+                if let Nexthop::Tunnel(tpl) = &mut nh {
+                    tpl.mtu = self.vif(tpl.oif).map_or(0, |v| v.spec.mtu);
+                }
+                self.nhs[*id as usize] = Some(nh);
                 self.nh_specs[*id as usize] = Some(spec.clone());
             }
             TableOp::DelNh(id) => {
@@ -344,7 +400,59 @@ impl Tables {
                     self.unlink_fip(&old);
                 }
             }
+            TableOp::SetPolicy(p) => {
+                self.policies.insert(p.id, p.clone());
+                self.flush_policy_users(Some(p.id));
+                self.compile_policies();
+            }
+            TableOp::DelPolicy(id) => {
+                self.policies.remove(id);
+                self.compile_policies();
+            }
+            TableOp::SetVrfPolicy { vrf, policy } => {
+                if let Some(v) = self.vrfs[usize::from(*vrf)].as_mut() {
+                    v.policy = policy.clone();
+                }
+                self.flows.flush(Some(*vrf));
+                // Other networks' rules may name this one's subnets.
+                self.flush_policy_users(None);
+                self.compile_policies();
+            }
+            TableOp::SetFlowParams(p) => self.flows.set_params(*p),
         }
+    }
+
+    /// Flushes the flows of every VRF using policy `id` (any policy with `None`).
+    fn flush_policy_users(&self, id: Option<u32>) {
+        for v in self.vrfs.iter().flatten() {
+            if let Some(p) = &v.policy {
+                if id.is_none_or(|id| p.policies.contains(&id)) {
+                    self.flows.flush(Some(v.id));
+                }
+            }
+        }
+    }
+
+    /// Recompiles every VRF's policy (control path; a configuration has few).
+    fn compile_policies(&mut self) {
+        let subnets: HashMap<u16, Vec<(u32, u8)>> = self
+            .vrfs
+            .iter()
+            .flatten()
+            .filter_map(|v| Some((v.id, v.policy.as_ref()?.subnets.clone())))
+            .collect();
+        let mut n = 0;
+        for v in self.vrfs.iter_mut().flatten() {
+            v.flow = v.policy.as_ref().map(|cfg| {
+                n += 1;
+                Arc::new(CompiledPolicy::compile(
+                    cfg,
+                    |id| self.policies.get(&id),
+                    |vrf| subnets.get(&vrf).map(Vec::as_slice),
+                ))
+            });
+        }
+        self.flow_vrfs = n;
     }
 
     fn unlink_fip(&mut self, f: &Fip) {
@@ -379,6 +487,9 @@ struct Shadow {
     nhs: HashSet<u32>,
     /// (public VRF, fip) -> vif.
     fips: HashMap<(u16, u32), u16>,
+    policies: HashSet<u32>,
+    /// VRF -> policies attached.
+    attached: HashMap<u16, Vec<u32>>,
 }
 
 /// The control thread's handle: validates operations and publishes them.
@@ -465,6 +576,8 @@ impl TablesWriter {
             vifs: self.shadow.vifs.clone(),
             nhs: self.shadow.nhs.clone(),
             fips: self.shadow.fips.clone(),
+            policies: self.shadow.policies.clone(),
+            attached: self.shadow.attached.clone(),
         }
     }
 
@@ -567,6 +680,7 @@ impl TablesWriter {
                     });
                 }
                 s.vrfs.remove(id);
+                s.attached.remove(id);
             }
             TableOp::AddVif(spec) => {
                 if spec.id >= l.vifs {
@@ -701,6 +815,75 @@ impl TablesWriter {
                     });
                 }
             }
+            TableOp::SetPolicy(p) => {
+                for r in &p.rules {
+                    for e in [r.src, r.dst] {
+                        match e {
+                            policy::Endpoint::Network(v) if u32::from(v) >= l.vrfs => {
+                                return Err(TableError::OutOfRange {
+                                    what: "vrf",
+                                    id: v.into(),
+                                    limit: l.vrfs.into(),
+                                })
+                            }
+                            policy::Endpoint::Cidr(_, plen) if plen > 32 => {
+                                return Err(TableError::Invalid {
+                                    what: "prefix length",
+                                    why: format!("{plen} > 32"),
+                                })
+                            }
+                            _ => {}
+                        }
+                    }
+                    if r.src_ports.0 > r.src_ports.1 || r.dst_ports.0 > r.dst_ports.1 {
+                        return Err(TableError::Invalid {
+                            what: "port range",
+                            why: format!("{:?} / {:?} not low..=high", r.src_ports, r.dst_ports),
+                        });
+                    }
+                }
+                s.policies.insert(p.id);
+            }
+            TableOp::DelPolicy(id) => {
+                if !s.policies.contains(id) {
+                    return Err(TableError::NotFound {
+                        what: "policy",
+                        id: (*id).into(),
+                    });
+                }
+                if let Some((vrf, _)) = s.attached.iter().find(|(_, p)| p.contains(id)) {
+                    return Err(TableError::InUse {
+                        what: "policy",
+                        id: (*id).into(),
+                        by: format!("vrf {vrf}"),
+                    });
+                }
+                s.policies.remove(id);
+            }
+            TableOp::SetVrfPolicy { vrf, policy } => {
+                vrf_ok(s, *vrf)?;
+                match policy {
+                    None => {
+                        s.attached.remove(vrf);
+                    }
+                    Some(p) => {
+                        if let Some(id) = p.policies.iter().find(|id| !s.policies.contains(id)) {
+                            return Err(TableError::NotFound {
+                                what: "policy",
+                                id: (*id).into(),
+                            });
+                        }
+                        if let Some((_, plen)) = p.subnets.iter().find(|(_, l)| *l > 32) {
+                            return Err(TableError::Invalid {
+                                what: "prefix length",
+                                why: format!("{plen} > 32"),
+                            });
+                        }
+                        s.attached.insert(*vrf, p.policies.clone());
+                    }
+                }
+            }
+            TableOp::SetFlowParams(_) => {}
         }
         Ok(())
     }

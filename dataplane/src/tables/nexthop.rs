@@ -135,6 +135,9 @@ pub struct TunnelTemplate {
     /// One's-complement sum of the outer IPv4 header's constant words, so the checksum costs two
     /// additions per packet.
     pub ip_sum: u32,
+    /// MTU of the output interface (0: unchecked): a DF packet that would exceed it once
+    /// encapsulated is trapped to the agent (`HandleDf`).
+    pub mtu: u16,
 }
 
 impl Nexthop {
@@ -199,6 +202,7 @@ impl TunnelTemplate {
             hdr,
             len,
             ip_sum,
+            mtu: 0,
         }
     }
 }

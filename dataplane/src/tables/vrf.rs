@@ -13,6 +13,10 @@ pub struct Vrf {
     pub plen_count: [u32; 33],
     /// Floating IPs whose public side is this VRF (DNAT is tried only when non-zero).
     pub fip_count: u32,
+    /// Flow configuration (policy flag, policies, subnets, limit), as set.
+    pub policy: Option<super::VrfPolicy>,
+    /// The same, compiled for the pipeline; `Some` means packets in this VRF use flows.
+    pub flow: Option<std::sync::Arc<super::CompiledPolicy>>,
 }
 
 impl Vrf {
@@ -24,6 +28,8 @@ impl Vrf {
             plens: 0,
             plen_count: [0; 33],
             fip_count: 0,
+            policy: None,
+            flow: None,
         }
     }
 

@@ -41,14 +41,8 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     /// Validates the header and wraps `buffer`.
     #[inline]
     pub fn new_checked(buffer: T) -> Result<Self, WireError> {
-        Self::check(buffer.as_ref())?;
+        check(buffer.as_ref())?;
         Ok(Self { buffer })
-    }
-
-    /// The validation `new_checked` does, without wrapping.
-    #[inline]
-    pub fn check(b: &[u8]) -> Result<(), WireError> {
-        check(b)
     }
 
     /// Header length in bytes (IHL * 4).
@@ -236,18 +230,18 @@ mod tests {
     fn rejects_bad_headers() {
         let mut b = fixture();
         b[0] = 0x44; // IHL 4
-        assert_eq!(Ipv4Packet::check(&b), Err(WireError::Malformed));
+        assert_eq!(check(&b), Err(WireError::Malformed));
         b[0] = 0x65; // version 6
-        assert_eq!(Ipv4Packet::check(&b), Err(WireError::Malformed));
+        assert_eq!(check(&b), Err(WireError::Malformed));
         b[0] = 0x4f; // IHL 15 = 60 bytes, fits
-        assert!(Ipv4Packet::check(&b).is_ok());
+        assert!(check(&b).is_ok());
         let b = fixture();
-        assert_eq!(Ipv4Packet::check(&b[..0x72]), Err(WireError::Truncated));
-        assert_eq!(Ipv4Packet::check(&b[..19]), Err(WireError::Truncated));
+        assert_eq!(check(&b[..0x72]), Err(WireError::Truncated));
+        assert_eq!(check(&b[..19]), Err(WireError::Truncated));
         let mut b = fixture();
         b[2] = 0;
         b[3] = 10; // total < header
-        assert_eq!(Ipv4Packet::check(&b), Err(WireError::Malformed));
+        assert_eq!(check(&b), Err(WireError::Malformed));
     }
 
     #[test]

@@ -1,0 +1,171 @@
+//! The xenstore binding source: runs [`vrouter_xen::binder::Binder`] on its own thread and
+//! reports which dom0 port is which CloudStack Nic to a [`BindTarget`] (the controller source, or
+//! the config file's interfaces that carry a `nic_uuid`).
+//!
+//! The thread never gives up: a xenstore daemon that is not there yet, or a connection that
+//! breaks, is retried every few seconds (bindings are kept and resynchronised by the binder).
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use vrouter_xen::binder::{
+    BindSink, Binder, BinderConfig, KnownInterface, StaticDirectory, SysfsProbe, VifBinding,
+};
+use vrouter_xen::client::DynTransport;
+use vrouter_xen::transport::UnixTransport;
+use vrouter_xen::Client;
+
+/// Who learns about bindings. Called from the binder thread; must not block for long.
+pub trait BindTarget: Send + Sync + 'static {
+    /// The interfaces known now (for the binder's MAC / name fallbacks and MAC checks).
+    fn directory(&self) -> Vec<KnownInterface>;
+    /// Changes whenever [`BindTarget::directory`] may answer differently.
+    fn directory_generation(&self) -> u64;
+    /// `b.port` is the Nic `b.nic_uuid`.
+    fn bound(&self, b: &VifBinding);
+    /// `b.port` is gone (exactly the value given to `bound`).
+    fn unbound(&self, b: &VifBinding);
+    /// The binder has scanned xenstore once (every vif present at start is decided).
+    fn scanned(&self);
+}
+
+/// Binder thread settings.
+#[derive(Debug, Clone, Default)]
+pub struct XenOptions {
+    /// xenstored socket; default `$XENSTORED_PATH`, the standard socket, then `/dev/xen/xenbus`.
+    pub socket: Option<PathBuf>,
+}
+
+struct Sink<'a>(&'a dyn BindTarget);
+
+impl BindSink for Sink<'_> {
+    type Error = Infallible;
+    fn bind(&mut self, b: &VifBinding) -> Result<(), Infallible> {
+        log::info!(
+            "xenstore: {} is nic {} (vm {}, mac {}, by {:?})",
+            b.port,
+            b.nic_uuid,
+            b.vm_uuid,
+            b.mac,
+            b.identified_by
+        );
+        self.0.bound(b);
+        Ok(())
+    }
+    fn unbind(&mut self, b: &VifBinding) -> Result<(), Infallible> {
+        log::info!("xenstore: {} (nic {}) is gone", b.port, b.nic_uuid);
+        self.0.unbound(b);
+        Ok(())
+    }
+}
+
+fn connect(opts: &XenOptions) -> Result<Client<DynTransport>, String> {
+    match &opts.socket {
+        Some(p) => UnixTransport::connect(p)
+            .map(|t| Client::new(Box::new(t) as DynTransport))
+            .map_err(|e| format!("xenstore socket {}: {e}", p.display())),
+        None => Client::open().map_err(|e| e.to_string()),
+    }
+}
+
+/// Starts the binder thread.
+///
+/// # Errors
+/// The thread could not be spawned.
+pub fn spawn(
+    opts: XenOptions,
+    target: Arc<dyn BindTarget>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("xenstore-binder".into())
+        .spawn(move || run(&opts, &*target))
+}
+
+fn run(opts: &XenOptions, target: &dyn BindTarget) {
+    let mut binder: Option<Binder<DynTransport>> = None;
+    let mut connected = false;
+    let mut down_logged = false;
+    let mut scanned = false;
+    let mut dir_gen = u64::MAX;
+    let mut dir = StaticDirectory::default();
+    loop {
+        if !connected {
+            let client = match connect(opts) {
+                Ok(c) => c,
+                Err(e) => {
+                    if !down_logged {
+                        log::warn!("xenstore: {e}; retrying every 2s");
+                        down_logged = true;
+                    }
+                    std::thread::sleep(Duration::from_secs(2));
+                    continue;
+                }
+            };
+            let r = match binder.as_mut() {
+                Some(b) => b.reconnect(client),
+                None => Binder::new(client, BinderConfig::default(), Box::new(SysfsProbe))
+                    .map(|b| binder = Some(b)),
+            };
+            if let Err(e) = r {
+                log::warn!("xenstore: {e}; retrying in 2s");
+                std::thread::sleep(Duration::from_secs(2));
+                continue;
+            }
+            log::info!("xenstore: watching {}", vrouter_xen::binder::BACKEND_VIF);
+            connected = true;
+            down_logged = false;
+        }
+        let Some(b) = binder.as_mut() else {
+            connected = false;
+            continue;
+        };
+        let gen = target.directory_generation();
+        let mut sink = Sink(target);
+        let mut res = Ok(());
+        if gen != dir_gen {
+            dir_gen = gen;
+            dir = StaticDirectory {
+                interfaces: target.directory(),
+            };
+            if scanned {
+                res = b.retry_pending(&dir, &mut sink).map(|_| ());
+            }
+        }
+        if res.is_ok() {
+            res = b
+                .poll(&dir, &mut sink, Some(Duration::from_millis(500)))
+                .map(|_| ());
+        }
+        match res {
+            Ok(()) => {
+                if !scanned {
+                    scanned = true;
+                    target.scanned();
+                }
+            }
+            Err(e) => {
+                log::warn!("xenstore connection lost ({e}); reconnecting, bindings kept");
+                connected = false;
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+    }
+}
+
+/// `KnownInterface` from strings, `None` if a UUID does not parse.
+pub fn known_interface(
+    nic: &str,
+    vm: &str,
+    network: Option<&str>,
+    name: &str,
+    mac: Option<[u8; 6]>,
+) -> Option<KnownInterface> {
+    Some(KnownInterface {
+        nic_uuid: nic.parse().ok()?,
+        vm_uuid: vm.parse().ok()?,
+        network_uuid: network.and_then(|n| n.parse().ok()),
+        name: name.to_string(),
+        mac: mac.map(vrouter_xen::MacAddr),
+    })
+}

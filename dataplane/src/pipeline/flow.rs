@@ -1,0 +1,238 @@
+//! The flow stage, for packets in VRFs with flow processing on (Contrail's policy flag).
+//!
+//! Before the first lookup, [`Pipeline::flow_capture`] records each packet's key (VRF and
+//! 5-tuple as received) and prefetches its flow slot, so the slot's cache miss overlaps the FIB
+//! lookup. After the lookup (which applies floating-IP NAT and picks the route), and before the
+//! nexthop, [`Pipeline::flow_stage`] finds the flow: a hit counts and applies its action; a miss
+//! evaluates the policies of the VRFs involved inline (no agent round trip, nothing held) and
+//! creates the forward/reverse pair, the reverse keyed on the packet as it leaves, so replies,
+//! NATed or not, match it. Fragments: routing forwards them whole; flows use the first
+//! fragment's ports, remembered per lcore by (VRF, addresses, protocol, IP id).
+
+use super::Pipeline;
+use crate::batch::{Batch, Next, BATCH_SIZE};
+use crate::drop::DropReason;
+use crate::tables::flow::{tcp, FlowAction, FlowDropReason, FlowKey, InsertError};
+use crate::tables::policy::Tuple;
+use crate::tables::Tables;
+use crate::wire::{ip_proto, l4, ETHERNET_HEADER_LEN as ETH};
+
+/// Entries the lcore's share of the aging sweep visits per batch.
+const SWEEP_PER_BATCH: usize = 32;
+/// Fragment-port memory slots (per lcore, direct-mapped).
+const FRAG_SLOTS: usize = 1024;
+
+/// Per-packet flow state for one batch, and the lcore's fragment memory.
+#[derive(Debug)]
+pub(crate) struct FlowScratch {
+    key: [FlowKey; BATCH_SIZE],
+    hash: [u32; BATCH_SIZE],
+    captured: [bool; BATCH_SIZE],
+    now: u32,
+    /// (tag, sport << 16 | dport); tag 0 is empty.
+    frags: Box<[(u64, u32)]>,
+}
+
+impl Default for FlowScratch {
+    fn default() -> Self {
+        Self {
+            key: [FlowKey::default(); BATCH_SIZE],
+            hash: [0; BATCH_SIZE],
+            captured: [false; BATCH_SIZE],
+            now: 0,
+            frags: vec![(0, 0); FRAG_SLOTS].into_boxed_slice(),
+        }
+    }
+}
+
+/// The fragment-memory tag of a packet: never 0.
+#[inline]
+fn frag_tag(vrf: u16, proto: u8, src: u32, dst: u32, id: u16) -> u64 {
+    let k = FlowKey::new(vrf, proto, src, dst, id, 0);
+    u64::from(k.hash()) << 32 | u64::from(id) << 16 | 1
+}
+
+impl Pipeline {
+    /// Records the key of every packet that may need a flow and prefetches its slot.
+    pub(super) fn flow_capture(&self, t: &Tables, batch: &Batch, fs: &mut FlowScratch) {
+        fs.now = t.flows.now();
+        let agent = t.host.agent_vif;
+        for (i, p) in batch.pkts().iter().enumerate() {
+            fs.captured[i] = false;
+            if !matches!(p.meta.next, Next::Lookup | Next::Nexthop) || Some(p.meta.in_vif) == agent
+            {
+                continue;
+            }
+            let d = p.buf.data();
+            let Some(ip) = d.get(ETH..ETH + 20) else {
+                continue;
+            };
+            let ip: &[u8] = ip;
+            let proto = ip[9];
+            let src = u32::from_be_bytes([ip[12], ip[13], ip[14], ip[15]]);
+            let dst = u32::from_be_bytes([ip[16], ip[17], ip[18], ip[19]]);
+            let frag = u16::from_be_bytes([ip[6], ip[7]]);
+            let hl = usize::from(ip[0] & 0x0f) * 4;
+            let (sport, dport) = if frag & 0x1fff == 0 {
+                let ports = l4::ports(proto, d.get(ETH + hl..).unwrap_or(&[]));
+                if frag & 0x2000 != 0 {
+                    // First of several fragments: remember its ports for the rest.
+                    let id = u16::from_be_bytes([ip[4], ip[5]]);
+                    let tag = frag_tag(p.meta.vrf, proto, src, dst, id);
+                    fs.frags[(tag >> 32) as usize % FRAG_SLOTS] =
+                        (tag, u32::from(ports.0) << 16 | u32::from(ports.1));
+                }
+                ports
+            } else {
+                let id = u16::from_be_bytes([ip[4], ip[5]]);
+                let tag = frag_tag(p.meta.vrf, proto, src, dst, id);
+                match fs.frags[(tag >> 32) as usize % FRAG_SLOTS] {
+                    (t, ports) if t == tag => ((ports >> 16) as u16, ports as u16),
+                    // Ahead of its first fragment: keyed without ports.
+                    _ => (0, 0),
+                }
+            };
+            let key = FlowKey::new(p.meta.vrf, proto, src, dst, sport, dport);
+            let h = key.hash();
+            t.flows.prefetch(h);
+            fs.key[i] = key;
+            fs.hash[i] = h;
+            fs.captured[i] = true;
+        }
+    }
+
+    /// Finds or creates the flow of every captured packet now waiting for its nexthop.
+    pub(super) fn flow_stage(&self, t: &Tables, batch: &mut Batch, fs: &mut FlowScratch) {
+        for (i, p) in batch.pkts_mut().iter_mut().enumerate() {
+            if !fs.captured[i] || p.meta.next != Next::Nexthop {
+                continue;
+            }
+            fs.captured[i] = false;
+            let key = fs.key[i];
+            let orig = t.vrf(key.vrf()).and_then(|v| v.flow.as_deref());
+            let cur_vrf = p.meta.vrf;
+            let cur = if cur_vrf == key.vrf() {
+                None
+            } else {
+                t.vrf(cur_vrf).and_then(|v| v.flow.as_deref())
+            };
+            if orig.is_none() && cur.is_none() {
+                continue;
+            }
+            let d = p.buf.data();
+            let Some(ip) = d.get(ETH..ETH + 20) else {
+                continue;
+            };
+            let ip: &[u8] = ip;
+            let src = u32::from_be_bytes([ip[12], ip[13], ip[14], ip[15]]);
+            let dst = u32::from_be_bytes([ip[16], ip[17], ip[18], ip[19]]);
+            let flags = tcp_flags(d);
+            let len = (d.len() - ETH) as u64;
+            let now = fs.now;
+            let flows = &t.flows;
+            if let Some(hit) = flows.lookup(&key, fs.hash[i], now) {
+                // The flow must describe what the lookup did; a changed floating IP or route
+                // (another VRF) makes it stale: evict and set up again.
+                let (es, ed) = match hit.action {
+                    FlowAction::Nat { snat, dnat } => {
+                        (snat.unwrap_or(key.src()), dnat.unwrap_or(key.dst()))
+                    }
+                    _ => (key.src(), key.dst()),
+                };
+                let drop = matches!(hit.action, FlowAction::Drop(_));
+                if drop || (es == src && ed == dst && hit.dvrf == cur_vrf) {
+                    if flows.hit(hit.idx, len, now, flags) {
+                        flows.evict_pair(hit.idx);
+                    }
+                    if drop {
+                        p.meta.drop(DropReason::FlowActionDrop);
+                    }
+                    continue;
+                }
+                flows.evict_pair(hit.idx);
+            }
+            // Miss: policy inline. The source side judges the tuple as sent, the destination
+            // side (after NAT into another VRF) as it arrives.
+            let proto = key.proto();
+            let sent = Tuple {
+                proto,
+                src: key.src(),
+                dst: key.dst(),
+                sport: key.sport(),
+                dport: key.dport(),
+            };
+            let arrives = Tuple { src, dst, ..sent };
+            let permit =
+                orig.is_none_or(|c| c.permits(&sent)) && cur.is_none_or(|c| c.permits(&arrives));
+            let snat = (src != key.src()).then_some(src);
+            let dnat = (dst != key.dst()).then_some(dst);
+            let (fa, ra) = if !permit {
+                let a = FlowAction::Drop(FlowDropReason::Policy);
+                (a, a)
+            } else if snat.is_some() || dnat.is_some() {
+                (
+                    FlowAction::Nat { snat, dnat },
+                    FlowAction::Nat {
+                        snat: dnat.map(|_| key.dst()),
+                        dnat: snat.map(|_| key.src()),
+                    },
+                )
+            } else {
+                (FlowAction::Forward, FlowAction::Forward)
+            };
+            let max = orig.or(cur).map_or(0, |c| c.max_flows);
+            let rev = FlowKey::new(cur_vrf, proto, dst, src, key.dport(), key.sport());
+            match flows.insert_pair(&key, fa, cur_vrf, &rev, ra, flows.vrf_limit(max), now) {
+                Ok(idx) => {
+                    if flows.hit(idx, len, now, flags) {
+                        flows.evict_pair(idx);
+                    }
+                    if !permit {
+                        p.meta.drop(DropReason::FlowActionDrop);
+                    }
+                }
+                Err(InsertError::VrfLimit | InsertError::TableFull) => {
+                    p.meta.drop(if permit {
+                        DropReason::FlowTableFull
+                    } else {
+                        DropReason::FlowActionDrop
+                    });
+                }
+            }
+        }
+    }
+
+    /// The lcore's share of aging, at the batch boundary.
+    pub(super) fn flow_sweep(&self, t: &Tables, fs: &FlowScratch) {
+        t.flows.sweep(fs.now, SWEEP_PER_BATCH);
+    }
+}
+
+/// The [`tcp`] flags of a TCP first fragment (0 otherwise, and for plain ACKs only ACK).
+#[inline]
+fn tcp_flags(d: &[u8]) -> u32 {
+    let Some(ip) = d.get(ETH..ETH + 20) else {
+        return 0;
+    };
+    if ip[9] != ip_proto::TCP || u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff != 0 {
+        return 0;
+    }
+    let hl = usize::from(ip[0] & 0x0f) * 4;
+    let Some(&f) = d.get(ETH + hl + 13) else {
+        return 0;
+    };
+    let mut out = 0;
+    if f & 0x01 != 0 {
+        out |= tcp::FIN;
+    }
+    if f & 0x02 != 0 {
+        out |= tcp::SYN;
+    }
+    if f & 0x04 != 0 {
+        out |= tcp::RST;
+    }
+    if f & 0x10 != 0 {
+        out |= tcp::ACK;
+    }
+    out
+}

@@ -1,0 +1,785 @@
+//! The flow table: one fixed array of cache-line entries shared by every lcore, allocated once.
+//! Each flow is a forward/reverse pair created together; entries hold the key (VRF, 5-tuple),
+//! the action (forward, drop with a reason, NAT), counters, TCP flags and the last-used time.
+//! See `docs/adr/0001-flow-table.md` for why it is shared rather than per lcore.
+//!
+//! Thread-safety: every field is an atomic, so no access is ever undefined behaviour. An entry's
+//! `state` word (generation and FREE/BUSY/ACTIVE) orders the rest: an inserter claims a FREE
+//! slot by CAS to BUSY, writes the fields, then publishes ACTIVE with a release store; an evictor
+//! CASes ACTIVE to BUSY with the next generation, then frees it. A reader loads `state` with
+//! acquire, reads the fields, and re-checks `state` after an acquire fence (a seqlock); if it
+//! changed, the entry was evicted or reused meanwhile and the read counts as a miss. Counters are
+//! relaxed `fetch_add`s. Per-VRF occupancy is one atomic per VRF, reserved before an insert and
+//! released by whoever evicts, so a VRF never holds more than its limit. The sweep cursor is
+//! shared, so lcores and the control thread sweep disjoint stretches.
+
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
+use std::time::Instant;
+
+/// Entries in a probe window: a flow sits within this many slots of its hash.
+const WINDOW: usize = 8;
+const FREE: u32 = 0;
+const BUSY: u32 = 1;
+const ACTIVE: u32 = 2;
+const ST_MASK: u32 = 3;
+/// In `info`: this entry is the direction that created the pair.
+const FORWARD_BIT: u64 = 1 << 24;
+
+/// TCP flags a flow has seen, as kept in an entry (and shown by `flow list`).
+pub mod tcp {
+    /// SYN seen.
+    pub const SYN: u32 = 1;
+    /// FIN seen.
+    pub const FIN: u32 = 2;
+    /// RST seen.
+    pub const RST: u32 = 4;
+    /// ACK seen (established once both directions have it).
+    pub const ACK: u32 = 8;
+    /// FIN seen both ways: the pair is closed and ages out after `closed_timeout_s`.
+    pub const CLOSED: u32 = 0x100;
+}
+
+/// Timeouts, in seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowParams {
+    /// Idle time after which a forward or NAT flow is removed (Contrail: 180 s).
+    pub idle_timeout_s: u32,
+    /// Idle time for drop flows: short, so denied floods free their entries quickly.
+    pub drop_timeout_s: u32,
+    /// Idle time after FIN both ways, so the last ACKs still match.
+    pub closed_timeout_s: u32,
+}
+
+impl Default for FlowParams {
+    fn default() -> Self {
+        Self {
+            idle_timeout_s: 180,
+            drop_timeout_s: 10,
+            closed_timeout_s: 2,
+        }
+    }
+}
+
+/// Why a flow drops (`flow -l`'s `Action:D(reason)`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[repr(u8)]
+pub enum FlowDropReason {
+    /// Unknown.
+    Unknown = 0,
+    /// A network-policy rule (or the default deny between networks).
+    Policy = 1,
+}
+
+impl FlowDropReason {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => FlowDropReason::Policy,
+            _ => FlowDropReason::Unknown,
+        }
+    }
+}
+
+/// What a flow does with its packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FlowAction {
+    /// Drop.
+    Drop(FlowDropReason),
+    /// Forward unchanged.
+    Forward,
+    /// Forward with addresses rewritten (floating IP).
+    Nat {
+        /// New source address (SNAT).
+        snat: Option<u32>,
+        /// New destination address (DNAT).
+        dnat: Option<u32>,
+    },
+}
+
+impl FlowAction {
+    fn pack(self) -> (u64, u64) {
+        match self {
+            FlowAction::Drop(r) => (u64::from(r as u8) << 8, 0),
+            FlowAction::Forward => (1, 0),
+            FlowAction::Nat { snat, dnat } => {
+                let flags = u64::from(snat.is_some()) | u64::from(dnat.is_some()) << 1;
+                let nat = u64::from(snat.unwrap_or(0)) << 32 | u64::from(dnat.unwrap_or(0));
+                (2 | flags << 16, nat)
+            }
+        }
+    }
+
+    fn unpack(info: u64, nat: u64) -> Self {
+        match info as u8 {
+            1 => FlowAction::Forward,
+            2 => {
+                let f = (info >> 16) as u8;
+                FlowAction::Nat {
+                    snat: (f & 1 != 0).then_some((nat >> 32) as u32),
+                    dnat: (f & 2 != 0).then_some(nat as u32),
+                }
+            }
+            _ => FlowAction::Drop(FlowDropReason::from_u8((info >> 8) as u8)),
+        }
+    }
+}
+
+/// A flow key: VRF, protocol, addresses and ports, packed into two words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct FlowKey {
+    a: u64,
+    b: u64,
+}
+
+impl FlowKey {
+    /// Builds a key. ICMP echo uses the identifier as both ports, so a reply's key is the
+    /// reverse of its request's.
+    #[inline]
+    pub fn new(vrf: u16, proto: u8, src: u32, dst: u32, sport: u16, dport: u16) -> Self {
+        Self {
+            a: u64::from(src) << 32 | u64::from(dst),
+            b: u64::from(vrf) << 48
+                | u64::from(proto) << 32
+                | u64::from(sport) << 16
+                | u64::from(dport),
+        }
+    }
+    /// VRF.
+    pub fn vrf(&self) -> u16 {
+        (self.b >> 48) as u16
+    }
+    /// Protocol.
+    pub fn proto(&self) -> u8 {
+        (self.b >> 32) as u8
+    }
+    /// Source address.
+    pub fn src(&self) -> u32 {
+        (self.a >> 32) as u32
+    }
+    /// Destination address.
+    pub fn dst(&self) -> u32 {
+        self.a as u32
+    }
+    /// Source port.
+    pub fn sport(&self) -> u16 {
+        (self.b >> 16) as u16
+    }
+    /// Destination port.
+    pub fn dport(&self) -> u16 {
+        self.b as u16
+    }
+    /// The key of replies, seen in `vrf`.
+    pub fn reverse_in(&self, vrf: u16) -> Self {
+        Self::new(
+            vrf,
+            self.proto(),
+            self.dst(),
+            self.src(),
+            self.dport(),
+            self.sport(),
+        )
+    }
+    /// Table hash.
+    #[inline]
+    pub fn hash(&self) -> u32 {
+        let h = (self.a ^ self.b.rotate_left(29)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let h = (h ^ (h >> 32)).wrapping_mul(0xd6e8_feb8_6659_fd93);
+        (h >> 32) as u32
+    }
+}
+
+/// One entry: exactly one cache line.
+#[derive(Debug, Default)]
+#[repr(C, align(64))]
+struct Entry {
+    /// Generation << 2 | FREE/BUSY/ACTIVE.
+    state: AtomicU32,
+    /// [`tcp`] flags seen in this direction.
+    tcp: AtomicU32,
+    key_a: AtomicU64,
+    key_b: AtomicU64,
+    /// Index of the other direction.
+    rflow: AtomicU32,
+    /// Seconds since the table's epoch.
+    last_used: AtomicU32,
+    /// action:8 reason:8 nat-flags:8 forward:8 dvrf:16 owner-vrf:16.
+    info: AtomicU64,
+    /// New source << 32 | new destination.
+    nat: AtomicU64,
+    packets: AtomicU64,
+    bytes: AtomicU64,
+}
+
+const _: () = assert!(std::mem::size_of::<Entry>() == 64);
+
+/// What a lookup found.
+#[derive(Debug, Clone, Copy)]
+pub struct FlowHit {
+    /// Entry index.
+    pub idx: u32,
+    /// The action.
+    pub action: FlowAction,
+    /// VRF the packet continues in.
+    pub dvrf: u16,
+}
+
+/// Why a pair could not be inserted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertError {
+    /// The VRF holds its limit of entries.
+    VrfLimit,
+    /// No free slot near the key's hash (the table is full there).
+    TableFull,
+}
+
+/// One entry in a listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowEntryInfo {
+    /// Index.
+    pub index: u32,
+    /// Index of the other direction.
+    pub rindex: u32,
+    /// Generation (changes whenever the slot is reused).
+    pub gen: u32,
+    /// True for the direction that created the pair.
+    pub forward: bool,
+    /// VRF of the key.
+    pub vrf: u16,
+    /// VRF the packet continues in (differs for NAT into another VRF).
+    pub dvrf: u16,
+    /// Protocol.
+    pub proto: u8,
+    /// Source address.
+    pub src: u32,
+    /// Source port.
+    pub sport: u16,
+    /// Destination address.
+    pub dst: u32,
+    /// Destination port.
+    pub dport: u16,
+    /// Action.
+    pub action: FlowAction,
+    /// [`tcp`] flags seen in this direction.
+    pub tcp: u32,
+    /// Packets.
+    pub packets: u64,
+    /// Bytes.
+    pub bytes: u64,
+    /// Seconds since the last packet.
+    pub idle_s: u32,
+}
+
+/// Occupancy and activity of the table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowTableStats {
+    /// Entries.
+    pub capacity: u64,
+    /// Active entries.
+    pub active: u64,
+    /// Pairs created.
+    pub created: u64,
+    /// Entries removed (aged, closed, evicted).
+    pub deleted: u64,
+    /// New flows refused for lack of room (table or VRF limit).
+    pub full: u64,
+    /// Timeouts.
+    pub params: FlowParams,
+    /// Per VRF with entries or refusals: (vrf, active entries, limit, refused new flows).
+    pub vrfs: Vec<(u16, u32, u32, u64)>,
+}
+
+/// The shared flow table.
+#[derive(Debug)]
+pub struct FlowTable {
+    entries: Box<[Entry]>,
+    mask: usize,
+    vrf_active: Box<[AtomicU32]>,
+    vrf_full: Box<[AtomicU64]>,
+    /// idle | drop << 21 | closed << 42 (seconds, 21 bits each).
+    params: AtomicU64,
+    epoch: Instant,
+    /// Manual clock (seconds + 1), 0 when the real clock runs.
+    manual: AtomicU64,
+    created: AtomicU64,
+    deleted: AtomicU64,
+    full: AtomicU64,
+    cursor: AtomicUsize,
+}
+
+fn pack_params(p: FlowParams) -> u64 {
+    let c = |x: u32| u64::from(x.min((1 << 21) - 1));
+    c(p.idle_timeout_s) | c(p.drop_timeout_s) << 21 | c(p.closed_timeout_s) << 42
+}
+
+fn unpack_params(v: u64) -> FlowParams {
+    let m = (1u64 << 21) - 1;
+    FlowParams {
+        idle_timeout_s: (v & m) as u32,
+        drop_timeout_s: (v >> 21 & m) as u32,
+        closed_timeout_s: (v >> 42 & m) as u32,
+    }
+}
+
+impl FlowTable {
+    /// A table of `capacity` entries (rounded up to a power of two, at least [`WINDOW`]) for
+    /// `vrfs` VRFs. Zeroed memory is a table of free entries, so the OS hands it over lazily.
+    pub fn new(capacity: usize, vrfs: usize) -> Self {
+        let n = capacity.max(WINDOW).next_power_of_two();
+        Self {
+            entries: zeroed_entries(n),
+            mask: n - 1,
+            vrf_active: (0..vrfs.max(1)).map(|_| AtomicU32::new(0)).collect(),
+            vrf_full: (0..vrfs.max(1)).map(|_| AtomicU64::new(0)).collect(),
+            params: AtomicU64::new(pack_params(FlowParams::default())),
+            epoch: Instant::now(),
+            manual: AtomicU64::new(0),
+            created: AtomicU64::new(0),
+            deleted: AtomicU64::new(0),
+            full: AtomicU64::new(0),
+            cursor: AtomicUsize::new(0),
+        }
+    }
+
+    /// Entries.
+    pub fn capacity(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Sets the timeouts.
+    pub fn set_params(&self, p: FlowParams) {
+        self.params.store(pack_params(p), Relaxed);
+    }
+
+    /// The timeouts.
+    pub fn params(&self) -> FlowParams {
+        unpack_params(self.params.load(Relaxed))
+    }
+
+    /// Seconds since the table was created (or the manual clock). Read once per batch.
+    #[inline]
+    pub fn now(&self) -> u32 {
+        match self.manual.load(Relaxed) {
+            0 => self.epoch.elapsed().as_secs() as u32,
+            m => (m - 1) as u32,
+        }
+    }
+
+    /// Freezes the clock at `secs` (tests and benchmarks drive aging with it); `None` resumes
+    /// the real clock.
+    pub fn set_clock(&self, secs: Option<u32>) {
+        self.manual
+            .store(secs.map_or(0, |s| u64::from(s) + 1), Relaxed);
+    }
+
+    /// The entry limit of `vrf` given its configured `max` (0: a quarter of the table).
+    #[inline]
+    pub fn vrf_limit(&self, max: u32) -> u32 {
+        if max == 0 {
+            (self.entries.len() / 4).min(u32::MAX as usize) as u32
+        } else {
+            max
+        }
+    }
+
+    /// Active entries charged to `vrf`.
+    pub fn vrf_active(&self, vrf: u16) -> u32 {
+        self.vrf_active
+            .get(usize::from(vrf))
+            .map_or(0, |c| c.load(Relaxed))
+    }
+
+    /// Prefetches the first slot of `hash`'s window.
+    #[inline]
+    pub fn prefetch(&self, hash: u32) {
+        crate::tables::fib::prefetch_read(&self.entries[hash as usize & self.mask]);
+    }
+
+    #[inline]
+    fn expired(&self, info: u64, tcp: u32, last: u32, now: u32, p: &FlowParams) -> bool {
+        let timeout = if info as u8 == 0 {
+            p.drop_timeout_s
+        } else if tcp & tcp::CLOSED != 0 {
+            p.closed_timeout_s
+        } else {
+            p.idle_timeout_s
+        };
+        now.wrapping_sub(last) >= timeout
+    }
+
+    /// Finds the active entry for `key` (whose hash is `hash`). An entry idle past its timeout
+    /// is evicted here and reported as a miss, so aging never depends on the sweep keeping up.
+    #[inline]
+    pub fn lookup(&self, key: &FlowKey, hash: u32, now: u32) -> Option<FlowHit> {
+        let start = hash as usize;
+        for i in 0..WINDOW {
+            let idx = (start + i) & self.mask;
+            let e = &self.entries[idx];
+            let s = e.state.load(Acquire);
+            if s & ST_MASK != ACTIVE
+                || e.key_a.load(Relaxed) != key.a
+                || e.key_b.load(Relaxed) != key.b
+            {
+                continue;
+            }
+            let info = e.info.load(Relaxed);
+            let nat = e.nat.load(Relaxed);
+            let last = e.last_used.load(Relaxed);
+            let tcp = e.tcp.load(Relaxed);
+            fence(Acquire);
+            if e.state.load(Relaxed) != s {
+                return None;
+            }
+            if last != now && self.expired(info, tcp, last, now, &self.params()) {
+                self.evict_pair(idx as u32);
+                return None;
+            }
+            return Some(FlowHit {
+                idx: idx as u32,
+                action: FlowAction::unpack(info, nat),
+                dvrf: (info >> 32) as u16,
+            });
+        }
+        None
+    }
+
+    /// Counts a packet of `bytes` on entry `idx` at `now`, with the packet's TCP `flags` (0 for
+    /// other protocols). Returns true when the pair should be evicted now (RST).
+    #[inline]
+    pub fn hit(&self, idx: u32, bytes: u64, now: u32, flags: u32) -> bool {
+        let e = &self.entries[idx as usize & self.mask];
+        e.packets.fetch_add(1, Relaxed);
+        e.bytes.fetch_add(bytes, Relaxed);
+        if e.last_used.load(Relaxed) != now {
+            e.last_used.store(now, Relaxed);
+        }
+        if flags & (tcp::FIN | tcp::RST) != 0
+            || (flags != 0 && e.tcp.load(Relaxed) & flags != flags)
+        {
+            return self.tcp_update(e, flags);
+        }
+        false
+    }
+
+    #[cold]
+    fn tcp_update(&self, e: &Entry, flags: u32) -> bool {
+        let old = e.tcp.load(Relaxed);
+        if old & flags != flags {
+            e.tcp.fetch_or(flags, Relaxed);
+        }
+        if flags & tcp::RST != 0 {
+            return true;
+        }
+        if flags & tcp::FIN != 0 && old & tcp::CLOSED == 0 {
+            let r = &self.entries[e.rflow.load(Relaxed) as usize & self.mask];
+            if r.tcp.load(Relaxed) & tcp::FIN != 0 {
+                e.tcp.fetch_or(tcp::CLOSED, Relaxed);
+                r.tcp.fetch_or(tcp::CLOSED, Relaxed);
+            }
+        }
+        false
+    }
+
+    /// Evicts the entry at `idx` and its reverse.
+    pub fn evict_pair(&self, idx: u32) {
+        let e = &self.entries[idx as usize & self.mask];
+        let r = e.rflow.load(Relaxed);
+        if self.evict_one(idx) {
+            let re = &self.entries[r as usize & self.mask];
+            if re.rflow.load(Relaxed) == idx {
+                self.evict_one(r);
+            }
+        }
+    }
+
+    fn evict_one(&self, idx: u32) -> bool {
+        let e = &self.entries[idx as usize & self.mask];
+        let s = e.state.load(Acquire);
+        if s & ST_MASK != ACTIVE {
+            return false;
+        }
+        let next = (s & !ST_MASK).wrapping_add(4);
+        if e
+            .state
+            .compare_exchange(s, next | BUSY, AcqRel, Relaxed)
+            .is_err()
+        {
+            return false;
+        }
+        let owner = (e.info.load(Relaxed) >> 48) as usize;
+        if let Some(c) = self.vrf_active.get(owner) {
+            c.fetch_sub(1, Relaxed);
+        }
+        self.deleted.fetch_add(1, Relaxed);
+        e.state.store(next | FREE, Release);
+        true
+    }
+
+    /// Claims a free slot in `key`'s window (BUSY, next generation). An active entry with the
+    /// same key is evicted first (a stale pair whose reverse is being re-created).
+    fn claim(&self, key: &FlowKey, hash: u32) -> Option<(u32, u32)> {
+        let start = hash as usize;
+        for i in 0..WINDOW {
+            let idx = (start + i) & self.mask;
+            let e = &self.entries[idx];
+            let s = e.state.load(Acquire);
+            if s & ST_MASK == ACTIVE
+                && e.key_a.load(Relaxed) == key.a
+                && e.key_b.load(Relaxed) == key.b
+            {
+                self.evict_pair(idx as u32);
+            }
+        }
+        for i in 0..WINDOW {
+            let idx = (start + i) & self.mask;
+            let e = &self.entries[idx];
+            let s = e.state.load(Relaxed);
+            if s & ST_MASK != FREE {
+                continue;
+            }
+            let gen = (s & !ST_MASK).wrapping_add(4);
+            if e
+                .state
+                .compare_exchange(s, gen | BUSY, AcqRel, Relaxed)
+                .is_ok()
+            {
+                return Some((idx as u32, gen));
+            }
+        }
+        None
+    }
+
+    fn release(&self, idx: u32, gen: u32) {
+        self.entries[idx as usize].state.store(gen | FREE, Release);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn fill(
+        &self,
+        idx: u32,
+        gen: u32,
+        key: &FlowKey,
+        action: FlowAction,
+        dvrf: u16,
+        owner: u16,
+        rflow: u32,
+        now: u32,
+        forward: bool,
+    ) {
+        let e = &self.entries[idx as usize];
+        let (info, nat) = action.pack();
+        let info = if forward { info | FORWARD_BIT } else { info };
+        e.key_a.store(key.a, Relaxed);
+        e.key_b.store(key.b, Relaxed);
+        e.info
+            .store(info | u64::from(dvrf) << 32 | u64::from(owner) << 48, Relaxed);
+        e.nat.store(nat, Relaxed);
+        e.rflow.store(rflow, Relaxed);
+        e.tcp.store(0, Relaxed);
+        e.packets.store(0, Relaxed);
+        e.bytes.store(0, Relaxed);
+        e.last_used.store(now, Relaxed);
+        e.state.store(gen | ACTIVE, Release);
+    }
+
+    /// Creates a pair: `fwd` (charged to its VRF, limit `limit` entries) doing `fa` and
+    /// continuing in `fwd_dvrf`, and `rev` doing `ra` continuing in the forward key's VRF.
+    /// Returns the forward entry's index.
+    #[allow(clippy::too_many_arguments)]
+    pub fn insert_pair(
+        &self,
+        fwd: &FlowKey,
+        fa: FlowAction,
+        fwd_dvrf: u16,
+        rev: &FlowKey,
+        ra: FlowAction,
+        limit: u32,
+        now: u32,
+    ) -> Result<u32, InsertError> {
+        let owner = fwd.vrf();
+        let Some(count) = self.vrf_active.get(usize::from(owner)) else {
+            return Err(InsertError::TableFull);
+        };
+        if count.fetch_add(2, Relaxed).saturating_add(2) > limit {
+            count.fetch_sub(2, Relaxed);
+            return Err(self.refused(owner, InsertError::VrfLimit));
+        }
+        let fh = fwd.hash();
+        let Some((fi, fg)) = self.claim(fwd, fh) else {
+            count.fetch_sub(2, Relaxed);
+            return Err(self.refused(owner, InsertError::TableFull));
+        };
+        let Some((ri, rg)) = self.claim(rev, rev.hash()) else {
+            self.release(fi, fg);
+            count.fetch_sub(2, Relaxed);
+            return Err(self.refused(owner, InsertError::TableFull));
+        };
+        self.fill(ri, rg, rev, ra, owner, owner, fi, now, false);
+        self.fill(fi, fg, fwd, fa, fwd_dvrf, owner, ri, now, true);
+        self.created.fetch_add(1, Relaxed);
+        Ok(fi)
+    }
+
+    #[cold]
+    fn refused(&self, vrf: u16, e: InsertError) -> InsertError {
+        self.full.fetch_add(1, Relaxed);
+        if let Some(c) = self.vrf_full.get(usize::from(vrf)) {
+            c.fetch_add(1, Relaxed);
+        }
+        e
+    }
+
+    /// Visits the next `budget` entries (a cursor shared by every caller) and evicts those idle
+    /// past their timeout. Lcores call it at batch boundaries; the control thread may too.
+    pub fn sweep(&self, now: u32, budget: usize) {
+        let p = self.params();
+        let start = self.cursor.fetch_add(budget, Relaxed);
+        for i in 0..budget {
+            let idx = (start + i) & self.mask;
+            let e = &self.entries[idx];
+            if e.state.load(Relaxed) & ST_MASK != ACTIVE {
+                continue;
+            }
+            let (info, tcp, last) = (
+                e.info.load(Relaxed),
+                e.tcp.load(Relaxed),
+                e.last_used.load(Relaxed),
+            );
+            if self.expired(info, tcp, last, now, &p) {
+                self.evict_pair(idx as u32);
+            }
+        }
+    }
+
+    /// Evicts every entry of `vrf` (its flow configuration was removed), or all with `None`.
+    pub fn flush(&self, vrf: Option<u16>) {
+        for idx in 0..self.entries.len() {
+            let e = &self.entries[idx];
+            if e.state.load(Relaxed) & ST_MASK != ACTIVE {
+                continue;
+            }
+            let k = FlowKey {
+                a: 0,
+                b: e.key_b.load(Relaxed),
+            };
+            let owner = (e.info.load(Relaxed) >> 48) as u16;
+            if vrf.is_none_or(|v| v == k.vrf() || v == owner) {
+                self.evict_pair(idx as u32);
+            }
+        }
+    }
+
+    /// Every active entry, forward before its reverse, optionally only those keyed in `vrf`
+    /// (pairs are kept whole). At most `limit` pairs. A control-thread walk of the whole table.
+    pub fn list(&self, vrf: Option<u16>, limit: usize) -> Vec<FlowEntryInfo> {
+        let now = self.now();
+        let mut out = Vec::new();
+        let mut pairs = 0;
+        for idx in 0..self.entries.len() {
+            if pairs >= limit {
+                break;
+            }
+            let Some(f) = self.read(idx as u32, now) else {
+                continue;
+            };
+            if !f.forward {
+                continue;
+            }
+            let Some(r) = self.read(f.rindex, now) else {
+                continue;
+            };
+            if vrf.is_some_and(|v| v != f.vrf && v != r.vrf) {
+                continue;
+            }
+            out.push(f);
+            out.push(r);
+            pairs += 1;
+        }
+        out
+    }
+
+    /// A consistent snapshot of entry `idx`, if active.
+    pub fn read(&self, idx: u32, now: u32) -> Option<FlowEntryInfo> {
+        let e = self.entries.get(idx as usize)?;
+        let s = e.state.load(Acquire);
+        if s & ST_MASK != ACTIVE {
+            return None;
+        }
+        let key = FlowKey {
+            a: e.key_a.load(Relaxed),
+            b: e.key_b.load(Relaxed),
+        };
+        let info = e.info.load(Relaxed);
+        let nat = e.nat.load(Relaxed);
+        let rflow = e.rflow.load(Relaxed);
+        let r = &self.entries[rflow as usize & self.mask];
+        let f = FlowEntryInfo {
+            index: idx,
+            rindex: rflow,
+            gen: s >> 2,
+            forward: info & FORWARD_BIT != 0,
+            vrf: key.vrf(),
+            dvrf: (info >> 32) as u16,
+            proto: key.proto(),
+            src: key.src(),
+            sport: key.sport(),
+            dst: key.dst(),
+            dport: key.dport(),
+            action: FlowAction::unpack(info, nat),
+            tcp: e.tcp.load(Relaxed),
+            packets: e.packets.load(Relaxed),
+            bytes: e.bytes.load(Relaxed),
+            idle_s: now.wrapping_sub(e.last_used.load(Relaxed)),
+        };
+        fence(Acquire);
+        (e.state.load(Relaxed) == s).then_some(f)
+    }
+
+    /// Occupancy and counters.
+    pub fn stats(&self, limit_of: impl Fn(u16) -> Option<u32>) -> FlowTableStats {
+        let active = self
+            .entries
+            .iter()
+            .filter(|e| e.state.load(Relaxed) & ST_MASK == ACTIVE)
+            .count() as u64;
+        let vrfs = (0..self.vrf_active.len())
+            .filter_map(|v| {
+                let a = self.vrf_active[v].load(Relaxed);
+                let f = self.vrf_full[v].load(Relaxed);
+                let lim = limit_of(v as u16);
+                (a != 0 || f != 0 || lim.is_some()).then(|| {
+                    (
+                        v as u16,
+                        a,
+                        self.vrf_limit(lim.unwrap_or(0)),
+                        f,
+                    )
+                })
+            })
+            .collect();
+        FlowTableStats {
+            capacity: self.entries.len() as u64,
+            active,
+            created: self.created.load(Relaxed),
+            deleted: self.deleted.load(Relaxed),
+            full: self.full.load(Relaxed),
+            params: self.params(),
+            vrfs,
+        }
+    }
+}
+
+fn zeroed_entries(n: usize) -> Box<[Entry]> {
+    let layout = match std::alloc::Layout::array::<Entry>(n) {
+        Ok(l) => l,
+        Err(_) => panic!("flow table of {n} entries does not fit in memory"),
+    };
+    // SAFETY: the layout is non-zero-sized (n >= WINDOW) and an all-zero `Entry` is valid (every
+    // field is an atomic integer, for which zero is a value).
+    let p = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<Entry>();
+    if p.is_null() {
+        std::alloc::handle_alloc_error(layout);
+    }
+    // SAFETY: `p` points to `n` initialised (zeroed) entries allocated by the global allocator
+    // with the layout of `[Entry; n]`, which is what a `Box<[Entry]>` of length `n` frees with.
+    unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(p, n)) }
+}
