@@ -711,7 +711,6 @@ impl FlowTable {
         let info = e.info.load(Relaxed);
         let nat = e.nat.load(Relaxed);
         let rflow = e.rflow.load(Relaxed);
-        let r = &self.entries[rflow as usize & self.mask];
         let f = FlowEntryInfo {
             index: idx,
             rindex: rflow,
