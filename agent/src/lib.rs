@@ -10,11 +10,14 @@
 pub mod alloc;
 pub mod compile;
 pub mod config;
+pub mod controller;
 pub mod daemon;
 pub mod dump;
 pub mod metrics;
+pub mod pkt0;
 pub mod reconcile;
 pub mod services;
 pub mod show;
 pub mod source;
 pub mod testkit;
+pub mod xenbind;

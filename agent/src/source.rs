@@ -80,3 +80,18 @@ impl ConfigSource for FileSource {
         })
     }
 }
+
+impl<T: ConfigSource + ?Sized> ConfigSource for Box<T> {
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+    fn load(&mut self) -> Result<Config, SourceError> {
+        (**self).load()
+    }
+    fn changed(&mut self) -> bool {
+        (**self).changed()
+    }
+    fn ready(&mut self) -> bool {
+        (**self).ready()
+    }
+}

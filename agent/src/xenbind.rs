@@ -132,14 +132,17 @@ fn run(opts: &XenOptions, target: &dyn BindTarget) {
                 res = b.retry_pending(&dir, &mut sink).map(|_| ());
             }
         }
+        let mut events = 0;
         if res.is_ok() {
             res = b
                 .poll(&dir, &mut sink, Some(Duration::from_millis(500)))
-                .map(|_| ());
+                .map(|st| events = st.events);
         }
         match res {
             Ok(()) => {
-                if !scanned {
+                // The watch fires once when registered, and that first event makes the binder
+                // scan everything: only then is the set of bound vifs complete.
+                if !scanned && events > 0 {
                     scanned = true;
                     target.scanned();
                 }
@@ -168,4 +171,153 @@ pub fn known_interface(
         name: name.to_string(),
         mac: mac.map(vrouter_xen::MacAddr),
     })
+}
+
+/// The config file with xenstore bindings (`--config FILE --xenstore`): interfaces that carry a
+/// `nic_uuid` are programmed only while xenstore binds a vif to that Nic, under the vif's port
+/// name (their floating IPs follow); the others are programmed as written.
+#[derive(Debug)]
+pub struct XenFileSource {
+    file: crate::source::FileSource,
+    shared: Arc<FileBindings>,
+}
+
+#[derive(Debug, Default)]
+struct FileBindingsInner {
+    /// Nic -> port.
+    ports: std::collections::BTreeMap<String, String>,
+    known: Vec<KnownInterface>,
+    gen: u64,
+    changed: bool,
+    scanned: bool,
+}
+
+/// The binder target of [`XenFileSource`].
+#[derive(Debug, Default)]
+pub struct FileBindings(std::sync::Mutex<FileBindingsInner>);
+
+impl FileBindings {
+    fn lock(&self) -> std::sync::MutexGuard<'_, FileBindingsInner> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl BindTarget for FileBindings {
+    fn directory(&self) -> Vec<KnownInterface> {
+        self.lock().known.clone()
+    }
+    fn directory_generation(&self) -> u64 {
+        self.lock().gen
+    }
+    fn bound(&self, b: &VifBinding) {
+        let mut g = self.lock();
+        g.ports.insert(b.nic_uuid.to_string(), b.port.clone());
+        g.changed = true;
+    }
+    fn unbound(&self, b: &VifBinding) {
+        let mut g = self.lock();
+        let nic = b.nic_uuid.to_string();
+        if g.ports.get(&nic) == Some(&b.port) {
+            g.ports.remove(&nic);
+        }
+        g.changed = true;
+    }
+    fn scanned(&self) {
+        let mut g = self.lock();
+        g.scanned = true;
+        g.changed = true;
+    }
+}
+
+impl XenFileSource {
+    /// Wraps the file source.
+    pub fn new(file: crate::source::FileSource) -> Self {
+        Self {
+            file,
+            shared: Arc::default(),
+        }
+    }
+
+    /// The binder target.
+    pub fn bind_target(&self) -> Arc<dyn BindTarget> {
+        self.shared.clone()
+    }
+}
+
+/// Keeps the interfaces of `cfg` with a `nic_uuid` only if bound (renamed to their port). Pure.
+pub fn apply_file_bindings(
+    mut cfg: crate::config::Config,
+    ports: &std::collections::BTreeMap<String, String>,
+) -> crate::config::Config {
+    let mut renamed = std::collections::HashMap::new();
+    cfg.interfaces.retain_mut(|i| {
+        let Some(nic) = &i.nic_uuid else {
+            return true;
+        };
+        match ports.get(nic) {
+            Some(port) => {
+                renamed.insert(i.name.clone(), Some(port.clone()));
+                i.name = port.clone();
+                true
+            }
+            None => {
+                renamed.insert(i.name.clone(), None);
+                false
+            }
+        }
+    });
+    // A port name that collides with a static interface's name: the static one wins.
+    let mut seen = std::collections::HashSet::new();
+    cfg.interfaces.retain(|i| seen.insert(i.name.clone()));
+    cfg.floating_ips
+        .retain_mut(|f| match renamed.get(&f.interface) {
+            None => true,
+            Some(Some(p)) => {
+                f.interface = p.clone();
+                true
+            }
+            Some(None) => false,
+        });
+    cfg
+}
+
+impl crate::source::ConfigSource for XenFileSource {
+    fn describe(&self) -> String {
+        format!("{} + xenstore", self.file.describe())
+    }
+    fn load(&mut self) -> Result<crate::config::Config, crate::source::SourceError> {
+        let cfg = self.file.load()?;
+        let known: Vec<KnownInterface> = cfg
+            .interfaces
+            .iter()
+            .filter_map(|i| {
+                known_interface(
+                    i.nic_uuid.as_deref()?,
+                    i.vm_uuid
+                        .as_deref()
+                        .unwrap_or("00000000-0000-0000-0000-000000000000"),
+                    None,
+                    &i.name,
+                    Some(i.mac.0),
+                )
+            })
+            .collect();
+        let mut g = self.shared.lock();
+        g.changed = false;
+        if g.known != known {
+            g.known = known;
+            g.gen += 1;
+        }
+        Ok(apply_file_bindings(cfg, &g.ports))
+    }
+    fn changed(&mut self) -> bool {
+        self.shared.lock().changed
+    }
+    /// Until xenstore has been scanned once, a file with xenstore-bound interfaces is held back
+    /// (applying it would remove those interfaces from a dataplane that still forwards for them);
+    /// a file without any is applied at once, xenstore or not.
+    fn ready(&mut self) -> bool {
+        let g = self.shared.lock();
+        g.scanned || g.known.is_empty()
+    }
 }

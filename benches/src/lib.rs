@@ -12,7 +12,9 @@ use vrouter_dataplane::harness::fixture::{self, *};
 use vrouter_dataplane::pipeline::Pipeline;
 use vrouter_dataplane::port::{Port, TxQueues};
 use vrouter_dataplane::stats::StatsRegistry;
-use vrouter_dataplane::tables::{new_tables, Limits, Route, TableOp, TablesReader, TablesWriter};
+use vrouter_dataplane::tables::{
+    new_tables, FlowParams, Limits, Route, TableOp, TablesReader, TablesWriter,
+};
 use vrouter_dataplane::wire::{checksum, MacAddr};
 
 /// The benchmark cases.
@@ -32,11 +34,21 @@ pub enum Case {
     FipDnat,
     /// VM traffic leaving through its floating IP.
     FipSnat,
+    /// Policy VRFs, established flows: VM A (vn1) to VM C (vn2) over `flows` distinct UDP
+    /// 5-tuples, every packet a flow hit.
+    FlowForward,
+    /// Policy VRFs, a new flow every packet: the same traffic, but each packet's previous flow
+    /// has aged out (idle timeout 0, clock advanced per batch), so each pays eviction, policy
+    /// evaluation on both networks (second rule matches) and pair setup.
+    FlowMissPolicy,
 }
 
 impl Case {
+    /// The flow cases (run per flow count, not per route count).
+    pub const FLOWS: [Case; 2] = [Case::FlowForward, Case::FlowMissPolicy];
+
     /// Every case, in report order.
-    pub const ALL: [Case; 7] = [
+    pub const ALL: [Case; 9] = [
         Case::BaselineL2Touch,
         Case::L3Local,
         Case::EncapMplsoudp,
@@ -44,6 +56,8 @@ impl Case {
         Case::DecapMplsoudp,
         Case::FipDnat,
         Case::FipSnat,
+        Case::FlowForward,
+        Case::FlowMissPolicy,
     ];
 
     /// Report name.
@@ -56,6 +70,8 @@ impl Case {
             Case::DecapMplsoudp => "decap-mplsoudp",
             Case::FipDnat => "fip-dnat",
             Case::FipSnat => "fip-snat",
+            Case::FlowForward => "flow-forward",
+            Case::FlowMissPolicy => "flow-miss-policy",
         }
     }
 
@@ -76,7 +92,7 @@ pub struct Report {
     pub ns_per_pkt: f64,
     /// Routes in the VRF.
     pub routes: usize,
-    /// Flows (none yet).
+    /// Flows (distinct 5-tuples of the flow cases; 0 otherwise).
     pub flows: usize,
     /// Batch size.
     pub batch: usize,
@@ -113,6 +129,9 @@ pub struct GenPort {
     ip_at: usize,
     dsts: Vec<u32>,
     next: usize,
+    /// (source port << 16 | destination port) per packet, cycled, when non-empty.
+    ports: Vec<u32>,
+    next_port: usize,
     base_dst: u32,
     base_ck: u16,
     /// Most packets one receive call returns.
@@ -130,6 +149,8 @@ impl GenPort {
             ip_at,
             dsts,
             next: 0,
+            ports: Vec::new(),
+            next_port: 0,
             base_dst,
             base_ck,
             burst: vrouter_dataplane::BATCH_SIZE,
@@ -141,6 +162,13 @@ impl GenPort {
     /// The destinations it cycles through.
     pub fn destinations(&self) -> &[u32] {
         &self.dsts
+    }
+
+    /// Also cycles the UDP/TCP ports over `ports` (sport << 16 | dport); the template's UDP
+    /// checksum must be 0.
+    pub fn with_ports(mut self, ports: Vec<u32>) -> Self {
+        self.ports = ports;
+        self
     }
 }
 
@@ -167,6 +195,17 @@ impl Port for GenPort {
                 ip[16..20].copy_from_slice(&dst.to_be_bytes());
                 let ck = checksum::update32(self.base_ck, self.base_dst, dst);
                 ip[10..12].copy_from_slice(&ck.to_be_bytes());
+            }
+            if !self.ports.is_empty() {
+                let pp = self.ports[self.next_port];
+                self.next_port = if self.next_port + 1 == self.ports.len() {
+                    0
+                } else {
+                    self.next_port + 1
+                };
+                let hl = usize::from(self.template[self.ip_at] & 0x0f) * 4;
+                let l4 = &mut b.data_mut()[self.ip_at + hl..];
+                l4[0..4].copy_from_slice(&pp.to_be_bytes());
             }
             if let Err(b) = batch.push(b, vif) {
                 pool.free(b);
@@ -326,19 +365,58 @@ fn apply(w: &mut TablesWriter, ops: Vec<TableOp>) {
     }
 }
 
-/// Builds tables for `case` with `routes` extra routes; returns the writer (keep it alive),
-/// a reader, the generator and the input vif.
+/// `n` distinct (sport << 16 | dport) pairs, shuffled, clear of DHCP's port 67.
+fn port_pairs(n: usize) -> Vec<u32> {
+    let mut rng = Rng::new(0xf10f_5eed);
+    let mut v: Vec<u32> = (0..n as u32)
+        .map(|i| (1024 + (i >> 15)) << 16 | (0x8000 | (i & 0x7fff)))
+        .collect();
+    for i in (1..v.len()).rev() {
+        let j = (rng.next() % (i as u64 + 1)) as usize;
+        v.swap(i, j);
+    }
+    v
+}
+
+/// Builds tables for `case` with `routes` extra routes (or, for the flow cases, room for
+/// `routes` flows); returns the writer (keep it alive), a reader, the generator and the input
+/// vif.
 pub fn setup(
     case: Case,
     routes: usize,
     pkt_len: usize,
 ) -> (TablesWriter, TablesReader, GenPort, u16) {
+    let flow_case = Case::FLOWS.contains(&case);
+    let flows = if flow_case { routes.max(1) } else { 0 };
     let limits = Limits {
-        routes: (routes * 2).max(4096),
+        routes: if flow_case {
+            4096
+        } else {
+            (routes * 2).max(4096)
+        },
+        // Two entries per flow at most half full.
+        flows: (flows * 4).next_power_of_two().max(1 << 16) as u32,
         ..Limits::default()
     };
     let (mut w, r) = new_tables(limits);
     apply(&mut w, fixture::ops());
+    if flow_case {
+        let mut ops = fixture::policy_ops((flows * 2 + 1024) as u32);
+        if case == Case::FlowMissPolicy {
+            ops.push(TableOp::SetFlowParams(FlowParams {
+                idle_timeout_s: 0,
+                drop_timeout_s: 0,
+                closed_timeout_s: 0,
+            }));
+        }
+        apply(&mut w, ops);
+        w.read(|t| t.flows.set_clock(Some(1)));
+        let mut udp = frame_udp(MAC_A, MacAddr::VROUTER, IP_A, IP_C, 40000, 5001, pkt_len);
+        udp[14 + 20 + 6] = 0;
+        udp[14 + 20 + 7] = 0;
+        let gen = GenPort::new(udp, 14, vec![IP_C]).with_ports(port_pairs(flows));
+        return (w, r, gen, VM_A);
+    }
     let extra = if routes > 1 {
         add_routes(&mut w, routes)
     } else {
@@ -393,6 +471,7 @@ pub fn setup(
             14,
             vec![OUTSIDE],
         ),
+        Case::FlowForward | Case::FlowMissPolicy => unreachable!("set up above"),
     };
     let in_vif = match case {
         Case::DecapMplsoudp | Case::FipDnat => FABRIC,
@@ -429,11 +508,20 @@ pub fn run_case(
     }
     let batch_size = batch_size.clamp(1, vrouter_dataplane::BATCH_SIZE);
     gen.burst = batch_size;
+    let flow_case = Case::FLOWS.contains(&case);
+    let mut clock = 1u32;
     let mut step = |gen: &mut GenPort,
                     pool: &mut BufPool,
                     batch: &mut Batch,
                     sinks: &mut Vec<Box<SinkPort>>| {
         gen.rx_burst(pool, batch, in_vif);
+        if case == Case::FlowMissPolicy {
+            // Every flow of earlier batches is now past its (zero) idle timeout.
+            clock = clock.wrapping_add(1);
+            if let Some(t) = reader.enter() {
+                t.flows.set_clock(Some(clock));
+            }
+        }
         if case == Case::BaselineL2Touch {
             for p in batch.pkts_mut() {
                 let d = p.buf.data_mut();
@@ -447,6 +535,14 @@ pub fn run_case(
         pipeline.output(batch, pool, |vif, b| txq.push(vif, b));
         txq.flush(sinks, pool, &lcore);
     };
+    // The flow cases start with every flow established (one packet per 5-tuple).
+    if flow_case {
+        let mut n = 0;
+        while n < routes.max(1) {
+            step(&mut gen, &mut pool, &mut batch, &mut sinks);
+            n += batch_size;
+        }
+    }
     // Warm up: caches, branch predictors, page faults of the tables.
     let warm = Instant::now();
     let warm_for = if packets.is_some() {
@@ -474,6 +570,13 @@ pub fn run_case(
     let elapsed = start.elapsed().as_secs_f64();
     let sent: u64 = sinks.iter().map(|s| s.sent).sum::<u64>() - sent0;
     let drops: u64 = stats.drops().iter().map(|(_, n)| n).sum::<u64>() - drops0;
+    if std::env::var_os("BENCH_DEBUG_DROPS").is_some() {
+        for (r, n) in stats.drops() {
+            if n != 0 {
+                eprintln!("  drop {}: {n}", r.name());
+            }
+        }
+    }
     let mpps = sent as f64 / elapsed / 1e6;
     Report {
         case,
@@ -483,8 +586,8 @@ pub fn run_case(
         } else {
             f64::INFINITY
         },
-        routes: routes.max(1),
-        flows: 0,
+        routes: if flow_case { 1 } else { routes.max(1) },
+        flows: if flow_case { routes.max(1) } else { 0 },
         batch: batch_size,
         pkt_len: gen.template.len(),
         packets: sent,

@@ -71,6 +71,8 @@ pub struct DpConfig {
     pub idle_poll_us: u64,
     /// Empty rounds spun before an lcore yields.
     pub idle_spin_rounds: u32,
+    /// Microseconds an lcore keeps polling after its last packet before it sleeps.
+    pub idle_busy_us: u64,
     /// Table sizes.
     pub limits: Limits,
     /// Log filter (`error`, `warn`, `info`, `debug`, `trace`, or an env_logger spec).
@@ -92,6 +94,7 @@ impl Default for DpConfig {
             pool_size: 8192,
             idle_poll_us: 10_000,
             idle_spin_rounds: 2000,
+            idle_busy_us: 200_000,
             limits: Limits::default(),
             log_level: "info".into(),
         }
@@ -126,6 +129,10 @@ pub const KEYS: &[(&str, &str)] = &[
     (
         "idle_spin_rounds",
         "empty rounds spun before backing off [2000]",
+    ),
+    (
+        "idle_busy_us",
+        "keep polling this long after the last packet before sleeping (0: sleep at once) [200000]",
     ),
     ("max_vifs", "interface table size [4352]"),
     ("max_vrfs", "VRF table size [4096]"),
@@ -199,6 +206,7 @@ impl DpConfig {
             "pool_size" => self.pool_size = num(&key, v)?,
             "idle_poll_us" => self.idle_poll_us = num(&key, v)?,
             "idle_spin_rounds" => self.idle_spin_rounds = num(&key, v)?,
+            "idle_busy_us" => self.idle_busy_us = num(&key, v)?,
             "max_vifs" => self.limits.vifs = num(&key, v)?,
             "max_vrfs" => self.limits.vrfs = num(&key, v)?,
             "max_nexthops" => self.limits.nexthops = num(&key, v)?,

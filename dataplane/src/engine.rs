@@ -50,6 +50,11 @@ pub struct EngineConfig {
     pub max_sleep_us: u64,
     /// Longest `ppoll()` wait when every receiving port has a descriptor.
     pub poll_timeout_us: u64,
+    /// After the last packet, keep polling (spinning, yielding the CPU between rounds) for this
+    /// long before sleeping. Waking a sleeping lcore costs tens of microseconds per packet
+    /// (ppoll wakeup + scheduler), which is most of a ping's RTT; a poll-mode lcore that saw
+    /// traffic recently stays awake like a DPDK lcore. 0: sleep right after the spin rounds.
+    pub busy_poll_us: u64,
 }
 
 impl Default for EngineConfig {
@@ -61,6 +66,7 @@ impl Default for EngineConfig {
             spin_rounds: 2000,
             max_sleep_us: 100,
             poll_timeout_us: 10_000,
+            busy_poll_us: 200_000,
         }
     }
 }
@@ -347,6 +353,10 @@ impl Lcore {
         set.rebuild(self.cfg.max_vifs, wake);
         let mut idle: u32 = 0;
         let mut round: u32 = 0;
+        // When the lcore last moved a packet (read lazily: only while idle).
+        let mut last_work = std::time::Instant::now();
+        // Still inside the busy-poll window after the last packet.
+        let mut busy = false;
         loop {
             if self.stop.load(Ordering::Acquire) {
                 break;
@@ -421,8 +431,12 @@ impl Lcore {
                 idle = 0;
                 continue;
             }
+            if idle == 0 {
+                last_work = std::time::Instant::now();
+                busy = self.cfg.busy_poll_us > 0;
+            }
             idle = idle.saturating_add(1);
-            self.back_off(idle, &mut set);
+            self.back_off(idle, last_work, &mut busy, &mut set);
         }
         log::info!("lcore {} stopping", self.id);
         for i in 0..set.ports.len() {
@@ -450,8 +464,15 @@ impl Lcore {
     }
 
     /// Spin, then yield, then sleep: in `ppoll()` on the ports (woken by traffic or a command)
-    /// or, if some port has no descriptor, in short sleeps.
-    fn back_off(&self, idle: u32, set: &mut PortSet) {
+    /// or, if some port has no descriptor, in short sleeps. Until `busy_poll_us` has passed
+    /// since the last packet the lcore keeps polling, yielding between rounds.
+    fn back_off(
+        &self,
+        idle: u32,
+        last_work: std::time::Instant,
+        busy: &mut bool,
+        set: &mut PortSet,
+    ) {
         let spin = self.cfg.spin_rounds;
         if idle < spin {
             std::hint::spin_loop();
@@ -460,6 +481,23 @@ impl Lcore {
         if idle < spin + 64 {
             thread::yield_now();
             return;
+        }
+        if *busy {
+            // Reading the clock costs about as much as an empty round: look every 256 rounds.
+            if idle.is_multiple_of(256)
+                && last_work.elapsed() >= Duration::from_micros(self.cfg.busy_poll_us)
+            {
+                *busy = false;
+            } else {
+                // Poll a few rounds per yield: sched_yield() is a syscall (~1 us); the rounds
+                // are ~100 ns each.
+                if idle.is_multiple_of(16) {
+                    thread::yield_now();
+                } else {
+                    std::hint::spin_loop();
+                }
+                return;
+            }
         }
         if !set.all_pollable {
             let us = (u64::from(idle - spin - 64) + 1).min(self.cfg.max_sleep_us);

@@ -129,6 +129,14 @@ impl Harness {
     pub fn run1(&mut self, vif: u16, frame: &[u8]) -> Verdict {
         self.run(vif, &[frame]).remove(0)
     }
+
+    /// The flow table (shared with the pipeline).
+    pub fn flows(&self) -> std::sync::Arc<crate::tables::FlowTable> {
+        match self.writer.read(|t| t.flows.clone()) {
+            Some(f) => f,
+            None => panic!("tables gone"),
+        }
+    }
 }
 
 /// A small but complete topology: one host with a fabric NIC, vhost0 and pkt0; a tenant network
@@ -415,5 +423,61 @@ pub mod fixture {
     /// Dotted quad of a host-order address.
     pub fn dotted(a: u32) -> Ipv4Addr {
         Ipv4Addr::from(a)
+    }
+
+    /// The network policy [`policy_ops`] attaches to vn1 and vn2.
+    pub const POLICY_VN1_VN2: u32 = 1;
+    /// vn1's subnet.
+    pub const SUBNET_VN1: (u32, u8) = (ip(10, 1, 0, 0), 16);
+    /// vn2's subnet.
+    pub const SUBNET_VN2: (u32, u8) = (ip(10, 2, 2, 0), 24);
+
+    /// Flow processing on vn1 and vn2 with one policy between them, as Contrail's
+    /// `vn1 <> vn2: icmp pass, udp pass, tcp deny`, plus vn1 to anywhere else (the internet,
+    /// through the floating IP) one way; and the route leak the agent installs while the policy
+    /// permits: each network gets the other's VM route. `max_flows` per VRF (0: the default).
+    pub fn policy_ops(max_flows: u32) -> Vec<TableOp> {
+        use crate::tables::policy::{
+            Direction, Endpoint, Policy, PolicyAction, PolicyRule, VrfPolicy,
+        };
+        let rule = |direction, proto, src, dst, action| PolicyRule {
+            direction,
+            proto,
+            src,
+            src_ports: PolicyRule::ANY_PORT,
+            dst,
+            dst_ports: PolicyRule::ANY_PORT,
+            action,
+        };
+        let (vn1, vn2) = (Endpoint::Network(VRF_VN1), Endpoint::Network(VRF_VN2));
+        let rules = vec![
+            rule(Direction::Both, Some(1), vn1, vn2, PolicyAction::Pass),
+            rule(Direction::Both, Some(17), vn1, vn2, PolicyAction::Pass),
+            rule(Direction::Both, Some(6), vn1, vn2, PolicyAction::Deny),
+            rule(Direction::OneWay, None, vn1, Endpoint::Any, PolicyAction::Pass),
+        ];
+        let vrf_policy = |subnet| VrfPolicy {
+            subnets: vec![subnet],
+            policies: vec![POLICY_VN1_VN2],
+            max_flows,
+        };
+        vec![
+            TableOp::SetPolicy(Policy {
+                id: POLICY_VN1_VN2,
+                name: "default-domain:demo:vn1-vn2".into(),
+                rules,
+            }),
+            TableOp::SetVrfPolicy {
+                vrf: VRF_VN1,
+                policy: Some(vrf_policy(SUBNET_VN1)),
+            },
+            TableOp::SetVrfPolicy {
+                vrf: VRF_VN2,
+                policy: Some(vrf_policy(SUBNET_VN2)),
+            },
+            route(VRF_VN1, IP_C, 32, NH_C, None),
+            route(VRF_VN2, IP_A, 32, NH_A, None),
+            route(VRF_VN2, IP_B, 32, NH_B, None),
+        ]
     }
 }

@@ -238,7 +238,7 @@ fn dhcp(vm: &Vm) -> Result<String> {
     run_in(
         &ns,
         &[
-            "env", &lf, "busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-f", "-t", "10", "-T", "1",
+            "env", &lf, "busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-f", "-t", "10", "-T", "1", "-O", "mtu",
             "-s", &script,
         ],
     )?;

@@ -2,8 +2,9 @@
 //!
 //! `cargo run --release -p vrouter-benches --bin pipeline-bench -- --json` prints one JSON object
 //! per case. Options: `--case NAME` (repeatable), `--routes N` (repeatable, for the route-scale
-//! sweep of encap-mplsoudp), `--seconds S`, `--batch B`, `--pkt-len L`, `--packets N` (a fixed
-//! count instead of a duration: for `valgrind --tool=callgrind`).
+//! sweep of encap-mplsoudp), `--flows N` (repeatable, the flow counts of `flow-forward` and
+//! `flow-miss-policy`; default 1000 and 1000000), `--seconds S`, `--batch B`, `--pkt-len L`,
+//! `--packets N` (a fixed count instead of a duration: for `valgrind --tool=callgrind`).
 
 use std::time::Duration;
 use vrouter_benches::{run_case, Case, Report};
@@ -12,12 +13,13 @@ fn main() {
     let mut json = false;
     let mut cases = Vec::new();
     let mut routes_sweep = Vec::new();
+    let mut flows_sweep = Vec::new();
     let mut seconds = 1.0f64;
     let mut batch = 256usize;
     let mut pkt_len = 64usize;
     let mut packets = None;
     let mut args = std::env::args().skip(1);
-    let usage = "usage: pipeline-bench [--json] [--case NAME]... [--routes N]... [--seconds S] [--batch B] [--pkt-len L] [--packets N]";
+    let usage = "usage: pipeline-bench [--json] [--case NAME]... [--routes N]... [--flows N]... [--seconds S] [--batch B] [--pkt-len L] [--packets N]";
     while let Some(a) = args.next() {
         let mut val = |name: &str| {
             args.next()
@@ -35,6 +37,7 @@ fn main() {
                 }));
             }
             "--routes" => routes_sweep.push(parse(&val("--routes"), "--routes")),
+            "--flows" => flows_sweep.push(parse(&val("--flows"), "--flows")),
             "--seconds" => seconds = parse(&val("--seconds"), "--seconds"),
             "--batch" => batch = parse(&val("--batch"), "--batch"),
             "--pkt-len" => pkt_len = parse(&val("--pkt-len"), "--pkt-len"),
@@ -53,6 +56,9 @@ fn main() {
     if routes_sweep.is_empty() && default_run {
         routes_sweep = vec![1, 1000, 100_000, 1_000_000];
     }
+    if flows_sweep.is_empty() {
+        flows_sweep = vec![1000, 1_000_000];
+    }
     let dur = Duration::from_secs_f64(seconds);
     let mut reports: Vec<Report> = Vec::new();
     let mut emit = |r: Report| {
@@ -60,9 +66,10 @@ fn main() {
             println!("{}", r.json());
         } else {
             println!(
-                "{:<20} routes={:<8} {:>8.2} Mpps {:>7.2} ns/pkt  drops={}",
+                "{:<20} routes={:<8} flows={:<8} {:>8.2} Mpps {:>7.2} ns/pkt  drops={}",
                 r.case.name(),
                 r.routes,
+                r.flows,
                 r.mpps,
                 r.ns_per_pkt,
                 r.drops
@@ -71,7 +78,13 @@ fn main() {
         reports.push(r);
     };
     for &c in &cases {
-        emit(run_case(c, 1, batch, pkt_len, dur, packets));
+        if Case::FLOWS.contains(&c) {
+            for &n in &flows_sweep {
+                emit(run_case(c, n, batch, pkt_len, dur, packets));
+            }
+        } else {
+            emit(run_case(c, 1, batch, pkt_len, dur, packets));
+        }
     }
     for &n in &routes_sweep {
         if n > 1 || !cases.contains(&Case::EncapMplsoudp) {
@@ -94,9 +107,10 @@ fn main() {
             println!("ratios to baseline-l2-touch ({base:.2} Mpps):");
             for r in &reports {
                 println!(
-                    "  {:<20} routes={:<8} {:.2}x",
+                    "  {:<20} routes={:<8} flows={:<8} {:.2}x",
                     r.case.name(),
                     r.routes,
+                    r.flows,
                     r.mpps / base
                 );
             }

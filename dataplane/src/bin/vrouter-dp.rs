@@ -219,6 +219,7 @@ fn run(cfg: DpConfig) -> Result<(), DpError> {
             spin_rounds: cfg.idle_spin_rounds,
             max_sleep_us: 100,
             poll_timeout_us: cfg.idle_poll_us,
+            busy_poll_us: cfg.idle_busy_us,
         },
         &reader,
         &stats,

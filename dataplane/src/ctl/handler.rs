@@ -177,8 +177,39 @@ fn answer(t: &Tables, stats: &StatsRegistry, info: &DaemonInfo, req: Request) ->
                 .flat_map(|v| routes_of(t, v.id))
                 .collect(),
             fips: t.fips.iter().copied().collect(),
+            policies: {
+                let mut p: Vec<_> = t.policies.values().cloned().collect();
+                p.sort_by_key(|p| p.id);
+                p
+            },
+            vrf_policies: t
+                .vrfs
+                .iter()
+                .flatten()
+                .filter_map(|v| Some((v.id, v.policy.clone()?)))
+                .collect(),
         })),
+        Request::FlowList { vrf, limit } => {
+            // The control thread takes a share of aging too, so an idle dataplane's listing
+            // does not show flows that have timed out.
+            t.flows.sweep(t.flows.now(), t.flows.capacity());
+            Response::Flows {
+                flows: t.flows.list(vrf, limit.unwrap_or(10_000)),
+                stats: flow_stats(t),
+            }
+        }
+        Request::FlowStats => Response::FlowStats {
+            stats: flow_stats(t),
+        },
     }
+}
+
+fn flow_stats(t: &Tables) -> crate::tables::flow::FlowTableStats {
+    t.flows.stats(|v| {
+        t.vrf(v)
+            .and_then(|v| v.policy.as_ref())
+            .map(|p| p.max_flows)
+    })
 }
 
 fn nh_list(t: &Tables, with_discard: bool) -> Vec<NhInfo> {

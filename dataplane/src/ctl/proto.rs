@@ -7,7 +7,10 @@
 //! published with one table swap.
 
 use crate::stats::{VifStats, VrfStats};
-use crate::tables::{Fip, HostConfig, Limits, NexthopSpec, Route, TableOp, VifKind, VifSpec};
+use crate::tables::flow::{FlowEntryInfo, FlowTableStats};
+use crate::tables::{
+    Fip, HostConfig, Limits, NexthopSpec, Policy, Route, TableOp, VifKind, VifSpec, VrfPolicy,
+};
 use serde::{Deserialize, Serialize};
 
 /// Protocol version spoken by this build.
@@ -59,6 +62,18 @@ pub enum Request {
     Drops,
     /// Everything the agent needs to reconcile after a restart.
     DumpAll,
+    /// Flow entries, each forward entry followed by its reverse (`flow -l`), with the table's
+    /// counters. Walks the whole table on the control thread.
+    FlowList {
+        /// Only pairs with an entry keyed in this VRF.
+        #[serde(default)]
+        vrf: Option<u16>,
+        /// At most this many pairs (default 10000).
+        #[serde(default)]
+        limit: Option<usize>,
+    },
+    /// Flow table counters only (`flow -s`).
+    FlowStats,
 }
 
 /// One interface in a listing.
@@ -124,6 +139,12 @@ pub struct StateDump {
     pub routes: Vec<RouteInfo>,
     /// Floating IPs.
     pub fips: Vec<Fip>,
+    /// Network policies.
+    #[serde(default)]
+    pub policies: Vec<Policy>,
+    /// Flow configuration of VRFs that have one.
+    #[serde(default)]
+    pub vrf_policies: Vec<(u16, VrfPolicy)>,
 }
 
 /// A response from the dataplane.
@@ -201,6 +222,18 @@ pub enum Response {
     },
     /// Full state.
     State(Box<StateDump>),
+    /// Flow entries, forward then reverse for each pair.
+    Flows {
+        /// Table counters.
+        stats: FlowTableStats,
+        /// Entries.
+        flows: Vec<FlowEntryInfo>,
+    },
+    /// Flow table counters.
+    FlowStats {
+        /// Counters.
+        stats: FlowTableStats,
+    },
 }
 
 impl Response {

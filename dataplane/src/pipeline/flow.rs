@@ -14,7 +14,7 @@ use crate::batch::{Batch, Next, BATCH_SIZE};
 use crate::drop::DropReason;
 use crate::tables::flow::{tcp, FlowAction, FlowDropReason, FlowKey, InsertError};
 use crate::tables::policy::Tuple;
-use crate::tables::Tables;
+use crate::tables::{Nexthop, Tables};
 use crate::wire::{ip_proto, l4, ETHERNET_HEADER_LEN as ETH};
 
 /// Entries the lcore's share of the aging sweep visits per batch.
@@ -111,12 +111,20 @@ impl Pipeline {
             let key = fs.key[i];
             let orig = t.vrf(key.vrf()).and_then(|v| v.flow.as_deref());
             let cur_vrf = p.meta.vrf;
-            let cur = if cur_vrf == key.vrf() {
-                None
-            } else {
-                t.vrf(cur_vrf).and_then(|v| v.flow.as_deref())
+            // Where replies come from: a local VM's own VRF (a route leak delivers into another
+            // network), else the VRF the packet leaves in.
+            let dst_vrf = || match t.nh(p.meta.nh) {
+                Some(Nexthop::Encap { oif, .. }) => t.vif(*oif).map_or(cur_vrf, |v| v.spec.vrf),
+                _ => cur_vrf,
             };
-            if orig.is_none() && cur.is_none() {
+            let policy_of = |vrf: u16| {
+                if vrf == key.vrf() {
+                    None
+                } else {
+                    t.vrf(vrf).and_then(|v| v.flow.as_deref())
+                }
+            };
+            if orig.is_none() && policy_of(cur_vrf).is_none() && policy_of(dst_vrf()).is_none() {
                 continue;
             }
             let d = p.buf.data();
@@ -153,6 +161,8 @@ impl Pipeline {
             }
             // Miss: policy inline. The source side judges the tuple as sent, the destination
             // side (after NAT into another VRF) as it arrives.
+            let dst_vrf = dst_vrf();
+            let cur = policy_of(dst_vrf);
             let proto = key.proto();
             let sent = Tuple {
                 proto,
@@ -181,8 +191,15 @@ impl Pipeline {
                 (FlowAction::Forward, FlowAction::Forward)
             };
             let max = orig.or(cur).map_or(0, |c| c.max_flows);
-            let rev = FlowKey::new(cur_vrf, proto, dst, src, key.dport(), key.sport());
-            match flows.insert_pair(&key, fa, cur_vrf, &rev, ra, flows.vrf_limit(max), now) {
+            let rev = FlowKey::new(dst_vrf, proto, dst, src, key.dport(), key.sport());
+            // Replies continue where this packet started when it changed VRF (NAT).
+            let rev_dvrf = if cur_vrf != key.vrf() {
+                key.vrf()
+            } else {
+                dst_vrf
+            };
+            let dvrfs = (cur_vrf, rev_dvrf);
+            match flows.insert_pair(&key, fa, &rev, ra, dvrfs, flows.vrf_limit(max), now) {
                 Ok(idx) => {
                     if flows.hit(idx, len, now, flags) {
                         flows.evict_pair(idx);

@@ -28,6 +28,8 @@ const XDP_TX_RING: i32 = 3;
 const XDP_UMEM_REG: i32 = 4;
 const XDP_UMEM_FILL_RING: i32 = 5;
 const XDP_UMEM_COMPLETION_RING: i32 = 6;
+/// Linux 6.17+: descriptors one transmit wakeup may send in copy mode (default 32).
+const XDP_MAX_TX_SKB_BUDGET: i32 = 9;
 const XDP_PGOFF_RX_RING: i64 = 0;
 const XDP_PGOFF_TX_RING: i64 = 0x8000_0000;
 const XDP_UMEM_PGOFF_FILL_RING: i64 = 0x1_0000_0000;
@@ -39,6 +41,8 @@ const XDP_RING_NEED_WAKEUP: u32 = 1;
 const FRAME: u64 = 2048;
 const NFRAMES: u32 = 4096;
 const RING: u32 = 2048;
+/// Transmit budget asked for per wakeup (at most the transmit ring size).
+const TX_BUDGET: u32 = 512;
 
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
@@ -173,6 +177,8 @@ pub struct XskPort {
     comp: Ring,
     /// UMEM frames free for transmit.
     tx_free: Vec<u64>,
+    /// Descriptors the kernel sends per transmit wakeup (copy mode).
+    tx_budget: usize,
     fix_csum: bool,
     drops: PortDrops,
 }
@@ -237,6 +243,22 @@ impl XskPort {
         if rc < 0 {
             return Err(PortError::last("bind AF_XDP", dev));
         }
+        // Copy mode sends 32 descriptors per wakeup unless told otherwise (Linux 6.17+); one
+        // wakeup per burst instead of one per 32 frames. Older kernels: keep 32.
+        let tx_budget = if sys::setsockopt(
+            raw,
+            SOL_XDP,
+            XDP_MAX_TX_SKB_BUDGET,
+            &TX_BUDGET,
+            "XDP_MAX_TX_SKB_BUDGET",
+            dev,
+        )
+        .is_ok()
+        {
+            TX_BUDGET as usize
+        } else {
+            32
+        };
         Ok(Self {
             name: dev.to_string(),
             fd,
@@ -246,6 +268,7 @@ impl XskPort {
             fill,
             comp,
             tx_free,
+            tx_budget,
             fix_csum,
             drops: PortDrops::default(),
         })
@@ -392,8 +415,8 @@ impl Port for XskPort {
         if sent > 0 {
             self.tx.cached = p;
             self.tx.prod().store(p, Ordering::Release);
-            // Copy mode sends at most 32 descriptors per wakeup.
-            for _ in 0..sent.div_ceil(32) {
+            // Copy mode sends at most `tx_budget` descriptors per wakeup.
+            for _ in 0..sent.div_ceil(self.tx_budget) {
                 if !self.tx.need_wakeup() && self.tx.cons().load(Ordering::Acquire) == p {
                     break;
                 }

@@ -18,13 +18,16 @@ use std::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 use std::time::Instant;
 
 /// Entries in a probe window: a flow sits within this many slots of its hash.
-const WINDOW: usize = 8;
+const WINDOW: usize = 16;
 const FREE: u32 = 0;
 const BUSY: u32 = 1;
 const ACTIVE: u32 = 2;
 const ST_MASK: u32 = 3;
 /// In `info`: this entry is the direction that created the pair.
 const FORWARD_BIT: u64 = 1 << 24;
+/// In `tcp` of a window's first (home) slot: some key hashed here was placed in its second
+/// window, so lookups must probe that too. Never cleared (a conservative hint).
+const OVERFLOW: u32 = 1 << 31;
 
 /// TCP flags a flow has seen, as kept in an entry (and shown by `flow list`).
 pub mod tcp {
@@ -182,9 +185,26 @@ impl FlowKey {
     /// Table hash.
     #[inline]
     pub fn hash(&self) -> u32 {
-        let h = (self.a ^ self.b.rotate_left(29)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        let h = (h ^ (h >> 32)).wrapping_mul(0xd6e8_feb8_6659_fd93);
-        (h >> 32) as u32
+        // murmur3's 64-bit finaliser over both words: every key bit reaches every index bit,
+        // which linear probing needs (clustered hashes overflow probe windows).
+        let fmix = |mut x: u64| {
+            x ^= x >> 33;
+            x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+            x ^= x >> 33;
+            x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+            x ^ (x >> 33)
+        };
+        fmix(self.a ^ fmix(self.b)) as u32
+    }
+    /// Second-window hash (another finaliser, so independent of [`FlowKey::hash`]).
+    #[inline]
+    pub fn hash2(&self) -> u32 {
+        let mut x = self.b ^ self.a.rotate_left(32) ^ 0x9e37_79b9_7f4a_7c15;
+        x ^= x >> 30;
+        x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x ^= x >> 27;
+        x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
+        (x ^ (x >> 31)) as u32
     }
 }
 
@@ -291,7 +311,7 @@ pub struct FlowTableStats {
 /// The shared flow table.
 #[derive(Debug)]
 pub struct FlowTable {
-    entries: Box<[Entry]>,
+    entries: Slab,
     mask: usize,
     vrf_active: Box<[AtomicU32]>,
     vrf_full: Box<[AtomicU64]>,
@@ -326,7 +346,7 @@ impl FlowTable {
     pub fn new(capacity: usize, vrfs: usize) -> Self {
         let n = capacity.max(WINDOW).next_power_of_two();
         Self {
-            entries: zeroed_entries(n),
+            entries: Slab::new(n),
             mask: n - 1,
             vrf_active: (0..vrfs.max(1)).map(|_| AtomicU32::new(0)).collect(),
             vrf_full: (0..vrfs.max(1)).map(|_| AtomicU64::new(0)).collect(),
@@ -410,7 +430,18 @@ impl FlowTable {
     /// is evicted here and reported as a miss, so aging never depends on the sweep keeping up.
     #[inline]
     pub fn lookup(&self, key: &FlowKey, hash: u32, now: u32) -> Option<FlowHit> {
-        let start = hash as usize;
+        let home = hash as usize & self.mask;
+        if let Some(hit) = self.probe(key, home, now) {
+            return Some(hit);
+        }
+        if self.entries[home].tcp.load(Relaxed) & OVERFLOW == 0 {
+            return None;
+        }
+        self.probe(key, key.hash2() as usize & self.mask, now)
+    }
+
+    #[inline]
+    fn probe(&self, key: &FlowKey, start: usize, now: u32) -> Option<FlowHit> {
         for i in 0..WINDOW {
             let idx = (start + i) & self.mask;
             let e = &self.entries[idx];
@@ -447,8 +478,11 @@ impl FlowTable {
     #[inline]
     pub fn hit(&self, idx: u32, bytes: u64, now: u32, flags: u32) -> bool {
         let e = &self.entries[idx as usize & self.mask];
-        e.packets.fetch_add(1, Relaxed);
-        e.bytes.fetch_add(bytes, Relaxed);
+        // Load and store, not a locked add: one lcore sees a direction of a flow (RSS), and
+        // two that race lose a count, never corrupt one.
+        e.packets.store(e.packets.load(Relaxed).wrapping_add(1), Relaxed);
+        e.bytes
+            .store(e.bytes.load(Relaxed).wrapping_add(bytes), Relaxed);
         if e.last_used.load(Relaxed) != now {
             e.last_used.store(now, Relaxed);
         }
@@ -516,19 +550,31 @@ impl FlowTable {
 
     /// Claims a free slot in `key`'s window (BUSY, next generation). An active entry with the
     /// same key is evicted first (a stale pair whose reverse is being re-created).
-    fn claim(&self, key: &FlowKey, hash: u32) -> Option<(u32, u32)> {
-        let start = hash as usize;
-        for i in 0..WINDOW {
-            let idx = (start + i) & self.mask;
-            let e = &self.entries[idx];
-            let s = e.state.load(Acquire);
-            if s & ST_MASK == ACTIVE
-                && e.key_a.load(Relaxed) == key.a
-                && e.key_b.load(Relaxed) == key.b
-            {
-                self.evict_pair(idx as u32);
+    fn claim(&self, key: &FlowKey) -> Option<(u32, u32)> {
+        let home = key.hash() as usize & self.mask;
+        let overflowed = self.entries[home].tcp.load(Relaxed) & OVERFLOW != 0;
+        let second = key.hash2() as usize & self.mask;
+        for start in [home, second].into_iter().take(1 + usize::from(overflowed)) {
+            for i in 0..WINDOW {
+                let idx = (start + i) & self.mask;
+                let e = &self.entries[idx];
+                if e.state.load(Acquire) & ST_MASK == ACTIVE
+                    && e.key_a.load(Relaxed) == key.a
+                    && e.key_b.load(Relaxed) == key.b
+                {
+                    self.evict_pair(idx as u32);
+                }
             }
         }
+        if let Some(c) = self.claim_in(home) {
+            return Some(c);
+        }
+        // The home window is full: mark it, so lookups of its keys also probe the second.
+        self.entries[home].tcp.fetch_or(OVERFLOW, Relaxed);
+        self.claim_in(second)
+    }
+
+    fn claim_in(&self, start: usize) -> Option<(u32, u32)> {
         for i in 0..WINDOW {
             let idx = (start + i) & self.mask;
             let e = &self.entries[idx];
@@ -574,24 +620,24 @@ impl FlowTable {
             .store(info | u64::from(dvrf) << 32 | u64::from(owner) << 48, Relaxed);
         e.nat.store(nat, Relaxed);
         e.rflow.store(rflow, Relaxed);
-        e.tcp.store(0, Relaxed);
+        e.tcp.fetch_and(OVERFLOW, Relaxed);
         e.packets.store(0, Relaxed);
         e.bytes.store(0, Relaxed);
         e.last_used.store(now, Relaxed);
         e.state.store(gen | ACTIVE, Release);
     }
 
-    /// Creates a pair: `fwd` (charged to its VRF, limit `limit` entries) doing `fa` and
-    /// continuing in `fwd_dvrf`, and `rev` doing `ra` continuing in the forward key's VRF.
-    /// Returns the forward entry's index.
+    /// Creates a pair: `fwd` (charged to its VRF, limit `limit` entries) doing `fa` and `rev`
+    /// doing `ra`, continuing in `dvrfs` (forward, reverse) after their lookups. Returns the
+    /// forward entry's index.
     #[allow(clippy::too_many_arguments)]
     pub fn insert_pair(
         &self,
         fwd: &FlowKey,
         fa: FlowAction,
-        fwd_dvrf: u16,
         rev: &FlowKey,
         ra: FlowAction,
+        dvrfs: (u16, u16),
         limit: u32,
         now: u32,
     ) -> Result<u32, InsertError> {
@@ -603,18 +649,17 @@ impl FlowTable {
             count.fetch_sub(2, Relaxed);
             return Err(self.refused(owner, InsertError::VrfLimit));
         }
-        let fh = fwd.hash();
-        let Some((fi, fg)) = self.claim(fwd, fh) else {
+        let Some((fi, fg)) = self.claim(fwd) else {
             count.fetch_sub(2, Relaxed);
             return Err(self.refused(owner, InsertError::TableFull));
         };
-        let Some((ri, rg)) = self.claim(rev, rev.hash()) else {
+        let Some((ri, rg)) = self.claim(rev) else {
             self.release(fi, fg);
             count.fetch_sub(2, Relaxed);
             return Err(self.refused(owner, InsertError::TableFull));
         };
-        self.fill(ri, rg, rev, ra, owner, owner, fi, now, false);
-        self.fill(fi, fg, fwd, fa, fwd_dvrf, owner, ri, now, true);
+        self.fill(ri, rg, rev, ra, dvrfs.1, owner, fi, now, false);
+        self.fill(fi, fg, fwd, fa, dvrfs.0, owner, ri, now, true);
         self.created.fetch_add(1, Relaxed);
         Ok(fi)
     }
@@ -724,7 +769,7 @@ impl FlowTable {
             dst: key.dst(),
             dport: key.dport(),
             action: FlowAction::unpack(info, nat),
-            tcp: e.tcp.load(Relaxed),
+            tcp: e.tcp.load(Relaxed) & !OVERFLOW,
             packets: e.packets.load(Relaxed),
             bytes: e.bytes.load(Relaxed),
             idle_s: now.wrapping_sub(e.last_used.load(Relaxed)),
@@ -767,18 +812,101 @@ impl FlowTable {
     }
 }
 
-fn zeroed_entries(n: usize) -> Box<[Entry]> {
-    let layout = match std::alloc::Layout::array::<Entry>(n) {
-        Ok(l) => l,
-        Err(_) => panic!("flow table of {n} entries does not fit in memory"),
-    };
-    // SAFETY: the layout is non-zero-sized (n >= WINDOW) and an all-zero `Entry` is valid (every
-    // field is an atomic integer, for which zero is a value).
-    let p = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<Entry>();
-    if p.is_null() {
-        std::alloc::handle_alloc_error(layout);
+/// The entry array: anonymous zeroed memory from `mmap` (the OS supplies pages lazily, a
+/// zero entry is a free one), with transparent huge pages requested so a large table does not
+/// cost a TLB miss per packet.
+struct Slab {
+    ptr: std::ptr::NonNull<Entry>,
+    len: usize,
+}
+
+// SAFETY: the slab owns its memory (like a `Box<[Entry]>`), and `Entry` is all atomics, so it
+// may be sent and shared between threads.
+unsafe impl Send for Slab {}
+// SAFETY: as above: shared access only ever goes through atomics.
+unsafe impl Sync for Slab {}
+
+impl std::fmt::Debug for Slab {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Slab({} entries)", self.len)
     }
-    // SAFETY: `p` points to `n` initialised (zeroed) entries allocated by the global allocator
-    // with the layout of `[Entry; n]`, which is what a `Box<[Entry]>` of length `n` frees with.
-    unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(p, n)) }
+}
+
+impl Slab {
+    fn new(n: usize) -> Self {
+        let bytes = n
+            .checked_mul(std::mem::size_of::<Entry>())
+            .unwrap_or_else(|| panic!("flow table of {n} entries does not fit in memory"));
+        // SAFETY: an anonymous private mapping with no address hint touches no existing memory;
+        // the result is checked below.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            panic!(
+                "cannot map a flow table of {bytes} bytes: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        if bytes >= 2 << 20 {
+            // SAFETY: `p..p+bytes` is the mapping just created; MADV_HUGEPAGE only changes how
+            // it is backed. Failure (no THP support) is harmless.
+            unsafe { libc::madvise(p, bytes, libc::MADV_HUGEPAGE) };
+        }
+        match std::ptr::NonNull::new(p.cast::<Entry>()) {
+            Some(ptr) => Self { ptr, len: n },
+            None => panic!("mmap returned null"),
+        }
+    }
+}
+
+impl std::ops::Deref for Slab {
+    type Target = [Entry];
+    fn deref(&self) -> &[Entry] {
+        // SAFETY: `ptr` is a live mapping of `len` entries, page-aligned (so 64-byte aligned),
+        // zero-initialised by the kernel, and an all-zero `Entry` is valid (atomic integers).
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for Slab {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping `new` created; no reference to it outlives `self`.
+        unsafe {
+            libc::munmap(
+                self.ptr.as_ptr().cast(),
+                self.len * std::mem::size_of::<Entry>(),
+            )
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_million_pairs_fit_at_half_load() {
+        let t = FlowTable::new(4 << 20, 8);
+        let mut full = 0;
+        for i in 0..1_000_000u32 {
+            let (sp, dp) = ((1024 + (i >> 15)) as u16, (0x8000 | (i & 0x7fff)) as u16);
+            let f = FlowKey::new(1, 17, 0x0a01_0103, 0x0a02_0203, sp, dp);
+            let r = f.reverse_in(3);
+            if t
+                .insert_pair(&f, FlowAction::Forward, &r, FlowAction::Forward, (1, 3), u32::MAX, 0)
+                .is_err()
+            {
+                full += 1;
+            }
+        }
+        assert_eq!(full, 0);
+    }
 }

@@ -1,0 +1,438 @@
+//! Watch events -> desired state, without I/O.
+
+use super::*;
+use crate::compile::Binding;
+
+const VMI1: &str = "11111111-1111-1111-1111-111111111111";
+const VMI2: &str = "22222222-2222-2222-2222-222222222222";
+const VM1: &str = "aaaaaaaa-aaaa-aaaa-aaaa-aaaaaaaaaaaa";
+const VRF: &str = "default-domain:admin:net1";
+const PUB: &str = "default-domain:admin:public";
+
+fn settings() -> Settings {
+    Settings {
+        url: "http://127.0.0.1:1".into(),
+        token: None,
+        host: "h1".into(),
+        fabric_ip: Some(Ipv4Addr::new(10, 0, 0, 1)),
+        gateway_mac: None,
+        neighbours: BTreeMap::new(),
+        arp: true,
+        encap: TunnelKind::MplsOverUdp,
+        mtu: 1500,
+        dp_socket: PathBuf::from("/nonexistent"),
+        xenstore: true,
+    }
+}
+
+fn iface(vmi: &str, mac: &str, ip: &str) -> Value {
+    json!({
+        "uuid": vmi, "name": "i-2-10-VM-0", "fq_name": ["i-2-10-VM", "i-2-10-VM-0"], "vm_uuid": VM1,
+        "mac": mac,
+        "network": {"uuid": "33333333-3333-3333-3333-333333333333", "fq_name": ["default-domain", "admin", "net1"], "vrf": VRF},
+        "ips": [{"uuid": "x", "address": ip, "subnet": "10.1.1.0/24", "prefix_len": 24,
+                 "gateway": "10.1.1.1", "dns_server": "10.1.1.2"}],
+        "floating_ips": [], "policies": [], "properties": null
+    })
+}
+
+fn ev(rev: u64, kind: &str, key: &str, value: Option<Value>) -> WatchEvent {
+    WatchEvent {
+        rev,
+        kind: kind.into(),
+        key: key.into(),
+        op: if value.is_some() { "put" } else { "delete" }.into(),
+        value,
+    }
+}
+
+fn route(host: &str, prefix: &str, label: u32, nh: &str) -> Value {
+    json!({"host": host, "vrf": VRF, "prefix": prefix, "label": label, "nexthop": nh, "vmi_uuid": VMI2})
+}
+
+fn reply(rev: u64, reset: bool, events: Vec<WatchEvent>) -> WatchReply {
+    WatchReply { rev, reset, events }
+}
+
+fn bound(st: &mut ControllerState, vmi: &str, port: &str) {
+    st.ports.insert(
+        vmi.into(),
+        Port {
+            name: port.into(),
+            mac: "02:00:00:00:00:99".parse().expect("mac"),
+        },
+    );
+}
+
+#[test]
+fn interface_event_becomes_a_bound_interface() {
+    let mut st = ControllerState::default();
+    let changed = st.apply_watch(&reply(
+        5,
+        true,
+        vec![ev(
+            5,
+            "interface",
+            &format!("iface/{VMI1}"),
+            Some(iface(VMI1, "02:11:22:33:44:55", "10.1.1.3")),
+        )],
+    ));
+    assert!(changed);
+    assert_eq!(st.since, 5);
+    // Not bound by xenstore yet: nothing to program.
+    let b = st.build(&settings());
+    assert!(b.config.interfaces.is_empty());
+    bound(&mut st, VMI1, "vif5.0");
+    let b = st.build(&settings());
+    let c = &b.config;
+    assert_eq!(c.networks.len(), 1);
+    assert_eq!(c.networks[0].name, VRF);
+    assert_eq!(c.networks[0].vrf, VRF);
+    assert_eq!(c.networks[0].subnet, Prefix::parse("10.1.1.0/24").ok());
+    assert_eq!(c.networks[0].gateway, Some(Ipv4Addr::new(10, 1, 1, 1)));
+    assert_eq!(c.interfaces.len(), 1);
+    let i = &c.interfaces[0];
+    assert_eq!(i.name, "vif5.0");
+    assert_eq!(i.mac.to_string(), "02:11:22:33:44:55");
+    assert_eq!(i.ip, Ipv4Addr::new(10, 1, 1, 3));
+    assert_eq!(i.network, VRF);
+    assert_eq!(i.mtu, 1500);
+    assert_eq!(i.dns, vec![Ipv4Addr::new(10, 1, 1, 2)]);
+    assert_eq!(b.vmi_of_port.get("vif5.0").map(String::as_str), Some(VMI1));
+    assert!(b.warnings.is_empty(), "{:?}", b.warnings);
+}
+
+#[test]
+fn remote_routes_need_an_underlay_mac_and_skip_our_own() {
+    let mut st = ControllerState::default();
+    bound(&mut st, VMI1, "vif5.0");
+    st.apply_watch(&reply(
+        7,
+        true,
+        vec![
+            ev(3, "interface", &format!("iface/{VMI1}"), Some(iface(VMI1, "02:11:22:33:44:55", "10.1.1.3"))),
+            ev(6, "route", &format!("route/{VRF}/10.1.1.4/32/h2"), Some(route("h2", "10.1.1.4/32", 17, "10.0.0.2"))),
+            ev(7, "route", &format!("route/{VRF}/10.1.1.9/32/h1"), Some(route("h1", "10.1.1.9/32", 18, "10.0.0.1"))),
+            ev(7, "route", "route/other-vrf/10.9.9.9/32/h2", Some(json!({"host": "h2", "vrf": "other-vrf", "prefix": "10.9.9.9/32", "label": 20, "nexthop": "10.0.0.2"}))),
+        ],
+    ));
+    let b = st.build(&settings());
+    assert!(b.config.routes.is_empty());
+    assert_eq!(
+        b.unresolved,
+        [Ipv4Addr::new(10, 0, 0, 2)].into_iter().collect()
+    );
+    // ARP resolved it.
+    let mac: MacAddr = "52:54:00:00:00:02".parse().expect("mac");
+    st.neighbours.insert(Ipv4Addr::new(10, 0, 0, 2), mac);
+    let b = st.build(&settings());
+    assert!(b.unresolved.is_empty());
+    assert_eq!(
+        b.config.routes,
+        vec![RemoteRoute {
+            network: VRF.into(),
+            prefix: Prefix::parse("10.1.1.4/32").expect("p"),
+            label: 17,
+            remote: Ipv4Addr::new(10, 0, 0, 2),
+            encap: TunnelKind::MplsOverUdp,
+        }]
+    );
+    assert_eq!(
+        b.config.underlay.neighbour_mac(Ipv4Addr::new(10, 0, 0, 2)),
+        Some(mac)
+    );
+    // A default underlay gateway MAC serves hosts not resolved.
+    st.neighbours.clear();
+    let mut s = settings();
+    s.gateway_mac = Some("52:54:00:00:00:fe".parse().expect("mac"));
+    s.encap = TunnelKind::MplsOverGre;
+    let b = st.build(&s);
+    assert_eq!(b.config.routes.len(), 1);
+    assert_eq!(b.config.routes[0].encap, TunnelKind::MplsOverGre);
+}
+
+#[test]
+fn resume_applies_deletes_and_reset_replaces_everything() {
+    let mut st = ControllerState::default();
+    bound(&mut st, VMI1, "vif5.0");
+    st.neighbours.insert(
+        Ipv4Addr::new(10, 0, 0, 2),
+        "52:54:00:00:00:02".parse().expect("mac"),
+    );
+    st.apply_watch(&reply(
+        6,
+        true,
+        vec![
+            ev(
+                3,
+                "interface",
+                &format!("iface/{VMI1}"),
+                Some(iface(VMI1, "02:11:22:33:44:55", "10.1.1.3")),
+            ),
+            ev(
+                6,
+                "route",
+                &format!("route/{VRF}/10.1.1.4/32/h2"),
+                Some(route("h2", "10.1.1.4/32", 17, "10.0.0.2")),
+            ),
+        ],
+    ));
+    assert_eq!(st.build(&settings()).config.routes.len(), 1);
+    // Incremental: the route is withdrawn, the interface changes IP.
+    let changed = st.apply_watch(&reply(
+        9,
+        false,
+        vec![
+            ev(8, "route", &format!("route/{VRF}/10.1.1.4/32/h2"), None),
+            ev(
+                9,
+                "interface",
+                &format!("iface/{VMI1}"),
+                Some(iface(VMI1, "02:11:22:33:44:55", "10.1.1.7")),
+            ),
+        ],
+    ));
+    assert!(changed);
+    assert_eq!(st.since, 9);
+    let c = st.build(&settings()).config;
+    assert!(c.routes.is_empty());
+    assert_eq!(c.interfaces[0].ip, Ipv4Addr::new(10, 1, 1, 7));
+    // Nothing new: unchanged.
+    assert!(!st.apply_watch(&reply(9, false, vec![])));
+    // Reset with a different snapshot: the old route key is gone, a new one is there.
+    st.routes.insert(
+        "route/stale".into(),
+        (
+            1,
+            serde_json::from_value(route("h3", "10.1.1.5/32", 30, "10.0.0.3")).expect("r"),
+        ),
+    );
+    st.apply_watch(&reply(
+        20,
+        true,
+        vec![
+            ev(
+                11,
+                "interface",
+                &format!("iface/{VMI1}"),
+                Some(iface(VMI1, "02:11:22:33:44:55", "10.1.1.7")),
+            ),
+            ev(
+                20,
+                "route",
+                &format!("route/{VRF}/10.1.1.6/32/h2"),
+                Some(route("h2", "10.1.1.6/32", 19, "10.0.0.2")),
+            ),
+        ],
+    ));
+    assert_eq!(st.routes.len(), 1);
+    let c = st.build(&settings()).config;
+    assert_eq!(c.routes.len(), 1);
+    assert_eq!(c.routes[0].label, 19);
+    // The interface's delete (unbound elsewhere / VMI deleted) removes it.
+    st.apply_watch(&reply(
+        21,
+        false,
+        vec![ev(21, "interface", &format!("iface/{VMI1}"), None)],
+    ));
+    let c = st.build(&settings()).config;
+    assert!(c.interfaces.is_empty());
+    assert!(
+        c.routes.is_empty(),
+        "no local interface in the VRF: its routes go too"
+    );
+}
+
+#[test]
+fn floating_ips_local_wins_and_conflicts_are_skipped() {
+    let mut st = ControllerState::default();
+    bound(&mut st, VMI1, "vif5.0");
+    bound(&mut st, VMI2, "vif6.0");
+    let mut a = iface(VMI1, "02:11:22:33:44:55", "10.1.1.3");
+    a["floating_ips"] =
+        json!([{"uuid": "f", "address": "192.0.2.10", "network_uuid": "n", "vrf": PUB}]);
+    a["properties"] = json!({"interface_mtu": 9000});
+    // Same IP as the first: skipped with a warning.
+    let b2 = iface(VMI2, "02:11:22:33:44:66", "10.1.1.3");
+    st.neighbours.insert(
+        Ipv4Addr::new(10, 0, 0, 2),
+        "52:54:00:00:00:02".parse().expect("mac"),
+    );
+    st.apply_watch(&reply(
+        4,
+        true,
+        vec![
+            ev(1, "interface", &format!("iface/{VMI1}"), Some(a)),
+            ev(2, "interface", &format!("iface/{VMI2}"), Some(b2)),
+            // A stale remote route for our own VM's /32: the local interface wins.
+            ev(3, "route", &format!("route/{VRF}/10.1.1.3/32/h2"), Some(route("h2", "10.1.1.3/32", 17, "10.0.0.2"))),
+            ev(4, "route", &format!("route/{PUB}/0.0.0.0/0/gw"), Some(json!({"host": "gw", "vrf": PUB, "prefix": "0.0.0.0/0", "label": 40, "nexthop": "10.0.0.2"}))),
+        ],
+    ));
+    let b = st.build(&settings());
+    let c = &b.config;
+    assert_eq!(c.interfaces.len(), 1);
+    assert_eq!(c.interfaces[0].mtu, 9000);
+    assert!(
+        b.warnings.iter().any(|w| w.contains("already used")),
+        "{:?}",
+        b.warnings
+    );
+    assert_eq!(c.floating_ips.len(), 1);
+    assert_eq!(c.floating_ips[0].interface, "vif5.0");
+    let public = c.network(PUB).expect("public network");
+    assert_eq!((public.subnet, public.gateway), (None, None));
+    assert_eq!(c.routes.len(), 1);
+    assert_eq!(c.routes[0].network, PUB);
+    assert_eq!(c.routes[0].label, 40);
+
+    // What is advertised after a pass.
+    let compiled = Compiled {
+        bindings: vec![Binding {
+            name: "vif5.0".into(),
+            network: VRF.into(),
+            vif: 3,
+            vrf: 1,
+            nh: 1,
+            label: 16,
+        }],
+        table_labels: [(PUB.to_string(), 18)].into_iter().collect(),
+        ..Compiled::default()
+    };
+    let ads = adverts(c, &compiled, &b.vmi_of_port);
+    assert_eq!(
+        ads,
+        [
+            (
+                (VRF.to_string(), "10.1.1.3/32".to_string()),
+                (16, VMI1.to_string())
+            ),
+            (
+                (PUB.to_string(), "192.0.2.10/32".to_string()),
+                (18, VMI1.to_string())
+            ),
+        ]
+        .into_iter()
+        .collect()
+    );
+}
+
+#[test]
+fn half_configured_interfaces_wait() {
+    let mut st = ControllerState::default();
+    bound(&mut st, VMI1, "vif5.0");
+    let mut a = iface(VMI1, "02:11:22:33:44:55", "10.1.1.3");
+    a["ips"] = json!([]);
+    st.apply_watch(&reply(
+        1,
+        true,
+        vec![ev(1, "interface", &format!("iface/{VMI1}"), Some(a))],
+    ));
+    let b = st.build(&settings());
+    assert!(b.config.interfaces.is_empty());
+    assert!(
+        b.warnings[0].contains("no IPv4 address yet"),
+        "{:?}",
+        b.warnings
+    );
+    let mut a = iface(VMI1, "02:11:22:33:44:55", "10.1.1.3");
+    a["network"] = Value::Null;
+    a["mac"] = Value::Null;
+    st.apply_watch(&reply(
+        2,
+        false,
+        vec![ev(2, "interface", &format!("iface/{VMI1}"), Some(a))],
+    ));
+    let b = st.build(&settings());
+    assert!(b.warnings[0].contains("no network yet"), "{:?}", b.warnings);
+    // Garbage values are dropped, not fatal.
+    st.apply_watch(&reply(
+        3,
+        false,
+        vec![ev(
+            3,
+            "interface",
+            &format!("iface/{VMI1}"),
+            Some(json!({"ips": 5})),
+        )],
+    ));
+    assert!(st.ifaces.is_empty());
+}
+
+#[test]
+fn directory_lists_known_interfaces() {
+    let mut st = ControllerState::default();
+    st.apply_watch(&reply(
+        1,
+        true,
+        vec![ev(
+            1,
+            "interface",
+            &format!("iface/{VMI1}"),
+            Some(iface(VMI1, "02:11:22:33:44:55", "10.1.1.3")),
+        )],
+    ));
+    let d = st.directory();
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].nic_uuid.to_string(), VMI1);
+    assert_eq!(d[0].name, "i-2-10-VM-0");
+    assert_eq!(
+        d[0].mac.map(|m| m.0),
+        Some([2, 0x11, 0x22, 0x33, 0x44, 0x55])
+    );
+}
+
+#[test]
+fn arp_table_parsing() {
+    let text = "IP address       HW type     Flags       HW address            Mask     Device\n\
+                10.0.0.2         0x1         0x2         52:54:00:00:00:02     *        eth1\n\
+                10.0.0.3         0x1         0x0         00:00:00:00:00:00     *        eth1\n";
+    assert_eq!(
+        neighbour::parse_arp(text, Ipv4Addr::new(10, 0, 0, 2)).map(|m| m.to_string()),
+        Some("52:54:00:00:00:02".into())
+    );
+    assert_eq!(neighbour::parse_arp(text, Ipv4Addr::new(10, 0, 0, 3)), None);
+    assert_eq!(neighbour::parse_arp(text, Ipv4Addr::new(10, 0, 0, 4)), None);
+}
+
+#[test]
+fn file_bindings_rename_and_drop() {
+    let cfg = Config::parse(&format!(
+        r#"
+[[networks]]
+name = "net1"
+subnet = "10.1.1.0/24"
+[[networks]]
+name = "public"
+subnet = "192.0.2.0/24"
+[[interfaces]]
+name = "web"
+mac = "02:00:00:00:01:03"
+ip = "10.1.1.3"
+network = "net1"
+nic_uuid = "{VMI1}"
+vm_uuid = "{VM1}"
+[[interfaces]]
+name = "vif9.0"
+mac = "02:00:00:00:01:04"
+ip = "10.1.1.4"
+network = "net1"
+[[floating_ips]]
+network = "public"
+address = "192.0.2.10"
+interface = "web"
+"#
+    ))
+    .expect("config");
+    let none = crate::xenbind::apply_file_bindings(cfg.clone(), &BTreeMap::new());
+    assert_eq!(none.interfaces.len(), 1);
+    assert_eq!(none.interfaces[0].name, "vif9.0");
+    assert!(none.floating_ips.is_empty());
+    let ports = [(VMI1.to_string(), "vif5.0".to_string())]
+        .into_iter()
+        .collect();
+    let some = crate::xenbind::apply_file_bindings(cfg, &ports);
+    assert_eq!(some.interfaces.len(), 2);
+    assert_eq!(some.interfaces[0].name, "vif5.0");
+    assert_eq!(some.floating_ips[0].interface, "vif5.0");
+}
