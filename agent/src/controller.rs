@@ -1107,6 +1107,23 @@ fn worker(sh: &Shared) {
     }
 }
 
+/// A request the shim refuses (4xx other than "not registered" and a bad token) is logged and
+/// counted as done: retrying it cannot help, and it must not hold up everything after it.
+fn refused_is_done<T>(r: Result<T, ShimError>) -> Result<Option<T>, ShimError> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(ShimError::Status(code, msg))
+            if (400..500).contains(&code)
+                && code != 401
+                && !(code == 404 && msg.contains("not registered")) =>
+        {
+            log::warn!("controller refused a request (HTTP {code}): {msg}");
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 fn worker_pass(
     sh: &Shared,
     announced: &mut BTreeSet<String>,
@@ -1133,11 +1150,19 @@ fn worker_pass(
         announced.clear();
         advertised.clear();
     }
+    // The periodic re-announce is logged at debug level only.
+    let mut quiet = false;
     if last_full.elapsed() >= REANNOUNCE {
         *last_full = Instant::now();
         announced.clear();
         advertised.clear();
+        quiet = true;
     }
+    let level = if quiet {
+        log::Level::Debug
+    } else {
+        log::Level::Info
+    };
     let (want_ports, scanned): (BTreeSet<String>, bool) = {
         let g = sh.lock();
         (g.st.ports.keys().cloned().collect(), g.scanned)
@@ -1148,16 +1173,16 @@ fn worker_pass(
         for vmi in sh.shim.bindings_of(&s.host)? {
             if !want_ports.contains(&vmi) {
                 log::info!("controller: vmi {vmi} is no longer on this host; unbinding");
-                sh.shim.unbind(&s.host, &vmi)?;
+                refused_is_done(sh.shim.unbind(&s.host, &vmi))?;
             }
         }
         *cleaned = true;
     }
     for vmi in want_ports.difference(&announced.clone()) {
-        sh.shim.bind(&s.host, vmi)?;
+        refused_is_done(sh.shim.bind(&s.host, vmi))?;
         announced.insert(vmi.clone());
-        log::info!("controller: bound vmi {vmi} to {}", s.host);
-        if let Some(c) = sh.shim.interface(vmi)? {
+        log::log!(level, "controller: bound vmi {vmi} to {}", s.host);
+        if let Some(c) = refused_is_done(sh.shim.interface(vmi))?.flatten() {
             let mut g = sh.lock();
             if !g.st.ifaces.contains_key(vmi) {
                 g.st.ifaces.insert(vmi.clone(), c);
@@ -1167,7 +1192,7 @@ fn worker_pass(
         }
     }
     for vmi in announced.clone().difference(&want_ports) {
-        sh.shim.unbind(&s.host, vmi)?;
+        refused_is_done(sh.shim.unbind(&s.host, vmi))?;
         announced.remove(vmi);
         advertised.retain(|_, (_, v)| v != vmi);
         log::info!("controller: unbound vmi {vmi}");
@@ -1175,8 +1200,9 @@ fn worker_pass(
     let want = sh.lock().want_adverts.clone();
     for (k, v) in &want {
         if advertised.get(k) != Some(v) && announced.contains(&v.1) {
-            sh.shim.advertise(&s.host, &k.0, &k.1, v.0, &v.1)?;
-            log::info!(
+            refused_is_done(sh.shim.advertise(&s.host, &k.0, &k.1, v.0, &v.1))?;
+            log::log!(
+                level,
                 "controller: advertised {} in {} label {} (vmi {})",
                 k.1,
                 k.0,
@@ -1188,7 +1214,7 @@ fn worker_pass(
     }
     for k in advertised.keys().cloned().collect::<Vec<_>>() {
         if !want.contains_key(&k) {
-            sh.shim.withdraw(&s.host, &k.0, &k.1)?;
+            refused_is_done(sh.shim.withdraw(&s.host, &k.0, &k.1))?;
             log::info!("controller: withdrew {} in {}", k.1, k.0);
             advertised.remove(&k);
         }

@@ -543,6 +543,41 @@ fn ns_controller_single_host_binds_from_xenstore() {
         .then_some(())
     });
     assert!(gone.is_some(), "unplug not applied:\n{}", agent.log());
+
+    // Plugged again, then unplugged while the agent is down: the restarted agent removes the
+    // vif and the binding it still had at the shim (and with it the route).
+    xs_plug(&xs, 5, VM, VMI, MAC);
+    assert!(
+        wait_for(Duration::from_secs(15), || {
+            routes(&api)
+                .iter()
+                .any(|r| r["prefix"] == "10.1.1.5/32")
+                .then_some(())
+        })
+        .is_some(),
+        "re-plug not advertised:\n{}",
+        agent.log()
+    );
+    drop(agent);
+    sh(&format!(
+        "XENSTORED_PATH={} xenstore-rm /local/domain/0/backend/vif/5",
+        xs.display()
+    ));
+    let agent = start_agent(None, d, "h1", &api.base, "h1", &xs, &dp_sock, &pkt0, None);
+    let cleaned = wait_for(Duration::from_secs(15), || {
+        let a = api.try_call("GET", "/vrouter/agents", None).ok()?;
+        let bound = a["agents"]
+            .as_array()?
+            .iter()
+            .find(|a| a["hostname"] == "h1")?["bindings"]
+            .as_array()?
+            .len();
+        (bound == 0
+            && vif(&dp_sock, "vif5.0").is_none()
+            && !routes(&api).iter().any(|r| r["prefix"] == "10.1.1.5/32"))
+        .then_some(())
+    });
+    assert!(cleaned.is_some(), "stale binding kept:\n{}", agent.log());
     if std::env::var_os("VRT8_SHOW_LOGS").is_some() {
         eprintln!("{}", agent.log());
     }

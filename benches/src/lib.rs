@@ -303,6 +303,7 @@ impl Rng {
         Self(seed | 1)
     }
     /// Next value.
+    #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
@@ -563,7 +564,7 @@ pub fn run_case(
         match packets {
             Some(n) if iters * batch_size as u64 >= n => break,
             Some(_) => {}
-            None if iters % 1024 == 0 && start.elapsed() >= duration => break,
+            None if iters.is_multiple_of(1024) && start.elapsed() >= duration => break,
             None => {}
         }
     }

@@ -106,7 +106,14 @@ fn policy_denies_tcp_between_networks_flow_action_drop() {
     assert!(f[0].forward && !f[1].forward);
     assert_eq!(f[0].action, FlowAction::Drop(FlowDropReason::Policy));
     assert_eq!(
-        (f[0].vrf, f[0].src, f[0].dst, f[0].sport, f[0].dport, f[0].packets),
+        (
+            f[0].vrf,
+            f[0].src,
+            f[0].dst,
+            f[0].sport,
+            f[0].dport,
+            f[0].packets
+        ),
         (VRF_VN1, IP_A, IP_C, 40000, 22, 2)
     );
     // The same network is not subject to the policy.
@@ -126,9 +133,15 @@ fn policy_permits_icmp_and_reply_matches_reverse_flow() {
     let f = list(&mut h);
     assert_eq!(f.len(), 2, "one pair: {f:?}");
     let (fw, rv) = (&f[0], &f[1]);
-    assert_eq!((fw.src, fw.dst, fw.proto, fw.action), (IP_A, IP_C, 1, FlowAction::Forward));
+    assert_eq!(
+        (fw.src, fw.dst, fw.proto, fw.action),
+        (IP_A, IP_C, 1, FlowAction::Forward)
+    );
     // The reverse is keyed where replies come from: VM C's own VRF.
-    assert_eq!((rv.src, rv.dst, rv.vrf, rv.dvrf), (IP_C, IP_A, VRF_VN2, VRF_VN2));
+    assert_eq!(
+        (rv.src, rv.dst, rv.vrf, rv.dvrf),
+        (IP_C, IP_A, VRF_VN2, VRF_VN2)
+    );
     assert_eq!((fw.rindex, rv.rindex), (rv.index, fw.index));
     assert_eq!((fw.packets, rv.packets), (2, 1));
     assert_eq!(fw.bytes, 2 * (ping.len() as u64 - 14));
@@ -142,14 +155,26 @@ fn policy_permits_icmp_and_reply_matches_reverse_flow() {
 #[test]
 fn tcp_rst_evicts_flow() {
     let mut h = harness();
-    tx(&h.run1(VM_A, &tcp_with(MAC_A, IP_A, IP_B, 40000, 80, 0x02)), VM_B);
-    tx(&h.run1(VM_B, &tcp_with(MAC_B, IP_B, IP_A, 80, 40000, 0x12)), VM_A);
-    tx(&h.run1(VM_A, &tcp_with(MAC_A, IP_A, IP_B, 40000, 80, 0x10)), VM_B);
+    tx(
+        &h.run1(VM_A, &tcp_with(MAC_A, IP_A, IP_B, 40000, 80, 0x02)),
+        VM_B,
+    );
+    tx(
+        &h.run1(VM_B, &tcp_with(MAC_B, IP_B, IP_A, 80, 40000, 0x12)),
+        VM_A,
+    );
+    tx(
+        &h.run1(VM_A, &tcp_with(MAC_A, IP_A, IP_B, 40000, 80, 0x10)),
+        VM_B,
+    );
     let f = list(&mut h);
     assert_eq!(f.len(), 2);
     assert_eq!(f[0].tcp & (tcp::SYN | tcp::ACK), tcp::SYN | tcp::ACK);
     // The RST itself is forwarded; the pair is gone after it.
-    tx(&h.run1(VM_B, &tcp_with(MAC_B, IP_B, IP_A, 80, 40000, 0x04)), VM_A);
+    tx(
+        &h.run1(VM_B, &tcp_with(MAC_B, IP_B, IP_A, 80, 40000, 0x04)),
+        VM_A,
+    );
     assert!(list(&mut h).is_empty());
     assert_eq!(h.flows().vrf_active(VRF_VN1), 0);
 }
@@ -157,11 +182,23 @@ fn tcp_rst_evicts_flow() {
 #[test]
 fn tcp_fin_both_ways_closes_the_pair() {
     let mut h = harness();
-    tx(&h.run1(VM_A, &tcp_with(MAC_A, IP_A, IP_B, 40000, 80, 0x02)), VM_B);
-    tx(&h.run1(VM_A, &tcp_with(MAC_A, IP_A, IP_B, 40000, 80, 0x11)), VM_B);
-    tx(&h.run1(VM_B, &tcp_with(MAC_B, IP_B, IP_A, 80, 40000, 0x11)), VM_A);
+    tx(
+        &h.run1(VM_A, &tcp_with(MAC_A, IP_A, IP_B, 40000, 80, 0x02)),
+        VM_B,
+    );
+    tx(
+        &h.run1(VM_A, &tcp_with(MAC_A, IP_A, IP_B, 40000, 80, 0x11)),
+        VM_B,
+    );
+    tx(
+        &h.run1(VM_B, &tcp_with(MAC_B, IP_B, IP_A, 80, 40000, 0x11)),
+        VM_A,
+    );
     // The last ACK still matches; after the closed timeout the pair is gone.
-    tx(&h.run1(VM_A, &tcp_with(MAC_A, IP_A, IP_B, 40000, 80, 0x10)), VM_B);
+    tx(
+        &h.run1(VM_A, &tcp_with(MAC_A, IP_A, IP_B, 40000, 80, 0x10)),
+        VM_B,
+    );
     let f = list(&mut h);
     assert!(f.iter().all(|e| e.tcp & tcp::CLOSED != 0), "{f:?}");
     h.flows()
@@ -255,7 +292,10 @@ fn per_vrf_flow_limit_protects_other_tenants() {
         other => panic!("unexpected {other:?}"),
     };
     let vn1 = stats.vrfs.iter().find(|v| v.0 == VRF_VN1).expect("vn1 row");
-    assert_eq!((vn1.1, vn1.2, vn1.3), (LIMIT, LIMIT, u64::from(sent - LIMIT / 2)));
+    assert_eq!(
+        (vn1.1, vn1.2, vn1.3),
+        (LIMIT, LIMIT, u64::from(sent - LIMIT / 2))
+    );
     // The other tenant lost nothing: every ping forwarded and counted on its flow.
     let f = list(&mut h);
     let c = f

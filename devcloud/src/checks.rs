@@ -238,8 +238,8 @@ fn dhcp(vm: &Vm) -> Result<String> {
     run_in(
         &ns,
         &[
-            "env", &lf, "busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-f", "-t", "10", "-T", "1", "-O", "mtu",
-            "-s", &script,
+            "env", &lf, "busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-f", "-t", "10", "-T", "1",
+            "-O", "mtu", "-s", &script,
         ],
     )?;
     std::fs::read_to_string(&lease).map_err(|e| DevcloudError::Io(lease.display().to_string(), e))
@@ -365,6 +365,34 @@ fn report(o: &Opts, plan: &Plan, p: &Provisioned) -> Result<()> {
         same_net.first(),
         same_net.iter().find(|v| v.host != same_net[0].host),
     ) {
+        // Capture the underlay port of A's host while A pings B, for the "where it went" part.
+        let cap = Path::new(RUN_DIR).join("underlay.pcap");
+        let _ = std::fs::remove_file(&cap);
+        let ul = crate::net::underlay_ns();
+        let port = format!("p-h{}", a.host);
+        let capture = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ul,
+                "timeout",
+                "8",
+                "tshark",
+                "-q",
+                "-i",
+                &port,
+                "-f",
+                "udp port 6635 or ip proto 47",
+                "-c",
+                "4",
+                "-w",
+            ])
+            .arg(&cap)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        std::thread::sleep(Duration::from_millis(1500));
         let (ok, d) = ping(&a.netns(), &p.vms[b.index - 1].1, 5);
         line(
             ok,
@@ -374,6 +402,39 @@ fn report(o: &Opts, plan: &Plan, p: &Provisioned) -> Result<()> {
             ),
             d,
         );
+        if let Ok(mut c) = capture {
+            let _ = c.wait();
+        }
+        let decoded = sys::run(&[
+            "tshark",
+            "-r",
+            &cap.display().to_string(),
+            "-T",
+            "fields",
+            "-E",
+            "separator=,",
+            "-e",
+            "ip.src",
+            "-e",
+            "ip.dst",
+            "-e",
+            "udp.dstport",
+            "-e",
+            "mpls.label",
+            "-e",
+            "mpls.bottom",
+            "-e",
+            "icmp.type",
+        ])
+        .unwrap_or_default();
+        let rows: Vec<&str> = decoded.lines().filter(|l| !l.trim().is_empty()).collect();
+        let ok = rows
+            .iter()
+            .any(|r| r.contains(&p.vms[a.index - 1].1) && r.contains(&p.vms[b.index - 1].1));
+        line(ok, format!("underlay capture on {port} decoded by tshark (outer,inner src; outer,inner dst; udp dport; label; bottom-of-stack; icmp type):"), String::new());
+        for r in rows.iter().take(4) {
+            println!("         {r}");
+        }
         let server = run_in(&b.netns(), &["iperf3", "-s", "-D", "-1", "-p", "5201"]);
         let tcp = server.and_then(|_| {
             std::thread::sleep(Duration::from_millis(300));
@@ -412,14 +473,14 @@ fn report(o: &Opts, plan: &Plan, p: &Provisioned) -> Result<()> {
     }
     let other: Vec<&Vm> = plan.vms.iter().filter(|v| v.network == 1).collect();
     if let (Some(a), Some(c)) = (same_net.first(), other.first()) {
-        let (ok, d) = ping(&a.netns(), &p.vms[c.index - 1].1, 3);
+        let (ok, d) = ping(&a.netns(), &p.vms[c.index - 1].1, 2);
         line(
-            ok,
+            !ok,
             format!(
-                "ping {} (guest-a) -> {} (guest-b): the policy passes ICMP",
+                "ping {} (guest-a) -> {} (guest-b): no policy connects the networks, isolated",
                 a.name, c.name
             ),
-            d,
+            if ok { d } else { String::new() },
         );
         let tcp = run_in(
             &a.netns(),
@@ -436,10 +497,7 @@ fn report(o: &Opts, plan: &Plan, p: &Provisioned) -> Result<()> {
         );
         line(
             tcp.is_err(),
-            format!(
-                "TCP {} (guest-a) -> {} (guest-b): no policy allows it, isolated",
-                a.name, c.name
-            ),
+            format!("TCP {} (guest-a) -> {} (guest-b): isolated", a.name, c.name),
             String::new(),
         );
     }
@@ -454,13 +512,19 @@ fn report(o: &Opts, plan: &Plan, p: &Provisioned) -> Result<()> {
             d,
         );
     }
-    println!("\nWhat vrctl shows on {}:", plan.hosts[0].name);
-    let h = &plan.hosts[0];
-    print!("{}", vrctl_text(o, h, &["vrf", "list"]));
-    if let Some(vrf) = p.vrfs.first() {
-        print!("{}", vrctl_text(o, h, &["route", "dump", vrf]));
+    for h in plan.all_hosts() {
+        println!("\nWhat vrctl shows on {}:", h.name);
+        print!("{}", vrctl_text(o, h, &["vrf", "list"]));
+        if h.index == 1 {
+            if let Some(vrf) = p.vrfs.first() {
+                print!("{}", vrctl_text(o, h, &["route", "dump", vrf]));
+            }
+        }
+        let fips = vrctl_text(o, h, &["fip", "list"]);
+        if fips.lines().count() > 4 {
+            print!("{fips}");
+        }
     }
-    print!("{}", vrctl_text(o, h, &["fip", "list"]));
     if failures.is_empty() {
         println!("\nall checks passed");
         Ok(())

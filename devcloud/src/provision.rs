@@ -85,11 +85,6 @@ impl Vnc {
     pub fn post(&self, path: &str, body: Value) -> Result<Value> {
         self.call("POST", path, Some(body))
     }
-    /// PUT.
-    pub fn put(&self, path: &str, body: Value) -> Result<Value> {
-        self.call("PUT", path, Some(body))
-    }
-
     /// fqname-to-id.
     pub fn fq_to_id(&self, ty: &str, fq: &[&str]) -> Result<String> {
         let v = self.post("/fqname-to-id", json!({"type": ty, "fq_name": fq}))?;
@@ -154,32 +149,6 @@ pub fn provision(vnc: &Vnc, plan: &Plan, progress: &dyn Fn(&str)) -> Result<Prov
         )?;
         out.vrfs
             .push(format!("default-domain:default-project:{}", n.name));
-    }
-
-    if plan.networks.len() >= 2 {
-        let (a, b) = (&plan.networks[0].name, &plan.networks[1].name);
-        progress(&format!("network policy {a} <> {b}: pass icmp"));
-        let pol_uuid = uuid_for("policy-a-b");
-        vnc.post(
-            "/network-policys",
-            json!({"network-policy": {"name": "acl-a-b", "uuid": pol_uuid,
-                "fq_name": ["default-domain", "default-project", "acl-a-b"], "parent_type": "project",
-                "network_policy_entries": {"policy_rule": [{
-                    "rule_sequence": {"major": 1, "minor": 0}, "direction": "<>", "protocol": "icmp",
-                    "src_addresses": [{"virtual_network": format!("default-domain:default-project:{a}")}],
-                    "src_ports": [{"start_port": 0, "end_port": 65535}],
-                    "dst_addresses": [{"virtual_network": format!("default-domain:default-project:{b}")}],
-                    "dst_ports": [{"start_port": 0, "end_port": 65535}],
-                    "action_list": {"simple_action": "pass"}}]}}}),
-        )?;
-        for n in [&plan.networks[0], &plan.networks[1]] {
-            vnc.put(
-                &format!("/virtual-network/{}", n.uuid),
-                json!({"virtual-network": {"fq_name": ["default-domain", "default-project", n.name],
-                    "network_policy_refs": [{"to": ["default-domain", "default-project", "acl-a-b"],
-                        "attr": {"sequence": {"major": 1, "minor": 0}}}]}}),
-            )?;
-        }
     }
 
     progress(&format!(

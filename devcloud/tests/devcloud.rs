@@ -19,7 +19,10 @@ impl Drop for Down {
 }
 
 fn dc_namespaces() -> Vec<String> {
-    let out = Command::new("ip").args(["netns", "list"]).output().expect("ip netns list");
+    let out = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns list");
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.split_whitespace().next())
@@ -31,16 +34,35 @@ fn dc_namespaces() -> Vec<String> {
 #[test]
 fn devcloud_up_checks_pass_and_down_leaves_nothing() {
     // SAFETY: geteuid has no preconditions.
-    assert_eq!(unsafe { libc::geteuid() }, 0, "the devcloud test builds namespaces: run as root");
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "the devcloud test builds namespaces: run as root"
+    );
     let bin_dir = devcloud().parent().expect("target dir").to_path_buf();
-    for b in ["vrouter-shim", "vrouter-dp", "vrouter-agent", "vrouter-xenstored", "vrctl"] {
+    for b in [
+        "vrouter-shim",
+        "vrouter-dp",
+        "vrouter-agent",
+        "vrouter-xenstored",
+        "vrctl",
+    ] {
         assert!(bin_dir.join(b).is_file(), "{b} not built in {}: run `cargo build --workspace --bins` (cargo test --workspace does)", bin_dir.display());
     }
     let hook = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../xen/scripts/vif-vrouter");
     let _down = Down;
     let started = Instant::now();
     let out = Command::new("timeout")
-        .args(["300", devcloud().to_str().expect("utf-8 path"), "up", "--hosts", "2", "--vms", "4", "--bin-dir"])
+        .args([
+            "300",
+            devcloud().to_str().expect("utf-8 path"),
+            "up",
+            "--hosts",
+            "2",
+            "--vms",
+            "4",
+            "--bin-dir",
+        ])
         .arg(&bin_dir)
         .arg("--hook")
         .arg(&hook)
@@ -49,19 +71,33 @@ fn devcloud_up_checks_pass_and_down_leaves_nothing() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{stdout}\n{stderr}");
-    assert!(out.status.success(), "devcloud up failed after {:?}:\n{stdout}\n{stderr}", started.elapsed());
+    assert!(
+        out.status.success(),
+        "devcloud up failed after {:?}:\n{stdout}\n{stderr}",
+        started.elapsed()
+    );
     assert!(stdout.contains("all checks passed"), "{stdout}");
     for want in ["same network", "floating IP", "vRouter inet4 routing table"] {
         assert!(stdout.contains(want), "report lacks {want:?}:\n{stdout}");
     }
-    let status = Command::new(devcloud()).arg("status").output().expect("status");
+    let status = Command::new(devcloud())
+        .arg("status")
+        .output()
+        .expect("status");
     let status = String::from_utf8_lossy(&status.stdout);
-    assert!(status.contains("running") && !status.contains("DEAD"), "{status}");
+    assert!(
+        status.contains("running") && !status.contains("DEAD"),
+        "{status}"
+    );
     let down = Command::new(devcloud()).arg("down").output().expect("down");
     assert!(down.status.success());
     let t = Instant::now();
     while !dc_namespaces().is_empty() && t.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(dc_namespaces(), Vec::<String>::new(), "down left namespaces behind");
+    assert_eq!(
+        dc_namespaces(),
+        Vec::<String>::new(),
+        "down left namespaces behind"
+    );
 }

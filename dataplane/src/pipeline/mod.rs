@@ -558,13 +558,12 @@ impl Pipeline {
                     p.meta.drop(DropReason::InvalidLabel);
                     return;
                 }
-                let overhead = tpl.len - ETH;
-                if tpl.mtu != 0 && p.buf.len() - ETH + overhead > usize::from(tpl.mtu) {
+                if p.buf.len() > tpl.max_frame {
                     // Too big for the fabric once encapsulated: with DF the VM must learn the
                     // smaller MTU (the agent answers ICMP fragmentation needed); without DF the
                     // packet goes out as is, see docs/dataplane.md.
                     if p.buf.data().get(ETH + 6).is_some_and(|f| f & 0x40 != 0) {
-                        p.meta.trap_param = u32::from(tpl.mtu) - overhead as u32;
+                        p.meta.trap_param = tpl.inner_mtu();
                         p.meta.trap(TrapReason::HandleDf);
                         return;
                     }

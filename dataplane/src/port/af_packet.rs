@@ -43,9 +43,13 @@ const RX_FRAME_SIZE: u32 = 1 << 16;
 const RX_BLOCK_SIZE: u32 = 1 << 17;
 /// Receive frames per port (16 MiB).
 const RX_FRAMES: u32 = 256;
-const TX_BLOCK_SIZE: u32 = 1 << 16;
-const TX_BLOCK_NR: u32 = 16;
+const TX_BLOCK_SIZE: u32 = 1 << 17;
+const TX_BLOCK_NR: u32 = 8;
 const TX_FRAME_SIZE: u32 = 2048;
+/// With the virtio-net header, transmit frames are large enough for a merged TCP
+/// super-packet (see [`vnet::tso_run`]): 256 frames of 32 KiB, up to 22 full-size segments each.
+const TSO_TX_BLOCK_NR: u32 = 64;
+const TSO_TX_FRAME_SIZE: u32 = 1 << 15;
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -82,6 +86,7 @@ pub struct AfPacketPort {
     rx_head: u32,
     tx_base: usize,
     tx_frames: u32,
+    tx_frame_size: u32,
     tx_head: u32,
     drops: PortDrops,
 }
@@ -163,11 +168,16 @@ impl AfPacketPort {
         } else {
             0
         };
+        let (tx_block_nr, tx_frame_size) = if o.vnet_hdr {
+            (TSO_TX_BLOCK_NR, TSO_TX_FRAME_SIZE)
+        } else {
+            (TX_BLOCK_NR, TX_FRAME_SIZE)
+        };
         let tx_req = TpacketReq3 {
             block_size: TX_BLOCK_SIZE,
-            block_nr: TX_BLOCK_NR,
-            frame_size: TX_FRAME_SIZE,
-            frame_nr: TX_BLOCK_SIZE / TX_FRAME_SIZE * TX_BLOCK_NR,
+            block_nr: tx_block_nr,
+            frame_size: tx_frame_size,
+            frame_nr: TX_BLOCK_SIZE / tx_frame_size * tx_block_nr,
             retire_blk_tov: 0,
             sizeof_priv: 0,
             feature_req_word: 0,
@@ -180,7 +190,7 @@ impl AfPacketPort {
             "PACKET_TX_RING",
             dev,
         )?;
-        let tx_len = (TX_BLOCK_SIZE * TX_BLOCK_NR) as usize;
+        let tx_len = (TX_BLOCK_SIZE * tx_block_nr) as usize;
         let map = Mmap::new(Some(raw), rx_len + tx_len, 0, true, dev)?;
         // SAFETY: sockaddr_ll is plain data; all-zero is a valid value.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
@@ -218,6 +228,7 @@ impl AfPacketPort {
             rx_head: 0,
             tx_base: rx_len,
             tx_frames: tx_req.frame_nr,
+            tx_frame_size,
             tx_head: 0,
             drops: PortDrops::default(),
         })
@@ -311,12 +322,15 @@ impl Port for AfPacketPort {
     }
 
     fn tx_burst(&mut self, pool: &mut BufPool, pkts: &mut Vec<PktBuf>) -> usize {
-        let fpb = TX_BLOCK_SIZE / TX_FRAME_SIZE;
-        let mut sent = 0;
+        let fs = self.tx_frame_size;
+        let fpb = TX_BLOCK_SIZE / fs;
+        let room = fs as usize - TX_DATA_OFF;
         let hl = if self.vnet { VNET_HDR_LEN } else { 0 };
-        for b in pkts.iter() {
+        let mut done = 0;
+        let mut frames = 0;
+        while done < pkts.len() {
             let i = self.tx_head;
-            let f = self.tx_base + (i / fpb * TX_BLOCK_SIZE + i % fpb * TX_FRAME_SIZE) as usize;
+            let f = self.tx_base + (i / fpb * TX_BLOCK_SIZE + i % fpb * fs) as usize;
             // tpacket2_hdr: status, len, snaplen.
             let st = self.rd32(f);
             if st == TP_STATUS_WRONG_FORMAT {
@@ -325,22 +339,41 @@ impl Port for AfPacketPort {
                 break;
             }
             fence(Ordering::Acquire);
-            let len = b.len().min(TX_FRAME_SIZE as usize - TX_DATA_OFF - hl);
-            // SAFETY: the frame is ours (status AVAILABLE) and `TX_DATA_OFF + hl + len` is
-            // within `TX_FRAME_SIZE`, inside the transmit ring part of the mapping.
-            unsafe {
-                let d = self.map.ptr().add(f + TX_DATA_OFF);
-                std::ptr::write_bytes(d, 0, hl);
-                std::ptr::copy_nonoverlapping(b.data().as_ptr(), d.add(hl), len);
-            }
-            self.wr32(f + 4, (hl + len) as u32); // tp_len
-            self.wr32(f + 8, (hl + len) as u32); // tp_snaplen
+            // SAFETY: the frame is ours (status AVAILABLE); its data area of `room` bytes lies
+            // inside the transmit ring part of the mapping.
+            let out =
+                unsafe { std::slice::from_raw_parts_mut(self.map.ptr().add(f + TX_DATA_OFF), room) };
+            // TSO: hand consecutive segments of one TCP flow to the kernel as one super-packet
+            // (one skb through veth and the receiver's stack instead of one per segment).
+            let run = if self.vnet {
+                vnet::tso_run(&pkts[done..], room - hl)
+            } else {
+                1
+            };
+            let merged = if run > 1 {
+                vnet::write_tso(&pkts[done..done + run], out)
+            } else {
+                None
+            };
+            let (n, used) = match merged {
+                Some(len) => (run, len),
+                None => {
+                    let b = &pkts[done];
+                    let len = b.len().min(room - hl);
+                    out[..hl].fill(0);
+                    out[hl..hl + len].copy_from_slice(&b.data()[..len]);
+                    (1, hl + len)
+                }
+            };
+            self.wr32(f + 4, used as u32); // tp_len
+            self.wr32(f + 8, used as u32); // tp_snaplen
             fence(Ordering::Release);
             self.wr32(f, TP_STATUS_SEND_REQUEST);
             self.tx_head = (i + 1) % self.tx_frames;
-            sent += 1;
+            done += n;
+            frames += 1;
         }
-        if sent > 0 {
+        if frames > 0 {
             // SAFETY: send with no buffer only kicks the transmit ring of our own socket.
             let rc =
                 unsafe { libc::send(self.fd.as_raw_fd(), std::ptr::null(), 0, libc::MSG_DONTWAIT) };
@@ -352,10 +385,10 @@ impl Port for AfPacketPort {
                 }
             }
         }
-        for b in pkts.drain(..sent) {
+        for b in pkts.drain(..done) {
             pool.free(b);
         }
-        sent
+        done
     }
 
     fn poll_fd(&self) -> Option<RawFd> {

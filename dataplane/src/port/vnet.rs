@@ -242,6 +242,146 @@ pub fn segment_tcp4(
     Outcome::Frames(nseg)
 }
 
+/// A TCP/IPv4 segment that may be merged with its neighbours (transmit-side TSO): unfragmented,
+/// IP length matching the frame, only ACK (and PSH) set, some payload.
+#[derive(Debug, Clone, Copy)]
+struct TcpSeg {
+    /// Ethernet + IP + TCP header bytes.
+    hdrs: usize,
+    ihl: usize,
+    seq: u32,
+    payload: usize,
+    flags: u8,
+}
+
+#[inline]
+fn tcp_seg(d: &[u8]) -> Option<TcpSeg> {
+    if d.len() < ETH + 40 || d[12] != 0x08 || d[13] != 0x00 || d[ETH] >> 4 != 4 {
+        return None;
+    }
+    let ip = &d[ETH..];
+    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+    if ihl < 20 || ip[9] != 6 || total != ip.len() || ip.len() < ihl + 20 {
+        return None;
+    }
+    if u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0 {
+        return None;
+    }
+    let t = &ip[ihl..];
+    let thl = usize::from(t[12] >> 4) * 4;
+    let flags = t[13];
+    // ACK required; PSH allowed; nothing else (SYN, FIN, RST, URG, ECE, CWR end a run).
+    if thl < 20 || t.len() <= thl || flags & !0x08 != 0x10 {
+        return None;
+    }
+    Some(TcpSeg {
+        hdrs: ETH + ihl + thl,
+        ihl,
+        seq: u32::from_be_bytes([t[4], t[5], t[6], t[7]]),
+        payload: t.len() - thl,
+        flags,
+    })
+}
+
+/// How many frames from the start of `pkts` form one TCP super-packet of at most `max_len`
+/// bytes (headers once plus every payload): consecutive segments of one flow with identical
+/// headers except IP id/checksum and TCP sequence/flags/checksum, back to back in sequence,
+/// every one but the last exactly as large as the first, PSH only on the last. 1 if the first
+/// frame starts no run.
+pub fn tso_run(pkts: &[PktBuf], max_len: usize) -> usize {
+    let Some(first) = pkts.first() else {
+        return 0;
+    };
+    let f = first.data();
+    let Some(a) = tcp_seg(f) else {
+        return 1;
+    };
+    if a.flags & 0x08 != 0 {
+        return 1;
+    }
+    let mss = a.payload;
+    let mut total = a.hdrs + mss;
+    let mut next_seq = a.seq.wrapping_add(mss as u32);
+    let mut n = 1;
+    let mut last_len = mss;
+    for b in &pkts[1..] {
+        if last_len != mss {
+            break;
+        }
+        let d = b.data();
+        let Some(s) = tcp_seg(d) else {
+            break;
+        };
+        let ip = ETH;
+        let t = ETH + a.ihl;
+        if s.hdrs != a.hdrs
+            || s.seq != next_seq
+            || s.payload > mss
+            || total + s.payload > max_len
+            // Ethernet, IP version..tos, ttl/proto, addresses and options.
+            || d[..ip + 2] != f[..ip + 2]
+            || d[ip + 8..ip + 10] != f[ip + 8..ip + 10]
+            || d[ip + 12..t] != f[ip + 12..t]
+            // Ports, ack, data offset, window, urgent pointer, options.
+            || d[t..t + 4] != f[t..t + 4]
+            || d[t + 8..t + 13] != f[t + 8..t + 13]
+            || d[t + 14..t + 16] != f[t + 14..t + 16]
+            || d[t + 18..a.hdrs] != f[t + 18..a.hdrs]
+        {
+            break;
+        }
+        total += s.payload;
+        next_seq = next_seq.wrapping_add(s.payload as u32);
+        last_len = s.payload;
+        n += 1;
+        if s.flags & 0x08 != 0 {
+            break;
+        }
+    }
+    n
+}
+
+/// Writes the run `pkts` (from [`tso_run`], at least two frames) into `out` as a virtio-net
+/// header (`GSO_TCPV4`, `NEEDS_CSUM`) followed by one super-packet: the first frame's headers
+/// with the total IP length, a fresh IP checksum, the last frame's PSH and the partial TCP
+/// checksum (pseudo-header sum), then every payload. Returns the bytes written, or `None` if
+/// `out` is too small.
+pub fn write_tso(pkts: &[PktBuf], out: &mut [u8]) -> Option<usize> {
+    let f = pkts.first()?.data();
+    let a = tcp_seg(f)?;
+    let mss = a.payload;
+    let total: usize = a.hdrs + pkts.iter().map(|b| b.len() - a.hdrs).sum::<usize>();
+    if VNET_HDR_LEN + total > out.len() || total - ETH > usize::from(u16::MAX) {
+        return None;
+    }
+    let (h, frame) = out.split_at_mut(VNET_HDR_LEN);
+    h[0] = F_NEEDS_CSUM;
+    h[1] = GSO_TCPV4;
+    h[2..4].copy_from_slice(&(a.hdrs as u16).to_ne_bytes());
+    h[4..6].copy_from_slice(&(mss as u16).to_ne_bytes());
+    h[6..8].copy_from_slice(&((ETH + a.ihl) as u16).to_ne_bytes());
+    h[8..10].copy_from_slice(&16u16.to_ne_bytes());
+    frame[..a.hdrs].copy_from_slice(&f[..a.hdrs]);
+    let mut at = a.hdrs;
+    for b in pkts {
+        let p = &b.data()[a.hdrs..];
+        frame[at..at + p.len()].copy_from_slice(p);
+        at += p.len();
+    }
+    let ip = &mut frame[ETH..total];
+    ip[2..4].copy_from_slice(&((total - ETH) as u16).to_be_bytes());
+    ip[10..12].copy_from_slice(&[0, 0]);
+    let c = checksum::checksum(&ip[..a.ihl]);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let last = pkts.last().map_or(0, |b| b.data()[ETH + a.ihl + 13]);
+    ip[a.ihl + 13] = (ip[a.ihl + 13] & !0x08) | (last & 0x08);
+    let l4len = total - ETH - a.ihl;
+    let pseudo = checksum::sum(&ip[12..20]) + 6 + l4len as u32;
+    ip[a.ihl + 16..a.ihl + 18].copy_from_slice(&checksum::fold(pseudo).to_be_bytes());
+    Some(VNET_HDR_LEN + total)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -319,5 +459,40 @@ mod tests {
         assert_eq!(seq, 5000);
         assert_eq!(out[0].data()[47] & 0x08, 0);
         assert_eq!(out[3].data()[47] & 0x08, 0x08);
+    }
+
+    #[test]
+    fn segments_merge_back_into_one_super_packet() {
+        let f = tcp_frame(5000, true);
+        let mut pool = BufPool::new(8);
+        let mut segs = Vec::new();
+        let h = VnetHdr {
+            flags: F_NEEDS_CSUM,
+            gso_type: GSO_TCPV4,
+            hdr_len: 54,
+            gso_size: 1448,
+            csum_start: 34,
+            csum_offset: 16,
+        };
+        deliver(Some(&h), &f, &mut pool, |b| {
+            segs.push(b);
+            Ok(())
+        });
+        assert_eq!(tso_run(&segs, 65536), 4);
+        assert_eq!(tso_run(&segs, 54 + 2 * 1448), 2);
+        let mut out = vec![0u8; 65536];
+        let n = write_tso(&segs, &mut out).expect("fits");
+        assert_eq!(n, VNET_HDR_LEN + f.len());
+        let h2 = VnetHdr::parse(&out).expect("hdr");
+        assert_eq!((h2.gso_type, h2.gso_size, h2.csum_start), (GSO_TCPV4, 1448, 34));
+        let mut m = out[VNET_HDR_LEN..n].to_vec();
+        assert_eq!(checksum::checksum(&m[ETH..ETH + 20]), 0);
+        assert_eq!(m[ETH + 20 + 13], 0x18);
+        complete_csum(&mut m, 34, 16);
+        assert!(tcp_ok(&m));
+        assert_eq!(m[54..], f[54..]);
+        // A gap in the sequence ends the run.
+        segs.swap(1, 2);
+        assert_eq!(tso_run(&segs, 65536), 1);
     }
 }

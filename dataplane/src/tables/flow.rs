@@ -9,16 +9,22 @@
 //! CASes ACTIVE to BUSY with the next generation, then frees it. A reader loads `state` with
 //! acquire, reads the fields, and re-checks `state` after an acquire fence (a seqlock); if it
 //! changed, the entry was evicted or reused meanwhile and the read counts as a miss. Counters are
-//! relaxed `fetch_add`s. Per-VRF occupancy is one atomic per VRF, reserved before an insert and
-//! released by whoever evicts, so a VRF never holds more than its limit. The sweep cursor is
-//! shared, so lcores and the control thread sweep disjoint stretches.
+//! a relaxed load and store (one lcore normally sees a direction; a race loses a count, never
+//! corrupts one). Placement: a window of slots at the key's hash, then, past an overflow mark,
+//! windows at further hashes (see the ADR). Per-VRF occupancy is one atomic per VRF, reserved
+//! before an insert and released by whoever evicts, so a VRF never holds more than its limit.
+//! The sweep cursor is shared, so lcores and the control thread sweep disjoint stretches.
 
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 use std::time::Instant;
 
-/// Entries in a probe window: a flow sits within this many slots of its hash.
+/// Entries in a probe window: a flow sits within this many slots of one of its hashes.
 const WINDOW: usize = 16;
+/// Windows a key may use, each at an independent hash; the next is probed only when the
+/// previous one overflowed (linear probing alone has long cluster tails: at half load about
+/// one insert in 10^4 finds 16 slots full).
+const WINDOWS: usize = 4;
 const FREE: u32 = 0;
 const BUSY: u32 = 1;
 const ACTIVE: u32 = 2;
@@ -185,21 +191,20 @@ impl FlowKey {
     /// Table hash.
     #[inline]
     pub fn hash(&self) -> u32 {
-        // murmur3's 64-bit finaliser over both words: every key bit reaches every index bit,
-        // which linear probing needs (clustered hashes overflow probe windows).
-        let fmix = |mut x: u64| {
-            x ^= x >> 33;
-            x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
-            x ^= x >> 33;
-            x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-            x ^ (x >> 33)
-        };
-        fmix(self.a ^ fmix(self.b)) as u32
+        // Two multiply-xorshift rounds: every key bit reaches the index bits, cheaply (the
+        // overflow windows absorb what clustering remains).
+        let x = self.a.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ self.b;
+        let x = (x ^ (x >> 32)).wrapping_mul(0xd6e8_feb8_6659_fd93);
+        (x ^ (x >> 29)) as u32
     }
-    /// Second-window hash (another finaliser, so independent of [`FlowKey::hash`]).
+    /// Hash of window `n` (0 is [`FlowKey::hash`]); each is an independent finaliser.
     #[inline]
-    pub fn hash2(&self) -> u32 {
-        let mut x = self.b ^ self.a.rotate_left(32) ^ 0x9e37_79b9_7f4a_7c15;
+    pub fn hash_n(&self, n: usize) -> u32 {
+        if n == 0 {
+            return self.hash();
+        }
+        let mut x =
+            self.b ^ self.a.rotate_left(32) ^ (n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         x ^= x >> 30;
         x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
         x ^= x >> 27;
@@ -341,6 +346,16 @@ fn unpack_params(v: u64) -> FlowParams {
 }
 
 impl FlowTable {
+    /// The entry at `idx` modulo the table size.
+    #[inline(always)]
+    fn at(&self, idx: usize) -> &Entry {
+        let i = idx & self.mask;
+        debug_assert!(i < self.entries.len());
+        // SAFETY: the table has `mask + 1` entries (a power of two, fixed at creation), so a
+        // masked index is in bounds.
+        unsafe { self.entries.get_unchecked(i) }
+    }
+
     /// A table of `capacity` entries (rounded up to a power of two, at least [`WINDOW`]) for
     /// `vrfs` VRFs. Zeroed memory is a table of free entries, so the OS hands it over lazily.
     pub fn new(capacity: usize, vrfs: usize) -> Self {
@@ -411,7 +426,7 @@ impl FlowTable {
     /// Prefetches the first slot of `hash`'s window.
     #[inline]
     pub fn prefetch(&self, hash: u32) {
-        crate::tables::fib::prefetch_read(&self.entries[hash as usize & self.mask]);
+        crate::tables::fib::prefetch_read(self.at(hash as usize));
     }
 
     #[inline]
@@ -430,21 +445,24 @@ impl FlowTable {
     /// is evicted here and reported as a miss, so aging never depends on the sweep keeping up.
     #[inline]
     pub fn lookup(&self, key: &FlowKey, hash: u32, now: u32) -> Option<FlowHit> {
-        let home = hash as usize & self.mask;
-        if let Some(hit) = self.probe(key, home, now) {
-            return Some(hit);
+        let mut home = hash as usize & self.mask;
+        for k in 1..=WINDOWS {
+            if let Some(hit) = self.probe(key, home, now) {
+                return Some(hit);
+            }
+            if k == WINDOWS || self.at(home).tcp.load(Relaxed) & OVERFLOW == 0 {
+                break;
+            }
+            home = key.hash_n(k) as usize & self.mask;
         }
-        if self.entries[home].tcp.load(Relaxed) & OVERFLOW == 0 {
-            return None;
-        }
-        self.probe(key, key.hash2() as usize & self.mask, now)
+        None
     }
 
     #[inline]
     fn probe(&self, key: &FlowKey, start: usize, now: u32) -> Option<FlowHit> {
         for i in 0..WINDOW {
             let idx = (start + i) & self.mask;
-            let e = &self.entries[idx];
+            let e = self.at(idx);
             let s = e.state.load(Acquire);
             if s & ST_MASK != ACTIVE
                 || e.key_a.load(Relaxed) != key.a
@@ -477,10 +495,11 @@ impl FlowTable {
     /// other protocols). Returns true when the pair should be evicted now (RST).
     #[inline]
     pub fn hit(&self, idx: u32, bytes: u64, now: u32, flags: u32) -> bool {
-        let e = &self.entries[idx as usize & self.mask];
+        let e = self.at(idx as usize);
         // Load and store, not a locked add: one lcore sees a direction of a flow (RSS), and
         // two that race lose a count, never corrupt one.
-        e.packets.store(e.packets.load(Relaxed).wrapping_add(1), Relaxed);
+        e.packets
+            .store(e.packets.load(Relaxed).wrapping_add(1), Relaxed);
         e.bytes
             .store(e.bytes.load(Relaxed).wrapping_add(bytes), Relaxed);
         if e.last_used.load(Relaxed) != now {
@@ -515,10 +534,10 @@ impl FlowTable {
 
     /// Evicts the entry at `idx` and its reverse.
     pub fn evict_pair(&self, idx: u32) {
-        let e = &self.entries[idx as usize & self.mask];
+        let e = self.at(idx as usize);
         let r = e.rflow.load(Relaxed);
         if self.evict_one(idx) {
-            let re = &self.entries[r as usize & self.mask];
+            let re = self.at(r as usize);
             if re.rflow.load(Relaxed) == idx {
                 self.evict_one(r);
             }
@@ -526,14 +545,13 @@ impl FlowTable {
     }
 
     fn evict_one(&self, idx: u32) -> bool {
-        let e = &self.entries[idx as usize & self.mask];
+        let e = self.at(idx as usize);
         let s = e.state.load(Acquire);
         if s & ST_MASK != ACTIVE {
             return false;
         }
         let next = (s & !ST_MASK).wrapping_add(4);
-        if e
-            .state
+        if e.state
             .compare_exchange(s, next | BUSY, AcqRel, Relaxed)
             .is_err()
         {
@@ -551,13 +569,19 @@ impl FlowTable {
     /// Claims a free slot in `key`'s window (BUSY, next generation). An active entry with the
     /// same key is evicted first (a stale pair whose reverse is being re-created).
     fn claim(&self, key: &FlowKey) -> Option<(u32, u32)> {
-        let home = key.hash() as usize & self.mask;
-        let overflowed = self.entries[home].tcp.load(Relaxed) & OVERFLOW != 0;
-        let second = key.hash2() as usize & self.mask;
-        for start in [home, second].into_iter().take(1 + usize::from(overflowed)) {
+        let mut homes = [0usize; WINDOWS];
+        let mut n = 0;
+        for (k, h) in homes.iter_mut().enumerate() {
+            *h = key.hash_n(k) as usize & self.mask;
+            n = k + 1;
+            if self.at(*h).tcp.load(Relaxed) & OVERFLOW == 0 {
+                break;
+            }
+        }
+        for &start in &homes[..n] {
             for i in 0..WINDOW {
                 let idx = (start + i) & self.mask;
-                let e = &self.entries[idx];
+                let e = self.at(idx);
                 if e.state.load(Acquire) & ST_MASK == ACTIVE
                     && e.key_a.load(Relaxed) == key.a
                     && e.key_b.load(Relaxed) == key.b
@@ -566,25 +590,29 @@ impl FlowTable {
                 }
             }
         }
-        if let Some(c) = self.claim_in(home) {
-            return Some(c);
+        for k in 0..WINDOWS {
+            let home = key.hash_n(k) as usize & self.mask;
+            if let Some(c) = self.claim_in(home) {
+                return Some(c);
+            }
+            // This window is full: mark it, so lookups passing here also probe the next.
+            if k + 1 < WINDOWS {
+                self.at(home).tcp.fetch_or(OVERFLOW, Relaxed);
+            }
         }
-        // The home window is full: mark it, so lookups of its keys also probe the second.
-        self.entries[home].tcp.fetch_or(OVERFLOW, Relaxed);
-        self.claim_in(second)
+        None
     }
 
     fn claim_in(&self, start: usize) -> Option<(u32, u32)> {
         for i in 0..WINDOW {
             let idx = (start + i) & self.mask;
-            let e = &self.entries[idx];
+            let e = self.at(idx);
             let s = e.state.load(Relaxed);
             if s & ST_MASK != FREE {
                 continue;
             }
             let gen = (s & !ST_MASK).wrapping_add(4);
-            if e
-                .state
+            if e.state
                 .compare_exchange(s, gen | BUSY, AcqRel, Relaxed)
                 .is_ok()
             {
@@ -616,8 +644,10 @@ impl FlowTable {
         let info = if forward { info | FORWARD_BIT } else { info };
         e.key_a.store(key.a, Relaxed);
         e.key_b.store(key.b, Relaxed);
-        e.info
-            .store(info | u64::from(dvrf) << 32 | u64::from(owner) << 48, Relaxed);
+        e.info.store(
+            info | u64::from(dvrf) << 32 | u64::from(owner) << 48,
+            Relaxed,
+        );
         e.nat.store(nat, Relaxed);
         e.rflow.store(rflow, Relaxed);
         e.tcp.fetch_and(OVERFLOW, Relaxed);
@@ -680,7 +710,7 @@ impl FlowTable {
         let start = self.cursor.fetch_add(budget, Relaxed);
         for i in 0..budget {
             let idx = (start + i) & self.mask;
-            let e = &self.entries[idx];
+            let e = self.at(idx);
             if e.state.load(Relaxed) & ST_MASK != ACTIVE {
                 continue;
             }
@@ -698,7 +728,7 @@ impl FlowTable {
     /// Evicts every entry of `vrf` (its flow configuration was removed), or all with `None`.
     pub fn flush(&self, vrf: Option<u16>) {
         for idx in 0..self.entries.len() {
-            let e = &self.entries[idx];
+            let e = self.at(idx);
             if e.state.load(Relaxed) & ST_MASK != ACTIVE {
                 continue;
             }
@@ -790,14 +820,8 @@ impl FlowTable {
                 let a = self.vrf_active[v].load(Relaxed);
                 let f = self.vrf_full[v].load(Relaxed);
                 let lim = limit_of(v as u16);
-                (a != 0 || f != 0 || lim.is_some()).then(|| {
-                    (
-                        v as u16,
-                        a,
-                        self.vrf_limit(lim.unwrap_or(0)),
-                        f,
-                    )
-                })
+                (a != 0 || f != 0 || lim.is_some())
+                    .then(|| (v as u16, a, self.vrf_limit(lim.unwrap_or(0)), f))
             })
             .collect();
         FlowTableStats {
@@ -900,9 +924,16 @@ mod tests {
             let (sp, dp) = ((1024 + (i >> 15)) as u16, (0x8000 | (i & 0x7fff)) as u16);
             let f = FlowKey::new(1, 17, 0x0a01_0103, 0x0a02_0203, sp, dp);
             let r = f.reverse_in(3);
-            if t
-                .insert_pair(&f, FlowAction::Forward, &r, FlowAction::Forward, (1, 3), u32::MAX, 0)
-                .is_err()
+            if t.insert_pair(
+                &f,
+                FlowAction::Forward,
+                &r,
+                FlowAction::Forward,
+                (1, 3),
+                u32::MAX,
+                0,
+            )
+            .is_err()
             {
                 full += 1;
             }

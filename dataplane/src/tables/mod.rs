@@ -342,7 +342,7 @@ impl Tables {
                 for nh in self.nhs.iter_mut().flatten() {
                     if let Nexthop::Tunnel(tpl) = nh {
                         if tpl.oif == spec.id {
-                            tpl.mtu = spec.mtu;
+                            tpl.set_mtu(spec.mtu);
                         }
                     }
                 }
@@ -351,7 +351,7 @@ impl Tables {
             TableOp::AddNh { id, spec } => {
                 let mut nh = Nexthop::compile(spec);
                 if let Nexthop::Tunnel(tpl) = &mut nh {
-                    tpl.mtu = self.vif(tpl.oif).map_or(0, |v| v.spec.mtu);
+                    tpl.set_mtu(self.vif(tpl.oif).map_or(0, |v| v.spec.mtu));
                 }
                 self.nhs[*id as usize] = Some(nh);
                 self.nh_specs[*id as usize] = Some(spec.clone());

@@ -138,6 +138,9 @@ pub struct TunnelTemplate {
     /// MTU of the output interface (0: unchecked): a DF packet that would exceed it once
     /// encapsulated is trapped to the agent (`HandleDf`).
     pub mtu: u16,
+    /// Longest frame (Ethernet header included) that fits `mtu` once encapsulated, so the
+    /// per-packet check is one compare.
+    pub max_frame: usize,
 }
 
 impl Nexthop {
@@ -203,6 +206,21 @@ impl TunnelTemplate {
             len,
             ip_sum,
             mtu: 0,
+            max_frame: usize::MAX,
         }
+    }
+
+    /// Sets the output interface's MTU (0: unchecked).
+    pub fn set_mtu(&mut self, mtu: u16) {
+        self.mtu = mtu;
+        self.max_frame = match mtu {
+            0 => usize::MAX,
+            m => (usize::from(m) + 14).saturating_sub(self.len - 14),
+        };
+    }
+
+    /// The MTU a VM must use for its packets to fit once encapsulated.
+    pub fn inner_mtu(&self) -> u32 {
+        u32::from(self.mtu).saturating_sub((self.len - 14) as u32)
     }
 }

@@ -1,6 +1,6 @@
 //! Packet builders for the dataplane tests (etherparse builds, so the bytes come from a codec
 //! we did not write).
-#![allow(dead_code)]
+#![allow(dead_code, clippy::too_many_arguments)]
 
 use etherparse::{Ethernet2Header, IpNumber, Ipv4Header, PacketBuilder, UdpHeader};
 use vrouter_dataplane::wire::MacAddr;
