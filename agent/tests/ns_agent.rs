@@ -4,7 +4,7 @@
 //! stream (zero loss), and restart the dataplane (re-programmed within a second, 1000
 //! interfaces). Needs root, `ip`, `ping`, and a built `vrouter-dp` (found next to this test's
 //! binaries, i.e. `cargo build -p vrouter-dataplane --bin vrouter-dp` with the same target dir,
-//! or at $VROUTER_DP); skipped with a message otherwise.
+//! or at $VROUTER_DP); they fail with what is missing otherwise.
 
 mod common;
 
@@ -105,25 +105,19 @@ fn dp_binary() -> Option<PathBuf> {
     p.exists().then_some(p)
 }
 
-/// The environment or a reason to skip.
+/// The environment; fails with what is missing.
 fn setup() -> Option<PathBuf> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED: namespace tests need root");
-        return None;
+        panic!("namespace tests need root");
     }
     for t in ["ip", "ping"] {
         if !sh_ok(&format!("command -v {t}")).0 {
-            eprintln!("SKIPPED: {t} is not installed");
-            return None;
+            panic!("{t} is not installed");
         }
     }
     let dp = dp_binary();
-    if dp.is_none() {
-        eprintln!(
-            "SKIPPED: vrouter-dp not built (cargo build -p vrouter-dataplane --bin vrouter-dp, or set VROUTER_DP)"
-        );
-    }
+    assert!(dp.is_some(), "vrouter-dp not built (cargo build -p vrouter-dataplane --bin vrouter-dp, or set VROUTER_DP)");
     dp
 }
 

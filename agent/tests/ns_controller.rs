@@ -7,7 +7,7 @@
 //! Needs root, `ip`, `ping`, `xenstore-write` (xenstore-utils) and the built `vrouter-dp`,
 //! `vrouter-shim`, `vrouter-xenstored` next to this test's binaries
 //! (`cargo build -p vrouter-dataplane -p vrouter-shim -p vrouter-xen --bins` with the same
-//! target dir); skipped with a message otherwise. Namespaces are `vrt8-<test>-<pid>-<role>`;
+//! target dir); they fail with what is missing otherwise. Namespaces are `vrt8-<test>-<pid>-<role>`;
 //! every process is killed by pid and every namespace deleted on drop, also on failure.
 
 mod common;
@@ -132,13 +132,11 @@ struct Bins {
 fn setup() -> Option<Bins> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED: namespace tests need root");
-        return None;
+        panic!("namespace tests need root");
     }
     for t in ["ip", "ping", "xenstore-write", "xenstore-rm", "busybox"] {
         if !sh_ok(&format!("command -v {t}")).0 {
-            eprintln!("SKIPPED: {t} is not installed (apt-get install iproute2 iputils-ping xenstore-utils busybox)");
-            return None;
+            panic!("{t} is not installed (apt-get install iproute2 iputils-ping xenstore-utils busybox)");
         }
     }
     let (Some(dp), Some(shim), Some(xsd)) = (
@@ -146,10 +144,7 @@ fn setup() -> Option<Bins> {
         sibling_bin("vrouter-shim"),
         sibling_bin("vrouter-xenstored"),
     ) else {
-        eprintln!(
-            "SKIPPED: build the daemons first: cargo build -p vrouter-dataplane -p vrouter-shim -p vrouter-xen --bins"
-        );
-        return None;
+        panic!("build the daemons first: cargo build -p vrouter-dataplane -p vrouter-shim -p vrouter-xen --bins");
     };
     Some(Bins { dp, shim, xsd })
 }

@@ -9,6 +9,8 @@
 # (iperf3), ping RTT (avg of 50). Writes out/summary.json and out/summary.md.
 # Root only; everything lives in namespaces named vrt3b-*; all are removed at exit.
 # Usage: benches/e2e/run.sh [forwarder ...]   (default: all whose tools are installed)
+# Env: NUM (trafgen frames, 1500000), SECS (iperf3 seconds, 5), REPEAT (rounds over all the
+# forwarders, interleaved, 1): with REPEAT > 1 the tables show the median and the min-max range.
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -150,7 +152,9 @@ run_ovs() {
 
 (cd "$root" && cargo build --release -p vrouter-dataplane --bin vrouter-dp >/dev/null 2>&1) || { echo "build failed" >&2; exit 1; }
 which=("$@"); [ ${#which[@]} -eq 0 ] && which=(vrouter-af_xdp vrouter-af_packet testpmd-af_xdp testpmd-af_packet ovs-afxdp kernel)
+REPEAT=${REPEAT:-1}
 results=()
+for rep in $(seq "$REPEAT"); do
 for f in "${which[@]}"; do
   echo "== $f" >&2
   case $f in
@@ -162,15 +166,41 @@ for f in "${which[@]}"; do
     kernel) r=$(run_kernel) ;;
     *) echo "unknown forwarder $f" >&2; continue ;;
   esac
-  [ -n "$r" ] && { echo "$r" >&2; results+=("$r"); }
+  [ -n "$r" ] && { echo "round $rep: $r" >&2; results+=("$r"); }
+done
 done
 printf '%s\n' "${results[@]}" | python3 -c '
-import json, sys
+import json, statistics, sys
 rows = [json.loads(l) for l in sys.stdin if l.strip()]
-summary = {r["forwarder"]: {"pps": r["pps"], "gbps": r["gbps"], "rtt_ms": r["rtt_ms"]} for r in rows}
+by = {}
+for r in rows:
+    by.setdefault(r["forwarder"], []).append(r)
+def agg(vals):
+    vals = [v for v in vals if v is not None]
+    if not vals:
+        return None, None, None
+    return statistics.median(vals), min(vals), max(vals)
+summary = {}
+for k, rs in by.items():
+    e = {"runs": len(rs)}
+    for m in ("pps", "gbps", "rtt_ms"):
+        med, lo, hi = agg([r[m] for r in rs])
+        e[m] = med
+        e[m + "_range"] = [lo, hi]
+        e[m + "_all"] = [r[m] for r in rs]
+    summary[k] = e
 open(sys.argv[1], "w").write(json.dumps(summary, indent=2) + "\n")
-md = ["| forwarder | 60 B pps (delivered) | TCP Gbit/s | ping RTT ms |", "|---|---|---|---|"]
-md += ["| %s | %s | %s | %s |" % (k, format(v["pps"], ","), v["gbps"], v["rtt_ms"]) for k, v in summary.items()]
+def cell(e, m, fmt):
+    v, (lo, hi) = e[m], e[m + "_range"]
+    if v is None:
+        return "-"
+    if e["runs"] == 1 or lo == hi:
+        return fmt(v)
+    return "%s (%s-%s)" % (fmt(v), fmt(lo), fmt(hi))
+pps = lambda v: format(int(v), ",")
+num = lambda v: ("%.3f" % v).rstrip("0").rstrip(".")
+md = ["| forwarder | 60 B pps (delivered) | TCP Gbit/s | ping RTT ms | runs |", "|---|---|---|---|---|"]
+md += ["| %s | %s | %s | %s | %d |" % (k, cell(e, "pps", pps), cell(e, "gbps", num), cell(e, "rtt_ms", num), e["runs"]) for k, e in summary.items()]
 open(sys.argv[2], "w").write("\n".join(md) + "\n")
 print("\n".join(md))
 ' "$out/summary.json" "$out/summary.md"
