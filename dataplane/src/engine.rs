@@ -489,9 +489,9 @@ impl Lcore {
             {
                 *busy = false;
             } else {
-                // Poll a few rounds per yield: sched_yield() is a syscall (~1 us); the rounds
-                // are ~100 ns each.
-                if idle.is_multiple_of(16) {
+                // Yield rarely (every 256 rounds, ~25 us): on a shared CPU each yield can hand
+                // the CPU to another task for a whole slice, which is latency a packet pays.
+                if idle.is_multiple_of(256) {
                     thread::yield_now();
                 } else {
                     std::hint::spin_loop();
