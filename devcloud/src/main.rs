@@ -369,7 +369,17 @@ fn down() {
     for n in all.iter().rev() {
         sys::del_netns(n);
     }
-    let _ = std::fs::remove_file(state_path());
+    // Everything it wrote goes too (state, sockets, the shim's database, leases), except the
+    // logs, which explain a failed run.
+    if let Ok(entries) = std::fs::read_dir(RUN_DIR) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.file_name().is_some_and(|n| n == "logs") {
+                continue;
+            }
+            let _ = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+        }
+    }
     println!(
         "devcloud: down ({} processes stopped, {} namespaces removed)",
         st.procs.len(),
