@@ -244,6 +244,14 @@ fn run(cfg: DpConfig) -> Result<(), DpError> {
         fabric_ip: u32::from(cfg.fabric_ip),
         ..HostConfig::default()
     };
+    // The interface's MTU as the kernel has it: tunnel nexthops on the fabric derive the
+    // largest packet they can carry from it (bigger ones with DF set trap for ICMP frag-needed).
+    let device_mtu = |name: &str| {
+        std::fs::read_to_string(format!("/sys/class/net/{name}/mtu"))
+            .ok()
+            .and_then(|s| s.trim().parse::<u16>().ok())
+            .unwrap_or(1500)
+    };
     let spec = |id, name: &str, kind, mac: [u8; 6]| VifSpec {
         id,
         name: name.into(),
@@ -251,7 +259,7 @@ fn run(cfg: DpConfig) -> Result<(), DpError> {
         vrf: 0,
         mac: MacAddr(mac),
         ip: 0,
-        mtu: 1500,
+        mtu: device_mtu(name),
         nh: None,
     };
     if let Some(f) = &cfg.fabric {

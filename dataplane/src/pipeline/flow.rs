@@ -1,8 +1,8 @@
 //! The flow stage, for packets in VRFs with flow processing on (Contrail's policy flag).
 //!
 //! Before the first lookup, [`Pipeline::flow_capture`] records each packet's key (VRF and
-//! 5-tuple as received) and prefetches its flow slot, so the slot's cache miss overlaps the FIB
-//! lookup. After the lookup (which applies floating-IP NAT and picks the route), and before the
+//! 5-tuple as received) and prefetches the first few packets' flow slots (the misses overlap the
+//! FIB lookup); the flow stage keeps prefetching a fixed distance ahead. After the lookup (which applies floating-IP NAT and picks the route), and before the
 //! nexthop, [`Pipeline::flow_stage`] finds the flow: a hit counts and applies its action; a miss
 //! evaluates the policies of the VRFs involved inline (no agent round trip, nothing held) and
 //! creates the forward/reverse pair, the reverse keyed on the packet as it leaves, so replies,
@@ -19,6 +19,8 @@ use crate::wire::{ip_proto, l4, ETHERNET_HEADER_LEN as ETH};
 
 /// Entries the lcore's share of the aging sweep visits per batch.
 const SWEEP_PER_BATCH: usize = 32;
+/// How many packets ahead the flow stage prefetches flow slots.
+const PREFETCH_AHEAD: usize = 256;
 /// Fragment-port memory slots (per lcore, direct-mapped).
 const FRAG_SLOTS: usize = 1024;
 
@@ -94,7 +96,9 @@ impl Pipeline {
             };
             let key = FlowKey::new(p.meta.vrf, proto, src, dst, sport, dport);
             let h = key.hash();
-            t.flows.prefetch(h);
+            if i < PREFETCH_AHEAD {
+                t.flows.prefetch(h);
+            }
             fs.key[i] = key;
             fs.hash[i] = h;
             fs.captured[i] = true;
@@ -104,6 +108,13 @@ impl Pipeline {
     /// Finds or creates the flow of every captured packet now waiting for its nexthop.
     pub(super) fn flow_stage(&self, t: &Tables, batch: &mut Batch, fs: &mut FlowScratch) {
         for (i, p) in batch.pkts_mut().iter_mut().enumerate() {
+            // Software pipelining: keep a bounded number of slot misses in flight (issuing a
+            // whole batch's at once overflows the core's miss buffers and prefetches are lost).
+            if let Some(&h) = fs.hash.get(i + PREFETCH_AHEAD) {
+                if fs.captured[i + PREFETCH_AHEAD] {
+                    t.flows.prefetch(h);
+                }
+            }
             if !fs.captured[i] || p.meta.next != Next::Nexthop {
                 continue;
             }

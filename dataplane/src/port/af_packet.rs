@@ -341,8 +341,9 @@ impl Port for AfPacketPort {
             fence(Ordering::Acquire);
             // SAFETY: the frame is ours (status AVAILABLE); its data area of `room` bytes lies
             // inside the transmit ring part of the mapping.
-            let out =
-                unsafe { std::slice::from_raw_parts_mut(self.map.ptr().add(f + TX_DATA_OFF), room) };
+            let out = unsafe {
+                std::slice::from_raw_parts_mut(self.map.ptr().add(f + TX_DATA_OFF), room)
+            };
             // TSO: hand consecutive segments of one TCP flow to the kernel as one super-packet
             // (one skb through veth and the receiver's stack instead of one per segment).
             let run = if self.vnet {

@@ -484,7 +484,10 @@ mod tests {
         let n = write_tso(&segs, &mut out).expect("fits");
         assert_eq!(n, VNET_HDR_LEN + f.len());
         let h2 = VnetHdr::parse(&out).expect("hdr");
-        assert_eq!((h2.gso_type, h2.gso_size, h2.csum_start), (GSO_TCPV4, 1448, 34));
+        assert_eq!(
+            (h2.gso_type, h2.gso_size, h2.csum_start),
+            (GSO_TCPV4, 1448, 34)
+        );
         let mut m = out[VNET_HDR_LEN..n].to_vec();
         assert_eq!(checksum::checksum(&m[ETH..ETH + 20]), 0);
         assert_eq!(m[ETH + 20 + 13], 0x18);

@@ -423,12 +423,10 @@ impl FlowTable {
             .map_or(0, |c| c.load(Relaxed))
     }
 
-    /// Prefetches the first two slots of `hash`'s window (at half load a key sits within one
-    /// slot of its hash about 90% of the time).
+    /// Prefetches the first slot of `hash`'s window.
     #[inline]
     pub fn prefetch(&self, hash: u32) {
         crate::tables::fib::prefetch_read(self.at(hash as usize));
-        crate::tables::fib::prefetch_read(self.at(hash as usize + 1));
     }
 
     #[inline]
