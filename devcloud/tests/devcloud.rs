@@ -34,11 +34,8 @@ fn dc_namespaces() -> Vec<String> {
 #[test]
 fn devcloud_up_checks_pass_and_down_leaves_nothing() {
     // SAFETY: geteuid has no preconditions.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "the devcloud test builds namespaces: run as root"
-    );
+    let uid = unsafe { libc::geteuid() };
+    assert_eq!(uid, 0, "the devcloud test builds namespaces: run as root");
     let bin_dir = devcloud().parent().expect("target dir").to_path_buf();
     for b in [
         "vrouter-shim",

@@ -20,7 +20,7 @@ use crate::wire::{ip_proto, l4, ETHERNET_HEADER_LEN as ETH};
 /// Entries the lcore's share of the aging sweep visits per batch.
 const SWEEP_PER_BATCH: usize = 32;
 /// How many packets ahead the flow stage prefetches flow slots.
-const PREFETCH_AHEAD: usize = 256;
+const PREFETCH_AHEAD: usize = 16;
 /// Fragment-port memory slots (per lcore, direct-mapped).
 const FRAG_SLOTS: usize = 1024;
 
