@@ -377,7 +377,11 @@ fn down() {
             if p.file_name().is_some_and(|n| n == "logs") {
                 continue;
             }
-            let _ = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+            let _ = if p.is_dir() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
         }
     }
     println!(
