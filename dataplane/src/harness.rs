@@ -454,7 +454,13 @@ pub mod fixture {
             rule(Direction::Both, Some(1), vn1, vn2, PolicyAction::Pass),
             rule(Direction::Both, Some(17), vn1, vn2, PolicyAction::Pass),
             rule(Direction::Both, Some(6), vn1, vn2, PolicyAction::Deny),
-            rule(Direction::OneWay, None, vn1, Endpoint::Any, PolicyAction::Pass),
+            rule(
+                Direction::OneWay,
+                None,
+                vn1,
+                Endpoint::Any,
+                PolicyAction::Pass,
+            ),
         ];
         let vrf_policy = |subnet| VrfPolicy {
             subnets: vec![subnet],

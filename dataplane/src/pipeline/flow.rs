@@ -1,13 +1,14 @@
 //! The flow stage, for packets in VRFs with flow processing on (Contrail's policy flag).
 //!
 //! Before the first lookup, [`Pipeline::flow_capture`] records each packet's key (VRF and
-//! 5-tuple as received) and prefetches the first few packets' flow slots (the misses overlap the
-//! FIB lookup); the flow stage keeps prefetching a fixed distance ahead. After the lookup (which applies floating-IP NAT and picks the route), and before the
-//! nexthop, [`Pipeline::flow_stage`] finds the flow: a hit counts and applies its action; a miss
-//! evaluates the policies of the VRFs involved inline (no agent round trip, nothing held) and
-//! creates the forward/reverse pair, the reverse keyed on the packet as it leaves, so replies,
-//! NATed or not, match it. Fragments: routing forwards them whole; flows use the first
-//! fragment's ports, remembered per lcore by (VRF, addresses, protocol, IP id).
+//! 5-tuple as received) and prefetches the first few packets' flow slots (their misses overlap
+//! the FIB lookup). After the lookup (which applies floating-IP NAT and picks the route) and
+//! before the nexthop, [`Pipeline::flow_stage`] prefetches a fixed distance ahead and finds each
+//! packet's flow: a hit counts and applies its action; a miss evaluates the policies of the
+//! VRFs involved inline (no agent round trip, nothing held) and creates the forward/reverse
+//! pair, the reverse keyed on the packet as it leaves, so replies, NATed or not, match it.
+//! Fragments: routing forwards them whole; flows use the first fragment's ports, remembered per
+//! lcore by (VRF, addresses, protocol, IP id).
 
 use super::Pipeline;
 use crate::batch::{Batch, Next, BATCH_SIZE};
@@ -20,7 +21,7 @@ use crate::wire::{ip_proto, l4, ETHERNET_HEADER_LEN as ETH};
 /// Entries the lcore's share of the aging sweep visits per batch.
 const SWEEP_PER_BATCH: usize = 32;
 /// How many packets ahead the flow stage prefetches flow slots.
-const PREFETCH_AHEAD: usize = 16;
+const PREFETCH_AHEAD: usize = 12;
 /// Fragment-port memory slots (per lcore, direct-mapped).
 const FRAG_SLOTS: usize = 1024;
 
@@ -55,7 +56,7 @@ fn frag_tag(vrf: u16, proto: u8, src: u32, dst: u32, id: u16) -> u64 {
 }
 
 impl Pipeline {
-    /// Records the key of every packet that may need a flow and prefetches its slot.
+    /// Records the key of every packet that may need a flow and prefetches the first slots.
     pub(super) fn flow_capture(&self, t: &Tables, batch: &Batch, fs: &mut FlowScratch) {
         fs.now = t.flows.now();
         let agent = t.host.agent_vif;
@@ -145,21 +146,19 @@ impl Pipeline {
             let ip: &[u8] = ip;
             let src = u32::from_be_bytes([ip[12], ip[13], ip[14], ip[15]]);
             let dst = u32::from_be_bytes([ip[16], ip[17], ip[18], ip[19]]);
-            let flags = tcp_flags(d);
+            let flags = if key.proto() == ip_proto::TCP {
+                tcp_flags(d)
+            } else {
+                0
+            };
             let len = (d.len() - ETH) as u64;
             let now = fs.now;
             let flows = &t.flows;
             if let Some(hit) = flows.lookup(&key, fs.hash[i], now) {
                 // The flow must describe what the lookup did; a changed floating IP or route
                 // (another VRF) makes it stale: evict and set up again.
-                let (es, ed) = match hit.action {
-                    FlowAction::Nat { snat, dnat } => {
-                        (snat.unwrap_or(key.src()), dnat.unwrap_or(key.dst()))
-                    }
-                    _ => (key.src(), key.dst()),
-                };
-                let drop = matches!(hit.action, FlowAction::Drop(_));
-                if drop || (es == src && ed == dst && hit.dvrf == cur_vrf) {
+                let drop = hit.is_drop();
+                if drop || (hit.rewritten(&key) == (src, dst) && hit.dvrf() == cur_vrf) {
                     if flows.hit(hit.idx, len, now, flags) {
                         flows.evict_pair(hit.idx);
                     }

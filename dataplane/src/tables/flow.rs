@@ -237,15 +237,47 @@ struct Entry {
 
 const _: () = assert!(std::mem::size_of::<Entry>() == 64);
 
-/// What a lookup found.
+/// What a lookup found: the entry and its action words, decoded only as far as asked.
 #[derive(Debug, Clone, Copy)]
 pub struct FlowHit {
     /// Entry index.
     pub idx: u32,
+    info: u64,
+    nat: u64,
+}
+
+impl FlowHit {
     /// The action.
-    pub action: FlowAction,
+    pub fn action(&self) -> FlowAction {
+        FlowAction::unpack(self.info, self.nat)
+    }
+    /// True for a drop flow.
+    #[inline]
+    pub fn is_drop(&self) -> bool {
+        self.info as u8 == 0
+    }
     /// VRF the packet continues in.
-    pub dvrf: u16,
+    #[inline]
+    pub fn dvrf(&self) -> u16 {
+        (self.info >> 32) as u16
+    }
+    /// The (source, destination) a packet with `key` has after this flow's rewrite.
+    #[inline]
+    pub fn rewritten(&self, key: &FlowKey) -> (u32, u32) {
+        let f = (self.info >> 16) as u8;
+        (
+            if f & 1 != 0 {
+                (self.nat >> 32) as u32
+            } else {
+                key.src()
+            },
+            if f & 2 != 0 {
+                self.nat as u32
+            } else {
+                key.dst()
+            },
+        )
+    }
 }
 
 /// Why a pair could not be inserted.
@@ -484,8 +516,8 @@ impl FlowTable {
             }
             return Some(FlowHit {
                 idx: idx as u32,
-                action: FlowAction::unpack(info, nat),
-                dvrf: (info >> 32) as u16,
+                info,
+                nat,
             });
         }
         None
@@ -568,27 +600,9 @@ impl FlowTable {
 
     /// Claims a free slot in `key`'s window (BUSY, next generation). An active entry with the
     /// same key is evicted first (a stale pair whose reverse is being re-created).
-    fn claim(&self, key: &FlowKey) -> Option<(u32, u32)> {
-        let mut homes = [0usize; WINDOWS];
-        let mut n = 0;
-        for (k, h) in homes.iter_mut().enumerate() {
-            *h = key.hash_n(k) as usize & self.mask;
-            n = k + 1;
-            if self.at(*h).tcp.load(Relaxed) & OVERFLOW == 0 {
-                break;
-            }
-        }
-        for &start in &homes[..n] {
-            for i in 0..WINDOW {
-                let idx = (start + i) & self.mask;
-                let e = self.at(idx);
-                if e.state.load(Acquire) & ST_MASK == ACTIVE
-                    && e.key_a.load(Relaxed) == key.a
-                    && e.key_b.load(Relaxed) == key.b
-                {
-                    self.evict_pair(idx as u32);
-                }
-            }
+    fn claim(&self, key: &FlowKey, dedupe: bool) -> Option<(u32, u32)> {
+        if dedupe {
+            self.evict_key(key);
         }
         for k in 0..WINDOWS {
             let home = key.hash_n(k) as usize & self.mask;
@@ -601,6 +615,27 @@ impl FlowTable {
             }
         }
         None
+    }
+
+    /// Evicts every active entry with `key` (and its pair).
+    fn evict_key(&self, key: &FlowKey) {
+        let mut home = key.hash() as usize & self.mask;
+        for k in 1..=WINDOWS {
+            for i in 0..WINDOW {
+                let idx = (home + i) & self.mask;
+                let e = self.at(idx);
+                if e.state.load(Acquire) & ST_MASK == ACTIVE
+                    && e.key_a.load(Relaxed) == key.a
+                    && e.key_b.load(Relaxed) == key.b
+                {
+                    self.evict_pair(idx as u32);
+                }
+            }
+            if k == WINDOWS || self.at(home).tcp.load(Relaxed) & OVERFLOW == 0 {
+                break;
+            }
+            home = key.hash_n(k) as usize & self.mask;
+        }
     }
 
     fn claim_in(&self, start: usize) -> Option<(u32, u32)> {
@@ -659,7 +694,8 @@ impl FlowTable {
 
     /// Creates a pair: `fwd` (charged to its VRF, limit `limit` entries) doing `fa` and `rev`
     /// doing `ra`, continuing in `dvrfs` (forward, reverse) after their lookups. Returns the
-    /// forward entry's index.
+    /// forward entry's index. The caller has just looked `fwd` up and missed, so only `rev` is
+    /// checked for a stale entry with its key (evicted first).
     #[allow(clippy::too_many_arguments)]
     pub fn insert_pair(
         &self,
@@ -679,11 +715,11 @@ impl FlowTable {
             count.fetch_sub(2, Relaxed);
             return Err(self.refused(owner, InsertError::VrfLimit));
         }
-        let Some((fi, fg)) = self.claim(fwd) else {
+        let Some((fi, fg)) = self.claim(fwd, false) else {
             count.fetch_sub(2, Relaxed);
             return Err(self.refused(owner, InsertError::TableFull));
         };
-        let Some((ri, rg)) = self.claim(rev) else {
+        let Some((ri, rg)) = self.claim(rev, true) else {
             self.release(fi, fg);
             count.fetch_sub(2, Relaxed);
             return Err(self.refused(owner, InsertError::TableFull));
