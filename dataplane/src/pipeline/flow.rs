@@ -57,6 +57,8 @@ fn frag_tag(vrf: u16, proto: u8, src: u32, dst: u32, id: u16) -> u64 {
 
 impl Pipeline {
     /// Records the key of every packet that may need a flow and prefetches the first slots.
+    // Once per batch, and large: kept out of `run` so its inlining stays as without flows.
+    #[inline(never)]
     pub(super) fn flow_capture(&self, t: &Tables, batch: &Batch, fs: &mut FlowScratch) {
         fs.now = t.flows.now();
         let agent = t.host.agent_vif;
@@ -107,6 +109,7 @@ impl Pipeline {
     }
 
     /// Finds or creates the flow of every captured packet now waiting for its nexthop.
+    #[inline(never)]
     pub(super) fn flow_stage(&self, t: &Tables, batch: &mut Batch, fs: &mut FlowScratch) {
         for (i, p) in batch.pkts_mut().iter_mut().enumerate() {
             // Software pipelining: keep a bounded number of slot misses in flight (issuing a
@@ -230,6 +233,7 @@ impl Pipeline {
     }
 
     /// The lcore's share of aging, at the batch boundary.
+    #[inline(never)]
     pub(super) fn flow_sweep(&self, t: &Tables, fs: &FlowScratch) {
         t.flows.sweep(fs.now, SWEEP_PER_BATCH);
     }
