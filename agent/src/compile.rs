@@ -9,13 +9,21 @@
 //! table label (-> VrfTranslate into its VRF) for remote hosts to send floating-IP traffic with,
 //! and each floating IP gets its FIP entry plus fip/32 -> the interface's nexthop in the public
 //! VRF (for proxy ARP).
+//!
+//! A network with a policy (`Network::policy`) gets one dataplane [`Policy`] whose id is its VRF
+//! id (the shim resolved every rule to prefixes relative to this network, so policies are per
+//! network) and a [`VrfPolicy`] (its subnets, that policy) on its VRF: flow processing on.
+//! Route leak: for every network Y the policy connects, Y's local interfaces' /32s (-> their
+//! Encap nexthops) and Y's remote routes (-> tunnel nexthop with label) are also installed in
+//! this network's VRF, without proxy ARP; the network's own routes win on a clash. Y's VRF is
+//! not needed here (endpoints are CIDRs).
 
 use crate::alloc::{assign, AllocError, Allocations, Request, FIRST_LABEL};
 use crate::config::Config;
 use crate::dump::DumpIndex;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use vrouter_dataplane::tables::{
-    Fip, Limits, NexthopSpec, Route, TunnelKind, VifKind, VifSpec, VROUTER_MAC,
+    Fip, Limits, NexthopSpec, Policy, Route, TunnelKind, VifKind, VifSpec, VrfPolicy, VROUTER_MAC,
 };
 
 /// Everything the agent wants in the dataplane, keyed like the dataplane's tables.
@@ -33,6 +41,10 @@ pub struct Desired {
     pub routes: BTreeMap<(u16, u32, u8), Route>,
     /// (public VRF, floating address) -> entry.
     pub fips: BTreeMap<(u16, u32), Fip>,
+    /// Network policies by id (one per network with a policy; id = its VRF id).
+    pub policies: BTreeMap<u32, Policy>,
+    /// Flow configuration per VRF.
+    pub vrf_policies: BTreeMap<u16, VrfPolicy>,
 }
 
 /// One local interface as programmed (the agent's "binding" view).
@@ -347,6 +359,21 @@ pub fn compile(
         }
     }
     let mut if_nh: HashMap<&str, (u16, u32)> = HashMap::new();
+    // Route leak sources: (VRF name, prefix, nexthop, label) of local interfaces and remote
+    // routes; targets: (VRF id, VRF names connected to it).
+    let vrf_name = |net: &str| -> String {
+        cfg.network(net)
+            .map_or_else(|| net.to_string(), |n| n.vrf.clone())
+    };
+    let mut leaks: Vec<(String, crate::config::Prefix, u32, Option<u32>)> = Vec::new();
+    let leak_targets: Vec<(u16, &[String])> = cfg
+        .networks
+        .iter()
+        .filter_map(|n| {
+            let p = n.policy.as_ref().filter(|p| !p.connected.is_empty())?;
+            Some((*vrf_ids.get(&n.name)?, p.connected.as_slice()))
+        })
+        .collect();
     for i in &cfg.interfaces {
         let (Some(&vif), Some(&vrf), Some(&nh), Some(&label)) = (
             alloc.vifs.get(&i.name),
@@ -389,6 +416,12 @@ pub fn compile(
             },
         );
         if_nh.insert(&i.name, (vif, nh));
+        leaks.push((
+            vrf_name(&i.network),
+            crate::config::Prefix { addr: i.ip, len: 32 },
+            nh,
+            None,
+        ));
         out.bindings.push(Binding {
             name: i.name.clone(),
             network: i.network.clone(),
@@ -419,29 +452,71 @@ pub fn compile(
             );
         }
         for r in &cfg.routes {
-            let (Some(&vrf), Some(&nh)) = (
-                vrf_ids.get(&r.network),
-                alloc.nhs.get(&tunnel_key(r.encap, r.remote)),
-            ) else {
+            let Some(&nh) = alloc.nhs.get(&tunnel_key(r.encap, r.remote)) else {
                 continue;
             };
-            let key = (vrf, u32::from(r.prefix.addr), r.prefix.len);
-            if want.routes.contains_key(&key) {
-                out.warnings.push(format!(
-                    "route {} in {}: a local address or gateway has the same prefix; the local one wins",
-                    r.prefix, r.network
-                ));
-                continue;
+            if let Some(&vrf) = vrf_ids.get(&r.network) {
+                let key = (vrf, u32::from(r.prefix.addr), r.prefix.len);
+                if want.routes.contains_key(&key) {
+                    out.warnings.push(format!(
+                        "route {} in {}: a local address or gateway has the same prefix; the local one wins",
+                        r.prefix, r.network
+                    ));
+                } else {
+                    want.routes.insert(
+                        key,
+                        Route {
+                            nh,
+                            label: Some(r.label),
+                            proxy_arp: true,
+                        },
+                    );
+                }
             }
-            want.routes.insert(
-                key,
-                Route {
-                    nh,
-                    label: Some(r.label),
-                    proxy_arp: true,
-                },
-            );
+            leaks.push((vrf_name(&r.network), r.prefix, nh, Some(r.label)));
         }
+    }
+    // Route leak: what policies connect, after every network's own routes (which win).
+    for (from, prefix, nh, label) in leaks {
+        for (into, _) in leak_targets.iter().filter(|(_, c)| c.contains(&from)) {
+            let key = (*into, u32::from(prefix.addr), prefix.len);
+            want.routes.entry(key).or_insert(Route {
+                nh,
+                label,
+                proxy_arp: false,
+            });
+        }
+    }
+    // Policies.
+    for n in &cfg.networks {
+        let (Some(p), Some(&vrf)) = (&n.policy, vrf_ids.get(&n.name)) else {
+            continue;
+        };
+        let id = u32::from(vrf);
+        want.policies.insert(
+            id,
+            Policy {
+                id,
+                name: if p.names.is_empty() {
+                    n.vrf.clone()
+                } else {
+                    p.names.join(",")
+                },
+                rules: p.rules.clone(),
+            },
+        );
+        want.vrf_policies.insert(
+            vrf,
+            VrfPolicy {
+                subnets: p
+                    .subnets
+                    .iter()
+                    .map(|s| (u32::from(s.addr), s.len))
+                    .collect(),
+                policies: vec![id],
+                max_flows: 0,
+            },
+        );
     }
     for vrf in &fip_vrfs {
         let (Some(&nh), Some(&label), Some(&id)) = (

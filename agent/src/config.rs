@@ -105,6 +105,23 @@ pub struct Network {
     pub subnet: Option<Prefix>,
     /// Gateway address (answered by the dataplane's ARP proxy, trapped to the agent).
     pub gateway: Option<Ipv4Addr>,
+    /// Network policy (Contrail network-policies attached to the network, or a policy connecting
+    /// it to another network). `None`: no flow processing, the fast path.
+    pub policy: Option<NetPolicy>,
+}
+
+/// The flow policy of one network, resolved (network names are already subnets).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NetPolicy {
+    /// Names of the attached policies (for the dataplane's policy name).
+    pub names: Vec<String>,
+    /// The network's own prefixes (intra-network traffic is always allowed).
+    pub subnets: Vec<Prefix>,
+    /// Rules of every attached policy, in order; first match wins, no match denies.
+    pub rules: Vec<vrouter_dataplane::tables::policy::PolicyRule>,
+    /// VRF names of the networks a pass rule connects to this one: their routes are leaked
+    /// into this network's VRF (route leak).
+    pub connected: Vec<String>,
 }
 
 /// A local VM interface bound to a network.
@@ -407,6 +424,7 @@ impl Config {
                 vrf,
                 subnet,
                 gateway,
+                policy: None,
             });
         }
 

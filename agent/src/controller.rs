@@ -19,7 +19,7 @@
 
 use crate::compile::Compiled;
 use crate::config::{
-    Config, FloatingIp, Interface, Network, Prefix, RemoteRoute, Underlay, MAX_LABEL,
+    Config, FloatingIp, Interface, NetPolicy, Network, Prefix, RemoteRoute, Underlay, MAX_LABEL,
 };
 use crate::daemon::Observer;
 use crate::source::{ConfigSource, SourceError};
@@ -44,6 +44,175 @@ pub struct NetRef {
     /// VRF name (fq_name joined with `:`).
     #[serde(default)]
     pub vrf: Option<String>,
+    /// The network's IPAM subnets (`a.b.c.d/n`).
+    #[serde(default)]
+    pub subnets: Vec<String>,
+}
+
+/// One side of a resolved policy rule (the shim's `rules[].src[]` / `dst[]`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+pub struct EndpointConf {
+    /// `any`.
+    #[serde(default)]
+    pub any: bool,
+    /// A network (its VRF name) with its subnets.
+    #[serde(default)]
+    pub vrf: Option<String>,
+    /// That network's subnets.
+    #[serde(default)]
+    pub subnets: Vec<String>,
+    /// A CIDR.
+    #[serde(default)]
+    pub subnet: Option<String>,
+}
+
+/// One policy rule as the shim resolved it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+pub struct RuleConf {
+    /// `<>` or `>`.
+    #[serde(default)]
+    pub direction: String,
+    /// IP protocol, `None` for any.
+    #[serde(default)]
+    pub protocol: Option<u8>,
+    /// Sources.
+    #[serde(default)]
+    pub src: Vec<EndpointConf>,
+    /// Destinations.
+    #[serde(default)]
+    pub dst: Vec<EndpointConf>,
+    /// Source port ranges.
+    #[serde(default)]
+    pub src_ports: Vec<(u16, u16)>,
+    /// Destination port ranges.
+    #[serde(default)]
+    pub dst_ports: Vec<(u16, u16)>,
+    /// `pass` or `deny`.
+    #[serde(default)]
+    pub action: String,
+}
+
+/// One network-policy attached to the interface's network.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+pub struct PolicyConf {
+    /// fq_name.
+    #[serde(default)]
+    pub fq_name: Vec<String>,
+    /// Resolved rules.
+    #[serde(default)]
+    pub rules: Vec<RuleConf>,
+}
+
+/// A network a policy connects to the interface's network (route leak).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+pub struct ConnectedConf {
+    /// Its VRF name.
+    pub vrf: String,
+    /// Its subnets.
+    #[serde(default)]
+    pub subnets: Vec<String>,
+}
+
+/// The rules appended for a VM with a floating IP (see [`ControllerState::build`]): deny to and
+/// from each connected prefix, then pass to and from anywhere.
+pub fn fip_rules(
+    ip: Ipv4Addr,
+    connected: &[Prefix],
+) -> Vec<vrouter_dataplane::tables::policy::PolicyRule> {
+    use vrouter_dataplane::tables::policy::{Direction, Endpoint, PolicyAction, PolicyRule};
+    let rule = |dst, action| PolicyRule {
+        direction: Direction::Both,
+        proto: None,
+        src: Endpoint::Cidr(u32::from(ip), 32),
+        src_ports: PolicyRule::ANY_PORT,
+        dst,
+        dst_ports: PolicyRule::ANY_PORT,
+        action,
+    };
+    connected
+        .iter()
+        .map(|p| rule(Endpoint::Cidr(u32::from(p.addr), p.len), PolicyAction::Deny))
+        .chain(std::iter::once(rule(Endpoint::Any, PolicyAction::Pass)))
+        .collect()
+}
+
+/// Most dataplane rules one network's policy expands to (addresses x ports).
+pub const MAX_RULES: usize = 4096;
+
+/// Expands the shim's rules to dataplane rules (one per source prefix, destination prefix and
+/// port ranges). Endpoints without prefixes (a network with no subnets) match nothing and are
+/// left out; a rule with a side left empty is dropped.
+pub fn expand_rules(
+    policies: &[PolicyConf],
+    warnings: &mut Vec<String>,
+) -> Vec<vrouter_dataplane::tables::policy::PolicyRule> {
+    use vrouter_dataplane::tables::policy::{Direction, Endpoint, PolicyAction, PolicyRule};
+    let eps = |list: &[EndpointConf]| -> Vec<Endpoint> {
+        let mut out = Vec::new();
+        for e in list {
+            if e.any {
+                out.push(Endpoint::Any);
+                continue;
+            }
+            let prefixes = e.subnet.iter().chain(e.vrf.as_ref().map_or(&[][..], |_| &e.subnets[..]));
+            for p in prefixes {
+                if let Ok(p) = Prefix::parse(p) {
+                    out.push(Endpoint::Cidr(u32::from(p.addr), p.len));
+                }
+            }
+        }
+        out
+    };
+    let ports = |l: &[(u16, u16)]| -> Vec<(u16, u16)> {
+        let v: Vec<(u16, u16)> = l.iter().copied().filter(|(a, b)| a <= b).collect();
+        if v.is_empty() {
+            vec![PolicyRule::ANY_PORT]
+        } else {
+            v
+        }
+    };
+    let mut out = Vec::new();
+    for p in policies {
+        for r in &p.rules {
+            let action = match r.action.as_str() {
+                "pass" => PolicyAction::Pass,
+                "deny" => PolicyAction::Deny,
+                _ => continue,
+            };
+            let direction = if r.direction == ">" {
+                Direction::OneWay
+            } else {
+                Direction::Both
+            };
+            let (src, dst) = (eps(&r.src), eps(&r.dst));
+            let (sp, dp) = (ports(&r.src_ports), ports(&r.dst_ports));
+            for s in &src {
+                for d in &dst {
+                    for a in &sp {
+                        for b in &dp {
+                            if out.len() >= MAX_RULES {
+                                warnings.push(format!(
+                                    "policy {}: more than {MAX_RULES} rules after expansion; the rest are left out",
+                                    p.fq_name.join(":")
+                                ));
+                                return out;
+                            }
+                            out.push(PolicyRule {
+                                direction,
+                                proto: r.protocol,
+                                src: *s,
+                                src_ports: *a,
+                                dst: *d,
+                                dst_ports: *b,
+                                action,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
 }
 
 /// One instance IP of an interface config.
@@ -105,6 +274,12 @@ pub struct IfaceConfig {
     /// `virtual_machine_interface_properties` (`interface_mtu` is honoured).
     #[serde(default)]
     pub properties: Option<Value>,
+    /// Network-policies attached to the network, rules resolved by the shim.
+    #[serde(default)]
+    pub policies: Vec<PolicyConf>,
+    /// Networks a policy connects to this one (their routes are in our watch view).
+    #[serde(default)]
+    pub connected: Vec<ConnectedConf>,
 }
 
 /// A route another host advertised (value of a `route` watch event).
@@ -366,7 +541,30 @@ impl ControllerState {
                 vrf: vrf.clone(),
                 subnet,
                 gateway,
+                policy: None,
             });
+            if net.policy.is_none() && (!c.policies.is_empty() || !c.connected.is_empty()) {
+                let mut subnets: Vec<Prefix> = c
+                    .network
+                    .iter()
+                    .flat_map(|n| n.subnets.iter())
+                    .filter_map(|p| Prefix::parse(p).ok())
+                    .collect();
+                if subnets.is_empty() {
+                    subnets.extend(subnet);
+                }
+                net.policy = Some(NetPolicy {
+                    names: c.policies.iter().map(|p| p.fq_name.join(":")).collect(),
+                    subnets,
+                    rules: expand_rules(&c.policies, &mut out.warnings),
+                    connected: c
+                        .connected
+                        .iter()
+                        .map(|x| x.vrf.clone())
+                        .filter(|x| *x != vrf)
+                        .collect(),
+                });
+            }
             if net.subnet.is_none() && net.gateway.is_none() {
                 net.subnet = subnet;
                 net.gateway = gateway;
@@ -444,7 +642,36 @@ impl ControllerState {
                     vrf: f.network.clone(),
                     subnet: None,
                     gateway: None,
+                    policy: None,
                 });
+        }
+        // Floating-IP traffic is governed by the public network (Contrail), which has no policy
+        // here, but the dataplane also judges it by the private network's policy: after that
+        // policy's own rules, a VM with a floating IP may talk to anything except the networks
+        // the policy connects (whose traffic those rules alone decide).
+        for net in networks.values_mut() {
+            let Some(pol) = net.policy.as_mut() else {
+                continue;
+            };
+            let connected: Vec<Prefix> = self
+                .ifaces
+                .values()
+                .filter(|c| c.network.as_ref().and_then(|n| n.vrf.as_deref()) == Some(&net.vrf))
+                .flat_map(|c| c.connected.iter())
+                .filter(|c| pol.connected.contains(&c.vrf))
+                .flat_map(|c| c.subnets.iter())
+                .filter_map(|p| Prefix::parse(p).ok())
+                .collect::<BTreeSet<Prefix>>()
+                .into_iter()
+                .collect();
+            let with_fip: BTreeSet<Ipv4Addr> = interfaces
+                .iter()
+                .filter(|i| i.network == net.name && fips.iter().any(|f| f.interface == i.name))
+                .map(|i| i.ip)
+                .collect();
+            for ip in with_fip {
+                pol.rules.extend(fip_rules(ip, &connected));
+            }
         }
         // Local /32s win over remote routes for the same prefix (a VM that moved here).
         let local: HashSet<(String, Prefix)> = interfaces
@@ -470,8 +697,14 @@ impl ControllerState {
             .collect();
         let mut best: BTreeMap<(String, Prefix), (u64, RemoteRoute)> = BTreeMap::new();
         let mut neighbours = s.neighbours.clone();
+        // Networks whose routes leak into a local one (policy-connected).
+        let leaked: HashSet<&String> = networks
+            .values()
+            .filter_map(|n| n.policy.as_ref())
+            .flat_map(|p| p.connected.iter())
+            .collect();
         for (key, (rev, r)) in &self.routes {
-            if r.host == s.host || !networks.contains_key(&r.vrf) {
+            if r.host == s.host || !(networks.contains_key(&r.vrf) || leaked.contains(&r.vrf)) {
                 continue;
             }
             let Ok(prefix) = Prefix::parse(&r.prefix) else {

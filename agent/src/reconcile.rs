@@ -3,7 +3,8 @@
 //!
 //! Order is make-before-break, so a change never opens a window without forwarding: adds and
 //! replacements first, in dependency order (VRFs, interfaces, nexthops, labels, routes, floating
-//! IPs), then removals in reverse (floating IPs, routes, labels, nexthops, interfaces, VRFs).
+//! IPs, policies, VRF flow configurations), then removals in reverse (VRF flow configurations,
+//! policies, floating IPs, routes, labels, nexthops, interfaces, VRFs).
 //! Objects the daemon owns ([`DumpIndex`]) are never touched. An object that is already right
 //! yields no operation, so reconciling a correct dataplane is empty: an agent restarted over a
 //! forwarding dataplane changes nothing.
@@ -82,7 +83,41 @@ pub fn reconcile(want: &Desired, dp: &DumpIndex) -> Vec<TableOp> {
         }
     }
 
+    // Policies after the VRFs they attach to; a VRF's flow configuration after its policy.
+    let have_pols: HashMap<u32, _> = d.policies.iter().map(|p| (p.id, p)).collect();
+    for (id, p) in &want.policies {
+        if have_pols.get(id) != Some(&p) {
+            ops.push(TableOp::SetPolicy(p.clone()));
+        }
+    }
+    let have_vps: HashMap<u16, _> = d.vrf_policies.iter().map(|(v, p)| (*v, p)).collect();
+    for (vrf, p) in &want.vrf_policies {
+        if have_vps.get(vrf) != Some(&p) {
+            ops.push(TableOp::SetVrfPolicy {
+                vrf: *vrf,
+                policy: Some(p.clone()),
+            });
+        }
+    }
+
     // Removals.
+    // Flow configuration, then the policies no VRF uses any more (before their VRFs go).
+    let mut kept_pols: HashSet<u32> = want.policies.keys().copied().collect();
+    for (vrf, p) in &d.vrf_policies {
+        if dp.protected_vrfs.contains(vrf) {
+            kept_pols.extend(p.policies.iter().copied());
+        } else if !want.vrf_policies.contains_key(vrf) {
+            ops.push(TableOp::SetVrfPolicy {
+                vrf: *vrf,
+                policy: None,
+            });
+        }
+    }
+    for p in &d.policies {
+        if !kept_pols.contains(&p.id) {
+            ops.push(TableOp::DelPolicy(p.id));
+        }
+    }
     let dead_vrfs: HashSet<u16> = d
         .vrfs
         .iter()
@@ -143,6 +178,8 @@ pub fn summarize(ops: &[TableOp]) -> Summary {
                     | TableOp::DelRoute { .. }
                     | TableOp::DelLabel(_)
                     | TableOp::DelFip { .. }
+                    | TableOp::DelPolicy(_)
+                    | TableOp::SetVrfPolicy { policy: None, .. }
             )
         })
         .count();

@@ -18,7 +18,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::core::{ApiError, Core};
+use crate::core::{ApiError, Core, Obj};
+use crate::policy::{self, Peers};
 use crate::schema::ObjType;
 use crate::util::{self, Subnet};
 
@@ -163,6 +164,17 @@ pub struct WatchReply {
 
 fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
+}
+
+/// What policy resolution needs about every network, computed once per view refresh.
+#[derive(Debug, Default)]
+pub(crate) struct PolicyCtx {
+    /// VRF name -> the network's IPAM subnets (`a.b.c.d/n`).
+    known: BTreeMap<String, Vec<String>>,
+    /// VRF name -> what its attached policies' pass rules name.
+    peers: BTreeMap<String, Peers>,
+    /// Networks an `any` pass rule reaches (with subnets, not ip-fabric / link-local).
+    eligible: BTreeSet<String>,
 }
 
 fn field<'a>(body: &'a Value, k: &str) -> Result<&'a str, ApiError> {
@@ -476,8 +488,69 @@ impl Core {
         }
     }
 
+    /// The network-policies attached to `vn`, in `sequence` order (refs order for ties).
+    fn attached_policies<'a>(&'a self, vn: &'a Obj) -> Vec<(&'a crate::core::Ref, &'a Obj)> {
+        let mut v: Vec<_> = vn
+            .refs
+            .get(&ObjType::NetworkPolicy)
+            .into_iter()
+            .flatten()
+            .filter_map(|r| self.objs.get(&r.uuid).map(|p| (r, p)))
+            .collect();
+        let seq = |r: &crate::core::Ref| {
+            let n = |k: &str| {
+                r.attr
+                    .pointer(&format!("/sequence/{k}"))
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0)
+            };
+            (n("major"), n("minor"))
+        };
+        v.sort_by_key(|(r, _)| seq(r));
+        v
+    }
+
+    /// Policy context of the whole configuration (see [`crate::policy`]).
+    pub(crate) fn policy_ctx(&self) -> PolicyCtx {
+        let mut ctx = PolicyCtx::default();
+        let vns: Vec<&Obj> = self
+            .objs
+            .values()
+            .filter(|o| o.ty == ObjType::VirtualNetwork)
+            .collect();
+        for vn in &vns {
+            let subnets: Vec<String> = Core::vn_subnets(vn)
+                .iter()
+                .map(|(s, _, _)| s.to_string())
+                .collect();
+            let vrf = vn.fq_name.join(":");
+            if !subnets.is_empty() && !Core::is_fabric_vn(vn) {
+                ctx.eligible.insert(vrf.clone());
+            }
+            ctx.known.insert(vrf, subnets);
+        }
+        for vn in &vns {
+            let entries: Vec<&Value> = self
+                .attached_policies(vn)
+                .into_iter()
+                .filter_map(|(_, p)| p.props.get("network_policy_entries"))
+                .collect();
+            if entries.is_empty() {
+                continue;
+            }
+            let vrf = vn.fq_name.join(":");
+            let p = policy::peers_of(&entries, &vrf, &ctx.known);
+            ctx.peers.insert(vrf, p);
+        }
+        ctx
+    }
+
     /// What an agent needs to program one interface, or `None` if the VMI does not exist.
     pub fn interface_config(&self, vmi: &str) -> Option<Value> {
+        self.interface_config_with(vmi, &self.policy_ctx())
+    }
+
+    fn interface_config_with(&self, vmi: &str, pctx: &PolicyCtx) -> Option<Value> {
         let o = self
             .objs
             .get(vmi)
@@ -531,16 +604,31 @@ impl Core {
                 _ => {}
             }
         }
+        let own_vrf = vn.map(|v| v.fq_name.join(":")).unwrap_or_default();
         let policies: Vec<Value> = vn
-            .and_then(|v| v.refs.get(&ObjType::NetworkPolicy))
+            .map(|v| self.attached_policies(v))
+            .unwrap_or_default()
             .into_iter()
-            .flatten()
-            .filter_map(|r| self.objs.get(&r.uuid).map(|p| (r, p)))
             .map(|(r, p)| {
+                let entries = p.props.get("network_policy_entries");
+                let rules = entries
+                    .map(|e| policy::resolve_rules(e, &own_vrf, &pctx.known))
+                    .unwrap_or_default();
                 json!({"uuid": p.uuid, "fq_name": p.fq_name, "attr": r.attr,
-                       "entries": p.props.get("network_policy_entries")})
+                       "entries": entries, "rules": rules})
             })
             .collect();
+        let connected: Vec<Value> = if vn.is_some() {
+            policy::connected(&own_vrf, &pctx.peers, &pctx.eligible)
+                .into_iter()
+                .map(|v| {
+                    let subnets = pctx.known.get(&v).cloned().unwrap_or_default();
+                    json!({"vrf": v, "subnets": subnets})
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         let vm_uuid = match o.parent_type {
             Some(ObjType::VirtualMachine) => o.parent_uuid.clone(),
             _ => o.first_ref(ObjType::VirtualMachine).map(|r| r.uuid.clone()),
@@ -551,10 +639,12 @@ impl Core {
             "fq_name": o.fq_name,
             "vm_uuid": vm_uuid,
             "mac": mac,
-            "network": vn.map(|v| json!({"uuid": v.uuid, "fq_name": v.fq_name, "vrf": v.fq_name.join(":")})),
+            "network": vn.map(|v| json!({"uuid": v.uuid, "fq_name": v.fq_name, "vrf": v.fq_name.join(":"),
+                                          "subnets": subnets.iter().map(|(s, _, _)| s.to_string()).collect::<Vec<_>>()})),
             "ips": ips,
             "floating_ips": fips,
             "policies": policies,
+            "connected": connected,
             "properties": o.props.get("virtual_machine_interface_properties"),
         }))
     }
@@ -577,15 +667,26 @@ impl Core {
     }
 
     /// The view a host should hold now.
-    fn desired_view(&self, host: &str) -> BTreeMap<String, Value> {
+    fn desired_view(&self, host: &str, pctx: &PolicyCtx) -> BTreeMap<String, Value> {
         let mut out = BTreeMap::new();
         let mut vrfs = BTreeSet::new();
         for vmi in self.agents.bindings.get(host).into_iter().flatten() {
-            let Some(cfg) = self.interface_config(vmi) else {
+            let Some(cfg) = self.interface_config_with(vmi, pctx) else {
                 continue;
             };
             if let Some(v) = cfg.pointer("/network/vrf").and_then(Value::as_str) {
                 vrfs.insert(v.to_string());
+            }
+            // Route leak: the routes of networks a policy connects to this one.
+            for c in cfg
+                .get("connected")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(v) = c.get("vrf").and_then(Value::as_str) {
+                    vrfs.insert(v.to_string());
+                }
             }
             for f in cfg
                 .get("floating_ips")
@@ -613,8 +714,9 @@ impl Core {
     pub(crate) fn refresh_views(&mut self) {
         let hosts: Vec<String> = self.agents.agents.keys().cloned().collect();
         let rev = self.rev;
+        let pctx = self.policy_ctx();
         for host in hosts {
-            let desired = self.desired_view(&host);
+            let desired = self.desired_view(&host, &pctx);
             let mut writes = Vec::new();
             let view = self.agents.views.entry(host.clone()).or_default();
             for (k, v) in &desired {

@@ -550,7 +550,7 @@ impl Core {
         out
     }
 
-    fn is_fabric_vn(o: &Obj) -> bool {
+    pub(crate) fn is_fabric_vn(o: &Obj) -> bool {
         o.fq_name.len() == 3
             && o.fq_name[0] == "default-domain"
             && o.fq_name[1] == "default-project"

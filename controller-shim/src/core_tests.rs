@@ -330,3 +330,96 @@ fn watch_resumes_and_resets_after_compaction() {
     assert_eq!(old.events.len(), 4); // the interface and the three live routes
     assert!(old.events.iter().all(|e| e["op"] == "put"));
 }
+
+#[test]
+fn policy_route_leak_follows_the_policy_and_its_refs() {
+    const VN_B: &str = "b0f3c5d2-8e61-4b7a-9c2d-1e4f5a6b7c8d";
+    const VN_C: &str = "c0f3c5d2-8e61-4b7a-9c2d-1e4f5a6b7c8d";
+    const POL: &str = "d0f3c5d2-8e61-4b7a-9c2d-1e4f5a6b7c8d";
+    let mut h = Harness::new();
+    h.network(VN, "guest-a", ("10.1.1.0", 24), Some("10.1.1.1"));
+    h.network(VN_B, "guest-b", ("10.2.2.0", 24), Some("10.2.2.1"));
+    h.network(VN_C, "guest-c", ("10.3.3.0", 24), Some("10.3.3.1"));
+    let (a, b, c) = (
+        "default-domain:default-project:guest-a",
+        "default-domain:default-project:guest-b",
+        "default-domain:default-project:guest-c",
+    );
+    for host in ["h1", "h2"] {
+        h.core
+            .register_agent(&json!({"hostname": host, "fabric_ip": "10.0.0.1"}), 0)
+            .expect("agent");
+    }
+    h.create(
+        ObjType::VirtualMachine,
+        json!({"virtual-machine": {"uuid": VM, "fq_name": ["vm1"]}}),
+    )
+    .expect("vm");
+    h.create(
+        ObjType::VirtualMachineInterface,
+        json!({"virtual-machine-interface": {"uuid": VMI, "fq_name": ["vm1", "vm1-0"],
+               "virtual_network_refs": [{"to": ["default-domain", "default-project", "guest-a"]}]}}),
+    )
+    .expect("vmi");
+    h.core
+        .bind(&json!({"host": "h1", "vmi_uuid": VMI}))
+        .expect("bind");
+    for (vrf, p) in [(b, "10.2.2.3/32"), (c, "10.3.3.3/32")] {
+        h.core
+            .advertise(&json!({"host": "h2", "vrf": vrf, "prefix": p, "label": 20}))
+            .expect("advertise");
+    }
+    let routes = |h: &Harness| -> Vec<String> {
+        let w = h.core.watch("h1", 0).expect("watch");
+        w.events
+            .iter()
+            .filter(|e| e["kind"] == "route")
+            .map(|e| e["key"].as_str().unwrap_or("").to_string())
+            .collect()
+    };
+    assert!(routes(&h).is_empty(), "isolated without a policy");
+    // The ACL: <> icmp pass between guest-a and guest-b, attached to guest-a.
+    h.create(
+        ObjType::NetworkPolicy,
+        json!({"network-policy": {"uuid": POL, "fq_name": ["default-domain", "default-project", "acl-a-b"],
+            "parent_type": "project",
+            "network_policy_entries": {"policy_rule": [{"direction": "<>", "protocol": "icmp",
+                "src_addresses": [{"virtual_network": a}], "dst_addresses": [{"virtual_network": b}],
+                "src_ports": [{"start_port": -1, "end_port": -1}], "dst_ports": [{"start_port": -1, "end_port": -1}],
+                "action_list": {"simple_action": "pass"}}]}}}),
+    )
+    .expect("policy");
+    assert!(routes(&h).is_empty(), "a policy attached to nothing leaks nothing");
+    let ctx = h.ctx();
+    let add = json!({"type": "virtual-network", "uuid": VN, "ref-type": "network-policy", "ref-uuid": POL,
+                     "operation": "ADD", "attr": {"sequence": {"major": 0, "minor": 0}}});
+    h.core.ref_update(&add, &ctx).expect("ref add");
+    assert_eq!(routes(&h), vec![format!("route/{b}/10.2.2.3/32/h2")]);
+    let cfg = h.core.interface_config(VMI).expect("cfg");
+    assert_eq!(
+        cfg["connected"],
+        json!([{"vrf": b, "subnets": ["10.2.2.0/24"]}])
+    );
+    assert_eq!(cfg["network"]["subnets"], json!(["10.1.1.0/24"]));
+    assert_eq!(
+        cfg["policies"][0]["rules"],
+        json!([{"direction": "<>", "protocol": 1, "action": "pass",
+                "src": [{"vrf": a, "subnets": ["10.1.1.0/24"]}],
+                "dst": [{"vrf": b, "subnets": ["10.2.2.0/24"]}],
+                "src_ports": [[0, 65535]], "dst_ports": [[0, 65535]]}])
+    );
+    // The watch carries the leak as an ordinary route event and takes it back with the ref.
+    let before = h.core.watch("h1", 0).expect("watch").rev;
+    let del = json!({"type": "virtual-network", "uuid": VN, "ref-type": "network-policy", "ref-uuid": POL,
+                     "operation": "DELETE"});
+    h.core.ref_update(&del, &ctx).expect("ref del");
+    let w = h.core.watch("h1", before).expect("watch");
+    assert!(w.events.iter().any(|e| e["key"]
+        == format!("route/{b}/10.2.2.3/32/h2")
+        && e["op"] == "delete"));
+    assert!(routes(&h).is_empty());
+    assert_eq!(
+        h.core.interface_config(VMI).expect("cfg")["connected"],
+        json!([])
+    );
+}

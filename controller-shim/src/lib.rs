@@ -14,6 +14,7 @@
 
 pub mod agents;
 pub mod core;
+pub mod policy;
 pub mod schema;
 pub mod server;
 pub mod store;

@@ -471,33 +471,96 @@ fn report(o: &Opts, plan: &Plan, p: &Provisioned) -> Result<()> {
             ),
         }
     }
+    // Policy acl-a-b (<> icmp pass, guest-a and guest-b): ICMP leaks across, TCP is dropped by
+    // the flow policy; guest-c has no policy and stays isolated.
     let other: Vec<&Vm> = plan.vms.iter().filter(|v| v.network == 1).collect();
-    if let (Some(a), Some(c)) = (same_net.first(), other.first()) {
-        let (ok, d) = ping(&a.netns(), &p.vms[c.index - 1].1, 2);
+    if let (Some(a), Some(b)) = (
+        same_net.first(),
+        other
+            .iter()
+            .find(|v| v.host != same_net[0].host)
+            .or(other.first()),
+    ) {
+        let ha = plan.host_of(a);
+        let b_ip = &p.vms[b.index - 1].1;
+        let vrf_a = p.vrfs.first().cloned().unwrap_or_default();
+        let has_route = |h: &Host, vrf: &str, ip: &str| {
+            vrctl_json(o, h, &["route", "dump", vrf])
+                .map(|v| v.to_string().contains(&format!("\"{ip}/32\"")))
+                .unwrap_or(false)
+        };
         line(
-            !ok,
+            has_route(ha, &vrf_a, b_ip),
             format!(
-                "ping {} (guest-a) -> {} (guest-b): no policy connects the networks, isolated",
-                a.name, c.name
+                "route leak: {b_ip} ({}, guest-b) is in guest-a's VRF on {} while {} permits it",
+                b.name,
+                ha.name,
+                crate::provision::POLICY
+            ),
+            String::new(),
+        );
+        let (ok, d) = ping(&a.netns(), b_ip, 3);
+        line(
+            ok,
+            format!(
+                "ping {} (guest-a, host {}) -> {} (guest-b, host {}): policy {} permits ICMP",
+                a.name,
+                a.host,
+                b.name,
+                b.host,
+                crate::provision::POLICY
+            ),
+            d,
+        );
+        let flow_drops = || {
+            vrctl_json(o, ha, &["drops"])
+                .ok()
+                .and_then(|v| v.get("Flow Action Drop").and_then(|n| n.as_u64()))
+                .unwrap_or(0)
+        };
+        let before = flow_drops();
+        let tcp = run_in(
+            &a.netns(),
+            &["timeout", "5", "busybox", "nc", "-w", "2", b_ip, "22"],
+        );
+        let after = flow_drops();
+        line(
+            tcp.is_err() && after > before,
+            format!(
+                "TCP {} (guest-a) -> {} (guest-b) :22: the policy does not permit TCP, dropped",
+                a.name, b.name
+            ),
+            format!(
+                "{} `Flow Action Drop` on {} ({before} -> {after})",
+                after.saturating_sub(before),
+                ha.name
+            ),
+        );
+    }
+    let third: Vec<&Vm> = plan.vms.iter().filter(|v| v.network == 2).collect();
+    if let (Some(a), Some(c)) = (same_net.first(), third.first()) {
+        let c_ip = &p.vms[c.index - 1].1;
+        let ha = plan.host_of(a);
+        let vrf_a = p.vrfs.first().cloned().unwrap_or_default();
+        let routed = vrctl_json(o, ha, &["route", "dump", &vrf_a])
+            .map(|v| v.to_string().contains(&format!("\"{c_ip}/32\"")))
+            .unwrap_or(true);
+        let (ok, d) = ping(&a.netns(), c_ip, 2);
+        line(
+            !ok && !routed,
+            format!(
+                "ping {} (guest-a, host {}) -> {} (guest-c, host {}): no policy, no route, isolated",
+                a.name, a.host, c.name, c.host
             ),
             if ok { d } else { String::new() },
         );
         let tcp = run_in(
             &a.netns(),
-            &[
-                "timeout",
-                "5",
-                "busybox",
-                "nc",
-                "-w",
-                "2",
-                &p.vms[c.index - 1].1,
-                "22",
-            ],
+            &["timeout", "5", "busybox", "nc", "-w", "2", c_ip, "22"],
         );
         line(
             tcp.is_err(),
-            format!("TCP {} (guest-a) -> {} (guest-b): isolated", a.name, c.name),
+            format!("TCP {} (guest-a) -> {} (guest-c): isolated", a.name, c.name),
             String::new(),
         );
     }

@@ -11,6 +11,12 @@ use serde_json::{json, Value};
 /// The public network's name as CloudStack's plugin derives it for the default zone.
 pub const PUBLIC_VN: &str = "__default_Public__";
 
+/// The network policy provisioned between the first two guest networks.
+pub const POLICY: &str = "acl-a-b";
+
+/// The networks [`POLICY`] is attached to (guest-c stays without a policy).
+pub const POLICY_NETWORKS: [&str; 2] = ["guest-a", "guest-b"];
+
 /// A small client for the VNC API.
 #[derive(Debug)]
 pub struct Vnc {
@@ -85,6 +91,10 @@ impl Vnc {
     pub fn post(&self, path: &str, body: Value) -> Result<Value> {
         self.call("POST", path, Some(body))
     }
+    /// PUT.
+    pub fn put(&self, path: &str, body: Value) -> Result<Value> {
+        self.call("PUT", path, Some(body))
+    }
     /// fqname-to-id.
     pub fn fq_to_id(&self, ty: &str, fq: &[&str]) -> Result<String> {
         let v = self.post("/fqname-to-id", json!({"type": ty, "fq_name": fq}))?;
@@ -150,6 +160,36 @@ pub fn provision(vnc: &Vnc, plan: &Plan, progress: &dyn Fn(&str)) -> Result<Prov
         out.vrfs
             .push(format!("default-domain:default-project:{}", n.name));
     }
+
+    // The VPC-ACL-style policy between guest-a and guest-b (ICMP only), attached to both.
+    let fq = |n: &str| format!("default-domain:default-project:{n}");
+    let pol_fq = ["default-domain", "default-project", POLICY];
+    vnc.post(
+        "/network-policys",
+        json!({"network-policy": {"name": POLICY, "uuid": uuid_for("policy-acl-a-b"),
+            "fq_name": pol_fq, "parent_type": "project",
+            "network_policy_entries": {"policy_rule": [{
+                "rule_sequence": {"major": 1, "minor": 0},
+                "rule_uuid": uuid_for("policy-acl-a-b-rule-1"),
+                "direction": "<>", "protocol": "icmp",
+                "src_addresses": [{"virtual_network": fq("guest-a")}],
+                "src_ports": [{"start_port": 0, "end_port": 65535}],
+                "dst_addresses": [{"virtual_network": fq("guest-b")}],
+                "dst_ports": [{"start_port": 0, "end_port": 65535}],
+                "action_list": {"simple_action": "pass"}}]}}}),
+    )?;
+    for n in plan.networks.iter().filter(|n| POLICY_NETWORKS.contains(&n.name.as_str())) {
+        vnc.put(
+            &format!("/virtual-network/{}", n.uuid),
+            json!({"virtual-network": {"fq_name": ["default-domain", "default-project", n.name],
+                "network_policy_refs": [{"to": pol_fq,
+                    "attr": {"sequence": {"major": 0, "minor": 0}, "timer": null}}]}}),
+        )?;
+    }
+    progress(&format!(
+        "network policy {POLICY}: <> icmp pass between {}, attached to both",
+        POLICY_NETWORKS.join(" and ")
+    ));
 
     progress(&format!(
         "{} VMs with their Nics and instance IPs",

@@ -146,6 +146,13 @@ impl Plan {
                 plen: 24,
                 gateway: "10.2.2.1".into(),
             },
+            Network {
+                name: "guest-c".into(),
+                uuid: uuid_for("net-guest-c"),
+                subnet: "10.3.3.0".into(),
+                plen: 24,
+                gateway: "10.3.3.1".into(),
+            },
         ];
         let nh = hosts.len().max(1);
         let vms = (1..=vms)
@@ -160,6 +167,16 @@ impl Plan {
                 host: (i - 1) % nh + 1,
                 network: ((i - 1) / nh) % 2,
             })
+            .chain(std::iter::once(Vm {
+                // One more VM in guest-c (no policy), on the last host.
+                index: vms + 1,
+                name: format!("i-2-{}-VM", vms + 1),
+                uuid: uuid_for(&format!("vm-{}", vms + 1)),
+                nic_uuid: uuid_for(&format!("nic-{}", vms + 1)),
+                xapi_vif_uuid: uuid_for(&format!("xapi-vif-{}", vms + 1)),
+                host: nh,
+                network: 2,
+            }))
             .collect();
         Plan {
             hosts,
@@ -225,9 +242,9 @@ mod tests {
     fn plan_spreads_networks_over_hosts() {
         let p = Plan::new(2, 4);
         let placement: Vec<(usize, usize)> = p.vms.iter().map(|v| (v.host, v.network)).collect();
-        assert_eq!(placement, vec![(1, 0), (2, 0), (1, 1), (2, 1)]);
+        assert_eq!(placement, vec![(1, 0), (2, 0), (1, 1), (2, 1), (2, 2)]);
         assert_eq!(p.vms[0].vif(), "vif1.0");
-        assert_eq!(p.namespaces().len(), 3 + 2 + 4 + 1);
+        assert_eq!(p.namespaces().len(), 3 + 2 + 5 + 1);
     }
 
     #[test]

@@ -436,3 +436,146 @@ interface = "web"
     assert_eq!(some.interfaces[0].name, "vif5.0");
     assert_eq!(some.floating_ips[0].interface, "vif5.0");
 }
+
+const VRF_B: &str = "default-domain:admin:net2";
+const VRF_C: &str = "default-domain:admin:net3";
+const VMI3: &str = "33333333-3333-3333-3333-333333333333";
+
+fn policy_iface(vmi: &str, vrf: &str, ip: &str, subnet: &str, other: &str, other_sub: &str, with_policy: bool) -> Value {
+    let gw = format!("{}.1", subnet.rsplitn(2, '.').nth(1).unwrap_or("10.0.0"));
+    let (policies, connected) = if with_policy {
+        (
+            json!([{"uuid": "p", "fq_name": ["default-domain", "admin", "acl-a-b"], "attr": null, "entries": null,
+                    "rules": [{"direction": "<>", "protocol": 1, "action": "pass",
+                               "src": [{"vrf": vrf, "subnets": [subnet]}],
+                               "dst": [{"vrf": other, "subnets": [other_sub]}, {"subnet": "192.0.2.0/24"}],
+                               "src_ports": [[0, 65535]], "dst_ports": [[0, 65535]]}]}]),
+            json!([{"vrf": other, "subnets": [other_sub]}]),
+        )
+    } else {
+        (json!([]), json!([]))
+    };
+    json!({
+        "uuid": vmi, "name": "x", "vm_uuid": VM1, "mac": null,
+        "network": {"uuid": "n", "vrf": vrf, "subnets": [subnet]},
+        "ips": [{"address": ip, "subnet": subnet, "prefix_len": 24, "gateway": gw}],
+        "floating_ips": [], "policies": policies, "connected": connected, "properties": null
+    })
+}
+
+#[test]
+fn policies_compile_reconcile_and_leak_routes_only_while_connected() {
+    use crate::alloc::Allocations;
+    use crate::compile::compile;
+    use crate::dump::DumpIndex;
+    use crate::reconcile::reconcile;
+    use crate::testkit::MemDataplane;
+    use vrouter_dataplane::tables::policy::{Direction, Endpoint, PolicyAction, PolicyRule};
+    use vrouter_dataplane::tables::{Limits, NexthopSpec, VrfPolicy};
+
+    let ip = |s: &str| u32::from(s.parse::<Ipv4Addr>().expect("ip"));
+    let mut st = ControllerState::default();
+    bound(&mut st, VMI1, "vif5.0");
+    bound(&mut st, VMI3, "vif6.0");
+    let events = |pol: bool| {
+        vec![
+            ev(3, "interface", &format!("iface/{VMI1}"),
+               Some(policy_iface(VMI1, VRF, "10.1.1.3", "10.1.1.0/24", VRF_B, "10.2.2.0/24", pol))),
+            ev(4, "interface", &format!("iface/{VMI3}"),
+               Some(policy_iface(VMI3, VRF_B, "10.2.2.3", "10.2.2.0/24", VRF, "10.1.1.0/24", pol))),
+            ev(5, "route", &format!("route/{VRF_B}/10.2.2.4/32/h2"),
+               Some(json!({"host": "h2", "vrf": VRF_B, "prefix": "10.2.2.4/32", "label": 30, "nexthop": "10.0.0.2"}))),
+            ev(6, "route", &format!("route/{VRF_C}/10.3.3.4/32/h2"),
+               Some(json!({"host": "h2", "vrf": VRF_C, "prefix": "10.3.3.4/32", "label": 31, "nexthop": "10.0.0.2"}))),
+        ]
+    };
+    st.apply_watch(&reply(6, true, events(true)));
+    let mut s = settings();
+    s.gateway_mac = Some("52:54:00:00:00:fe".parse().expect("mac"));
+    let b = st.build(&s);
+    assert!(b.warnings.is_empty(), "{:?}", b.warnings);
+    let net_a = b.config.network(VRF).expect("net a");
+    let pa = net_a.policy.as_ref().expect("policy a");
+    assert_eq!(pa.connected, vec![VRF_B.to_string()]);
+    assert_eq!(
+        pa.rules,
+        vec![
+            PolicyRule {
+                direction: Direction::Both,
+                proto: Some(1),
+                src: Endpoint::Cidr(ip("10.1.1.0"), 24),
+                src_ports: PolicyRule::ANY_PORT,
+                dst: Endpoint::Cidr(ip("10.2.2.0"), 24),
+                dst_ports: PolicyRule::ANY_PORT,
+                action: PolicyAction::Pass,
+            },
+            PolicyRule {
+                direction: Direction::Both,
+                proto: Some(1),
+                src: Endpoint::Cidr(ip("10.1.1.0"), 24),
+                src_ports: PolicyRule::ANY_PORT,
+                dst: Endpoint::Cidr(ip("192.0.2.0"), 24),
+                dst_ports: PolicyRule::ANY_PORT,
+                action: PolicyAction::Pass,
+            },
+        ]
+    );
+    // The leaked network's remote route is kept, the unconnected one is not.
+    assert_eq!(b.config.routes.len(), 1);
+    assert_eq!(b.config.routes[0].network, VRF_B);
+
+    let mut dp = MemDataplane::new(ip("10.0.0.1"));
+    let mut alloc = Allocations::default();
+    let mut sync = |dp: &mut MemDataplane, cfg: &Config| -> usize {
+        let idx = DumpIndex::new(dp.dump());
+        let c = compile(cfg, &idx, &mut alloc, &Limits::default()).expect("compile");
+        let ops = reconcile(&c.desired, &idx);
+        let n = ops.len();
+        dp.apply(ops).expect("dataplane accepts");
+        n
+    };
+    assert!(sync(&mut dp, &b.config) > 0);
+    assert_eq!(sync(&mut dp, &b.config), 0, "reconciling again is empty");
+    let d = dp.dump();
+    let vrf_id = |name: &str| d.vrfs.iter().find(|v| v.name == name).expect("vrf").id;
+    let (va, vb) = (vrf_id(VRF), vrf_id(VRF_B));
+    assert_eq!(d.policies.len(), 2);
+    let vp: BTreeMap<u16, VrfPolicy> = d.vrf_policies.iter().cloned().collect();
+    assert_eq!(
+        vp.get(&va),
+        Some(&VrfPolicy {
+            subnets: vec![(ip("10.1.1.0"), 24)],
+            policies: vec![u32::from(va)],
+            max_flows: 0
+        })
+    );
+    assert!(d.policies.iter().any(|p| p.id == u32::from(va) && p.name == "default-domain:admin:acl-a-b"));
+    let route = |vrf: u16, a: &str| {
+        d.routes
+            .iter()
+            .find(|r| r.vrf == vrf && r.prefix == ip(a) && r.plen == 32)
+            .map(|r| r.route)
+    };
+    let nh = |id: u32| d.nhs.iter().find(|n| n.id == id).map(|n| n.spec.clone());
+    // Local interface of B leaked into A's VRF via its Encap nexthop, and A's into B's.
+    let b_local = route(vb, "10.2.2.3").expect("own route");
+    assert_eq!(route(va, "10.2.2.3").map(|r| r.nh), Some(b_local.nh));
+    assert_eq!(route(vb, "10.1.1.3").map(|r| r.nh), route(va, "10.1.1.3").map(|r| r.nh));
+    // B's remote route leaked with its label to the tunnel.
+    let leaked = route(va, "10.2.2.4").expect("leaked remote");
+    assert_eq!(leaked.label, Some(30));
+    assert!(matches!(nh(leaked.nh), Some(NexthopSpec::Tunnel { .. })));
+    assert!(route(va, "10.3.3.4").is_none(), "not connected, not leaked");
+
+    // The policy goes: flow processing, policies and the leak go with it.
+    st.apply_watch(&reply(9, true, events(false)));
+    let b = st.build(&s);
+    assert!(b.config.network(VRF).expect("a").policy.is_none());
+    assert!(sync(&mut dp, &b.config) > 0);
+    assert_eq!(sync(&mut dp, &b.config), 0);
+    let d = dp.dump();
+    assert!(d.policies.is_empty() && d.vrf_policies.is_empty());
+    assert!(!d.routes.iter().any(|r| r.vrf == va && r.prefix == ip("10.2.2.3")));
+    assert!(!d.routes.iter().any(|r| r.vrf == va && r.prefix == ip("10.2.2.4")));
+    assert!(!d.routes.iter().any(|r| r.vrf == vb && r.prefix == ip("10.1.1.3")));
+}
