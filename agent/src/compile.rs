@@ -418,7 +418,10 @@ pub fn compile(
         if_nh.insert(&i.name, (vif, nh));
         leaks.push((
             vrf_name(&i.network),
-            crate::config::Prefix { addr: i.ip, len: 32 },
+            crate::config::Prefix {
+                addr: i.ip,
+                len: 32,
+            },
             nh,
             None,
         ));
@@ -457,20 +460,18 @@ pub fn compile(
             };
             if let Some(&vrf) = vrf_ids.get(&r.network) {
                 let key = (vrf, u32::from(r.prefix.addr), r.prefix.len);
-                if want.routes.contains_key(&key) {
-                    out.warnings.push(format!(
+                match want.routes.entry(key) {
+                    std::collections::btree_map::Entry::Occupied(_) => out.warnings.push(format!(
                         "route {} in {}: a local address or gateway has the same prefix; the local one wins",
                         r.prefix, r.network
-                    ));
-                } else {
-                    want.routes.insert(
-                        key,
-                        Route {
+                    )),
+                    std::collections::btree_map::Entry::Vacant(e) => {
+                        e.insert(Route {
                             nh,
                             label: Some(r.label),
                             proxy_arp: true,
-                        },
-                    );
+                        });
+                    }
                 }
             }
             leaks.push((vrf_name(&r.network), r.prefix, nh, Some(r.label)));

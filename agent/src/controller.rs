@@ -154,7 +154,10 @@ pub fn expand_rules(
                 out.push(Endpoint::Any);
                 continue;
             }
-            let prefixes = e.subnet.iter().chain(e.vrf.as_ref().map_or(&[][..], |_| &e.subnets[..]));
+            let prefixes = e
+                .subnet
+                .iter()
+                .chain(e.vrf.as_ref().map_or(&[][..], |_| &e.subnets[..]));
             for p in prefixes {
                 if let Ok(p) = Prefix::parse(p) {
                     out.push(Endpoint::Cidr(u32::from(p.addr), p.len));

@@ -390,11 +390,7 @@ pub fn setup(
     let flow_case = Case::FLOWS.contains(&case);
     let flows = if flow_case { routes.max(1) } else { 0 };
     let limits = Limits {
-        routes: if flow_case {
-            4096
-        } else {
-            (routes * 2).max(4096)
-        },
+        routes: if flow_case { 4096 } else { routes.max(4096) },
         // Two entries per flow at most half full.
         flows: (flows * 4).next_power_of_two().max(1 << 16) as u32,
         ..Limits::default()

@@ -389,7 +389,10 @@ fn policy_route_leak_follows_the_policy_and_its_refs() {
                 "action_list": {"simple_action": "pass"}}]}}}),
     )
     .expect("policy");
-    assert!(routes(&h).is_empty(), "a policy attached to nothing leaks nothing");
+    assert!(
+        routes(&h).is_empty(),
+        "a policy attached to nothing leaks nothing"
+    );
     let ctx = h.ctx();
     let add = json!({"type": "virtual-network", "uuid": VN, "ref-type": "network-policy", "ref-uuid": POL,
                      "operation": "ADD", "attr": {"sequence": {"major": 0, "minor": 0}}});
@@ -414,9 +417,10 @@ fn policy_route_leak_follows_the_policy_and_its_refs() {
                      "operation": "DELETE"});
     h.core.ref_update(&del, &ctx).expect("ref del");
     let w = h.core.watch("h1", before).expect("watch");
-    assert!(w.events.iter().any(|e| e["key"]
-        == format!("route/{b}/10.2.2.3/32/h2")
-        && e["op"] == "delete"));
+    assert!(w
+        .events
+        .iter()
+        .any(|e| e["key"] == format!("route/{b}/10.2.2.3/32/h2") && e["op"] == "delete"));
     assert!(routes(&h).is_empty());
     assert_eq!(
         h.core.interface_config(VMI).expect("cfg")["connected"],

@@ -104,14 +104,14 @@ pub fn connected(
     out
 }
 
-/// IP protocol number of a rule's `protocol` (`any` → `None`); `Err` for an unknown name.
-pub fn protocol(p: Option<&str>) -> Result<Option<u8>, ()> {
+/// IP protocol number of a rule's `protocol` (`any` → `Some(None)`); `None` for an unknown name.
+pub fn protocol(p: Option<&str>) -> Option<Option<u8>> {
     match p.map(str::trim).unwrap_or("any") {
-        "any" | "" => Ok(None),
-        "tcp" | "TCP" => Ok(Some(6)),
-        "udp" | "UDP" => Ok(Some(17)),
-        "icmp" | "ICMP" => Ok(Some(1)),
-        n => n.parse::<u8>().map(Some).map_err(|_| ()),
+        "any" | "" => Some(None),
+        "tcp" | "TCP" => Some(Some(6)),
+        "udp" | "UDP" => Some(Some(17)),
+        "icmp" | "ICMP" => Some(Some(1)),
+        n => n.parse::<u8>().ok().map(Some),
     }
 }
 
@@ -172,7 +172,7 @@ pub fn resolve_rules(
             Some("deny") => "deny",
             _ => continue,
         };
-        let Ok(proto) = protocol(r.get("protocol").and_then(Value::as_str)) else {
+        let Some(proto) = protocol(r.get("protocol").and_then(Value::as_str)) else {
             continue;
         };
         let side = |k| -> Vec<Value> {
@@ -206,14 +206,10 @@ mod tests {
     const C: &str = "default-domain:default-project:guest-c";
 
     fn known() -> BTreeMap<String, Vec<String>> {
-        [
-            (A, "10.1.1.0/24"),
-            (B, "10.2.2.0/24"),
-            (C, "10.3.3.0/24"),
-        ]
-        .into_iter()
-        .map(|(k, s)| (k.to_string(), vec![s.to_string()]))
-        .collect()
+        [(A, "10.1.1.0/24"), (B, "10.2.2.0/24"), (C, "10.3.3.0/24")]
+            .into_iter()
+            .map(|(k, s)| (k.to_string(), vec![s.to_string()]))
+            .collect()
     }
 
     fn rule(action: &str, proto: &str, src: Value, dst: Value) -> Value {
@@ -300,7 +296,8 @@ mod tests {
         assert_eq!(r[1]["src"], json!([{"subnet": "10.9.0.0/16"}]));
         assert_eq!(r[1]["dst"], json!([{"any": true}]));
         assert_eq!(r[1]["action"], json!("deny"));
-        assert_eq!(protocol(Some("58")), Ok(Some(58)));
-        assert_eq!(protocol(None), Ok(None));
+        assert_eq!(protocol(Some("58")), Some(Some(58)));
+        assert_eq!(protocol(None), Some(None));
+        assert_eq!(protocol(Some("sctpx")), None);
     }
 }

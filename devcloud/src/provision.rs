@@ -178,7 +178,11 @@ pub fn provision(vnc: &Vnc, plan: &Plan, progress: &dyn Fn(&str)) -> Result<Prov
                 "dst_ports": [{"start_port": 0, "end_port": 65535}],
                 "action_list": {"simple_action": "pass"}}]}}}),
     )?;
-    for n in plan.networks.iter().filter(|n| POLICY_NETWORKS.contains(&n.name.as_str())) {
+    for n in plan
+        .networks
+        .iter()
+        .filter(|n| POLICY_NETWORKS.contains(&n.name.as_str()))
+    {
         vnc.put(
             &format!("/virtual-network/{}", n.uuid),
             json!({"virtual-network": {"fq_name": ["default-domain", "default-project", n.name],

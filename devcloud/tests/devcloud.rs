@@ -74,7 +74,14 @@ fn devcloud_up_checks_pass_and_down_leaves_nothing() {
         started.elapsed()
     );
     assert!(stdout.contains("all checks passed"), "{stdout}");
-    for want in ["same network", "floating IP", "vRouter inet4 routing table"] {
+    for want in [
+        "same network",
+        "floating IP",
+        "vRouter inet4 routing table",
+        "policy acl-a-b permits ICMP",
+        "`Flow Action Drop`",
+        "(guest-c",
+    ] {
         assert!(stdout.contains(want), "report lacks {want:?}:\n{stdout}");
     }
     let status = Command::new(devcloud())

@@ -441,8 +441,16 @@ const VRF_B: &str = "default-domain:admin:net2";
 const VRF_C: &str = "default-domain:admin:net3";
 const VMI3: &str = "33333333-3333-3333-3333-333333333333";
 
-fn policy_iface(vmi: &str, vrf: &str, ip: &str, subnet: &str, other: &str, other_sub: &str, with_policy: bool) -> Value {
-    let gw = format!("{}.1", subnet.rsplitn(2, '.').nth(1).unwrap_or("10.0.0"));
+fn policy_iface(
+    vmi: &str,
+    vrf: &str,
+    ip: &str,
+    subnet: &str,
+    other: &str,
+    other_sub: &str,
+    with_policy: bool,
+) -> Value {
+    let gw = format!("{}.1", subnet.rsplit_once('.').map_or("10.0.0", |x| x.0));
     let (policies, connected) = if with_policy {
         (
             json!([{"uuid": "p", "fq_name": ["default-domain", "admin", "acl-a-b"], "attr": null, "entries": null,
@@ -479,14 +487,50 @@ fn policies_compile_reconcile_and_leak_routes_only_while_connected() {
     bound(&mut st, VMI3, "vif6.0");
     let events = |pol: bool| {
         vec![
-            ev(3, "interface", &format!("iface/{VMI1}"),
-               Some(policy_iface(VMI1, VRF, "10.1.1.3", "10.1.1.0/24", VRF_B, "10.2.2.0/24", pol))),
-            ev(4, "interface", &format!("iface/{VMI3}"),
-               Some(policy_iface(VMI3, VRF_B, "10.2.2.3", "10.2.2.0/24", VRF, "10.1.1.0/24", pol))),
-            ev(5, "route", &format!("route/{VRF_B}/10.2.2.4/32/h2"),
-               Some(json!({"host": "h2", "vrf": VRF_B, "prefix": "10.2.2.4/32", "label": 30, "nexthop": "10.0.0.2"}))),
-            ev(6, "route", &format!("route/{VRF_C}/10.3.3.4/32/h2"),
-               Some(json!({"host": "h2", "vrf": VRF_C, "prefix": "10.3.3.4/32", "label": 31, "nexthop": "10.0.0.2"}))),
+            ev(
+                3,
+                "interface",
+                &format!("iface/{VMI1}"),
+                Some(policy_iface(
+                    VMI1,
+                    VRF,
+                    "10.1.1.3",
+                    "10.1.1.0/24",
+                    VRF_B,
+                    "10.2.2.0/24",
+                    pol,
+                )),
+            ),
+            ev(
+                4,
+                "interface",
+                &format!("iface/{VMI3}"),
+                Some(policy_iface(
+                    VMI3,
+                    VRF_B,
+                    "10.2.2.3",
+                    "10.2.2.0/24",
+                    VRF,
+                    "10.1.1.0/24",
+                    pol,
+                )),
+            ),
+            ev(
+                5,
+                "route",
+                &format!("route/{VRF_B}/10.2.2.4/32/h2"),
+                Some(
+                    json!({"host": "h2", "vrf": VRF_B, "prefix": "10.2.2.4/32", "label": 30, "nexthop": "10.0.0.2"}),
+                ),
+            ),
+            ev(
+                6,
+                "route",
+                &format!("route/{VRF_C}/10.3.3.4/32/h2"),
+                Some(
+                    json!({"host": "h2", "vrf": VRF_C, "prefix": "10.3.3.4/32", "label": 31, "nexthop": "10.0.0.2"}),
+                ),
+            ),
         ]
     };
     st.apply_watch(&reply(6, true, events(true)));
@@ -549,7 +593,10 @@ fn policies_compile_reconcile_and_leak_routes_only_while_connected() {
             max_flows: 0
         })
     );
-    assert!(d.policies.iter().any(|p| p.id == u32::from(va) && p.name == "default-domain:admin:acl-a-b"));
+    assert!(d
+        .policies
+        .iter()
+        .any(|p| p.id == u32::from(va) && p.name == "default-domain:admin:acl-a-b"));
     let route = |vrf: u16, a: &str| {
         d.routes
             .iter()
@@ -560,7 +607,10 @@ fn policies_compile_reconcile_and_leak_routes_only_while_connected() {
     // Local interface of B leaked into A's VRF via its Encap nexthop, and A's into B's.
     let b_local = route(vb, "10.2.2.3").expect("own route");
     assert_eq!(route(va, "10.2.2.3").map(|r| r.nh), Some(b_local.nh));
-    assert_eq!(route(vb, "10.1.1.3").map(|r| r.nh), route(va, "10.1.1.3").map(|r| r.nh));
+    assert_eq!(
+        route(vb, "10.1.1.3").map(|r| r.nh),
+        route(va, "10.1.1.3").map(|r| r.nh)
+    );
     // B's remote route leaked with its label to the tunnel.
     let leaked = route(va, "10.2.2.4").expect("leaked remote");
     assert_eq!(leaked.label, Some(30));
@@ -575,7 +625,30 @@ fn policies_compile_reconcile_and_leak_routes_only_while_connected() {
     assert_eq!(sync(&mut dp, &b.config), 0);
     let d = dp.dump();
     assert!(d.policies.is_empty() && d.vrf_policies.is_empty());
-    assert!(!d.routes.iter().any(|r| r.vrf == va && r.prefix == ip("10.2.2.3")));
-    assert!(!d.routes.iter().any(|r| r.vrf == va && r.prefix == ip("10.2.2.4")));
-    assert!(!d.routes.iter().any(|r| r.vrf == vb && r.prefix == ip("10.1.1.3")));
+    assert!(!d
+        .routes
+        .iter()
+        .any(|r| r.vrf == va && r.prefix == ip("10.2.2.3")));
+    assert!(!d
+        .routes
+        .iter()
+        .any(|r| r.vrf == va && r.prefix == ip("10.2.2.4")));
+    assert!(!d
+        .routes
+        .iter()
+        .any(|r| r.vrf == vb && r.prefix == ip("10.1.1.3")));
+}
+
+#[test]
+fn floating_ip_vm_in_a_policy_network_passes_except_to_connected_networks() {
+    use vrouter_dataplane::tables::policy::{Endpoint, PolicyAction};
+    let p = |s: &str| Prefix::parse(s).expect("prefix");
+    let rules = fip_rules(Ipv4Addr::new(10, 1, 1, 2), &[p("10.2.2.0/24")]);
+    let ip = |a: [u8; 4]| u32::from(Ipv4Addr::from(a));
+    assert_eq!(rules.len(), 2);
+    assert_eq!(rules[0].src, Endpoint::Cidr(ip([10, 1, 1, 2]), 32));
+    assert_eq!(rules[0].dst, Endpoint::Cidr(ip([10, 2, 2, 0]), 24));
+    assert_eq!(rules[0].action, PolicyAction::Deny);
+    assert_eq!(rules[1].dst, Endpoint::Any);
+    assert_eq!(rules[1].action, PolicyAction::Pass);
 }

@@ -38,6 +38,9 @@ use std::sync::Arc;
 /// floating-IP VRF); more means a loop in the configuration.
 const MAX_LOOKUPS: usize = 3;
 
+/// How many packets ahead the lookup stage prefetches FIB slots when the table exceeds L2.
+const PREFETCH_AHEAD: usize = 12;
+
 /// DHCP server port: requests from VMs go to the agent.
 const DHCP_SERVER_PORT: u16 = 67;
 
@@ -66,37 +69,48 @@ impl Pipeline {
     /// Runs every stage over `batch`. Afterwards each packet is `Tx` (with `out_vif`) or `Drop`
     /// (with a reason); [`Pipeline::output`] hands them on.
     pub fn run(&self, t: &Tables, batch: &mut Batch) {
-        self.count_rx(batch);
+        // Receive counters are added once per run of packets from the same interface (a batch
+        // normally comes from one port), in the same pass as classification.
+        let mut rx: (u16, u64, u64) = (u16::MAX, 0, 0);
         for p in batch.pkts_mut() {
+            if rx.0 != p.meta.in_vif {
+                self.count_rx(rx);
+                rx = (p.meta.in_vif, 0, 0);
+            }
+            rx.1 += 1;
+            rx.2 += p.buf.len() as u64;
             self.classify(t, p);
         }
+        self.count_rx(rx);
         let mut flows = (t.flow_vrfs != 0).then(|| self.flow.borrow_mut());
         if let Some(fs) = flows.as_deref_mut() {
             self.flow_capture(t, batch, fs);
         }
-        for _ in 0..MAX_LOOKUPS {
-            if batch.pkts().iter().any(|p| p.meta.next == Next::Lookup) {
-                self.lookup(t, batch);
-            }
+        for round in 0..MAX_LOOKUPS {
+            self.lookup(t, batch);
             if let Some(fs) = flows.as_deref_mut() {
                 self.flow_stage(t, batch, fs);
             }
+            // Nexthops, and traps from any stage so far, in one pass.
             let mut again = false;
             for p in batch.pkts_mut() {
                 if p.meta.next == Next::Nexthop {
                     self.nexthop(t, p);
                     again |= p.meta.next == Next::Lookup;
                 }
+                if p.meta.next == Next::Trap {
+                    self.trap(t, p);
+                }
             }
             if !again {
                 break;
             }
-        }
-        for p in batch.pkts_mut() {
-            match p.meta.next {
-                Next::Trap => self.trap(t, p),
-                Next::Lookup | Next::Nexthop | Next::Classify => p.meta.drop(DropReason::PktLoop),
-                Next::Tx | Next::Drop => {}
+            if round + 1 == MAX_LOOKUPS {
+                for p in batch.pkts_mut() {
+                    if matches!(p.meta.next, Next::Lookup | Next::Nexthop | Next::Classify) {
+                        p.meta.drop(DropReason::PktLoop);
+                    }
+                }
             }
         }
         if let Some(fs) = flows.as_deref() {
@@ -152,27 +166,15 @@ impl Pipeline {
         count(run);
     }
 
-    /// Receive counters, added once per run of packets from the same interface (a batch
-    /// normally comes from one port).
-    fn count_rx(&self, batch: &Batch) {
-        let mut run: (u16, u64, u64) = (u16::MAX, 0, 0);
-        let count = |r: (u16, u64, u64)| {
-            if r.1 != 0 {
-                if let Some(c) = self.stats.vif.get(usize::from(r.0)) {
-                    c.rx_packets.add(r.1);
-                    c.rx_bytes.add(r.2);
-                }
+    /// Adds a run of received packets (vif, packets, bytes) to that interface's counters.
+    #[inline]
+    fn count_rx(&self, (vif, n, bytes): (u16, u64, u64)) {
+        if n != 0 {
+            if let Some(c) = self.stats.vif.get(usize::from(vif)) {
+                c.rx_packets.add(n);
+                c.rx_bytes.add(bytes);
             }
-        };
-        for p in batch.pkts() {
-            if run.0 != p.meta.in_vif {
-                count(run);
-                run = (p.meta.in_vif, 0, 0);
-            }
-            run.1 += 1;
-            run.2 += p.buf.len() as u64;
         }
-        count(run);
     }
 
     #[inline]
@@ -412,21 +414,39 @@ impl Pipeline {
     /// lookup. A first pass prefetches each packet's FIB slots so the probes of the second pass
     /// overlap their cache misses.
     fn lookup(&self, t: &Tables, batch: &mut Batch) {
-        let prefetch = t.fib.worth_prefetching();
-        for p in batch.pkts().iter().filter(|_| prefetch) {
-            if p.meta.next == Next::Lookup {
-                let Some(d) = p.buf.data().get(ETH + 16..ETH + 20) else {
-                    continue;
-                };
-                let dst = u32::from_be_bytes([d[0], d[1], d[2], d[3]]);
-                if let Some(v) = t.vrf(p.meta.vrf) {
-                    t.fib.prefetch(p.meta.vrf, v.plens, dst);
+        let pkts = batch.pkts_mut();
+        if !t.fib.worth_prefetching() {
+            for p in pkts.iter_mut() {
+                if p.meta.next == Next::Lookup {
+                    self.lookup_one(t, p);
                 }
             }
+            return;
         }
-        for p in batch.pkts_mut() {
-            if p.meta.next == Next::Lookup {
-                self.lookup_one(t, p);
+        // A large table: software-pipeline the probes. While packet i is looked up, the slots of
+        // packet i + PREFETCH_AHEAD are being fetched, so about that many cache misses are in
+        // flight at once (more would overflow the core's miss buffers and be dropped).
+        let prefetch = |p: &Pkt| {
+            if p.meta.next != Next::Lookup {
+                return;
+            }
+            if let (Some(d), Some(v)) = (p.buf.data().get(ETH + 16..ETH + 20), t.vrf(p.meta.vrf)) {
+                t.fib.prefetch(
+                    p.meta.vrf,
+                    v.plens,
+                    u32::from_be_bytes([d[0], d[1], d[2], d[3]]),
+                );
+            }
+        };
+        for p in pkts.iter().take(PREFETCH_AHEAD) {
+            prefetch(p);
+        }
+        for i in 0..pkts.len() {
+            if let Some(ahead) = pkts.get(i + PREFETCH_AHEAD) {
+                prefetch(ahead);
+            }
+            if pkts[i].meta.next == Next::Lookup {
+                self.lookup_one(t, &mut pkts[i]);
             }
         }
     }

@@ -113,7 +113,7 @@ impl Fib {
     pub fn with_capacity(routes: usize) -> Self {
         let n = (routes.max(16) * 2).next_power_of_two();
         Self {
-            slots: vec![Slot::default(); n],
+            slots: alloc_slots(n),
             mask: n - 1,
             len: 0,
             tombstones: 0,
@@ -278,7 +278,7 @@ impl Fib {
         let want = ((self.len + 1) * 4)
             .next_power_of_two()
             .max(self.slots.len());
-        let old = std::mem::replace(&mut self.slots, vec![Slot::default(); want]);
+        let old = std::mem::replace(&mut self.slots, alloc_slots(want));
         self.mask = want - 1;
         self.tombstones = 0;
         for s in old {
@@ -291,6 +291,35 @@ impl Fib {
             }
         }
     }
+}
+
+/// A zeroed slot array. Large arrays are backed by transparent huge pages where the kernel
+/// allows it: a lookup in a table of a million routes touches a random slot, and with 4 KiB pages
+/// nearly every one is also a TLB miss (a costly one under nested paging). The hint is given
+/// before the pages are first touched; if the kernel declines, the table works the same.
+fn alloc_slots(n: usize) -> Vec<Slot> {
+    // Reserve first, advise, then write the zeros: the first touch must come after the hint.
+    let mut v: Vec<Slot> = Vec::with_capacity(n);
+    let bytes = n * std::mem::size_of::<Slot>();
+    const HUGE: usize = 2 << 20;
+    if bytes >= 2 * HUGE {
+        let start = v.as_ptr() as usize;
+        let aligned = (start + HUGE - 1) & !(HUGE - 1);
+        let end = (start + bytes) & !(HUGE - 1);
+        if end > aligned {
+            // SAFETY: the range [aligned, end) lies inside the allocation `v` owns; MADV_HUGEPAGE
+            // only changes how the kernel backs those pages, not their contents or validity.
+            unsafe {
+                libc::madvise(
+                    aligned as *mut libc::c_void,
+                    end - aligned,
+                    libc::MADV_HUGEPAGE,
+                );
+            }
+        }
+    }
+    v.resize(n, Slot::default());
+    v
 }
 
 /// Software prefetch of the cache line holding `p` (a no-op where unsupported).
