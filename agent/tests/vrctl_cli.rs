@@ -119,3 +119,75 @@ fn text_layouts_follow_the_vrouter_utilities() {
     assert_eq!(a, b);
     assert_eq!(a["type"], "Host");
 }
+
+#[test]
+fn flow_list_shows_both_directions_actions_and_counters() {
+    use std::sync::{Arc, Mutex};
+    use vrouter_dataplane::ctl::{CtlServer, CtlState, DaemonInfo};
+    use vrouter_dataplane::harness::fixture::*;
+    use vrouter_dataplane::harness::Harness;
+    use vrouter_dataplane::tables::Limits;
+    use vrouter_dataplane::wire::MacAddr;
+
+    // Real traffic through the real pipeline: VM B (vn1) sends UDP and TCP to VM C (vn2); the
+    // policy passes UDP and denies TCP.
+    let mut h = Harness::new(Limits::default());
+    h.program(ops());
+    h.program(policy_ops(0));
+    let frame = |proto: &str| {
+        let b = etherparse::PacketBuilder::ethernet2(MAC_B.0, MacAddr::VROUTER.0).ipv4(
+            IP_B.to_be_bytes(),
+            IP_C.to_be_bytes(),
+            64,
+        );
+        let mut v = Vec::new();
+        match proto {
+            "udp" => b.udp(4000, 53).write(&mut v, b"q").expect("udp"),
+            _ => b
+                .tcp(4001, 22, 1, 1000)
+                .syn()
+                .write(&mut v, &[])
+                .expect("tcp"),
+        }
+        v
+    };
+    let (udp, tcp) = (frame("udp"), frame("tcp"));
+    h.run(VM_B, &[&udp, &udp, &tcp]);
+
+    let dir = tempdir();
+    let sock = dir.path().join("dp.sock");
+    let Harness { writer, stats, .. } = h;
+    let state = Arc::new(Mutex::new(CtlState {
+        writer,
+        stats,
+        info: DaemonInfo { lcores: 1 },
+    }));
+    let mut server = CtlServer::bind(&sock, state).expect("bind control socket");
+    server.root_only = false;
+    server.spawn().expect("serve");
+
+    let v = vrctl_json(&sock, &["flow", "list"]);
+    let flows = v["flows"].as_array().expect("flows array");
+    assert_eq!(flows.len(), 4, "two pairs, both directions: {v}");
+    let find = |sport: u64, dst: &str| {
+        flows
+            .iter()
+            .find(|f| f["sport"] == sport && f["dst"] == dst)
+            .unwrap_or_else(|| panic!("no flow {sport} -> {dst}: {v}"))
+    };
+    let fwd = find(4000, "10.2.2.3");
+    assert_eq!(fwd["action"], "F");
+    assert_eq!(fwd["packets"], 2);
+    assert_eq!(fwd["forward"], true);
+    let rev = find(53, "10.1.1.4");
+    assert_eq!(rev["action"], "F");
+    assert_eq!(rev["index"], fwd["rindex"]);
+    assert_eq!(find(4001, "10.2.2.3")["action"], "D(Policy)");
+
+    let t = stdout(&vrctl(&sock, &["flow", "list"]));
+    assert!(t.starts_with("Flow table(size "), "{t}");
+    assert!(
+        t.contains("10.1.1.4:4000") && t.contains("Action:D(Policy)"),
+        "{t}"
+    );
+}

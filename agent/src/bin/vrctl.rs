@@ -199,6 +199,140 @@ impl Ctx {
     }
 }
 
+/// One flow entry as `vrctl flow list` shows it.
+#[derive(Debug, Serialize)]
+struct FlowView {
+    index: u32,
+    rindex: u32,
+    gen: u32,
+    forward: bool,
+    vrf: u16,
+    dvrf: u16,
+    proto: u8,
+    src: Ipv4Addr,
+    sport: u16,
+    dst: Ipv4Addr,
+    dport: u16,
+    /// `F`, `D(Policy)`, `N(S)`, `N(D)`, `N(SD)` as in `flow -l`.
+    action: String,
+    nat_src: Option<Ipv4Addr>,
+    nat_dst: Option<Ipv4Addr>,
+    tcp: String,
+    packets: u64,
+    bytes: u64,
+    idle_s: u32,
+}
+
+impl From<&vrouter_dataplane::tables::flow::FlowEntryInfo> for FlowView {
+    fn from(f: &vrouter_dataplane::tables::flow::FlowEntryInfo) -> Self {
+        use vrouter_dataplane::tables::flow::{tcp, FlowAction};
+        let (action, nat_src, nat_dst) = match f.action {
+            FlowAction::Forward => ("F".to_string(), None, None),
+            FlowAction::Drop(r) => (format!("D({r:?})"), None, None),
+            FlowAction::Nat { snat, dnat } => {
+                let kind = format!(
+                    "{}{}",
+                    if snat.is_some() { "S" } else { "" },
+                    if dnat.is_some() { "D" } else { "" }
+                );
+                (
+                    format!("N({kind})"),
+                    snat.map(Ipv4Addr::from),
+                    dnat.map(Ipv4Addr::from),
+                )
+            }
+        };
+        let mut t = String::new();
+        for (bit, c) in [
+            (tcp::SYN, 'S'),
+            (tcp::ACK, 'A'),
+            (tcp::FIN, 'F'),
+            (tcp::RST, 'R'),
+            (tcp::CLOSED, 'C'),
+        ] {
+            if f.tcp & bit != 0 {
+                t.push(c);
+            }
+        }
+        FlowView {
+            index: f.index,
+            rindex: f.rindex,
+            gen: f.gen,
+            forward: f.forward,
+            vrf: f.vrf,
+            dvrf: f.dvrf,
+            proto: f.proto,
+            src: Ipv4Addr::from(f.src),
+            sport: f.sport,
+            dst: Ipv4Addr::from(f.dst),
+            dport: f.dport,
+            action,
+            nat_src,
+            nat_dst,
+            tcp: t,
+            packets: f.packets,
+            bytes: f.bytes,
+            idle_s: f.idle_s,
+        }
+    }
+}
+
+/// `flow -l` layout: both directions of each pair, action, TCP state, counters.
+fn flow_text(
+    stats: &vrouter_dataplane::tables::flow::FlowTableStats,
+    flows: &[FlowView],
+) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "Flow table(size {} entries, {} active)\n",
+        stats.capacity, stats.active
+    );
+    let _ = writeln!(
+        o,
+        "Entries: Created {} Deleted {} Refused(full) {}\n",
+        stats.created, stats.deleted, stats.full
+    );
+    let _ = writeln!(o, "Action:F=Forward, D=Drop N=NAT(S=SNAT, D=DNAT)");
+    let _ = writeln!(o, "TCP:S=SYN, A=ACK, F=FIN, R=RST, C=Closed\n");
+    let _ = writeln!(
+        o,
+        "    Index                Source:Port/Destination:Port                      Proto(V)"
+    );
+    let _ = writeln!(o, "{}", "-".repeat(83));
+    for f in flows {
+        let v = if f.dvrf != f.vrf {
+            format!("{}->{}", f.vrf, f.dvrf)
+        } else {
+            f.vrf.to_string()
+        };
+        let _ = writeln!(
+            o,
+            "{:>9}<=>{:<11}{:<52}{:>3} ({v})",
+            f.index,
+            f.rindex,
+            format!("{}:{}", f.src, f.sport),
+            f.proto
+        );
+        let _ = writeln!(o, "{:25}{}:{}", "", f.dst, f.dport);
+        let nat = match (f.nat_src, f.nat_dst) {
+            (None, None) => String::new(),
+            (s, d) => format!(
+                ", Nat:{}{}",
+                s.map(|a| format!(" src {a}")).unwrap_or_default(),
+                d.map(|a| format!(" dst {a}")).unwrap_or_default()
+            ),
+        };
+        let _ = writeln!(
+            o,
+            "(Gen: {}, Action:{}{nat}, TCP:{}, Stats:{}/{}, Idle {}s)\n",
+            f.gen, f.action, f.tcp, f.packets, f.bytes, f.idle_s
+        );
+    }
+    o
+}
+
 fn parse_prefix(s: &str) -> Result<(u32, u8), Error> {
     let bad = || Error::Usage(format!("--prefix {s:?}: expected a.b.c.d or a.b.c.d/n"));
     let (a, l) = s.split_once('/').unwrap_or((s, "32"));
@@ -208,13 +342,6 @@ fn parse_prefix(s: &str) -> Result<(u32, u8), Error> {
 }
 
 fn run(cli: Cli) -> Result<(), Error> {
-    if let Cmd::Flow { .. } = cli.cmd {
-        // Checked before connecting: the answer does not depend on the daemon.
-        return Err(Error::Usage(
-            "flow list: this dataplane keeps no flow table yet (control protocol v1 has no flow dump)"
-                .into(),
-        ));
-    }
     let mut c = Ctx {
         client: CtlClient::connect(&cli.socket)?,
         json: cli.json,
@@ -297,7 +424,21 @@ fn run(cli: Cli) -> Result<(), Error> {
             let v = show::fip_views(&dump.fips, &Names::from_dump(&dump));
             c.out(&v, || show::fip_text(&v));
         }
-        Cmd::Flow { .. } => {}
+        Cmd::Flow { cmd: ListCmd::List } => {
+            let (stats, flows) = match c.req(&Request::FlowList {
+                vrf: None,
+                limit: None,
+            })? {
+                Response::Flows { stats, flows } => (stats, flows),
+                _ => return Err(Error::Unexpected("expected flows")),
+            };
+            let views: Vec<FlowView> = flows.iter().map(FlowView::from).collect();
+            let doc = serde_json::json!({
+                "capacity": stats.capacity, "active": stats.active, "created": stats.created,
+                "deleted": stats.deleted, "refused": stats.full, "flows": views,
+            });
+            c.out(&doc, || flow_text(&stats, &views));
+        }
         Cmd::Stats {
             cmd: StatsCmd::Vrf { vrf },
         } => {
