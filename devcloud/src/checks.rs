@@ -245,6 +245,16 @@ fn dhcp(vm: &Vm) -> Result<String> {
     std::fs::read_to_string(&lease).map_err(|e| DevcloudError::Io(lease.display().to_string(), e))
 }
 
+/// Runs a shell command line in namespace `ns`, returning stdout and stderr whatever it exits with.
+fn output_in(ns: &str, cmd: &str) -> String {
+    std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "sh", "-c", &format!("{cmd} 2>&1")])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
 fn ping(ns: &str, dst: &str, count: u32) -> (bool, String) {
     match run_in(
         ns,
@@ -562,6 +572,84 @@ fn report(o: &Opts, plan: &Plan, p: &Provisioned) -> Result<()> {
             tcp.is_err(),
             format!("TCP {} (guest-a) -> {} (guest-c): isolated", a.name, c.name),
             String::new(),
+        );
+    }
+    // What a first-hop router owes its tenants: ICMP errors (traceroute, path MTU) and
+    // anti-spoofing, seen from inside the VMs.
+    if let (Some(a), Some(b)) = (
+        same_net.first(),
+        same_net.iter().find(|v| v.host != same_net[0].host),
+    ) {
+        let dst = p.vms[b.index - 1].1.clone();
+        let gw = plan.networks[a.network].gateway.clone();
+        let ha = plan.host_of(a);
+        let out = output_in(
+            &a.netns(),
+            &format!("busybox traceroute -I -n -q 1 -w 2 -m 4 {dst}"),
+        );
+        let hops: Vec<String> = out
+            .lines()
+            .filter(|l| {
+                l.trim_start()
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_digit())
+            })
+            .map(|l| l.split_whitespace().nth(1).unwrap_or("").to_string())
+            .collect();
+        line(
+            hops.first() == Some(&gw) && hops.last() == Some(&dst),
+            format!(
+                "traceroute {} -> {}: the vRouter answers TTL expiry from the gateway",
+                a.name, b.name
+            ),
+            format!("hops {}", hops.join(" ")),
+        );
+        let out = output_in(&a.netns(), &format!("ping -M do -s 1472 -c 2 -W 2 {dst}"));
+        // iputils prints "Frag needed and DF set (mtu = N)", then "message too long, mtu=N".
+        let mtu = out
+            .find("mtu")
+            .map(|i| {
+                out[i + 3..]
+                    .chars()
+                    .skip_while(|c| !c.is_ascii_digit())
+                    .take_while(char::is_ascii_digit)
+                    .collect::<String>()
+            })
+            .filter(|m| !m.is_empty());
+        line(
+            mtu.is_some(),
+            format!("path MTU: 1500-byte DF ping {} -> {} over the 1500-byte underlay gets ICMP fragmentation needed", a.name, b.name),
+            mtu.map(|m| format!("mtu {m}")).unwrap_or_else(|| out.lines().last().unwrap_or("").to_string()),
+        );
+        let spoof_drops = || {
+            vrctl_json(o, ha, &["drops"])
+                .ok()
+                .and_then(|v| v.get("Invalid Source").and_then(|n| n.as_u64()))
+                .unwrap_or(0)
+        };
+        let before = spoof_drops();
+        let _ = output_in(&a.netns(), "ip addr add 10.1.1.250/32 dev eth0");
+        let (ok, _) = match run_in(
+            &a.netns(),
+            &["ping", "-I", "10.1.1.250", "-c", "2", "-W", "1", "-q", &dst],
+        ) {
+            Ok(o) => (true, o),
+            Err(e) => (false, e.to_string()),
+        };
+        let _ = output_in(&a.netns(), "ip addr del 10.1.1.250/32 dev eth0");
+        let after = spoof_drops();
+        line(
+            !ok && after > before,
+            format!(
+                "anti-spoofing: {} sending from 10.1.1.250 (not its address) is dropped",
+                a.name
+            ),
+            format!(
+                "{} `Invalid Source` on {} ({before} -> {after})",
+                after.saturating_sub(before),
+                ha.name
+            ),
         );
     }
     if let Some(fip) = &p.fip {

@@ -309,7 +309,7 @@ fn flow_text(
         };
         let _ = writeln!(
             o,
-            "{:>9}<=>{:<11}{:<52}{:>3} ({v})",
+            "{:>9}<=>{:<13}{:<50}{:>3} ({v})",
             f.index,
             f.rindex,
             format!("{}:{}", f.src, f.sport),
