@@ -20,21 +20,9 @@ fn dp_sock(h: &Host) -> PathBuf {
     host_dir(h).join("dp.sock")
 }
 
-/// A stand-in for XAPI's `xe`: answers `vif-param-get` from a table, as XenServer would from the
-/// VIF's other-config that CloudStack set.
-const FAKE_XE: &str = r#"#!/bin/bash
-[ "$1" = vif-param-get ] || { echo "xe (devcloud): unsupported command $1" >&2; exit 1; }
-uuid="" key=""
-for a in "$@"; do
-  case "$a" in
-    uuid=*) uuid=${a#uuid=} ;;
-    param-key=*) key=${a#param-key=} ;;
-  esac
-done
-v=$(awk -v u="$uuid" -v k="$key" '$1 == u && $2 == k { print $3 }' "$DEVCLOUD_XE_DB")
-[ -n "$v" ] || { echo "Key $key not found in map" >&2; exit 1; }
-echo "$v"
-"#;
+/// A stand-in for XAPI's `xe` (the project's `xen/scripts/xe-standin`): answers
+/// `vif-param-get` from a table, as XenServer would from the VIF's other-config CloudStack set.
+const FAKE_XE: &str = include_str!("../../xen/scripts/xe-standin");
 
 /// The DHCP client's hook script: configures the interface and records the lease.
 const UDHCPC_SCRIPT: &str = r#"#!/bin/sh
@@ -180,7 +168,7 @@ fn hotplug(o: &Opts, plan: &Plan, vm: &Vm, mac: &str) -> Result<()> {
         std::env::var("PATH").unwrap_or_default()
     );
     let db = format!(
-        "DEVCLOUD_XE_DB={}",
+        "XE_STANDIN_DB={}",
         Path::new(RUN_DIR).join("xe.db").display()
     );
     run_in(

@@ -20,21 +20,9 @@ const VM: &str = "0a0a0a0a-1111-2222-3333-444444444444";
 const NET: &str = "0e0e0e0e-1111-2222-3333-444444444444";
 const BASE: &str = "/local/domain/0/backend/vif/12/1";
 
-/// A stand-in for XenServer's `xe`: answers `vif-param-get` from a table file and logs calls.
-const FAKE_XE: &str = r#"#!/bin/bash
-echo "$*" >> "$FAKE_XE_LOG"
-[ "$1" = vif-param-get ] || { echo "fake xe: unsupported command $1" >&2; exit 1; }
-uuid="" key=""
-for a in "$@"; do
-  case "$a" in
-    uuid=*) uuid=${a#uuid=} ;;
-    param-key=*) key=${a#param-key=} ;;
-  esac
-done
-v=$(awk -v u="$uuid" -v k="$key" '$1 == u && $2 == k { print $3 }' "$FAKE_XE_DB")
-if [ -z "$v" ]; then echo "Key $key not found in map" >&2; exit 1; fi
-echo "$v"
-"#;
+/// The stand-in for XenServer's `xe` the project ships (`scripts/xe-standin`): answers
+/// `vif-param-get` from a table file and logs calls.
+const FAKE_XE: &str = include_str!("../scripts/xe-standin");
 
 struct World {
     d: Xenstored,
@@ -104,8 +92,8 @@ impl World {
             .args(args)
             .env("PATH", path)
             .env("XENSTORED_PATH", &self.d.socket)
-            .env("FAKE_XE_DB", self.tmp.path().join("xe.db"))
-            .env("FAKE_XE_LOG", self.tmp.path().join("xe.log"))
+            .env("XE_STANDIN_DB", self.tmp.path().join("xe.db"))
+            .env("XE_STANDIN_LOG", self.tmp.path().join("xe.log"))
             .stdin(Stdio::null())
             .output()
             .unwrap()
@@ -287,8 +275,8 @@ fn hook_supports_old_private_layout_and_xenbus_path() {
         .env("XENBUS_PATH", "backend/vif/12/1")
         .env("PATH", path)
         .env("XENSTORED_PATH", &w.d.socket)
-        .env("FAKE_XE_DB", w.tmp.path().join("xe.db"))
-        .env("FAKE_XE_LOG", w.tmp.path().join("xe.log"))
+        .env("XE_STANDIN_DB", w.tmp.path().join("xe.db"))
+        .env("XE_STANDIN_LOG", w.tmp.path().join("xe.log"))
         .output()
         .unwrap();
     ok(&o);
