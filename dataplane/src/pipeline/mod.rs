@@ -27,8 +27,8 @@ use crate::stats::LcoreStats;
 use crate::tables::{fib::prefetch_read, Nexthop, Tables, TunnelKind, VifKind, NH_DISCARD};
 use crate::trap::{AgentCmd, AgentHeader, TrapReason, AGENT_HEADER_LEN};
 use crate::wire::{
-    arp, ethernet::EtherType, ip_proto, l4, ArpPacket, MacAddr, MplsLabel,
-    ETHERNET_HEADER_LEN as ETH, GRE_PROTO_MPLS, MPLS_UDP_PORT, MPLS_UDP_PORT_LEGACY,
+    arp, ethernet::EtherType, ip_proto, ArpPacket, MacAddr, MplsLabel, ETHERNET_HEADER_LEN as ETH,
+    GRE_PROTO_MPLS, MPLS_UDP_PORT, MPLS_UDP_PORT_LEGACY,
 };
 use nat::Side;
 use std::cell::RefCell;
@@ -665,14 +665,22 @@ fn hdr34(d: &mut [u8]) -> Option<&mut [u8; ETH + 20]> {
 }
 
 /// Decrements the TTL of the IPv4 header at the start of `ip`, fixing its checksum.
+///
+/// RFC 1624 eqn. 3 specialised to this rewrite: the word (TTL, protocol) drops by 0x0100, so
+/// `~m + m'` is the constant 0xfeff and the update is one addition and two folds.
 #[inline(always)]
 fn decrement_ttl(ip: &mut [u8]) {
-    let Some(ip) = ip.get_mut(..20) else { return };
-    let ip: &mut [u8] = ip;
-    let old = u16::from_be_bytes([ip[8], ip[9]]);
-    ip[8] = ip[8].wrapping_sub(1);
-    let new = u16::from_be_bytes([ip[8], ip[9]]);
-    let c = crate::wire::checksum::update16(u16::from_be_bytes([ip[10], ip[11]]), old, new);
+    let Some(ip) = ip.get_mut(..12) else { return };
+    let ip: &mut [u8; 12] = match ip.try_into() {
+        Ok(h) => h,
+        Err(_) => return,
+    };
+    if ip[8] == 0 {
+        return;
+    }
+    ip[8] -= 1;
+    let hc = u16::from_be_bytes([ip[10], ip[11]]);
+    let c = !crate::wire::checksum::fold(u32::from(!hc) + 0xfeff);
     ip[10..12].copy_from_slice(&c.to_be_bytes());
 }
 
@@ -681,24 +689,36 @@ fn decrement_ttl(ip: &mut [u8]) {
 /// packet take one path.
 #[inline]
 pub fn flow_hash(d: &[u8], vrf: u16) -> u32 {
-    let Some(ip) = d.get(ETH..) else { return 0 };
-    let Some(h) = ip.get(..20) else { return 0 };
-    let h: &[u8] = h;
-    let ip_all = ip;
-    let ip = h;
-    let src = u32::from_be_bytes([ip[12], ip[13], ip[14], ip[15]]);
-    let dst = u32::from_be_bytes([ip[16], ip[17], ip[18], ip[19]]);
-    let proto = ip[9];
-    let hl = usize::from(ip[0] & 0x0f) * 4;
-    let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0;
-    let (sp, dp) = if frag {
-        (0, 0)
-    } else {
-        l4::ports(proto, ip_all.get(hl..).unwrap_or(&[]))
+    let Some(h) = d.get(ETH..ETH + 20) else {
+        return 0;
     };
-    let a = u64::from(src) << 32 | u64::from(dst);
-    let b = u64::from(sp) << 48 | u64::from(dp) << 32 | u64::from(proto) << 16 | u64::from(vrf);
-    let h = (a ^ b.rotate_left(23)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let h: &[u8; 20] = match h.try_into() {
+        Ok(h) => h,
+        Err(_) => return 0,
+    };
+    // Addresses as one 64-bit word, straight from the header (byte order is irrelevant to a hash).
+    let addrs = u64::from_ne_bytes([h[12], h[13], h[14], h[15], h[16], h[17], h[18], h[19]]);
+    let proto = h[9];
+    let first = u16::from_be_bytes([h[6], h[7]]) & 0x3fff == 0;
+    let hl = usize::from(h[0] & 0x0f) * 4;
+    let ports = if first {
+        match (proto, d.get(ETH + hl..ETH + hl + 6)) {
+            (ip_proto::TCP | ip_proto::UDP, Some(l4)) => {
+                u32::from_ne_bytes([l4[0], l4[1], l4[2], l4[3]])
+            }
+            // ICMP echo: the identifier, in both port positions as `l4::ports` does.
+            (ip_proto::ICMP, Some(l4)) => u32::from_ne_bytes([l4[4], l4[5], l4[4], l4[5]]),
+            (ip_proto::TCP | ip_proto::UDP, None) => match d.get(ETH + hl..ETH + hl + 4) {
+                Some(l4) => u32::from_ne_bytes([l4[0], l4[1], l4[2], l4[3]]),
+                None => 0,
+            },
+            _ => 0,
+        }
+    } else {
+        0
+    };
+    let b = u64::from(ports) << 32 | u64::from(proto) << 16 | u64::from(vrf);
+    let h = (addrs ^ b.rotate_left(23)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     let h = (h ^ (h >> 31)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     (h >> 32) as u32
 }
@@ -718,27 +738,51 @@ fn encap(
     label: u32,
     sport: u16,
 ) -> bool {
+    match tpl.kind {
+        TunnelKind::MplsOverUdp => encap_fixed::<MPLSOUDP_HDR>(buf, tpl, label, Some(sport)),
+        TunnelKind::MplsOverGre => encap_fixed::<MPLSOGRE_HDR>(buf, tpl, label, None),
+    }
+}
+
+/// Ethernet + IPv4 + UDP + label.
+const MPLSOUDP_HDR: usize = ETH + 20 + 8 + 4;
+/// Ethernet + IPv4 + GRE + label.
+const MPLSOGRE_HDR: usize = ETH + 20 + 4 + 4;
+
+/// [`encap`] for an outer header of `N` bytes known at compile time, so the template copy and
+/// every field write are fixed-size stores without bounds checks.
+#[inline(always)]
+fn encap_fixed<const N: usize>(
+    buf: &mut PktBuf,
+    tpl: &crate::tables::nexthop::TunnelTemplate,
+    label: u32,
+    sport: Option<u16>,
+) -> bool {
     let inner_len = buf.len() - ETH;
-    let grow = tpl.len - ETH;
-    let Some(d) = buf.push_front(grow) else {
+    let Some(d) = buf.push_front(N - ETH) else {
         return false;
     };
-    let inner = &d[tpl.len..];
+    let Some((hdr, inner)) = d.split_first_chunk_mut::<N>() else {
+        return false;
+    };
+    let Some(inner) = inner.first_chunk::<9>() else {
+        return false;
+    };
     let (ttl, ident) = (inner[8], [inner[4], inner[5]]);
-    let tail = tpl.len - 4;
-    d[..tail].copy_from_slice(&tpl.hdr[..tail]);
-    let total = (tpl.len - ETH + inner_len) as u16;
-    let ip = &mut d[ETH..];
-    ip[2..4].copy_from_slice(&total.to_be_bytes());
-    ip[4..6].copy_from_slice(&ident);
+    let Some(t) = tpl.hdr.first_chunk::<N>() else {
+        return false;
+    };
+    hdr.copy_from_slice(t);
+    let total = (N - ETH + inner_len) as u16;
+    hdr[ETH + 2..ETH + 4].copy_from_slice(&total.to_be_bytes());
+    hdr[ETH + 4..ETH + 6].copy_from_slice(&ident);
     let ck = !crate::wire::checksum::fold(
         tpl.ip_sum + u32::from(total) + u32::from(u16::from_be_bytes(ident)),
     );
-    ip[10..12].copy_from_slice(&ck.to_be_bytes());
-    if tpl.kind == TunnelKind::MplsOverUdp {
-        let udp = &mut ip[20..28];
-        udp[0..2].copy_from_slice(&sport.to_be_bytes());
-        udp[4..6].copy_from_slice(&(total - 20).to_be_bytes());
+    hdr[ETH + 10..ETH + 12].copy_from_slice(&ck.to_be_bytes());
+    if let Some(sport) = sport {
+        hdr[ETH + 20..ETH + 22].copy_from_slice(&sport.to_be_bytes());
+        hdr[ETH + 24..ETH + 26].copy_from_slice(&(total - 20).to_be_bytes());
     }
     let word = MplsLabel {
         label,
@@ -747,7 +791,7 @@ fn encap(
         ttl,
     }
     .word();
-    d[tail..tpl.len].copy_from_slice(&word.to_be_bytes());
+    hdr[N - 4..N].copy_from_slice(&word.to_be_bytes());
     true
 }
 
