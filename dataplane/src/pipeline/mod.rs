@@ -274,49 +274,61 @@ impl Pipeline {
             None => p.meta.drop(DropReason::NowhereToGo),
         };
         let d = p.buf.data();
-        if d.len() < ETH {
+        let Some(eth) = d.first_chunk::<ETH>() else {
             p.meta.drop(DropReason::Pull);
             return;
-        }
-        if u16::from_be_bytes([d[12], d[13]]) != EtherType::IPV4 {
+        };
+        if u16::from_be_bytes([eth[12], eth[13]]) != EtherType::IPV4 {
             to_host(p);
             return;
         }
         let ip = &d[ETH..];
-        if let Err(e) = crate::wire::ipv4::check(ip) {
-            p.meta.drop(match e {
-                crate::wire::WireError::Truncated if ip.len() < 20 => DropReason::Pull,
-                _ => DropReason::InvalidPacket,
-            });
+        let Some(h) = ip.first_chunk::<20>() else {
+            p.meta.drop(DropReason::Pull);
+            return;
+        };
+        let hl = usize::from(h[0] & 0x0f) * 4;
+        let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
+        // `wire::ipv4::check`, on the fixed header already in hand.
+        if h[0] >> 4 != 4 || hl < 20 || total < hl {
+            p.meta.drop(DropReason::InvalidPacket);
             return;
         }
-        let hl = usize::from(ip[0] & 0x0f) * 4;
-        let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-        let dst = u32::from_be_bytes([ip[16], ip[17], ip[18], ip[19]]);
-        let unfragmented = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff == 0;
-        let seg = &ip[hl..total];
+        let Some(ip) = ip.get(..total) else {
+            p.meta.drop(DropReason::InvalidPacket);
+            return;
+        };
+        let dst = u32::from_be_bytes([h[16], h[17], h[18], h[19]]);
+        let unfragmented = u16::from_be_bytes([h[6], h[7]]) & 0x3fff == 0;
+        let seg = &ip[hl..];
         // Where the label sits, if this is overlay traffic.
-        let label_at = match ip[9] {
-            ip_proto::UDP if seg.len() >= 8 => {
-                let dport = u16::from_be_bytes([seg[2], seg[3]]);
-                (dport == MPLS_UDP_PORT || dport == MPLS_UDP_PORT_LEGACY).then_some(hl + 8)
-            }
-            ip_proto::GRE if seg.len() >= 4 => {
-                let flags = seg[0];
-                let opt = 4
-                    * (usize::from(flags & 0x80 != 0)
-                        + usize::from(flags & 0x20 != 0)
-                        + usize::from(flags & 0x10 != 0));
-                let proto = u16::from_be_bytes([seg[2], seg[3]]);
-                if proto == GRE_PROTO_MPLS && seg[1] & 0x07 == 0 {
-                    Some(hl + 4 + opt)
-                } else if dst == t.host.fabric_ip {
-                    p.meta.drop(DropReason::InvalidProtocol);
-                    return;
-                } else {
-                    None
+        let label_at = match h[9] {
+            ip_proto::UDP => match seg.first_chunk::<8>() {
+                Some(udp) => {
+                    let dport = u16::from_be_bytes([udp[2], udp[3]]);
+                    (dport == MPLS_UDP_PORT || dport == MPLS_UDP_PORT_LEGACY).then_some(hl + 8)
                 }
-            }
+                None => None,
+            },
+            ip_proto::GRE => match seg.first_chunk::<4>() {
+                Some(gre) => {
+                    let flags = gre[0];
+                    let opt = 4
+                        * (usize::from(flags & 0x80 != 0)
+                            + usize::from(flags & 0x20 != 0)
+                            + usize::from(flags & 0x10 != 0));
+                    let proto = u16::from_be_bytes([gre[2], gre[3]]);
+                    if proto == GRE_PROTO_MPLS && gre[1] & 0x07 == 0 {
+                        Some(hl + 4 + opt)
+                    } else if dst == t.host.fabric_ip {
+                        p.meta.drop(DropReason::InvalidProtocol);
+                        return;
+                    } else {
+                        None
+                    }
+                }
+                None => None,
+            },
             _ => None,
         };
         let Some(label_at) = label_at else {
@@ -332,10 +344,12 @@ impl Pipeline {
             p.meta.drop(DropReason::Fragments);
             return;
         }
-        let Ok(l) = MplsLabel::parse(&ip[label_at..total]) else {
+        let inner_at = label_at + 4;
+        let Some(lw) = ip.get(label_at..).and_then(|b| b.first_chunk::<4>()) else {
             p.meta.drop(DropReason::Pull);
             return;
         };
+        let l = MplsLabel::from_word(u32::from_be_bytes(*lw));
         if !l.bos {
             p.meta.drop(DropReason::InvalidLabel);
             return;
@@ -344,17 +358,21 @@ impl Pipeline {
             p.meta.drop(DropReason::InvalidLabel);
             return;
         };
-        let inner_at = label_at + 4;
-        let inner = &ip[inner_at..total];
+        let inner = &ip[inner_at..];
         if inner.first().map(|b| b >> 4) != Some(4) {
             p.meta.drop(DropReason::InvalidProtocol);
             return;
         }
-        if crate::wire::ipv4::check(inner).is_err() {
+        let Some(ih) = inner.first_chunk::<20>() else {
+            p.meta.drop(DropReason::InvalidPacket);
+            return;
+        };
+        let inner_hl = usize::from(ih[0] & 0x0f) * 4;
+        let inner_total = usize::from(u16::from_be_bytes([ih[2], ih[3]]));
+        if inner_hl < 20 || inner_total < inner_hl || inner_total > inner.len() {
             p.meta.drop(DropReason::InvalidPacket);
             return;
         }
-        let inner_total = usize::from(u16::from_be_bytes([inner[2], inner[3]]));
         // Keep 14 bytes in front of the inner packet for the Ethernet header the nexthop writes.
         let strip = inner_at; // ETH + inner_at - ETH
         if !p.buf.adjust_front(strip as isize) {

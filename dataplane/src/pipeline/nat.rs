@@ -2,7 +2,7 @@
 //! updated incrementally (RFC 1624): the IP header, TCP/UDP (pseudo-header), and for ICMP errors
 //! the embedded header, its checksum, its transport checksum, and the ICMP checksum over all of it.
 
-use crate::wire::{ip_proto, l4, Ipv4Packet};
+use crate::wire::{ip_proto, l4};
 
 /// Which address to rewrite.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,27 +39,52 @@ fn rd16(b: &[u8], at: usize) -> u16 {
 }
 
 /// Rewrites the `side` address of the IPv4 packet at the start of `ip` (already validated by
-/// [`Ipv4Packet::check`]) to `new`. Returns the old address.
+/// [`crate::wire::ipv4::check`]) to `new`. Returns the old address.
+///
+/// The header and transport checksums cover the address with the same weight, so the
+/// one's-complement difference `~old + new` is computed once and added to each (RFC 1624).
+#[inline]
 pub fn rewrite(ip: &mut [u8], side: Side, new: u32) -> u32 {
-    let Ok(mut p) = Ipv4Packet::new_checked(&mut *ip) else {
+    let len = ip.len();
+    let Some(h) = ip.first_chunk_mut::<20>() else {
         return 0;
     };
-    let old = if side == Side::Src { p.src() } else { p.dst() };
+    let hl = usize::from(h[0] & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
+    if h[0] >> 4 != 4 || hl < 20 || total < hl || total > len {
+        return 0;
+    }
+    let at = side.offset();
+    let old = u32::from_be_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
     if old == new {
         return old;
     }
-    match side {
-        Side::Src => p.set_src_update(new),
-        Side::Dst => p.set_dst_update(new),
-    }
-    let first_fragment = p.frag_offset() == 0;
-    let proto = p.protocol();
+    h[at..at + 4].copy_from_slice(&new.to_be_bytes());
+    let delta = addr_delta(old, new);
+    let ck = add_delta(u16::from_be_bytes([h[10], h[11]]), delta);
+    h[10..12].copy_from_slice(&ck.to_be_bytes());
+    let first_fragment = u16::from_be_bytes([h[6], h[7]]) & 0x1fff == 0;
+    let proto = h[9];
     if !first_fragment {
         return old;
     }
-    let seg = p.payload_mut();
+    let seg = &mut ip[hl..total];
     match proto {
-        ip_proto::TCP | ip_proto::UDP => l4::update_for_addr(proto, seg, old, new),
+        ip_proto::TCP if seg.len() >= 18 => {
+            let c = add_delta(u16::from_be_bytes([seg[16], seg[17]]), delta);
+            seg[16..18].copy_from_slice(&c.to_be_bytes());
+        }
+        ip_proto::UDP if seg.len() >= 8 => {
+            // Zero means "no checksum" and stays zero; a computed zero is sent as 0xffff.
+            let c = u16::from_be_bytes([seg[6], seg[7]]);
+            if c != 0 {
+                let c = match add_delta(c, delta) {
+                    0 => 0xffff,
+                    c => c,
+                };
+                seg[6..8].copy_from_slice(&c.to_be_bytes());
+            }
+        }
         ip_proto::ICMP if seg.len() >= 8 && l4::icmp_is_error(seg[0]) => {
             // The embedded packet travelled the other way: what is our destination now was its
             // source. Translate the same address there.
@@ -68,6 +93,18 @@ pub fn rewrite(ip: &mut [u8], side: Side, new: u32) -> u32 {
         _ => {}
     }
     old
+}
+
+/// `~old + new` over the two 16-bit halves of an address, unfolded.
+#[inline(always)]
+fn addr_delta(old: u32, new: u32) -> u32 {
+    u32::from(!(old >> 16) as u16) + u32::from(!(old as u16)) + (new >> 16) + (new & 0xffff)
+}
+
+/// A checksum after its covered data changed by `delta` ([`addr_delta`]): RFC 1624 eqn. 3.
+#[inline(always)]
+fn add_delta(csum: u16, delta: u32) -> u16 {
+    !crate::wire::checksum::fold(u32::from(!csum) + delta)
 }
 
 /// Translates `old` -> `new` at `side` of the IP header embedded in the ICMP error `icmp`,
