@@ -197,26 +197,26 @@ impl Pipeline {
     #[inline]
     fn vm_input(&self, t: &Tables, vif: &crate::tables::Vif, p: &mut Pkt) {
         let d = p.buf.data();
-        if d.len() < ETH {
+        let Some(eth) = d.first_chunk::<ETH>() else {
             p.meta.drop(DropReason::Pull);
             return;
-        }
+        };
         p.meta.vrf = vif.spec.vrf;
-        let smac = &d[6..12];
-        match u16::from_be_bytes([d[12], d[13]]) {
+        match u16::from_be_bytes([eth[12], eth[13]]) {
             EtherType::IPV4 => {
                 let ip = &d[ETH..];
-                if let Err(e) = crate::wire::ipv4::check(ip) {
-                    p.meta.drop(match e {
-                        crate::wire::WireError::Truncated if ip.len() < 20 => DropReason::Pull,
-                        _ => DropReason::InvalidPacket,
-                    });
+                let Some(h) = ip.first_chunk::<20>() else {
+                    p.meta.drop(DropReason::Pull);
+                    return;
+                };
+                // `wire::ipv4::check`, on the fixed header already in hand.
+                let hl = usize::from(h[0] & 0x0f) * 4;
+                let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
+                if h[0] >> 4 != 4 || hl < 20 || total < hl || total > ip.len() {
+                    p.meta.drop(DropReason::InvalidPacket);
                     return;
                 }
-                let Some(h) = ip.get(..20) else { return };
-                let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
                 let src = u32::from_be_bytes([h[12], h[13], h[14], h[15]]);
-                let hl = usize::from(h[0] & 0x0f) * 4;
                 if h[9] == ip_proto::UDP
                     && u16::from_be_bytes([h[6], h[7]]) & 0x1fff == 0
                     && ip.get(hl + 2..hl + 4) == Some(&DHCP_SERVER_PORT.to_be_bytes()[..])
@@ -226,7 +226,7 @@ impl Pipeline {
                     return;
                 }
                 // Anti-spoofing: a VM may only send from its own MAC and address.
-                if smac != vif.spec.mac.0 || (vif.spec.ip != 0 && src != vif.spec.ip) {
+                if eth[6..12] != vif.spec.mac.0 || (vif.spec.ip != 0 && src != vif.spec.ip) {
                     p.meta.drop(DropReason::InvalidSource);
                     return;
                 }
