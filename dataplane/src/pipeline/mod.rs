@@ -529,24 +529,19 @@ impl Pipeline {
 
     /// A VM packet with no route in its own VRF: if the VM has a floating IP whose VRF routes
     /// the destination, rewrite the source to the floating IP and forward in that VRF.
-    #[cold]
+    /// Not inlined: only packets without a route in their own VRF come here.
+    #[inline(never)]
     fn try_snat(&self, t: &Tables, p: &mut Pkt) -> Option<(crate::tables::Route, u8)> {
         let vif = t.vif(p.meta.in_vif)?;
         if vif.spec.kind != VifKind::Virtual || vif.fips.is_empty() {
             return None;
         }
-        let d = p.buf.data_mut();
-        let src = u32::from_be_bytes([d[ETH + 12], d[ETH + 13], d[ETH + 14], d[ETH + 15]]);
-        let dst = u32::from_be_bytes([d[ETH + 16], d[ETH + 17], d[ETH + 18], d[ETH + 19]]);
-        for vf in &vif.fips {
-            let Some(f) = t.fips.get(vf.vrf, vf.fip) else {
-                continue;
-            };
-            if f.private_ip != src {
-                continue;
-            }
+        let h = hdr34(p.buf.data_mut())?;
+        let src = u32::from_be_bytes([h[ETH + 12], h[ETH + 13], h[ETH + 14], h[ETH + 15]]);
+        let dst = u32::from_be_bytes([h[ETH + 16], h[ETH + 17], h[ETH + 18], h[ETH + 19]]);
+        for vf in vif.fips.iter().filter(|vf| vf.private_ip == src) {
             if let Some(found) = t.lookup(vf.vrf, dst).filter(|(r, _)| r.nh != NH_DISCARD) {
-                nat::rewrite(&mut d[ETH..], Side::Src, vf.fip);
+                nat::rewrite(&mut p.buf.data_mut()[ETH..], Side::Src, vf.fip);
                 self.stats.vrf(vf.vrf).fip_snats.add(1);
                 p.meta.vrf = vf.vrf;
                 return Some(found);
@@ -697,8 +692,9 @@ fn decrement_ttl(ip: &mut [u8]) {
         return;
     }
     ip[8] -= 1;
-    let hc = u16::from_be_bytes([ip[10], ip[11]]);
-    let c = !crate::wire::checksum::fold(u32::from(!hc) + 0xfeff);
+    // One fold is enough: 0xffff + 0xfeff carries once, and the folded sum cannot carry again.
+    let s = u32::from(!u16::from_be_bytes([ip[10], ip[11]])) + 0xfeff;
+    let c = !((s & 0xffff) + (s >> 16)) as u16;
     ip[10..12].copy_from_slice(&c.to_be_bytes());
 }
 
@@ -821,5 +817,43 @@ pub fn prefetch_packets(batch: &Batch) {
         if let Some(b) = p.buf.data().first() {
             prefetch_read(b);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::checksum;
+
+    #[test]
+    fn ttl_decrement_matches_rfc1624_for_every_checksum() {
+        for ck in 0..=u16::MAX {
+            for (ttl, proto) in [(64u8, 17u8), (2, 6), (255, 1), (1, 0xff)] {
+                let mut ip = [0u8; 20];
+                ip[8] = ttl;
+                ip[9] = proto;
+                ip[10..12].copy_from_slice(&ck.to_be_bytes());
+                decrement_ttl(&mut ip);
+                let old = u16::from_be_bytes([ttl, proto]);
+                let new = u16::from_be_bytes([ttl - 1, proto]);
+                assert_eq!(ip[8], ttl - 1);
+                assert_eq!(
+                    u16::from_be_bytes([ip[10], ip[11]]),
+                    checksum::update16(ck, old, new),
+                    "checksum {ck:#06x} ttl {ttl}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn ttl_decrement_keeps_a_real_header_valid() {
+        let mut ip = [
+            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0xb8, 0x61, 0xc0, 0xa8,
+            0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
+        ];
+        decrement_ttl(&mut ip);
+        assert_eq!(ip[8], 0x3f);
+        assert_eq!(checksum::checksum(&ip), 0);
     }
 }

@@ -392,6 +392,7 @@ impl Tables {
                     v.fips.push(VifFip {
                         fip: f.fip,
                         vrf: f.vrf,
+                        private_ip: f.private_ip,
                     });
                 }
             }

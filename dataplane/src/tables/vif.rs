@@ -57,6 +57,9 @@ pub struct VifFip {
     pub fip: u32,
     /// The VRF it lives in (the public network's).
     pub vrf: u16,
+    /// The VM address it stands for (a copy of the floating-IP table's, kept in step by
+    /// `Tables::apply`, so SNAT needs no table lookup).
+    pub private_ip: u32,
 }
 
 /// A configured interface as the pipeline sees it.
