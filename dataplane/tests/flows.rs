@@ -374,6 +374,241 @@ fn fip_nat_reply_matches_its_flow() {
     assert_eq!(dropped(&h.run1(FABRIC, &enc)), DropReason::FlowActionDrop);
 }
 
+/// An ICMP error frame from `smac`: `src` → `dst`, of `ty`, quoting the IPv4 packet `quoted`.
+fn icmp_error(
+    smac: MacAddr,
+    dmac: MacAddr,
+    src: u32,
+    dst: u32,
+    ty: etherparse::Icmpv4Type,
+    quoted: &[u8],
+) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(smac.0, dmac.0)
+        .ipv4(src.to_be_bytes(), dst.to_be_bytes(), 64)
+        .icmpv4(ty);
+    let mut v = Vec::new();
+    b.write(&mut v, quoted).expect("build icmp error");
+    v
+}
+
+fn port_unreachable() -> etherparse::Icmpv4Type {
+    etherparse::Icmpv4Type::DestinationUnreachable(etherparse::icmpv4::DestUnreachableHeader::Port)
+}
+
+fn time_exceeded() -> etherparse::Icmpv4Type {
+    etherparse::Icmpv4Type::TimeExceeded(etherparse::icmpv4::TimeExceededCode::TtlExceededInTransit)
+}
+
+/// The IPv4 header and first 8 transport bytes of the IPv4 packet `ip` (what RFC 792 quotes).
+fn quote(ip: &[u8]) -> Vec<u8> {
+    let hl = usize::from(ip[0] & 0x0f) * 4;
+    ip[..hl + 8].to_vec()
+}
+
+/// VM C answers VM A's UDP with port unreachable: the error is the reply direction of A's flow,
+/// so it is forwarded to A on that flow (counted there, no flow of its own); an error A's flow
+/// denies is dropped by the flow, one addressed to someone else than the quoted sender is not
+/// delivered.
+#[test]
+fn icmp_error_follows_the_flow_it_quotes() {
+    let mut h = harness();
+    let udp = udp_frame(MAC_A, VR, IP_A, IP_C, 64, 40000, 5001, b"probe");
+    let at_c = tx(&h.run1(VM_A, &udp), VM_C);
+    let err = icmp_error(
+        MAC_C,
+        VR,
+        IP_C,
+        IP_A,
+        port_unreachable(),
+        &quote(&at_c[14..]),
+    );
+    let got = tx(&h.run1(VM_C, &err), VM_A);
+    assert_eq!(&got[0..6], &MAC_A.0);
+    assert_eq!(&got[6..12], &VR.0);
+    // Routed as is: only the TTL (and so the IP checksum) changed.
+    assert_eq!(got.len(), err.len());
+    assert_eq!(got[14 + 8], 63);
+    assert_eq!(&got[14 + 12..14 + 20], &err[14 + 12..14 + 20]);
+    assert_eq!(&got[34..], &err[34..], "ICMP header and quote untouched");
+    assert_checksums(&got[14..]);
+    let f = list(&mut h);
+    assert_eq!(f.len(), 2, "no flow for the error itself: {f:?}");
+    assert_eq!(
+        (f[0].packets, f[1].packets),
+        (1, 1),
+        "counted on the reverse"
+    );
+    assert_eq!((f[1].vrf, f[1].proto, f[1].sport), (VRF_VN2, 17, 5001));
+    // Time exceeded quoting only the first 8 bytes of UDP, from an address that is not C (a
+    // router in between): the quote decides, not the outer source.
+    let te = icmp_error(MAC_C, VR, IP_C, IP_A, time_exceeded(), &quote(&udp[14..]));
+    tx(&h.run1(VM_C, &te), VM_A);
+    // An error about A's flow sent to B instead of A is not delivered.
+    let misdirected = icmp_error(
+        MAC_C,
+        VR,
+        IP_C,
+        IP_B,
+        port_unreachable(),
+        &quote(&at_c[14..]),
+    );
+    assert_eq!(dropped(&h.run1(VM_C, &misdirected)), DropReason::IcmpError);
+    // TCP between the networks is denied: an error quoting such a packet takes the drop flow.
+    let syn = tcp_with(MAC_A, IP_A, IP_C, 40001, 22, 0x02);
+    assert_eq!(dropped(&h.run1(VM_A, &syn)), DropReason::FlowActionDrop);
+    let err = icmp_error(
+        MAC_C,
+        VR,
+        IP_C,
+        IP_A,
+        port_unreachable(),
+        &quote(&syn[14..]),
+    );
+    assert_eq!(dropped(&h.run1(VM_C, &err)), DropReason::FlowActionDrop);
+    assert_eq!(list(&mut h).len(), 4);
+    // Errors about echo requests use the echo id as the ports, as the echo flow does.
+    let ping = ping_frame(MAC_A, VR, IP_A, IP_C, 64, 77);
+    let at_c = tx(&h.run1(VM_A, &ping), VM_C);
+    let err = icmp_error(MAC_C, VR, IP_C, IP_A, time_exceeded(), &quote(&at_c[14..]));
+    tx(&h.run1(VM_C, &err), VM_A);
+    assert_eq!(list(&mut h).len(), 6);
+}
+
+/// An ICMP error quoting a packet no flow knows (a scan, or a flow gone) is dropped as
+/// `ICMP errors` and creates nothing; one whose quote is unreadable is an invalid packet.
+#[test]
+fn icmp_error_for_unknown_flow_is_dropped() {
+    let mut h = harness();
+    let never_sent = udp_frame(MAC_A, VR, IP_A, IP_C, 63, 40000, 5001, b"x");
+    let err = icmp_error(
+        MAC_C,
+        VR,
+        IP_C,
+        IP_A,
+        port_unreachable(),
+        &quote(&never_sent[14..]),
+    );
+    assert_eq!(dropped(&h.run1(VM_C, &err)), DropReason::IcmpError);
+    assert!(list(&mut h).is_empty(), "an error sets up no flow");
+    assert_eq!(drops(&h, DropReason::IcmpError), 1);
+    // The flow existed but aged out: its errors go with it.
+    let udp = udp_frame(MAC_A, VR, IP_A, IP_C, 64, 40000, 5001, b"x");
+    tx(&h.run1(VM_A, &udp), VM_C);
+    tx(&h.run1(VM_C, &err), VM_A);
+    h.flows()
+        .set_clock(Some(1000 + FlowParams::default().idle_timeout_s));
+    assert_eq!(dropped(&h.run1(VM_C, &err)), DropReason::IcmpError);
+    // A quote too short for an IPv4 header.
+    let bad = icmp_error(MAC_C, VR, IP_C, IP_A, port_unreachable(), &[0x45, 0, 0]);
+    assert_eq!(dropped(&h.run1(VM_C, &bad)), DropReason::InvalidPacket);
+    // Echo requests and replies are not errors: still flows of their own.
+    let ping = ping_frame(MAC_C, VR, IP_C, IP_A, 64, 5);
+    tx(&h.run1(VM_C, &ping), VM_A);
+}
+
+/// VM A talks to the internet through its floating IP. An ICMP error from a router out there
+/// comes back to the floating IP quoting the SNATed packet: the lookup DNATs the outer
+/// destination and the quoted source (checksums kept right), and the error follows A's flow to A.
+/// The other way, A's error about a reply is SNATed, quote included, and tunnelled out.
+#[test]
+fn icmp_error_with_floating_ip_nat_follows_its_flow() {
+    const ROUTER: u32 = ip(203, 0, 113, 1);
+    let mut h = harness();
+    let out = udp_frame(MAC_A, VR, IP_A, OUTSIDE, 64, 40000, 443, b"hi");
+    let sent = tx(&h.run1(VM_A, &out), FABRIC);
+    let inner = &sent[14 + 20 + 8 + 4..];
+    assert_eq!(&inner[12..16], &FIP_A.to_be_bytes());
+    let err = icmp_error(MAC_B, MAC_A, ROUTER, FIP_A, time_exceeded(), &quote(inner));
+    let enc = mpls_udp_frame(
+        UNDERLAY_MAC,
+        FABRIC_MAC,
+        GATEWAY,
+        HOST_IP,
+        50000,
+        6635,
+        LABEL_PUBLIC_TABLE,
+        60,
+        &err[14..],
+    );
+    let got = tx(&h.run1(FABRIC, &enc), VM_A);
+    let ip = &got[14..];
+    assert_eq!(&ip[12..16], &ROUTER.to_be_bytes());
+    assert_eq!(&ip[16..20], &IP_A.to_be_bytes(), "outer DNAT");
+    let q = &ip[28..];
+    assert_eq!(&q[12..16], &IP_A.to_be_bytes(), "quoted source translated");
+    assert_eq!(&q[16..20], &OUTSIDE.to_be_bytes());
+    assert_eq!(
+        &q[20..24],
+        &[0x9c, 0x40, 0x01, 0xbb],
+        "quoted ports 40000 → 443"
+    );
+    assert_checksums(ip);
+    let qh = etherparse::Ipv4HeaderSlice::from_slice(q)
+        .expect("quoted header")
+        .to_header();
+    assert_eq!(qh.calc_header_checksum(), qh.header_checksum);
+    let f = list(&mut h);
+    assert_eq!(f.len(), 2, "{f:?}");
+    assert_eq!((f[0].packets, f[1].packets), (1, 1));
+    // A reply comes in; A answers it with port unreachable.
+    let reply = udp_frame(MAC_B, MAC_A, OUTSIDE, FIP_A, 60, 443, 40000, b"ok");
+    let enc = mpls_udp_frame(
+        UNDERLAY_MAC,
+        FABRIC_MAC,
+        GATEWAY,
+        HOST_IP,
+        50000,
+        6635,
+        LABEL_PUBLIC_TABLE,
+        60,
+        &reply[14..],
+    );
+    let at_a = tx(&h.run1(FABRIC, &enc), VM_A);
+    let err = icmp_error(
+        MAC_A,
+        VR,
+        IP_A,
+        OUTSIDE,
+        port_unreachable(),
+        &quote(&at_a[14..]),
+    );
+    let sent = tx(&h.run1(VM_A, &err), FABRIC);
+    let ip = &sent[14 + 20 + 8 + 4..];
+    assert_eq!(&ip[12..16], &FIP_A.to_be_bytes(), "outer SNAT");
+    assert_eq!(&ip[16..20], &OUTSIDE.to_be_bytes());
+    assert_eq!(
+        &ip[28 + 16..28 + 20],
+        &FIP_A.to_be_bytes(),
+        "quoted destination"
+    );
+    assert_checksums(ip);
+    let f = list(&mut h);
+    assert_eq!(f.len(), 2, "{f:?}");
+    assert_eq!((f[0].packets, f[1].packets), (2, 2));
+    // An error to the floating IP about a flow it never had is dropped.
+    let stray = udp_frame(MAC_A, VR, FIP_A, OUTSIDE, 64, 40002, 443, b"?");
+    let err = icmp_error(
+        MAC_B,
+        MAC_A,
+        ROUTER,
+        FIP_A,
+        time_exceeded(),
+        &quote(&stray[14..]),
+    );
+    let enc = mpls_udp_frame(
+        UNDERLAY_MAC,
+        FABRIC_MAC,
+        GATEWAY,
+        HOST_IP,
+        50000,
+        6635,
+        LABEL_PUBLIC_TABLE,
+        60,
+        &err[14..],
+    );
+    assert_eq!(dropped(&h.run1(FABRIC, &enc)), DropReason::IcmpError);
+}
+
 #[test]
 fn df_packet_over_mtu_is_trapped_with_mtu() {
     let mut h = Harness::new(Limits::default());
