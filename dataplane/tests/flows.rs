@@ -626,15 +626,11 @@ fn df_packet_over_mtu_is_trapped_with_mtu() {
     let big_gre = udp_frame(MAC_A, VR, IP_A, IP_REMOTE_GRE, 64, 40000, 5001, &payload);
     let hdr = AgentHeader::parse(&tx(&h.run1(VM_A, &big_gre), AGENT)).expect("header");
     assert_eq!(hdr.param, 1500 - 28);
-    // Without DF it is forwarded (the outer packet goes out larger than the MTU, DF clear).
-    let mut no_df = big.clone();
-    no_df[14 + 6] &= !0x40;
-    no_df[14 + 10] = 0;
-    no_df[14 + 11] = 0;
-    let ck = vrouter_dataplane::wire::checksum::checksum(&no_df[14..34]);
-    no_df[14 + 10..14 + 12].copy_from_slice(&ck.to_be_bytes());
-    let sent = tx(&h.run1(VM_A, &no_df), FABRIC);
-    assert_eq!(sent.len(), big.len() + 32);
+    // Without DF it is encapsulated and fragmented (see the next test).
+    let no_df = clear_df(&big);
+    tx(&h.run1(VM_A, &no_df), FABRIC);
+    assert_eq!(h.sent.len(), 2);
+    assert!(h.sent.iter().all(|(v, f)| *v == FABRIC && f.len() <= 1514));
     // At the MTU exactly it fits.
     let fits = udp_frame(MAC_A, VR, IP_A, IP_REMOTE_UDP, 64, 1, 2, &payload[32..]);
     tx(&h.run1(VM_A, &fits), FABRIC);
@@ -642,6 +638,140 @@ fn df_packet_over_mtu_is_trapped_with_mtu() {
     h.program(vec![TableOp::AddVif(VifSpecExt::fabric(1400))]);
     let hdr = AgentHeader::parse(&tx(&h.run1(VM_A, &fits), AGENT)).expect("header");
     assert_eq!(hdr.param, 1400 - 32);
+}
+
+/// `frame` (Ethernet + IPv4) with DF cleared and the header checksum fixed.
+fn clear_df(frame: &[u8]) -> Vec<u8> {
+    let mut f = frame.to_vec();
+    f[14 + 6] &= !0x40;
+    f[14 + 10] = 0;
+    f[14 + 11] = 0;
+    let ck = vrouter_dataplane::wire::checksum::checksum(&f[14..34]);
+    f[14 + 10..14 + 12].copy_from_slice(&ck.to_be_bytes());
+    f
+}
+
+/// Checks one fragment frame sent to the fabric through `tunnel` and returns its inner IPv4
+/// header and payload.
+fn check_fragment(
+    f: &[u8],
+    gre: bool,
+    label: u32,
+    remote: u32,
+    max: usize,
+) -> (etherparse::Ipv4Header, Vec<u8>) {
+    assert!(f.len() <= max, "{} > {max}", f.len());
+    assert_eq!(&f[0..6], &UNDERLAY_MAC.0);
+    assert_eq!(&f[6..12], &FABRIC_MAC.0);
+    let (oh, rest) = etherparse::Ipv4Header::from_slice(&f[14..]).expect("outer ipv4");
+    assert_eq!(oh.calc_header_checksum(), oh.header_checksum, "outer sum");
+    assert_eq!(usize::from(oh.total_len), f.len() - 14);
+    assert!(!oh.dont_fragment && !oh.more_fragments && oh.fragment_offset.value() == 0);
+    assert_eq!(
+        (oh.source, oh.destination),
+        (HOST_IP.to_be_bytes(), remote.to_be_bytes())
+    );
+    assert_eq!(oh.time_to_live, 64);
+    let mpls = if gre {
+        assert_eq!(oh.protocol, etherparse::IpNumber::GRE);
+        assert_eq!(&rest[0..4], &[0, 0, 0x88, 0x47]);
+        &rest[4..]
+    } else {
+        assert_eq!(oh.protocol, etherparse::IpNumber::UDP);
+        assert_eq!(u16::from_be_bytes([rest[2], rest[3]]), 6635);
+        assert_eq!(
+            usize::from(u16::from_be_bytes([rest[4], rest[5]])),
+            rest.len()
+        );
+        assert_eq!(&rest[6..8], &[0, 0], "no UDP checksum");
+        &rest[8..]
+    };
+    let word = u32::from_be_bytes([mpls[0], mpls[1], mpls[2], mpls[3]]);
+    assert_eq!(
+        (word >> 12, word & 0x100 != 0, word & 0xff),
+        (label, true, 63)
+    );
+    let (ih, payload) = etherparse::Ipv4Header::from_slice(&mpls[4..]).expect("inner ipv4");
+    assert_eq!(ih.calc_header_checksum(), ih.header_checksum, "inner sum");
+    assert_eq!(usize::from(ih.total_len), mpls.len() - 4);
+    (ih, payload.to_vec())
+}
+
+/// A 1500-byte packet without DF to a remote VM over a 1500-byte fabric: the inner packet is
+/// fragmented (RFC 791) and each fragment encapsulated, every frame within the MTU, one UDP
+/// source port and label for all, the fragments reassembling to the original; counted per VRF.
+#[test]
+fn oversize_without_df_is_fragmented_before_encap() {
+    let mut h = Harness::new(Limits::default());
+    h.program(ops());
+    let payload: Vec<u8> = (0..1500 - 20 - 8).map(|i| (i % 251) as u8).collect();
+    for (dst, gre, label) in [
+        (IP_REMOTE_UDP, false, LABEL_REMOTE_UDP),
+        (IP_REMOTE_GRE, true, LABEL_REMOTE_GRE),
+    ] {
+        let mut big = clear_df(&udp_frame(MAC_A, VR, IP_A, dst, 64, 40000, 5001, &payload));
+        set_ip_id(&mut big, 0x5151 + u16::from(gre));
+        tx(&h.run1(VM_A, &big), FABRIC);
+        let remote = if gre { REMOTE_GRE } else { REMOTE_UDP };
+        assert_eq!(h.sent.len(), 2, "two fragments");
+        let mut data = Vec::new();
+        let mut sports = Vec::new();
+        for (i, (vif, f)) in h.sent.iter().enumerate() {
+            assert_eq!(*vif, FABRIC);
+            let (ih, body) = check_fragment(f, gre, label, remote, 1514);
+            assert_eq!(ih.identification, u16::from_be_bytes([big[18], big[19]]));
+            assert_eq!(ih.more_fragments, i == 0);
+            assert!(!ih.dont_fragment);
+            assert_eq!(usize::from(ih.fragment_offset.value()) * 8, data.len());
+            assert_eq!(ih.time_to_live, 63);
+            assert_eq!(
+                (ih.source, ih.destination),
+                (IP_A.to_be_bytes(), dst.to_be_bytes())
+            );
+            if i == 0 {
+                assert_eq!(body.len() % 8, 0);
+            }
+            data.extend_from_slice(&body);
+            sports.push(&f[34..36]);
+        }
+        // Reassembled: the original UDP header and payload, byte for byte.
+        assert_eq!(data, big[34..].to_vec());
+        if !gre {
+            assert_eq!(sports[0], sports[1], "one flow, one path");
+        }
+    }
+    assert_eq!(h.stats.vrf(VRF_VN1).fragments, 4);
+    assert_eq!(h.stats.vif(FABRIC).tx_packets, 4);
+    // A smaller fabric MTU: more, smaller fragments.
+    h.program(vec![TableOp::AddVif(VifSpecExt::fabric(576))]);
+    let big = clear_df(&udp_frame(
+        MAC_A,
+        VR,
+        IP_A,
+        IP_REMOTE_UDP,
+        64,
+        1,
+        2,
+        &payload,
+    ));
+    tx(&h.run1(VM_A, &big), FABRIC);
+    assert_eq!(h.sent.len(), 3);
+    let mut data = Vec::new();
+    for (_, f) in &h.sent {
+        data.extend_from_slice(&check_fragment(f, false, LABEL_REMOTE_UDP, REMOTE_UDP, 590).1);
+    }
+    assert_eq!(data, big[34..].to_vec());
+    // With too few free buffers for every fragment the packet is dropped whole.
+    let mut held = Vec::new();
+    while h.pool.available() > 2 {
+        held.push(h.pool.alloc().expect("buffer"));
+    }
+    tx(&h.run1(VM_A, &big), FABRIC);
+    assert!(h.sent.is_empty());
+    assert_eq!(drops(&h, DropReason::HeadAllocFail), 1);
+    for b in held {
+        h.pool.free(b);
+    }
 }
 
 struct VifSpecExt;
