@@ -47,8 +47,12 @@ pub struct PktMeta {
     pub dec_ttl: bool,
     /// A floating-IP SNAT was already tried for this packet.
     pub fip_tried: bool,
-    /// Reason-specific value for the agent header when trapped (the MTU for `HandleDf`).
+    /// Reason-specific value for the agent header when trapped (the MTU for `HandleDf`); with
+    /// `frag`, the largest frame the output interface takes.
     pub trap_param: u32,
+    /// Tunnelled and too big for the fabric without DF: [`crate::pipeline::Pipeline::output`]
+    /// fragments the inner packet so each frame fits `trap_param` bytes.
+    pub frag: bool,
 }
 
 /// "No label" marker in [`PktMeta::label`].
@@ -70,6 +74,7 @@ impl PktMeta {
             dec_ttl: true,
             fip_tried: false,
             trap_param: 0,
+            frag: false,
         }
     }
 

@@ -46,6 +46,10 @@ pub struct Harness {
     pub stats: StatsRegistry,
     /// Buffers.
     pub pool: BufPool,
+    /// What the output stage handed to interfaces in the last [`Harness::run`], in order, as
+    /// (vif, frame): the same as the verdicts' frames, except that a packet fragmented on output
+    /// appears as its fragments.
+    pub sent: Vec<(u16, Vec<u8>)>,
     batch: Batch,
 }
 
@@ -61,6 +65,7 @@ impl Harness {
             pipeline,
             stats,
             pool: BufPool::new(1024),
+            sent: Vec::new(),
             batch: Batch::new(),
         }
     }
@@ -81,6 +86,7 @@ impl Harness {
     /// more than a batch) and returns one verdict per frame, in order.
     pub fn run(&mut self, vif: u16, frames: &[&[u8]]) -> Vec<Verdict> {
         let mut out = Vec::with_capacity(frames.len());
+        self.sent.clear();
         for chunk in frames.chunks(crate::batch::BATCH_SIZE) {
             for f in chunk {
                 let Some(mut b) = self.pool.alloc() else {
@@ -114,11 +120,12 @@ impl Harness {
             // Hand on through the real output stage so counters see what a device port would.
             let mut sent = Vec::new();
             self.pipeline
-                .output(&mut self.batch, &mut self.pool, |_, b| {
-                    sent.push(b);
+                .output(&mut self.batch, &mut self.pool, |vif, b| {
+                    sent.push((vif, b));
                     Ok(())
                 });
-            for b in sent {
+            for (vif, b) in sent {
+                self.sent.push((vif, b.data().to_vec()));
                 self.pool.free(b);
             }
         }

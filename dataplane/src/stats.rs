@@ -87,6 +87,8 @@ vrf_counters! {
     fip_dnats => "Fip Dnats",
     /// Floating-IP source translations.
     fip_snats => "Fip Snats",
+    /// Extension: fragments made of inner packets too big for the tunnel path (DF clear).
+    fragments => "Fragments",
 }
 
 /// Per-interface snapshot.

@@ -374,6 +374,241 @@ fn fip_nat_reply_matches_its_flow() {
     assert_eq!(dropped(&h.run1(FABRIC, &enc)), DropReason::FlowActionDrop);
 }
 
+/// An ICMP error frame from `smac`: `src` → `dst`, of `ty`, quoting the IPv4 packet `quoted`.
+fn icmp_error(
+    smac: MacAddr,
+    dmac: MacAddr,
+    src: u32,
+    dst: u32,
+    ty: etherparse::Icmpv4Type,
+    quoted: &[u8],
+) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(smac.0, dmac.0)
+        .ipv4(src.to_be_bytes(), dst.to_be_bytes(), 64)
+        .icmpv4(ty);
+    let mut v = Vec::new();
+    b.write(&mut v, quoted).expect("build icmp error");
+    v
+}
+
+fn port_unreachable() -> etherparse::Icmpv4Type {
+    etherparse::Icmpv4Type::DestinationUnreachable(etherparse::icmpv4::DestUnreachableHeader::Port)
+}
+
+fn time_exceeded() -> etherparse::Icmpv4Type {
+    etherparse::Icmpv4Type::TimeExceeded(etherparse::icmpv4::TimeExceededCode::TtlExceededInTransit)
+}
+
+/// The IPv4 header and first 8 transport bytes of the IPv4 packet `ip` (what RFC 792 quotes).
+fn quote(ip: &[u8]) -> Vec<u8> {
+    let hl = usize::from(ip[0] & 0x0f) * 4;
+    ip[..hl + 8].to_vec()
+}
+
+/// VM C answers VM A's UDP with port unreachable: the error is the reply direction of A's flow,
+/// so it is forwarded to A on that flow (counted there, no flow of its own); an error A's flow
+/// denies is dropped by the flow, one addressed to someone else than the quoted sender is not
+/// delivered.
+#[test]
+fn icmp_error_follows_the_flow_it_quotes() {
+    let mut h = harness();
+    let udp = udp_frame(MAC_A, VR, IP_A, IP_C, 64, 40000, 5001, b"probe");
+    let at_c = tx(&h.run1(VM_A, &udp), VM_C);
+    let err = icmp_error(
+        MAC_C,
+        VR,
+        IP_C,
+        IP_A,
+        port_unreachable(),
+        &quote(&at_c[14..]),
+    );
+    let got = tx(&h.run1(VM_C, &err), VM_A);
+    assert_eq!(&got[0..6], &MAC_A.0);
+    assert_eq!(&got[6..12], &VR.0);
+    // Routed as is: only the TTL (and so the IP checksum) changed.
+    assert_eq!(got.len(), err.len());
+    assert_eq!(got[14 + 8], 63);
+    assert_eq!(&got[14 + 12..14 + 20], &err[14 + 12..14 + 20]);
+    assert_eq!(&got[34..], &err[34..], "ICMP header and quote untouched");
+    assert_checksums(&got[14..]);
+    let f = list(&mut h);
+    assert_eq!(f.len(), 2, "no flow for the error itself: {f:?}");
+    assert_eq!(
+        (f[0].packets, f[1].packets),
+        (1, 1),
+        "counted on the reverse"
+    );
+    assert_eq!((f[1].vrf, f[1].proto, f[1].sport), (VRF_VN2, 17, 5001));
+    // Time exceeded quoting only the first 8 bytes of UDP, from an address that is not C (a
+    // router in between): the quote decides, not the outer source.
+    let te = icmp_error(MAC_C, VR, IP_C, IP_A, time_exceeded(), &quote(&udp[14..]));
+    tx(&h.run1(VM_C, &te), VM_A);
+    // An error about A's flow sent to B instead of A is not delivered.
+    let misdirected = icmp_error(
+        MAC_C,
+        VR,
+        IP_C,
+        IP_B,
+        port_unreachable(),
+        &quote(&at_c[14..]),
+    );
+    assert_eq!(dropped(&h.run1(VM_C, &misdirected)), DropReason::IcmpError);
+    // TCP between the networks is denied: an error quoting such a packet takes the drop flow.
+    let syn = tcp_with(MAC_A, IP_A, IP_C, 40001, 22, 0x02);
+    assert_eq!(dropped(&h.run1(VM_A, &syn)), DropReason::FlowActionDrop);
+    let err = icmp_error(
+        MAC_C,
+        VR,
+        IP_C,
+        IP_A,
+        port_unreachable(),
+        &quote(&syn[14..]),
+    );
+    assert_eq!(dropped(&h.run1(VM_C, &err)), DropReason::FlowActionDrop);
+    assert_eq!(list(&mut h).len(), 4);
+    // Errors about echo requests use the echo id as the ports, as the echo flow does.
+    let ping = ping_frame(MAC_A, VR, IP_A, IP_C, 64, 77);
+    let at_c = tx(&h.run1(VM_A, &ping), VM_C);
+    let err = icmp_error(MAC_C, VR, IP_C, IP_A, time_exceeded(), &quote(&at_c[14..]));
+    tx(&h.run1(VM_C, &err), VM_A);
+    assert_eq!(list(&mut h).len(), 6);
+}
+
+/// An ICMP error quoting a packet no flow knows (a scan, or a flow gone) is dropped as
+/// `ICMP errors` and creates nothing; one whose quote is unreadable is an invalid packet.
+#[test]
+fn icmp_error_for_unknown_flow_is_dropped() {
+    let mut h = harness();
+    let never_sent = udp_frame(MAC_A, VR, IP_A, IP_C, 63, 40000, 5001, b"x");
+    let err = icmp_error(
+        MAC_C,
+        VR,
+        IP_C,
+        IP_A,
+        port_unreachable(),
+        &quote(&never_sent[14..]),
+    );
+    assert_eq!(dropped(&h.run1(VM_C, &err)), DropReason::IcmpError);
+    assert!(list(&mut h).is_empty(), "an error sets up no flow");
+    assert_eq!(drops(&h, DropReason::IcmpError), 1);
+    // The flow existed but aged out: its errors go with it.
+    let udp = udp_frame(MAC_A, VR, IP_A, IP_C, 64, 40000, 5001, b"x");
+    tx(&h.run1(VM_A, &udp), VM_C);
+    tx(&h.run1(VM_C, &err), VM_A);
+    h.flows()
+        .set_clock(Some(1000 + FlowParams::default().idle_timeout_s));
+    assert_eq!(dropped(&h.run1(VM_C, &err)), DropReason::IcmpError);
+    // A quote too short for an IPv4 header.
+    let bad = icmp_error(MAC_C, VR, IP_C, IP_A, port_unreachable(), &[0x45, 0, 0]);
+    assert_eq!(dropped(&h.run1(VM_C, &bad)), DropReason::InvalidPacket);
+    // Echo requests and replies are not errors: still flows of their own.
+    let ping = ping_frame(MAC_C, VR, IP_C, IP_A, 64, 5);
+    tx(&h.run1(VM_C, &ping), VM_A);
+}
+
+/// VM A talks to the internet through its floating IP. An ICMP error from a router out there
+/// comes back to the floating IP quoting the SNATed packet: the lookup DNATs the outer
+/// destination and the quoted source (checksums kept right), and the error follows A's flow to A.
+/// The other way, A's error about a reply is SNATed, quote included, and tunnelled out.
+#[test]
+fn icmp_error_with_floating_ip_nat_follows_its_flow() {
+    const ROUTER: u32 = ip(203, 0, 113, 1);
+    let mut h = harness();
+    let out = udp_frame(MAC_A, VR, IP_A, OUTSIDE, 64, 40000, 443, b"hi");
+    let sent = tx(&h.run1(VM_A, &out), FABRIC);
+    let inner = &sent[14 + 20 + 8 + 4..];
+    assert_eq!(&inner[12..16], &FIP_A.to_be_bytes());
+    let err = icmp_error(MAC_B, MAC_A, ROUTER, FIP_A, time_exceeded(), &quote(inner));
+    let enc = mpls_udp_frame(
+        UNDERLAY_MAC,
+        FABRIC_MAC,
+        GATEWAY,
+        HOST_IP,
+        50000,
+        6635,
+        LABEL_PUBLIC_TABLE,
+        60,
+        &err[14..],
+    );
+    let got = tx(&h.run1(FABRIC, &enc), VM_A);
+    let ip = &got[14..];
+    assert_eq!(&ip[12..16], &ROUTER.to_be_bytes());
+    assert_eq!(&ip[16..20], &IP_A.to_be_bytes(), "outer DNAT");
+    let q = &ip[28..];
+    assert_eq!(&q[12..16], &IP_A.to_be_bytes(), "quoted source translated");
+    assert_eq!(&q[16..20], &OUTSIDE.to_be_bytes());
+    assert_eq!(
+        &q[20..24],
+        &[0x9c, 0x40, 0x01, 0xbb],
+        "quoted ports 40000 → 443"
+    );
+    assert_checksums(ip);
+    let qh = etherparse::Ipv4HeaderSlice::from_slice(q)
+        .expect("quoted header")
+        .to_header();
+    assert_eq!(qh.calc_header_checksum(), qh.header_checksum);
+    let f = list(&mut h);
+    assert_eq!(f.len(), 2, "{f:?}");
+    assert_eq!((f[0].packets, f[1].packets), (1, 1));
+    // A reply comes in; A answers it with port unreachable.
+    let reply = udp_frame(MAC_B, MAC_A, OUTSIDE, FIP_A, 60, 443, 40000, b"ok");
+    let enc = mpls_udp_frame(
+        UNDERLAY_MAC,
+        FABRIC_MAC,
+        GATEWAY,
+        HOST_IP,
+        50000,
+        6635,
+        LABEL_PUBLIC_TABLE,
+        60,
+        &reply[14..],
+    );
+    let at_a = tx(&h.run1(FABRIC, &enc), VM_A);
+    let err = icmp_error(
+        MAC_A,
+        VR,
+        IP_A,
+        OUTSIDE,
+        port_unreachable(),
+        &quote(&at_a[14..]),
+    );
+    let sent = tx(&h.run1(VM_A, &err), FABRIC);
+    let ip = &sent[14 + 20 + 8 + 4..];
+    assert_eq!(&ip[12..16], &FIP_A.to_be_bytes(), "outer SNAT");
+    assert_eq!(&ip[16..20], &OUTSIDE.to_be_bytes());
+    assert_eq!(
+        &ip[28 + 16..28 + 20],
+        &FIP_A.to_be_bytes(),
+        "quoted destination"
+    );
+    assert_checksums(ip);
+    let f = list(&mut h);
+    assert_eq!(f.len(), 2, "{f:?}");
+    assert_eq!((f[0].packets, f[1].packets), (2, 2));
+    // An error to the floating IP about a flow it never had is dropped.
+    let stray = udp_frame(MAC_A, VR, FIP_A, OUTSIDE, 64, 40002, 443, b"?");
+    let err = icmp_error(
+        MAC_B,
+        MAC_A,
+        ROUTER,
+        FIP_A,
+        time_exceeded(),
+        &quote(&stray[14..]),
+    );
+    let enc = mpls_udp_frame(
+        UNDERLAY_MAC,
+        FABRIC_MAC,
+        GATEWAY,
+        HOST_IP,
+        50000,
+        6635,
+        LABEL_PUBLIC_TABLE,
+        60,
+        &err[14..],
+    );
+    assert_eq!(dropped(&h.run1(FABRIC, &enc)), DropReason::IcmpError);
+}
+
 #[test]
 fn df_packet_over_mtu_is_trapped_with_mtu() {
     let mut h = Harness::new(Limits::default());
@@ -391,15 +626,11 @@ fn df_packet_over_mtu_is_trapped_with_mtu() {
     let big_gre = udp_frame(MAC_A, VR, IP_A, IP_REMOTE_GRE, 64, 40000, 5001, &payload);
     let hdr = AgentHeader::parse(&tx(&h.run1(VM_A, &big_gre), AGENT)).expect("header");
     assert_eq!(hdr.param, 1500 - 28);
-    // Without DF it is forwarded (the outer packet goes out larger than the MTU, DF clear).
-    let mut no_df = big.clone();
-    no_df[14 + 6] &= !0x40;
-    no_df[14 + 10] = 0;
-    no_df[14 + 11] = 0;
-    let ck = vrouter_dataplane::wire::checksum::checksum(&no_df[14..34]);
-    no_df[14 + 10..14 + 12].copy_from_slice(&ck.to_be_bytes());
-    let sent = tx(&h.run1(VM_A, &no_df), FABRIC);
-    assert_eq!(sent.len(), big.len() + 32);
+    // Without DF it is encapsulated and fragmented (see the next test).
+    let no_df = clear_df(&big);
+    tx(&h.run1(VM_A, &no_df), FABRIC);
+    assert_eq!(h.sent.len(), 2);
+    assert!(h.sent.iter().all(|(v, f)| *v == FABRIC && f.len() <= 1514));
     // At the MTU exactly it fits.
     let fits = udp_frame(MAC_A, VR, IP_A, IP_REMOTE_UDP, 64, 1, 2, &payload[32..]);
     tx(&h.run1(VM_A, &fits), FABRIC);
@@ -407,6 +638,140 @@ fn df_packet_over_mtu_is_trapped_with_mtu() {
     h.program(vec![TableOp::AddVif(VifSpecExt::fabric(1400))]);
     let hdr = AgentHeader::parse(&tx(&h.run1(VM_A, &fits), AGENT)).expect("header");
     assert_eq!(hdr.param, 1400 - 32);
+}
+
+/// `frame` (Ethernet + IPv4) with DF cleared and the header checksum fixed.
+fn clear_df(frame: &[u8]) -> Vec<u8> {
+    let mut f = frame.to_vec();
+    f[14 + 6] &= !0x40;
+    f[14 + 10] = 0;
+    f[14 + 11] = 0;
+    let ck = vrouter_dataplane::wire::checksum::checksum(&f[14..34]);
+    f[14 + 10..14 + 12].copy_from_slice(&ck.to_be_bytes());
+    f
+}
+
+/// Checks one fragment frame sent to the fabric through `tunnel` and returns its inner IPv4
+/// header and payload.
+fn check_fragment(
+    f: &[u8],
+    gre: bool,
+    label: u32,
+    remote: u32,
+    max: usize,
+) -> (etherparse::Ipv4Header, Vec<u8>) {
+    assert!(f.len() <= max, "{} > {max}", f.len());
+    assert_eq!(&f[0..6], &UNDERLAY_MAC.0);
+    assert_eq!(&f[6..12], &FABRIC_MAC.0);
+    let (oh, rest) = etherparse::Ipv4Header::from_slice(&f[14..]).expect("outer ipv4");
+    assert_eq!(oh.calc_header_checksum(), oh.header_checksum, "outer sum");
+    assert_eq!(usize::from(oh.total_len), f.len() - 14);
+    assert!(!oh.dont_fragment && !oh.more_fragments && oh.fragment_offset.value() == 0);
+    assert_eq!(
+        (oh.source, oh.destination),
+        (HOST_IP.to_be_bytes(), remote.to_be_bytes())
+    );
+    assert_eq!(oh.time_to_live, 64);
+    let mpls = if gre {
+        assert_eq!(oh.protocol, etherparse::IpNumber::GRE);
+        assert_eq!(&rest[0..4], &[0, 0, 0x88, 0x47]);
+        &rest[4..]
+    } else {
+        assert_eq!(oh.protocol, etherparse::IpNumber::UDP);
+        assert_eq!(u16::from_be_bytes([rest[2], rest[3]]), 6635);
+        assert_eq!(
+            usize::from(u16::from_be_bytes([rest[4], rest[5]])),
+            rest.len()
+        );
+        assert_eq!(&rest[6..8], &[0, 0], "no UDP checksum");
+        &rest[8..]
+    };
+    let word = u32::from_be_bytes([mpls[0], mpls[1], mpls[2], mpls[3]]);
+    assert_eq!(
+        (word >> 12, word & 0x100 != 0, word & 0xff),
+        (label, true, 63)
+    );
+    let (ih, payload) = etherparse::Ipv4Header::from_slice(&mpls[4..]).expect("inner ipv4");
+    assert_eq!(ih.calc_header_checksum(), ih.header_checksum, "inner sum");
+    assert_eq!(usize::from(ih.total_len), mpls.len() - 4);
+    (ih, payload.to_vec())
+}
+
+/// A 1500-byte packet without DF to a remote VM over a 1500-byte fabric: the inner packet is
+/// fragmented (RFC 791) and each fragment encapsulated, every frame within the MTU, one UDP
+/// source port and label for all, the fragments reassembling to the original; counted per VRF.
+#[test]
+fn oversize_without_df_is_fragmented_before_encap() {
+    let mut h = Harness::new(Limits::default());
+    h.program(ops());
+    let payload: Vec<u8> = (0..1500 - 20 - 8).map(|i| (i % 251) as u8).collect();
+    for (dst, gre, label) in [
+        (IP_REMOTE_UDP, false, LABEL_REMOTE_UDP),
+        (IP_REMOTE_GRE, true, LABEL_REMOTE_GRE),
+    ] {
+        let mut big = clear_df(&udp_frame(MAC_A, VR, IP_A, dst, 64, 40000, 5001, &payload));
+        set_ip_id(&mut big, 0x5151 + u16::from(gre));
+        tx(&h.run1(VM_A, &big), FABRIC);
+        let remote = if gre { REMOTE_GRE } else { REMOTE_UDP };
+        assert_eq!(h.sent.len(), 2, "two fragments");
+        let mut data = Vec::new();
+        let mut sports = Vec::new();
+        for (i, (vif, f)) in h.sent.iter().enumerate() {
+            assert_eq!(*vif, FABRIC);
+            let (ih, body) = check_fragment(f, gre, label, remote, 1514);
+            assert_eq!(ih.identification, u16::from_be_bytes([big[18], big[19]]));
+            assert_eq!(ih.more_fragments, i == 0);
+            assert!(!ih.dont_fragment);
+            assert_eq!(usize::from(ih.fragment_offset.value()) * 8, data.len());
+            assert_eq!(ih.time_to_live, 63);
+            assert_eq!(
+                (ih.source, ih.destination),
+                (IP_A.to_be_bytes(), dst.to_be_bytes())
+            );
+            if i == 0 {
+                assert_eq!(body.len() % 8, 0);
+            }
+            data.extend_from_slice(&body);
+            sports.push(&f[34..36]);
+        }
+        // Reassembled: the original UDP header and payload, byte for byte.
+        assert_eq!(data, big[34..].to_vec());
+        if !gre {
+            assert_eq!(sports[0], sports[1], "one flow, one path");
+        }
+    }
+    assert_eq!(h.stats.vrf(VRF_VN1).fragments, 4);
+    assert_eq!(h.stats.vif(FABRIC).tx_packets, 4);
+    // A smaller fabric MTU: more, smaller fragments.
+    h.program(vec![TableOp::AddVif(VifSpecExt::fabric(576))]);
+    let big = clear_df(&udp_frame(
+        MAC_A,
+        VR,
+        IP_A,
+        IP_REMOTE_UDP,
+        64,
+        1,
+        2,
+        &payload,
+    ));
+    tx(&h.run1(VM_A, &big), FABRIC);
+    assert_eq!(h.sent.len(), 3);
+    let mut data = Vec::new();
+    for (_, f) in &h.sent {
+        data.extend_from_slice(&check_fragment(f, false, LABEL_REMOTE_UDP, REMOTE_UDP, 590).1);
+    }
+    assert_eq!(data, big[34..].to_vec());
+    // With too few free buffers for every fragment the packet is dropped whole.
+    let mut held = Vec::new();
+    while h.pool.available() > 2 {
+        held.push(h.pool.alloc().expect("buffer"));
+    }
+    tx(&h.run1(VM_A, &big), FABRIC);
+    assert!(h.sent.is_empty());
+    assert_eq!(drops(&h, DropReason::HeadAllocFail), 1);
+    for b in held {
+        h.pool.free(b);
+    }
 }
 
 struct VifSpecExt;

@@ -9,6 +9,12 @@
 //! pair, the reverse keyed on the packet as it leaves, so replies, NATed or not, match it.
 //! Fragments: routing forwards them whole; flows use the first fragment's ports, remembered per
 //! lcore by (VRF, addresses, protocol, IP id).
+//!
+//! ICMP errors (destination unreachable, time exceeded, parameter problem) belong to the flow of
+//! the packet they quote: they are keyed on the quoted header and ports reversed (an error
+//! travels back toward the quoted packet's sender, like a reply), never set up a flow of their
+//! own, and are forwarded only if that flow exists, permits, and describes what the lookup did to
+//! the quote (its NAT and VRF); otherwise they are dropped as `ICMP errors`.
 
 use super::Pipeline;
 use crate::batch::{Batch, Next, BATCH_SIZE};
@@ -25,12 +31,25 @@ const PREFETCH_AHEAD: usize = 12;
 /// Fragment-port memory slots (per lcore, direct-mapped).
 const FRAG_SLOTS: usize = 1024;
 
+/// What kind of packet a captured key belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Kind {
+    /// Keyed on its own headers.
+    #[default]
+    Plain,
+    /// An ICMP error, keyed on the quoted packet, reversed.
+    IcmpError,
+    /// An ICMP error whose quoted header cannot be read.
+    BadIcmpError,
+}
+
 /// Per-packet flow state for one batch, and the lcore's fragment memory.
 #[derive(Debug)]
 pub(crate) struct FlowScratch {
     key: [FlowKey; BATCH_SIZE],
     hash: [u32; BATCH_SIZE],
     captured: [bool; BATCH_SIZE],
+    kind: [Kind; BATCH_SIZE],
     now: u32,
     /// (tag, sport << 16 | dport); tag 0 is empty.
     frags: Box<[(u64, u32)]>,
@@ -42,6 +61,7 @@ impl Default for FlowScratch {
             key: [FlowKey::default(); BATCH_SIZE],
             hash: [0; BATCH_SIZE],
             captured: [false; BATCH_SIZE],
+            kind: [Kind::Plain; BATCH_SIZE],
             now: 0,
             frags: vec![(0, 0); FRAG_SLOTS].into_boxed_slice(),
         }
@@ -97,13 +117,25 @@ impl Pipeline {
                     _ => (0, 0),
                 }
             };
-            let key = FlowKey::new(p.meta.vrf, proto, src, dst, sport, dport);
+            let mut key = FlowKey::new(p.meta.vrf, proto, src, dst, sport, dport);
+            let mut kind = Kind::Plain;
+            if proto == ip_proto::ICMP && frag & 0x1fff == 0 {
+                if let Some(icmp) = d.get(ETH + hl..) {
+                    if icmp.first().is_some_and(|&t| is_flow_error(t)) {
+                        (key, kind) = match quoted_key(p.meta.vrf, icmp) {
+                            Some(k) => (k, Kind::IcmpError),
+                            None => (key, Kind::BadIcmpError),
+                        };
+                    }
+                }
+            }
             let h = key.hash();
             if i < PREFETCH_AHEAD {
                 t.flows.prefetch(h);
             }
             fs.key[i] = key;
             fs.hash[i] = h;
+            fs.kind[i] = kind;
             fs.captured[i] = true;
         }
     }
@@ -140,6 +172,10 @@ impl Pipeline {
                 }
             };
             if orig.is_none() && policy_of(cur_vrf).is_none() && policy_of(dst_vrf()).is_none() {
+                continue;
+            }
+            if fs.kind[i] != Kind::Plain {
+                self.flow_icmp_error(t, p, &key, fs.hash[i], fs.kind[i], fs.now);
                 continue;
             }
             let d = p.buf.data();
@@ -232,11 +268,91 @@ impl Pipeline {
         }
     }
 
+    /// An ICMP error in a flow VRF: forwarded as its quoted flow says, or dropped. `key` is the
+    /// quoted packet's key reversed, in the VRF the error arrived in. The flow must exist, not
+    /// drop, and match what the lookup did: the quote, read again after any floating-IP NAT (which
+    /// translates it along with the outer header), reversed, is what the flow rewrites its key
+    /// to, the error is addressed to the quoted packet's sender, and it continues in the flow's
+    /// VRF. An error never creates, evicts or refreshes TCP state of a flow (it only counts).
+    #[cold]
+    #[inline(never)]
+    fn flow_icmp_error(
+        &self,
+        t: &Tables,
+        p: &mut crate::batch::Pkt,
+        key: &FlowKey,
+        hash: u32,
+        kind: Kind,
+        now: u32,
+    ) {
+        if kind == Kind::BadIcmpError {
+            p.meta.drop(DropReason::InvalidPacket);
+            return;
+        }
+        let Some(hit) = t.flows.lookup(key, hash, now) else {
+            p.meta.drop(DropReason::IcmpError);
+            return;
+        };
+        if hit.is_drop() {
+            p.meta.drop(DropReason::FlowActionDrop);
+            return;
+        }
+        let d = p.buf.data();
+        let Some(ip) = d.get(ETH..ETH + 20) else {
+            p.meta.drop(DropReason::Pull);
+            return;
+        };
+        let dst = u32::from_be_bytes([ip[16], ip[17], ip[18], ip[19]]);
+        let hl = usize::from(ip[0] & 0x0f) * 4;
+        let Some(q) = d.get(ETH + hl + 8..ETH + hl + 28) else {
+            p.meta.drop(DropReason::InvalidPacket);
+            return;
+        };
+        let q_src = u32::from_be_bytes([q[12], q[13], q[14], q[15]]);
+        let q_dst = u32::from_be_bytes([q[16], q[17], q[18], q[19]]);
+        if hit.rewritten(key) != (q_dst, q_src) || q_src != dst || hit.dvrf() != p.meta.vrf {
+            p.meta.drop(DropReason::IcmpError);
+            return;
+        }
+        let len = (d.len() - ETH) as u64;
+        // Flags 0: the count can never ask for an eviction.
+        let _ = t.flows.hit(hit.idx, len, now, 0);
+    }
+
     /// The lcore's share of aging, at the batch boundary.
     #[inline(never)]
     pub(super) fn flow_sweep(&self, t: &Tables, fs: &FlowScratch) {
         t.flows.sweep(fs.now, SWEEP_PER_BATCH);
     }
+}
+
+/// ICMP types that report on a packet of a flow (and quote it): destination unreachable
+/// (including fragmentation needed), time exceeded, parameter problem.
+#[inline]
+fn is_flow_error(icmp_type: u8) -> bool {
+    matches!(icmp_type, 3 | 11 | 12)
+}
+
+/// The key of the flow an ICMP error `icmp` (from its type on) belongs to, arriving in `vrf`:
+/// the quoted IPv4 header and first transport bytes, reversed. `None` if the quote is not a
+/// readable IPv4 header (ports of a quoted non-first fragment, or cut short, are 0).
+#[inline]
+fn quoted_key(vrf: u16, icmp: &[u8]) -> Option<FlowKey> {
+    let q = icmp.get(8..)?;
+    let h = q.get(..20)?;
+    let hl = usize::from(h[0] & 0x0f) * 4;
+    if h[0] >> 4 != 4 || hl < 20 {
+        return None;
+    }
+    let proto = h[9];
+    let src = u32::from_be_bytes([h[12], h[13], h[14], h[15]]);
+    let dst = u32::from_be_bytes([h[16], h[17], h[18], h[19]]);
+    let (sport, dport) = if u16::from_be_bytes([h[6], h[7]]) & 0x1fff == 0 {
+        l4::ports(proto, q.get(hl..).unwrap_or(&[]))
+    } else {
+        (0, 0)
+    };
+    Some(FlowKey::new(vrf, proto, dst, src, dport, sport))
 }
 
 /// The [`tcp`] flags of a TCP first fragment (0 otherwise, and for plain ACKs only ACK).
@@ -266,4 +382,51 @@ fn tcp_flags(d: &[u8]) -> u32 {
         out |= tcp::ACK;
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoted_key_is_the_quoted_packet_reversed() {
+        // ICMP port unreachable quoting UDP 10.1.1.3:40000 -> 10.2.2.3:5001.
+        let mut icmp = vec![3, 3, 0, 0, 0, 0, 0, 0];
+        icmp.extend_from_slice(&[0x45, 0, 0, 33, 0, 1, 0x40, 0, 63, 17, 0, 0]);
+        icmp.extend_from_slice(&[10, 1, 1, 3, 10, 2, 2, 3]);
+        icmp.extend_from_slice(&[0x9c, 0x40, 0x13, 0x89, 0, 13, 0, 0]);
+        let k = quoted_key(3, &icmp).expect("readable quote");
+        assert_eq!(
+            k,
+            FlowKey::new(3, 17, 0x0a02_0203, 0x0a01_0103, 5001, 40000)
+        );
+        // Only the first 4 transport bytes quoted still give the ports; fewer give none.
+        assert_eq!(quoted_key(3, &icmp[..8 + 24]), Some(k));
+        let k = quoted_key(3, &icmp[..8 + 22]).expect("header only");
+        assert_eq!((k.sport(), k.dport()), (0, 0));
+        // A quoted non-first fragment has no ports.
+        let mut frag = icmp.clone();
+        frag[8 + 7] = 3;
+        let k = quoted_key(3, &frag).expect("fragment");
+        assert_eq!((k.sport(), k.dport()), (0, 0));
+        // Not IPv4, a bad IHL, or short of a header: unreadable.
+        let mut v6 = icmp.clone();
+        v6[8] = 0x65;
+        assert_eq!(quoted_key(3, &v6), None);
+        let mut ihl = icmp.clone();
+        ihl[8] = 0x44;
+        assert_eq!(quoted_key(3, &ihl), None);
+        assert_eq!(quoted_key(3, &icmp[..8 + 19]), None);
+    }
+
+    #[test]
+    fn only_errors_that_quote_a_flow_packet_are_flow_errors() {
+        for t in [3, 11, 12] {
+            assert!(is_flow_error(t));
+        }
+        // Echo reply/request, redirect, source quench, timestamp.
+        for t in [0, 8, 5, 4, 13, 14] {
+            assert!(!is_flow_error(t));
+        }
+    }
 }

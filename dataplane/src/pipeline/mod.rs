@@ -18,6 +18,7 @@
 //! Every packet ends as `Tx` or `Drop`; nothing allocates, locks or makes a syscall.
 
 pub mod flow;
+pub mod frag;
 pub mod nat;
 
 use crate::batch::{Batch, Next, Pkt, NO_LABEL};
@@ -140,6 +141,10 @@ impl Pipeline {
         for p in batch.drain() {
             let m = p.meta;
             if m.next == Next::Tx {
+                if m.frag {
+                    self.output_fragments(p, pool, &mut tx);
+                    continue;
+                }
                 let len = p.buf.len() as u64;
                 match tx(m.out_vif, p.buf) {
                     Ok(()) => {
@@ -164,6 +169,67 @@ impl Pipeline {
             }
         }
         count(run);
+    }
+
+    /// Splits a tunnelled packet marked for fragmentation into fragments that fit
+    /// `meta.trap_param` bytes, each from a pool buffer, hands them to `tx` in order and frees
+    /// the original. All or nothing: with fewer free buffers than fragments the packet is dropped
+    /// as `Head Alloc Fails`; one that cannot be fragmented as `Fragment errors`.
+    #[cold]
+    #[inline(never)]
+    fn output_fragments(
+        &self,
+        p: Pkt,
+        pool: &mut BufPool,
+        tx: &mut impl FnMut(u16, PktBuf) -> Result<(), PktBuf>,
+    ) {
+        let m = p.meta;
+        let plan = match frag::plan(p.buf.data(), m.trap_param as usize) {
+            Ok(plan) if pool.available() >= plan.count() => plan,
+            Ok(_) => {
+                self.stats.dropped(m.in_vif, DropReason::HeadAllocFail);
+                pool.free(p.buf);
+                return;
+            }
+            Err(_) => {
+                self.stats.dropped(m.in_vif, DropReason::Fragments);
+                pool.free(p.buf);
+                return;
+            }
+        };
+        let vif = self.stats.vif.get(usize::from(m.out_vif));
+        let mut made = 0;
+        for n in 0..plan.count() {
+            let Some(mut b) = pool.alloc() else {
+                self.stats.dropped(m.in_vif, DropReason::HeadAllocFail);
+                break;
+            };
+            let len = frag::write(p.buf.data(), &plan, n, b.rx_area());
+            if len == 0 {
+                self.stats.dropped(m.in_vif, DropReason::Fragments);
+                pool.free(b);
+                break;
+            }
+            b.set_len(len);
+            made += 1;
+            match tx(m.out_vif, b) {
+                Ok(()) => {
+                    if let Some(v) = vif {
+                        v.tx_packets.add(1);
+                        v.tx_bytes.add(len as u64);
+                    }
+                }
+                Err(b) => {
+                    if let Some(v) = vif {
+                        v.tx_errors.add(1);
+                    }
+                    self.stats.dropped(m.in_vif, DropReason::InterfaceTxDiscard);
+                    pool.free(b);
+                }
+            }
+        }
+        self.stats.vrf(m.vrf).fragments.add(made);
+        pool.free(p.buf);
     }
 
     /// Adds a run of received packets (vif, packets, bytes) to that interface's counters.
@@ -594,12 +660,14 @@ impl Pipeline {
                 if p.buf.len() > tpl.max_frame {
                     // Too big for the fabric once encapsulated: with DF the VM must learn the
                     // smaller MTU (the agent answers ICMP fragmentation needed); without DF the
-                    // packet goes out as is, see docs/dataplane.md.
+                    // output stage fragments the inner packet (see `frag`).
                     if p.buf.data().get(ETH + 6).is_some_and(|f| f & 0x40 != 0) {
                         p.meta.trap_param = tpl.inner_mtu();
                         p.meta.trap(TrapReason::HandleDf);
                         return;
                     }
+                    p.meta.frag = true;
+                    p.meta.trap_param = (tpl.max_frame + (tpl.len - ETH)) as u32;
                 }
                 if p.meta.dec_ttl {
                     decrement_ttl(&mut p.buf.data_mut()[ETH..]);
