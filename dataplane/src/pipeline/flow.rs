@@ -31,11 +31,13 @@ const PREFETCH_AHEAD: usize = 12;
 /// Fragment-port memory slots (per lcore, direct-mapped).
 const FRAG_SLOTS: usize = 1024;
 
-/// What kind of packet a captured key belongs to.
+/// Whether a packet's key was captured, and of what kind of packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 enum Kind {
-    /// Keyed on its own headers.
+    /// Not captured: no flow processing.
     #[default]
+    None,
+    /// Keyed on its own headers.
     Plain,
     /// An ICMP error, keyed on the quoted packet, reversed.
     IcmpError,
@@ -48,8 +50,7 @@ enum Kind {
 pub(crate) struct FlowScratch {
     key: [FlowKey; BATCH_SIZE],
     hash: [u32; BATCH_SIZE],
-    captured: [bool; BATCH_SIZE],
-    kind: [Kind; BATCH_SIZE],
+    captured: [Kind; BATCH_SIZE],
     now: u32,
     /// (tag, sport << 16 | dport); tag 0 is empty.
     frags: Box<[(u64, u32)]>,
@@ -60,8 +61,7 @@ impl Default for FlowScratch {
         Self {
             key: [FlowKey::default(); BATCH_SIZE],
             hash: [0; BATCH_SIZE],
-            captured: [false; BATCH_SIZE],
-            kind: [Kind::Plain; BATCH_SIZE],
+            captured: [Kind::None; BATCH_SIZE],
             now: 0,
             frags: vec![(0, 0); FRAG_SLOTS].into_boxed_slice(),
         }
@@ -83,7 +83,7 @@ impl Pipeline {
         fs.now = t.flows.now();
         let agent = t.host.agent_vif;
         for (i, p) in batch.pkts().iter().enumerate() {
-            fs.captured[i] = false;
+            fs.captured[i] = Kind::None;
             if !matches!(p.meta.next, Next::Lookup | Next::Nexthop) || Some(p.meta.in_vif) == agent
             {
                 continue;
@@ -99,7 +99,13 @@ impl Pipeline {
             let frag = u16::from_be_bytes([ip[6], ip[7]]);
             let hl = usize::from(ip[0] & 0x0f) * 4;
             let (sport, dport) = if frag & 0x1fff == 0 {
-                let ports = l4::ports(proto, d.get(ETH + hl..).unwrap_or(&[]));
+                let seg = d.get(ETH + hl..).unwrap_or(&[]);
+                if proto == ip_proto::ICMP && seg.first().is_some_and(|&t| is_flow_error(t)) {
+                    let plain = FlowKey::new(p.meta.vrf, proto, src, dst, 0, 0);
+                    capture_icmp_error(fs, i, plain, seg);
+                    continue;
+                }
+                let ports = l4::ports(proto, seg);
                 if frag & 0x2000 != 0 {
                     // First of several fragments: remember its ports for the rest.
                     let id = u16::from_be_bytes([ip[4], ip[5]]);
@@ -117,26 +123,14 @@ impl Pipeline {
                     _ => (0, 0),
                 }
             };
-            let mut key = FlowKey::new(p.meta.vrf, proto, src, dst, sport, dport);
-            let mut kind = Kind::Plain;
-            if proto == ip_proto::ICMP && frag & 0x1fff == 0 {
-                if let Some(icmp) = d.get(ETH + hl..) {
-                    if icmp.first().is_some_and(|&t| is_flow_error(t)) {
-                        (key, kind) = match quoted_key(p.meta.vrf, icmp) {
-                            Some(k) => (k, Kind::IcmpError),
-                            None => (key, Kind::BadIcmpError),
-                        };
-                    }
-                }
-            }
+            let key = FlowKey::new(p.meta.vrf, proto, src, dst, sport, dport);
             let h = key.hash();
             if i < PREFETCH_AHEAD {
                 t.flows.prefetch(h);
             }
             fs.key[i] = key;
             fs.hash[i] = h;
-            fs.kind[i] = kind;
-            fs.captured[i] = true;
+            fs.captured[i] = Kind::Plain;
         }
     }
 
@@ -147,14 +141,15 @@ impl Pipeline {
             // Software pipelining: keep a bounded number of slot misses in flight (issuing a
             // whole batch's at once overflows the core's miss buffers and prefetches are lost).
             if let Some(&h) = fs.hash.get(i + PREFETCH_AHEAD) {
-                if fs.captured[i + PREFETCH_AHEAD] {
+                if fs.captured[i + PREFETCH_AHEAD] != Kind::None {
                     t.flows.prefetch(h);
                 }
             }
-            if !fs.captured[i] || p.meta.next != Next::Nexthop {
+            let kind = fs.captured[i];
+            if kind == Kind::None || p.meta.next != Next::Nexthop {
                 continue;
             }
-            fs.captured[i] = false;
+            fs.captured[i] = Kind::None;
             let key = fs.key[i];
             let orig = t.vrf(key.vrf()).and_then(|v| v.flow.as_deref());
             let cur_vrf = p.meta.vrf;
@@ -174,8 +169,8 @@ impl Pipeline {
             if orig.is_none() && policy_of(cur_vrf).is_none() && policy_of(dst_vrf()).is_none() {
                 continue;
             }
-            if fs.kind[i] != Kind::Plain {
-                self.flow_icmp_error(t, p, &key, fs.hash[i], fs.kind[i], fs.now);
+            if kind != Kind::Plain {
+                self.flow_icmp_error(t, p, &key, fs.hash[i], kind, fs.now);
                 continue;
             }
             let d = p.buf.data();
@@ -331,6 +326,20 @@ impl Pipeline {
 #[inline]
 fn is_flow_error(icmp_type: u8) -> bool {
     matches!(icmp_type, 3 | 11 | 12)
+}
+
+/// Captures packet `i`, the ICMP error `icmp` (from its type on) whose own headers give the key
+/// `plain`, under its quoted packet's key (see [`quoted_key`]). Kept out of the capture loop.
+#[cold]
+#[inline(never)]
+fn capture_icmp_error(fs: &mut FlowScratch, i: usize, plain: FlowKey, icmp: &[u8]) {
+    let (key, kind) = match quoted_key(plain.vrf(), icmp) {
+        Some(k) => (k, Kind::IcmpError),
+        None => (plain, Kind::BadIcmpError),
+    };
+    fs.key[i] = key;
+    fs.hash[i] = key.hash();
+    fs.captured[i] = kind;
 }
 
 /// The key of the flow an ICMP error `icmp` (from its type on) belongs to, arriving in `vrf`:

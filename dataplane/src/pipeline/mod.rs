@@ -142,7 +142,7 @@ impl Pipeline {
             let m = p.meta;
             if m.next == Next::Tx {
                 if m.frag {
-                    self.output_fragments(p, pool, &mut tx);
+                    self.output_fragments(p.buf, &m, pool, &mut tx);
                     continue;
                 }
                 let len = p.buf.len() as u64;
@@ -179,21 +179,21 @@ impl Pipeline {
     #[inline(never)]
     fn output_fragments(
         &self,
-        p: Pkt,
+        buf: PktBuf,
+        m: &crate::batch::PktMeta,
         pool: &mut BufPool,
-        tx: &mut impl FnMut(u16, PktBuf) -> Result<(), PktBuf>,
+        tx: &mut dyn FnMut(u16, PktBuf) -> Result<(), PktBuf>,
     ) {
-        let m = p.meta;
-        let plan = match frag::plan(p.buf.data(), m.trap_param as usize) {
+        let plan = match frag::plan(buf.data(), m.trap_param as usize) {
             Ok(plan) if pool.available() >= plan.count() => plan,
             Ok(_) => {
                 self.stats.dropped(m.in_vif, DropReason::HeadAllocFail);
-                pool.free(p.buf);
+                pool.free(buf);
                 return;
             }
             Err(_) => {
                 self.stats.dropped(m.in_vif, DropReason::Fragments);
-                pool.free(p.buf);
+                pool.free(buf);
                 return;
             }
         };
@@ -204,7 +204,7 @@ impl Pipeline {
                 self.stats.dropped(m.in_vif, DropReason::HeadAllocFail);
                 break;
             };
-            let len = frag::write(p.buf.data(), &plan, n, b.rx_area());
+            let len = frag::write(buf.data(), &plan, n, b.rx_area());
             if len == 0 {
                 self.stats.dropped(m.in_vif, DropReason::Fragments);
                 pool.free(b);
@@ -229,7 +229,7 @@ impl Pipeline {
             }
         }
         self.stats.vrf(m.vrf).fragments.add(made);
-        pool.free(p.buf);
+        pool.free(buf);
     }
 
     /// Adds a run of received packets (vif, packets, bytes) to that interface's counters.

@@ -475,7 +475,9 @@ impl FlowTable {
 
     /// Finds the active entry for `key` (whose hash is `hash`). An entry idle past its timeout
     /// is evicted here and reported as a miss, so aging never depends on the sweep keeping up.
-    #[inline]
+    // Always inlined: the flow stage's hit path is built around it (a second caller must not
+    // turn it into a call there).
+    #[inline(always)]
     pub fn lookup(&self, key: &FlowKey, hash: u32, now: u32) -> Option<FlowHit> {
         let mut home = hash as usize & self.mask;
         for k in 1..=WINDOWS {
@@ -490,7 +492,7 @@ impl FlowTable {
         None
     }
 
-    #[inline]
+    #[inline(always)]
     fn probe(&self, key: &FlowKey, start: usize, now: u32) -> Option<FlowHit> {
         for i in 0..WINDOW {
             let idx = (start + i) & self.mask;
