@@ -815,3 +815,29 @@ fn invalid_operations_are_refused_and_change_nothing() {
         "floating IP still bound"
     );
 }
+
+#[test]
+fn gre_options_past_the_end_of_the_packet_are_dropped_not_read() {
+    // A GRE header announcing checksum, key and sequence words (12 option bytes) in a packet
+    // that ends right after the 4-byte base header: the label would lie past the IP total
+    // length, so the packet is refused as too short, without reading beyond it.
+    let mut h = harness();
+    let inner = ping_frame(MAC_B, MAC_A, IP_REMOTE_GRE, IP_B, 60, 7)[14..].to_vec();
+    let mut f = mpls_gre_frame(
+        UNDERLAY_MAC,
+        FABRIC_MAC,
+        REMOTE_GRE,
+        HOST_IP,
+        LABEL_B,
+        60,
+        &inner,
+    );
+    f[14 + 20] = 0xb0;
+    f.truncate(14 + 20 + 4);
+    f[16..18].copy_from_slice(&24u16.to_be_bytes());
+    f[24] = 0;
+    f[25] = 0;
+    let ck = vrouter_dataplane::wire::checksum::checksum(&f[14..34]);
+    f[24..26].copy_from_slice(&ck.to_be_bytes());
+    assert_eq!(dropped(&h.run1(FABRIC, &f)), DropReason::Pull);
+}
