@@ -62,6 +62,20 @@ struct Slot {
     val: u64,
 }
 
+/// Slots per cache line.
+const BUCKET: usize = 4;
+
+/// One cache line of slots. Probing starts at a bucket's first slot, so a lookup (a hit, or a
+/// miss ending at an empty slot) nearly always stays within the one line that was prefetched;
+/// with unaligned starts, a probe crossed into an unfetched line often enough to dominate the
+/// cost of a large table.
+#[derive(Debug, Clone, Copy, Default)]
+#[repr(C, align(64))]
+struct Bucket([Slot; BUCKET]);
+
+// `Fib::flat` relies on buckets being exactly their slots, with no padding.
+const _: () = assert!(std::mem::size_of::<Bucket>() == BUCKET * std::mem::size_of::<Slot>());
+
 /// Mask of the top `plen` bits (lengths above 32 count as 32).
 #[inline]
 pub fn prefix_mask(plen: u8) -> u32 {
@@ -96,7 +110,8 @@ fn hash(key: u64) -> u64 {
 /// (`crate::tables::TablesReader`); only the control thread mutates, on the copy no lcore reads.
 #[derive(Debug, Clone)]
 pub struct Fib {
-    slots: Vec<Slot>,
+    buckets: Vec<Bucket>,
+    /// Slot count - 1 (slots are numbered across buckets).
     mask: usize,
     len: usize,
     tombstones: usize,
@@ -109,11 +124,61 @@ impl Default for Fib {
 }
 
 impl Fib {
+    /// First slot probed for `key`: the start of its bucket.
+    #[inline(always)]
+    fn home(&self, key: u64) -> usize {
+        (hash(key) as usize & self.mask) & !(BUCKET - 1)
+    }
+
+    /// Every slot, as one array (buckets are only the alignment).
+    #[inline(always)]
+    fn flat(&self) -> &[Slot] {
+        // SAFETY: `Bucket` is `repr(C)` around `[Slot; BUCKET]` and exactly that size (4 x 16 =
+        // 64 bytes, no padding), so the vector's buffer is `len * BUCKET` initialised, contiguous
+        // slots, borrowed here for as long as `self`.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.buckets.as_ptr().cast::<Slot>(),
+                self.buckets.len() * BUCKET,
+            )
+        }
+    }
+
+    /// Every slot, mutable.
+    #[inline(always)]
+    fn flat_mut(&mut self) -> &mut [Slot] {
+        // SAFETY: as in `flat`; `&mut self` makes the borrow exclusive.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.buckets.as_mut_ptr().cast::<Slot>(),
+                self.buckets.len() * BUCKET,
+            )
+        }
+    }
+
+    #[inline(always)]
+    fn slot(&self, i: usize) -> &Slot {
+        &self.flat()[i]
+    }
+
+    #[inline(always)]
+    fn slot_mut(&mut self, i: usize) -> &mut Slot {
+        &mut self.flat_mut()[i]
+    }
+
+    fn slot_count(&self) -> usize {
+        self.mask + 1
+    }
+
+    fn slots(&self) -> impl Iterator<Item = &Slot> {
+        self.flat().iter()
+    }
+
     /// A table sized for `routes` routes without growing.
     pub fn with_capacity(routes: usize) -> Self {
         let n = (routes.max(16) * 2).next_power_of_two();
         Self {
-            slots: alloc_slots(n),
+            buckets: alloc_buckets(n / BUCKET),
             mask: n - 1,
             len: 0,
             tombstones: 0,
@@ -132,16 +197,16 @@ impl Fib {
 
     /// Inserts or replaces. Returns true if the prefix was new.
     pub fn insert(&mut self, vrf: u16, addr: u32, plen: u8, route: Route) -> bool {
-        if (self.len + self.tombstones + 1) * 2 > self.slots.len() {
+        if (self.len + self.tombstones + 1) * 2 > self.slot_count() {
             self.grow();
         }
         let key = make_key(vrf, plen, addr);
-        let mut i = hash(key) as usize & self.mask;
+        let mut i = self.home(key);
         let mut first_free = None;
         loop {
-            let s = self.slots[i];
+            let s = *self.slot(i);
             if s.key == key {
-                self.slots[i].val = route.pack();
+                self.slot_mut(i).val = route.pack();
                 return false;
             }
             if s.key == TOMBSTONE && first_free.is_none() {
@@ -155,7 +220,7 @@ impl Fib {
                     }
                     None => i,
                 };
-                self.slots[at] = Slot {
+                *self.slot_mut(at) = Slot {
                     key,
                     val: route.pack(),
                 };
@@ -170,8 +235,8 @@ impl Fib {
     pub fn remove(&mut self, vrf: u16, addr: u32, plen: u8) -> Option<Route> {
         let key = make_key(vrf, plen, addr);
         let i = self.find_slot(key)?;
-        let r = Route::unpack(self.slots[i].val);
-        self.slots[i] = Slot {
+        let r = Route::unpack(self.slot(i).val);
+        *self.slot_mut(i) = Slot {
             key: TOMBSTONE,
             val: 0,
         };
@@ -184,14 +249,14 @@ impl Fib {
     #[inline]
     pub fn get(&self, vrf: u16, addr: u32, plen: u8) -> Option<Route> {
         self.find_slot(make_key(vrf, plen, addr))
-            .map(|i| Route::unpack(self.slots[i].val))
+            .map(|i| Route::unpack(self.slot(i).val))
     }
 
     #[inline]
     fn find_slot(&self, key: u64) -> Option<usize> {
-        let mut i = hash(key) as usize & self.mask;
+        let mut i = self.home(key);
         loop {
-            let s = &self.slots[i];
+            let s = self.slot(i);
             if s.key == key {
                 return Some(i);
             }
@@ -210,7 +275,7 @@ impl Fib {
         while m != 0 {
             let plen = 63 - m.leading_zeros() as u8;
             if let Some(i) = self.find_slot(make_key(vrf, plen, addr)) {
-                return Some((Route::unpack(self.slots[i].val), plen));
+                return Some((Route::unpack(self.slot(i).val), plen));
             }
             m &= !(1u64 << plen);
         }
@@ -221,7 +286,7 @@ impl Fib {
     /// ahead of the lookups pays for the extra hashing.
     #[inline]
     pub fn worth_prefetching(&self) -> bool {
-        self.slots.len() * std::mem::size_of::<Slot>() > 1 << 20
+        self.slot_count() * std::mem::size_of::<Slot>() > 1 << 20
     }
 
     /// Hints the CPU to fetch the first slot probed for `addr` at the longest few lengths of
@@ -236,15 +301,15 @@ impl Fib {
                 break;
             }
             let plen = 63 - m.leading_zeros() as u8;
-            let i = hash(make_key(vrf, plen, addr)) as usize & self.mask;
-            prefetch_read(&self.slots[i]);
+            let i = self.home(make_key(vrf, plen, addr));
+            prefetch_read(self.slot(i));
             m &= !(1u64 << plen);
         }
     }
 
     /// Every route of `vrf` as (prefix, length, route), unordered.
     pub fn routes_of(&self, vrf: u16) -> impl Iterator<Item = (u32, u8, Route)> + '_ {
-        self.slots.iter().filter_map(move |s| {
+        self.slots().filter_map(move |s| {
             if s.key & OCCUPIED == 0 || (s.key >> 40) as u16 != vrf {
                 return None;
             }
@@ -259,7 +324,7 @@ impl Fib {
     /// Removes every route of `vrf`; returns how many there were.
     pub fn clear_vrf(&mut self, vrf: u16) -> usize {
         let mut n = 0;
-        for s in &mut self.slots {
+        for s in self.flat_mut() {
             if s.key & OCCUPIED != 0 && (s.key >> 40) as u16 == vrf {
                 *s = Slot {
                     key: TOMBSTONE,
@@ -277,30 +342,31 @@ impl Fib {
         // Rebuild at twice the live size (or the same size if tombstones made it look full).
         let want = ((self.len + 1) * 4)
             .next_power_of_two()
-            .max(self.slots.len());
-        let old = std::mem::replace(&mut self.slots, alloc_slots(want));
+            .max(self.slot_count());
+        let old = std::mem::replace(&mut self.buckets, alloc_buckets(want / BUCKET));
         self.mask = want - 1;
         self.tombstones = 0;
-        for s in old {
+        for s in old.iter().flat_map(|b| b.0.iter()) {
             if s.key & OCCUPIED != 0 {
-                let mut i = hash(s.key) as usize & self.mask;
-                while self.slots[i].key != EMPTY {
+                let mut i = self.home(s.key);
+                while self.slot(i).key != EMPTY {
                     i = (i + 1) & self.mask;
                 }
-                self.slots[i] = s;
+                *self.slot_mut(i) = *s;
             }
         }
     }
 }
 
-/// A zeroed slot array. Large arrays are backed by transparent huge pages where the kernel
-/// allows it: a lookup in a table of a million routes touches a random slot, and with 4 KiB pages
-/// nearly every one is also a TLB miss (a costly one under nested paging). The hint is given
-/// before the pages are first touched; if the kernel declines, the table works the same.
-fn alloc_slots(n: usize) -> Vec<Slot> {
+/// A zeroed bucket array (64-byte aligned by its type). Large arrays are backed by transparent
+/// huge pages where the kernel allows it: a lookup in a table of a million routes touches a
+/// random bucket, and with 4 KiB pages nearly every one is also a TLB miss (a costly one under
+/// nested paging). The hint is given before the pages are first touched; if the kernel declines,
+/// the table works the same.
+fn alloc_buckets(n: usize) -> Vec<Bucket> {
     // Reserve first, advise, then write the zeros: the first touch must come after the hint.
-    let mut v: Vec<Slot> = Vec::with_capacity(n);
-    let bytes = n * std::mem::size_of::<Slot>();
+    let mut v: Vec<Bucket> = Vec::with_capacity(n);
+    let bytes = n * std::mem::size_of::<Bucket>();
     const HUGE: usize = 2 << 20;
     if bytes >= 2 * HUGE {
         let start = v.as_ptr() as usize;
@@ -318,7 +384,7 @@ fn alloc_slots(n: usize) -> Vec<Slot> {
             }
         }
     }
-    v.resize(n, Slot::default());
+    v.resize(n, Bucket::default());
     v
 }
 
