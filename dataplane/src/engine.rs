@@ -34,6 +34,10 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
+/// Large buffers per lcore for TCP GSO super-packets kept whole (see [`crate::gso`]): a
+/// receive burst stops taking them when they run out and segments instead. 64 x 66 KiB.
+const BIG_BUFS: usize = 64;
+
 /// How lcores run.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -339,7 +343,7 @@ impl Lcore {
         }
         log::info!("lcore {} running on cpu {}", self.id, self.cpu);
         let wake = self.wake.as_raw_fd();
-        let mut pool = BufPool::new(self.cfg.pool_size);
+        let mut pool = BufPool::with_big(self.cfg.pool_size, BIG_BUFS);
         let pipeline = Pipeline::new(self.stats.clone());
         let mut batch = Batch::new();
         let mut set = PortSet {

@@ -33,6 +33,12 @@ pub trait Port: Send {
     /// buffers to `pool`. Frames left in `pkts` could not be sent now. Never blocks.
     fn tx_burst(&mut self, pool: &mut BufPool, pkts: &mut Vec<PktBuf>) -> usize;
 
+    /// True if the port sends TCP GSO super-packets whole (see [`crate::gso`]); other ports get
+    /// them cut into segments before `tx_burst`.
+    fn tx_gso(&self) -> bool {
+        false
+    }
+
     /// A descriptor that becomes readable when `rx_burst` has work, so an idle lcore can sleep
     /// in `poll()` instead of spinning. `None`: the port must be polled.
     fn poll_fd(&self) -> Option<std::os::fd::RawFd> {
@@ -82,9 +88,15 @@ pub struct TxQueues {
     /// Queue index -> vif id.
     vifs: Vec<u16>,
     queues: Vec<Vec<PktBuf>>,
+    /// Per queue: it holds a GSO packet (checked at flush against the port's support).
+    gso: Vec<bool>,
+    /// Where a queue is rebuilt while its GSO packets are segmented.
+    scratch: Vec<PktBuf>,
 }
 
 const NONE: u16 = u16::MAX;
+/// Most packets one transmit queue holds (the queues are allocated this large up front).
+const QUEUE_CAP: usize = crate::batch::BATCH_SIZE * 4;
 
 impl TxQueues {
     /// Queues for interface ids below `max_vifs`, none mapped yet.
@@ -93,6 +105,8 @@ impl TxQueues {
             by_vif: vec![NONE; max_vifs],
             vifs: Vec::new(),
             queues: Vec::new(),
+            gso: Vec::new(),
+            scratch: Vec::with_capacity(QUEUE_CAP),
         }
     }
 
@@ -104,8 +118,8 @@ impl TxQueues {
             *s = i as u16;
         }
         self.vifs.push(vif);
-        self.queues
-            .push(Vec::with_capacity(crate::batch::BATCH_SIZE));
+        self.queues.push(Vec::with_capacity(QUEUE_CAP));
+        self.gso.push(false);
         i
     }
 
@@ -114,19 +128,22 @@ impl TxQueues {
     pub fn push(&mut self, vif: u16, buf: PktBuf) -> Result<(), PktBuf> {
         match self.by_vif.get(usize::from(vif)) {
             Some(&q) if q != NONE => {
-                let q = &mut self.queues[usize::from(q)];
-                if q.len() >= crate::batch::BATCH_SIZE * 4 {
+                let q = usize::from(q);
+                let queue = &mut self.queues[q];
+                if queue.len() >= QUEUE_CAP {
                     return Err(buf);
                 }
-                q.push(buf);
+                self.gso[q] |= buf.gso_size() != 0;
+                queue.push(buf);
                 Ok(())
             }
             _ => Err(buf),
         }
     }
 
-    /// Sends every queue on its port (`ports[i]` for queue `i`). What a port cannot take now is
-    /// dropped and counted (`IF TX Discard`) so queues never grow without bound.
+    /// Sends every queue on its port (`ports[i]` for queue `i`). GSO packets the port cannot
+    /// send whole are cut into segments first. What a port cannot take now is dropped and
+    /// counted (`IF TX Discard`) so queues never grow without bound.
     pub fn flush<P: Port + ?Sized>(
         &mut self,
         ports: &mut [Box<P>],
@@ -136,6 +153,10 @@ impl TxQueues {
         for (i, q) in self.queues.iter_mut().enumerate() {
             if q.is_empty() {
                 continue;
+            }
+            if std::mem::take(&mut self.gso[i]) {
+                let port_gso = ports.get(i).is_some_and(|p| p.tx_gso());
+                segment_queue(q, &mut self.scratch, port_gso, pool, self.vifs[i], stats);
             }
             if let Some(port) = ports.get_mut(i) {
                 port.tx_burst(pool, q);
@@ -151,5 +172,48 @@ impl TxQueues {
                 }
             }
         }
+    }
+}
+
+/// Replaces every GSO packet in `q` that a port with (`port_gso`) or without GSO support cannot
+/// send whole by its segments, keeping the order. Segments that find no buffer or no room in
+/// the queue are dropped and counted (`IF TX Discard` on `vif`); a packet whose headers no
+/// longer allow segmenting counts as `Invalid Packet`.
+fn segment_queue(
+    q: &mut Vec<PktBuf>,
+    scratch: &mut Vec<PktBuf>,
+    port_gso: bool,
+    pool: &mut BufPool,
+    vif: u16,
+    stats: &LcoreStats,
+) {
+    if !q.iter().any(|b| crate::gso::needs_segmenting(b, port_gso)) {
+        return;
+    }
+    std::mem::swap(q, scratch);
+    for b in scratch.drain(..) {
+        if !crate::gso::needs_segmenting(&b, port_gso) {
+            if q.len() < QUEUE_CAP {
+                q.push(b);
+            } else {
+                stats.dropped(vif, DropReason::InterfaceTxDiscard);
+                pool.free(b);
+            }
+            continue;
+        }
+        let r = crate::gso::segment(&b, pool, |s| {
+            if q.len() < QUEUE_CAP {
+                q.push(s);
+                Ok(())
+            } else {
+                Err(s)
+            }
+        });
+        match r {
+            Ok(_) => {}
+            Err(crate::gso::SegError::Bad) => stats.dropped(vif, DropReason::InvalidPacket),
+            Err(crate::gso::SegError::NoBuf) => stats.dropped(vif, DropReason::InterfaceTxDiscard),
+        }
+        pool.free(b);
     }
 }
