@@ -38,6 +38,10 @@ use std::time::Duration;
 /// receive burst stops taking them when they run out and segments instead. 64 x 66 KiB.
 const BIG_BUFS: usize = 64;
 
+/// A `sched_yield()` of an idle lcore that takes longer than this ran another task: the CPU is
+/// shared, so the lcore stops busy-polling until its next packet.
+const YIELD_CONTENDED_US: u64 = 20;
+
 /// How lcores run.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -487,20 +491,25 @@ impl Lcore {
             return;
         }
         if *busy {
+            if !idle.is_multiple_of(256) {
+                std::hint::spin_loop();
+                return;
+            }
             // Reading the clock costs about as much as an empty round: look every 256 rounds.
-            if idle.is_multiple_of(256)
-                && last_work.elapsed() >= Duration::from_micros(self.cfg.busy_poll_us)
-            {
+            if last_work.elapsed() >= Duration::from_micros(self.cfg.busy_poll_us) {
                 *busy = false;
             } else {
-                // Yield rarely (every 256 rounds, ~25 us): on a shared CPU each yield can hand
-                // the CPU to another task for a whole slice, which is latency a packet pays.
-                if idle.is_multiple_of(256) {
-                    thread::yield_now();
-                } else {
-                    std::hint::spin_loop();
+                // Yield every 256 rounds (~25 us). If that handed the CPU to another task
+                // (the yield took long), this CPU is shared: polling on would take it from
+                // that task (on a small host, the VMs' own processes) and every later yield
+                // can cost a packet a whole slice of latency. Sleep in ppoll() instead until
+                // the next packet; on a CPU of its own the lcore keeps polling.
+                let t = std::time::Instant::now();
+                thread::yield_now();
+                if t.elapsed() < Duration::from_micros(YIELD_CONTENDED_US) {
+                    return;
                 }
-                return;
+                *busy = false;
             }
         }
         if !set.all_pollable {

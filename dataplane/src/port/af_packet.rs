@@ -55,6 +55,9 @@ const TX_BLOCK_SIZE: u32 = 1 << 17;
 /// do not use it.
 const TX_BLOCK_NR: u32 = 16;
 const TX_FRAME_SIZE: u32 = 2048;
+/// Bytes of a ring frame the kernel copies into the skb's linear part (with the virtio-net
+/// header): a small frame whole, the headers of a large one.
+const TX_LINEAR: usize = 128;
 /// Super-packets per `sendmmsg()`.
 const GSO_MSGS: usize = 64;
 /// Segments merged into one super-packet at most (one iovec each).
@@ -581,6 +584,12 @@ impl Port for AfPacketPort {
             let b = &pkts[done];
             let len = b.len().min(room - hl);
             out[..hl].fill(0);
+            if hl != 0 {
+                // hdr_len: the kernel copies this much into the skb's linear part and attaches
+                // the rest of the frame as page fragments. With 0 only the Ethernet header is
+                // linear and the receiver pulls every further header out of the fragments.
+                out[2..4].copy_from_slice(&(len.min(TX_LINEAR) as u16).to_ne_bytes());
+            }
             out[hl..hl + len].copy_from_slice(&b.data()[..len]);
             let used = hl + len;
             self.wr32(f + 4, used as u32); // tp_len
