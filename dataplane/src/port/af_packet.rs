@@ -140,7 +140,7 @@ pub struct AfPacketPort {
 /// The super-packet transmit path: a socket without rings and the scratch a `sendmmsg()` call
 /// is built in (allocated once, never grown).
 #[derive(Debug)]
-struct GsoTx {
+pub(crate) struct GsoTx {
     fd: OwnedFd,
     /// Per message: virtio-net header and, for a merged run, the merged headers.
     hdrs: Vec<[u8; HDR_SCRATCH]>,
@@ -156,7 +156,8 @@ struct GsoTx {
 unsafe impl Send for GsoTx {}
 
 impl GsoTx {
-    fn open(dev: &str, ifindex: u32) -> Result<Self, PortError> {
+    /// Opens the transmit-only socket on `dev`.
+    pub(crate) fn open(dev: &str, ifindex: u32) -> Result<Self, PortError> {
         let fd = sys::socket(libc::AF_PACKET, libc::SOCK_RAW, 0, dev)?;
         let raw = fd.as_raw_fd();
         sys::setsockopt(
@@ -210,6 +211,82 @@ impl GsoTx {
     #[inline]
     fn has_room(&self, iovs: usize) -> bool {
         self.spans.len() < GSO_MSGS && self.iov.len() + iovs <= self.iov.capacity()
+    }
+
+    /// True if messages are queued.
+    #[inline]
+    pub(crate) fn pending(&self) -> bool {
+        !self.spans.is_empty()
+    }
+
+    /// How many frames from `pkts[at..]` leave as one super-packet here: 1 for a GSO packet,
+    /// the length of a run of mergeable TCP segments (see [`vnet::tso_run`]) if more than one,
+    /// else 0 (an ordinary frame for the ring).
+    #[inline]
+    pub(crate) fn claim(pkts: &[PktBuf], at: usize) -> usize {
+        if pkts[at].gso_size() != 0 {
+            return 1;
+        }
+        let end = pkts.len().min(at + TSO_MAX_SEGS);
+        match vnet::tso_run(&pkts[at..end], usize::from(u16::MAX) + 14) {
+            n if n > 1 => n,
+            _ => 0,
+        }
+    }
+
+    /// Queues `pkts[at..at + run]` (from [`GsoTx::claim`]) as one message, sending what is
+    /// queued first if it is full. The packets must stay in place until [`GsoTx::send`]. Counts
+    /// what cannot be sent in `drops`.
+    pub(crate) fn queue(
+        &mut self,
+        pkts: &mut [PktBuf],
+        at: usize,
+        run: usize,
+        name: &str,
+        drops: &mut PortDrops,
+    ) {
+        if !self.has_room(run + 1) {
+            let lost = self.send(name);
+            count_tx_drops(drops, lost);
+        }
+        let k = self.spans.len();
+        let start = self.iov.len();
+        let ok = if run > 1 {
+            let segs = &pkts[at..at + run];
+            match vnet::write_tso_hdr(segs, &mut self.hdrs[k]) {
+                Some(hlen) => {
+                    let hdrs = hlen - VNET_HDR_LEN;
+                    self.iov.push(iovec(&self.hdrs[k][..hlen]));
+                    for b in segs {
+                        self.iov.push(iovec(&b.data()[hdrs..]));
+                    }
+                    true
+                }
+                None => false,
+            }
+        } else {
+            match gso::tx_header(&mut pkts[at]) {
+                Some(h) => {
+                    self.hdrs[k][..VNET_HDR_LEN].copy_from_slice(&h);
+                    self.iov.push(iovec(&self.hdrs[k][..VNET_HDR_LEN]));
+                    self.iov.push(iovec(pkts[at].data()));
+                    true
+                }
+                None => false,
+            }
+        };
+        if ok {
+            self.spans.push((start, self.iov.len() - start));
+        } else {
+            self.iov.truncate(start);
+            drops.add(DropReason::InvalidPacket);
+        }
+    }
+
+    /// Sends the queued messages, counting what the kernel refused in `drops`.
+    pub(crate) fn flush(&mut self, name: &str, drops: &mut PortDrops) {
+        let lost = self.send(name);
+        count_tx_drops(drops, lost);
     }
 
     /// Sends the queued messages; returns how many the kernel refused (dropped).
@@ -511,59 +588,18 @@ impl Port for AfPacketPort {
         // it goes out, and super-packets queued before a ring frame are sent before it.
         while done < pkts.len() {
             if let Some(g) = self.gso.as_mut() {
-                let run = if pkts[done].gso_size() == 0 {
-                    let end = pkts.len().min(done + TSO_MAX_SEGS);
-                    vnet::tso_run(&pkts[done..end], usize::from(u16::MAX) + 14)
-                } else {
-                    1
-                };
-                if run > 1 || pkts[done].gso_size() != 0 {
+                let run = GsoTx::claim(pkts, done);
+                if run > 0 {
                     if frames > 0 {
                         kick(self.fd.as_raw_fd(), &self.name);
                         frames = 0;
                     }
-                    if !g.has_room(run + 1) {
-                        let lost = g.send(&self.name);
-                        count_tx_drops(&mut self.drops, lost);
-                    }
-                    let k = g.spans.len();
-                    let start = g.iov.len();
-                    let ok = if run > 1 {
-                        let segs = &pkts[done..done + run];
-                        match vnet::write_tso_hdr(segs, &mut g.hdrs[k]) {
-                            Some(hlen) => {
-                                let hdrs = hlen - VNET_HDR_LEN;
-                                g.iov.push(iovec(&g.hdrs[k][..hlen]));
-                                for b in segs {
-                                    g.iov.push(iovec(&b.data()[hdrs..]));
-                                }
-                                true
-                            }
-                            None => false,
-                        }
-                    } else {
-                        match gso::tx_header(&mut pkts[done]) {
-                            Some(h) => {
-                                g.hdrs[k][..VNET_HDR_LEN].copy_from_slice(&h);
-                                g.iov.push(iovec(&g.hdrs[k][..VNET_HDR_LEN]));
-                                g.iov.push(iovec(pkts[done].data()));
-                                true
-                            }
-                            None => false,
-                        }
-                    };
-                    if ok {
-                        g.spans.push((start, g.iov.len() - start));
-                    } else {
-                        g.iov.truncate(start);
-                        self.drops.add(DropReason::InvalidPacket);
-                    }
+                    g.queue(pkts, done, run, &self.name, &mut self.drops);
                     done += run;
                     continue;
                 }
-                if !g.spans.is_empty() {
-                    let lost = g.send(&self.name);
-                    count_tx_drops(&mut self.drops, lost);
+                if g.pending() {
+                    g.flush(&self.name, &mut self.drops);
                 }
             }
             let i = self.tx_head;
@@ -604,8 +640,7 @@ impl Port for AfPacketPort {
             kick(self.fd.as_raw_fd(), &self.name);
         }
         if let Some(g) = self.gso.as_mut() {
-            let lost = g.send(&self.name);
-            count_tx_drops(&mut self.drops, lost);
+            g.flush(&self.name, &mut self.drops);
         }
         for b in pkts.drain(..done) {
             pool.free(b);
