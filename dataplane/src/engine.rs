@@ -41,6 +41,8 @@ const BIG_BUFS: usize = 64;
 /// A `sched_yield()` of an idle lcore that takes longer than this ran another task: the CPU is
 /// shared, so the lcore stops busy-polling until its next packet.
 const YIELD_CONTENDED_US: u64 = 20;
+/// Long yields in a row that make an idle lcore stop busy-polling.
+const CONTENDED_YIELDS: u32 = 3;
 
 /// How lcores run.
 #[derive(Debug, Clone)]
@@ -365,6 +367,8 @@ impl Lcore {
         let mut last_work = std::time::Instant::now();
         // Still inside the busy-poll window after the last packet.
         let mut busy = false;
+        // Consecutive idle yields that ran another task.
+        let mut long_yields: u32 = 0;
         loop {
             if self.stop.load(Ordering::Acquire) {
                 break;
@@ -444,7 +448,7 @@ impl Lcore {
                 busy = self.cfg.busy_poll_us > 0;
             }
             idle = idle.saturating_add(1);
-            self.back_off(idle, last_work, &mut busy, &mut set);
+            self.back_off(idle, last_work, &mut busy, &mut long_yields, &mut set);
         }
         log::info!("lcore {} stopping", self.id);
         for i in 0..set.ports.len() {
@@ -479,6 +483,7 @@ impl Lcore {
         idle: u32,
         last_work: std::time::Instant,
         busy: &mut bool,
+        long_yields: &mut u32,
         set: &mut PortSet,
     ) {
         let spin = self.cfg.spin_rounds;
@@ -507,8 +512,16 @@ impl Lcore {
                 let t = std::time::Instant::now();
                 thread::yield_now();
                 if t.elapsed() < Duration::from_micros(YIELD_CONTENDED_US) {
+                    *long_yields = 0;
                     return;
                 }
+                // One long yield may be a short kernel thread; several in a row are a task
+                // that wants this CPU.
+                *long_yields += 1;
+                if *long_yields < CONTENDED_YIELDS {
+                    return;
+                }
+                *long_yields = 0;
                 *busy = false;
             }
         }
