@@ -536,13 +536,14 @@ impl Port for AfPacketPort {
             let len = self.rd32(h + 4) as usize;
             let snap = self.rd32(h + 8) as usize;
             let mac = usize::from(self.rd16(h + 12));
-            // A super-packet without a large buffer free is segmented: its segments must all fit
-            // the batch; leave the frame for later.
-            let need = if len > MAX_PKT_LEN && pool.big_available() == 0 {
-                len / 536 + 1
-            } else {
-                1
-            };
+            // A super-packet without a large buffer free waits for the next burst (this one's
+            // large buffers come back when it has been sent); only a burst that has nothing
+            // else segments it, and its segments must all fit the batch.
+            let no_big = len > MAX_PKT_LEN && pool.big_available() == 0;
+            if no_big && n > 0 {
+                break;
+            }
+            let need = if no_big { len / 536 + 1 } else { 1 };
             if batch.room() < need.min(crate::batch::BATCH_SIZE) {
                 break;
             }
