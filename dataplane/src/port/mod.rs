@@ -1,6 +1,6 @@
 //! Ports: where packets come from and go to. One trait, several backends: `mem` (rings in
 //! memory, for tests and benchmarks), `pcap` (replay a capture, record output), and the device
-//! backends `af_packet` (TPACKET_V3 rings), `af_xdp` (XSK rings and our XDP program), `tap`
+//! backends `af_packet` (TPACKET_V2 rings), `af_xdp` (XSK rings and our XDP program), `tap`
 //! (/dev/net/tun) and `agent` (the agent's `pkt0` datagram socket). `open` picks a backend per
 //! interface.
 
@@ -215,5 +215,49 @@ fn segment_queue(
             Err(crate::gso::SegError::NoBuf) => stats.dropped(vif, DropReason::InterfaceTxDiscard),
         }
         pool.free(b);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::port::mem::MemPort;
+
+    /// A TCP/IPv4 super-packet of `payload` bytes in a large buffer, marked GSO with MSS 1000.
+    fn super_packet(pool: &mut BufPool, payload: usize) -> PktBuf {
+        let mut f = vec![0u8; 14 + 40 + payload];
+        f[12] = 0x08;
+        let ip = &mut f[14..];
+        ip[0] = 0x45;
+        ip[8] = 64;
+        ip[9] = 6;
+        ip[32] = 0x50;
+        ip[33] = 0x10;
+        assert!(crate::gso::check_frame(&mut f, 1000).is_some());
+        let mut b = pool.alloc_for(f.len()).expect("large buffer");
+        assert!(b.fill(&f));
+        b.set_gso(1000, 1, 14);
+        b
+    }
+
+    #[test]
+    fn flush_segments_super_packets_for_ports_without_gso() {
+        let mut pool = BufPool::with_big(64, 2);
+        let stats = LcoreStats::new(8, 1);
+        let mut q = TxQueues::new(8);
+        q.add(3);
+        let mut ports: Vec<Box<MemPort>> = vec![Box::new(MemPort::recording("m"))];
+        let b = super_packet(&mut pool, 3500);
+        assert!(q.push(3, b).is_ok());
+        let mut small = pool.alloc().expect("buffer");
+        assert!(small.fill(&[0u8; 60]));
+        assert!(q.push(3, small).is_ok());
+        q.flush(&mut ports, &mut pool, &stats);
+        let sent = ports[0].take_sent();
+        // 1000 + 1000 + 1000 + 500, then the ordinary frame, in order.
+        let lens: Vec<usize> = sent.iter().map(Vec::len).collect();
+        assert_eq!(lens, vec![1054, 1054, 1054, 554, 60]);
+        assert_eq!((pool.available(), pool.big_available()), (64, 2));
+        assert_eq!(stats.drops.iter().map(|c| c.get()).sum::<u64>(), 0);
     }
 }
