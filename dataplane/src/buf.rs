@@ -1,9 +1,10 @@
 //! Packet buffers with headroom, and the pool they are recycled through.
 //!
-//! A buffer is a fixed 2 KiB block allocated once when the pool is created. Packets start
-//! [`HEADROOM`] bytes in, so encapsulation prepends outer headers by moving `head` back instead
-//! of copying the packet. Buffers move between pool, ports and batches by value (a pointer and two
-//! offsets); nothing is allocated per packet.
+//! A buffer is a fixed block allocated once when the pool is created: 2 KiB for ordinary
+//! packets, [`BIG_BUF_SIZE`] for TCP GSO super-packets passed through whole (see [`crate::gso`]).
+//! Packets start [`HEADROOM`] bytes in, so encapsulation prepends outer headers by moving `head`
+//! back instead of copying the packet. Buffers move between pool, ports and batches by value (a
+//! pointer and a few offsets); nothing is allocated per packet.
 
 /// Bytes per buffer.
 pub const BUF_SIZE: usize = 2048;
@@ -12,30 +13,96 @@ pub const BUF_SIZE: usize = 2048;
 pub const HEADROOM: usize = 128;
 /// Largest packet a buffer holds after the headroom.
 pub const MAX_PKT_LEN: usize = BUF_SIZE - HEADROOM;
+/// Bytes per large buffer: a whole GSO super-packet (IP total length <= 64 KiB) plus Ethernet
+/// and tunnel headers fits after the headroom.
+pub const BIG_BUF_SIZE: usize = 66 * 1024;
+/// Largest packet a large buffer holds after the headroom.
+pub const MAX_BIG_PKT_LEN: usize = BIG_BUF_SIZE - HEADROOM;
 
 /// One packet buffer. `data()` is `block[head..head + len]`.
+///
+/// A buffer may carry a TCP/IPv4 GSO super-packet (`gso_size != 0`): one packet standing for
+/// several MSS-sized segments, with its TCP checksum field holding only the pseudo-header sum
+/// (the kernel's `CHECKSUM_PARTIAL`). [`crate::gso`] writes it out whole or cuts it up.
 #[derive(Debug)]
 pub struct PktBuf {
-    block: Box<[u8; BUF_SIZE]>,
-    head: u16,
-    len: u16,
+    block: Box<[u8]>,
+    head: u32,
+    len: u32,
+    /// Where the (inner) IPv4 header of a GSO packet starts, as an offset into `block`, so
+    /// encapsulation in front of it does not move it.
+    gso_l3: u32,
+    /// Segment payload size of a GSO packet; 0 for an ordinary packet.
+    gso_size: u16,
+    /// `VIRTIO_NET_HDR_GSO_*` type of a GSO packet (with the ECN bit).
+    gso_type: u8,
 }
 
 impl PktBuf {
-    fn new() -> Self {
+    fn new(size: usize) -> Self {
         Self {
-            block: Box::new([0u8; BUF_SIZE]),
-            head: HEADROOM as u16,
+            block: vec![0u8; size].into_boxed_slice(),
+            head: HEADROOM as u32,
             len: 0,
+            gso_l3: 0,
+            gso_size: 0,
+            gso_type: 0,
         }
+    }
+
+    /// Bytes this buffer holds in all (headroom included).
+    #[inline]
+    pub fn capacity(&self) -> usize {
+        self.block.len()
+    }
+
+    /// True for a large buffer (from the pool's large list).
+    #[inline]
+    pub fn is_big(&self) -> bool {
+        self.block.len() > BUF_SIZE
+    }
+
+    /// Segment payload size if this is a GSO super-packet, else 0.
+    #[inline]
+    pub fn gso_size(&self) -> usize {
+        usize::from(self.gso_size)
+    }
+
+    /// `VIRTIO_NET_HDR_GSO_*` type of a GSO super-packet.
+    #[inline]
+    pub fn gso_type(&self) -> u8 {
+        self.gso_type
+    }
+
+    /// Offset of the (inner) IPv4 header of a GSO packet from the current packet start, or
+    /// `None` if the front was stripped past it.
+    #[inline]
+    pub fn gso_l3(&self) -> Option<usize> {
+        usize::try_from(self.gso_l3.checked_sub(self.head)?).ok()
+    }
+
+    /// Marks the packet as a GSO super-packet of `gso_type` with segments of `size` payload
+    /// bytes whose IPv4 header is `l3` bytes into the packet. `size == 0` clears the mark.
+    #[inline]
+    pub fn set_gso(&mut self, size: u16, gso_type: u8, l3: usize) {
+        self.gso_size = size;
+        self.gso_type = gso_type;
+        self.gso_l3 = self.head + l3 as u32;
+    }
+
+    /// Makes this an ordinary packet again.
+    #[inline]
+    pub fn clear_gso(&mut self) {
+        self.gso_size = 0;
+        self.gso_type = 0;
     }
 
     /// The packet bytes.
     #[inline]
     pub fn data(&self) -> &[u8] {
-        let (h, l) = (usize::from(self.head), usize::from(self.len));
-        debug_assert!(h + l <= BUF_SIZE);
-        // SAFETY: every method that changes `head` or `len` keeps `head + len <= BUF_SIZE`
+        let (h, l) = (self.head as usize, self.len as usize);
+        debug_assert!(h + l <= self.block.len());
+        // SAFETY: every method that changes `head` or `len` keeps `head + len <= block.len()`
         // (the invariant of this type), so the range is inside `block`. This is the hottest
         // accessor of the packet path; the bounds check it saves is taken several times a packet.
         unsafe { self.block.get_unchecked(h..h + l) }
@@ -44,16 +111,16 @@ impl PktBuf {
     /// The packet bytes, mutable.
     #[inline]
     pub fn data_mut(&mut self) -> &mut [u8] {
-        let (h, l) = (usize::from(self.head), usize::from(self.len));
-        debug_assert!(h + l <= BUF_SIZE);
-        // SAFETY: as in `data`: `head + len <= BUF_SIZE` always holds.
+        let (h, l) = (self.head as usize, self.len as usize);
+        debug_assert!(h + l <= self.block.len());
+        // SAFETY: as in `data`: `head + len <= block.len()` always holds.
         unsafe { self.block.get_unchecked_mut(h..h + l) }
     }
 
     /// Packet length.
     #[inline]
     pub fn len(&self) -> usize {
-        usize::from(self.len)
+        self.len as usize
     }
 
     /// True for an empty packet.
@@ -65,14 +132,16 @@ impl PktBuf {
     /// Bytes free in front of the packet.
     #[inline]
     pub fn headroom(&self) -> usize {
-        usize::from(self.head)
+        self.head as usize
     }
 
-    /// Resets to an empty packet at the standard headroom.
+    /// Resets to an empty ordinary packet at the standard headroom.
     #[inline]
     pub fn reset(&mut self) {
-        self.head = HEADROOM as u16;
+        self.head = HEADROOM as u32;
         self.len = 0;
+        self.gso_size = 0;
+        self.gso_type = 0;
     }
 
     /// Copies `bytes` in as the whole packet (what a copying receive does). Returns false, leaving
@@ -80,11 +149,11 @@ impl PktBuf {
     #[inline]
     pub fn fill(&mut self, bytes: &[u8]) -> bool {
         self.reset();
-        if bytes.len() > MAX_PKT_LEN {
+        let Some(area) = self.block.get_mut(HEADROOM..HEADROOM + bytes.len()) else {
             return false;
-        }
-        self.block[HEADROOM..HEADROOM + bytes.len()].copy_from_slice(bytes);
-        self.len = bytes.len() as u16;
+        };
+        area.copy_from_slice(bytes);
+        self.len = bytes.len() as u32;
         true
     }
 
@@ -100,28 +169,28 @@ impl PktBuf {
     /// are clamped.
     #[inline]
     pub fn set_len(&mut self, len: usize) {
-        self.len = len.min(BUF_SIZE - usize::from(self.head)) as u16;
+        self.len = len.min(self.block.len() - self.head as usize) as u32;
     }
 
-    // Invariant kept by every mutator below and above: head + len <= BUF_SIZE.
+    // Invariant kept by every mutator below and above: head + len <= block.len().
 
     /// Prepends `n` bytes and returns the new front. `None` if the headroom is too small.
     #[inline]
     pub fn push_front(&mut self, n: usize) -> Option<&mut [u8]> {
-        let head = usize::from(self.head).checked_sub(n)?;
-        self.head = head as u16;
-        self.len += n as u16;
+        let head = (self.head as usize).checked_sub(n)?;
+        self.head = head as u32;
+        self.len += n as u32;
         Some(self.data_mut())
     }
 
     /// Removes `n` bytes from the front. `None` (unchanged) if the packet is shorter.
     #[inline]
     pub fn pull_front(&mut self, n: usize) -> Option<()> {
-        if n > usize::from(self.len) {
+        if n > self.len as usize {
             return None;
         }
-        self.head += n as u16;
-        self.len -= n as u16;
+        self.head += n as u32;
+        self.len -= n as u32;
         Some(())
     }
 
@@ -129,26 +198,27 @@ impl PktBuf {
     /// strips it. Returns false, unchanged, if out of range.
     #[inline]
     pub fn adjust_front(&mut self, delta: isize) -> bool {
-        let head = usize::from(self.head) as isize + delta;
-        let len = usize::from(self.len) as isize - delta;
+        let head = self.head as isize + delta;
+        let len = self.len as isize - delta;
         if head < 0 || len < 0 {
             return false;
         }
-        self.head = head as u16;
-        self.len = len as u16;
+        self.head = head as u32;
+        self.len = len as u32;
         true
     }
 
     /// Shortens the packet to `len` bytes (drops trailing padding).
     #[inline]
     pub fn truncate(&mut self, len: usize) {
-        if len < usize::from(self.len) {
-            self.len = len as u16;
+        if len < self.len as usize {
+            self.len = len as u32;
         }
     }
 }
 
-/// A fixed set of buffers handed out and taken back without allocating.
+/// A fixed set of buffers handed out and taken back without allocating: ordinary 2 KiB
+/// buffers, and a few large ones for GSO super-packets.
 ///
 /// Thread-safety: a pool belongs to one lcore (it is `Send`, not shared); ports and the pipeline
 /// on that lcore borrow it mutably in turn.
@@ -156,14 +226,28 @@ impl PktBuf {
 pub struct BufPool {
     free: Vec<PktBuf>,
     capacity: usize,
+    big: Vec<PktBuf>,
+    big_capacity: usize,
 }
 
 impl BufPool {
-    /// Allocates `n` buffers up front.
+    /// Allocates `n` ordinary buffers up front, and no large ones.
     pub fn new(n: usize) -> Self {
+        Self::with_big(n, 0)
+    }
+
+    /// Allocates `n` ordinary and `big` large ([`BIG_BUF_SIZE`]) buffers up front.
+    pub fn with_big(n: usize, big: usize) -> Self {
         let mut free = Vec::with_capacity(n);
-        free.extend((0..n).map(|_| PktBuf::new()));
-        Self { free, capacity: n }
+        free.extend((0..n).map(|_| PktBuf::new(BUF_SIZE)));
+        let mut bigs = Vec::with_capacity(big);
+        bigs.extend((0..big).map(|_| PktBuf::new(BIG_BUF_SIZE)));
+        Self {
+            free,
+            capacity: n,
+            big: bigs,
+            big_capacity: big,
+        }
     }
 
     /// Takes a buffer, reset to empty. `None` when exhausted.
@@ -174,14 +258,38 @@ impl BufPool {
         Some(b)
     }
 
+    /// Takes a buffer that holds a packet of `len` bytes: an ordinary one if it fits, else a
+    /// large one. `None` when none is free or `len` exceeds [`MAX_BIG_PKT_LEN`].
+    #[inline]
+    pub fn alloc_for(&mut self, len: usize) -> Option<PktBuf> {
+        if len <= MAX_PKT_LEN {
+            return self.alloc();
+        }
+        if len > MAX_BIG_PKT_LEN {
+            return None;
+        }
+        let mut b = self.big.pop()?;
+        b.reset();
+        Some(b)
+    }
+
     /// Gives a buffer back.
     #[inline]
     pub fn free(&mut self, b: PktBuf) {
-        // The free list was allocated with room for every buffer, so this never reallocates
+        // The free lists were allocated with room for every buffer, so this never reallocates
         // unless foreign buffers are returned; drop those instead of growing.
-        if self.free.len() < self.capacity {
+        if b.is_big() {
+            if self.big.len() < self.big_capacity {
+                self.big.push(b);
+            }
+        } else if self.free.len() < self.capacity {
             self.free.push(b);
         }
+    }
+
+    /// Large buffers currently available.
+    pub fn big_available(&self) -> usize {
+        self.big.len()
     }
 
     /// Buffers currently available.
@@ -223,6 +331,24 @@ mod tests {
         assert!(pool.alloc().is_none());
         pool.free(b);
         assert!(pool.alloc().is_some());
+    }
+
+    #[test]
+    fn large_buffers_come_from_their_own_list() {
+        let mut pool = BufPool::with_big(1, 1);
+        let mut b = pool.alloc_for(9000).expect("large buffer");
+        assert!(b.is_big());
+        assert!(b.fill(&[7; 9000]));
+        b.set_gso(1448, 1, 14);
+        assert_eq!((b.gso_size(), b.gso_l3()), (1448, Some(14)));
+        b.push_front(50).expect("headroom");
+        assert_eq!(b.gso_l3(), Some(64));
+        assert!(pool.alloc_for(9000).is_none());
+        assert!(pool.alloc_for(MAX_BIG_PKT_LEN + 1).is_none());
+        pool.free(b);
+        assert_eq!((pool.available(), pool.big_available()), (1, 1));
+        let b = pool.alloc_for(9000).expect("returned");
+        assert_eq!(b.gso_size(), 0);
     }
 
     #[test]

@@ -34,6 +34,16 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
+/// Large buffers per lcore for TCP GSO super-packets kept whole (see [`crate::gso`]): a
+/// receive burst stops taking them when they run out and segments instead. 64 x 66 KiB.
+const BIG_BUFS: usize = 64;
+
+/// A `sched_yield()` of an idle lcore that takes longer than this ran another task: the CPU is
+/// shared, so the lcore stops busy-polling until its next packet.
+const YIELD_CONTENDED_US: u64 = 20;
+/// Long yields in a row that make an idle lcore stop busy-polling.
+const CONTENDED_YIELDS: u32 = 3;
+
 /// How lcores run.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -339,7 +349,7 @@ impl Lcore {
         }
         log::info!("lcore {} running on cpu {}", self.id, self.cpu);
         let wake = self.wake.as_raw_fd();
-        let mut pool = BufPool::new(self.cfg.pool_size);
+        let mut pool = BufPool::with_big(self.cfg.pool_size, BIG_BUFS);
         let pipeline = Pipeline::new(self.stats.clone());
         let mut batch = Batch::new();
         let mut set = PortSet {
@@ -357,6 +367,8 @@ impl Lcore {
         let mut last_work = std::time::Instant::now();
         // Still inside the busy-poll window after the last packet.
         let mut busy = false;
+        // Consecutive idle yields that ran another task.
+        let mut long_yields: u32 = 0;
         loop {
             if self.stop.load(Ordering::Acquire) {
                 break;
@@ -436,7 +448,7 @@ impl Lcore {
                 busy = self.cfg.busy_poll_us > 0;
             }
             idle = idle.saturating_add(1);
-            self.back_off(idle, last_work, &mut busy, &mut set);
+            self.back_off(idle, last_work, &mut busy, &mut long_yields, &mut set);
         }
         log::info!("lcore {} stopping", self.id);
         for i in 0..set.ports.len() {
@@ -471,6 +483,7 @@ impl Lcore {
         idle: u32,
         last_work: std::time::Instant,
         busy: &mut bool,
+        long_yields: &mut u32,
         set: &mut PortSet,
     ) {
         let spin = self.cfg.spin_rounds;
@@ -483,20 +496,33 @@ impl Lcore {
             return;
         }
         if *busy {
+            if !idle.is_multiple_of(256) {
+                std::hint::spin_loop();
+                return;
+            }
             // Reading the clock costs about as much as an empty round: look every 256 rounds.
-            if idle.is_multiple_of(256)
-                && last_work.elapsed() >= Duration::from_micros(self.cfg.busy_poll_us)
-            {
+            if last_work.elapsed() >= Duration::from_micros(self.cfg.busy_poll_us) {
                 *busy = false;
             } else {
-                // Yield rarely (every 256 rounds, ~25 us): on a shared CPU each yield can hand
-                // the CPU to another task for a whole slice, which is latency a packet pays.
-                if idle.is_multiple_of(256) {
-                    thread::yield_now();
-                } else {
-                    std::hint::spin_loop();
+                // Yield every 256 rounds (~25 us). If that handed the CPU to another task
+                // (the yield took long), this CPU is shared: polling on would take it from
+                // that task (on a small host, the VMs' own processes) and every later yield
+                // can cost a packet a whole slice of latency. Sleep in ppoll() instead until
+                // the next packet; on a CPU of its own the lcore keeps polling.
+                let t = std::time::Instant::now();
+                thread::yield_now();
+                if t.elapsed() < Duration::from_micros(YIELD_CONTENDED_US) {
+                    *long_yields = 0;
+                    return;
                 }
-                return;
+                // One long yield may be a short kernel thread; several in a row are a task
+                // that wants this CPU.
+                *long_yields += 1;
+                if *long_yields < CONTENDED_YIELDS {
+                    return;
+                }
+                *long_yields = 0;
+                *busy = false;
             }
         }
         if !set.all_pollable {

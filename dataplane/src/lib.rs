@@ -8,6 +8,7 @@ pub mod config;
 pub mod ctl;
 pub mod drop;
 pub mod engine;
+pub mod gso;
 pub mod harness;
 pub mod pipeline;
 pub mod port;

@@ -657,7 +657,8 @@ impl Pipeline {
                     p.meta.drop(DropReason::InvalidLabel);
                     return;
                 }
-                if p.buf.len() > tpl.max_frame {
+                // (A GSO super-packet leaves as segments: each must fit.)
+                if crate::gso::segment_len(&p.buf) > tpl.max_frame {
                     // Too big for the fabric once encapsulated: with DF the VM must learn the
                     // smaller MTU (the agent answers ICMP fragmentation needed); without DF the
                     // output stage fragments the inner packet (see `frag`).
@@ -710,6 +711,12 @@ impl Pipeline {
     #[cold]
     fn trap(&self, t: &Tables, p: &mut Pkt) {
         let reason = p.meta.trap;
+        // The agent gets ordinary packets: a super-packet is cut to its first segment (the
+        // agent only needs the headers).
+        if p.buf.gso_size() != 0 && !crate::gso::trim_to_first(&mut p.buf) {
+            p.meta.drop(DropReason::InvalidPacket);
+            return;
+        }
         let Some(agent) = t.host.agent_vif else {
             p.meta.drop(if reason == TrapReason::ZeroTtl {
                 DropReason::TtlExceeded

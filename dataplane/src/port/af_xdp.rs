@@ -9,7 +9,7 @@
 //! ports are recognised and finished ([`super::vnet::fix_partial`]); attaching XDP to a veth
 //! turns GSO off on its peer, so no super-packets arrive.
 
-use super::af_packet::{AfPacketOpts, AfPacketPort};
+use super::af_packet::{AfPacketOpts, AfPacketPort, GsoTx};
 use super::bpf::{XdpAttachment, XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE};
 use super::open::{DevicePorts, OpenOpts, Role, XdpMode};
 use super::sys::{self, Mmap, PortError};
@@ -180,6 +180,10 @@ pub struct XskPort {
     /// Descriptors the kernel sends per transmit wakeup (copy mode).
     tx_budget: usize,
     fix_csum: bool,
+    /// VM ports: an AF_PACKET socket that sends TCP super-packets (GSO packets from AF_PACKET
+    /// ports, and runs of segments merged back) whole, so the receiving VM's stack handles one
+    /// packet instead of one per segment. XSK transmit carries no offload metadata.
+    gso: Option<GsoTx>,
     drops: PortDrops,
 }
 
@@ -270,8 +274,28 @@ impl XskPort {
             tx_free,
             tx_budget,
             fix_csum,
+            gso: None,
             drops: PortDrops::default(),
         })
+    }
+
+    /// Publishes the transmit descriptors up to producer index `p` and wakes the kernel's
+    /// transmit path (copy mode sends at most `tx_budget` descriptors per wakeup).
+    fn publish(&mut self, p: u32) {
+        let n = p.wrapping_sub(self.tx.cached) as usize;
+        if n == 0 {
+            return;
+        }
+        self.tx.cached = p;
+        self.tx.prod().store(p, Ordering::Release);
+        for _ in 0..n.div_ceil(self.tx_budget) {
+            if !self.tx.need_wakeup() && self.tx.cons().load(Ordering::Acquire) == p {
+                break;
+            }
+            if !self.kick() {
+                break;
+            }
+        }
     }
 
     #[inline]
@@ -387,14 +411,31 @@ impl Port for XskPort {
         let cons = self.tx.cons().load(Ordering::Acquire);
         let room = RING - self.tx.cached.wrapping_sub(cons);
         let mut p = self.tx.cached;
-        let mut sent: usize = 0;
-        for b in pkts.iter() {
-            if sent as u32 >= room {
+        let mut used: u32 = 0;
+        let mut done = 0;
+        let mut gso = self.gso.take();
+        // In order: descriptors queued before a super-packet are published before it is sent,
+        // and super-packets queued before a descriptor are sent before it.
+        while done < pkts.len() {
+            if let Some(g) = gso.as_mut() {
+                let run = GsoTx::claim(pkts, done);
+                if run > 0 {
+                    self.publish(p);
+                    g.queue(pkts, done, run, &self.name, &mut self.drops);
+                    done += run;
+                    continue;
+                }
+                if g.pending() {
+                    g.flush(&self.name, &mut self.drops);
+                }
+            }
+            if used >= room {
                 break;
             }
             let Some(addr) = self.tx_free.pop() else {
                 break;
             };
+            let b = &pkts[done];
             let len = b.len().min(FRAME as usize);
             // SAFETY: `addr` is a transmit frame we own (not in any ring) inside the UMEM;
             // `len` fits the frame. The descriptor slot is at our producer index.
@@ -410,25 +451,22 @@ impl Port for XskPort {
                 d.add(12).cast::<u32>().write(0);
             }
             p = p.wrapping_add(1);
-            sent += 1;
+            used += 1;
+            done += 1;
         }
-        if sent > 0 {
-            self.tx.cached = p;
-            self.tx.prod().store(p, Ordering::Release);
-            // Copy mode sends at most `tx_budget` descriptors per wakeup.
-            for _ in 0..sent.div_ceil(self.tx_budget) {
-                if !self.tx.need_wakeup() && self.tx.cons().load(Ordering::Acquire) == p {
-                    break;
-                }
-                if !self.kick() {
-                    break;
-                }
-            }
+        self.publish(p);
+        if let Some(g) = gso.as_mut() {
+            g.flush(&self.name, &mut self.drops);
         }
-        for b in pkts.drain(..sent) {
+        self.gso = gso;
+        for b in pkts.drain(..done) {
             pool.free(b);
         }
-        sent
+        done
+    }
+
+    fn tx_gso(&self) -> bool {
+        self.gso.is_some()
     }
 
     fn poll_fd(&self) -> Option<RawFd> {
@@ -476,7 +514,15 @@ pub fn open_device(dev: &str, o: &OpenOpts) -> Result<DevicePorts, PortError> {
     let n = o.lcores.max(1);
     let mut per: Vec<Option<(Box<dyn Port>, bool)>> = (0..n).map(|_| None).collect();
     for q in 0..queues {
-        let x = XskPort::open(dev, ifindex, q, fabric.is_none())?;
+        let mut x = XskPort::open(dev, ifindex, q, fabric.is_none())?;
+        if fabric.is_none() {
+            match GsoTx::open(dev, ifindex) {
+                Ok(g) => x.gso = Some(g),
+                Err(e) => log::warn!(
+                    "{dev}: no super-packet transmit socket ({e}); segments go out one by one"
+                ),
+            }
+        }
         att.set_xsk(q, x.fd.as_raw_fd())?;
         let l = q as usize % n;
         if per[l].is_none() {

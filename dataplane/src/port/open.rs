@@ -15,7 +15,7 @@ use std::str::FromStr;
 pub enum PortKind {
     /// XSK rings fed by our XDP program.
     AfXdp,
-    /// TPACKET_V3 rings.
+    /// TPACKET_V2 rings.
     AfPacket,
     /// /dev/net/tun.
     Tap,

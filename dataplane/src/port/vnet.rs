@@ -5,8 +5,10 @@
 //! as GSO super-packets of up to 64 KiB. AF_PACKET and tap report both in a virtio-net header
 //! (`PACKET_VNET_HDR` / `IFF_VNET_HDR`); AF_XDP reports neither, but never sees GSO (attaching
 //! XDP to a veth turns GSO off on its peer) and a partial checksum is recognisable: its field
-//! holds exactly the folded pseudo-header sum. This module finishes checksums and cuts TCP
-//! super-packets into MSS-sized frames, so nothing downstream ever sees either.
+//! holds exactly the folded pseudo-header sum. This module finishes checksums of ordinary
+//! frames. TCP super-packets are kept whole in one buffer and marked as GSO packets (see
+//! [`crate::gso`]); only when no buffer large enough is free are they cut into MSS-sized frames
+//! here.
 
 use crate::buf::{BufPool, PktBuf, MAX_PKT_LEN};
 use crate::wire::checksum;
@@ -167,9 +169,37 @@ pub fn deliver(
         return Outcome::Frames(1);
     }
     match (gso, h) {
-        (GSO_TCPV4, Some(h)) => segment_tcp4(frame, usize::from(h.gso_size), pool, push),
+        (GSO_TCPV4, Some(h)) => match keep_whole(h, frame, pool) {
+            Some(b) => match push(b) {
+                Ok(()) => Outcome::Frames(1),
+                Err(b) => {
+                    pool.free(b);
+                    Outcome::NoBuf
+                }
+            },
+            None => segment_tcp4(frame, usize::from(h.gso_size), pool, push),
+        },
         _ => Outcome::Bad,
     }
+}
+
+/// Copies the TCP super-packet `frame` whole into one buffer marked as a GSO packet (see
+/// [`crate::gso`]). `None` if no buffer that large is free or the packet does not have the
+/// shape the GSO path expects (the caller then segments it, or finds it malformed).
+fn keep_whole(h: &VnetHdr, frame: &[u8], pool: &mut BufPool) -> Option<PktBuf> {
+    let mss = h.gso_size;
+    let mut b = pool.alloc_for(frame.len())?;
+    b.fill(frame);
+    let ok = crate::gso::check_frame(b.data_mut(), usize::from(mss)).is_some_and(|_| {
+        let ihl = usize::from(frame[ETH] & 0x0f) * 4;
+        h.flags & F_NEEDS_CSUM != 0 && usize::from(h.csum_start) == ETH + ihl && h.csum_offset == 16
+    });
+    if !ok {
+        pool.free(b);
+        return None;
+    }
+    b.set_gso(mss, h.gso_type, ETH);
+    Some(b)
 }
 
 /// Cuts a TCP/IPv4 super-packet into segments of at most `mss` payload bytes, each with its own
@@ -342,17 +372,18 @@ pub fn tso_run(pkts: &[PktBuf], max_len: usize) -> usize {
     n
 }
 
-/// Writes the run `pkts` (from [`tso_run`], at least two frames) into `out` as a virtio-net
-/// header (`GSO_TCPV4`, `NEEDS_CSUM`) followed by one super-packet: the first frame's headers
-/// with the total IP length, a fresh IP checksum, the last frame's PSH and the partial TCP
-/// checksum (pseudo-header sum), then every payload. Returns the bytes written, or `None` if
-/// `out` is too small.
-pub fn write_tso(pkts: &[PktBuf], out: &mut [u8]) -> Option<usize> {
+/// Writes the virtio-net header (`GSO_TCPV4`, `NEEDS_CSUM`) and the headers of the one
+/// super-packet the run `pkts` (from [`tso_run`], at least two frames) becomes into `out`: the
+/// first frame's headers with the total IP length, a fresh IP checksum, the last frame's PSH and
+/// the partial TCP checksum (pseudo-header sum). Every payload follows in order (the caller
+/// gathers them). Returns the bytes written, or `None` if `out` is too small or the run too
+/// long for one IP packet.
+pub fn write_tso_hdr(pkts: &[PktBuf], out: &mut [u8]) -> Option<usize> {
     let f = pkts.first()?.data();
     let a = tcp_seg(f)?;
     let mss = a.payload;
     let total: usize = a.hdrs + pkts.iter().map(|b| b.len() - a.hdrs).sum::<usize>();
-    if VNET_HDR_LEN + total > out.len() || total - ETH > usize::from(u16::MAX) {
+    if VNET_HDR_LEN + a.hdrs > out.len() || total - ETH > usize::from(u16::MAX) {
         return None;
     }
     let (h, frame) = out.split_at_mut(VNET_HDR_LEN);
@@ -363,13 +394,7 @@ pub fn write_tso(pkts: &[PktBuf], out: &mut [u8]) -> Option<usize> {
     h[6..8].copy_from_slice(&((ETH + a.ihl) as u16).to_ne_bytes());
     h[8..10].copy_from_slice(&16u16.to_ne_bytes());
     frame[..a.hdrs].copy_from_slice(&f[..a.hdrs]);
-    let mut at = a.hdrs;
-    for b in pkts {
-        let p = &b.data()[a.hdrs..];
-        frame[at..at + p.len()].copy_from_slice(p);
-        at += p.len();
-    }
-    let ip = &mut frame[ETH..total];
+    let ip = &mut frame[ETH..a.hdrs];
     ip[2..4].copy_from_slice(&((total - ETH) as u16).to_be_bytes());
     ip[10..12].copy_from_slice(&[0, 0]);
     let c = checksum::checksum(&ip[..a.ihl]);
@@ -379,7 +404,24 @@ pub fn write_tso(pkts: &[PktBuf], out: &mut [u8]) -> Option<usize> {
     let l4len = total - ETH - a.ihl;
     let pseudo = checksum::sum(&ip[12..20]) + 6 + l4len as u32;
     ip[a.ihl + 16..a.ihl + 18].copy_from_slice(&checksum::fold(pseudo).to_be_bytes());
-    Some(VNET_HDR_LEN + total)
+    Some(VNET_HDR_LEN + a.hdrs)
+}
+
+/// [`write_tso_hdr`] followed by every payload: the whole super-packet in `out`. Returns the
+/// bytes written, or `None` if `out` is too small.
+pub fn write_tso(pkts: &[PktBuf], out: &mut [u8]) -> Option<usize> {
+    let hdrs = tcp_seg(pkts.first()?.data())?.hdrs;
+    let total: usize = VNET_HDR_LEN + hdrs + pkts.iter().map(|b| b.len() - hdrs).sum::<usize>();
+    if total > out.len() {
+        return None;
+    }
+    let mut at = write_tso_hdr(pkts, out)?;
+    for b in pkts {
+        let p = &b.data()[hdrs..];
+        out[at..at + p.len()].copy_from_slice(p);
+        at += p.len();
+    }
+    Some(at)
 }
 
 #[cfg(test)]
@@ -459,6 +501,37 @@ mod tests {
         assert_eq!(seq, 5000);
         assert_eq!(out[0].data()[47] & 0x08, 0);
         assert_eq!(out[3].data()[47] & 0x08, 0x08);
+    }
+
+    #[test]
+    fn super_packet_is_kept_whole_when_a_large_buffer_is_free() {
+        let f = tcp_frame(5000, true);
+        let mut pool = BufPool::with_big(8, 1);
+        let h = VnetHdr {
+            flags: F_NEEDS_CSUM,
+            gso_type: GSO_TCPV4,
+            hdr_len: 54,
+            gso_size: 1448,
+            csum_start: 34,
+            csum_offset: 16,
+        };
+        let mut out = Vec::new();
+        let mut push = |b| {
+            out.push(b);
+            Ok(())
+        };
+        assert_eq!(
+            deliver(Some(&h), &f, &mut pool, &mut push),
+            Outcome::Frames(1)
+        );
+        // No large buffer left: the next one is segmented.
+        assert_eq!(
+            deliver(Some(&h), &f, &mut pool, &mut push),
+            Outcome::Frames(4)
+        );
+        assert_eq!(out[0].data(), &f[..]);
+        assert_eq!((out[0].gso_size(), out[0].gso_l3()), (1448, Some(ETH)));
+        assert_eq!(out[1].gso_size(), 0);
     }
 
     #[test]
