@@ -19,102 +19,189 @@ pub const BIG_BUF_SIZE: usize = 66 * 1024;
 /// Largest packet a large buffer holds after the headroom.
 pub const MAX_BIG_PKT_LEN: usize = BIG_BUF_SIZE - HEADROOM;
 
+use std::ptr::NonNull;
+
+/// Bytes at the very start of every block that hold a GSO packet's metadata (segment size,
+/// type, inner header offset); `push_front` never reaches them.
+const GSO_META: usize = 8;
+/// `head` flag: the block is [`BIG_BUF_SIZE`] bytes (else [`BUF_SIZE`]).
+const BIG: u32 = 1 << 31;
+/// `head` flag: the packet is a GSO super-packet; its metadata is in the block's first bytes.
+const GSO: u32 = 1 << 30;
+/// `head` bits holding the packet's start offset.
+const OFFSET: u32 = GSO - 1;
+
 /// One packet buffer. `data()` is `block[head..head + len]`.
 ///
 /// A buffer may carry a TCP/IPv4 GSO super-packet (`gso_size != 0`): one packet standing for
 /// several MSS-sized segments, with its TCP checksum field holding only the pseudo-header sum
 /// (the kernel's `CHECKSUM_PARTIAL`). [`crate::gso`] writes it out whole or cuts it up.
+///
+/// Layout: a thin pointer and two 32-bit words (16 bytes), because buffers are moved by value
+/// several times per packet (pool, batch, transmit queue); the block size and the GSO mark are
+/// flags in `head`, and the rarely read GSO details live in the block itself.
 #[derive(Debug)]
 pub struct PktBuf {
-    block: Box<[u8]>,
+    /// Start of the block this buffer owns, `capacity()` bytes (from a boxed slice).
+    block: NonNull<u8>,
+    /// Packet start offset into the block, with the [`BIG`] and [`GSO`] flags.
     head: u32,
     len: u32,
-    /// Where the (inner) IPv4 header of a GSO packet starts, as an offset into `block`, so
-    /// encapsulation in front of it does not move it.
-    gso_l3: u32,
-    /// Segment payload size of a GSO packet; 0 for an ordinary packet.
-    gso_size: u16,
-    /// `VIRTIO_NET_HDR_GSO_*` type of a GSO packet (with the ECN bit).
-    gso_type: u8,
+}
+
+// SAFETY: a `PktBuf` owns its block exclusively, exactly like the `Box<[u8]>` it was made from
+// (nothing else holds the pointer), so moving it to another thread or sharing `&PktBuf` (which
+// only reads) is as safe as for that box.
+unsafe impl Send for PktBuf {}
+// SAFETY: as above; `&PktBuf` only gives read access to the block.
+unsafe impl Sync for PktBuf {}
+
+impl Drop for PktBuf {
+    fn drop(&mut self) {
+        let cap = self.capacity();
+        // SAFETY: `block` came from `Box::into_raw` of a boxed slice of exactly `cap` bytes in
+        // `PktBuf::new` (the BIG flag records which size and never changes) and is freed only
+        // here, once.
+        unsafe {
+            drop(Box::from_raw(std::ptr::slice_from_raw_parts_mut(
+                self.block.as_ptr(),
+                cap,
+            )));
+        }
+    }
 }
 
 impl PktBuf {
     fn new(size: usize) -> Self {
+        let big = size > BUF_SIZE;
+        let size = if big { BIG_BUF_SIZE } else { BUF_SIZE };
+        let raw = Box::into_raw(vec![0u8; size].into_boxed_slice());
+        // A boxed slice's pointer is never null; the fallback is unreachable.
+        let block = NonNull::new(raw.cast::<u8>()).unwrap_or(NonNull::dangling());
         Self {
-            block: vec![0u8; size].into_boxed_slice(),
-            head: HEADROOM as u32,
+            block,
+            head: HEADROOM as u32 | if big { BIG } else { 0 },
             len: 0,
-            gso_l3: 0,
-            gso_size: 0,
-            gso_type: 0,
         }
+    }
+
+    #[inline(always)]
+    fn off(&self) -> usize {
+        (self.head & OFFSET) as usize
+    }
+
+    #[inline(always)]
+    fn set_off(&mut self, off: usize) {
+        self.head = (self.head & !OFFSET) | off as u32;
+    }
+
+    /// The whole block.
+    #[inline(always)]
+    fn block(&self) -> &[u8] {
+        // SAFETY: `block` points to `capacity()` initialised bytes owned by this buffer.
+        unsafe { std::slice::from_raw_parts(self.block.as_ptr(), self.capacity()) }
+    }
+
+    /// The whole block, mutable.
+    #[inline(always)]
+    fn block_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `block`, and `&mut self` makes the access exclusive.
+        unsafe { std::slice::from_raw_parts_mut(self.block.as_ptr(), self.capacity()) }
     }
 
     /// Bytes this buffer holds in all (headroom included).
     #[inline]
     pub fn capacity(&self) -> usize {
-        self.block.len()
+        if self.head & BIG != 0 {
+            BIG_BUF_SIZE
+        } else {
+            BUF_SIZE
+        }
     }
 
     /// True for a large buffer (from the pool's large list).
     #[inline]
     pub fn is_big(&self) -> bool {
-        self.block.len() > BUF_SIZE
+        self.head & BIG != 0
+    }
+
+    /// True for a GSO super-packet (a flag test, for per-packet paths).
+    #[inline]
+    pub fn is_gso(&self) -> bool {
+        self.head & GSO != 0
     }
 
     /// Segment payload size if this is a GSO super-packet, else 0.
     #[inline]
     pub fn gso_size(&self) -> usize {
-        usize::from(self.gso_size)
+        if self.head & GSO == 0 {
+            return 0;
+        }
+        let b = self.block();
+        usize::from(u16::from_ne_bytes([b[0], b[1]]))
     }
 
     /// `VIRTIO_NET_HDR_GSO_*` type of a GSO super-packet.
     #[inline]
     pub fn gso_type(&self) -> u8 {
-        self.gso_type
+        if self.head & GSO == 0 {
+            return 0;
+        }
+        self.block()[2]
     }
 
     /// Offset of the (inner) IPv4 header of a GSO packet from the current packet start, or
-    /// `None` if the front was stripped past it.
+    /// `None` if the front was stripped past it (or this is not a GSO packet).
     #[inline]
     pub fn gso_l3(&self) -> Option<usize> {
-        usize::try_from(self.gso_l3.checked_sub(self.head)?).ok()
+        if self.head & GSO == 0 {
+            return None;
+        }
+        let b = self.block();
+        let l3 = u32::from_ne_bytes([b[4], b[5], b[6], b[7]]) as usize;
+        l3.checked_sub(self.off())
     }
 
     /// Marks the packet as a GSO super-packet of `gso_type` with segments of `size` payload
     /// bytes whose IPv4 header is `l3` bytes into the packet. `size == 0` clears the mark.
     #[inline]
     pub fn set_gso(&mut self, size: u16, gso_type: u8, l3: usize) {
-        self.gso_size = size;
-        self.gso_type = gso_type;
-        self.gso_l3 = self.head + l3 as u32;
+        if size == 0 {
+            self.clear_gso();
+            return;
+        }
+        let at = (self.off() + l3) as u32;
+        let b = self.block_mut();
+        b[0..2].copy_from_slice(&size.to_ne_bytes());
+        b[2] = gso_type;
+        b[4..8].copy_from_slice(&at.to_ne_bytes());
+        self.head |= GSO;
     }
 
     /// Makes this an ordinary packet again.
     #[inline]
     pub fn clear_gso(&mut self) {
-        self.gso_size = 0;
-        self.gso_type = 0;
+        self.head &= !GSO;
     }
 
     /// The packet bytes.
     #[inline]
     pub fn data(&self) -> &[u8] {
-        let (h, l) = (self.head as usize, self.len as usize);
-        debug_assert!(h + l <= self.block.len());
-        // SAFETY: every method that changes `head` or `len` keeps `head + len <= block.len()`
-        // (the invariant of this type), so the range is inside `block`. This is the hottest
-        // accessor of the packet path; the bounds check it saves is taken several times a packet.
-        unsafe { self.block.get_unchecked(h..h + l) }
+        let (h, l) = (self.off(), self.len as usize);
+        debug_assert!(h + l <= self.capacity());
+        // SAFETY: every method that changes the offset or `len` keeps
+        // `offset + len <= capacity()` (the invariant of this type), so the range is inside the
+        // block. This is the hottest accessor of the packet path.
+        unsafe { std::slice::from_raw_parts(self.block.as_ptr().add(h), l) }
     }
 
     /// The packet bytes, mutable.
     #[inline]
     pub fn data_mut(&mut self) -> &mut [u8] {
-        let (h, l) = (self.head as usize, self.len as usize);
-        debug_assert!(h + l <= self.block.len());
-        // SAFETY: as in `data`: `head + len <= block.len()` always holds.
-        unsafe { self.block.get_unchecked_mut(h..h + l) }
+        let (h, l) = (self.off(), self.len as usize);
+        debug_assert!(h + l <= self.capacity());
+        // SAFETY: as in `data`; `&mut self` makes the access exclusive.
+        unsafe { std::slice::from_raw_parts_mut(self.block.as_ptr().add(h), l) }
     }
 
     /// Packet length.
@@ -132,16 +219,14 @@ impl PktBuf {
     /// Bytes free in front of the packet.
     #[inline]
     pub fn headroom(&self) -> usize {
-        self.head as usize
+        self.off()
     }
 
     /// Resets to an empty ordinary packet at the standard headroom.
     #[inline]
     pub fn reset(&mut self) {
-        self.head = HEADROOM as u32;
+        self.head = (self.head & BIG) | HEADROOM as u32;
         self.len = 0;
-        self.gso_size = 0;
-        self.gso_type = 0;
     }
 
     /// Copies `bytes` in as the whole packet (what a copying receive does). Returns false, leaving
@@ -149,7 +234,7 @@ impl PktBuf {
     #[inline]
     pub fn fill(&mut self, bytes: &[u8]) -> bool {
         self.reset();
-        let Some(area) = self.block.get_mut(HEADROOM..HEADROOM + bytes.len()) else {
+        let Some(area) = self.block_mut().get_mut(HEADROOM..HEADROOM + bytes.len()) else {
             return false;
         };
         area.copy_from_slice(bytes);
@@ -162,23 +247,24 @@ impl PktBuf {
     #[inline]
     pub fn rx_area(&mut self) -> &mut [u8] {
         self.reset();
-        &mut self.block[HEADROOM..]
+        &mut self.block_mut()[HEADROOM..]
     }
 
     /// Sets the packet length after writing into [`PktBuf::rx_area`]. Lengths beyond the buffer
     /// are clamped.
     #[inline]
     pub fn set_len(&mut self, len: usize) {
-        self.len = len.min(self.block.len() - self.head as usize) as u32;
+        self.len = len.min(self.capacity() - self.off()) as u32;
     }
 
-    // Invariant kept by every mutator below and above: head + len <= block.len().
+    // Invariant kept by every mutator below and above: offset + len <= capacity(), and
+    // offset >= GSO_META.
 
     /// Prepends `n` bytes and returns the new front. `None` if the headroom is too small.
     #[inline]
     pub fn push_front(&mut self, n: usize) -> Option<&mut [u8]> {
-        let head = (self.head as usize).checked_sub(n)?;
-        self.head = head as u32;
+        let head = self.off().checked_sub(n).filter(|h| *h >= GSO_META)?;
+        self.set_off(head);
         self.len += n as u32;
         Some(self.data_mut())
     }
@@ -189,7 +275,7 @@ impl PktBuf {
         if n > self.len as usize {
             return None;
         }
-        self.head += n as u32;
+        self.set_off(self.off() + n);
         self.len -= n as u32;
         Some(())
     }
@@ -198,12 +284,12 @@ impl PktBuf {
     /// strips it. Returns false, unchanged, if out of range.
     #[inline]
     pub fn adjust_front(&mut self, delta: isize) -> bool {
-        let head = self.head as isize + delta;
+        let head = self.off() as isize + delta;
         let len = self.len as isize - delta;
-        if head < 0 || len < 0 {
+        if head < GSO_META as isize || len < 0 {
             return false;
         }
-        self.head = head as u32;
+        self.set_off(head as usize);
         self.len = len as u32;
         true
     }

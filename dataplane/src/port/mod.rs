@@ -88,8 +88,9 @@ pub struct TxQueues {
     /// Queue index -> vif id.
     vifs: Vec<u16>,
     queues: Vec<Vec<PktBuf>>,
-    /// Per queue: it holds a GSO packet (checked at flush against the port's support).
-    gso: Vec<bool>,
+    /// Some queue got a GSO packet since the last flush (then each queue is checked against
+    /// its port's support; a per-queue flag would cost a store per packet).
+    gso: bool,
     /// Where a queue is rebuilt while its GSO packets are segmented.
     scratch: Vec<PktBuf>,
 }
@@ -105,7 +106,7 @@ impl TxQueues {
             by_vif: vec![NONE; max_vifs],
             vifs: Vec::new(),
             queues: Vec::new(),
-            gso: Vec::new(),
+            gso: false,
             scratch: Vec::with_capacity(QUEUE_CAP),
         }
     }
@@ -119,7 +120,6 @@ impl TxQueues {
         }
         self.vifs.push(vif);
         self.queues.push(Vec::with_capacity(QUEUE_CAP));
-        self.gso.push(false);
         i
     }
 
@@ -133,7 +133,7 @@ impl TxQueues {
                 if queue.len() >= QUEUE_CAP {
                     return Err(buf);
                 }
-                self.gso[q] |= buf.gso_size() != 0;
+                self.gso |= buf.is_gso();
                 queue.push(buf);
                 Ok(())
             }
@@ -150,11 +150,12 @@ impl TxQueues {
         pool: &mut BufPool,
         stats: &LcoreStats,
     ) {
+        let gso = std::mem::take(&mut self.gso);
         for (i, q) in self.queues.iter_mut().enumerate() {
             if q.is_empty() {
                 continue;
             }
-            if std::mem::take(&mut self.gso[i]) {
+            if gso {
                 let port_gso = ports.get(i).is_some_and(|p| p.tx_gso());
                 segment_queue(q, &mut self.scratch, port_gso, pool, self.vifs[i], stats);
             }
