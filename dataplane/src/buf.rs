@@ -59,7 +59,7 @@ unsafe impl Sync for PktBuf {}
 impl Drop for PktBuf {
     fn drop(&mut self) {
         let cap = self.capacity();
-        // SAFETY: `block` came from `Box::into_raw` of a boxed slice of exactly `cap` bytes in
+        // SAFETY: `block` came from `Box::leak` of a boxed slice of exactly `cap` bytes in
         // `PktBuf::new` (the BIG flag records which size and never changes) and is freed only
         // here, once.
         unsafe {
@@ -75,9 +75,8 @@ impl PktBuf {
     fn new(size: usize) -> Self {
         let big = size > BUF_SIZE;
         let size = if big { BIG_BUF_SIZE } else { BUF_SIZE };
-        let raw = Box::into_raw(vec![0u8; size].into_boxed_slice());
-        // A boxed slice's pointer is never null; the fallback is unreachable.
-        let block = NonNull::new(raw.cast::<u8>()).unwrap_or(NonNull::dangling());
+        // Leaked here, reclaimed by `Drop` (a leaked box's pointer is what `into_raw` gives).
+        let block = NonNull::from(Box::leak(vec![0u8; size].into_boxed_slice())).cast::<u8>();
         Self {
             block,
             head: HEADROOM as u32 | if big { BIG } else { 0 },
