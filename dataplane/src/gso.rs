@@ -198,16 +198,7 @@ pub fn segment(
         let id = id0.wrapping_add(i as u16);
         let ipd = &mut sd[l3..];
         fix_ip(ipd, ihl, len - l3, id);
-        let seq = seq0.wrapping_add((i * mss) as u32);
-        ipd[ihl + 4..ihl + 8].copy_from_slice(&seq.to_be_bytes());
-        let mut fl = flags0;
-        if i != 0 {
-            fl &= !0x80; // CWR only on the first segment
-        }
-        if i + 1 != nseg {
-            fl &= !(0x01 | 0x08); // FIN, PSH only on the last
-        }
-        ipd[ihl + 13] = fl;
+        set_segment_seq_flags(ipd, ihl, i, nseg, mss, seq0, flags0);
         finish_tcp(ipd, ihl);
         if let Some((oihl, udp)) = outer {
             if let Some(u) = udp {
@@ -250,6 +241,30 @@ pub fn trim_to_first(b: &mut PktBuf) -> bool {
     }
     finish_tcp(ipd, ihl);
     true
+}
+
+/// Writes segment `i` (of `nseg`) of a TCP stream cut at `mss` payload bytes into the TCP
+/// header at `ip[ihl..]`: its sequence number (`seq0` + i x mss) and flags (`flags0` with CWR
+/// only on the first segment, FIN and PSH only on the last).
+pub(crate) fn set_segment_seq_flags(
+    ip: &mut [u8],
+    ihl: usize,
+    i: usize,
+    nseg: usize,
+    mss: usize,
+    seq0: u32,
+    flags0: u8,
+) {
+    let seq = seq0.wrapping_add((i * mss) as u32);
+    ip[ihl + 4..ihl + 8].copy_from_slice(&seq.to_be_bytes());
+    let mut fl = flags0;
+    if i != 0 {
+        fl &= !0x80;
+    }
+    if i + 1 != nseg {
+        fl &= !(0x01 | 0x08);
+    }
+    ip[ihl + 13] = fl;
 }
 
 #[cfg(test)]

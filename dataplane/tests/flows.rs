@@ -18,6 +18,21 @@ use vrouter_dataplane::wire::MacAddr;
 
 const VR: MacAddr = MacAddr::VROUTER;
 
+/// `frame` as the gateway sends it to this host: MPLSoUDP with the public VRF's table label.
+fn from_gateway(frame: &[u8]) -> Vec<u8> {
+    mpls_udp_frame(
+        UNDERLAY_MAC,
+        FABRIC_MAC,
+        GATEWAY,
+        HOST_IP,
+        50000,
+        6635,
+        LABEL_PUBLIC_TABLE,
+        60,
+        &frame[14..],
+    )
+}
+
 fn harness_with(max_flows: u32, flows: u32) -> Harness {
     let mut h = Harness::new(Limits {
         flows,
@@ -342,17 +357,7 @@ fn fip_nat_reply_matches_its_flow() {
     // The reply comes from the gateway with the public VRF's table label and matches the
     // reverse flow.
     let reply = udp_frame(MAC_B, MAC_A, OUTSIDE, FIP_A, 60, 443, 40000, b"ok");
-    let enc = mpls_udp_frame(
-        UNDERLAY_MAC,
-        FABRIC_MAC,
-        GATEWAY,
-        HOST_IP,
-        50000,
-        6635,
-        LABEL_PUBLIC_TABLE,
-        60,
-        &reply[14..],
-    );
+    let enc = from_gateway(&reply);
     let got = tx(&h.run1(FABRIC, &enc), VM_A);
     assert_eq!(&got[14 + 16..14 + 20], &IP_A.to_be_bytes());
     let f = list(&mut h);
@@ -360,17 +365,7 @@ fn fip_nat_reply_matches_its_flow() {
     assert_eq!((f[0].packets, f[1].packets), (1, 1));
     // Unsolicited traffic to the floating IP is not permitted into vn1 (policy is one way).
     let probe = udp_frame(MAC_B, MAC_A, OUTSIDE, FIP_A, 60, 443, 40001, b"no");
-    let enc = mpls_udp_frame(
-        UNDERLAY_MAC,
-        FABRIC_MAC,
-        GATEWAY,
-        HOST_IP,
-        50000,
-        6635,
-        LABEL_PUBLIC_TABLE,
-        60,
-        &probe[14..],
-    );
+    let enc = from_gateway(&probe);
     assert_eq!(dropped(&h.run1(FABRIC, &enc)), DropReason::FlowActionDrop);
 }
 
@@ -519,17 +514,7 @@ fn icmp_error_with_floating_ip_nat_follows_its_flow() {
     let inner = &sent[14 + 20 + 8 + 4..];
     assert_eq!(&inner[12..16], &FIP_A.to_be_bytes());
     let err = icmp_error(MAC_B, MAC_A, ROUTER, FIP_A, time_exceeded(), &quote(inner));
-    let enc = mpls_udp_frame(
-        UNDERLAY_MAC,
-        FABRIC_MAC,
-        GATEWAY,
-        HOST_IP,
-        50000,
-        6635,
-        LABEL_PUBLIC_TABLE,
-        60,
-        &err[14..],
-    );
+    let enc = from_gateway(&err);
     let got = tx(&h.run1(FABRIC, &enc), VM_A);
     let ip = &got[14..];
     assert_eq!(&ip[12..16], &ROUTER.to_be_bytes());
@@ -552,17 +537,7 @@ fn icmp_error_with_floating_ip_nat_follows_its_flow() {
     assert_eq!((f[0].packets, f[1].packets), (1, 1));
     // A reply comes in; A answers it with port unreachable.
     let reply = udp_frame(MAC_B, MAC_A, OUTSIDE, FIP_A, 60, 443, 40000, b"ok");
-    let enc = mpls_udp_frame(
-        UNDERLAY_MAC,
-        FABRIC_MAC,
-        GATEWAY,
-        HOST_IP,
-        50000,
-        6635,
-        LABEL_PUBLIC_TABLE,
-        60,
-        &reply[14..],
-    );
+    let enc = from_gateway(&reply);
     let at_a = tx(&h.run1(FABRIC, &enc), VM_A);
     let err = icmp_error(
         MAC_A,
@@ -595,17 +570,7 @@ fn icmp_error_with_floating_ip_nat_follows_its_flow() {
         time_exceeded(),
         &quote(&stray[14..]),
     );
-    let enc = mpls_udp_frame(
-        UNDERLAY_MAC,
-        FABRIC_MAC,
-        GATEWAY,
-        HOST_IP,
-        50000,
-        6635,
-        LABEL_PUBLIC_TABLE,
-        60,
-        &err[14..],
-    );
+    let enc = from_gateway(&err);
     assert_eq!(dropped(&h.run1(FABRIC, &enc)), DropReason::IcmpError);
 }
 

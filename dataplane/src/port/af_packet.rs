@@ -155,11 +155,10 @@ pub(crate) struct GsoTx {
 // stale values never dereferenced, so moving the port to another thread is sound.
 unsafe impl Send for GsoTx {}
 
-impl GsoTx {
-    /// Opens the transmit-only socket on `dev`.
-    pub(crate) fn open(dev: &str, ifindex: u32) -> Result<Self, PortError> {
-        let fd = sys::socket(libc::AF_PACKET, libc::SOCK_RAW, 0, dev)?;
-        let raw = fd.as_raw_fd();
+/// Turns on virtio-net headers (when `vnet`; required) and qdisc bypass (best effort: older
+/// kernels lack it and correctness does not depend on it) on the packet socket `raw`.
+fn vnet_and_bypass(raw: std::os::fd::RawFd, vnet: bool, dev: &str) -> Result<(), PortError> {
+    if vnet {
         sys::setsockopt(
             raw,
             libc::SOL_PACKET,
@@ -168,14 +167,24 @@ impl GsoTx {
             "PACKET_VNET_HDR",
             dev,
         )?;
-        let _ = sys::setsockopt(
-            raw,
-            libc::SOL_PACKET,
-            PACKET_QDISC_BYPASS,
-            &1i32,
-            "PACKET_QDISC_BYPASS",
-            dev,
-        );
+    }
+    let _ = sys::setsockopt(
+        raw,
+        libc::SOL_PACKET,
+        PACKET_QDISC_BYPASS,
+        &1i32,
+        "PACKET_QDISC_BYPASS",
+        dev,
+    );
+    Ok(())
+}
+
+impl GsoTx {
+    /// Opens the transmit-only socket on `dev`.
+    pub(crate) fn open(dev: &str, ifindex: u32) -> Result<Self, PortError> {
+        let fd = sys::socket(libc::AF_PACKET, libc::SOCK_RAW, 0, dev)?;
+        let raw = fd.as_raw_fd();
+        vnet_and_bypass(raw, true, dev)?;
         // A larger send buffer than unprivileged processes may ask for; fall back if refused.
         if sys::setsockopt(
             raw,
@@ -374,25 +383,8 @@ impl AfPacketPort {
             "PACKET_VERSION",
             dev,
         )?;
-        if o.vnet_hdr {
-            sys::setsockopt(
-                raw,
-                libc::SOL_PACKET,
-                PACKET_VNET_HDR,
-                &1i32,
-                "PACKET_VNET_HDR",
-                dev,
-            )?;
-        }
+        vnet_and_bypass(raw, o.vnet_hdr, dev)?;
         // Best effort: older kernels lack these; correctness does not depend on them.
-        let _ = sys::setsockopt(
-            raw,
-            libc::SOL_PACKET,
-            PACKET_QDISC_BYPASS,
-            &1i32,
-            "PACKET_QDISC_BYPASS",
-            dev,
-        );
         let _ = sys::setsockopt(
             raw,
             libc::SOL_PACKET,

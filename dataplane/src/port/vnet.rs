@@ -11,6 +11,7 @@
 //! here.
 
 use crate::buf::{BufPool, PktBuf, MAX_PKT_LEN};
+use crate::gso::set_segment_seq_flags;
 use crate::wire::checksum;
 
 /// `struct virtio_net_hdr` length (no `num_buffers`).
@@ -250,16 +251,7 @@ pub fn segment_tcp4(
         ipd[10..12].copy_from_slice(&[0, 0]);
         let c = checksum::checksum(&ipd[..ihl]);
         ipd[10..12].copy_from_slice(&c.to_be_bytes());
-        let seq = seq0.wrapping_add((i * mss) as u32);
-        ipd[ihl + 4..ihl + 8].copy_from_slice(&seq.to_be_bytes());
-        let mut fl = flags0;
-        if i != 0 {
-            fl &= !0x80; // CWR only on the first segment
-        }
-        if i + 1 != nseg {
-            fl &= !(0x01 | 0x08); // FIN, PSH only on the last
-        }
-        ipd[ihl + 13] = fl;
+        set_segment_seq_flags(ipd, ihl, i, nseg, mss, seq0, flags0);
         let l4len = len - ETH - ihl;
         let pseudo = checksum::sum(&ipd[12..20]) + 6 + l4len as u32;
         ipd[ihl + 16..ihl + 18].copy_from_slice(&checksum::fold(pseudo).to_be_bytes());
