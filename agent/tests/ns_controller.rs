@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{free_port, tempdir, vrctl_json, wait_for};
+use common::{free_port, sh, sh_ok, tempdir, vrctl_json, wait_for, Ns};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -21,48 +21,6 @@ use std::time::Duration;
 const VN: &str = "a0f3c5d2-8e61-4b7a-9c2d-1e4f5a6b7c8d";
 const VRF: &str = "default-domain:default-project:net1";
 const TOKEN: &str = "s3cret-token";
-
-fn sh_ok(cmd: &str) -> (bool, String) {
-    let o = Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .output()
-        .expect("spawn sh");
-    let mut s = String::from_utf8_lossy(&o.stdout).into_owned();
-    s.push_str(&String::from_utf8_lossy(&o.stderr));
-    (o.status.success(), s)
-}
-
-fn sh(cmd: &str) -> String {
-    let (ok, out) = sh_ok(cmd);
-    assert!(ok, "command failed: {cmd}\n{out}");
-    out
-}
-
-/// A network namespace; everything in it is killed and it is deleted on drop.
-struct Ns(String);
-
-impl Ns {
-    fn new(test: &str, role: &str) -> Self {
-        let name = format!("vrt8-{test}-{}-{role}", std::process::id());
-        let _ = sh_ok(&format!("ip netns del {name} 2>/dev/null"));
-        sh(&format!("ip netns add {name}"));
-        sh(&format!("ip -n {name} link set lo up"));
-        Self(name)
-    }
-    fn exec_ok(&self, cmd: &str) -> (bool, String) {
-        sh_ok(&format!("ip netns exec {} {cmd}", self.0))
-    }
-}
-
-impl Drop for Ns {
-    fn drop(&mut self) {
-        let _ = sh_ok(&format!(
-            "for p in $(ip netns pids {0} 2>/dev/null); do kill -9 $p; done; ip netns del {0}",
-            self.0
-        ));
-    }
-}
 
 /// A process (optionally in a namespace), killed by pid on drop.
 struct Proc {

@@ -155,13 +155,7 @@ impl Pipeline {
                         run.1 += 1;
                         run.2 += len;
                     }
-                    Err(buf) => {
-                        if let Some(v) = self.stats.vif.get(usize::from(m.out_vif)) {
-                            v.tx_errors.add(1);
-                        }
-                        self.stats.dropped(m.in_vif, DropReason::InterfaceTxDiscard);
-                        pool.free(buf);
-                    }
+                    Err(buf) => self.tx_refused(&m, buf, pool),
                 }
             } else {
                 self.stats.dropped(m.in_vif, m.drop);
@@ -219,16 +213,20 @@ impl Pipeline {
                         v.tx_bytes.add(len as u64);
                     }
                 }
-                Err(b) => {
-                    if let Some(v) = vif {
-                        v.tx_errors.add(1);
-                    }
-                    self.stats.dropped(m.in_vif, DropReason::InterfaceTxDiscard);
-                    pool.free(b);
-                }
+                Err(b) => self.tx_refused(m, b, pool),
             }
         }
         self.stats.vrf(m.vrf).fragments.add(made);
+        pool.free(buf);
+    }
+
+    /// Counts a transmit the output queue refused (`IF TX Discard`) and frees the buffer.
+    #[inline(never)]
+    fn tx_refused(&self, m: &crate::batch::PktMeta, buf: PktBuf, pool: &mut BufPool) {
+        if let Some(v) = self.stats.vif.get(usize::from(m.out_vif)) {
+            v.tx_errors.add(1);
+        }
+        self.stats.dropped(m.in_vif, DropReason::InterfaceTxDiscard);
         pool.free(buf);
     }
 
@@ -275,13 +273,10 @@ impl Pipeline {
                     p.meta.drop(DropReason::Pull);
                     return;
                 };
-                // `wire::ipv4::check`, on the fixed header already in hand.
-                let hl = usize::from(h[0] & 0x0f) * 4;
-                let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
-                if h[0] >> 4 != 4 || hl < 20 || total < hl || total > ip.len() {
+                let Ok((hl, total)) = crate::wire::ipv4::lengths(h, ip.len()) else {
                     p.meta.drop(DropReason::InvalidPacket);
                     return;
-                }
+                };
                 let src = u32::from_be_bytes([h[12], h[13], h[14], h[15]]);
                 if h[9] == ip_proto::UDP
                     && u16::from_be_bytes([h[6], h[7]]) & 0x1fff == 0
@@ -353,17 +348,11 @@ impl Pipeline {
             p.meta.drop(DropReason::Pull);
             return;
         };
-        let hl = usize::from(h[0] & 0x0f) * 4;
-        let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
-        // `wire::ipv4::check`, on the fixed header already in hand.
-        if h[0] >> 4 != 4 || hl < 20 || total < hl {
-            p.meta.drop(DropReason::InvalidPacket);
-            return;
-        }
-        let Some(ip) = ip.get(..total) else {
+        let Ok((hl, total)) = crate::wire::ipv4::lengths(h, ip.len()) else {
             p.meta.drop(DropReason::InvalidPacket);
             return;
         };
+        let ip = &ip[..total];
         let dst = u32::from_be_bytes([h[16], h[17], h[18], h[19]]);
         let unfragmented = u16::from_be_bytes([h[6], h[7]]) & 0x3fff == 0;
         let seg = &ip[hl..];
@@ -433,12 +422,10 @@ impl Pipeline {
             p.meta.drop(DropReason::InvalidPacket);
             return;
         };
-        let inner_hl = usize::from(ih[0] & 0x0f) * 4;
-        let inner_total = usize::from(u16::from_be_bytes([ih[2], ih[3]]));
-        if inner_hl < 20 || inner_total < inner_hl || inner_total > inner.len() {
+        let Ok((_, inner_total)) = crate::wire::ipv4::lengths(ih, inner.len()) else {
             p.meta.drop(DropReason::InvalidPacket);
             return;
-        }
+        };
         // Keep 14 bytes in front of the inner packet for the Ethernet header the nexthop writes.
         let strip = inner_at; // ETH + inner_at - ETH
         if !p.buf.adjust_front(strip as isize) {

@@ -49,11 +49,9 @@ pub fn rewrite(ip: &mut [u8], side: Side, new: u32) -> u32 {
     let Some(h) = ip.first_chunk_mut::<20>() else {
         return 0;
     };
-    let hl = usize::from(h[0] & 0x0f) * 4;
-    let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
-    if h[0] >> 4 != 4 || hl < 20 || total < hl || total > len {
+    let Ok((hl, total)) = crate::wire::ipv4::lengths(h, len) else {
         return 0;
-    }
+    };
     let at = side.offset();
     let old = u32::from_be_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
     if old == new {

@@ -171,25 +171,30 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
 /// length covers the header and fits in `b`.
 #[inline]
 pub fn check(b: &[u8]) -> Result<(), WireError> {
-    if b.len() < IPV4_HEADER_LEN {
-        return Err(WireError::Truncated);
-    }
-    let ver_ihl = b[field::VER_IHL];
-    if ver_ihl >> 4 != 4 {
-        return Err(WireError::Malformed);
-    }
+    let h = b
+        .first_chunk::<IPV4_HEADER_LEN>()
+        .ok_or(WireError::Truncated)?;
+    lengths(h, b.len()).map(|_| ())
+}
+
+/// [`check`] on a fixed header `h` already in hand, of a packet of `len` bytes: returns the
+/// header length and the total length. The packet path reads headers as fixed-size arrays, so
+/// this costs no bounds checks.
+#[inline(always)]
+pub fn lengths(h: &[u8; IPV4_HEADER_LEN], len: usize) -> Result<(usize, usize), WireError> {
+    let ver_ihl = h[field::VER_IHL];
     let hlen = usize::from(ver_ihl & 0x0f) * 4;
-    if hlen < IPV4_HEADER_LEN {
-        return Err(WireError::Malformed);
+    let total = usize::from(u16::from_be_bytes([h[field::LEN], h[field::LEN + 1]]));
+    // One test for the good case (a total covering the header and fitting `len` means the header
+    // fits too); which rule failed is only worked out for bad packets.
+    if ver_ihl >> 4 == 4 && hlen >= IPV4_HEADER_LEN && total >= hlen && total <= len {
+        return Ok((hlen, total));
     }
-    let total = usize::from(be16(b, field::LEN));
-    if total < hlen {
-        return Err(WireError::Malformed);
+    if ver_ihl >> 4 != 4 || hlen < IPV4_HEADER_LEN || total < hlen {
+        Err(WireError::Malformed)
+    } else {
+        Err(WireError::Truncated)
     }
-    if hlen > b.len() || total > b.len() {
-        return Err(WireError::Truncated);
-    }
-    Ok(())
 }
 
 /// Formats a host-order IPv4 address.
