@@ -73,14 +73,14 @@ pub fn check_frame(frame: &mut [u8], mss: usize) -> Option<usize> {
 /// after the Ethernet header), else when the port cannot send super-packets.
 #[inline]
 pub fn needs_segmenting(b: &PktBuf, port_gso: bool) -> bool {
-    b.gso_size() != 0 && (!port_gso || b.gso_l3() != Some(ETH))
+    b.is_gso() && (!port_gso || b.gso_l3() != Some(ETH))
 }
 
 /// Length of one full segment of the GSO packet `b` (its headers plus one MSS), or its length
 /// if it is an ordinary packet: what must fit a path's MTU.
 #[inline]
 pub fn segment_len(b: &PktBuf) -> usize {
-    if b.gso_size() == 0 {
+    if !b.is_gso() {
         return b.len();
     }
     match b.gso_l3().and_then(|l3| tcp4_at(b.data(), l3)) {

@@ -700,7 +700,7 @@ impl Pipeline {
         let reason = p.meta.trap;
         // The agent gets ordinary packets: a super-packet is cut to its first segment (the
         // agent only needs the headers).
-        if p.buf.gso_size() != 0 && !crate::gso::trim_to_first(&mut p.buf) {
+        if p.buf.is_gso() && !crate::gso::trim_to_first(&mut p.buf) {
             p.meta.drop(DropReason::InvalidPacket);
             return;
         }

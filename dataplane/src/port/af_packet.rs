@@ -233,7 +233,7 @@ impl GsoTx {
     /// else 0 (an ordinary frame for the ring).
     #[inline]
     pub(crate) fn claim(pkts: &[PktBuf], at: usize) -> usize {
-        if pkts[at].gso_size() != 0 {
+        if pkts[at].is_gso() {
             return 1;
         }
         let end = pkts.len().min(at + TSO_MAX_SEGS);
