@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{free_port, sh, sh_ok, tempdir, vrctl_json, wait_for, Ns};
+use common::{free_port, sh, sh_ok, tempdir, try_vrctl_json, vrctl_json, wait_for, Ns};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -644,7 +644,9 @@ fn ns_controller_two_hosts_exchange_routes_and_ping() {
             let r = routes(&api)
                 .into_iter()
                 .find(|r| r["prefix"] == prefix && r["host"] == origin)?;
-            let rt = vrctl_json(sock, &["route", "dump", VRF]);
+            // The remote route can reach the controller before this host's agent has bound
+            // its own VM and created the VRF: an absent VRF means "not yet".
+            let rt = try_vrctl_json(sock, &["route", "dump", VRF])?;
             rt.as_array()?
                 .iter()
                 .find(|x| x["prefix"] == prefix && x["label"] == r["label"])

@@ -31,6 +31,18 @@ pub fn vrctl(socket: &Path, args: &[&str]) -> Output {
         .expect("run vrctl")
 }
 
+/// Runs `vrctl --json ...` for a poll loop: None while it fails (e.g. the agent has not created
+/// the VRF yet), the parsed output once it succeeds.
+pub fn try_vrctl_json(socket: &Path, args: &[&str]) -> Option<serde_json::Value> {
+    let mut a = vec!["--json"];
+    a.extend_from_slice(args);
+    let out = vrctl(socket, &a);
+    if !out.status.success() {
+        return None;
+    }
+    Some(serde_json::from_slice(&out.stdout).expect("vrctl --json prints JSON"))
+}
+
 /// Runs `vrctl --json ...`, asserts success and parses stdout.
 pub fn vrctl_json(socket: &Path, args: &[&str]) -> serde_json::Value {
     let mut a = vec!["--json"];
