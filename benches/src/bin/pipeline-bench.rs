@@ -4,10 +4,12 @@
 //! per case. Options: `--case NAME` (repeatable), `--routes N` (repeatable, for the route-scale
 //! sweep of encap-mplsoudp), `--flows N` (repeatable, the flow counts of `flow-forward` and
 //! `flow-miss-policy`; default 1000 and 1000000), `--seconds S`, `--batch B`, `--pkt-len L`,
-//! `--packets N` (a fixed count instead of a duration: for `valgrind --tool=callgrind`).
+//! `--packets N` (a fixed count instead of a duration: for `valgrind --tool=callgrind`),
+//! `--windows K` (split the run into K equal windows and report the fastest as `mpps`, with the
+//! whole run's mean as `mean_mpps`: on a shared host other tenants slow some windows).
 
 use std::time::Duration;
-use vrouter_benches::{run_case, Case, Report};
+use vrouter_benches::{run_case, Case, Report, RunOpts};
 
 fn main() {
     let mut json = false;
@@ -18,8 +20,9 @@ fn main() {
     let mut batch = 256usize;
     let mut pkt_len = 64usize;
     let mut packets = None;
+    let mut windows = 1usize;
     let mut args = std::env::args().skip(1);
-    let usage = "usage: pipeline-bench [--json] [--case NAME]... [--routes N]... [--flows N]... [--seconds S] [--batch B] [--pkt-len L] [--packets N]";
+    let usage = "usage: pipeline-bench [--json] [--case NAME]... [--routes N]... [--flows N]... [--seconds S] [--batch B] [--pkt-len L] [--packets N] [--windows K]";
     while let Some(a) = args.next() {
         let mut val = |name: &str| {
             args.next()
@@ -42,6 +45,7 @@ fn main() {
             "--batch" => batch = parse(&val("--batch"), "--batch"),
             "--pkt-len" => pkt_len = parse(&val("--pkt-len"), "--pkt-len"),
             "--packets" => packets = Some(parse(&val("--packets"), "--packets")),
+            "--windows" => windows = parse(&val("--windows"), "--windows"),
             "-h" | "--help" => {
                 println!("{usage}");
                 return;
@@ -59,7 +63,13 @@ fn main() {
     if flows_sweep.is_empty() {
         flows_sweep = vec![1000, 1_000_000];
     }
-    let dur = Duration::from_secs_f64(seconds);
+    let opts = RunOpts {
+        batch,
+        pkt_len,
+        duration: Duration::from_secs_f64(seconds),
+        packets,
+        windows,
+    };
     let mut reports: Vec<Report> = Vec::new();
     let mut emit = |r: Report| {
         if json {
@@ -80,22 +90,15 @@ fn main() {
     for &c in &cases {
         if Case::FLOWS.contains(&c) {
             for &n in &flows_sweep {
-                emit(run_case(c, n, batch, pkt_len, dur, packets));
+                emit(run_case(c, n, opts));
             }
         } else {
-            emit(run_case(c, 1, batch, pkt_len, dur, packets));
+            emit(run_case(c, 1, opts));
         }
     }
     for &n in &routes_sweep {
         if n > 1 || !cases.contains(&Case::EncapMplsoudp) {
-            emit(run_case(
-                Case::EncapMplsoudp,
-                n,
-                batch,
-                pkt_len,
-                dur,
-                packets,
-            ));
+            emit(run_case(Case::EncapMplsoudp, n, opts));
         }
     }
     if !json {

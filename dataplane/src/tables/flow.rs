@@ -25,6 +25,8 @@ const WINDOW: usize = 16;
 /// previous one overflowed (linear probing alone has long cluster tails: at half load about
 /// one insert in 10^4 finds 16 slots full).
 const WINDOWS: usize = 4;
+/// Slots of a window [`FlowTable::prefetch`] fetches ahead (about 94% of flows at half load).
+const PREFETCH_SLOTS: usize = 3;
 const FREE: u32 = 0;
 const BUSY: u32 = 1;
 const ACTIVE: u32 = 2;
@@ -455,10 +457,15 @@ impl FlowTable {
             .map_or(0, |c| c.load(Relaxed))
     }
 
-    /// Prefetches the first slot of `hash`'s window.
+    /// Prefetches the first slots of `hash`'s window. At half load a flow sits in its home slot
+    /// only about 75% of the time (then 14% one slot on, 5% two on), and each slot is its own
+    /// cache line: prefetching only the home line left a quarter of the lookups of a large
+    /// table with a miss nobody had started.
     #[inline]
     pub fn prefetch(&self, hash: u32) {
-        crate::tables::fib::prefetch_read(self.at(hash as usize));
+        for k in 0..PREFETCH_SLOTS {
+            crate::tables::fib::prefetch_read(self.at(hash as usize + k));
+        }
     }
 
     #[inline]
