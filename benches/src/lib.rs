@@ -624,8 +624,9 @@ pub fn run_case(case: Case, routes: usize, opts: RunOpts) -> Report {
         mpps,
         mean_mpps,
         windows,
-        ns_per_pkt: if sent > 0 {
-            elapsed * 1e9 / sent as f64
+        // The same rate as `mpps`, as time per packet.
+        ns_per_pkt: if mpps > 0.0 {
+            1e3 / mpps
         } else {
             f64::INFINITY
         },
