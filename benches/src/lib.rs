@@ -483,7 +483,6 @@ pub fn setup(
     (w, r, gen, in_vif)
 }
 
-/// Runs `case` for `duration` (or exactly `packets` packets when given) on the calling thread.
 /// How a case is run.
 #[derive(Debug, Clone, Copy)]
 pub struct RunOpts {
@@ -500,7 +499,8 @@ pub struct RunOpts {
     pub windows: usize,
 }
 
-/// Runs `case` with `routes` routes (or flows, for the flow cases).
+/// Runs `case` with `routes` routes (or flows, for the flow cases) for `opts.duration` (or
+/// exactly `opts.packets` packets when given) on the calling thread.
 pub fn run_case(case: Case, routes: usize, opts: RunOpts) -> Report {
     let RunOpts {
         batch: batch_size,
