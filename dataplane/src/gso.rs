@@ -157,13 +157,8 @@ pub fn segment(
     mut push: impl FnMut(PktBuf) -> Result<(), PktBuf>,
 ) -> Result<usize, SegError> {
     let d = b.data();
-    let mss = b.gso_size();
     let l3 = b.gso_l3().ok_or(SegError::Bad)?;
-    let (_, ihl, thl) = tcp4_at(d, l3).ok_or(SegError::Bad)?;
-    let hdrs = l3 + ihl + thl;
-    if mss == 0 || hdrs + mss > MAX_PKT_LEN || d.len() < hdrs {
-        return Err(SegError::Bad);
-    }
+    let cut = Segments::of(d, l3, b.gso_size()).ok_or(SegError::Bad)?;
     // The outer IPv4 header of an encapsulated packet, and where its UDP length is.
     let outer = if l3 > ETH {
         if l3 < ETH + 20 || d[12] != 0x08 || d[13] != 0x00 || d[ETH] >> 4 != 4 {
@@ -178,40 +173,95 @@ pub fn segment(
     } else {
         None
     };
-    let ip = &d[l3..];
-    let seq0 = u32::from_be_bytes([ip[ihl + 4], ip[ihl + 5], ip[ihl + 6], ip[ihl + 7]]);
-    let id0 = u16::from_be_bytes([ip[4], ip[5]]);
-    let flags0 = ip[ihl + 13];
-    let payload = &d[hdrs..];
-    let nseg = payload.len().div_ceil(mss).max(1);
-    for i in 0..nseg {
-        let chunk = &payload[(i * mss).min(payload.len())..((i + 1) * mss).min(payload.len())];
-        let Some(mut s) = pool.alloc() else {
-            return Err(SegError::NoBuf);
-        };
-        let area = s.rx_area();
-        area[..hdrs].copy_from_slice(&d[..hdrs]);
-        area[hdrs..hdrs + chunk.len()].copy_from_slice(chunk);
-        let len = hdrs + chunk.len();
-        s.set_len(len);
-        let sd = s.data_mut();
-        let id = id0.wrapping_add(i as u16);
-        let ipd = &mut sd[l3..];
-        fix_ip(ipd, ihl, len - l3, id);
-        set_segment_seq_flags(ipd, ihl, i, nseg, mss, seq0, flags0);
-        finish_tcp(ipd, ihl);
+    for i in 0..cut.count {
+        let mut s = cut.build(d, i, pool).ok_or(SegError::NoBuf)?;
         if let Some((oihl, udp)) = outer {
+            let len = s.len();
+            let sd = s.data_mut();
             if let Some(u) = udp {
                 sd[u..u + 2].copy_from_slice(&((len - ETH - oihl) as u16).to_be_bytes());
             }
-            fix_ip(&mut sd[ETH..len], oihl, len - ETH, id);
+            fix_ip(&mut sd[ETH..len], oihl, len - ETH, cut.id(i));
         }
         if let Err(s) = push(s) {
             pool.free(s);
             return Err(SegError::NoBuf);
         }
     }
-    Ok(nseg)
+    Ok(cut.count)
+}
+
+/// How one TCP/IPv4 super-packet is cut: shared by the GSO segmenter above and the port
+/// receive path (`crate::port::vnet::segment_tcp4`), so both write segments the same way.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Segments {
+    /// Offset of the (inner) IPv4 header.
+    l3: usize,
+    ihl: usize,
+    /// Every header byte up to the TCP payload.
+    hdrs: usize,
+    mss: usize,
+    /// Segments.
+    pub(crate) count: usize,
+    seq0: u32,
+    id0: u16,
+    flags0: u8,
+}
+
+impl Segments {
+    /// The cut of frame `d` with TCP/IPv4 at `l3` into segments of at most `mss` payload bytes;
+    /// None when the headers are not TCP/IPv4 or a segment would not fit a buffer. The IP total
+    /// length of a super-packet may be 0 or stale: the frame length is the truth.
+    pub(crate) fn of(d: &[u8], l3: usize, mss: usize) -> Option<Self> {
+        let (_, ihl, thl) = tcp4_at(d, l3)?;
+        let hdrs = l3 + ihl + thl;
+        if mss == 0 || hdrs + mss > MAX_PKT_LEN {
+            return None;
+        }
+        let ip = &d[l3..];
+        Some(Self {
+            l3,
+            ihl,
+            hdrs,
+            mss,
+            count: (d.len() - hdrs).div_ceil(mss).max(1),
+            seq0: u32::from_be_bytes([ip[ihl + 4], ip[ihl + 5], ip[ihl + 6], ip[ihl + 7]]),
+            id0: u16::from_be_bytes([ip[4], ip[5]]),
+            flags0: ip[ihl + 13],
+        })
+    }
+
+    /// The IPv4 id of segment `i`.
+    pub(crate) fn id(&self, i: usize) -> u16 {
+        self.id0.wrapping_add(i as u16)
+    }
+
+    /// Segment `i` of `d` in a buffer from `pool` (None when none is free): the headers, its
+    /// payload, and the IPv4 length, id, checksum, TCP sequence number, flags and checksum.
+    pub(crate) fn build(&self, d: &[u8], i: usize, pool: &mut BufPool) -> Option<PktBuf> {
+        let payload = &d[self.hdrs..];
+        let chunk =
+            &payload[(i * self.mss).min(payload.len())..((i + 1) * self.mss).min(payload.len())];
+        let mut s = pool.alloc()?;
+        let area = s.rx_area();
+        area[..self.hdrs].copy_from_slice(&d[..self.hdrs]);
+        area[self.hdrs..self.hdrs + chunk.len()].copy_from_slice(chunk);
+        let len = self.hdrs + chunk.len();
+        s.set_len(len);
+        let ipd = &mut s.data_mut()[self.l3..];
+        fix_ip(ipd, self.ihl, len - self.l3, self.id(i));
+        set_segment_seq_flags(
+            ipd,
+            self.ihl,
+            i,
+            self.count,
+            self.mss,
+            self.seq0,
+            self.flags0,
+        );
+        finish_tcp(ipd, self.ihl);
+        Some(s)
+    }
 }
 
 /// Turns the GSO packet `b` (Ethernet first, not encapsulated) into its first segment, an
@@ -246,7 +296,7 @@ pub fn trim_to_first(b: &mut PktBuf) -> bool {
 /// Writes segment `i` (of `nseg`) of a TCP stream cut at `mss` payload bytes into the TCP
 /// header at `ip[ihl..]`: its sequence number (`seq0` + i x mss) and flags (`flags0` with CWR
 /// only on the first segment, FIN and PSH only on the last).
-pub(crate) fn set_segment_seq_flags(
+fn set_segment_seq_flags(
     ip: &mut [u8],
     ihl: usize,
     i: usize,

@@ -11,7 +11,7 @@
 //! here.
 
 use crate::buf::{BufPool, PktBuf, MAX_PKT_LEN};
-use crate::gso::set_segment_seq_flags;
+use crate::gso::Segments;
 use crate::wire::checksum;
 
 /// `struct virtio_net_hdr` length (no `num_buffers`).
@@ -214,54 +214,23 @@ pub fn segment_tcp4(
     if frame.len() < ETH + 20 || frame[12] != 0x08 || frame[13] != 0x00 {
         return Outcome::Bad;
     }
-    let ip = &frame[ETH..];
-    let ihl = usize::from(ip[0] & 0x0f) * 4;
-    if ip[0] >> 4 != 4 || ihl < 20 || ip[9] != 6 || ip.len() < ihl + 20 {
+    let Some(cut) = Segments::of(frame, ETH, mss) else {
         return Outcome::Bad;
-    }
-    let thl = usize::from(ip[ihl + 12] >> 4) * 4;
-    let hdrs = ETH + ihl + thl;
-    if thl < 20 || frame.len() < hdrs || mss == 0 || hdrs + mss > MAX_PKT_LEN {
-        return Outcome::Bad;
-    }
-    // The IP total length of a super-packet may be 0 or stale; the frame length is the truth.
-    let payload = &frame[hdrs..];
-    let seq0 = u32::from_be_bytes([ip[ihl + 4], ip[ihl + 5], ip[ihl + 6], ip[ihl + 7]]);
-    let id0 = u16::from_be_bytes([ip[4], ip[5]]);
-    let flags0 = ip[ihl + 13];
-    let nseg = payload.len().div_ceil(mss).max(1);
-    for i in 0..nseg {
-        let chunk = &payload[(i * mss).min(payload.len())..((i + 1) * mss).min(payload.len())];
-        let Some(mut b) = pool.alloc() else {
+    };
+    for i in 0..cut.count {
+        let Some(b) = cut.build(frame, i, pool) else {
             return if i == 0 {
                 Outcome::NoBuf
             } else {
                 Outcome::Frames(i)
             };
         };
-        let area = b.rx_area();
-        area[..hdrs].copy_from_slice(&frame[..hdrs]);
-        area[hdrs..hdrs + chunk.len()].copy_from_slice(chunk);
-        let len = hdrs + chunk.len();
-        b.set_len(len);
-        let d = b.data_mut();
-        let ipd = &mut d[ETH..];
-        ipd[2..4].copy_from_slice(&((len - ETH) as u16).to_be_bytes());
-        ipd[4..6].copy_from_slice(&id0.wrapping_add(i as u16).to_be_bytes());
-        ipd[10..12].copy_from_slice(&[0, 0]);
-        let c = checksum::checksum(&ipd[..ihl]);
-        ipd[10..12].copy_from_slice(&c.to_be_bytes());
-        set_segment_seq_flags(ipd, ihl, i, nseg, mss, seq0, flags0);
-        let l4len = len - ETH - ihl;
-        let pseudo = checksum::sum(&ipd[12..20]) + 6 + l4len as u32;
-        ipd[ihl + 16..ihl + 18].copy_from_slice(&checksum::fold(pseudo).to_be_bytes());
-        complete_csum(&mut d[..len], ETH + ihl, 16);
         if let Err(b) = push(b) {
             pool.free(b);
             return Outcome::NoBuf;
         }
     }
-    Outcome::Frames(nseg)
+    Outcome::Frames(cut.count)
 }
 
 /// A TCP/IPv4 segment that may be merged with its neighbours (transmit-side TSO): unfragmented,
