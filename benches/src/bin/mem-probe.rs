@@ -9,7 +9,8 @@
 //! ```text
 //! mem-probe [--json] [--max-mib N] [--pages thp|4k|both]
 //! ```
-//! One line per (size, page kind); sizes 1, 4, 16, ... MiB up to `--max-mib` (default 256).
+//! One line per (size, page kind); sizes 1, 4, 16, ... MiB up to `--max-mib` (default 256, at
+//! most 16384; a size the machine cannot allocate ends the run with an error).
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -21,11 +22,15 @@ const ROUNDS: usize = 3;
 const LINE: usize = 64;
 const HUGE: usize = 2 << 20;
 
-/// A zeroed, touched buffer of `bytes` whose 2 MiB-aligned interior is advised for (or against)
-/// transparent huge pages before the first touch. Returns the buffer and the offset of the
-/// aligned interior, which the probe reads.
+/// A buffer of `bytes`, every byte written, whose 2 MiB-aligned interior is advised for (or
+/// against) transparent huge pages before the first touch. Returns the buffer and the offset of
+/// the aligned interior, which the probe reads.
 fn buffer(bytes: usize, huge: bool) -> (Vec<u8>, usize) {
-    let mut v: Vec<u8> = Vec::with_capacity(bytes + HUGE);
+    let mut v: Vec<u8> = Vec::new();
+    if let Err(e) = v.try_reserve_exact(bytes + HUGE) {
+        eprintln!("mem-probe: cannot allocate {} MiB: {e}", bytes >> 20);
+        std::process::exit(1);
+    }
     let start = v.as_ptr() as usize;
     let off = start.next_multiple_of(HUGE) - start;
     #[cfg(target_os = "linux")]
@@ -100,7 +105,7 @@ fn main() {
             "--json" => json = true,
             "--max-mib" => {
                 max_mib = match args.next().and_then(|v| v.parse().ok()) {
-                    Some(n) if (1..=65536).contains(&n) => n,
+                    Some(n) if (1..=16384).contains(&n) => n,
                     _ => usage(),
                 }
             }
