@@ -904,3 +904,52 @@ proptest! {
         let _ = list(&mut h);
     }
 }
+
+/// An established flow forwards on the route its first packet was looked up with only while
+/// the tables are unchanged: after a route change its packets follow the new route, each time.
+#[test]
+fn an_established_flow_follows_route_changes() {
+    let mut h = harness();
+    let udp = udp_frame(MAC_A, VR, IP_A, IP_C, 64, 40000, 5001, b"payload");
+    let local = |h: &mut Harness| {
+        let out = tx(&h.run1(VM_A, &udp), VM_C);
+        assert_eq!(&out[0..6], &MAC_C.0);
+    };
+    let remote = |h: &mut Harness| {
+        let out = tx(&h.run1(VM_A, &udp), FABRIC);
+        // Outer Ethernet + IPv4 + UDP, the label (20 bits) with bottom-of-stack, the inner IP.
+        let mpls = u32::from_be_bytes([out[42], out[43], out[44], out[45]]);
+        assert_eq!((mpls >> 12, mpls >> 8 & 1), (77, 1), "{out:02x?}");
+        let addrs = [IP_A.to_be_bytes(), IP_C.to_be_bytes()].concat();
+        assert_eq!(&out[46 + 12..46 + 20], &addrs[..]);
+    };
+    let route_c = |nh, label| {
+        vec![TableOp::AddRoute {
+            vrf: VRF_VN1,
+            prefix: IP_C,
+            plen: 32,
+            route: vrouter_dataplane::tables::Route {
+                nh,
+                label,
+                proxy_arp: true,
+            },
+        }]
+    };
+    // One batch each: the first sets the flow up, the next ones hit it.
+    for _ in 0..3 {
+        local(&mut h);
+    }
+    // VM C moves to another host: its /32 now points at a tunnel, with a label.
+    h.program(route_c(NH_TUN_UDP, Some(77)));
+    for _ in 0..3 {
+        remote(&mut h);
+    }
+    // And back.
+    h.program(route_c(NH_C, None));
+    for _ in 0..3 {
+        local(&mut h);
+    }
+    let f = list(&mut h);
+    assert_eq!(f.len(), 2, "one pair: {f:?}");
+    assert_eq!((f[0].dst, f[0].action), (IP_C, FlowAction::Forward));
+}

@@ -1,12 +1,16 @@
 //! The flow stage, for packets in VRFs with flow processing on (Contrail's policy flag).
 //!
 //! Before the first lookup, [`Pipeline::flow_capture`] records each packet's key (VRF and
-//! 5-tuple as received) and prefetches the first few packets' flow slots (their misses overlap
-//! the FIB lookup). After the lookup (which applies floating-IP NAT and picks the route) and
-//! before the nexthop, [`Pipeline::flow_stage`] prefetches a fixed distance ahead and finds each
-//! packet's flow: a hit counts and applies its action; a miss evaluates the policies of the
-//! VRFs involved inline (no agent round trip, nothing held) and creates the forward/reverse
-//! pair, the reverse keyed on the packet as it leaves, so replies, NATed or not, match it.
+//! 5-tuple as received), and [`Pipeline::flow_established`] finds the flows of the packets
+//! waiting for a lookup: a forward flow whose cached route is current (no table operation since
+//! the flow was made) forwards the packet on that route and it skips the lookup; the others keep
+//! what the probe found for the flow stage. After the lookup (which applies floating-IP NAT and
+//! picks the route) and before the nexthop, [`Pipeline::flow_stage`] prefetches a fixed
+//! distance ahead and finds each packet's flow: a hit counts and applies its action; a miss
+//! evaluates the policies of the VRFs involved inline (no agent round trip, nothing held) and
+//! creates the forward/reverse pair, the reverse keyed on the packet as it leaves, so replies,
+//! NATed or not, match it. A forward pair remembers its first packet's route (see
+//! [`crate::tables::flow`]), valid until the next table operation.
 //! Fragments: routing forwards them whole; flows use the first fragment's ports, remembered per
 //! lcore by (VRF, addresses, protocol, IP id).
 //!
@@ -19,7 +23,9 @@
 use super::Pipeline;
 use crate::batch::{Batch, Next, BATCH_SIZE};
 use crate::drop::DropReason;
-use crate::tables::flow::{tcp, FlowAction, FlowDropReason, FlowKey, InsertError};
+use crate::tables::flow::{
+    tcp, FlowAction, FlowDropReason, FlowHit, FlowKey, InsertError, RouteCache,
+};
 use crate::tables::policy::Tuple;
 use crate::tables::{Nexthop, Tables};
 use crate::wire::{ip_proto, l4, ETHERNET_HEADER_LEN as ETH};
@@ -28,6 +34,9 @@ use crate::wire::{ip_proto, l4, ETHERNET_HEADER_LEN as ETH};
 const SWEEP_PER_BATCH: usize = 32;
 /// How many packets ahead the flow stage prefetches flow slots.
 const PREFETCH_AHEAD: usize = 12;
+/// How many packets ahead [`Pipeline::flow_established`] prefetches: its loop is short, so
+/// the same number of misses in flight needs a longer lead.
+const ESTABLISHED_AHEAD: usize = 24;
 /// Fragment-port memory slots (per lcore, direct-mapped).
 const FRAG_SLOTS: usize = 1024;
 
@@ -45,12 +54,31 @@ enum Kind {
     BadIcmpError,
 }
 
+/// What [`Pipeline::flow_established`] found for a packet, for the flow stage.
+#[derive(Debug, Clone, Copy, Default)]
+enum Probed {
+    /// Not probed: the flow stage looks the flow up.
+    #[default]
+    No,
+    /// No flow.
+    Miss,
+    /// This flow (its route not usable: the stage checks it against the lookup's result).
+    Hit(FlowHit),
+}
+
 /// Per-packet flow state for one batch, and the lcore's fragment memory.
 #[derive(Debug)]
 pub(crate) struct FlowScratch {
     key: [FlowKey; BATCH_SIZE],
     hash: [u32; BATCH_SIZE],
     captured: [Kind; BATCH_SIZE],
+    /// Captured while waiting for its first lookup: the lookup's result is the flow's route.
+    routed: [bool; BATCH_SIZE],
+    probed: [Probed; BATCH_SIZE],
+    /// Keys of the pairs this lcore created since the probes in `probed`, as a bloom filter of
+    /// [`INSERTED_BITS`] bits: a recorded miss whose key may be among them is probed again (an
+    /// earlier packet of the batch made the flow a later one missed).
+    inserted: [u64; INSERTED_BITS / 64],
     now: u32,
     /// (tag, sport << 16 | dport); tag 0 is empty.
     frags: Box<[(u64, u32)]>,
@@ -62,9 +90,39 @@ impl Default for FlowScratch {
             key: [FlowKey::default(); BATCH_SIZE],
             hash: [0; BATCH_SIZE],
             captured: [Kind::None; BATCH_SIZE],
+            routed: [false; BATCH_SIZE],
+            probed: [Probed::No; BATCH_SIZE],
+            inserted: [0; INSERTED_BITS / 64],
             now: 0,
             frags: vec![(0, 0); FRAG_SLOTS].into_boxed_slice(),
         }
+    }
+}
+
+/// Bits of [`FlowScratch::inserted`]: at two keys per new pair, a batch of new flows sets
+/// under half of them.
+const INSERTED_BITS: usize = 1024;
+
+impl FlowScratch {
+    #[inline]
+    fn inserted_bit(hash: u32) -> (usize, u64) {
+        // Bits the table index does not use first.
+        let b = hash.rotate_right(16) as usize % INSERTED_BITS;
+        (b / 64, 1 << (b % 64))
+    }
+
+    /// Records that the pair of a key with `hash` was (or may have been) inserted.
+    #[inline]
+    fn note_inserted(&mut self, hash: u32) {
+        let (w, bit) = Self::inserted_bit(hash);
+        self.inserted[w] |= bit;
+    }
+
+    /// False when no key with `hash` was inserted since the batch began.
+    #[inline]
+    fn maybe_inserted(&self, hash: u32) -> bool {
+        let (w, bit) = Self::inserted_bit(hash);
+        self.inserted[w] & bit != 0
     }
 }
 
@@ -81,9 +139,12 @@ impl Pipeline {
     #[inline(never)]
     pub(super) fn flow_capture(&self, t: &Tables, batch: &Batch, fs: &mut FlowScratch) {
         fs.now = t.flows.now();
+        fs.inserted = [0; INSERTED_BITS / 64];
         let agent = t.host.agent_vif;
         for (i, p) in batch.pkts().iter().enumerate() {
             fs.captured[i] = Kind::None;
+            fs.routed[i] = false;
+            fs.probed[i] = Probed::No;
             if !matches!(p.meta.next, Next::Lookup | Next::Nexthop) || Some(p.meta.in_vif) == agent
             {
                 continue;
@@ -125,12 +186,62 @@ impl Pipeline {
             };
             let key = FlowKey::new(p.meta.vrf, proto, src, dst, sport, dport);
             let h = key.hash();
-            if i < PREFETCH_AHEAD {
+            if i < ESTABLISHED_AHEAD {
                 t.flows.prefetch(h);
             }
             fs.key[i] = key;
             fs.hash[i] = h;
             fs.captured[i] = Kind::Plain;
+            // Only where the packet's own VRF has flows on: elsewhere most packets have no
+            // flow, and a miss costs a probe the flow stage can often skip.
+            fs.routed[i] = p.meta.next == Next::Lookup
+                && p.meta.dec_ttl
+                && t.vrf(p.meta.vrf).is_some_and(|v| v.flow.is_some());
+        }
+    }
+
+    /// Finds the flows of the captured packets waiting for their first lookup. A forward flow
+    /// whose cached route is current forwards the packet on it (counted like any hit) and the
+    /// packet skips the lookup and the flow stage; a TTL about to expire is left to the lookup
+    /// (which traps it). What the probe found otherwise is kept for the flow stage.
+    #[inline(never)]
+    pub(super) fn flow_established(&self, t: &Tables, batch: &mut Batch, fs: &mut FlowScratch) {
+        let (flows, now, generation) = (&t.flows, fs.now, t.generation);
+        // The capture prefetched the first ESTABLISHED_AHEAD.
+        for (i, p) in batch.pkts_mut().iter_mut().enumerate() {
+            if fs.routed.get(i + ESTABLISHED_AHEAD) == Some(&true) {
+                flows.prefetch(fs.hash[i + ESTABLISHED_AHEAD]);
+            }
+            if !fs.routed[i] {
+                continue;
+            }
+            let key = fs.key[i];
+            let Some(hit) = flows.lookup(&key, fs.hash[i], now) else {
+                fs.probed[i] = Probed::Miss;
+                continue;
+            };
+            let d = p.buf.data();
+            let route = hit.cached_route(key.vrf(), generation);
+            let (Some((nh, label)), Some(&ttl)) = (route, d.get(ETH + 8)) else {
+                fs.probed[i] = Probed::Hit(hit);
+                continue;
+            };
+            if ttl <= 1 {
+                fs.probed[i] = Probed::Hit(hit);
+                continue;
+            }
+            let flags = if key.proto() == ip_proto::TCP {
+                tcp_flags(d)
+            } else {
+                0
+            };
+            if flows.hit(hit.idx, (d.len() - ETH) as u64, now, flags) {
+                flows.evict_pair(hit.idx);
+            }
+            p.meta.nh = nh;
+            p.meta.label = label;
+            p.meta.next = Next::Nexthop;
+            fs.captured[i] = Kind::None;
         }
     }
 
@@ -140,8 +251,11 @@ impl Pipeline {
         for (i, p) in batch.pkts_mut().iter_mut().enumerate() {
             // Software pipelining: keep a bounded number of slot misses in flight (issuing a
             // whole batch's at once overflows the core's miss buffers and prefetches are lost).
+            // Packets already probed had theirs fetched then.
             if let Some(&h) = fs.hash.get(i + PREFETCH_AHEAD) {
-                if fs.captured[i + PREFETCH_AHEAD] != Kind::None {
+                if fs.captured[i + PREFETCH_AHEAD] != Kind::None
+                    && matches!(fs.probed[i + PREFETCH_AHEAD], Probed::No)
+                {
                     t.flows.prefetch(h);
                 }
             }
@@ -188,7 +302,14 @@ impl Pipeline {
             let len = (d.len() - ETH) as u64;
             let now = fs.now;
             let flows = &t.flows;
-            if let Some(hit) = flows.lookup(&key, fs.hash[i], now) {
+            // What the early probe found, unless this lcore changed it since: a hit's entry
+            // evicted or reused, a miss's key possibly inserted by an earlier packet.
+            let found = match std::mem::take(&mut fs.probed[i]) {
+                Probed::Miss if !fs.maybe_inserted(fs.hash[i]) => None,
+                Probed::Hit(hit) if flows.is_current(&hit) => Some(hit),
+                _ => flows.lookup(&key, fs.hash[i], now),
+            };
+            if let Some(hit) = found {
                 // The flow must describe what the lookup did; a changed floating IP or route
                 // (another VRF) makes it stale: evict and set up again.
                 let drop = hit.is_drop();
@@ -243,7 +364,17 @@ impl Pipeline {
                 dst_vrf
             };
             let dvrfs = (cur_vrf, rev_dvrf);
-            match flows.insert_pair(&key, fa, &rev, ra, dvrfs, flows.vrf_limit(max), now) {
+            // The lookup's result is this flow's route when the packet was looked up as
+            // received, in the VRF of its key, without NAT (a forward action).
+            let route = (fs.routed[i] && cur_vrf == key.vrf()).then_some(RouteCache {
+                nh: p.meta.nh,
+                label: p.meta.label,
+                generation: t.generation,
+            });
+            let limit = flows.vrf_limit(max);
+            fs.note_inserted(fs.hash[i]);
+            fs.note_inserted(rev.hash());
+            match flows.insert_pair(&key, fa, &rev, ra, dvrfs, limit, now, route) {
                 Ok(idx) => {
                     if flows.hit(idx, len, now, flags) {
                         flows.evict_pair(idx);

@@ -86,6 +86,7 @@ impl Pipeline {
         let mut flows = (t.flow_vrfs != 0).then(|| self.flow.borrow_mut());
         if let Some(fs) = flows.as_deref_mut() {
             self.flow_capture(t, batch, fs);
+            self.flow_established(t, batch, fs);
         }
         for round in 0..MAX_LOOKUPS {
             self.lookup(t, batch);

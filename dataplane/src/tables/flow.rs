@@ -14,6 +14,13 @@
 //! windows at further hashes (see the ADR). Per-VRF occupancy is one atomic per VRF, reserved
 //! before an insert and released by whoever evicts, so a VRF never holds more than its limit.
 //! The sweep cursor is shared, so lcores and the control thread sweep disjoint stretches.
+//!
+//! Route cache: a forward entry created from a packet that went through the route lookup keeps
+//! that lookup's result (nexthop, label) and the table generation it was made in, in its `nat`
+//! word (unused by forward entries) and the spare high bits of `tcp`. While the tables are
+//! unchanged, a hit forwards on it without a lookup ([`FlowHit::cached_route`]); any table
+//! operation bumps the generation, and the flow goes back to the lookup. The cache is written
+//! only by `fill`, before the entry is published, so a reader never sees another flow's route.
 
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
@@ -36,6 +43,15 @@ const FORWARD_BIT: u64 = 1 << 24;
 /// In `tcp` of a window's first (home) slot: some key hashed here was placed in its second
 /// window, so lookups must probe that too. Never cleared (a conservative hint).
 const OVERFLOW: u32 = 1 << 31;
+/// The bits of `tcp` that are [`tcp`] flags.
+const TCP_FLAGS: u32 = 0x1ff;
+/// Where the route cache keeps the high bits of its generation in `tcp`, and how many.
+const GEN_HI_SHIFT: u32 = 9;
+const GEN_HI_BITS: u32 = 21;
+/// Generation bits in the `nat` word (above nexthop, label and label-valid), and in all: a
+/// generation repeats only after 2^40 table operations.
+const GEN_LO_BITS: u32 = 19;
+const GEN_BITS: u32 = GEN_LO_BITS + GEN_HI_BITS;
 
 /// TCP flags a flow has seen, as kept in an entry (and shown by `flow list`).
 pub mod tcp {
@@ -132,6 +148,36 @@ impl FlowAction {
             }
             _ => FlowAction::Drop(FlowDropReason::from_u8((info >> 8) as u8)),
         }
+    }
+}
+
+/// A forward flow's route: the lookup result its first packet got, and when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteCache {
+    /// Nexthop id (at most [`crate::tables::Route::MAX_NH`]).
+    pub nh: u32,
+    /// Label to push, or [`crate::batch::NO_LABEL`].
+    pub label: u32,
+    /// The table generation of the lookup ([`crate::tables::Tables::generation`]).
+    pub generation: u64,
+}
+
+impl RouteCache {
+    /// (`nat` word, `tcp` bits) holding the cache; None when it cannot be represented (a
+    /// generation of 0 modulo 2^40 reads as "no cache").
+    fn pack(&self) -> Option<(u64, u32)> {
+        let g = self.generation & ((1 << GEN_BITS) - 1);
+        if g == 0 || self.nh > crate::tables::Route::MAX_NH {
+            return None;
+        }
+        let label = if self.label == crate::batch::NO_LABEL {
+            0
+        } else {
+            1 << 24 | u64::from(self.label & 0xf_ffff) << 25
+        };
+        let lo = (g & ((1 << GEN_LO_BITS) - 1)) << (64 - GEN_LO_BITS);
+        let hi = ((g >> GEN_LO_BITS) as u32) << GEN_HI_SHIFT;
+        Some((u64::from(self.nh) | label | lo, hi))
     }
 }
 
@@ -244,8 +290,11 @@ const _: () = assert!(std::mem::size_of::<Entry>() == 64);
 pub struct FlowHit {
     /// Entry index.
     pub idx: u32,
+    /// The entry's state word when read: [`FlowTable::is_current`] tells whether it still is.
+    state: u32,
     info: u64,
     nat: u64,
+    tcp: u32,
 }
 
 impl FlowHit {
@@ -262,6 +311,25 @@ impl FlowHit {
     #[inline]
     pub fn dvrf(&self) -> u16 {
         (self.info >> 32) as u16
+    }
+    /// (nexthop, label) of a forward flow whose route was cached at table generation
+    /// `generation` (the one the caller reads in), continuing in `vrf`; None otherwise.
+    #[inline]
+    pub fn cached_route(&self, vrf: u16, generation: u64) -> Option<(u32, u32)> {
+        if self.info as u8 != 1 || self.dvrf() != vrf {
+            return None;
+        }
+        let g = self.nat >> (64 - GEN_LO_BITS)
+            | u64::from((self.tcp >> GEN_HI_SHIFT) & ((1 << GEN_HI_BITS) - 1)) << GEN_LO_BITS;
+        if g == 0 || g != generation & ((1 << GEN_BITS) - 1) {
+            return None;
+        }
+        let label = if self.nat & 1 << 24 != 0 {
+            ((self.nat >> 25) & 0xf_ffff) as u32
+        } else {
+            crate::batch::NO_LABEL
+        };
+        Some(((self.nat & 0xff_ffff) as u32, label))
     }
     /// The (source, destination) a packet with `key` has after this flow's rewrite.
     #[inline]
@@ -525,11 +593,19 @@ impl FlowTable {
             }
             return Some(FlowHit {
                 idx: idx as u32,
+                state: s,
                 info,
                 nat,
+                tcp,
             });
         }
         None
+    }
+
+    /// True while the entry `hit` was read from is still that flow (not evicted or reused since).
+    #[inline]
+    pub fn is_current(&self, hit: &FlowHit) -> bool {
+        self.at(hit.idx as usize).state.load(Acquire) == hit.state
     }
 
     /// Counts a packet of `bytes` on entry `idx` at `now`, with the packet's TCP `flags` (0 for
@@ -671,6 +747,7 @@ impl FlowTable {
     }
 
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     fn fill(
         &self,
         idx: u32,
@@ -682,10 +759,16 @@ impl FlowTable {
         rflow: u32,
         now: u32,
         forward: bool,
+        route: Option<RouteCache>,
     ) {
         let e = &self.entries[idx as usize];
         let (info, nat) = action.pack();
         let info = if forward { info | FORWARD_BIT } else { info };
+        // Only a forward action leaves `nat` free for the route.
+        let (nat, gen_hi) = match route.filter(|_| action == FlowAction::Forward) {
+            Some(r) => r.pack().unwrap_or((nat, 0)),
+            None => (nat, 0),
+        };
         e.key_a.store(key.a, Relaxed);
         e.key_b.store(key.b, Relaxed);
         e.info.store(
@@ -695,6 +778,9 @@ impl FlowTable {
         e.nat.store(nat, Relaxed);
         e.rflow.store(rflow, Relaxed);
         e.tcp.fetch_and(OVERFLOW, Relaxed);
+        if gen_hi != 0 {
+            e.tcp.fetch_or(gen_hi, Relaxed);
+        }
         e.packets.store(0, Relaxed);
         e.bytes.store(0, Relaxed);
         e.last_used.store(now, Relaxed);
@@ -702,9 +788,10 @@ impl FlowTable {
     }
 
     /// Creates a pair: `fwd` (charged to its VRF, limit `limit` entries) doing `fa` and `rev`
-    /// doing `ra`, continuing in `dvrfs` (forward, reverse) after their lookups. Returns the
-    /// forward entry's index. The caller has just looked `fwd` up and missed, so only `rev` is
-    /// checked for a stale entry with its key (evicted first).
+    /// doing `ra`, continuing in `dvrfs` (forward, reverse) after their lookups; a forward `fa`
+    /// keeps `route`, the lookup result of the packet that made the pair. Returns the forward
+    /// entry's index. The caller has just looked `fwd` up and missed, so only `rev` is checked
+    /// for a stale entry with its key (evicted first).
     #[allow(clippy::too_many_arguments)]
     pub fn insert_pair(
         &self,
@@ -715,6 +802,7 @@ impl FlowTable {
         dvrfs: (u16, u16),
         limit: u32,
         now: u32,
+        route: Option<RouteCache>,
     ) -> Result<u32, InsertError> {
         let owner = fwd.vrf();
         let Some(count) = self.vrf_active.get(usize::from(owner)) else {
@@ -733,8 +821,8 @@ impl FlowTable {
             count.fetch_sub(2, Relaxed);
             return Err(self.refused(owner, InsertError::TableFull));
         };
-        self.fill(ri, rg, rev, ra, dvrfs.1, owner, fi, now, false);
-        self.fill(fi, fg, fwd, fa, dvrfs.0, owner, ri, now, true);
+        self.fill(ri, rg, rev, ra, dvrfs.1, owner, fi, now, false, None);
+        self.fill(fi, fg, fwd, fa, dvrfs.0, owner, ri, now, true, route);
         self.created.fetch_add(1, Relaxed);
         Ok(fi)
     }
@@ -844,7 +932,7 @@ impl FlowTable {
             dst: key.dst(),
             dport: key.dport(),
             action: FlowAction::unpack(info, nat),
-            tcp: e.tcp.load(Relaxed) & !OVERFLOW,
+            tcp: e.tcp.load(Relaxed) & TCP_FLAGS,
             packets: e.packets.load(Relaxed),
             bytes: e.bytes.load(Relaxed),
             idle_s: now.wrapping_sub(e.last_used.load(Relaxed)),
@@ -962,6 +1050,64 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_forward_entry_keeps_its_route_for_its_generation_only() {
+        let t = FlowTable::new(1 << 12, 8);
+        let f = FlowKey::new(1, 6, 0x0a01_0103, 0x0a02_0203, 40000, 80);
+        let r = f.reverse_in(1);
+        // Generations past the 19 bits kept in `nat`, so both halves matter.
+        let generation = (5 << GEN_LO_BITS) + 3;
+        for (label, nh) in [
+            (crate::batch::NO_LABEL, 12),
+            (0xf_ffff, crate::tables::Route::MAX_NH),
+        ] {
+            let route = RouteCache {
+                nh,
+                label,
+                generation,
+            };
+            t.flush(None);
+            let idx = t
+                .insert_pair(
+                    &f,
+                    FlowAction::Forward,
+                    &r,
+                    FlowAction::Forward,
+                    (1, 1),
+                    u32::MAX,
+                    0,
+                    Some(route),
+                )
+                .expect("inserted");
+            let hit = t.lookup(&f, f.hash(), 0).expect("hit");
+            assert_eq!(hit.idx, idx);
+            assert_eq!(hit.cached_route(1, generation), Some((nh, label)));
+            assert_eq!(hit.cached_route(1, generation + 1), None);
+            assert_eq!(hit.cached_route(1, generation - (1 << GEN_LO_BITS)), None);
+            assert_eq!(hit.cached_route(2, generation), None, "another VRF");
+            // TCP flags still read as flags; the reverse has no route.
+            t.hit(idx, 60, 0, tcp::SYN);
+            assert_eq!(t.read(idx, 0).map(|e| e.tcp), Some(tcp::SYN));
+            let rev = t.lookup(&r, r.hash(), 0).expect("reverse");
+            assert_eq!(rev.cached_route(1, generation), None);
+        }
+        // A NAT entry's `nat` word is its rewrite, never a route.
+        t.flush(None);
+        let nat = FlowAction::Nat {
+            snat: Some(0xc633_6405),
+            dnat: None,
+        };
+        let route = RouteCache {
+            nh: 12,
+            label: 20,
+            generation: 7,
+        };
+        t.insert_pair(&f, nat, &r, nat, (1, 1), u32::MAX, 0, Some(route))
+            .expect("inserted");
+        let hit = t.lookup(&f, f.hash(), 0).expect("hit");
+        assert_eq!((hit.action(), hit.cached_route(1, 7)), (nat, None));
+    }
+
+    #[test]
     fn a_million_pairs_fit_at_half_load() {
         let t = FlowTable::new(4 << 20, 8);
         let mut full = 0;
@@ -977,6 +1123,7 @@ mod tests {
                 (1, 3),
                 u32::MAX,
                 0,
+                None,
             )
             .is_err()
             {
