@@ -37,6 +37,9 @@ const PREFETCH_AHEAD: usize = 12;
 /// How many packets ahead [`Pipeline::flow_established`] prefetches: its loop is short, so
 /// the same number of misses in flight needs a longer lead.
 const ESTABLISHED_AHEAD: usize = 24;
+/// Packets [`Pipeline::flow_established`] probes after a batch in which many packets started
+/// flows (at most [`ESTABLISHED_AHEAD`], so the capture prefetched them all).
+const EARLY_SAMPLE: usize = 16;
 /// Fragment-port memory slots (per lcore, direct-mapped).
 const FRAG_SLOTS: usize = 1024;
 
@@ -79,6 +82,10 @@ pub(crate) struct FlowScratch {
     /// [`INSERTED_BITS`] bits: a recorded miss whose key may be among them is probed again (an
     /// earlier packet of the batch made the flow a later one missed).
     inserted: [u64; INSERTED_BITS / 64],
+    /// (packets, pairs created) of the last batch: when many of its packets started flows, the
+    /// next batch probes only a sample early (new flows gain nothing from the early probe and
+    /// many would pay for a second one).
+    last: (u32, u32),
     now: u32,
     /// (tag, sport << 16 | dport); tag 0 is empty.
     frags: Box<[(u64, u32)]>,
@@ -93,6 +100,7 @@ impl Default for FlowScratch {
             routed: [false; BATCH_SIZE],
             probed: [Probed::No; BATCH_SIZE],
             inserted: [0; INSERTED_BITS / 64],
+            last: (0, 0),
             now: 0,
             frags: vec![(0, 0); FRAG_SLOTS].into_boxed_slice(),
         }
@@ -207,8 +215,18 @@ impl Pipeline {
     #[inline(never)]
     pub(super) fn flow_established(&self, t: &Tables, batch: &mut Batch, fs: &mut FlowScratch) {
         let (flows, now, generation) = (&t.flows, fs.now, t.generation);
+        // Many new flows last time (a flood, a burst of connections): probe a sample only,
+        // which the capture already prefetched, and leave the rest to the flow stage.
+        let (packets, created) = fs.last;
+        let limit = if created * 4 > packets {
+            EARLY_SAMPLE.min(batch.len())
+        } else {
+            batch.len()
+        };
+        fs.last = (batch.len() as u32, 0);
         // The capture prefetched the first ESTABLISHED_AHEAD.
-        for (i, p) in batch.pkts_mut().iter_mut().enumerate() {
+        for (i, p) in batch.pkts_mut()[..limit].iter_mut().enumerate() {
+            // (Past a sample, these are the flow stage's.)
             if fs.routed.get(i + ESTABLISHED_AHEAD) == Some(&true) {
                 flows.prefetch(fs.hash[i + ESTABLISHED_AHEAD]);
             }
@@ -374,6 +392,7 @@ impl Pipeline {
             let limit = flows.vrf_limit(max);
             fs.note_inserted(fs.hash[i]);
             fs.note_inserted(rev.hash());
+            fs.last.1 += 1;
             match flows.insert_pair(&key, fa, &rev, ra, dvrfs, limit, now, route) {
                 Ok(idx) => {
                     if flows.hit(idx, len, now, flags) {
