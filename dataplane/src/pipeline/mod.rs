@@ -12,8 +12,9 @@
 //! trap (agent header → pkt0)   output (per-port queues, drop accounting)
 //! ```
 //!
-//! In VRFs with flow processing on, a flow stage sits between lookup and nexthop (see [`flow`]);
-//! elsewhere it costs one branch per batch.
+//! In VRFs with flow processing on, a flow stage sits between lookup and nexthop, and before the
+//! lookup established flows whose cached route is current send their packets straight to the
+//! nexthop (see [`flow`]); elsewhere flows cost one branch per batch.
 //!
 //! Every packet ends as `Tx` or `Drop`; nothing allocates, locks or makes a syscall.
 
