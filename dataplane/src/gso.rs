@@ -18,13 +18,10 @@
 //! it from the headers as they are then.
 
 use crate::buf::{BufPool, PktBuf, MAX_PKT_LEN};
+use crate::port::vnet::{VnetHdr, VNET_HDR_LEN};
 use crate::wire::checksum;
 
 const ETH: usize = 14;
-/// `VIRTIO_NET_HDR_F_NEEDS_CSUM`.
-const F_NEEDS_CSUM: u8 = 1;
-/// `virtio_net_hdr` length.
-pub const VNET_HDR_LEN: usize = 10;
 
 /// Where the headers of a GSO packet are: (IPv4 offset, IPv4 header length, TCP header length).
 #[inline]
@@ -98,22 +95,21 @@ pub fn tx_header(b: &mut PktBuf) -> Option<[u8; VNET_HDR_LEN]> {
     let l3 = b.gso_l3().filter(|&l| l == ETH)?;
     let d = b.data_mut();
     let (_, ihl, thl) = tcp4_at(d, l3)?;
-    let hdrs = l3 + ihl + thl;
-    let l4len = d.len() - l3 - ihl;
     let ip = &mut d[l3..];
     if usize::from(u16::from_be_bytes([ip[2], ip[3]])) != ip.len() {
         return None;
     }
+    let l4len = ip.len() - ihl;
+    seed_tcp_csum(ip, ihl, l4len);
+    Some(VnetHdr::tcp_gso(gso_type, l3 + ihl + thl, mss, l3 + ihl).to_bytes())
+}
+
+/// Writes the pseudo-header sum of the TCP/IPv4 packet at `ip` (`ihl` header bytes, `l4len`
+/// TCP bytes) into its TCP checksum field: what a checksum left to the receiver or the kernel
+/// to complete (`CHECKSUM_PARTIAL`) holds.
+pub(crate) fn seed_tcp_csum(ip: &mut [u8], ihl: usize, l4len: usize) {
     let pseudo = checksum::sum(&ip[12..20]) + 6 + l4len as u32;
     ip[ihl + 16..ihl + 18].copy_from_slice(&checksum::fold(pseudo).to_be_bytes());
-    let mut h = [0u8; VNET_HDR_LEN];
-    h[0] = F_NEEDS_CSUM;
-    h[1] = gso_type;
-    h[2..4].copy_from_slice(&(hdrs as u16).to_ne_bytes());
-    h[4..6].copy_from_slice(&mss.to_ne_bytes());
-    h[6..8].copy_from_slice(&((l3 + ihl) as u16).to_ne_bytes());
-    h[8..10].copy_from_slice(&16u16.to_ne_bytes());
-    Some(h)
 }
 
 /// Why a GSO packet could not be cut up.
@@ -427,7 +423,7 @@ mod tests {
         assert!(!needs_segmenting(&b, true));
         assert!(needs_segmenting(&b, false));
         let h = tx_header(&mut b).expect("header");
-        assert_eq!((h[0], h[1]), (F_NEEDS_CSUM, 1));
+        assert_eq!((h[0], h[1]), (crate::port::vnet::F_NEEDS_CSUM, 1));
         assert_eq!(u16::from_ne_bytes([h[4], h[5]]), 1448);
         assert_eq!(u16::from_ne_bytes([h[6], h[7]]), 34);
         let ip = &b.data()[ETH..];

@@ -60,6 +60,39 @@ impl VnetHdr {
             csum_offset: u(8),
         })
     }
+
+    /// The header of a TCP/IPv4 packet sent whole as a super-packet of `gso_type`: `hdrs`
+    /// header bytes (Ethernet to the end of TCP), `mss`-byte segments, and the TCP checksum,
+    /// seeded with the pseudo-header sum, to complete from `csum_start` (the TCP header).
+    pub fn tcp_gso(gso_type: u8, hdrs: usize, mss: u16, csum_start: usize) -> Self {
+        Self {
+            flags: F_NEEDS_CSUM,
+            gso_type,
+            hdr_len: hdrs as u16,
+            gso_size: mss,
+            csum_start: csum_start as u16,
+            csum_offset: 16,
+        }
+    }
+
+    /// The 10 bytes on the wire (what [`VnetHdr::parse`] reads).
+    pub fn to_bytes(&self) -> [u8; VNET_HDR_LEN] {
+        let mut b = [0u8; VNET_HDR_LEN];
+        b[0] = self.flags;
+        b[1] = self.gso_type;
+        for (i, v) in [
+            self.hdr_len,
+            self.gso_size,
+            self.csum_start,
+            self.csum_offset,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            b[2 + 2 * i..4 + 2 * i].copy_from_slice(&v.to_ne_bytes());
+        }
+        b
+    }
 }
 
 /// What became of a frame handed to [`deliver`].
@@ -98,11 +131,7 @@ fn l4_of(frame: &[u8]) -> Option<(usize, usize, u8, u32)> {
         return None;
     }
     let ip = &frame[ETH..];
-    let hl = usize::from(ip[0] & 0x0f) * 4;
-    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-    if ip[0] >> 4 != 4 || hl < 20 || total < hl || total > ip.len() {
-        return None;
-    }
+    let (hl, total) = crate::wire::ipv4::lengths(ip.first_chunk()?, ip.len()).ok()?;
     if u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0 {
         return None;
     }
@@ -348,12 +377,7 @@ pub fn write_tso_hdr(pkts: &[PktBuf], out: &mut [u8]) -> Option<usize> {
         return None;
     }
     let (h, frame) = out.split_at_mut(VNET_HDR_LEN);
-    h[0] = F_NEEDS_CSUM;
-    h[1] = GSO_TCPV4;
-    h[2..4].copy_from_slice(&(a.hdrs as u16).to_ne_bytes());
-    h[4..6].copy_from_slice(&(mss as u16).to_ne_bytes());
-    h[6..8].copy_from_slice(&((ETH + a.ihl) as u16).to_ne_bytes());
-    h[8..10].copy_from_slice(&16u16.to_ne_bytes());
+    h.copy_from_slice(&VnetHdr::tcp_gso(GSO_TCPV4, a.hdrs, mss as u16, ETH + a.ihl).to_bytes());
     frame[..a.hdrs].copy_from_slice(&f[..a.hdrs]);
     let ip = &mut frame[ETH..a.hdrs];
     ip[2..4].copy_from_slice(&((total - ETH) as u16).to_be_bytes());
@@ -362,9 +386,7 @@ pub fn write_tso_hdr(pkts: &[PktBuf], out: &mut [u8]) -> Option<usize> {
     ip[10..12].copy_from_slice(&c.to_be_bytes());
     let last = pkts.last().map_or(0, |b| b.data()[ETH + a.ihl + 13]);
     ip[a.ihl + 13] = (ip[a.ihl + 13] & !0x08) | (last & 0x08);
-    let l4len = total - ETH - a.ihl;
-    let pseudo = checksum::sum(&ip[12..20]) + 6 + l4len as u32;
-    ip[a.ihl + 16..a.ihl + 18].copy_from_slice(&checksum::fold(pseudo).to_be_bytes());
+    crate::gso::seed_tcp_csum(ip, a.ihl, total - ETH - a.ihl);
     Some(VNET_HDR_LEN + a.hdrs)
 }
 
@@ -421,6 +443,12 @@ mod tests {
     }
 
     #[test]
+    fn header_bytes_parse_back() {
+        let h = VnetHdr::tcp_gso(GSO_TCPV4 | GSO_ECN, 66, 1448, 34);
+        assert_eq!(VnetHdr::parse(&h.to_bytes()), Some(h));
+    }
+
+    #[test]
     fn partial_is_completed_and_complete_is_untouched() {
         let mut f = tcp_frame(100, true);
         assert!(!tcp_ok(&f));
@@ -436,14 +464,7 @@ mod tests {
         let f = tcp_frame(5000, true);
         let mut pool = BufPool::new(8);
         let mut out = Vec::new();
-        let h = VnetHdr {
-            flags: F_NEEDS_CSUM,
-            gso_type: GSO_TCPV4,
-            hdr_len: 54,
-            gso_size: 1448,
-            csum_start: 34,
-            csum_offset: 16,
-        };
+        let h = VnetHdr::tcp_gso(GSO_TCPV4, 54, 1448, 34);
         assert_eq!(
             deliver(Some(&h), &f, &mut pool, |b| {
                 out.push(b);
@@ -468,14 +489,7 @@ mod tests {
     fn super_packet_is_kept_whole_when_a_large_buffer_is_free() {
         let f = tcp_frame(5000, true);
         let mut pool = BufPool::with_big(8, 1);
-        let h = VnetHdr {
-            flags: F_NEEDS_CSUM,
-            gso_type: GSO_TCPV4,
-            hdr_len: 54,
-            gso_size: 1448,
-            csum_start: 34,
-            csum_offset: 16,
-        };
+        let h = VnetHdr::tcp_gso(GSO_TCPV4, 54, 1448, 34);
         let mut out = Vec::new();
         let mut push = |b| {
             out.push(b);
@@ -500,14 +514,7 @@ mod tests {
         let f = tcp_frame(5000, true);
         let mut pool = BufPool::new(8);
         let mut segs = Vec::new();
-        let h = VnetHdr {
-            flags: F_NEEDS_CSUM,
-            gso_type: GSO_TCPV4,
-            hdr_len: 54,
-            gso_size: 1448,
-            csum_start: 34,
-            csum_offset: 16,
-        };
+        let h = VnetHdr::tcp_gso(GSO_TCPV4, 54, 1448, 34);
         deliver(Some(&h), &f, &mut pool, |b| {
             segs.push(b);
             Ok(())
