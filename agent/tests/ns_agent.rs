@@ -20,7 +20,14 @@ impl Proc {
     fn spawn(ns: &Ns, cmd: &str, log: &Path) -> Self {
         let f = std::fs::File::create(log).expect("log");
         let child = Command::new("ip")
-            .args(["netns", "exec", &ns.0, "sh", "-c", &format!("exec {cmd}")])
+            .args([
+                "netns",
+                "exec",
+                &ns.name,
+                "sh",
+                "-c",
+                &format!("exec {cmd}"),
+            ])
             .stdout(f.try_clone().expect("dup"))
             .stderr(f)
             .stdin(Stdio::null())
@@ -65,35 +72,10 @@ fn dp_binary() -> Option<PathBuf> {
 
 /// The environment; fails with what is missing.
 fn setup() -> Option<PathBuf> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        panic!("namespace tests need root");
-    }
-    for t in ["ip", "ping"] {
-        if !sh_ok(&format!("command -v {t}")).0 {
-            panic!("{t} is not installed");
-        }
-    }
+    require(&["ip", "ping"]);
     let dp = dp_binary();
     assert!(dp.is_some(), "vrouter-dp not built (cargo build -p vrouter-dataplane --bin vrouter-dp, or set VROUTER_DP)");
     dp
-}
-
-struct Vm {
-    ns: Ns,
-}
-
-fn vm(test: &str, role: &str, host: &Ns, dev: &str, mac: &str, ip: &str) -> Vm {
-    let ns = Ns::new(test, role);
-    sh(&format!(
-        "ip link add {dev} netns {} type veth peer name eth0 netns {}",
-        host.0, ns.0
-    ));
-    sh(&format!("ip -n {} link set eth0 address {mac}", ns.0));
-    sh(&format!("ip -n {} addr add {ip}/24 dev eth0", ns.0));
-    sh(&format!("ip -n {} link set eth0 up", ns.0));
-    sh(&format!("ip -n {} link set {dev} up", host.0));
-    Vm { ns }
 }
 
 fn start_dp(bin: &Path, host: &Ns, dir: &Path, sock: &Path, n: u32) -> Proc {
@@ -150,7 +132,7 @@ struct Setup {
 
 fn two_vms(test: &str, extra_cfg: &str) -> Setup {
     let host = Ns::new(test, "h");
-    let vm1 = vm(
+    let vm1 = Vm::veth(
         test,
         "vm1",
         &host,
@@ -158,7 +140,7 @@ fn two_vms(test: &str, extra_cfg: &str) -> Setup {
         "02:00:00:00:01:03",
         "10.1.1.3",
     );
-    let vm2 = vm(
+    let vm2 = Vm::veth(
         test,
         "vm2",
         &host,

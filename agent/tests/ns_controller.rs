@@ -7,12 +7,12 @@
 //! Needs root, `ip`, `ping`, `xenstore-write` (xenstore-utils) and the built `vrouter-dp`,
 //! `vrouter-shim`, `vrouter-xenstored` next to this test's binaries
 //! (`cargo build -p vrouter-dataplane -p vrouter-shim -p vrouter-xen --bins` with the same
-//! target dir); they fail with what is missing otherwise. Namespaces are `vrt8-<test>-<pid>-<role>`;
+//! target dir); they fail with what is missing otherwise. Namespaces are `vrt3-<test>-<pid>-<role>`;
 //! every process is killed by pid and every namespace deleted on drop, also on failure.
 
 mod common;
 
-use common::{free_port, sh, sh_ok, tempdir, try_vrctl_json, vrctl_json, wait_for, Ns};
+use common::{free_port, require, sh, tempdir, try_vrctl_json, vrctl_json, wait_for, Ns, Vm};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -38,7 +38,14 @@ impl Proc {
         let mut c = match ns {
             Some(ns) => {
                 let mut c = Command::new("ip");
-                c.args(["netns", "exec", &ns.0, "sh", "-c", &format!("exec {cmd}")]);
+                c.args([
+                    "netns",
+                    "exec",
+                    &ns.name,
+                    "sh",
+                    "-c",
+                    &format!("exec {cmd}"),
+                ]);
                 c
             }
             None => {
@@ -88,15 +95,7 @@ struct Bins {
 }
 
 fn setup() -> Option<Bins> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        panic!("namespace tests need root");
-    }
-    for t in ["ip", "ping", "xenstore-write", "xenstore-rm", "busybox"] {
-        if !sh_ok(&format!("command -v {t}")).0 {
-            panic!("{t} is not installed (apt-get install iproute2 iputils-ping xenstore-utils busybox)");
-        }
-    }
+    require(&["ip", "ping", "xenstore-write", "xenstore-rm", "busybox"]);
     let (Some(dp), Some(shim), Some(xsd)) = (
         sibling_bin("vrouter-dp"),
         sibling_bin("vrouter-shim"),
@@ -214,17 +213,12 @@ fn cloud(api: &Api, vms: &[(&str, &str, &str, &str, &str)]) {
 
 /// A VM: a namespace whose eth0 is the peer of `dev` in the host namespace.
 fn vm_ns(test: &str, role: &str, host: &Ns, dev: &str, mac: &str, ip: &str) -> Ns {
-    let ns = Ns::new(test, role);
+    let vm = Vm::veth(test, role, host, dev, mac, ip);
     sh(&format!(
-        "ip link add {dev} netns {} type veth peer name eth0 netns {}",
-        host.0, ns.0
+        "ip -n {} route add default via 10.1.1.1",
+        vm.ns.name
     ));
-    sh(&format!("ip -n {} link set eth0 address {mac}", ns.0));
-    sh(&format!("ip -n {} addr add {ip}/24 dev eth0", ns.0));
-    sh(&format!("ip -n {} link set eth0 up", ns.0));
-    sh(&format!("ip -n {} route add default via 10.1.1.1", ns.0));
-    sh(&format!("ip -n {} link set {dev} up", host.0));
-    ns
+    vm.ns
 }
 
 /// What the hotplug hook and netback leave in xenstore for a connected PV vif.
@@ -551,22 +545,22 @@ fn ns_controller_two_hosts_exchange_routes_and_ping() {
     let ul = Ns::new("two", "ul");
     let ha = Ns::new("two", "ha");
     let hb = Ns::new("two", "hb");
-    sh(&format!("ip -n {} link add br0 type bridge", ul.0));
-    sh(&format!("ip -n {} addr add 10.0.0.100/24 dev br0", ul.0));
+    sh(&format!("ip -n {} link add br0 type bridge", ul.name));
+    sh(&format!("ip -n {} addr add 10.0.0.100/24 dev br0", ul.name));
     for (h, p, a) in [(&ha, "pa", "10.0.0.1"), (&hb, "pb", "10.0.0.2")] {
         sh(&format!(
             "ip link add fab0 netns {} type veth peer name {p} netns {}",
-            h.0, ul.0
+            h.name, ul.name
         ));
         sh(&format!(
             "ip -n {} link set {p} mtu 1600 master br0 up",
-            ul.0
+            ul.name
         ));
-        sh(&format!("ip -n {} link set fab0 mtu 1600", h.0));
-        sh(&format!("ip -n {} addr add {a}/24 dev fab0", h.0));
-        sh(&format!("ip -n {} link set fab0 up", h.0));
+        sh(&format!("ip -n {} link set fab0 mtu 1600", h.name));
+        sh(&format!("ip -n {} addr add {a}/24 dev fab0", h.name));
+        sh(&format!("ip -n {} link set fab0 up", h.name));
     }
-    sh(&format!("ip -n {} link set br0 up", ul.0));
+    sh(&format!("ip -n {} link set br0 up", ul.name));
     let vm1 = vm_ns("two", "vm1", &ha, "vif7.0", MAC1, "10.1.1.2");
     let vm2 = vm_ns("two", "vm2", &hb, "vif8.0", MAC2, "10.1.1.3");
     // One xenstored per host (each dom0 has its own).
@@ -592,7 +586,7 @@ fn ns_controller_two_hosts_exchange_routes_and_ping() {
     let shim = start_shim(&bins, Some(&ul), "10.0.0.100:8082", d, Some(TOKEN));
     let api = Api {
         base: "http://10.0.0.100:8082".into(),
-        ns: Some(ul.0.clone()),
+        ns: Some(ul.name.clone()),
         token: Some(TOKEN.into()),
     };
     assert!(

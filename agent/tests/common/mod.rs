@@ -214,46 +214,9 @@ address = "192.0.2.10"
 interface = "vif1.0"
 "#;
 
-/// Runs `cmd` through `sh -c`: success and stdout followed by stderr.
-pub fn sh_ok(cmd: &str) -> (bool, String) {
-    let o = Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .output()
-        .expect("spawn sh");
-    let mut s = String::from_utf8_lossy(&o.stdout).into_owned();
-    s.push_str(&String::from_utf8_lossy(&o.stderr));
-    (o.status.success(), s)
-}
-
-pub fn sh(cmd: &str) -> String {
-    let (ok, out) = sh_ok(cmd);
-    assert!(ok, "command failed: {cmd}\n{out}");
-    out
-}
-
-/// A network namespace (named after the test, the process and a role); everything in it is
-/// killed and it is deleted on drop.
-pub struct Ns(pub String);
-
-impl Ns {
-    pub fn new(test: &str, role: &str) -> Self {
-        let name = format!("vra-{test}-{}-{role}", std::process::id());
-        let _ = sh_ok(&format!("ip netns del {name} 2>/dev/null"));
-        sh(&format!("ip netns add {name}"));
-        sh(&format!("ip -n {name} link set lo up"));
-        Self(name)
-    }
-    pub fn exec_ok(&self, cmd: &str) -> (bool, String) {
-        sh_ok(&format!("ip netns exec {} {cmd}", self.0))
-    }
-}
-
-impl Drop for Ns {
-    fn drop(&mut self) {
-        let _ = sh_ok(&format!(
-            "for p in $(ip netns pids {0} 2>/dev/null); do kill -9 $p; done; ip netns del {0}",
-            self.0
-        ));
-    }
-}
+// The namespace helpers the dataplane's own namespace tests use (shell commands, namespaces
+// deleted on drop, VMs on veth pairs, tool checks): one copy for both crates.
+#[path = "../../../dataplane/tests/nsutil/ns.rs"]
+mod nsutil;
+#[allow(unused_imports)] // each test crate uses its own subset
+pub use nsutil::{require, sh, sh_ok, Ns, Vm};
