@@ -36,7 +36,7 @@ const SWEEP_PER_BATCH: usize = 32;
 const PREFETCH_AHEAD: usize = 12;
 /// How many packets ahead [`Pipeline::flow_established`] prefetches: its loop is short, so
 /// the same number of misses in flight needs a longer lead.
-const ESTABLISHED_AHEAD: usize = 24;
+const ESTABLISHED_AHEAD: usize = 16;
 /// Packets [`Pipeline::flow_established`] probes after a batch in which many packets started
 /// flows (at most [`ESTABLISHED_AHEAD`], so the capture prefetched them all).
 const EARLY_SAMPLE: usize = 16;
@@ -78,6 +78,8 @@ pub(crate) struct FlowScratch {
     /// Captured while waiting for its first lookup: the lookup's result is the flow's route.
     routed: [bool; BATCH_SIZE],
     probed: [Probed; BATCH_SIZE],
+    /// Packets whose flow [`Pipeline::flow_established`] looks up in its second pass.
+    later: [u16; BATCH_SIZE],
     /// Keys of the pairs this lcore created since the probes in `probed`, as a bloom filter of
     /// [`INSERTED_BITS`] bits: a recorded miss whose key may be among them is probed again (an
     /// earlier packet of the batch made the flow a later one missed).
@@ -99,6 +101,7 @@ impl Default for FlowScratch {
             captured: [Kind::None; BATCH_SIZE],
             routed: [false; BATCH_SIZE],
             probed: [Probed::No; BATCH_SIZE],
+            later: [0; BATCH_SIZE],
             inserted: [0; INSERTED_BITS / 64],
             last: (0, 0),
             now: 0,
@@ -142,81 +145,91 @@ fn frag_tag(vrf: u16, proto: u8, src: u32, dst: u32, id: u16) -> u64 {
 }
 
 impl Pipeline {
-    /// Records the key of every packet that may need a flow and prefetches the first slots.
+    /// Records the key of every packet that may need a flow and prefetches its home slot.
     // Once per batch, and large: kept out of `run` so its inlining stays as without flows.
     #[inline(never)]
     pub(super) fn flow_capture(&self, t: &Tables, batch: &Batch, fs: &mut FlowScratch) {
         fs.now = t.flows.now();
         fs.inserted = [0; INSERTED_BITS / 64];
-        let agent = t.host.agent_vif;
         for (i, p) in batch.pkts().iter().enumerate() {
-            fs.captured[i] = Kind::None;
-            fs.routed[i] = false;
-            fs.probed[i] = Probed::No;
-            if !matches!(p.meta.next, Next::Lookup | Next::Nexthop) || Some(p.meta.in_vif) == agent
-            {
-                continue;
-            }
-            let d = p.buf.data();
-            let Some(ip) = d.get(ETH..ETH + 20) else {
-                continue;
-            };
-            let ip: &[u8] = ip;
-            let proto = ip[9];
-            let src = u32::from_be_bytes([ip[12], ip[13], ip[14], ip[15]]);
-            let dst = u32::from_be_bytes([ip[16], ip[17], ip[18], ip[19]]);
-            let frag = u16::from_be_bytes([ip[6], ip[7]]);
-            let hl = usize::from(ip[0] & 0x0f) * 4;
-            let (sport, dport) = if frag & 0x1fff == 0 {
-                let seg = d.get(ETH + hl..).unwrap_or(&[]);
-                if proto == ip_proto::ICMP && seg.first().is_some_and(|&t| is_flow_error(t)) {
-                    let plain = FlowKey::new(p.meta.vrf, proto, src, dst, 0, 0);
-                    capture_icmp_error(fs, i, plain, seg);
-                    continue;
-                }
-                let ports = l4::ports(proto, seg);
-                if frag & 0x2000 != 0 {
-                    // First of several fragments: remember its ports for the rest.
-                    let id = u16::from_be_bytes([ip[4], ip[5]]);
-                    let tag = frag_tag(p.meta.vrf, proto, src, dst, id);
-                    fs.frags[(tag >> 32) as usize % FRAG_SLOTS] =
-                        (tag, u32::from(ports.0) << 16 | u32::from(ports.1));
-                }
-                ports
-            } else {
-                let id = u16::from_be_bytes([ip[4], ip[5]]);
-                let tag = frag_tag(p.meta.vrf, proto, src, dst, id);
-                match fs.frags[(tag >> 32) as usize % FRAG_SLOTS] {
-                    (t, ports) if t == tag => ((ports >> 16) as u16, ports as u16),
-                    // Ahead of its first fragment: keyed without ports.
-                    _ => (0, 0),
-                }
-            };
-            let key = FlowKey::new(p.meta.vrf, proto, src, dst, sport, dport);
-            let h = key.hash();
-            if i < ESTABLISHED_AHEAD {
-                t.flows.prefetch(h);
-            }
-            fs.key[i] = key;
-            fs.hash[i] = h;
-            fs.captured[i] = Kind::Plain;
-            // Only where the packet's own VRF has flows on: elsewhere most packets have no
-            // flow, and a miss costs a probe the flow stage can often skip.
-            fs.routed[i] = p.meta.next == Next::Lookup
-                && p.meta.dec_ttl
-                && t.vrf(p.meta.vrf).is_some_and(|v| v.flow.is_some());
+            capture(t, fs, i, p);
         }
     }
+}
 
+/// Records packet `i`'s key if it may need a flow, and prefetches its home slot.
+#[inline(always)]
+fn capture(t: &Tables, fs: &mut FlowScratch, i: usize, p: &crate::batch::Pkt) {
+    fs.captured[i] = Kind::None;
+    fs.routed[i] = false;
+    fs.probed[i] = Probed::No;
+    if !matches!(p.meta.next, Next::Lookup | Next::Nexthop)
+        || Some(p.meta.in_vif) == t.host.agent_vif
+    {
+        return;
+    }
+    let d = p.buf.data();
+    let Some(ip) = d.get(ETH..ETH + 20) else {
+        return;
+    };
+    let ip: &[u8] = ip;
+    let proto = ip[9];
+    let src = u32::from_be_bytes([ip[12], ip[13], ip[14], ip[15]]);
+    let dst = u32::from_be_bytes([ip[16], ip[17], ip[18], ip[19]]);
+    let frag = u16::from_be_bytes([ip[6], ip[7]]);
+    let hl = usize::from(ip[0] & 0x0f) * 4;
+    let (sport, dport) = if frag & 0x1fff == 0 {
+        let seg = d.get(ETH + hl..).unwrap_or(&[]);
+        if proto == ip_proto::ICMP && seg.first().is_some_and(|&t| is_flow_error(t)) {
+            let plain = FlowKey::new(p.meta.vrf, proto, src, dst, 0, 0);
+            capture_icmp_error(fs, i, plain, seg);
+            return;
+        }
+        let ports = l4::ports(proto, seg);
+        if frag & 0x2000 != 0 {
+            // First of several fragments: remember its ports for the rest.
+            let id = u16::from_be_bytes([ip[4], ip[5]]);
+            let tag = frag_tag(p.meta.vrf, proto, src, dst, id);
+            fs.frags[(tag >> 32) as usize % FRAG_SLOTS] =
+                (tag, u32::from(ports.0) << 16 | u32::from(ports.1));
+        }
+        ports
+    } else {
+        let id = u16::from_be_bytes([ip[4], ip[5]]);
+        let tag = frag_tag(p.meta.vrf, proto, src, dst, id);
+        match fs.frags[(tag >> 32) as usize % FRAG_SLOTS] {
+            (t, ports) if t == tag => ((ports >> 16) as u16, ports as u16),
+            // Ahead of its first fragment: keyed without ports.
+            _ => (0, 0),
+        }
+    };
+    let key = FlowKey::new(p.meta.vrf, proto, src, dst, sport, dport);
+    let h = key.hash();
+    fs.key[i] = key;
+    fs.hash[i] = h;
+    fs.captured[i] = Kind::Plain;
+    // Only where the packet's own VRF has flows on: elsewhere most packets have no
+    // flow, and a miss costs a probe the flow stage can often skip.
+    if t.vrf(p.meta.vrf).is_some_and(|v| v.flow.is_some()) {
+        t.flows.prefetch_home(h);
+        fs.routed[i] = p.meta.next == Next::Lookup && p.meta.dec_ttl;
+    }
+}
+
+impl Pipeline {
     /// Finds the flows of the captured packets waiting for their first lookup. A forward flow
     /// whose cached route is current forwards the packet on it (counted like any hit) and the
     /// packet skips the lookup and the flow stage; a TTL about to expire is left to the lookup
     /// (which traps it). What the probe found otherwise is kept for the flow stage.
+    ///
+    /// Two passes, so a packet costs one cache line where it can: the capture prefetched every
+    /// home slot, the first pass probes only those, and the packets whose flow is elsewhere
+    /// (a quarter at half load) prefetch the next slots and are looked up in the second pass.
     #[inline(never)]
     pub(super) fn flow_established(&self, t: &Tables, batch: &mut Batch, fs: &mut FlowScratch) {
         let (flows, now, generation) = (&t.flows, fs.now, t.generation);
-        // Many new flows last time (a flood, a burst of connections): probe a sample only,
-        // which the capture already prefetched, and leave the rest to the flow stage.
+        // Many new flows last time (a flood, a burst of connections): probe a sample only, and
+        // leave the rest to the flow stage.
         let (packets, created) = fs.last;
         let limit = if created * 4 > packets {
             EARLY_SAMPLE.min(batch.len())
@@ -224,42 +237,30 @@ impl Pipeline {
             batch.len()
         };
         fs.last = (batch.len() as u32, 0);
-        // The capture prefetched the first ESTABLISHED_AHEAD.
-        for (i, p) in batch.pkts_mut()[..limit].iter_mut().enumerate() {
-            // (Past a sample, these are the flow stage's.)
+        let pkts = batch.pkts_mut();
+        let mut later = 0;
+        for (i, p) in pkts[..limit].iter_mut().enumerate() {
             if fs.routed.get(i + ESTABLISHED_AHEAD) == Some(&true) {
-                flows.prefetch(fs.hash[i + ESTABLISHED_AHEAD]);
+                flows.prefetch_home(fs.hash[i + ESTABLISHED_AHEAD]);
             }
             if !fs.routed[i] {
                 continue;
             }
-            let key = fs.key[i];
-            let Some(hit) = flows.lookup(&key, fs.hash[i], now) else {
-                fs.probed[i] = Probed::Miss;
-                continue;
-            };
-            let d = p.buf.data();
-            let route = hit.cached_route(key.vrf(), generation);
-            let (Some((nh, label)), Some(&ttl)) = (route, d.get(ETH + 8)) else {
-                fs.probed[i] = Probed::Hit(hit);
-                continue;
-            };
-            if ttl <= 1 {
-                fs.probed[i] = Probed::Hit(hit);
-                continue;
+            match flows.lookup_home(&fs.key[i], fs.hash[i], now) {
+                Some(hit) => established(fs, i, p, hit, t, generation),
+                None => {
+                    flows.prefetch_beyond_home(fs.hash[i]);
+                    fs.later[later] = i as u16;
+                    later += 1;
+                }
             }
-            let flags = if key.proto() == ip_proto::TCP {
-                tcp_flags(d)
-            } else {
-                0
-            };
-            if flows.hit(hit.idx, (d.len() - ETH) as u64, now, flags) {
-                flows.evict_pair(hit.idx);
+        }
+        for k in 0..later {
+            let i = usize::from(fs.later[k]);
+            match flows.lookup(&fs.key[i], fs.hash[i], now) {
+                Some(hit) => established(fs, i, &mut pkts[i], hit, t, generation),
+                None => fs.probed[i] = Probed::Miss,
             }
-            p.meta.nh = nh;
-            p.meta.label = label;
-            p.meta.next = Next::Nexthop;
-            fs.captured[i] = Kind::None;
         }
     }
 
@@ -469,6 +470,42 @@ impl Pipeline {
     pub(super) fn flow_sweep(&self, t: &Tables, fs: &FlowScratch) {
         t.flows.sweep(fs.now, SWEEP_PER_BATCH);
     }
+}
+
+/// Packet `i`'s flow `hit`, found before the lookup: forwards it on the flow's cached route
+/// when that is current, else keeps the hit for the flow stage.
+#[inline(always)]
+fn established(
+    fs: &mut FlowScratch,
+    i: usize,
+    p: &mut crate::batch::Pkt,
+    hit: FlowHit,
+    t: &Tables,
+    generation: u64,
+) {
+    let key = fs.key[i];
+    let d = p.buf.data();
+    let route = hit.cached_route(key.vrf(), generation);
+    let (Some((nh, label)), Some(&ttl)) = (route, d.get(ETH + 8)) else {
+        fs.probed[i] = Probed::Hit(hit);
+        return;
+    };
+    if ttl <= 1 {
+        fs.probed[i] = Probed::Hit(hit);
+        return;
+    }
+    let flags = if key.proto() == ip_proto::TCP {
+        tcp_flags(d)
+    } else {
+        0
+    };
+    if t.flows.hit(hit.idx, (d.len() - ETH) as u64, fs.now, flags) {
+        t.flows.evict_pair(hit.idx);
+    }
+    p.meta.nh = nh;
+    p.meta.label = label;
+    p.meta.next = Next::Nexthop;
+    fs.captured[i] = Kind::None;
 }
 
 /// ICMP types that report on a packet of a flow (and quote it): destination unreachable

@@ -350,6 +350,17 @@ impl FlowHit {
     }
 }
 
+/// What one slot holds for a key being looked up.
+enum Slot {
+    /// Another key, or no flow.
+    Other,
+    /// The key's flow.
+    Hit(FlowHit),
+    /// The key's flow, but it was evicted or reused while being read, or is past its timeout
+    /// (and now evicted): a miss.
+    Gone,
+}
+
 /// Why a pair could not be inserted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InsertError {
@@ -536,6 +547,20 @@ impl FlowTable {
         }
     }
 
+    /// Prefetches the home slot of `hash` only (see [`FlowTable::lookup_home`]).
+    #[inline]
+    pub fn prefetch_home(&self, hash: u32) {
+        crate::tables::fib::prefetch_read(self.at(hash as usize));
+    }
+
+    /// Prefetches the slots after the home slot that [`FlowTable::prefetch`] would.
+    #[inline]
+    pub fn prefetch_beyond_home(&self, hash: u32) {
+        for k in 1..PREFETCH_SLOTS {
+            crate::tables::fib::prefetch_read(self.at(hash as usize + k));
+        }
+    }
+
     #[inline]
     fn expired(&self, info: u64, tcp: u32, last: u32, now: u32, p: &FlowParams) -> bool {
         let timeout = if info as u8 == 0 {
@@ -570,36 +595,54 @@ impl FlowTable {
     #[inline(always)]
     fn probe(&self, key: &FlowKey, start: usize, now: u32) -> Option<FlowHit> {
         for i in 0..WINDOW {
-            let idx = (start + i) & self.mask;
-            let e = self.at(idx);
-            let s = e.state.load(Acquire);
-            if s & ST_MASK != ACTIVE
-                || e.key_a.load(Relaxed) != key.a
-                || e.key_b.load(Relaxed) != key.b
-            {
-                continue;
+            match self.slot(key, (start + i) & self.mask, now) {
+                Slot::Other => continue,
+                Slot::Hit(hit) => return Some(hit),
+                Slot::Gone => return None,
             }
-            let info = e.info.load(Relaxed);
-            let nat = e.nat.load(Relaxed);
-            let last = e.last_used.load(Relaxed);
-            let tcp = e.tcp.load(Relaxed);
-            fence(Acquire);
-            if e.state.load(Relaxed) != s {
-                return None;
-            }
-            if last != now && self.expired(info, tcp, last, now, &self.params()) {
-                self.evict_pair(idx as u32);
-                return None;
-            }
-            return Some(FlowHit {
-                idx: idx as u32,
-                state: s,
-                info,
-                nat,
-                tcp,
-            });
         }
         None
+    }
+
+    /// Reads slot `idx` as a candidate for `key`.
+    #[inline(always)]
+    fn slot(&self, key: &FlowKey, idx: usize, now: u32) -> Slot {
+        let e = self.at(idx);
+        let s = e.state.load(Acquire);
+        if s & ST_MASK != ACTIVE || e.key_a.load(Relaxed) != key.a || e.key_b.load(Relaxed) != key.b
+        {
+            return Slot::Other;
+        }
+        let info = e.info.load(Relaxed);
+        let nat = e.nat.load(Relaxed);
+        let last = e.last_used.load(Relaxed);
+        let tcp = e.tcp.load(Relaxed);
+        fence(Acquire);
+        if e.state.load(Relaxed) != s {
+            return Slot::Gone;
+        }
+        if last != now && self.expired(info, tcp, last, now, &self.params()) {
+            self.evict_pair(idx as u32);
+            return Slot::Gone;
+        }
+        Slot::Hit(FlowHit {
+            idx: idx as u32,
+            state: s,
+            info,
+            nat,
+            tcp,
+        })
+    }
+
+    /// The flow of `key` if it sits in its home slot, where three flows in four are at half
+    /// load: a probe of one cache line. `None` says nothing: [`FlowTable::lookup`] finds the
+    /// others (after [`FlowTable::prefetch_beyond_home`]).
+    #[inline(always)]
+    pub fn lookup_home(&self, key: &FlowKey, hash: u32, now: u32) -> Option<FlowHit> {
+        match self.slot(key, hash as usize & self.mask, now) {
+            Slot::Hit(hit) => Some(hit),
+            Slot::Other | Slot::Gone => None,
+        }
     }
 
     /// True while the entry `hit` was read from is still that flow (not evicted or reused since).
@@ -1048,6 +1091,45 @@ impl Drop for Slab {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_home_probe_finds_only_flows_in_their_home_slot() {
+        let t = FlowTable::new(64, 8);
+        let key = |port: u16| FlowKey::new(1, 17, 0x0a01_0103, 0x0a02_0203, port, 53);
+        let home = |k: &FlowKey| k.hash() as usize & t.mask;
+        // Two keys with one home slot: the second pair's forward entry goes past it.
+        let first = key(1);
+        let second = (2..u16::MAX)
+            .map(key)
+            .find(|k| home(k) == home(&first))
+            .expect("a colliding key");
+        let pair = |f: &FlowKey| {
+            let r = FlowKey::new(1, 17, 0x0a02_0203, 0x0a01_0103, 53, f.sport());
+            t.insert_pair(
+                f,
+                FlowAction::Forward,
+                &r,
+                FlowAction::Forward,
+                (1, 1),
+                u32::MAX,
+                0,
+                None,
+            )
+            .expect("inserted")
+        };
+        let (a, b) = (pair(&first), pair(&second));
+        assert_eq!(a as usize, home(&first));
+        assert_ne!(b as usize, home(&second));
+        assert_eq!(
+            t.lookup_home(&first, first.hash(), 0).map(|h| h.idx),
+            Some(a)
+        );
+        assert!(t.lookup_home(&second, second.hash(), 0).is_none());
+        assert_eq!(t.lookup(&second, second.hash(), 0).map(|h| h.idx), Some(b));
+        // Past its timeout, the home probe evicts the pair and misses.
+        assert!(t.lookup_home(&first, first.hash(), 1000).is_none());
+        assert!(t.lookup(&first, first.hash(), 0).is_none());
+    }
 
     #[test]
     fn a_forward_entry_keeps_its_route_for_its_generation_only() {
