@@ -10,7 +10,7 @@ mod common;
 
 use common::*;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 /// A process in a namespace, killed by pid on drop.
@@ -19,15 +19,8 @@ struct Proc(Option<Child>);
 impl Proc {
     fn spawn(ns: &Ns, cmd: &str, log: &Path) -> Self {
         let f = std::fs::File::create(log).expect("log");
-        let child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &ns.name,
-                "sh",
-                "-c",
-                &format!("exec {cmd}"),
-            ])
+        let child = ns
+            .command(cmd)
             .stdout(f.try_clone().expect("dup"))
             .stderr(f)
             .stdin(Stdio::null())

@@ -36,18 +36,7 @@ impl Proc {
             .open(log)
             .expect("log");
         let mut c = match ns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args([
-                    "netns",
-                    "exec",
-                    &ns.name,
-                    "sh",
-                    "-c",
-                    &format!("exec {cmd}"),
-                ]);
-                c
-            }
+            Some(ns) => ns.command(cmd),
             None => {
                 let mut c = Command::new("sh");
                 c.args(["-c", &format!("exec {cmd}")]);

@@ -38,7 +38,7 @@ const PREFETCH_AHEAD: usize = 12;
 /// the same number of misses in flight needs a longer lead.
 const ESTABLISHED_AHEAD: usize = 16;
 /// Packets [`Pipeline::flow_established`] probes after a batch in which many packets started
-/// flows (at most [`ESTABLISHED_AHEAD`], so the capture prefetched them all).
+/// flows.
 const EARLY_SAMPLE: usize = 16;
 /// Fragment-port memory slots (per lcore, direct-mapped).
 const FRAG_SLOTS: usize = 1024;

@@ -8,7 +8,7 @@ mod ns;
 pub use ns::*;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Child;
 use std::time::{Duration, Instant};
 use vrouter_dataplane::ctl::CtlClient;
 use vrouter_dataplane::tables::{NexthopSpec, Route, TableOp, VifKind, VifSpec};
@@ -23,15 +23,8 @@ pub struct Proc {
 impl Proc {
     pub fn spawn(ns: &Ns, cmd: &str, log: &Path) -> Self {
         let f = std::fs::File::create(log).expect("log file");
-        let child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &ns.name,
-                "sh",
-                "-c",
-                &format!("exec {cmd}"),
-            ])
+        let child = ns
+            .command(cmd)
             .stdout(f.try_clone().expect("dup"))
             .stderr(f)
             .spawn()

@@ -97,6 +97,21 @@ impl Ns {
     pub fn exec_ok(&self, cmd: &str) -> (bool, String) {
         sh_ok(&format!("ip netns exec {} {cmd}", self.name))
     }
+
+    /// `cmd` to run in the namespace as a process of its own (`sh` execs it, so its pid is the
+    /// command's and killing it by pid kills the command).
+    pub fn command(&self, cmd: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args([
+            "netns",
+            "exec",
+            &self.name,
+            "sh",
+            "-c",
+            &format!("exec {cmd}"),
+        ]);
+        c
+    }
 }
 
 impl Drop for Ns {
