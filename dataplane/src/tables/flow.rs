@@ -542,9 +542,8 @@ impl FlowTable {
     /// table with a miss nobody had started.
     #[inline]
     pub fn prefetch(&self, hash: u32) {
-        for k in 0..PREFETCH_SLOTS {
-            crate::tables::fib::prefetch_read(self.at(hash as usize + k));
-        }
+        self.prefetch_home(hash);
+        self.prefetch_beyond_home(hash);
     }
 
     /// Prefetches the home slot of `hash` only (see [`FlowTable::lookup_home`]).
