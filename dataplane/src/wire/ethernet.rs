@@ -5,60 +5,9 @@ use super::WireError;
 /// Length of an Ethernet II header (no VLAN tag).
 pub const ETHERNET_HEADER_LEN: usize = 14;
 
-/// A 48-bit MAC address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
-pub struct MacAddr(pub [u8; 6]);
-
-impl MacAddr {
-    /// The vRouter's own MAC, the "VRRP" MAC Contrail gives every VM-facing interface.
-    pub const VROUTER: MacAddr = MacAddr([0x00, 0x00, 0x5e, 0x00, 0x01, 0x00]);
-    /// ff:ff:ff:ff:ff:ff.
-    pub const BROADCAST: MacAddr = MacAddr([0xff; 6]);
-}
-
-impl std::fmt::Display for MacAddr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let m = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            m[0], m[1], m[2], m[3], m[4], m[5]
-        )
-    }
-}
-
-impl serde::Serialize for MacAddr {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for MacAddr {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        s.parse()
-            .map_err(|_| serde::de::Error::custom(format!("invalid MAC address {s:?}")))
-    }
-}
-
-impl std::str::FromStr for MacAddr {
-    type Err = WireError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let mut out = [0u8; 6];
-        let mut parts = s.split(':');
-        for b in &mut out {
-            let p = parts.next().ok_or(WireError::Malformed)?;
-            if p.is_empty() || p.len() > 2 {
-                return Err(WireError::Malformed);
-            }
-            *b = u8::from_str_radix(p, 16).map_err(|_| WireError::Malformed)?;
-        }
-        if parts.next().is_some() {
-            return Err(WireError::Malformed);
-        }
-        Ok(MacAddr(out))
-    }
-}
+/// A 48-bit MAC address: the contract's type (`vrouter_api::MacAddr`), one definition for the
+/// dataplane, the agent and xenstore.
+pub use vrouter_api::MacAddr;
 
 /// EtherType values the pipeline classifies on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
