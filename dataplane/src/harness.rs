@@ -297,17 +297,20 @@ pub mod fixture {
         }
     }
 
-    /// The operations that build the topology.
+    /// The operations that build the topology, table by table in dependency order.
     pub fn ops() -> Vec<TableOp> {
-        let vr = MacAddr::VROUTER;
-        let encap = |id, oif, dmac| TableOp::AddNh {
-            id,
-            spec: NexthopSpec::Encap {
-                oif,
-                dmac,
-                smac: vr,
-            },
-        };
+        [
+            vrf_ops(),
+            interface_ops(),
+            nexthop_ops(),
+            label_ops(),
+            route_ops(),
+            fip_ops(),
+        ]
+        .concat()
+    }
+
+    fn vrf_ops() -> Vec<TableOp> {
         let addvrf = |id: u16, name: &str| TableOp::AddVrf {
             id,
             name: name.into(),
@@ -320,6 +323,12 @@ pub mod fixture {
             addvrf(VRF_VN1, "default-domain:demo:vn1"),
             addvrf(VRF_PUBLIC, "default-domain:admin:public"),
             addvrf(VRF_VN2, "default-domain:demo:vn2"),
+        ]
+    }
+
+    /// The host's three interfaces, the VMs', and the host settings naming the first three.
+    fn interface_ops() -> Vec<TableOp> {
+        vec![
             vif(
                 FABRIC,
                 "eth1",
@@ -353,6 +362,19 @@ pub mod fixture {
                 host_vif: Some(VHOST),
                 agent_vif: Some(AGENT),
             }),
+        ]
+    }
+
+    fn nexthop_ops() -> Vec<TableOp> {
+        let encap = |id, oif, dmac| TableOp::AddNh {
+            id,
+            spec: NexthopSpec::Encap {
+                oif,
+                dmac,
+                smac: MacAddr::VROUTER,
+            },
+        };
+        vec![
             TableOp::AddNh {
                 id: NH_AGENT,
                 spec: NexthopSpec::Receive { oif: AGENT },
@@ -380,22 +402,24 @@ pub mod fixture {
                     ],
                 },
             },
-            TableOp::AddLabel {
-                label: LABEL_A,
-                nh: NH_A,
-            },
-            TableOp::AddLabel {
-                label: LABEL_B,
-                nh: NH_B,
-            },
-            TableOp::AddLabel {
-                label: LABEL_C,
-                nh: NH_C,
-            },
-            TableOp::AddLabel {
-                label: LABEL_PUBLIC_TABLE,
-                nh: NH_PUBLIC_TABLE,
-            },
+        ]
+    }
+
+    /// The labels this host hands out: one per local VM, and the public VRF's table label.
+    fn label_ops() -> Vec<TableOp> {
+        [
+            (LABEL_A, NH_A),
+            (LABEL_B, NH_B),
+            (LABEL_C, NH_C),
+            (LABEL_PUBLIC_TABLE, NH_PUBLIC_TABLE),
+        ]
+        .into_iter()
+        .map(|(label, nh)| TableOp::AddLabel { label, nh })
+        .collect()
+    }
+
+    fn route_ops() -> Vec<TableOp> {
+        vec![
             route(VRF_FABRIC, HOST_IP, 32, NH_HOST, None),
             route(VRF_VN1, GW_VN1, 32, NH_AGENT, None),
             route(VRF_VN1, IP_A, 32, NH_A, None),
@@ -418,13 +442,16 @@ pub mod fixture {
             route(VRF_VN2, ip(10, 2, 2, 1), 32, NH_AGENT, None),
             route(VRF_VN2, IP_C, 32, NH_C, None),
             route(VRF_PUBLIC, 0, 0, NH_TUN_GW, Some(LABEL_GATEWAY)),
-            TableOp::AddFip(Fip {
-                vrf: VRF_PUBLIC,
-                fip: FIP_A,
-                vif: VM_A,
-                private_ip: IP_A,
-            }),
         ]
+    }
+
+    fn fip_ops() -> Vec<TableOp> {
+        vec![TableOp::AddFip(Fip {
+            vrf: VRF_PUBLIC,
+            fip: FIP_A,
+            vif: VM_A,
+            private_ip: IP_A,
+        })]
     }
 
     /// Dotted quad of a host-order address.

@@ -59,9 +59,14 @@ macro_rules! vrf_counters {
         pub struct VrfStats { $( $(#[$doc])* pub $field: u64, )* }
 
         impl VrfStats {
-            fn add_from(&mut self, c: &VrfCounters) { $( self.$field += c.$field.get(); )* }
+            fn add_from(&mut self, c: &VrfCounters) {
+                $( self.$field += c.$field.get(); )*
+            }
+
             /// (display name, value) pairs in `vrfstats` order.
-            pub fn named(&self) -> Vec<(&'static str, u64)> { vec![$( ($name, self.$field), )*] }
+            pub fn named(&self) -> Vec<(&'static str, u64)> {
+                vec![$( ($name, self.$field), )*]
+            }
         }
     };
 }

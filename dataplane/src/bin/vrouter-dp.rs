@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::Ipv4Addr;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,9 +18,10 @@ use vrouter_dataplane::port::agent::AgentPort;
 use vrouter_dataplane::port::open::{open_device, DevicePorts, OpenOpts, PortKind, Role};
 use vrouter_dataplane::port::sys::{mac_of, PortError};
 use vrouter_dataplane::port::tap::TapPort;
+use vrouter_dataplane::port::Port;
 use vrouter_dataplane::tables::{HostConfig, TableError, TableOp, VifKind, VifSpec};
 use vrouter_dataplane::wire::MacAddr;
-use vrouter_dataplane::{new_tables, StatsRegistry, TablesReader};
+use vrouter_dataplane::{new_tables, StatsRegistry, TablesReader, TablesWriter};
 
 /// Interface ids the daemon creates itself (Contrail's convention).
 const FABRIC_VIF: u16 = 0;
@@ -110,17 +112,20 @@ fn kind_for(cfg: &DpConfig, name: &str) -> PortKind {
     }
 }
 
+/// What keeps an opened device's resources alive (dropped once its ports are gone).
+type PortGuard = Option<Box<dyn std::any::Any + Send>>;
+
 struct Daemon {
     cfg: DpConfig,
     engine: Engine,
     /// Open VM ports: vif id -> (device name, resources to keep).
-    open: HashMap<u16, (String, Option<Box<dyn std::any::Any + Send>>)>,
+    open: HashMap<u16, (String, PortGuard)>,
     /// VM interfaces whose device could not be opened yet: vif id -> (name, next attempt).
     pending: HashMap<u16, (String, Instant)>,
 }
 
 impl Daemon {
-    fn install(&mut self, vif: u16, d: DevicePorts) -> Option<Box<dyn std::any::Any + Send>> {
+    fn install(&mut self, vif: u16, d: DevicePorts) -> PortGuard {
         for (i, (p, rx)) in d.handles.into_iter().enumerate() {
             self.engine.add_port(i, vif, p, rx);
         }
@@ -196,6 +201,36 @@ impl Daemon {
 }
 
 fn run(cfg: DpConfig) -> Result<(), DpError> {
+    install_signal_handlers();
+    let limits = cfg.limits;
+    let (mut writer, reader) = new_tables(limits);
+    let stats = StatsRegistry::new(usize::from(limits.vifs), limits.vrfs as usize);
+    let engine = start_engine(&cfg, &reader, &stats)?;
+    log::info!(
+        "vrouter-dp starting: lcores={:?} port_kind={} fabric={:?} fabric_ip={} host_interface={:?}",
+        cfg.lcores,
+        cfg.port_kind,
+        cfg.fabric,
+        cfg.fabric_ip,
+        cfg.host_interface
+    );
+    let mut d = Daemon {
+        cfg,
+        engine,
+        open: HashMap::new(),
+        pending: HashMap::new(),
+    };
+    let StaticPorts { guards, ops, host } = d.open_static_ports()?;
+    writer.apply(ops).map_err(|(i, e)| DpError::Tables(i, e))?;
+    // Kept to the end like the rest of the daemon's state (the control thread holds a clone).
+    let _ctl_state = serve_control(&d.cfg, writer, &stats, d.engine.lcores(), host.fabric_ip)?;
+    d.follow_vifs_until_signal(&reader);
+    log::info!("signal received: shutting down");
+    shutdown(d, guards);
+    Ok(())
+}
+
+fn install_signal_handlers() {
     // SAFETY: installs an async-signal-safe handler (one relaxed atomic store).
     unsafe {
         libc::signal(
@@ -208,51 +243,50 @@ fn run(cfg: DpConfig) -> Result<(), DpError> {
         );
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
-    let limits = cfg.limits;
-    let (mut writer, reader) = new_tables(limits);
-    let stats = StatsRegistry::new(usize::from(limits.vifs), limits.vrfs as usize);
-    let engine = Engine::start(
+}
+
+fn start_engine(
+    cfg: &DpConfig,
+    reader: &TablesReader,
+    stats: &StatsRegistry,
+) -> Result<Engine, EngineError> {
+    Engine::start(
         &EngineConfig {
             cpus: cfg.lcores.clone(),
             pool_size: cfg.pool_size,
-            max_vifs: usize::from(limits.vifs),
+            max_vifs: usize::from(cfg.limits.vifs),
             spin_rounds: cfg.idle_spin_rounds,
             max_sleep_us: 100,
             poll_timeout_us: cfg.idle_poll_us,
             busy_poll_us: cfg.idle_busy_us,
         },
-        &reader,
-        &stats,
-    )?;
-    log::info!(
-        "vrouter-dp starting: lcores={:?} port_kind={} fabric={:?} fabric_ip={} host_interface={:?}",
-        cfg.lcores,
-        cfg.port_kind,
-        cfg.fabric,
-        cfg.fabric_ip,
-        cfg.host_interface
-    );
-    let mut d = Daemon {
-        cfg: cfg.clone(),
-        engine,
-        open: HashMap::new(),
-        pending: HashMap::new(),
-    };
-    let mut statics: Vec<Option<Box<dyn std::any::Any + Send>>> = Vec::new();
-    let mut ops = Vec::new();
-    let mut host = HostConfig {
-        fabric_ip: u32::from(cfg.fabric_ip),
-        ..HostConfig::default()
-    };
-    // The interface's MTU as the kernel has it: tunnel nexthops on the fabric derive the
-    // largest packet they can carry from it (bigger ones with DF set trap for ICMP frag-needed).
-    let device_mtu = |name: &str| {
-        std::fs::read_to_string(format!("/sys/class/net/{name}/mtu"))
-            .ok()
-            .and_then(|s| s.trim().parse::<u16>().ok())
-            .unwrap_or(1500)
-    };
-    let spec = |id, name: &str, kind, mac: [u8; 6]| VifSpec {
+        reader,
+        stats,
+    )
+}
+
+/// What opening the daemon's own interfaces (fabric, host, agent) leaves behind.
+struct StaticPorts {
+    /// Resources to keep until the lcores have stopped (device guards, overlay sinks).
+    guards: Vec<PortGuard>,
+    /// An `AddVif` per interface opened, then the `SetHost` naming them.
+    ops: Vec<TableOp>,
+    /// The host settings that `SetHost` carries.
+    host: HostConfig,
+}
+
+/// The interface's MTU as the kernel has it: tunnel nexthops on the fabric derive the largest
+/// packet they can carry from it (bigger ones with DF set trap for ICMP frag-needed).
+fn device_mtu(name: &str) -> u16 {
+    std::fs::read_to_string(format!("/sys/class/net/{name}/mtu"))
+        .ok()
+        .and_then(|s| s.trim().parse::<u16>().ok())
+        .unwrap_or(1500)
+}
+
+/// The interface spec of one of the daemon's own interfaces (all in VRF 0).
+fn static_vif(id: u16, name: &str, kind: VifKind, mac: [u8; 6]) -> TableOp {
+    TableOp::AddVif(VifSpec {
         id,
         name: name.into(),
         kind,
@@ -261,118 +295,156 @@ fn run(cfg: DpConfig) -> Result<(), DpError> {
         ip: 0,
         mtu: device_mtu(name),
         nh: None,
-    };
-    if let Some(f) = &cfg.fabric {
-        let kind = cfg.fabric_port_kind.unwrap_or(match cfg.port_kind {
-            PortKind::Tap => PortKind::AfPacket,
-            k => k,
-        });
-        let dev = open_device(
-            f,
-            &d.open_opts(
-                kind,
-                Role::Fabric {
-                    host_ip: u32::from(cfg.fabric_ip),
-                },
-                FABRIC_VIF,
-            ),
-        )?;
-        log::info!("fabric {f}: opened as {}", dev.kind);
-        if dev.kind == PortKind::AfPacket && cfg.host_interface.is_none() {
-            statics.push(Some(Box::new(overlay_sinks(cfg.fabric_ip))));
-        }
-        statics.push(d.install(FABRIC_VIF, dev));
-        ops.push(TableOp::AddVif(spec(
-            FABRIC_VIF,
-            f,
-            VifKind::Physical,
-            mac_of(f).unwrap_or_default(),
-        )));
-        host.fabric_vif = Some(FABRIC_VIF);
-    }
-    if let Some(h) = &cfg.host_interface {
-        let t = TapPort::open(h)?;
-        let n = d.engine.lcores();
-        for i in 1..n {
-            d.engine
-                .add_port(i, HOST_VIF, Box::new(t.tx_handle()?), false);
-        }
-        d.engine.add_port(0, HOST_VIF, Box::new(t), true);
-        ops.push(TableOp::AddVif(spec(
-            HOST_VIF,
-            h,
-            VifKind::Host,
-            mac_of(h).unwrap_or_default(),
-        )));
-        host.host_vif = Some(HOST_VIF);
-        log::info!("host interface {h}: tap");
-    }
-    let _agent_path = if let Some(p) = &cfg.agent_socket {
-        let a = AgentPort::bind(p)?;
-        let n = d.engine.lcores();
-        for i in 1..n {
-            d.engine
-                .add_port(i, AGENT_VIF, Box::new(a.tx_handle()?), false);
-        }
-        d.engine.add_port(0, AGENT_VIF, Box::new(a), true);
-        ops.push(TableOp::AddVif(spec(
-            AGENT_VIF,
-            "pkt0",
-            VifKind::Agent,
-            [0; 6],
-        )));
-        host.agent_vif = Some(AGENT_VIF);
-        log::info!("agent interface pkt0: datagram socket {}", p.display());
-        Some(p.clone())
-    } else {
-        None
-    };
-    ops.push(TableOp::SetHost(host));
-    writer.apply(ops).map_err(|(i, e)| DpError::Tables(i, e))?;
+    })
+}
 
+/// Adds a port only lcore 0 receives on; every other lcore gets a transmit handle on it.
+fn add_rx_on_first_lcore<P: Port + 'static>(
+    engine: &Engine,
+    vif: u16,
+    port: P,
+    tx_handle: fn(&P) -> Result<P, PortError>,
+) -> Result<(), PortError> {
+    for i in 1..engine.lcores() {
+        engine.add_port(i, vif, Box::new(tx_handle(&port)?), false);
+    }
+    engine.add_port(0, vif, Box::new(port), true);
+    Ok(())
+}
+
+impl Daemon {
+    /// Opens whichever of the fabric NIC, the host interface and the agent socket are
+    /// configured, in that order.
+    fn open_static_ports(&mut self) -> Result<StaticPorts, DpError> {
+        let mut ports = StaticPorts {
+            guards: Vec::new(),
+            ops: Vec::new(),
+            host: HostConfig {
+                fabric_ip: u32::from(self.cfg.fabric_ip),
+                ..HostConfig::default()
+            },
+        };
+        if let Some(f) = self.cfg.fabric.clone() {
+            self.open_fabric(&f, &mut ports)?;
+        }
+        if let Some(h) = self.cfg.host_interface.clone() {
+            self.open_host_interface(&h, &mut ports)?;
+        }
+        if let Some(p) = self.cfg.agent_socket.clone() {
+            self.open_agent_socket(&p, &mut ports)?;
+        }
+        ports.ops.push(TableOp::SetHost(ports.host));
+        Ok(ports)
+    }
+
+    fn open_fabric(&mut self, name: &str, ports: &mut StaticPorts) -> Result<(), DpError> {
+        // A NIC is never a tap: with taps as the default kind, the fabric uses AF_PACKET.
+        let kind = self
+            .cfg
+            .fabric_port_kind
+            .unwrap_or(match self.cfg.port_kind {
+                PortKind::Tap => PortKind::AfPacket,
+                k => k,
+            });
+        let role = Role::Fabric {
+            host_ip: u32::from(self.cfg.fabric_ip),
+        };
+        let dev = open_device(name, &self.open_opts(kind, role, FABRIC_VIF))?;
+        log::info!("fabric {name}: opened as {}", dev.kind);
+        if dev.kind == PortKind::AfPacket && self.cfg.host_interface.is_none() {
+            ports
+                .guards
+                .push(Some(Box::new(overlay_sinks(self.cfg.fabric_ip))));
+        }
+        ports.guards.push(self.install(FABRIC_VIF, dev));
+        let mac = mac_of(name).unwrap_or_default();
+        ports
+            .ops
+            .push(static_vif(FABRIC_VIF, name, VifKind::Physical, mac));
+        ports.host.fabric_vif = Some(FABRIC_VIF);
+        Ok(())
+    }
+
+    fn open_host_interface(&mut self, name: &str, ports: &mut StaticPorts) -> Result<(), DpError> {
+        let tap = TapPort::open(name)?;
+        add_rx_on_first_lcore(&self.engine, HOST_VIF, tap, TapPort::tx_handle)?;
+        let mac = mac_of(name).unwrap_or_default();
+        ports
+            .ops
+            .push(static_vif(HOST_VIF, name, VifKind::Host, mac));
+        ports.host.host_vif = Some(HOST_VIF);
+        log::info!("host interface {name}: tap");
+        Ok(())
+    }
+
+    fn open_agent_socket(&mut self, path: &Path, ports: &mut StaticPorts) -> Result<(), DpError> {
+        let agent = AgentPort::bind(path)?;
+        add_rx_on_first_lcore(&self.engine, AGENT_VIF, agent, AgentPort::tx_handle)?;
+        ports
+            .ops
+            .push(static_vif(AGENT_VIF, "pkt0", VifKind::Agent, [0; 6]));
+        ports.host.agent_vif = Some(AGENT_VIF);
+        log::info!("agent interface pkt0: datagram socket {}", path.display());
+        Ok(())
+    }
+
+    /// Keeps the VM ports in line with the vif table until SIGTERM or SIGINT: a new table
+    /// generation, or a pending port's retry falling due (once a second), triggers a sync.
+    fn follow_vifs_until_signal(&mut self, reader: &TablesReader) {
+        let mut last_gen = u64::MAX;
+        let mut last_retry = Instant::now();
+        while !TERM.load(Ordering::Relaxed) {
+            let gen = reader.enter().map(|t| t.generation).unwrap_or(0);
+            let retry = !self.pending.is_empty() && last_retry.elapsed() >= Duration::from_secs(1);
+            if gen != last_gen || retry {
+                last_gen = gen;
+                if retry {
+                    last_retry = Instant::now();
+                }
+                self.sync_vm_ports(reader, false);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+/// Hands the tables' writer to the control socket's thread and starts serving.
+fn serve_control(
+    cfg: &DpConfig,
+    writer: TablesWriter,
+    stats: &StatsRegistry,
+    lcores: usize,
+    fabric_ip: u32,
+) -> Result<Arc<Mutex<CtlState>>, DpError> {
     let state = Arc::new(Mutex::new(CtlState {
         writer,
         stats: stats.clone(),
-        info: DaemonInfo {
-            lcores: d.engine.lcores(),
-        },
+        info: DaemonInfo { lcores },
     }));
-    let server = CtlServer::bind(&cfg.ctl_socket, state.clone()).map_err(|err| DpError::Ctl {
+    let ctl_error = |err: std::io::Error| DpError::Ctl {
         path: cfg.ctl_socket.display().to_string(),
         err,
-    })?;
-    server.spawn().map_err(|err| DpError::Ctl {
-        path: cfg.ctl_socket.display().to_string(),
-        err,
-    })?;
+    };
+    let server = CtlServer::bind(&cfg.ctl_socket, state.clone()).map_err(ctl_error)?;
+    server.spawn().map_err(ctl_error)?;
     log::info!(
         "control socket listening on {} (fabric ip {})",
         cfg.ctl_socket.display(),
-        Ipv4Addr::from(host.fabric_ip)
+        Ipv4Addr::from(fabric_ip)
     );
+    Ok(state)
+}
 
-    let mut last_gen = u64::MAX;
-    let mut last_retry = Instant::now();
-    while !TERM.load(Ordering::Relaxed) {
-        let gen = reader.enter().map(|t| t.generation).unwrap_or(0);
-        let retry = !d.pending.is_empty() && last_retry.elapsed() >= Duration::from_secs(1);
-        if gen != last_gen || retry {
-            last_gen = gen;
-            if retry {
-                last_retry = Instant::now();
-            }
-            d.sync_vm_ports(&reader, false);
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    log::info!("signal received: shutting down");
-    let Daemon { engine, open, .. } = d;
+/// Stops the lcores before closing the ports they poll, then removes the control socket.
+fn shutdown(d: Daemon, guards: Vec<PortGuard>) {
+    let Daemon {
+        cfg, engine, open, ..
+    } = d;
     engine.stop();
     drop(open);
-    drop(statics);
+    drop(guards);
     let _ = std::fs::remove_file(&cfg.ctl_socket);
     log::info!("vrouter-dp stopped");
-    Ok(())
 }
 
 /// With an AF_PACKET fabric and no host interface, the kernel sees overlay packets too and would

@@ -92,46 +92,7 @@ fn answer(t: &Tables, stats: &StatsRegistry, info: &DaemonInfo, req: Request) ->
         Request::VrfList => Response::Vrfs {
             vrfs: t.vrfs.iter().flatten().map(vrf_info).collect(),
         },
-        Request::RouteDump { vrf, prefix } => {
-            let Some(v) = t.vrf(vrf) else {
-                return Response::error("not_found", format!("vrf {vrf} does not exist"));
-            };
-            let routes = match prefix {
-                None => routes_of(t, vrf),
-                Some((addr, plen)) if plen > 32 => {
-                    return Response::error(
-                        "bad_request",
-                        format!(
-                            "prefix length {plen} > 32 for {}",
-                            std::net::Ipv4Addr::from(addr)
-                        ),
-                    )
-                }
-                Some((addr, 32)) => t
-                    .fib
-                    .lookup(vrf, v.plens, addr)
-                    .map(|(route, plen)| RouteInfo {
-                        vrf,
-                        prefix: addr & prefix_mask(plen),
-                        plen,
-                        route,
-                    })
-                    .into_iter()
-                    .collect(),
-                Some((addr, plen)) => t
-                    .fib
-                    .get(vrf, addr, plen)
-                    .map(|route| RouteInfo {
-                        vrf,
-                        prefix: addr & prefix_mask(plen),
-                        plen,
-                        route,
-                    })
-                    .into_iter()
-                    .collect(),
-            };
-            Response::Routes { routes }
-        }
+        Request::RouteDump { vrf, prefix } => route_dump(t, vrf, prefix),
         Request::NhList => Response::Nexthops {
             nhs: nh_list(t, true),
         },
@@ -164,43 +125,91 @@ fn answer(t: &Tables, stats: &StatsRegistry, info: &DaemonInfo, req: Request) ->
                 .map(|(r, n)| (r.name().to_string(), n))
                 .collect(),
         },
-        Request::DumpAll => Response::State(Box::new(StateDump {
-            host: t.host,
-            vrfs: t.vrfs.iter().flatten().map(vrf_info).collect(),
-            vifs: t.vifs.iter().flatten().map(|v| v.spec.clone()).collect(),
-            nhs: nh_list(t, false),
-            labels: t.labels().collect(),
-            routes: t
-                .vrfs
-                .iter()
-                .flatten()
-                .flat_map(|v| routes_of(t, v.id))
-                .collect(),
-            fips: t.fips.iter().copied().collect(),
-            policies: {
-                let mut p: Vec<_> = t.policies.values().cloned().collect();
-                p.sort_by_key(|p| p.id);
-                p
-            },
-            vrf_policies: t
-                .vrfs
-                .iter()
-                .flatten()
-                .filter_map(|v| Some((v.id, v.policy.clone()?)))
-                .collect(),
-        })),
-        Request::FlowList { vrf, limit } => {
-            // The control thread takes a share of aging too, so an idle dataplane's listing
-            // does not show flows that have timed out.
-            t.flows.sweep(t.flows.now(), t.flows.capacity());
-            Response::Flows {
-                flows: t.flows.list(vrf, limit.unwrap_or(10_000)),
-                stats: flow_stats(t),
-            }
-        }
+        Request::DumpAll => Response::State(Box::new(state_dump(t))),
+        Request::FlowList { vrf, limit } => flow_list(t, vrf, limit),
         Request::FlowStats => Response::FlowStats {
             stats: flow_stats(t),
         },
+    }
+}
+
+/// One VRF's routes: all of them, the longest match for an address (`plen` 32), or one exact
+/// prefix.
+fn route_dump(t: &Tables, vrf: u16, prefix: Option<(u32, u8)>) -> Response {
+    let Some(v) = t.vrf(vrf) else {
+        return Response::error("not_found", format!("vrf {vrf} does not exist"));
+    };
+    let routes = match prefix {
+        None => routes_of(t, vrf),
+        Some((addr, plen)) if plen > 32 => {
+            return Response::error(
+                "bad_request",
+                format!(
+                    "prefix length {plen} > 32 for {}",
+                    std::net::Ipv4Addr::from(addr)
+                ),
+            )
+        }
+        Some((addr, 32)) => t
+            .fib
+            .lookup(vrf, v.plens, addr)
+            .map(|(route, plen)| RouteInfo {
+                vrf,
+                prefix: addr & prefix_mask(plen),
+                plen,
+                route,
+            })
+            .into_iter()
+            .collect(),
+        Some((addr, plen)) => t
+            .fib
+            .get(vrf, addr, plen)
+            .map(|route| RouteInfo {
+                vrf,
+                prefix: addr & prefix_mask(plen),
+                plen,
+                route,
+            })
+            .into_iter()
+            .collect(),
+    };
+    Response::Routes { routes }
+}
+
+/// The whole configured state.
+fn state_dump(t: &Tables) -> StateDump {
+    let mut policies: Vec<_> = t.policies.values().cloned().collect();
+    policies.sort_by_key(|p| p.id);
+    StateDump {
+        host: t.host,
+        vrfs: t.vrfs.iter().flatten().map(vrf_info).collect(),
+        vifs: t.vifs.iter().flatten().map(|v| v.spec.clone()).collect(),
+        nhs: nh_list(t, false),
+        labels: t.labels().collect(),
+        routes: t
+            .vrfs
+            .iter()
+            .flatten()
+            .flat_map(|v| routes_of(t, v.id))
+            .collect(),
+        fips: t.fips.iter().copied().collect(),
+        policies,
+        vrf_policies: t
+            .vrfs
+            .iter()
+            .flatten()
+            .filter_map(|v| Some((v.id, v.policy.clone()?)))
+            .collect(),
+    }
+}
+
+fn flow_list(t: &Tables, vrf: Option<u16>, limit: Option<usize>) -> Response {
+    // The control thread takes a share of aging too, so an idle dataplane's listing does not
+    // show flows that have timed out.
+    t.flows.sweep(t.flows.now(), t.flows.capacity());
+    Response::Flows {
+        flows: t.flows.list(vrf, limit.unwrap_or(10_000)),
+        stats: flow_stats(t),
     }
 }
 

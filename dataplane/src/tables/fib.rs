@@ -7,6 +7,7 @@
 //! prefetches them all at once and the memory latency of a large table overlaps across the batch
 //! (see `docs/dataplane.md` for the measurements behind this choice versus an 8-bit-stride mtrie).
 
+use super::{ensure_plen, Limits, Shadow, TableError};
 use serde::{Deserialize, Serialize};
 
 /// A route's forwarding data (Contrail keeps the label in the route, not the nexthop, so one
@@ -416,6 +417,35 @@ pub fn prefetch_read<T>(p: &T) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
+}
+
+impl Shadow {
+    /// An `AddRoute` (routes are not shadowed, so nothing is recorded): its VRF and nexthop must
+    /// exist, and a label must fit MPLS's 20 bits.
+    pub(super) fn add_route(
+        &self,
+        l: &Limits,
+        vrf: u16,
+        plen: u8,
+        route: &Route,
+    ) -> Result<(), TableError> {
+        self.vrf_exists(l, vrf)?;
+        ensure_plen(plen)?;
+        self.nh_exists(l, route.nh)?;
+        if route.label.is_some_and(|x| x > crate::wire::MplsLabel::MAX) {
+            return Err(TableError::Invalid {
+                what: "label",
+                why: "above 2^20-1".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// A `DelRoute`: deleting an absent route is harmless, but the VRF must exist.
+    pub(super) fn del_route(&self, l: &Limits, vrf: u16, plen: u8) -> Result<(), TableError> {
+        self.vrf_exists(l, vrf)?;
+        ensure_plen(plen)
+    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! Floating IPs: static 1:1 NAT between a public VRF address and a VM's fixed IP.
 
+use super::{Limits, Shadow, TableError};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
@@ -47,6 +48,27 @@ impl FipTable {
     /// True when empty.
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
+    }
+}
+
+impl Shadow {
+    /// An `AddFip`: the public VRF and the VM interface must exist.
+    pub(super) fn add_fip(&mut self, l: &Limits, f: &Fip) -> Result<(), TableError> {
+        self.vrf_exists(l, f.vrf)?;
+        self.vif_exists(l, f.vif)?;
+        self.fips.insert((f.vrf, f.fip), f.vif);
+        Ok(())
+    }
+
+    /// A `DelFip`: the floating IP must exist.
+    pub(super) fn del_fip(&mut self, vrf: u16, fip: u32) -> Result<(), TableError> {
+        if self.fips.remove(&(vrf, fip)).is_none() {
+            return Err(TableError::NotFound {
+                what: "floating ip",
+                id: fip.into(),
+            });
+        }
+        Ok(())
     }
 }
 

@@ -479,7 +479,8 @@ impl left_right::Absorb<TableOp> for Tables {
 }
 
 /// What the writer remembers to validate operations before queueing them: which ids exist and
-/// who refers to whom. Small next to the tables (no routes are kept here).
+/// who refers to whom. Small next to the tables (no routes are kept here). The checks of each
+/// operation are `impl Shadow` blocks in the module of the table it changes.
 #[derive(Debug, Default)]
 struct Shadow {
     vrfs: HashMap<u16, String>,
@@ -588,306 +589,84 @@ impl TablesWriter {
         Some(f(&g))
     }
 
+    /// Validates one operation against the shadow and records its effect there. The checks of
+    /// each kind live beside its table; the host and the label table are this module's.
     fn check_and_record(&mut self, op: &TableOp) -> Result<(), TableError> {
-        let l = self.limits;
+        let l = &self.limits;
         let s = &mut self.shadow;
-        let vrf_ok = |s: &Shadow, id: u16| {
-            if u32::from(id) >= l.vrfs {
-                Err(TableError::OutOfRange {
-                    what: "vrf",
-                    id: id.into(),
-                    limit: l.vrfs.into(),
-                })
-            } else if !s.vrfs.contains_key(&id) {
-                Err(TableError::NotFound {
-                    what: "vrf",
-                    id: id.into(),
-                })
-            } else {
-                Ok(())
-            }
-        };
-        let nh_ok = |s: &Shadow, id: u32| {
-            if id >= l.nexthops {
-                Err(TableError::OutOfRange {
-                    what: "nexthop",
-                    id: id.into(),
-                    limit: l.nexthops.into(),
-                })
-            } else if !s.nhs.contains(&id) {
-                Err(TableError::NotFound {
-                    what: "nexthop",
-                    id: id.into(),
-                })
-            } else {
-                Ok(())
-            }
-        };
-        let vif_ok = |s: &Shadow, id: u16| {
-            if id >= l.vifs {
-                Err(TableError::OutOfRange {
-                    what: "vif",
-                    id: id.into(),
-                    limit: l.vifs.into(),
-                })
-            } else if !s.vifs.contains_key(&id) {
-                Err(TableError::NotFound {
-                    what: "vif",
-                    id: id.into(),
-                })
-            } else {
-                Ok(())
-            }
-        };
         match op {
-            TableOp::SetHost(h) => {
-                for v in [h.fabric_vif, h.host_vif, h.agent_vif]
-                    .into_iter()
-                    .flatten()
-                {
-                    vif_ok(s, v)?;
-                }
-            }
-            TableOp::AddVrf { id, name } => {
-                if u32::from(*id) >= l.vrfs {
-                    return Err(TableError::OutOfRange {
-                        what: "vrf",
-                        id: (*id).into(),
-                        limit: l.vrfs.into(),
-                    });
-                }
-                if let Some((other, _)) = s.vrfs.iter().find(|(o, n)| *n == name && *o != id) {
-                    return Err(TableError::Invalid {
-                        what: "vrf name",
-                        why: format!("{name:?} already names vrf {other}"),
-                    });
-                }
-                s.vrfs.insert(*id, name.clone());
-            }
-            TableOp::DelVrf(id) => {
-                vrf_ok(s, *id)?;
-                if let Some((vif, _)) = s.vifs.iter().find(|(_, v)| **v == *id) {
-                    return Err(TableError::InUse {
-                        what: "vrf",
-                        id: (*id).into(),
-                        by: format!("vif {vif}"),
-                    });
-                }
-                if let Some(((_, fip), _)) = s.fips.iter().find(|((v, _), _)| *v == *id) {
-                    return Err(TableError::InUse {
-                        what: "vrf",
-                        id: (*id).into(),
-                        by: format!("floating ip {}", std::net::Ipv4Addr::from(*fip)),
-                    });
-                }
-                s.vrfs.remove(id);
-                s.attached.remove(id);
-            }
-            TableOp::AddVif(spec) => {
-                if spec.id >= l.vifs {
-                    return Err(TableError::OutOfRange {
-                        what: "vif",
-                        id: spec.id.into(),
-                        limit: l.vifs.into(),
-                    });
-                }
-                if spec.kind == VifKind::Virtual || s.vrfs.contains_key(&spec.vrf) {
-                    vrf_ok(s, spec.vrf)?;
-                }
-                s.vifs.insert(spec.id, spec.vrf);
-            }
-            TableOp::DelVif(id) => {
-                vif_ok(s, *id)?;
-                if let Some(((_, fip), _)) = s.fips.iter().find(|(_, v)| **v == *id) {
-                    return Err(TableError::InUse {
-                        what: "vif",
-                        id: (*id).into(),
-                        by: format!("floating ip {}", std::net::Ipv4Addr::from(*fip)),
-                    });
-                }
-                s.vifs.remove(id);
-            }
-            TableOp::AddNh { id, spec } => {
-                if *id == NH_DISCARD {
-                    return Err(TableError::Invalid {
-                        what: "nexthop",
-                        why: "id 0 is the fixed discard nexthop".into(),
-                    });
-                }
-                if *id >= l.nexthops || *id > Route::MAX_NH {
-                    return Err(TableError::OutOfRange {
-                        what: "nexthop",
-                        id: (*id).into(),
-                        limit: l.nexthops.into(),
-                    });
-                }
-                match spec {
-                    NexthopSpec::Receive { oif }
-                    | NexthopSpec::Encap { oif, .. }
-                    | NexthopSpec::Tunnel { oif, .. } => vif_ok(s, *oif)?,
-                    NexthopSpec::VrfTranslate { vrf } => vrf_ok(s, *vrf)?,
-                    NexthopSpec::Composite { members } => {
-                        if members.is_empty() {
-                            return Err(TableError::Invalid {
-                                what: "composite",
-                                why: "no members".into(),
-                            });
-                        }
-                        for m in spec.members() {
-                            nh_ok(s, m)?;
-                            if m == *id {
-                                return Err(TableError::Invalid {
-                                    what: "composite",
-                                    why: "member is itself".into(),
-                                });
-                            }
-                        }
-                    }
-                    NexthopSpec::Discard => {}
-                }
-                s.nhs.insert(*id);
-            }
-            TableOp::DelNh(id) => {
-                if *id == NH_DISCARD {
-                    return Err(TableError::Invalid {
-                        what: "nexthop",
-                        why: "the discard nexthop cannot be deleted".into(),
-                    });
-                }
-                nh_ok(s, *id)?;
-                s.nhs.remove(id);
-            }
+            TableOp::SetHost(h) => s.set_host(l, h),
+            TableOp::AddVrf { id, name } => s.add_vrf(l, *id, name),
+            TableOp::DelVrf(id) => s.del_vrf(l, *id),
+            TableOp::AddVif(spec) => s.add_vif(l, spec),
+            TableOp::DelVif(id) => s.del_vif(l, *id),
+            TableOp::AddNh { id, spec } => s.add_nh(l, *id, spec),
+            TableOp::DelNh(id) => s.del_nh(l, *id),
             TableOp::AddRoute {
                 vrf, plen, route, ..
-            } => {
-                vrf_ok(s, *vrf)?;
-                if *plen > 32 {
-                    return Err(TableError::Invalid {
-                        what: "prefix length",
-                        why: format!("{plen} > 32"),
-                    });
-                }
-                nh_ok(s, route.nh)?;
-                if route.label.is_some_and(|x| x > crate::wire::MplsLabel::MAX) {
-                    return Err(TableError::Invalid {
-                        what: "label",
-                        why: "above 2^20-1".into(),
-                    });
-                }
-            }
-            TableOp::DelRoute { vrf, plen, .. } => {
-                vrf_ok(s, *vrf)?;
-                if *plen > 32 {
-                    return Err(TableError::Invalid {
-                        what: "prefix length",
-                        why: format!("{plen} > 32"),
-                    });
-                }
-            }
-            TableOp::AddLabel { label, nh } => {
-                if *label >= l.labels {
-                    return Err(TableError::OutOfRange {
-                        what: "label",
-                        id: (*label).into(),
-                        limit: l.labels.into(),
-                    });
-                }
-                nh_ok(s, *nh)?;
-            }
-            TableOp::DelLabel(label) => {
-                if *label >= l.labels {
-                    return Err(TableError::OutOfRange {
-                        what: "label",
-                        id: (*label).into(),
-                        limit: l.labels.into(),
-                    });
-                }
-            }
-            TableOp::AddFip(f) => {
-                vrf_ok(s, f.vrf)?;
-                vif_ok(s, f.vif)?;
-                s.fips.insert((f.vrf, f.fip), f.vif);
-            }
-            TableOp::DelFip { vrf, fip } => {
-                if s.fips.remove(&(*vrf, *fip)).is_none() {
-                    return Err(TableError::NotFound {
-                        what: "floating ip",
-                        id: (*fip).into(),
-                    });
-                }
-            }
-            TableOp::SetPolicy(p) => {
-                for r in &p.rules {
-                    for e in [r.src, r.dst] {
-                        match e {
-                            policy::Endpoint::Network(v) if u32::from(v) >= l.vrfs => {
-                                return Err(TableError::OutOfRange {
-                                    what: "vrf",
-                                    id: v.into(),
-                                    limit: l.vrfs.into(),
-                                })
-                            }
-                            policy::Endpoint::Cidr(_, plen) if plen > 32 => {
-                                return Err(TableError::Invalid {
-                                    what: "prefix length",
-                                    why: format!("{plen} > 32"),
-                                })
-                            }
-                            _ => {}
-                        }
-                    }
-                    if r.src_ports.0 > r.src_ports.1 || r.dst_ports.0 > r.dst_ports.1 {
-                        return Err(TableError::Invalid {
-                            what: "port range",
-                            why: format!("{:?} / {:?} not low..=high", r.src_ports, r.dst_ports),
-                        });
-                    }
-                }
-                s.policies.insert(p.id);
-            }
-            TableOp::DelPolicy(id) => {
-                if !s.policies.contains(id) {
-                    return Err(TableError::NotFound {
-                        what: "policy",
-                        id: (*id).into(),
-                    });
-                }
-                if let Some((vrf, _)) = s.attached.iter().find(|(_, p)| p.contains(id)) {
-                    return Err(TableError::InUse {
-                        what: "policy",
-                        id: (*id).into(),
-                        by: format!("vrf {vrf}"),
-                    });
-                }
-                s.policies.remove(id);
-            }
-            TableOp::SetVrfPolicy { vrf, policy } => {
-                vrf_ok(s, *vrf)?;
-                match policy {
-                    None => {
-                        s.attached.remove(vrf);
-                    }
-                    Some(p) => {
-                        if let Some(id) = p.policies.iter().find(|id| !s.policies.contains(id)) {
-                            return Err(TableError::NotFound {
-                                what: "policy",
-                                id: (*id).into(),
-                            });
-                        }
-                        if let Some((_, plen)) = p.subnets.iter().find(|(_, l)| *l > 32) {
-                            return Err(TableError::Invalid {
-                                what: "prefix length",
-                                why: format!("{plen} > 32"),
-                            });
-                        }
-                        s.attached.insert(*vrf, p.policies.clone());
-                    }
-                }
-            }
-            TableOp::SetFlowParams(_) => {}
+            } => s.add_route(l, *vrf, *plen, route),
+            TableOp::DelRoute { vrf, plen, .. } => s.del_route(l, *vrf, *plen),
+            TableOp::AddLabel { label, nh } => s.add_label(l, *label, *nh),
+            TableOp::DelLabel(label) => s.del_label(l, *label),
+            TableOp::AddFip(f) => s.add_fip(l, f),
+            TableOp::DelFip { vrf, fip } => s.del_fip(*vrf, *fip),
+            TableOp::SetPolicy(p) => s.set_policy(l, p),
+            TableOp::DelPolicy(id) => s.del_policy(*id),
+            TableOp::SetVrfPolicy { vrf, policy } => s.set_vrf_policy(l, *vrf, policy.as_ref()),
+            TableOp::SetFlowParams(_) => Ok(()),
+        }
+    }
+}
+
+impl Shadow {
+    /// A `SetHost`: the interfaces it names must exist.
+    fn set_host(&self, l: &Limits, h: &HostConfig) -> Result<(), TableError> {
+        for vif in [h.fabric_vif, h.host_vif, h.agent_vif]
+            .into_iter()
+            .flatten()
+        {
+            self.vif_exists(l, vif)?;
         }
         Ok(())
     }
+
+    /// An `AddLabel`: the label indexes the label table, and its nexthop must exist.
+    fn add_label(&self, l: &Limits, label: u32, nh: u32) -> Result<(), TableError> {
+        ensure_below("label", label.into(), l.labels.into())?;
+        self.nh_exists(l, nh)
+    }
+
+    /// A `DelLabel`: only the range matters (clearing an unset label is harmless).
+    fn del_label(&self, l: &Limits, label: u32) -> Result<(), TableError> {
+        ensure_below("label", label.into(), l.labels.into())
+    }
+}
+
+/// Every table is a vector of the configured size, so an id at or past `limit` cannot be stored.
+fn ensure_below(what: &'static str, id: u64, limit: u64) -> Result<(), TableError> {
+    if id >= limit {
+        return Err(TableError::OutOfRange { what, id, limit });
+    }
+    Ok(())
+}
+
+/// A reference must name something that exists: `exists` says whether it does.
+fn ensure_exists(what: &'static str, id: u64, exists: bool) -> Result<(), TableError> {
+    if !exists {
+        return Err(TableError::NotFound { what, id });
+    }
+    Ok(())
+}
+
+/// An IPv4 prefix is at most 32 bits long.
+fn ensure_plen(plen: u8) -> Result<(), TableError> {
+    if plen > 32 {
+        return Err(TableError::Invalid {
+            what: "prefix length",
+            why: format!("{plen} > 32"),
+        });
+    }
+    Ok(())
 }
 
 /// The vRouter MAC every VM sees as its gateway's.

@@ -1,5 +1,6 @@
 //! Nexthops: what to do with a packet once its route is known.
 
+use super::{ensure_below, ensure_exists, Limits, Route, Shadow, TableError};
 use crate::wire::{checksum, ethernet, ip_proto, MacAddr, GRE_PROTO_MPLS, MPLS_UDP_PORT};
 use serde::{Deserialize, Serialize};
 
@@ -222,5 +223,85 @@ impl TunnelTemplate {
     /// The MTU a VM must use for its packets to fit once encapsulated.
     pub fn inner_mtu(&self) -> u32 {
         u32::from(self.mtu).saturating_sub((self.len - 14) as u32)
+    }
+}
+
+impl Shadow {
+    /// Every operation naming a nexthop requires it in range and configured.
+    pub(super) fn nh_exists(&self, l: &Limits, id: u32) -> Result<(), TableError> {
+        ensure_below("nexthop", id.into(), l.nexthops.into())?;
+        ensure_exists("nexthop", id.into(), self.nhs.contains(&id))
+    }
+
+    /// An `AddNh`. The id must also fit the bits a route keeps for it, and whatever the nexthop
+    /// sends to must exist.
+    pub(super) fn add_nh(
+        &mut self,
+        l: &Limits,
+        id: u32,
+        spec: &NexthopSpec,
+    ) -> Result<(), TableError> {
+        if id == NH_DISCARD {
+            return Err(TableError::Invalid {
+                what: "nexthop",
+                why: "id 0 is the fixed discard nexthop".into(),
+            });
+        }
+        if id >= l.nexthops || id > Route::MAX_NH {
+            return Err(TableError::OutOfRange {
+                what: "nexthop",
+                id: id.into(),
+                limit: l.nexthops.into(),
+            });
+        }
+        match spec {
+            NexthopSpec::Receive { oif }
+            | NexthopSpec::Encap { oif, .. }
+            | NexthopSpec::Tunnel { oif, .. } => self.vif_exists(l, *oif)?,
+            NexthopSpec::VrfTranslate { vrf } => self.vrf_exists(l, *vrf)?,
+            NexthopSpec::Composite { members } => self.composite_members_ok(l, id, members)?,
+            NexthopSpec::Discard => {}
+        }
+        self.nhs.insert(id);
+        Ok(())
+    }
+
+    /// A composite's members exist and are not the composite itself (so ECMP never loops), and
+    /// it has at least one.
+    fn composite_members_ok(
+        &self,
+        l: &Limits,
+        id: u32,
+        members: &[(u32, Option<u32>)],
+    ) -> Result<(), TableError> {
+        if members.is_empty() {
+            return Err(TableError::Invalid {
+                what: "composite",
+                why: "no members".into(),
+            });
+        }
+        for &(member, _) in members {
+            self.nh_exists(l, member)?;
+            if member == id {
+                return Err(TableError::Invalid {
+                    what: "composite",
+                    why: "member is itself".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// A `DelNh`: the discard nexthop is permanent.
+    pub(super) fn del_nh(&mut self, l: &Limits, id: u32) -> Result<(), TableError> {
+        if id == NH_DISCARD {
+            return Err(TableError::Invalid {
+                what: "nexthop",
+                why: "the discard nexthop cannot be deleted".into(),
+            });
+        }
+        self.nh_exists(l, id)?;
+        self.nhs.remove(&id);
+        Ok(())
     }
 }

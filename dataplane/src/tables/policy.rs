@@ -2,6 +2,7 @@
 //! inline on a flow miss. Rules are compiled per VRF when the configuration changes, so a miss
 //! walks a flat list of address masks and port ranges and never touches a map.
 
+use super::{ensure_below, ensure_plen, Limits, Shadow, TableError};
 use serde::{Deserialize, Serialize};
 
 /// Which packets a rule's endpoints describe.
@@ -229,6 +230,81 @@ impl CompiledPolicy {
             .find(|r| r.matches(t))
             .is_some_and(|r| r.pass)
     }
+}
+
+impl Shadow {
+    /// A `SetPolicy`: every rule must be well formed (the networks it names need not be
+    /// configured yet).
+    pub(super) fn set_policy(&mut self, l: &Limits, p: &Policy) -> Result<(), TableError> {
+        for rule in &p.rules {
+            check_rule(l, rule)?;
+        }
+        self.policies.insert(p.id);
+        Ok(())
+    }
+
+    /// A `DelPolicy`: refused while a VRF uses the policy.
+    pub(super) fn del_policy(&mut self, id: u32) -> Result<(), TableError> {
+        if !self.policies.contains(&id) {
+            return Err(TableError::NotFound {
+                what: "policy",
+                id: id.into(),
+            });
+        }
+        if let Some((vrf, _)) = self.attached.iter().find(|(_, p)| p.contains(&id)) {
+            return Err(TableError::InUse {
+                what: "policy",
+                id: id.into(),
+                by: format!("vrf {vrf}"),
+            });
+        }
+        self.policies.remove(&id);
+        Ok(())
+    }
+
+    /// A `SetVrfPolicy`: the VRF and every policy attached must exist, and the subnets be
+    /// prefixes. Recorded so a policy in use cannot be deleted.
+    pub(super) fn set_vrf_policy(
+        &mut self,
+        l: &Limits,
+        vrf: u16,
+        policy: Option<&VrfPolicy>,
+    ) -> Result<(), TableError> {
+        self.vrf_exists(l, vrf)?;
+        let Some(p) = policy else {
+            self.attached.remove(&vrf);
+            return Ok(());
+        };
+        if let Some(id) = p.policies.iter().find(|id| !self.policies.contains(id)) {
+            return Err(TableError::NotFound {
+                what: "policy",
+                id: (*id).into(),
+            });
+        }
+        for &(_, plen) in &p.subnets {
+            ensure_plen(plen)?;
+        }
+        self.attached.insert(vrf, p.policies.clone());
+        Ok(())
+    }
+}
+
+/// One rule of a policy: endpoints in range and port ranges low..=high.
+fn check_rule(l: &Limits, r: &PolicyRule) -> Result<(), TableError> {
+    for e in [r.src, r.dst] {
+        match e {
+            Endpoint::Network(vrf) => ensure_below("vrf", vrf.into(), l.vrfs.into())?,
+            Endpoint::Cidr(_, plen) => ensure_plen(plen)?,
+            Endpoint::Any => {}
+        }
+    }
+    if r.src_ports.0 > r.src_ports.1 || r.dst_ports.0 > r.dst_ports.1 {
+        return Err(TableError::Invalid {
+            what: "port range",
+            why: format!("{:?} / {:?} not low..=high", r.src_ports, r.dst_ports),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

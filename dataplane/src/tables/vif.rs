@@ -1,5 +1,6 @@
 //! Interfaces (Contrail's vifs).
 
+use super::{ensure_below, ensure_exists, Limits, Shadow, TableError};
 use crate::wire::MacAddr;
 use serde::{Deserialize, Serialize};
 
@@ -69,4 +70,37 @@ pub struct Vif {
     pub spec: VifSpec,
     /// Floating IPs bound to this interface (for SNAT), in configuration order.
     pub fips: Vec<VifFip>,
+}
+
+impl Shadow {
+    /// Every operation naming an interface requires it in range and configured.
+    pub(super) fn vif_exists(&self, l: &Limits, id: u16) -> Result<(), TableError> {
+        ensure_below("vif", id.into(), l.vifs.into())?;
+        ensure_exists("vif", id.into(), self.vifs.contains_key(&id))
+    }
+
+    /// An `AddVif`. Only a VM's interface must be in an existing VRF: the daemon adds the
+    /// fabric, host and agent interfaces before the agent has created any VRF.
+    pub(super) fn add_vif(&mut self, l: &Limits, spec: &VifSpec) -> Result<(), TableError> {
+        ensure_below("vif", spec.id.into(), l.vifs.into())?;
+        if spec.kind == VifKind::Virtual || self.vrfs.contains_key(&spec.vrf) {
+            self.vrf_exists(l, spec.vrf)?;
+        }
+        self.vifs.insert(spec.id, spec.vrf);
+        Ok(())
+    }
+
+    /// A `DelVif`: refused while a floating IP is bound to the interface.
+    pub(super) fn del_vif(&mut self, l: &Limits, id: u16) -> Result<(), TableError> {
+        self.vif_exists(l, id)?;
+        if let Some(((_, fip), _)) = self.fips.iter().find(|(_, vif)| **vif == id) {
+            return Err(TableError::InUse {
+                what: "vif",
+                id: id.into(),
+                by: format!("floating ip {}", std::net::Ipv4Addr::from(*fip)),
+            });
+        }
+        self.vifs.remove(&id);
+        Ok(())
+    }
 }

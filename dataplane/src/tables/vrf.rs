@@ -1,5 +1,7 @@
 //! VRFs: one forwarding table per virtual network.
 
+use super::{ensure_below, ensure_exists, Limits, Shadow, TableError};
+
 /// Per-VRF state the pipeline needs besides its routes.
 #[derive(Debug, Clone)]
 pub struct Vrf {
@@ -50,5 +52,49 @@ impl Vrf {
         if self.plen_count[p] == 0 {
             self.plens &= !(1 << p);
         }
+    }
+}
+
+impl Shadow {
+    /// Every operation naming a VRF requires it in range and configured.
+    pub(super) fn vrf_exists(&self, l: &Limits, id: u16) -> Result<(), TableError> {
+        ensure_below("vrf", id.into(), l.vrfs.into())?;
+        ensure_exists("vrf", id.into(), self.vrfs.contains_key(&id))
+    }
+
+    /// An `AddVrf`: names are unique, since the control plane looks VRFs up by name.
+    pub(super) fn add_vrf(&mut self, l: &Limits, id: u16, name: &str) -> Result<(), TableError> {
+        ensure_below("vrf", id.into(), l.vrfs.into())?;
+        if let Some((other, _)) = self.vrfs.iter().find(|(o, n)| *n == name && **o != id) {
+            return Err(TableError::Invalid {
+                what: "vrf name",
+                why: format!("{name:?} already names vrf {other}"),
+            });
+        }
+        self.vrfs.insert(id, name.to_owned());
+        Ok(())
+    }
+
+    /// A `DelVrf`: refused while an interface or a floating IP lives in it; its policy
+    /// attachment goes with it.
+    pub(super) fn del_vrf(&mut self, l: &Limits, id: u16) -> Result<(), TableError> {
+        self.vrf_exists(l, id)?;
+        if let Some((vif, _)) = self.vifs.iter().find(|(_, vrf)| **vrf == id) {
+            return Err(TableError::InUse {
+                what: "vrf",
+                id: id.into(),
+                by: format!("vif {vif}"),
+            });
+        }
+        if let Some(((_, fip), _)) = self.fips.iter().find(|((vrf, _), _)| *vrf == id) {
+            return Err(TableError::InUse {
+                what: "vrf",
+                id: id.into(),
+                by: format!("floating ip {}", std::net::Ipv4Addr::from(*fip)),
+            });
+        }
+        self.vrfs.remove(&id);
+        self.attached.remove(&id);
+        Ok(())
     }
 }
