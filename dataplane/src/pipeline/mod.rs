@@ -330,6 +330,8 @@ impl Pipeline {
         }
     }
 
+    // Stays whole: the per-packet decap path (outer checks, label, inner classify) is one
+    // inlined hot-path step; splitting it only adds call boundaries to read through.
     #[inline]
     fn fabric_input(&self, t: &Tables, p: &mut Pkt) {
         let to_host = |p: &mut Pkt| match t.host.host_vif {
