@@ -105,11 +105,33 @@ fn snake(s: &str) -> String {
 /// Prometheus text exposition of `dp` (absent when the dataplane is unreachable) and `h`.
 pub fn render(dp: Option<&DpCounters>, h: &Health) -> String {
     let mut s = String::new();
-    let family = |s: &mut String, name: &str, kind: &str, help: &str| {
-        let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    };
     family(&mut s, "vrouter_agent_up", "gauge", "The agent is running.");
     s.push_str("vrouter_agent_up 1\n");
+    render_agent_gauges(&mut s, h);
+    render_agent_counters(&mut s, h);
+    family(
+        &mut s,
+        "vrouter_dataplane_up",
+        "gauge",
+        "The dataplane answered this scrape.",
+    );
+    let _ = writeln!(s, "vrouter_dataplane_up {}", u64::from(dp.is_some()));
+    if let Some(dp) = dp {
+        render_vifs(&mut s, dp);
+        render_vrfs(&mut s, dp);
+        render_drops(&mut s, dp);
+    }
+    s
+}
+
+/// The `# HELP` and `# TYPE` lines that open a metric family. Writing to a `String` cannot
+/// fail, so here and in the `render_*` functions the `fmt::Result` is ignored.
+fn family(s: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// The agent's gauges: connection, dataplane pid, last reconcile, start time, interfaces.
+fn render_agent_gauges(s: &mut String, h: &Health) {
     let gauges: [(&str, &str, u64); 4] = [
         (
             "vrouter_agent_dataplane_connected",
@@ -133,17 +155,21 @@ pub fn render(dp: Option<&DpCounters>, h: &Health) -> String {
         ),
     ];
     for (name, help, v) in gauges {
-        family(&mut s, name, "gauge", help);
+        family(s, name, "gauge", help);
         let _ = writeln!(s, "{name} {v}");
     }
     let bindings = h.status().bindings.len();
     family(
-        &mut s,
+        s,
         "vrouter_agent_interfaces",
         "gauge",
         "Local interfaces programmed.",
     );
     let _ = writeln!(s, "vrouter_agent_interfaces {bindings}");
+}
+
+/// The agent's counters: reconciles, operations, dataplane restarts, reloads, refusals.
+fn render_agent_counters(s: &mut String, h: &Health) {
     let counters: [(&str, &str, &AtomicU64); 6] = [
         (
             "vrouter_agent_reconciles_total",
@@ -177,19 +203,13 @@ pub fn render(dp: Option<&DpCounters>, h: &Health) -> String {
         ),
     ];
     for (name, help, v) in counters {
-        family(&mut s, name, "counter", help);
+        family(s, name, "counter", help);
         let _ = writeln!(s, "{name} {}", v.load(Relaxed));
     }
-    family(
-        &mut s,
-        "vrouter_dataplane_up",
-        "gauge",
-        "The dataplane answered this scrape.",
-    );
-    let _ = writeln!(s, "vrouter_dataplane_up {}", u64::from(dp.is_some()));
-    let Some(dp) = dp else {
-        return s;
-    };
+}
+
+/// One counter family per interface statistic, labelled by vif id and name.
+fn render_vifs(s: &mut String, dp: &DpCounters) {
     type VifField = fn(&VifStats) -> u64;
     let vif_fields: [(&str, &str, VifField); 7] = [
         ("rx_packets", "Packets received", |v| v.rx_packets),
@@ -202,7 +222,7 @@ pub fn render(dp: Option<&DpCounters>, h: &Health) -> String {
     ];
     for (field, help, get) in vif_fields {
         let name = format!("vrouter_vif_{field}_total");
-        family(&mut s, &name, "counter", &format!("{help}, per interface."));
+        family(s, &name, "counter", &format!("{help}, per interface."));
         for (id, ifname, st) in &dp.vifs {
             let _ = writeln!(
                 s,
@@ -212,8 +232,12 @@ pub fn render(dp: Option<&DpCounters>, h: &Health) -> String {
             );
         }
     }
+}
+
+/// Packets per VRF, labelled by what was done with them.
+fn render_vrfs(s: &mut String, dp: &DpCounters) {
     family(
-        &mut s,
+        s,
         "vrouter_vrf_packets_total",
         "counter",
         "Packets per VRF by what was done with them (vrfstats).",
@@ -228,8 +252,12 @@ pub fn render(dp: Option<&DpCounters>, h: &Health) -> String {
             );
         }
     }
+}
+
+/// Drops by reason.
+fn render_drops(s: &mut String, dp: &DpCounters) {
     family(
-        &mut s,
+        s,
         "vrouter_drops_total",
         "counter",
         "Dropped packets by reason (dropstats names).",
@@ -237,7 +265,6 @@ pub fn render(dp: Option<&DpCounters>, h: &Health) -> String {
     for (reason, v) in &dp.drops {
         let _ = writeln!(s, "vrouter_drops_total{{reason=\"{}\"}} {v}", esc(reason));
     }
-    s
 }
 
 /// Reads the counters from the dataplane; `None` if it does not answer.

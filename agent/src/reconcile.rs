@@ -25,9 +25,18 @@ pub struct Summary {
 
 /// The operations that make `dp` equal `want` (for everything the agent owns).
 pub fn reconcile(want: &Desired, dp: &DumpIndex) -> Vec<TableOp> {
-    let d = &dp.dump;
     let mut ops = Vec::new();
+    add_forwarding(want, dp, &mut ops);
+    add_policies(want, dp, &mut ops);
+    remove_policies(want, dp, &mut ops);
+    remove_forwarding(want, dp, &mut ops);
+    ops
+}
 
+/// Adds or replaces the forwarding tables' entries that differ, each table after those its
+/// entries refer to.
+fn add_forwarding(want: &Desired, dp: &DumpIndex, ops: &mut Vec<TableOp>) {
+    let d = &dp.dump;
     let have_vrfs: HashMap<u16, &str> = d.vrfs.iter().map(|v| (v.id, v.name.as_str())).collect();
     for (id, name) in &want.vrfs {
         if have_vrfs.get(id) != Some(&name.as_str()) {
@@ -61,6 +70,12 @@ pub fn reconcile(want: &Desired, dp: &DumpIndex) -> Vec<TableOp> {
             });
         }
     }
+    add_routes_and_fips(want, dp, ops);
+}
+
+/// Adds or replaces the routes and floating IPs that differ.
+fn add_routes_and_fips(want: &Desired, dp: &DumpIndex, ops: &mut Vec<TableOp>) {
+    let d = &dp.dump;
     let have_routes: HashMap<(u16, u32, u8), _> = d
         .routes
         .iter()
@@ -82,8 +97,12 @@ pub fn reconcile(want: &Desired, dp: &DumpIndex) -> Vec<TableOp> {
             ops.push(TableOp::AddFip(*f));
         }
     }
+}
 
-    // Policies after the VRFs they attach to; a VRF's flow configuration after its policy.
+/// Sets the policies that differ, after the VRFs they attach to; a VRF's flow configuration
+/// after its policy.
+fn add_policies(want: &Desired, dp: &DumpIndex, ops: &mut Vec<TableOp>) {
+    let d = &dp.dump;
     let have_pols: HashMap<u32, _> = d.policies.iter().map(|p| (p.id, p)).collect();
     for (id, p) in &want.policies {
         if have_pols.get(id) != Some(&p) {
@@ -99,9 +118,12 @@ pub fn reconcile(want: &Desired, dp: &DumpIndex) -> Vec<TableOp> {
             });
         }
     }
+}
 
-    // Removals.
-    // Flow configuration, then the policies no VRF uses any more (before their VRFs go).
+/// Removes flow configurations no longer wanted, then the policies no VRF uses any more
+/// (before their VRFs go). Policies a daemon-owned VRF uses stay.
+fn remove_policies(want: &Desired, dp: &DumpIndex, ops: &mut Vec<TableOp>) {
+    let d = &dp.dump;
     let mut kept_pols: HashSet<u32> = want.policies.keys().copied().collect();
     for (vrf, p) in &d.vrf_policies {
         if dp.protected_vrfs.contains(vrf) {
@@ -118,6 +140,12 @@ pub fn reconcile(want: &Desired, dp: &DumpIndex) -> Vec<TableOp> {
             ops.push(TableOp::DelPolicy(p.id));
         }
     }
+}
+
+/// Removes what is no longer wanted, users before what they use: floating IPs, routes,
+/// labels, nexthops, interfaces, VRFs. Routes of removed VRFs go with their VRF.
+fn remove_forwarding(want: &Desired, dp: &DumpIndex, ops: &mut Vec<TableOp>) {
+    let d = &dp.dump;
     let dead_vrfs: HashSet<u16> = d
         .vrfs
         .iter()
@@ -162,7 +190,6 @@ pub fn reconcile(want: &Desired, dp: &DumpIndex) -> Vec<TableOp> {
     let mut dead: Vec<u16> = dead_vrfs.into_iter().collect();
     dead.sort_unstable();
     ops.extend(dead.into_iter().map(TableOp::DelVrf));
-    ops
 }
 
 /// Counts adds and removals.

@@ -4,18 +4,19 @@
 use clap::Parser;
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
-use vrouter_agent::config::parse_encap;
+use vrouter_agent::config::{parse_encap, Underlay};
 use vrouter_agent::controller::{ControllerSource, Settings};
-use vrouter_agent::daemon::{install_signal_handlers, Agent, Options};
+use vrouter_agent::daemon::{install_signal_handlers, Agent, Observer, Options};
 use vrouter_agent::metrics::{self, Health};
 use vrouter_agent::pkt0::{self, Pkt0Options, PlanHandle};
 use vrouter_agent::source::{ConfigSource, FileSource};
 use vrouter_agent::xenbind::{self, XenFileSource, XenOptions};
 use vrouter_dataplane::ctl::client::DEFAULT_SOCKET;
+use vrouter_dataplane::tables::TunnelKind;
 use vrouter_dataplane::wire::MacAddr;
 
 #[derive(Debug, Parser)]
@@ -109,41 +110,46 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
-        Err((code, msg)) => {
-            eprintln!("vrouter-agent: {msg}");
-            ExitCode::from(code)
+        Err(e) => {
+            eprintln!("vrouter-agent: {e}");
+            ExitCode::from(e.exit_code())
         }
     }
 }
 
-fn run(cli: Cli) -> Result<(), (u8, String)> {
-    let fail = |m: String| (1u8, m);
-    let usage = |m: String| (2u8, m);
-    let mut neighbours = BTreeMap::new();
-    for n in &cli.underlay_neighbour {
-        let (ip, mac) = n
-            .split_once('=')
-            .and_then(|(i, m)| {
-                Some((
-                    i.trim().parse::<Ipv4Addr>().ok()?,
-                    m.trim().parse::<MacAddr>().ok()?,
-                ))
-            })
-            .ok_or_else(|| usage(format!("--underlay-neighbour {n:?}: expected IP=MAC")))?;
-        neighbours.insert(ip, mac);
+/// Why the agent did not start. The exit status tells a bad command line (2) from a failure
+/// to set something up (1), so a supervisor can tell "fix the unit file" from "retry".
+#[derive(Debug, thiserror::Error)]
+enum StartError {
+    /// A bad flag value or combination.
+    #[error("{0}")]
+    Usage(String),
+    /// Something the agent needs could not be set up.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl StartError {
+    fn exit_code(&self) -> u8 {
+        match self {
+            StartError::Usage(_) => 2,
+            StartError::Failed(_) => 1,
+        }
     }
-    let encap = cli
-        .encap
-        .as_deref()
-        .map(|e| {
-            parse_encap(e)
-                .ok_or_else(|| usage(format!("--encap {e:?}: mpls-over-udp or mpls-over-gre")))
-        })
-        .transpose()?;
-    if !(68..=9216).contains(&cli.mtu) {
-        return Err(usage(format!("--mtu {} is outside 68..9216", cli.mtu)));
-    }
-    install_signal_handlers().map_err(|e| fail(format!("cannot install signal handlers: {e}")))?;
+}
+
+/// The underlay flags, checked.
+struct UnderlayFlags {
+    /// `--underlay-neighbour` entries.
+    neighbours: BTreeMap<Ipv4Addr, MacAddr>,
+    /// `--encap`.
+    encap: Option<TunnelKind>,
+}
+
+fn run(cli: Cli) -> Result<(), StartError> {
+    let flags = check_flags(&cli)?;
+    install_signal_handlers()
+        .map_err(|e| StartError::Failed(format!("cannot install signal handlers: {e}")))?;
     let health = Arc::new(Health::default());
     health.start_time.store(
         std::time::SystemTime::now()
@@ -157,100 +163,177 @@ fn run(cli: Cli) -> Result<(), (u8, String)> {
         poll: Duration::from_millis(cli.poll_ms.max(1)),
         resync: Duration::from_secs(cli.resync_s.max(1)),
     };
+    let mut observers = Vec::new();
+    let source = config_source(&cli, flags, &mut observers)?;
+    if cli.agent_socket.as_os_str() != "none" {
+        observers.push(start_pkt0(&cli)?);
+    }
+    let mut agent =
+        Agent::new(opts, source, health.clone()).map_err(|e| StartError::Failed(e.to_string()))?;
+    for o in observers {
+        agent.observe(o);
+    }
+    if let Some(addr) = cli.metrics {
+        start_metrics(addr, &cli, health)?;
+    }
+    agent.run();
+    Ok(())
+}
+
+/// Checks the flags clap cannot: `IP=MAC` pairs, the encapsulation name, the MTU range.
+fn check_flags(cli: &Cli) -> Result<UnderlayFlags, StartError> {
+    let mut neighbours = BTreeMap::new();
+    for n in &cli.underlay_neighbour {
+        let (ip, mac) = n
+            .split_once('=')
+            .and_then(|(i, m)| {
+                Some((
+                    i.trim().parse::<Ipv4Addr>().ok()?,
+                    m.trim().parse::<MacAddr>().ok()?,
+                ))
+            })
+            .ok_or_else(|| {
+                StartError::Usage(format!("--underlay-neighbour {n:?}: expected IP=MAC"))
+            })?;
+        neighbours.insert(ip, mac);
+    }
+    let encap = cli
+        .encap
+        .as_deref()
+        .map(|e| {
+            parse_encap(e).ok_or_else(|| {
+                StartError::Usage(format!("--encap {e:?}: mpls-over-udp or mpls-over-gre"))
+            })
+        })
+        .transpose()?;
+    if !(68..=9216).contains(&cli.mtu) {
+        return Err(StartError::Usage(format!(
+            "--mtu {} is outside 68..9216",
+            cli.mtu
+        )));
+    }
+    Ok(UnderlayFlags { neighbours, encap })
+}
+
+/// The config source the flags ask for, with its xenstore binder started if wanted; a
+/// controller source also adds its observer to `observers`.
+fn config_source(
+    cli: &Cli,
+    flags: UnderlayFlags,
+    observers: &mut Vec<Observer>,
+) -> Result<Box<dyn ConfigSource>, StartError> {
     let xen = XenOptions {
         socket: cli.xenstore_socket.clone(),
     };
-    let mut observers = Vec::new();
-    let source: Box<dyn ConfigSource> = match (&cli.config, &cli.controller) {
+    match (&cli.config, &cli.controller) {
         (Some(cfg), None) if cli.xenstore => {
             let s = XenFileSource::new(FileSource::new(cfg));
-            xenbind::spawn(xen, s.bind_target())
-                .map_err(|e| fail(format!("cannot start the xenstore thread: {e}")))?;
-            Box::new(s)
+            xenbind::spawn(xen, s.bind_target()).map_err(|e| {
+                StartError::Failed(format!("cannot start the xenstore thread: {e}"))
+            })?;
+            Ok(Box::new(s))
         }
         (Some(cfg), None) => {
-            if encap.is_some() || cli.fabric_ip.is_some() || cli.underlay_gateway_mac.is_some() {
+            if flags.encap.is_some()
+                || cli.fabric_ip.is_some()
+                || cli.underlay_gateway_mac.is_some()
+            {
                 log::warn!("--encap, --fabric-ip and --underlay-* apply to --controller; use the file's [underlay] section");
             }
-            Box::new(FileSource::new(cfg))
+            Ok(Box::new(FileSource::new(cfg)))
         }
         (file, Some(url)) => {
-            // The file's [underlay] section; the flags win.
-            let underlay = match file {
-                Some(f) => {
-                    let c = FileSource::new(f).load().map_err(|e| fail(e.to_string()))?;
-                    if !(c.networks.is_empty()
-                        && c.interfaces.is_empty()
-                        && c.routes.is_empty()
-                        && c.floating_ips.is_empty())
-                    {
-                        log::warn!(
-                            "{}: only [underlay] is used with --controller; its networks, interfaces, routes and floating IPs are ignored",
-                            f.display()
-                        );
-                    }
-                    c.underlay
-                }
-                None => Default::default(),
-            };
-            let mut all_neighbours = underlay.neighbours.clone();
-            all_neighbours.extend(neighbours);
-            let settings = Settings {
-                url: url.clone(),
-                token: cli.token.clone().filter(|t| !t.is_empty()),
-                host: cli.hostname.clone().unwrap_or_else(system_hostname),
-                fabric_ip: cli.fabric_ip.or(underlay.fabric_ip),
-                gateway_mac: cli.underlay_gateway_mac.or(underlay.gateway_mac),
-                neighbours: all_neighbours,
-                arp: !cli.no_arp,
-                encap: encap.unwrap_or(underlay.encap),
-                mtu: cli.mtu,
-                dp_socket: cli.dp_socket.clone(),
-                xenstore: cli.xenstore,
-            };
+            let settings = controller_settings(cli, file.as_deref(), url, flags)?;
             if !cli.xenstore {
                 log::warn!(
                     "--controller without --xenstore: no VM interface will be bound on this host"
                 );
             }
-            let s = ControllerSource::start(settings)
-                .map_err(|e| fail(format!("cannot start the controller threads: {e}")))?;
+            let s = ControllerSource::start(settings).map_err(|e| {
+                StartError::Failed(format!("cannot start the controller threads: {e}"))
+            })?;
             if cli.xenstore {
-                xenbind::spawn(xen, s.bind_target())
-                    .map_err(|e| fail(format!("cannot start the xenstore thread: {e}")))?;
+                xenbind::spawn(xen, s.bind_target()).map_err(|e| {
+                    StartError::Failed(format!("cannot start the xenstore thread: {e}"))
+                })?;
             }
             observers.push(s.observer());
-            Box::new(s)
+            Ok(Box::new(s))
         }
-        (None, None) => {
-            return Err(usage(
-                "no config source: use --config FILE or --controller URL".into(),
-            ))
-        }
+        (None, None) => Err(StartError::Usage(
+            "no config source: use --config FILE or --controller URL".into(),
+        )),
+    }
+}
+
+/// The controller source's settings: the flags, falling back to the config file's [underlay]
+/// section.
+fn controller_settings(
+    cli: &Cli,
+    file: Option<&Path>,
+    url: &str,
+    flags: UnderlayFlags,
+) -> Result<Settings, StartError> {
+    let underlay = match file {
+        Some(f) => file_underlay(f)?,
+        None => Underlay::default(),
     };
-    if cli.agent_socket.as_os_str() != "none" {
-        let plan = PlanHandle::default();
-        pkt0::spawn(
-            Pkt0Options {
-                dp_socket: cli.agent_socket.clone(),
-                local_socket: cli.agent_local_socket.clone(),
-            },
-            plan.clone(),
-        )
-        .map_err(|e| fail(format!("cannot start the pkt0 thread: {e}")))?;
-        observers.push(plan.observer());
+    let mut all_neighbours = underlay.neighbours.clone();
+    all_neighbours.extend(flags.neighbours);
+    Ok(Settings {
+        url: url.to_string(),
+        token: cli.token.clone().filter(|t| !t.is_empty()),
+        host: cli.hostname.clone().unwrap_or_else(system_hostname),
+        fabric_ip: cli.fabric_ip.or(underlay.fabric_ip),
+        gateway_mac: cli.underlay_gateway_mac.or(underlay.gateway_mac),
+        neighbours: all_neighbours,
+        arp: !cli.no_arp,
+        encap: flags.encap.unwrap_or(underlay.encap),
+        mtu: cli.mtu,
+        dp_socket: cli.dp_socket.clone(),
+        xenstore: cli.xenstore,
+    })
+}
+
+/// The [underlay] section of config file `f`; anything else in it is ignored, with a warning.
+fn file_underlay(f: &Path) -> Result<Underlay, StartError> {
+    let c = FileSource::new(f)
+        .load()
+        .map_err(|e| StartError::Failed(e.to_string()))?;
+    if !(c.networks.is_empty()
+        && c.interfaces.is_empty()
+        && c.routes.is_empty()
+        && c.floating_ips.is_empty())
+    {
+        log::warn!(
+            "{}: only [underlay] is used with --controller; its networks, interfaces, routes and floating IPs are ignored",
+            f.display()
+        );
     }
-    let mut agent = Agent::new(opts, source, health.clone()).map_err(|e| fail(e.to_string()))?;
-    for o in observers {
-        agent.observe(o);
-    }
-    if let Some(addr) = cli.metrics {
-        let l = metrics::bind(addr).map_err(|e| fail(format!("metrics on {addr}: {e}")))?;
-        let shown = l.local_addr().map_or(addr.to_string(), |a| a.to_string());
-        metrics::spawn(l, cli.dp_socket.clone(), health)
-            .map_err(|e| fail(format!("cannot start the metrics thread: {e}")))?;
-        log::info!("metrics on http://{shown}/metrics");
-    }
-    agent.run();
+    Ok(c.underlay)
+}
+
+/// Starts the pkt0 thread (DHCP, ICMP); its observer keeps its plan current.
+fn start_pkt0(cli: &Cli) -> Result<Observer, StartError> {
+    let plan = PlanHandle::default();
+    pkt0::spawn(
+        Pkt0Options {
+            dp_socket: cli.agent_socket.clone(),
+            local_socket: cli.agent_local_socket.clone(),
+        },
+        plan.clone(),
+    )
+    .map_err(|e| StartError::Failed(format!("cannot start the pkt0 thread: {e}")))?;
+    Ok(plan.observer())
+}
+
+/// Binds the metrics address and starts the thread serving it.
+fn start_metrics(addr: SocketAddr, cli: &Cli, health: Arc<Health>) -> Result<(), StartError> {
+    let l =
+        metrics::bind(addr).map_err(|e| StartError::Failed(format!("metrics on {addr}: {e}")))?;
+    let shown = l.local_addr().map_or(addr.to_string(), |a| a.to_string());
+    metrics::spawn(l, cli.dp_socket.clone(), health)
+        .map_err(|e| StartError::Failed(format!("cannot start the metrics thread: {e}")))?;
+    log::info!("metrics on http://{shown}/metrics");
     Ok(())
 }
