@@ -2,12 +2,18 @@
 
 use super::*;
 use crate::compile::Binding;
+use crate::config::RemoteRoute;
+use serde_json::{json, Value};
+use vrouter_api::watch::{EventKind, Op, WatchEvent, WatchReply};
+use vrouter_api::{Label, Uuid};
 
 const VMI1: &str = "11111111-1111-1111-1111-111111111111";
 const VMI2: &str = "22222222-2222-2222-2222-222222222222";
 const VM1: &str = "aaaaaaaa-aaaa-aaaa-aaaa-aaaaaaaaaaaa";
 const VRF: &str = "default-domain:admin:net1";
 const PUB: &str = "default-domain:admin:public";
+/// UUIDs of objects the tests do not look at (instance IPs, networks, policies, floating IPs).
+const OTHER: &str = "44444444-4444-4444-4444-444444444444";
 
 fn settings() -> Settings {
     Settings {
@@ -30,7 +36,7 @@ fn iface(vmi: &str, mac: &str, ip: &str) -> Value {
         "uuid": vmi, "name": "i-2-10-VM-0", "fq_name": ["i-2-10-VM", "i-2-10-VM-0"], "vm_uuid": VM1,
         "mac": mac,
         "network": {"uuid": "33333333-3333-3333-3333-333333333333", "fq_name": ["default-domain", "admin", "net1"], "vrf": VRF},
-        "ips": [{"uuid": "x", "address": ip, "subnet": "10.1.1.0/24", "prefix_len": 24,
+        "ips": [{"uuid": OTHER, "address": ip, "subnet": "10.1.1.0/24", "prefix_len": 24,
                  "gateway": "10.1.1.1", "dns_server": "10.1.1.2"}],
         "floating_ips": [], "policies": [], "properties": null
     })
@@ -39,9 +45,13 @@ fn iface(vmi: &str, mac: &str, ip: &str) -> Value {
 fn ev(rev: u64, kind: &str, key: &str, value: Option<Value>) -> WatchEvent {
     WatchEvent {
         rev,
-        kind: kind.into(),
+        kind: match kind {
+            "interface" => EventKind::Interface,
+            "route" => EventKind::Route,
+            _ => EventKind::Other,
+        },
         key: key.into(),
-        op: if value.is_some() { "put" } else { "delete" }.into(),
+        op: if value.is_some() { Op::Put } else { Op::Delete },
         value,
     }
 }
@@ -56,7 +66,7 @@ fn reply(rev: u64, reset: bool, events: Vec<WatchEvent>) -> WatchReply {
 
 fn bound(st: &mut ControllerState, vmi: &str, port: &str) {
     st.ports.insert(
-        vmi.into(),
+        vmi.parse().expect("vmi"),
         Port {
             name: port.into(),
             mac: "02:00:00:00:00:99".parse().expect("mac"),
@@ -98,7 +108,10 @@ fn interface_event_becomes_a_bound_interface() {
     assert_eq!(i.network, VRF);
     assert_eq!(i.mtu, 1500);
     assert_eq!(i.dns, vec![Ipv4Addr::new(10, 1, 1, 2)]);
-    assert_eq!(b.vmi_of_port.get("vif5.0").map(String::as_str), Some(VMI1));
+    assert_eq!(
+        b.vmi_of_port.get("vif5.0").map(Uuid::to_string).as_deref(),
+        Some(VMI1)
+    );
     assert!(b.warnings.is_empty(), "{:?}", b.warnings);
 }
 
@@ -250,7 +263,7 @@ fn floating_ips_local_wins_and_conflicts_are_skipped() {
     bound(&mut st, VMI2, "vif6.0");
     let mut a = iface(VMI1, "02:11:22:33:44:55", "10.1.1.3");
     a["floating_ips"] =
-        json!([{"uuid": "f", "address": "192.0.2.10", "network_uuid": "n", "vrf": PUB}]);
+        json!([{"uuid": OTHER, "address": "192.0.2.10", "network_uuid": OTHER, "vrf": PUB}]);
     a["properties"] = json!({"interface_mtu": 9000});
     // Same IP as the first: skipped with a warning.
     let b2 = iface(VMI2, "02:11:22:33:44:66", "10.1.1.3");
@@ -300,20 +313,20 @@ fn floating_ips_local_wins_and_conflicts_are_skipped() {
         ..Compiled::default()
     };
     let ads = adverts(c, &compiled, &b.vmi_of_port);
+    let ad = |vrf: &str, prefix: &str, label: u32| {
+        (
+            (vrf.to_string(), prefix.parse().expect("prefix")),
+            (
+                Label::new(label).expect("label"),
+                VMI1.parse().expect("vmi"),
+            ),
+        )
+    };
     assert_eq!(
         ads,
-        [
-            (
-                (VRF.to_string(), "10.1.1.3/32".to_string()),
-                (16, VMI1.to_string())
-            ),
-            (
-                (PUB.to_string(), "192.0.2.10/32".to_string()),
-                (18, VMI1.to_string())
-            ),
-        ]
-        .into_iter()
-        .collect()
+        [ad(VRF, "10.1.1.3/32", 16), ad(PUB, "192.0.2.10/32", 18)]
+            .into_iter()
+            .collect()
     );
 }
 
@@ -453,7 +466,7 @@ fn policy_iface(
     let gw = format!("{}.1", subnet.rsplit_once('.').map_or("10.0.0", |x| x.0));
     let (policies, connected) = if with_policy {
         (
-            json!([{"uuid": "p", "fq_name": ["default-domain", "admin", "acl-a-b"], "attr": null, "entries": null,
+            json!([{"uuid": OTHER, "fq_name": ["default-domain", "admin", "acl-a-b"], "attr": null, "entries": null,
                     "rules": [{"direction": "<>", "protocol": 1, "action": "pass",
                                "src": [{"vrf": vrf, "subnets": [subnet]}],
                                "dst": [{"vrf": other, "subnets": [other_sub]}, {"subnet": "192.0.2.0/24"}],
@@ -465,8 +478,8 @@ fn policy_iface(
     };
     json!({
         "uuid": vmi, "name": "x", "vm_uuid": VM1, "mac": null,
-        "network": {"uuid": "n", "vrf": vrf, "subnets": [subnet]},
-        "ips": [{"address": ip, "subnet": subnet, "prefix_len": 24, "gateway": gw}],
+        "network": {"uuid": OTHER, "vrf": vrf, "subnets": [subnet]},
+        "ips": [{"uuid": OTHER, "address": ip, "subnet": subnet, "prefix_len": 24, "gateway": gw}],
         "floating_ips": [], "policies": policies, "connected": connected, "properties": null
     })
 }

@@ -1,0 +1,44 @@
+//! What this host advertises for what it programmed. I/O-free; the worker sends the difference.
+
+use crate::compile::Compiled;
+use crate::config::{Config, Interface};
+use std::collections::{BTreeMap, HashMap};
+use vrouter_api::{Ipv4Prefix, Label, Uuid};
+
+/// What we advertise: (VRF, prefix) -> (label, VMI the route belongs to).
+pub type Adverts = BTreeMap<(String, Ipv4Prefix), (Label, Uuid)>;
+
+/// What to advertise for what was programmed: each interface's /32 with its label, each
+/// floating IP's /32 in its public VRF with that VRF's table label.
+pub fn adverts(cfg: &Config, compiled: &Compiled, vmi_of_port: &BTreeMap<String, Uuid>) -> Adverts {
+    let mut out = Adverts::new();
+    let ifaces: HashMap<&str, &Interface> = cfg
+        .interfaces
+        .iter()
+        .map(|i| (i.name.as_str(), i))
+        .collect();
+    for b in &compiled.bindings {
+        let (Some(i), Some(vmi)) = (ifaces.get(b.name.as_str()), vmi_of_port.get(&b.name)) else {
+            continue;
+        };
+        // The allocator hands out 20-bit labels only; anything else cannot be advertised.
+        let (Some(net), Ok(label)) = (cfg.network(&i.network), Label::new(b.label)) else {
+            continue;
+        };
+        out.insert((net.vrf.clone(), Ipv4Prefix::host(i.ip)), (label, *vmi));
+    }
+    for f in &cfg.floating_ips {
+        let (Some(net), Some(vmi)) = (cfg.network(&f.network), vmi_of_port.get(&f.interface))
+        else {
+            continue;
+        };
+        let label = compiled.table_labels.get(&net.vrf).copied().map(Label::new);
+        if let Some(Ok(label)) = label {
+            out.insert(
+                (net.vrf.clone(), Ipv4Prefix::host(f.address)),
+                (label, *vmi),
+            );
+        }
+    }
+    out
+}

@@ -1,0 +1,409 @@
+//! The controller state turned into the agent's [`Config`], I/O-free, in small passes:
+//! bound interfaces (with their networks, policies and floating IPs) → the floating IPs' public
+//! networks → the floating-IP policy rules → remote routes and the underlay neighbours they
+//! need. Items that cannot be programmed (no network or IP yet, a conflict) are left out with a
+//! warning; the rest still is.
+
+use super::rules::{expand_rules, fip_rules};
+use super::{to_config, ControllerState, Port, Settings};
+use crate::config::{
+    Config, FloatingIp, Interface, NetPolicy, Network, Prefix, RemoteRoute, Underlay,
+};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::net::Ipv4Addr;
+use vrouter_api::interface::InterfaceConfig;
+use vrouter_api::{Ipv4Prefix, Uuid};
+use vrouter_dataplane::wire::MacAddr;
+
+/// A configuration built from the controller state.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Built {
+    /// The agent's config.
+    pub config: Config,
+    /// Things skipped, one line each.
+    pub warnings: Vec<String>,
+    /// Remote fabric IPs with no underlay MAC yet (their routes are left out until resolved).
+    pub unresolved: BTreeSet<Ipv4Addr>,
+    /// Port name -> VMI of the interfaces in `config` (what their adverts belong to).
+    pub vmi_of_port: BTreeMap<String, Uuid>,
+}
+
+impl ControllerState {
+    /// Builds the agent's configuration. Items that cannot be programmed (no network or IP
+    /// yet, a conflict) are left out with a warning; the rest still is.
+    pub fn build(&self, s: &Settings) -> Built {
+        let mut b = Builder::new(self, s);
+        b.interfaces();
+        b.public_networks();
+        b.fip_policy_rules();
+        let routes = b.remote_routes();
+        b.finish(routes)
+    }
+}
+
+/// The best remote route per (VRF, prefix), with the watch revision that chose it.
+type BestRoutes = BTreeMap<(String, Prefix), (u64, RemoteRoute)>;
+
+/// The build in progress.
+struct Builder<'a> {
+    st: &'a ControllerState,
+    s: &'a Settings,
+    out: Built,
+    networks: BTreeMap<String, Network>,
+    interfaces: Vec<Interface>,
+    fips: Vec<FloatingIp>,
+    /// (VRF, IP) of the interfaces kept so far: a second claimant is skipped.
+    taken: HashSet<(String, Ipv4Addr)>,
+    /// (public VRF, address) of the floating IPs kept so far.
+    fip_seen: HashSet<(String, Ipv4Addr)>,
+}
+
+/// How one interface is addressed, from its config and its port.
+struct Addressing {
+    vrf: String,
+    ip: Ipv4Addr,
+    mac: MacAddr,
+    subnet: Option<Prefix>,
+    gateway: Option<Ipv4Addr>,
+    dns: Option<Ipv4Addr>,
+}
+
+/// The interface's VRF, first IPv4 address (with what its subnet says) and MAC (the config's,
+/// else the one xenstore has); an error says what is still missing or wrong.
+fn addressing(c: &InterfaceConfig, port: &Port) -> Result<Addressing, String> {
+    let vrf = c
+        .vrf()
+        .filter(|v| !v.trim().is_empty())
+        .ok_or("no network yet")?
+        .to_string();
+    let (ip, ipc) = c
+        .ips
+        .iter()
+        .find_map(|i| i.ipv4().map(|a| (a, i)))
+        .ok_or("no IPv4 address yet")?;
+    let mac = c.mac.unwrap_or(port.mac);
+    if !mac.is_unicast() {
+        return Err(format!("mac {mac} is not a unicast MAC"));
+    }
+    let subnet = ipc
+        .subnet
+        .or_else(|| Ipv4Prefix::truncating(ip, ipc.prefix_len?))
+        .filter(|p| p.contains(ip))
+        .map(to_config);
+    let gateway = ipc
+        .gateway
+        .filter(|g| subnet.is_none_or(|p| p.contains(*g)));
+    Ok(Addressing {
+        vrf,
+        ip,
+        mac,
+        subnet,
+        gateway,
+        dns: ipc.dns_server,
+    })
+}
+
+/// The network's policy as the first interface carrying one describes it: its policies' rules
+/// expanded, the subnets flows are judged for, the networks it connects (route leak).
+fn policy(
+    c: &InterfaceConfig,
+    vrf: &str,
+    subnet: Option<Prefix>,
+    warnings: &mut Vec<String>,
+) -> NetPolicy {
+    let mut subnets: Vec<Prefix> = c
+        .network
+        .iter()
+        .flat_map(|n| n.subnets.iter().copied())
+        .map(to_config)
+        .collect();
+    if subnets.is_empty() {
+        subnets.extend(subnet);
+    }
+    NetPolicy {
+        names: c.policies.iter().map(|p| p.fq_name.join(":")).collect(),
+        subnets,
+        rules: expand_rules(&c.policies, warnings),
+        connected: c
+            .connected
+            .iter()
+            .map(|x| x.vrf.clone())
+            .filter(|x| x != vrf)
+            .collect(),
+    }
+}
+
+/// The MTU the config asks for if the dataplane can honour it, else the default.
+fn mtu(c: &InterfaceConfig, default: u16) -> u16 {
+    c.properties
+        .as_ref()
+        .and_then(|p| p.interface_mtu)
+        .and_then(|m| u16::try_from(m).ok())
+        .filter(|m| (68..=9216).contains(m))
+        .unwrap_or(default)
+}
+
+/// A network with neither subnet nor gateway (a floating IP's public network).
+fn bare_network(vrf: &str) -> Network {
+    Network {
+        name: vrf.to_string(),
+        vrf: vrf.to_string(),
+        subnet: None,
+        gateway: None,
+        policy: None,
+    }
+}
+
+impl<'a> Builder<'a> {
+    fn new(st: &'a ControllerState, s: &'a Settings) -> Self {
+        Builder {
+            st,
+            s,
+            out: Built::default(),
+            networks: BTreeMap::new(),
+            interfaces: Vec::new(),
+            fips: Vec::new(),
+            taken: HashSet::new(),
+            fip_seen: HashSet::new(),
+        }
+    }
+
+    /// The bound interfaces in port-name order (the first of two claimants wins, stably).
+    fn interfaces(&mut self) {
+        let st = self.st;
+        let mut ports: Vec<(&Uuid, &Port)> = st.ports.iter().collect();
+        ports.sort_by(|a, b| a.1.name.cmp(&b.1.name));
+        for (vmi, port) in ports {
+            let Some(c) = st.ifaces.get(vmi) else {
+                continue; // not configured yet: the watch or the fetch brings it
+            };
+            let item = format!("interface {} (vmi {vmi})", port.name);
+            if let Err(why) = self.interface(*vmi, port, c, &item) {
+                self.out.warnings.push(format!("{item}: {why}"));
+            }
+        }
+    }
+
+    /// One bound interface with its network and floating IPs.
+    fn interface(
+        &mut self,
+        vmi: Uuid,
+        port: &Port,
+        c: &InterfaceConfig,
+        item: &str,
+    ) -> Result<(), String> {
+        let a = addressing(c, port)?;
+        self.join_network(c, &a)?;
+        self.floating_ips(c, &a.vrf, &port.name, item);
+        self.out.vmi_of_port.insert(port.name.clone(), vmi);
+        self.interfaces.push(Interface {
+            name: port.name.clone(),
+            mac: a.mac,
+            ip: a.ip,
+            network: a.vrf,
+            mtu: mtu(c, self.s.mtu),
+            dns: a.dns.into_iter().collect(),
+            nic_uuid: Some(vmi.to_string()),
+            vm_uuid: c.vm_uuid.map(|u| u.to_string()),
+        });
+        Ok(())
+    }
+
+    /// The interface's network: created on first sight with the interface's subnet and
+    /// gateway, given the policy of the first interface that carries one (even if that
+    /// interface is then skipped: the policy is the network's). The interface's IP must then
+    /// lie in the network's subnet, not be its gateway, and be free.
+    fn join_network(&mut self, c: &InterfaceConfig, a: &Addressing) -> Result<(), String> {
+        let (vrf, ip) = (&a.vrf, a.ip);
+        let net = self.networks.entry(vrf.clone()).or_insert_with(|| Network {
+            subnet: a.subnet,
+            gateway: a.gateway,
+            ..bare_network(vrf)
+        });
+        if net.policy.is_none() && (!c.policies.is_empty() || !c.connected.is_empty()) {
+            net.policy = Some(policy(c, vrf, a.subnet, &mut self.out.warnings));
+        }
+        if net.subnet.is_none() && net.gateway.is_none() {
+            net.subnet = a.subnet;
+            net.gateway = a.gateway;
+        }
+        if let Some(ns) = net.subnet.filter(|ns| !ns.contains(ip)) {
+            return Err(format!(
+                "ip {ip} is outside {vrf}'s subnet {ns} (one subnet per network is supported)"
+            ));
+        }
+        if net.gateway == Some(ip) {
+            return Err(format!("ip {ip} is the gateway of {vrf}"));
+        }
+        if !self.taken.insert((vrf.clone(), ip)) {
+            return Err(format!("ip {ip} is already used in {vrf}"));
+        }
+        Ok(())
+    }
+
+    /// The interface's allocated floating IPs; one in its own network or already taken is
+    /// skipped with a warning.
+    fn floating_ips(&mut self, c: &InterfaceConfig, vrf: &str, port: &str, item: &str) {
+        for f in &c.floating_ips {
+            let (Some(addr), Some(fvrf)) = (f.address, f.vrf.clone().filter(|v| !v.is_empty()))
+            else {
+                continue;
+            };
+            if fvrf == vrf {
+                self.out.warnings.push(format!(
+                    "{item}: floating ip {addr} is in the interface's own network"
+                ));
+                continue;
+            }
+            if !self.fip_seen.insert((fvrf.clone(), addr)) {
+                self.out.warnings.push(format!(
+                    "{item}: floating ip {addr} in {fvrf} is used twice"
+                ));
+                continue;
+            }
+            self.fips.push(FloatingIp {
+                network: fvrf,
+                address: addr,
+                interface: port.to_string(),
+            });
+        }
+    }
+
+    /// Public networks of floating IPs (no local subnet, no gateway).
+    fn public_networks(&mut self) {
+        for f in &self.fips {
+            self.networks
+                .entry(f.network.clone())
+                .or_insert_with(|| bare_network(&f.network));
+        }
+    }
+
+    /// Floating-IP traffic is governed by the public network (Contrail), which has no policy
+    /// here, but the dataplane also judges it by the private network's policy: after that
+    /// policy's own rules, a VM with a floating IP may talk to anything except the networks
+    /// the policy connects (whose traffic those rules alone decide).
+    fn fip_policy_rules(&mut self) {
+        for net in self.networks.values_mut() {
+            let Some(pol) = net.policy.as_mut() else {
+                continue;
+            };
+            let connected = connected_prefixes(self.st, &net.vrf, &pol.connected);
+            let with_fip: BTreeSet<Ipv4Addr> = self
+                .interfaces
+                .iter()
+                .filter(|i| {
+                    i.network == net.name && self.fips.iter().any(|f| f.interface == i.name)
+                })
+                .map(|i| i.ip)
+                .collect();
+            for ip in with_fip {
+                pol.rules.extend(fip_rules(ip, &connected));
+            }
+        }
+    }
+
+    /// Local /32s (interfaces, floating IPs): they win over remote routes for the same prefix
+    /// (a VM that moved here).
+    fn local_prefixes(&self) -> HashSet<(String, Prefix)> {
+        self.interfaces
+            .iter()
+            .map(|i| (i.network.clone(), i.ip))
+            .chain(self.fips.iter().map(|f| (f.network.clone(), f.address)))
+            .map(|(vrf, a)| (vrf, to_config(Ipv4Prefix::host(a))))
+            .collect()
+    }
+
+    /// The underlay MAC of a remote host: configured, else resolved, else the gateway's.
+    fn underlay_mac(&self, nh: Ipv4Addr) -> Option<MacAddr> {
+        self.s
+            .neighbours
+            .get(&nh)
+            .or_else(|| self.st.neighbours.get(&nh))
+            .copied()
+            .or(self.s.gateway_mac)
+    }
+
+    /// Other hosts' routes in our networks and in the networks leaked into them, the newest
+    /// per prefix; a route via a host whose underlay MAC is unknown waits (`unresolved`).
+    fn remote_routes(&mut self) -> BestRoutes {
+        let local = self.local_prefixes();
+        let leaked: HashSet<&String> = self
+            .networks
+            .values()
+            .filter_map(|n| n.policy.as_ref())
+            .flat_map(|p| p.connected.iter())
+            .collect();
+        let mut best = BestRoutes::new();
+        for (rev, r) in self.st.routes.values() {
+            if r.host == self.s.host
+                || !(self.networks.contains_key(&r.vrf) || leaked.contains(&r.vrf))
+            {
+                continue;
+            }
+            let (prefix, nh) = (to_config(r.prefix), r.nexthop);
+            if Some(nh) == self.s.fabric_ip || local.contains(&(r.vrf.clone(), prefix)) {
+                continue;
+            }
+            if self.underlay_mac(nh).is_none() {
+                self.out.unresolved.insert(nh);
+                continue;
+            }
+            let k = (r.vrf.clone(), prefix);
+            if best.get(&k).is_none_or(|(brev, _)| rev > brev) {
+                let rr = RemoteRoute {
+                    network: r.vrf.clone(),
+                    prefix,
+                    label: r.label.get(),
+                    remote: nh,
+                    encap: self.s.encap,
+                };
+                best.insert(k, (*rev, rr));
+            }
+        }
+        if !self.out.unresolved.is_empty() {
+            self.out.warnings.push(format!(
+                "routes via {:?} wait for the underlay MAC of those hosts",
+                self.out.unresolved
+            ));
+        }
+        best
+    }
+
+    /// The config: the underlay carries the MAC of each remote host a route uses.
+    fn finish(mut self, best: BestRoutes) -> Built {
+        let neighbours: BTreeMap<Ipv4Addr, MacAddr> = best
+            .values()
+            .filter_map(|(_, r)| Some((r.remote, self.underlay_mac(r.remote)?)))
+            .collect();
+        let s = self.s;
+        self.out.config = Config {
+            underlay: Underlay {
+                fabric_ip: s.fabric_ip,
+                fabric_mac: None,
+                gateway_mac: s.gateway_mac,
+                neighbours,
+                encap: s.encap,
+            },
+            networks: self.networks.into_values().collect(),
+            interfaces: self.interfaces,
+            routes: best.into_values().map(|(_, r)| r).collect(),
+            floating_ips: self.fips,
+        };
+        self.out
+    }
+}
+
+/// The subnets of the networks `connected` (of `vrf`'s policy), as the interfaces of `vrf`
+/// list them.
+fn connected_prefixes(st: &ControllerState, vrf: &str, connected: &[String]) -> Vec<Prefix> {
+    st.ifaces
+        .values()
+        .filter(|c| c.vrf() == Some(vrf))
+        .flat_map(|c| c.connected.iter())
+        .filter(|c| connected.contains(&c.vrf))
+        .flat_map(|c| c.subnets.iter().copied())
+        .map(to_config)
+        .collect::<BTreeSet<Prefix>>()
+        .into_iter()
+        .collect()
+}

@@ -1,0 +1,179 @@
+//! The controller config source (`--controller URL`): the agent's half of the shim's agent API
+//! (`docs/shim.md`, "Agent API"), spoken through the typed contract of `vrouter-api`.
+//!
+//! * A **worker** thread registers the agent (`POST /vrouter/agents`), announces every vif the
+//!   xenstore binder bound (`POST /vrouter/bindings`, then `GET /vrouter/interfaces/<vmi>` for a
+//!   quick first config), withdraws unbound ones, advertises each programmed interface's /32
+//!   with its label (and each floating IP with its public VRF's table label), and resolves the
+//!   underlay MAC of every remote host it needs (ARP through the host stack, see
+//!   [`neighbour`]).
+//! * A **watch** thread follows `GET /vrouter/watch` (long-poll, resumed with `since`, a
+//!   `reset` replaces everything) into the [`ControllerState`].
+//! * [`ControllerState::build`] (I/O-free) turns that state into the agent's [`Config`]:
+//!   one network per VRF name, the bound interfaces under their dom0 port names, floating IPs,
+//!   remote routes with label, nexthop = the remote fabric IP and the default encapsulation.
+//!
+//! Headless-safe: an unreachable shim changes nothing (the state is kept, calls are retried with
+//! a backoff up to 30 s); the agent applies nothing before the first watch answer (and the first
+//! xenstore scan), so a restarted agent never removes what the dataplane holds. A shim speaking
+//! another contract version is logged as an error and retried the same way.
+//!
+//! Modules: `state` (what the watch and xenstore told us), `build` (state → [`Config`]),
+//! `rules` (policy rule expansion), `advert` (what to advertise), [`neighbour`] (underlay
+//! MACs), and the threads: `shared` (their common state), `worker`, `watcher`.
+
+mod advert;
+mod build;
+pub mod neighbour;
+mod rules;
+mod shared;
+mod state;
+mod watcher;
+mod worker;
+
+pub use advert::{adverts, Adverts};
+pub use build::Built;
+pub use rules::{expand_rules, fip_rules, MAX_RULES};
+pub use state::{ControllerState, Port};
+pub use worker::{FabricIpError, WorkerError};
+
+use crate::compile::Compiled;
+use crate::config::{Config, Prefix};
+use crate::daemon::Observer;
+use crate::source::{ConfigSource, SourceError};
+use crate::xenbind::BindTarget;
+use shared::Shared;
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use vrouter_api::client::AgentApi;
+use vrouter_api::Ipv4Prefix;
+use vrouter_dataplane::tables::TunnelKind;
+use vrouter_dataplane::wire::MacAddr;
+
+/// The config's prefix from the contract's. The one place the two types meet: it goes when
+/// `config::Prefix` becomes an alias of [`Ipv4Prefix`].
+fn to_config(p: Ipv4Prefix) -> Prefix {
+    Prefix {
+        addr: p.addr,
+        len: p.len,
+    }
+}
+
+/// Fixed settings of the controller source.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Controller base URL, e.g. `http://10.0.0.5:8082`.
+    pub url: String,
+    /// `X-Auth-Token`.
+    pub token: Option<String>,
+    /// Our host name at the shim.
+    pub host: String,
+    /// Our fabric IP (default: the dataplane's).
+    pub fabric_ip: Option<Ipv4Addr>,
+    /// Underlay next-hop MAC for remote hosts whose MAC is not resolved (routed underlay).
+    pub gateway_mac: Option<MacAddr>,
+    /// Fixed underlay MACs per remote host (win over ARP).
+    pub neighbours: BTreeMap<Ipv4Addr, MacAddr>,
+    /// Resolve remote hosts' MACs by ARP through the host stack.
+    pub arp: bool,
+    /// Encapsulation of remote routes.
+    pub encap: TunnelKind,
+    /// MTU of interfaces whose config has none.
+    pub mtu: u16,
+    /// Dataplane control socket (to learn the fabric IP).
+    pub dp_socket: PathBuf,
+    /// Whether a xenstore binder reports the bound ports (readiness waits for its first scan).
+    pub xenstore: bool,
+}
+
+/// The controller config source. See the module docs.
+#[derive(Debug)]
+pub struct ControllerSource {
+    shared: Arc<Shared>,
+    last_warnings: Vec<String>,
+}
+
+impl ControllerSource {
+    /// Starts the worker and watch threads.
+    ///
+    /// # Errors
+    /// A thread could not be spawned.
+    pub fn start(s: Settings) -> std::io::Result<Self> {
+        let api = AgentApi::new(&s.url, s.token.clone());
+        let shared = Arc::new(Shared::new(s, api));
+        let w = shared.clone();
+        std::thread::Builder::new()
+            .name("controller".into())
+            .spawn(move || worker::run(&w))?;
+        let w = shared.clone();
+        std::thread::Builder::new()
+            .name("controller-watch".into())
+            .spawn(move || watcher::run(&w))?;
+        Ok(Self {
+            shared,
+            last_warnings: Vec::new(),
+        })
+    }
+
+    /// The binder target (xenstore bindings go to the controller state).
+    pub fn bind_target(&self) -> Arc<dyn BindTarget> {
+        self.shared.clone()
+    }
+
+    /// The observer that advertises what each pass programmed.
+    pub fn observer(&self) -> Observer {
+        let shared = self.shared.clone();
+        Box::new(move |cfg: &Config, compiled: &Compiled| {
+            let mut g = shared.lock();
+            let want = adverts(cfg, compiled, &g.vmi_of_port);
+            if want != g.want_adverts {
+                g.want_adverts = want;
+                shared.kick(&mut g);
+            }
+        })
+    }
+}
+
+impl ConfigSource for ControllerSource {
+    fn describe(&self) -> String {
+        format!(
+            "controller {} (host {})",
+            self.shared.s.url, self.shared.s.host
+        )
+    }
+
+    fn load(&mut self) -> Result<Config, SourceError> {
+        let mut g = self.shared.lock();
+        g.changed = false;
+        let built = g.st.build(&self.shared.s);
+        g.vmi_of_port = built.vmi_of_port;
+        if built.unresolved != g.unresolved {
+            g.unresolved = built.unresolved;
+            if !g.unresolved.is_empty() {
+                self.shared.kick(&mut g);
+            }
+        }
+        drop(g);
+        if built.warnings != self.last_warnings {
+            for w in &built.warnings {
+                log::warn!("controller: {w}");
+            }
+            self.last_warnings = built.warnings;
+        }
+        Ok(built.config)
+    }
+
+    fn changed(&mut self) -> bool {
+        self.shared.lock().changed
+    }
+
+    fn ready(&mut self) -> bool {
+        let g = self.shared.lock();
+        g.watch_ok && g.scanned
+    }
+}
+
+#[cfg(test)]
+mod tests;
