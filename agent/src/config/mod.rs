@@ -31,62 +31,9 @@ pub enum ConfigError {
     },
 }
 
-/// An IPv4 prefix, host bits zero.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Prefix {
-    /// Network address.
-    pub addr: Ipv4Addr,
-    /// Length, 0..=32.
-    pub len: u8,
-}
-
-impl Prefix {
-    /// Parses `a.b.c.d/n` (or a bare address as /32). Host bits must be zero.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let (a, l) = match s.split_once('/') {
-            Some((a, l)) => (a, l),
-            None => (s, "32"),
-        };
-        let addr: Ipv4Addr = a
-            .trim()
-            .parse()
-            .map_err(|_| format!("{s:?} is not an IPv4 prefix (a.b.c.d/n)"))?;
-        let len: u8 = l
-            .trim()
-            .parse()
-            .ok()
-            .filter(|l| *l <= 32)
-            .ok_or_else(|| format!("{s:?}: prefix length must be 0..32"))?;
-        let p = Prefix { addr, len };
-        if u32::from(addr) & !p.mask() != 0 {
-            return Err(format!(
-                "{s:?} has host bits set (did you mean {}/{len}?)",
-                Ipv4Addr::from(u32::from(addr) & p.mask())
-            ));
-        }
-        Ok(p)
-    }
-
-    /// Netmask as an integer.
-    pub fn mask(&self) -> u32 {
-        if self.len == 0 {
-            0
-        } else {
-            u32::MAX << (32 - u32::from(self.len))
-        }
-    }
-
-    /// True if `ip` lies in this prefix.
-    pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        u32::from(ip) & self.mask() == u32::from(self.addr)
-    }
-}
-
-impl std::fmt::Display for Prefix {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.addr, self.len)
-    }
-}
+/// An IPv4 prefix, host bits zero: the contract's type (strict `FromStr`: `a.b.c.d/n` or a
+/// bare address as /32, host bits must be zero).
+pub use vrouter_api::Ipv4Prefix as Prefix;
 
 /// A virtual network: one VRF.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -240,7 +240,10 @@ fn check_addressing(
     let subnet = n
         .subnet
         .as_deref()
-        .map(|s| Prefix::parse(s).map_err(|e| invalid(item, format!("subnet {e}"))))
+        .map(|s| {
+            s.parse::<Prefix>()
+                .map_err(|e| invalid(item, format!("subnet {e}")))
+        })
         .transpose()?;
     let gateway = match (&n.gateway, subnet) {
         (Some(g), _) => Some(ip(item, "gateway", g)?),
@@ -371,7 +374,10 @@ fn check_routes(
         if !networks.contains(&r.network) {
             return Err(invalid(item, format!("unknown network {:?}", r.network)));
         }
-        let prefix = Prefix::parse(&r.prefix).map_err(|e| invalid(&item, e))?;
+        let prefix = r
+            .prefix
+            .parse::<Prefix>()
+            .map_err(|e| invalid(&item, e.to_string()))?;
         if !seen_routes.insert((r.network.clone(), prefix)) {
             return Err(invalid(item, "defined twice"));
         }

@@ -5,7 +5,7 @@
 //! warning; the rest still is.
 
 use super::rules::{expand_rules, fip_rules};
-use super::{to_config, ControllerState, Port, Settings};
+use super::{ControllerState, Port, Settings};
 use crate::config::{
     Config, FloatingIp, Interface, NetPolicy, Network, Prefix, RemoteRoute, Underlay,
 };
@@ -88,8 +88,7 @@ fn addressing(c: &InterfaceConfig, port: &Port) -> Result<Addressing, String> {
     let subnet = ipc
         .subnet
         .or_else(|| Ipv4Prefix::truncating(ip, ipc.prefix_len?))
-        .filter(|p| p.contains(ip))
-        .map(to_config);
+        .filter(|p| p.contains(ip));
     let gateway = ipc
         .gateway
         .filter(|g| subnet.is_none_or(|p| p.contains(*g)));
@@ -115,7 +114,6 @@ fn policy(
         .network
         .iter()
         .flat_map(|n| n.subnets.iter().copied())
-        .map(to_config)
         .collect();
     if subnets.is_empty() {
         subnets.extend(subnet);
@@ -309,7 +307,7 @@ impl<'a> Builder<'a> {
             .iter()
             .map(|i| (i.network.clone(), i.ip))
             .chain(self.fips.iter().map(|f| (f.network.clone(), f.address)))
-            .map(|(vrf, a)| (vrf, to_config(Ipv4Prefix::host(a))))
+            .map(|(vrf, a)| (vrf, Ipv4Prefix::host(a)))
             .collect()
     }
 
@@ -340,7 +338,7 @@ impl<'a> Builder<'a> {
             {
                 continue;
             }
-            let (prefix, nh) = (to_config(r.prefix), r.nexthop);
+            let (prefix, nh) = (r.prefix, r.nexthop);
             if Some(nh) == self.s.fabric_ip || local.contains(&(r.vrf.clone(), prefix)) {
                 continue;
             }
@@ -402,7 +400,6 @@ fn connected_prefixes(st: &ControllerState, vrf: &str, connected: &[String]) -> 
         .flat_map(|c| c.connected.iter())
         .filter(|c| connected.contains(&c.vrf))
         .flat_map(|c| c.subnets.iter().copied())
-        .map(to_config)
         .collect::<BTreeSet<Prefix>>()
         .into_iter()
         .collect()

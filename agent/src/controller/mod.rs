@@ -38,7 +38,7 @@ pub use state::{ControllerState, Port};
 pub use worker::{FabricIpError, WorkerError};
 
 use crate::compile::Compiled;
-use crate::config::{Config, Prefix};
+use crate::config::Config;
 use crate::daemon::Observer;
 use crate::source::{ConfigSource, SourceError};
 use crate::xenbind::BindTarget;
@@ -48,18 +48,8 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use vrouter_api::client::AgentApi;
-use vrouter_api::Ipv4Prefix;
 use vrouter_dataplane::tables::TunnelKind;
 use vrouter_dataplane::wire::MacAddr;
-
-/// The config's prefix from the contract's. The one place the two types meet: it goes when
-/// `config::Prefix` becomes an alias of [`Ipv4Prefix`].
-fn to_config(p: Ipv4Prefix) -> Prefix {
-    Prefix {
-        addr: p.addr,
-        len: p.len,
-    }
-}
 
 /// Fixed settings of the controller source.
 #[derive(Debug, Clone)]

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::compile::Binding;
+use crate::config::Prefix;
 use crate::config::RemoteRoute;
 use serde_json::{json, Value};
 use vrouter_api::watch::{EventKind, Op, WatchEvent, WatchReply};
@@ -98,7 +99,7 @@ fn interface_event_becomes_a_bound_interface() {
     assert_eq!(c.networks.len(), 1);
     assert_eq!(c.networks[0].name, VRF);
     assert_eq!(c.networks[0].vrf, VRF);
-    assert_eq!(c.networks[0].subnet, Prefix::parse("10.1.1.0/24").ok());
+    assert_eq!(c.networks[0].subnet, "10.1.1.0/24".parse::<Prefix>().ok());
     assert_eq!(c.networks[0].gateway, Some(Ipv4Addr::new(10, 1, 1, 1)));
     assert_eq!(c.interfaces.len(), 1);
     let i = &c.interfaces[0];
@@ -144,7 +145,7 @@ fn remote_routes_need_an_underlay_mac_and_skip_our_own() {
         b.config.routes,
         vec![RemoteRoute {
             network: VRF.into(),
-            prefix: Prefix::parse("10.1.1.4/32").expect("p"),
+            prefix: "10.1.1.4/32".parse::<Prefix>().expect("p"),
             label: 17,
             remote: Ipv4Addr::new(10, 0, 0, 2),
             encap: TunnelKind::MplsOverUdp,
@@ -655,7 +656,7 @@ fn policies_compile_reconcile_and_leak_routes_only_while_connected() {
 #[test]
 fn floating_ip_vm_in_a_policy_network_passes_except_to_connected_networks() {
     use vrouter_dataplane::tables::policy::{Endpoint, PolicyAction};
-    let p = |s: &str| Prefix::parse(s).expect("prefix");
+    let p = |s: &str| s.parse::<Prefix>().expect("prefix");
     let rules = fip_rules(Ipv4Addr::new(10, 1, 1, 2), &[p("10.2.2.0/24")]);
     let ip = |a: [u8; 4]| u32::from(Ipv4Addr::from(a));
     assert_eq!(rules.len(), 2);
