@@ -10,50 +10,23 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
+use vrouter_api::agent::{
+    Advertise, Advertised, AgentList, Binding, Bound, RegisterAgent, Registered, RouteList,
+    Unbound, Withdraw, Withdrawn,
+};
+use vrouter_api::interface::InterfaceConfig;
+use vrouter_api::watch::WatchReply;
+
 use crate::agents::AgentState;
+use crate::error::bad;
+pub use crate::error::ApiError;
+use crate::graph::{parse_ipam_subnet, Graph, IpamSubnet};
+pub use crate::graph::{Obj, Ref};
 use crate::schema::{is_read_only_key, Kind, ObjType};
-use crate::store::Batch;
-use crate::util::{self, Subnet};
-
-/// A request-level error; the variant decides the HTTP status, the text is the message.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ApiError {
-    /// Malformed body, unknown field or type, missing parent (400).
-    #[error("{0}")]
-    BadRequest(String),
-    /// Missing or wrong token (401).
-    #[error("authentication required")]
-    Unauthorized,
-    /// Unknown id, name, type or path (404).
-    #[error("{0}")]
-    NotFound(String),
-    /// Duplicate name or uuid, delete with children or back-references left (409).
-    #[error("{0}")]
-    Conflict(String),
-    /// The store failed; nothing was acknowledged (503, which the Python client retries).
-    #[error("{0}")]
-    Unavailable(String),
-}
-
-impl ApiError {
-    /// HTTP status code for this error.
-    pub fn status(&self) -> u16 {
-        match self {
-            ApiError::BadRequest(_) => 400,
-            ApiError::Unauthorized => 401,
-            ApiError::NotFound(_) => 404,
-            ApiError::Conflict(_) => 409,
-            ApiError::Unavailable(_) => 503,
-        }
-    }
-}
-
-fn bad(msg: impl Into<String>) -> ApiError {
-    ApiError::BadRequest(msg.into())
-}
+use crate::store::{Batch, Journal, REV_KEY};
+use crate::util;
 
 /// Per-request inputs the core must not fetch itself.
 #[derive(Debug, Clone)]
@@ -64,51 +37,6 @@ pub struct Ctx {
     pub new_uuid: String,
     /// Base URL for hrefs, e.g. `http://127.0.0.1:8082`.
     pub base: String,
-}
-
-/// One reference as stored: exactly the list the client sent, resolved to uuids.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Ref {
-    /// Target fq_name.
-    pub to: Vec<String>,
-    /// Target uuid (resolved by the server, never trusted from the client).
-    pub uuid: String,
-    /// Link attribute (`VnSubnetsType`, `VirtualNetworkPolicyType`, ...) or null.
-    pub attr: Value,
-}
-
-/// A stored object.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Obj {
-    /// Object type.
-    pub ty: ObjType,
-    /// Uuid string exactly as created.
-    pub uuid: String,
-    /// Fully qualified name.
-    pub fq_name: Vec<String>,
-    /// Parent type as it will be echoed (`None` for root objects).
-    pub parent_type: Option<ObjType>,
-    /// Parent uuid when the parent exists.
-    pub parent_uuid: Option<String>,
-    /// True when the parent is accepted but is not a containment link (see
-    /// [`ObjType::lenient_parents`]).
-    #[serde(default)]
-    pub lenient_parent: bool,
-    /// Properties, `id_perms` included.
-    pub props: Map<String, Value>,
-    /// Outgoing references by target type.
-    pub refs: BTreeMap<ObjType, Vec<Ref>>,
-}
-
-impl Obj {
-    /// First reference of the given target type.
-    pub fn first_ref(&self, ty: ObjType) -> Option<&Ref> {
-        self.refs.get(&ty).and_then(|v| v.first())
-    }
-
-    fn name(&self) -> &str {
-        self.fq_name.last().map(String::as_str).unwrap_or("")
-    }
 }
 
 /// An address held by an instance-ip or floating-ip in a virtual network.
@@ -191,28 +119,20 @@ pub const DEFAULT_OBJECTS: &[(ObjType, &[&str])] = &[
 /// The whole configuration state.
 #[derive(Debug, Default)]
 pub struct Core {
-    pub(crate) objs: HashMap<String, Obj>,
-    by_type: BTreeMap<ObjType, BTreeSet<String>>,
-    by_fq: HashMap<(ObjType, Vec<String>), String>,
-    children: HashMap<String, BTreeSet<String>>,
-    pub(crate) back_refs: HashMap<String, BTreeSet<String>>,
+    graph: Graph,
     /// vn uuid → address → owner uuid.
     addrs: HashMap<String, HashMap<u32, String>>,
     /// owner uuid → (vn uuid, address).
     claims: HashMap<String, (String, u32)>,
-    /// Revision of the last mutation; persisted as `meta/rev`.
-    pub(crate) rev: u64,
-    pub(crate) agents: AgentState,
-    pending: Batch,
+    /// Revision of the last mutation (persisted as the store's `meta/rev`) and queued writes.
+    journal: Journal,
+    agents: AgentState,
 }
 
 /// Store key of an object.
 pub fn obj_key(uuid: &str) -> String {
     format!("obj/{uuid}")
 }
-
-/// Store key of the revision counter.
-pub const REV_KEY: &str = "meta/rev";
 
 /// Error while rebuilding the state from stored records.
 #[derive(Debug, thiserror::Error)]
@@ -246,9 +166,10 @@ impl Core {
         for (key, val) in records {
             if key.starts_with("obj/") {
                 let o: Obj = serde_json::from_slice(&val).map_err(|e| corrupt(&key, e))?;
-                core.index(o);
+                core.graph.index(o);
             } else if key == REV_KEY {
-                core.rev = serde_json::from_slice(&val).map_err(|e| corrupt(&key, e))?;
+                core.journal =
+                    Journal::at(serde_json::from_slice(&val).map_err(|e| corrupt(&key, e))?);
             } else {
                 core.agents
                     .load_record(&key, &val)
@@ -257,6 +178,7 @@ impl Core {
         }
         // Claims need every object indexed first (a floating-ip finds its VN via the pool).
         let owners: Vec<String> = core
+            .graph
             .objs
             .values()
             .filter(|o| matches!(o.ty, ObjType::InstanceIp | ObjType::FloatingIp))
@@ -264,6 +186,7 @@ impl Core {
             .collect();
         for u in owners {
             if let Some(c) = core
+                .graph
                 .objs
                 .get(&u)
                 .and_then(|o| core.claim_of(o).ok().flatten())
@@ -283,7 +206,7 @@ impl Core {
     pub fn bootstrap(&mut self, ctx: &Ctx, mut fresh: impl FnMut() -> String) {
         for (ty, fq) in DEFAULT_OBJECTS {
             let fq: Vec<String> = fq.iter().map(|s| s.to_string()).collect();
-            if self.by_fq.contains_key(&(*ty, fq.clone())) {
+            if self.graph.by_fq.contains_key(&(*ty, fq.clone())) {
                 continue;
             }
             let mut inner = json!({ "fq_name": fq });
@@ -303,108 +226,45 @@ impl Core {
 
     /// Current revision.
     pub fn rev(&self) -> u64 {
-        self.rev
+        self.journal.rev()
     }
 
     /// Number of stored objects.
     pub fn len(&self) -> usize {
-        self.objs.len()
+        self.graph.len()
     }
 
     /// True when no object is stored.
     pub fn is_empty(&self) -> bool {
-        self.objs.is_empty()
+        self.graph.is_empty()
     }
 
     /// Takes the writes queued since the last call (the caller persists them).
     pub fn take_batch(&mut self) -> Batch {
-        std::mem::take(&mut self.pending)
-    }
-
-    pub(crate) fn queue(&mut self, key: String, val: Option<Vec<u8>>) {
-        self.pending.ops.push((key, val));
-    }
-
-    /// Starts a mutation: bumps the revision and queues it.
-    pub(crate) fn bump(&mut self) -> u64 {
-        self.rev += 1;
-        let v = self.rev.to_string().into_bytes();
-        self.pending.ops.retain(|(k, _)| k != REV_KEY);
-        self.queue(REV_KEY.to_string(), Some(v));
-        self.rev
+        self.journal.take()
     }
 
     fn persist(&mut self, uuid: &str) {
         let val = self
+            .graph
             .objs
             .get(uuid)
             .map(|o| serde_json::to_vec(o).unwrap_or_default());
-        self.queue(obj_key(uuid), val);
+        self.journal.queue(obj_key(uuid), val);
     }
 
     /// Looks an object up by uuid.
     pub fn get(&self, uuid: &str) -> Option<&Obj> {
-        self.objs.get(uuid)
+        self.graph.get(uuid)
     }
 
     /// Looks a uuid up by type and fq_name.
     pub fn lookup(&self, ty: ObjType, fq: &[String]) -> Option<&str> {
-        self.by_fq.get(&(ty, fq.to_vec())).map(String::as_str)
+        self.graph.lookup(ty, fq)
     }
 
     fn get_typed(&self, ty: ObjType, uuid: &str) -> Result<&Obj, ApiError> {
-        match self.objs.get(uuid) {
-            Some(o) if o.ty == ty => Ok(o),
-            _ => Err(ApiError::NotFound(format!(
-                "No {} object found for id {uuid}",
-                ty.name()
-            ))),
-        }
-    }
-
-    // ---- indexes -------------------------------------------------------------------------
-
-    fn index(&mut self, o: Obj) {
-        self.by_type.entry(o.ty).or_default().insert(o.uuid.clone());
-        self.by_fq.insert((o.ty, o.fq_name.clone()), o.uuid.clone());
-        if let (Some(p), false) = (&o.parent_uuid, o.lenient_parent) {
-            self.children
-                .entry(p.clone())
-                .or_default()
-                .insert(o.uuid.clone());
-        }
-        for r in o.refs.values().flatten() {
-            self.back_refs
-                .entry(r.uuid.clone())
-                .or_default()
-                .insert(o.uuid.clone());
-        }
-        self.objs.insert(o.uuid.clone(), o);
-    }
-
-    fn unindex(&mut self, uuid: &str) -> Option<Obj> {
-        let o = self.objs.remove(uuid)?;
-        if let Some(s) = self.by_type.get_mut(&o.ty) {
-            s.remove(uuid);
-        }
-        self.by_fq.remove(&(o.ty, o.fq_name.clone()));
-        if let Some(p) = &o.parent_uuid {
-            if let Some(s) = self.children.get_mut(p) {
-                s.remove(uuid);
-                if s.is_empty() {
-                    self.children.remove(p);
-                }
-            }
-        }
-        for r in o.refs.values().flatten() {
-            if let Some(s) = self.back_refs.get_mut(&r.uuid) {
-                s.remove(uuid);
-                if s.is_empty() {
-                    self.back_refs.remove(&r.uuid);
-                }
-            }
-        }
-        Some(o)
+        self.graph.get_typed(ty, uuid)
     }
 
     fn set_claim(&mut self, owner: &str, claim: Option<(String, u32)>) {
@@ -479,6 +339,7 @@ impl Core {
             let to = match to {
                 Some(t) => t,
                 None => self
+                    .graph
                     .objs
                     .get(&uuid)
                     .map(|o| o.fq_name.clone())
@@ -536,27 +397,6 @@ impl Core {
 
     // ---- type hooks ------------------------------------------------------------------------
 
-    /// Subnets of a VN: (subnet, gateway, dns server) from every `network_ipam_refs` attr.
-    pub(crate) fn vn_subnets(o: &Obj) -> Vec<(Subnet, Option<u32>, Option<u32>)> {
-        let mut out = Vec::new();
-        for r in o.refs.get(&ObjType::NetworkIpam).into_iter().flatten() {
-            let subnets = r.attr.get("ipam_subnets").and_then(Value::as_array);
-            for s in subnets.into_iter().flatten() {
-                if let Ok((sn, gw, dns)) = parse_ipam_subnet(s) {
-                    out.push((sn, gw, dns));
-                }
-            }
-        }
-        out
-    }
-
-    pub(crate) fn is_fabric_vn(o: &Obj) -> bool {
-        o.fq_name.len() == 3
-            && o.fq_name[0] == "default-domain"
-            && o.fq_name[1] == "default-project"
-            && (o.fq_name[2] == "ip-fabric" || o.fq_name[2] == "__link_local__")
-    }
-
     /// Validates a VN's subnets and fills `default_gateway` where absent (the server picks the
     /// last usable address, as the Contrail tutorial shows `.254` for a /24).
     fn hook_vn(o: &mut Obj) -> Result<(), ApiError> {
@@ -568,9 +408,9 @@ impl Core {
                 return Err(bad("ipam_subnets must be a list"));
             };
             for s in list {
-                let (sn, gw, _) = parse_ipam_subnet(s)?;
-                if gw.is_none() && sn.len < 31 {
-                    let g = Ipv4Addr::from(sn.host_range().1).to_string();
+                let sn = parse_ipam_subnet(s)?;
+                if sn.gateway.is_none() && sn.prefix.len < 31 {
+                    let g = Ipv4Addr::from(util::host_range(&sn.prefix).1).to_string();
                     if let Some(m) = s.as_object_mut() {
                         m.insert("default_gateway".into(), Value::String(g));
                     }
@@ -588,7 +428,10 @@ impl Core {
                 None => return Ok(None),
             },
             ObjType::FloatingIp => {
-                let pool = o.parent_uuid.as_deref().and_then(|p| self.objs.get(p));
+                let pool = o
+                    .parent_uuid
+                    .as_deref()
+                    .and_then(|p| self.graph.objs.get(p));
                 match pool.and_then(|p| p.parent_uuid.clone()) {
                     Some(v) => v,
                     None => return Ok(None),
@@ -596,7 +439,7 @@ impl Core {
             }
             _ => return Ok(None),
         };
-        Ok(self.objs.get(&vn_uuid))
+        Ok(self.graph.objs.get(&vn_uuid))
     }
 
     fn addr_key(ty: ObjType) -> &'static str {
@@ -612,7 +455,7 @@ impl Core {
         let Some(vn) = self.claim_vn(o)? else {
             return Ok(None);
         };
-        if Self::is_fabric_vn(vn) {
+        if vn.is_fabric_vn() {
             return Ok(None);
         }
         let addr = o.props.get(Self::addr_key(o.ty)).and_then(Value::as_str);
@@ -634,11 +477,11 @@ impl Core {
                 _ => Ok(None),
             };
         };
-        if Self::is_fabric_vn(vn) {
+        if vn.is_fabric_vn() {
             // Contrail skips IPAM for ip-fabric and link-local: CloudStack's own addresses.
             return Ok(None);
         }
-        let subnets = Self::vn_subnets(vn);
+        let subnets = vn.vn_subnets();
         let taken = self.addrs.get(&vn.uuid);
         let free = |a: u32| {
             taken
@@ -646,20 +489,21 @@ impl Core {
                 .map_or(true, |owner| *owner == o.uuid)
         };
         let vn_name = vn.fq_name.join(":");
+        // The gateway and the DNS server are never handed out.
+        let reserved = |s: &IpamSubnet, a: u32| {
+            s.gateway.map(u32::from) == Some(a) || s.dns.map(u32::from) == Some(a)
+        };
         if let Some(req) = o.props.get(key).and_then(Value::as_str) {
             let a: Ipv4Addr = req
                 .parse()
                 .map_err(|_| bad(format!("{key} {req:?} is not an IPv4 address")))?;
             let a = u32::from(a);
-            if !subnets.iter().any(|(s, _, _)| s.usable(a)) {
+            if !subnets.iter().any(|s| util::usable(&s.prefix, a)) {
                 return Err(bad(format!(
                     "address {req} is not in a subnet of {vn_name}"
                 )));
             }
-            if subnets
-                .iter()
-                .any(|(_, g, d)| *g == Some(a) || *d == Some(a))
-            {
+            if subnets.iter().any(|s| reserved(s, a)) {
                 return Err(ApiError::Conflict(format!(
                     "address {req} is reserved in {vn_name}"
                 )));
@@ -676,11 +520,11 @@ impl Core {
                 "virtual network {vn_name} has no subnet to allocate from"
             )));
         }
-        for (s, gw, dns) in &subnets {
-            let (lo, hi) = s.host_range();
+        for s in &subnets {
+            let (lo, hi) = util::host_range(&s.prefix);
             let mut a = lo;
             loop {
-                if Some(a) != *gw && Some(a) != *dns && free(a) {
+                if !reserved(s, a) && free(a) {
                     o.props
                         .insert(key.into(), Value::String(Ipv4Addr::from(a).to_string()));
                     return Ok(Some((vn.uuid.clone(), a)));
@@ -755,7 +599,7 @@ impl Core {
             Some(Value::String(u)) if util::is_uuid(u) => u.clone(),
             Some(u) => return Err(bad(format!("invalid uuid {u}"))),
         };
-        if let Some(o) = self.objs.get(&uuid) {
+        if let Some(o) = self.graph.objs.get(&uuid) {
             return Err(ApiError::Conflict(format!(
                 "uuid {uuid} already in use by {} {}",
                 o.ty.name(),
@@ -804,7 +648,7 @@ impl Core {
             Self::id_perms(ctx, &uuid, inner.get("id_perms"), None),
         );
 
-        self.bump();
+        self.journal.bump();
         let mut reply = json!({
             "name": o.name(),
             "fq_name": o.fq_name,
@@ -818,10 +662,11 @@ impl Core {
             reply["parent_uuid"] = json!(pu);
             reply["parent_href"] = json!(format!("{}/{}/{}", ctx.base, pt.name(), pu));
         }
-        self.index(o);
+        self.graph.index(o);
         self.set_claim(&uuid, claim);
         self.persist(&uuid);
-        self.after_config_change(ty);
+        self.agents
+            .after_config_change(&self.graph, &mut self.journal, ty);
         Ok(json!({ ty.name(): reply }))
     }
 
@@ -946,10 +791,10 @@ impl Core {
             m.insert(k, Value::Array(list));
         }
         let explicit = |k: &str| opts.fields.as_ref().is_some_and(|f| f.contains(k));
-        if let Some(froms) = self.back_refs.get(&o.uuid) {
+        if let Some(froms) = self.graph.back_refs.get(&o.uuid) {
             let mut groups: BTreeMap<String, Vec<Value>> = BTreeMap::new();
             for f in froms {
-                let Some(from) = self.objs.get(f) else {
+                let Some(from) = self.graph.objs.get(f) else {
                     continue;
                 };
                 let k = format!("{}_back_refs", from.ty.key());
@@ -969,10 +814,10 @@ impl Core {
             }
             m.extend(groups.into_iter().map(|(k, v)| (k, Value::Array(v))));
         }
-        if let Some(kids) = self.children.get(&o.uuid) {
+        if let Some(kids) = self.graph.children.get(&o.uuid) {
             let mut groups: BTreeMap<String, Vec<Value>> = BTreeMap::new();
             for c in kids {
-                let Some(child) = self.objs.get(c) else {
+                let Some(child) = self.graph.objs.get(c) else {
                     continue;
                 };
                 let k = format!("{}s", child.ty.key());
@@ -1018,12 +863,13 @@ impl Core {
             Self::id_perms(ctx, &o.uuid, given.as_ref(), created.as_ref()),
         );
         let (uuid, ty) = (o.uuid.clone(), o.ty);
-        self.bump();
-        self.unindex(&uuid);
-        self.index(o);
+        self.journal.bump();
+        self.graph.unindex(&uuid);
+        self.graph.index(o);
         self.set_claim(&uuid, claim);
         self.persist(&uuid);
-        self.after_config_change(ty);
+        self.agents
+            .after_config_change(&self.graph, &mut self.journal, ty);
         Ok(())
     }
 
@@ -1031,18 +877,18 @@ impl Core {
     pub fn delete(&mut self, ty: ObjType, uuid: &str) -> Result<(), ApiError> {
         let o = self.get_typed(ty, uuid)?;
         let mut cascade = Vec::new();
-        if let Some(kids) = self.children.get(uuid) {
+        if let Some(kids) = self.graph.children.get(uuid) {
             // A domain's auto-created, empty default-project goes with it (Contrail ignores the
             // default-named child in this check).
             let blocking: Vec<&Obj> = kids
                 .iter()
-                .filter_map(|k| self.objs.get(k))
+                .filter_map(|k| self.graph.objs.get(k))
                 .filter(|c| {
                     let default_child = ty == ObjType::Domain
                         && c.ty == ObjType::Project
                         && c.name() == "default-project"
-                        && !self.children.contains_key(&c.uuid)
-                        && !self.back_refs.contains_key(&c.uuid);
+                        && !self.graph.children.contains_key(&c.uuid)
+                        && !self.graph.back_refs.contains_key(&c.uuid);
                     if default_child {
                         cascade.push(c.uuid.clone());
                     }
@@ -1062,10 +908,10 @@ impl Core {
                 )));
             }
         }
-        if let Some(froms) = self.back_refs.get(uuid) {
+        if let Some(froms) = self.graph.back_refs.get(uuid) {
             let names: Vec<String> = froms
                 .iter()
-                .filter_map(|f| self.objs.get(f))
+                .filter_map(|f| self.graph.objs.get(f))
                 .map(|f| format!("{}/{}", f.ty.name(), f.uuid))
                 .collect();
             return Err(ApiError::Conflict(format!(
@@ -1075,20 +921,21 @@ impl Core {
                 o.fq_name.join(":")
             )));
         }
-        self.bump();
+        self.journal.bump();
         for u in cascade
             .iter()
             .map(String::as_str)
             .chain(std::iter::once(uuid))
         {
-            self.unindex(u);
+            self.graph.unindex(u);
             self.set_claim(u, None);
             self.persist(u);
         }
         if ty == ObjType::VirtualMachineInterface {
-            self.drop_routes_of_vmi(uuid);
+            self.agents.drop_routes_of_vmi(&mut self.journal, uuid);
         }
-        self.after_config_change(ty);
+        self.agents
+            .after_config_change(&self.graph, &mut self.journal, ty);
         Ok(())
     }
 
@@ -1116,11 +963,12 @@ impl Core {
         };
         let empty = BTreeSet::new();
         let matches = self
+            .graph
             .by_type
             .get(&ty)
             .unwrap_or(&empty)
             .iter()
-            .filter_map(|u| self.objs.get(u))
+            .filter_map(|u| self.graph.objs.get(u))
             .filter(|o| {
                 parent_ids.as_ref().map_or(true, |p| {
                     o.parent_uuid.as_ref().is_some_and(|pu| p.contains(pu))
@@ -1204,6 +1052,7 @@ impl Core {
             .and_then(Value::as_str)
             .ok_or_else(|| bad("uuid is required"))?;
         let o = self
+            .graph
             .objs
             .get(u)
             .ok_or_else(|| ApiError::NotFound(format!("UUID {u} not found")))?;
@@ -1253,6 +1102,7 @@ impl Core {
         let refs = o.refs.entry(rt).or_default();
         if add {
             let to = self
+                .graph
                 .objs
                 .get(&target_uuid)
                 .map(|t| t.fq_name.clone())
@@ -1297,6 +1147,81 @@ impl Core {
     }
 }
 
+/// The agent API: the state lives in [`AgentState`]; the core lends it the objects (read-only)
+/// and the journal, so agent writes share the revision and the batch of the config writes.
+impl Core {
+    /// Records that an agent was heard from at `now_us` (lease renewal).
+    pub fn touch_agent(&mut self, host: &str, now_us: u64) {
+        self.agents.touch(host, now_us);
+    }
+
+    /// Starts every agent's lease at `now_us` (after a load: leases are not persisted).
+    pub fn touch_all_agents(&mut self, now_us: u64) {
+        self.agents.touch_all(now_us);
+    }
+
+    /// `POST /vrouter/agents`.
+    pub fn register_agent(
+        &mut self,
+        req: &RegisterAgent,
+        now_us: u64,
+    ) -> Result<Registered, ApiError> {
+        self.agents
+            .register(&self.graph, &mut self.journal, req, now_us)
+    }
+
+    /// `DELETE /vrouter/agents/<host>`.
+    pub fn deregister_agent(&mut self, host: &str) -> Result<(), ApiError> {
+        self.agents.deregister(&self.graph, &mut self.journal, host)
+    }
+
+    /// Expires agents not heard from since `now_us - ttl_us`; returns their names.
+    pub fn expire_agents(&mut self, now_us: u64, ttl_us: u64) -> Vec<String> {
+        self.agents
+            .expire(&self.graph, &mut self.journal, now_us, ttl_us)
+    }
+
+    /// `GET /vrouter/agents`.
+    pub fn list_agents(&self) -> AgentList {
+        self.agents.list()
+    }
+
+    /// `POST /vrouter/bindings`.
+    pub fn bind(&mut self, req: &Binding) -> Result<Bound, ApiError> {
+        self.agents.bind(&self.graph, &mut self.journal, req)
+    }
+
+    /// `DELETE /vrouter/bindings`.
+    pub fn unbind(&mut self, req: &Binding) -> Result<Unbound, ApiError> {
+        self.agents.unbind(&self.graph, &mut self.journal, req)
+    }
+
+    /// `POST /vrouter/routes`.
+    pub fn advertise(&mut self, req: &Advertise) -> Result<Advertised, ApiError> {
+        self.agents.advertise(&self.graph, &mut self.journal, req)
+    }
+
+    /// `DELETE /vrouter/routes`.
+    pub fn withdraw(&mut self, req: &Withdraw) -> Result<Withdrawn, ApiError> {
+        self.agents.withdraw(&self.graph, &mut self.journal, req)
+    }
+
+    /// `GET /vrouter/routes`, optionally of one VRF.
+    pub fn list_routes(&self, vrf: Option<&str>) -> RouteList {
+        self.agents.routes(vrf)
+    }
+
+    /// `GET /vrouter/interfaces/<vmi>`: `None` if the VMI does not exist.
+    pub fn interface_config(&self, vmi: &str) -> Option<InterfaceConfig> {
+        crate::interface::interface_config(&self.graph, vmi)
+    }
+
+    /// `GET /vrouter/watch?host=H&since=R` without waiting: the changes after `since`.
+    pub fn watch(&self, host: &str, since: u64) -> Result<WatchReply, ApiError> {
+        self.agents.watch(host, since, self.journal.rev())
+    }
+}
+
 /// Parses a fq_name: a non-empty list of strings.
 pub fn parse_fq(v: &Value) -> Option<Vec<String>> {
     let a = v.as_array()?;
@@ -1313,35 +1238,6 @@ fn default_parent_fq(ty: ObjType) -> &'static [&'static str] {
         Some(ObjType::Project) => &["default-domain", "default-project"],
         _ => &[],
     }
-}
-
-/// Parses one `ipam_subnets` entry into (subnet, gateway, dns server).
-fn parse_ipam_subnet(s: &Value) -> Result<(Subnet, Option<u32>, Option<u32>), ApiError> {
-    let sub = s
-        .get("subnet")
-        .ok_or_else(|| bad("ipam_subnets entry needs subnet"))?;
-    let prefix = sub
-        .get("ip_prefix")
-        .and_then(Value::as_str)
-        .and_then(|p| p.parse::<Ipv4Addr>().ok())
-        .ok_or_else(|| bad("subnet.ip_prefix must be an IPv4 address"))?;
-    let len = sub
-        .get("ip_prefix_len")
-        .and_then(Value::as_u64)
-        .filter(|l| *l <= 32)
-        .ok_or_else(|| bad("subnet.ip_prefix_len must be 0..32"))?;
-    let sn = Subnet::new(prefix, len as u8).ok_or_else(|| bad("bad subnet"))?;
-    let addr = |k: &str| -> Result<Option<u32>, ApiError> {
-        match s.get(k) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(a)) => a
-                .parse::<Ipv4Addr>()
-                .map(|a| Some(u32::from(a)))
-                .map_err(|_| bad(format!("{k} {a:?} is not an IPv4 address"))),
-            Some(_) => Err(bad(format!("{k} must be a string"))),
-        }
-    };
-    Ok((sn, addr("default_gateway")?, addr("dns_server_address")?))
 }
 
 fn strip_hrefs(v: &mut Value) {

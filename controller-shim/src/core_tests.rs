@@ -4,6 +4,9 @@
 use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
+use vrouter_api::agent::{Advertise, Binding, RegisterAgent, Withdraw};
+use vrouter_api::watch::WatchReply;
+use vrouter_api::Label;
 
 use super::*;
 
@@ -92,6 +95,52 @@ impl Harness {
         let r = self.create(ObjType::InstanceIp, b)?;
         Ok(r["instance-ip"]["uuid"].as_str().expect("uuid").to_string())
     }
+}
+
+fn agent(hostname: &str, fabric_ip: &str) -> RegisterAgent {
+    RegisterAgent {
+        hostname: hostname.into(),
+        fabric_ip: fabric_ip.parse().expect("fabric ip"),
+    }
+}
+
+fn binding(host: &str, vmi: &str) -> Binding {
+    Binding {
+        host: host.into(),
+        vmi_uuid: vmi.parse().expect("vmi uuid"),
+    }
+}
+
+fn advert(host: &str, vrf: &str, prefix: &str, label: u32) -> Advertise {
+    Advertise {
+        host: host.into(),
+        vrf: vrf.into(),
+        prefix: prefix.parse().expect("prefix"),
+        label: Label::new(label).expect("label"),
+        nexthop: None,
+        vmi_uuid: None,
+    }
+}
+
+fn withdrawal(ad: &Advertise) -> Withdraw {
+    Withdraw {
+        host: ad.host.clone(),
+        vrf: ad.vrf.clone(),
+        prefix: ad.prefix,
+    }
+}
+
+/// A watch's events as their wire JSON.
+fn events(w: &WatchReply) -> Vec<Value> {
+    w.events
+        .iter()
+        .map(|e| serde_json::to_value(e).expect("an event serialises"))
+        .collect()
+}
+
+/// An interface config as its wire JSON.
+fn config(core: &Core, vmi: &str) -> Value {
+    serde_json::to_value(core.interface_config(vmi).expect("cfg")).expect("a config serialises")
 }
 
 #[test]
@@ -284,10 +333,10 @@ fn watch_resumes_and_resets_after_compaction() {
     let mut h = Harness::new();
     h.network(VN, "net", ("10.1.0.0", 24), Some("10.1.0.1"));
     h.core
-        .register_agent(&json!({"hostname": "h1", "fabric_ip": "10.0.0.1"}), 0)
+        .register_agent(&agent("h1", "10.0.0.1"), 0)
         .expect("h1");
     h.core
-        .register_agent(&json!({"hostname": "h2", "fabric_ip": "10.0.0.2"}), 0)
+        .register_agent(&agent("h2", "10.0.0.2"), 0)
         .expect("h2");
     h.create(
         ObjType::VirtualMachine,
@@ -300,9 +349,7 @@ fn watch_resumes_and_resets_after_compaction() {
                "virtual_network_refs": [{"to": ["default-domain", "default-project", "net"]}]}}),
     )
     .expect("vmi");
-    h.core
-        .bind(&json!({"host": "h1", "vmi_uuid": VMI}))
-        .expect("bind");
+    h.core.bind(&binding("h1", VMI)).expect("bind");
     let start = h.core.watch("h1", 0).expect("watch");
     assert!(start.reset);
     assert_eq!(start.events.len(), 1);
@@ -311,7 +358,7 @@ fn watch_resumes_and_resets_after_compaction() {
     for i in 0..3u32 {
         let prefix = format!("10.9.0.{i}/32");
         h.core
-            .advertise(&json!({"host": "h2", "vrf": vrf, "prefix": prefix, "label": 100 + i}))
+            .advertise(&advert("h2", vrf, &prefix, 100 + i))
             .expect("advertise");
     }
     let w = h.core.watch("h1", start.rev).expect("watch");
@@ -321,14 +368,14 @@ fn watch_resumes_and_resets_after_compaction() {
     // Past the tombstone limit the view compacts; an old position gets a full snapshot.
     for i in 0..=crate::agents::TOMBSTONE_LIMIT as u32 {
         let prefix = format!("10.8.{}.{}/32", i / 256, i % 256);
-        let body = json!({"host": "h2", "vrf": vrf, "prefix": prefix, "label": 7});
+        let body = advert("h2", vrf, &prefix, 7);
         h.core.advertise(&body).expect("advertise");
-        h.core.withdraw(&body).expect("withdraw");
+        h.core.withdraw(&withdrawal(&body)).expect("withdraw");
     }
     let old = h.core.watch("h1", w.rev).expect("watch");
     assert!(old.reset);
     assert_eq!(old.events.len(), 4); // the interface and the three live routes
-    assert!(old.events.iter().all(|e| e["op"] == "put"));
+    assert!(events(&old).iter().all(|e| e["op"] == "put"));
 }
 
 #[test]
@@ -347,7 +394,7 @@ fn policy_route_leak_follows_the_policy_and_its_refs() {
     );
     for host in ["h1", "h2"] {
         h.core
-            .register_agent(&json!({"hostname": host, "fabric_ip": "10.0.0.1"}), 0)
+            .register_agent(&agent(host, "10.0.0.1"), 0)
             .expect("agent");
     }
     h.create(
@@ -361,17 +408,15 @@ fn policy_route_leak_follows_the_policy_and_its_refs() {
                "virtual_network_refs": [{"to": ["default-domain", "default-project", "guest-a"]}]}}),
     )
     .expect("vmi");
-    h.core
-        .bind(&json!({"host": "h1", "vmi_uuid": VMI}))
-        .expect("bind");
+    h.core.bind(&binding("h1", VMI)).expect("bind");
     for (vrf, p) in [(b, "10.2.2.3/32"), (c, "10.3.3.3/32")] {
         h.core
-            .advertise(&json!({"host": "h2", "vrf": vrf, "prefix": p, "label": 20}))
+            .advertise(&advert("h2", vrf, p, 20))
             .expect("advertise");
     }
     let routes = |h: &Harness| -> Vec<String> {
         let w = h.core.watch("h1", 0).expect("watch");
-        w.events
+        events(&w)
             .iter()
             .filter(|e| e["kind"] == "route")
             .map(|e| e["key"].as_str().unwrap_or("").to_string())
@@ -398,7 +443,7 @@ fn policy_route_leak_follows_the_policy_and_its_refs() {
                      "operation": "ADD", "attr": {"sequence": {"major": 0, "minor": 0}}});
     h.core.ref_update(&add, &ctx).expect("ref add");
     assert_eq!(routes(&h), vec![format!("route/{b}/10.2.2.3/32/h2")]);
-    let cfg = h.core.interface_config(VMI).expect("cfg");
+    let cfg = config(&h.core, VMI);
     assert_eq!(
         cfg["connected"],
         json!([{"vrf": b, "subnets": ["10.2.2.0/24"]}])
@@ -417,13 +462,9 @@ fn policy_route_leak_follows_the_policy_and_its_refs() {
                      "operation": "DELETE"});
     h.core.ref_update(&del, &ctx).expect("ref del");
     let w = h.core.watch("h1", before).expect("watch");
-    assert!(w
-        .events
+    assert!(events(&w)
         .iter()
         .any(|e| e["key"] == format!("route/{b}/10.2.2.3/32/h2") && e["op"] == "delete"));
     assert!(routes(&h).is_empty());
-    assert_eq!(
-        h.core.interface_config(VMI).expect("cfg")["connected"],
-        json!([])
-    );
+    assert_eq!(config(&h.core, VMI)["connected"], json!([]));
 }

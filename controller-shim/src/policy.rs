@@ -12,7 +12,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde_json::{json, Value};
+use std::net::Ipv4Addr;
+
+use serde_json::Value;
+use vrouter_api::interface::{Action, Direction, Endpoint, PolicyRule};
+use vrouter_api::Ipv4Prefix;
+
+/// VRF name → the network's IPAM subnets: what names resolve against.
+pub type Known = BTreeMap<String, Vec<Ipv4Prefix>>;
 
 /// Peers one network's attached policies name in pass rules.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -42,7 +49,7 @@ fn addresses<'a>(rule: &'a Value, k: &str) -> impl Iterator<Item = &'a Value> {
 
 /// Resolves a rule's `virtual_network` to a VRF name: `local` is `own`, an exact VRF name is
 /// itself, a bare name matches a known network whose last fq_name component it is.
-pub fn resolve_vn(name: &str, own: &str, known: &BTreeMap<String, Vec<String>>) -> String {
+pub fn resolve_vn(name: &str, own: &str, known: &Known) -> String {
     if name == "local" {
         return own.to_string();
     }
@@ -58,7 +65,7 @@ pub fn resolve_vn(name: &str, own: &str, known: &BTreeMap<String, Vec<String>>) 
 
 /// What the pass rules of `policies` (each a `network_policy_entries` value) attached to the
 /// network `own` name.
-pub fn peers_of(policies: &[&Value], own: &str, known: &BTreeMap<String, Vec<String>>) -> Peers {
+pub fn peers_of(policies: &[&Value], own: &str, known: &Known) -> Peers {
     let mut out = Peers::default();
     for r in policies.iter().flat_map(|p| rules(p)) {
         if action(r) != Some("pass") {
@@ -115,67 +122,65 @@ pub fn protocol(p: Option<&str>) -> Option<Option<u8>> {
     }
 }
 
-fn endpoint(a: &Value, own: &str, known: &BTreeMap<String, Vec<String>>) -> Option<Value> {
+/// One address of a rule as the agent matches it; `None` when it names nothing usable (a
+/// `subnet` that is not an IPv4 prefix: such a side matches nothing rather than garbage).
+fn endpoint(a: &Value, own: &str, known: &Known) -> Option<Endpoint> {
     if let Some(n) = a.get("virtual_network").and_then(Value::as_str) {
         if n == "any" {
-            return Some(json!({"any": true}));
+            return Some(Endpoint::Any);
         }
         let vrf = resolve_vn(n, own, known);
         let subnets = known.get(&vrf).cloned().unwrap_or_default();
-        return Some(json!({"vrf": vrf, "subnets": subnets}));
+        return Some(Endpoint::Network { vrf, subnets });
     }
     if let Some(s) = a.get("subnet") {
-        let p = s.get("ip_prefix").and_then(Value::as_str)?;
+        let p: Ipv4Addr = s.get("ip_prefix").and_then(Value::as_str)?.parse().ok()?;
         let l = s.get("ip_prefix_len").and_then(Value::as_u64)?;
-        return Some(json!({"subnet": format!("{p}/{l}")}));
+        return Ipv4Prefix::truncating(p, u8::try_from(l).ok()?).map(Endpoint::Subnet);
     }
     None
 }
 
-fn ports(rule: &Value, k: &str) -> Vec<Value> {
-    let v: Vec<Value> = rule
+/// Port ranges of a rule side; `-1` or absent is any (`[0, 65535]`).
+fn ports(rule: &Value, k: &str) -> Vec<(u16, u16)> {
+    let port = |p: &Value, k: &str| p.get(k).and_then(Value::as_i64).unwrap_or(-1);
+    let clamp = |v: i64| u16::try_from(v.min(65535)).unwrap_or(u16::MAX);
+    let v: Vec<(u16, u16)> = rule
         .get(k)
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
         .map(|p| {
-            let lo = p.get("start_port").and_then(Value::as_i64).unwrap_or(-1);
-            let hi = p.get("end_port").and_then(Value::as_i64).unwrap_or(-1);
+            let (lo, hi) = (port(p, "start_port"), port(p, "end_port"));
             if lo < 0 || hi < 0 {
-                json!([0, 65535])
+                (0, 65535)
             } else {
-                json!([lo.min(65535), hi.min(65535)])
+                (clamp(lo), clamp(hi))
             }
         })
         .collect();
     if v.is_empty() {
-        vec![json!([0, 65535])]
+        vec![(0, 65535)]
     } else {
         v
     }
 }
 
-/// The rules of one policy attached to `own`, resolved for the agent:
-/// `{"direction": "<>"|">", "protocol": N|null, "src": [ep], "dst": [ep], "src_ports": [[lo,hi]],
-/// "dst_ports": [[lo,hi]], "action": "pass"|"deny"}` with `ep` one of `{"any": true}`,
-/// `{"vrf": V, "subnets": ["a.b.c.d/n"]}`, `{"subnet": "a.b.c.d/n"}`. Rules with an unknown
+/// The rules of one policy attached to `own`, resolved for the agent (names to VRFs and
+/// subnets, protocols to numbers, ports to ranges; see [`PolicyRule`]). Rules with an unknown
 /// protocol or action, or no usable address on a side, are left out.
-pub fn resolve_rules(
-    entries: &Value,
-    own: &str,
-    known: &BTreeMap<String, Vec<String>>,
-) -> Vec<Value> {
+pub fn resolve_rules(entries: &Value, own: &str, known: &Known) -> Vec<PolicyRule> {
     let mut out = Vec::new();
     for r in rules(entries) {
-        let act = match action(r) {
-            Some("pass") => "pass",
-            Some("deny") => "deny",
+        let action = match action(r) {
+            Some("pass") => Action::Pass,
+            Some("deny") => Action::Deny,
             _ => continue,
         };
         let Some(proto) = protocol(r.get("protocol").and_then(Value::as_str)) else {
             continue;
         };
-        let side = |k| -> Vec<Value> {
+        let side = |k| -> Vec<Endpoint> {
             addresses(r, k)
                 .filter_map(|a| endpoint(a, own, known))
                 .collect()
@@ -184,31 +189,38 @@ pub fn resolve_rules(
         if src.is_empty() || dst.is_empty() {
             continue;
         }
-        let dir = if r.get("direction").and_then(Value::as_str) == Some(">") {
-            ">"
+        let direction = if r.get("direction").and_then(Value::as_str) == Some(">") {
+            Direction::OneWay
         } else {
-            "<>"
+            Direction::Both
         };
-        out.push(json!({
-            "direction": dir, "protocol": proto, "src": src, "dst": dst,
-            "src_ports": ports(r, "src_ports"), "dst_ports": ports(r, "dst_ports"), "action": act,
-        }));
+        out.push(PolicyRule {
+            direction,
+            protocol: proto,
+            src,
+            dst,
+            src_ports: ports(r, "src_ports"),
+            dst_ports: ports(r, "dst_ports"),
+            action,
+        });
     }
     out
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     const A: &str = "default-domain:default-project:guest-a";
     const B: &str = "default-domain:default-project:guest-b";
     const C: &str = "default-domain:default-project:guest-c";
 
-    fn known() -> BTreeMap<String, Vec<String>> {
+    fn known() -> Known {
         [(A, "10.1.1.0/24"), (B, "10.2.2.0/24"), (C, "10.3.3.0/24")]
             .into_iter()
-            .map(|(k, s)| (k.to_string(), vec![s.to_string()]))
+            .map(|(k, s)| (k.to_string(), vec![s.parse().expect("prefix")]))
             .collect()
     }
 
@@ -283,7 +295,10 @@ mod tests {
             rule("pass", "bogus", json!({"virtual_network": "any"}), json!({"virtual_network": "any"})),
             rule("reject", "tcp", json!({"virtual_network": "any"}), json!({"virtual_network": "any"})),
         ]});
-        let r = resolve_rules(&p, A, &known());
+        let r: Vec<Value> = resolve_rules(&p, A, &known())
+            .iter()
+            .map(|r| serde_json::to_value(r).expect("a rule serialises"))
+            .collect();
         assert_eq!(r.len(), 2);
         assert_eq!(
             r[0],

@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-//! HTTP front end: routes requests to the [`Core`], persists the writes, answers.
+//! HTTP front end: routes requests to the [`Core`], persists the writes, answers. Agent-API
+//! requests (`/vrouter/...`) pass the version handshake and have their bodies typed by
+//! [`crate::contract`]; their answers carry the version header.
 //!
 //! One mutex owns the core; handlers only parse, lock, apply, queue the batch and answer
 //! (Firecracker's API thread → single owner). Persistence has two modes:
@@ -20,16 +22,20 @@ use std::collections::{BTreeSet, HashMap};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
+use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
+use vrouter_api::agent::{Advertise, Binding, ErrorReply, RegisterAgent, Withdraw, API_VERSION};
 
-use crate::core::{ApiError, Core, Ctx, ListQuery, ReadOpts};
+use crate::contract::{self, parse_body, LogLimiter, VERSION_HEADER};
+use crate::core::{Core, Ctx, ListQuery, ReadOpts};
+use crate::error::{bad, ApiError};
 use crate::schema::ObjType;
 use crate::store::{Batch, Store, StoreError};
 
@@ -37,6 +43,8 @@ use crate::store::{Batch, Store, StoreError};
 const MAX_BODY: usize = 16 << 20;
 /// Most batches one group commit writes.
 const MAX_GROUP: usize = 512;
+/// At most one warning per peer and foreign agent-API version in this interval.
+const VERSION_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Daemon configuration.
 #[derive(Debug, Clone)]
@@ -86,6 +94,8 @@ pub struct Shared {
     token: Option<String>,
     notify: tokio::sync::watch::Sender<u64>,
     default_base: String,
+    /// Rate limit of the "peer speaks another agent-API version" warning.
+    version_log: LogLimiter,
 }
 
 impl std::fmt::Debug for Shared {
@@ -151,25 +161,23 @@ impl Reply {
         }
     }
     fn err(e: &ApiError) -> Reply {
+        let body = ErrorReply {
+            code: e.status(),
+            message: e.to_string(),
+        };
         Reply {
             status: e.status(),
-            body: Some(json!({"code": e.status(), "message": e.to_string()})),
+            body: serde_json::to_value(body).ok(),
             etag: None,
         }
     }
-}
 
-impl From<Result<Value, ApiError>> for Reply {
-    fn from(r: Result<Value, ApiError>) -> Reply {
-        match r {
-            Ok(v) => Reply::ok(v),
-            Err(e) => Reply::err(&e),
-        }
+    /// A 200 with a typed (agent-API) body.
+    fn typed<T: Serialize>(v: &T) -> Result<Reply, ApiError> {
+        serde_json::to_value(v)
+            .map(Reply::ok)
+            .map_err(|e| ApiError::Unavailable(format!("encoding the reply: {e}")))
     }
-}
-
-fn bad(msg: impl Into<String>) -> ApiError {
-    ApiError::BadRequest(msg.into())
 }
 
 fn pct_decode(s: &str) -> String {
@@ -304,6 +312,7 @@ impl Shared {
             token: cfg.token.clone(),
             notify,
             default_base: base,
+            version_log: LogLimiter::new(VERSION_LOG_EVERY),
         });
         if let Some((rx, store)) = committer {
             let s = Arc::clone(&shared);
@@ -480,7 +489,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) -> std::io::Resul
         let _ = stream.set_nodelay(true);
         let shared = Arc::clone(&shared);
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| handle(Arc::clone(&shared), req));
+            let svc = hyper::service::service_fn(move |req| handle(Arc::clone(&shared), peer, req));
             let conn = hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
@@ -493,13 +502,47 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) -> std::io::Resul
 
 async fn handle(
     shared: Arc<Shared>,
+    peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    let reply = match parse_request(&shared, req).await {
+    let agent_api = is_agent_api(req.uri().path());
+    let reply = match parse_request(&shared, peer, agent_api, req).await {
         Ok(r) => dispatch(shared, r).await,
         Err(e) => Reply::err(&e),
     };
-    Ok(to_response(reply))
+    let mut resp = to_response(reply);
+    if agent_api {
+        // Every agent-API answer names its version, errors included: the client checks it
+        // before it reads the body.
+        if let Ok(name) = HeaderName::from_bytes(VERSION_HEADER.as_bytes()) {
+            resp.headers_mut()
+                .insert(name, HeaderValue::from(API_VERSION));
+        }
+    }
+    Ok(resp)
+}
+
+/// `/vrouter/...`, as [`dispatch`] routes it.
+fn is_agent_api(path: &str) -> bool {
+    path.split('/').find(|s| !s.is_empty()) == Some("vrouter")
+}
+
+/// The agent-API version check: another version is refused with a 400 naming both, and a
+/// warning at most every [`VERSION_LOG_EVERY`] per peer and version.
+fn check_version(
+    shared: &Shared,
+    peer: SocketAddr,
+    req: &Request<Incoming>,
+) -> Result<(), ApiError> {
+    let header = req.headers().get(VERSION_HEADER).map(HeaderValue::as_bytes);
+    let Some(theirs) = contract::foreign_version(header) else {
+        return Ok(());
+    };
+    let e = contract::version_error(&theirs);
+    if shared.version_log.allow(peer.ip(), &theirs, Instant::now()) {
+        log::warn!("refusing {peer}: {e}");
+    }
+    Err(e)
 }
 
 fn to_response(r: Reply) -> Response<Full<Bytes>> {
@@ -523,7 +566,12 @@ fn to_response(r: Reply) -> Response<Full<Bytes>> {
     resp
 }
 
-async fn parse_request(shared: &Shared, req: Request<Incoming>) -> Result<Req, ApiError> {
+async fn parse_request(
+    shared: &Shared,
+    peer: SocketAddr,
+    agent_api: bool,
+    req: Request<Incoming>,
+) -> Result<Req, ApiError> {
     if let Some(tok) = &shared.token {
         let given = req
             .headers()
@@ -533,6 +581,12 @@ async fn parse_request(shared: &Shared, req: Request<Incoming>) -> Result<Req, A
             return Err(ApiError::Unauthorized);
         }
     }
+    // Refused after the body is read, so that the connection stays usable.
+    let version = if agent_api {
+        check_version(shared, peer, &req)
+    } else {
+        Ok(())
+    };
     let base = req
         .headers()
         .get(hyper::header::HOST)
@@ -552,6 +606,7 @@ async fn parse_request(shared: &Shared, req: Request<Incoming>) -> Result<Req, A
         .await
         .map_err(|e| bad(format!("reading body: {e}")))?
         .to_bytes();
+    version?;
     Ok(Req {
         method,
         path,
@@ -579,176 +634,160 @@ fn ctx(base: &str) -> Ctx {
     }
 }
 
+/// Routes a request by its top-level path family.
 async fn dispatch(shared: Arc<Shared>, req: Req) -> Reply {
-    let segs: Vec<String> = req
-        .path
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect();
-    let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
-    if segs.first() == Some(&"vrouter") {
-        return agent_api(shared, &req, &segs[1..]).await;
-    }
-    let m = req.method.clone();
-    match (m, segs.as_slice()) {
-        (Method::GET, []) => Reply::ok(Core::homepage(&req.base)),
-        (Method::POST, ["fqname-to-id"]) => {
-            let body = match body_json(&req) {
-                Ok(b) => b,
-                Err(e) => return Reply::err(&e),
-            };
-            shared
-                .read(|c| c.fqname_to_id(&body))
-                .and_then(|r| r)
-                .into()
+    let segs: Vec<&str> = req.path.split('/').filter(|s| !s.is_empty()).collect();
+    let reply = match segs.as_slice() {
+        ["vrouter", rest @ ..] => agent_api(shared, &req, rest).await,
+        [] if req.method == Method::GET => Ok(Reply::ok(Core::homepage(&req.base))),
+        [name] if req.method == Method::POST && ACTIONS.contains(name) => {
+            action(shared, &req, name).await
         }
-        (Method::POST, ["id-to-fqname"]) => {
-            let body = match body_json(&req) {
-                Ok(b) => b,
-                Err(e) => return Reply::err(&e),
-            };
-            shared
-                .read(|c| c.id_to_fqname(&body))
-                .and_then(|r| r)
-                .into()
+        [coll] => collection(shared, &req, coll).await,
+        [tyname, uuid] => object(shared, &req, tyname, uuid).await,
+        _ => Err(no_such_path(&req)),
+    };
+    reply.unwrap_or_else(|e| Reply::err(&e))
+}
+
+fn no_such_path(req: &Req) -> ApiError {
+    ApiError::NotFound(format!("no such path {}", req.path))
+}
+
+/// The VNC API's `POST /<action>` paths.
+const ACTIONS: &[&str] = &[
+    "fqname-to-id",
+    "id-to-fqname",
+    "ref-update",
+    "ref-relax-for-delete",
+    "prop-collection-update",
+    "list-bulk-collection",
+];
+
+/// `POST /<action>` (one of [`ACTIONS`]).
+async fn action(shared: Arc<Shared>, req: &Req, name: &str) -> Result<Reply, ApiError> {
+    match name {
+        "prop-collection-update" => {
+            return Err(bad(
+                "prop-collection-update is not supported; PUT the whole property",
+            ))
         }
-        (Method::POST, ["ref-update"]) => {
-            let body = match body_json(&req) {
-                Ok(b) => b,
-                Err(e) => return Reply::err(&e),
-            };
-            let base = req.base.clone();
-            run_write(shared, move |c| c.ref_update(&body, &ctx(&base)))
-                .await
-                .into()
-        }
-        (Method::POST, ["ref-relax-for-delete"]) => {
+        "ref-relax-for-delete" => {
             // Contrail relaxes ref checks for the delete that follows; our deletes check
             // back-refs only, which the client removes first, so there is nothing to record.
-            let body = body_json(&req).unwrap_or(Value::Null);
-            Reply::ok(json!({"uuid": body.get("uuid")}))
+            let body = body_json(req).unwrap_or(Value::Null);
+            return Ok(Reply::ok(json!({"uuid": body.get("uuid")})));
         }
-        (Method::POST, ["prop-collection-update"]) => Reply::err(&bad(
-            "prop-collection-update is not supported; PUT the whole property",
-        )),
-        (Method::POST, ["list-bulk-collection"]) => {
-            let body = match body_json(&req) {
-                Ok(b) => b,
-                Err(e) => return Reply::err(&e),
-            };
-            let Some(ty) = body
-                .get("type")
-                .and_then(Value::as_str)
-                .and_then(ObjType::parse)
-            else {
-                return Reply::err(&bad("list-bulk-collection needs a known type"));
-            };
-            let q: HashMap<String, String> = body
-                .as_object()
-                .into_iter()
-                .flatten()
-                .map(|(k, v)| {
-                    (
-                        k.clone(),
-                        v.as_str()
-                            .map(str::to_string)
-                            .unwrap_or_else(|| v.to_string()),
-                    )
-                })
-                .collect();
-            match list_query(&q) {
-                Ok(q) => shared
-                    .read(|c| c.list(ty, &q, &req.base))
-                    .and_then(|r| r)
-                    .into(),
-                Err(e) => Reply::err(&e),
-            }
+        _ => {}
+    }
+    let body = body_json(req)?;
+    let v = match name {
+        "fqname-to-id" => shared.read(|c| c.fqname_to_id(&body))??,
+        "id-to-fqname" => shared.read(|c| c.id_to_fqname(&body))??,
+        "ref-update" => {
+            let base = req.base.clone();
+            run_write(shared, move |c| c.ref_update(&body, &ctx(&base))).await?
         }
-        (m, [coll]) => {
-            let Some(ty) = type_of_collection(coll) else {
-                return Reply::err(&ApiError::NotFound(format!("unknown collection /{coll}")));
-            };
-            match m {
-                Method::GET => match list_query(&req.query) {
-                    Ok(q) => shared
-                        .read(|c| c.list(ty, &q, &req.base))
-                        .and_then(|r| r)
-                        .into(),
-                    Err(e) => Reply::err(&e),
-                },
-                Method::POST => {
-                    let body = match body_json(&req) {
-                        Ok(b) => b,
-                        Err(e) => return Reply::err(&e),
-                    };
-                    let base = req.base.clone();
-                    let ctx = ctx(&base);
-                    run_write(shared, move |c| c.create(ty, &body, &ctx))
-                        .await
-                        .into()
-                }
-                _ => method_not_allowed(),
-            }
+        _ => {
+            let (ty, q) = bulk_query(&body)?;
+            shared.read(|c| c.list(ty, &q, &req.base))??
         }
-        (m, [tyname, uuid]) => {
-            let Some(ty) = ObjType::parse(tyname).filter(|t| t.name() == *tyname) else {
-                return Reply::err(&ApiError::NotFound(format!(
-                    "unknown resource type {tyname}"
-                )));
-            };
-            let uuid = uuid.to_string();
-            match m {
-                Method::GET => {
-                    let opts = ReadOpts {
-                        exclude_back_refs: truthy(req.query.get("exclude_back_refs")),
-                        exclude_children: truthy(req.query.get("exclude_children")),
-                        fields: csv_set(req.query.get("fields")).filter(|s| !s.is_empty()),
-                    };
-                    match shared
-                        .read(|c| c.read(ty, &uuid, &opts, &req.base))
-                        .and_then(|r| r)
-                    {
-                        Ok((_, tag)) if req.if_none_match.as_deref() == Some(tag.as_str()) => {
-                            Reply {
-                                status: 304,
-                                body: None,
-                                etag: Some(tag),
-                            }
-                        }
-                        Ok((v, tag)) => Reply {
-                            status: 200,
-                            body: Some(v),
-                            etag: Some(tag),
-                        },
-                        Err(e) => Reply::err(&e),
-                    }
-                }
-                Method::PUT => {
-                    let body = match body_json(&req) {
-                        Ok(b) => b,
-                        Err(e) => return Reply::err(&e),
-                    };
-                    let ctx = ctx(&req.base);
-                    run_write(shared, move |c| c.update(ty, &uuid, &body, &ctx))
-                        .await
-                        .into()
-                }
-                Method::DELETE => match run_write(shared, move |c| c.delete(ty, &uuid)).await {
-                    Ok(()) => Reply::empty(),
-                    Err(e) => Reply::err(&e),
-                },
-                _ => method_not_allowed(),
-            }
+    };
+    Ok(Reply::ok(v))
+}
+
+/// `list-bulk-collection`: the type and the list query, given as body keys.
+fn bulk_query(body: &Value) -> Result<(ObjType, ListQuery), ApiError> {
+    let ty = body
+        .get("type")
+        .and_then(Value::as_str)
+        .and_then(ObjType::parse)
+        .ok_or_else(|| bad("list-bulk-collection needs a known type"))?;
+    let q: HashMap<String, String> = body
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| {
+            let v = v
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| v.to_string());
+            (k.clone(), v)
+        })
+        .collect();
+    Ok((ty, list_query(&q)?))
+}
+
+/// `GET` / `POST /<type>s`.
+async fn collection(shared: Arc<Shared>, req: &Req, coll: &str) -> Result<Reply, ApiError> {
+    let ty = type_of_collection(coll)
+        .ok_or_else(|| ApiError::NotFound(format!("unknown collection /{coll}")))?;
+    match req.method {
+        Method::GET => {
+            let q = list_query(&req.query)?;
+            Ok(Reply::ok(shared.read(|c| c.list(ty, &q, &req.base))??))
         }
-        _ => Reply::err(&ApiError::NotFound(format!("no such path {}", req.path))),
+        Method::POST => {
+            let body = body_json(req)?;
+            let ctx = ctx(&req.base);
+            let v = run_write(shared, move |c| c.create(ty, &body, &ctx)).await?;
+            Ok(Reply::ok(v))
+        }
+        _ => Ok(method_not_allowed()),
     }
 }
 
+/// `GET` / `PUT` / `DELETE /<type>/<uuid>`.
+async fn object(
+    shared: Arc<Shared>,
+    req: &Req,
+    tyname: &str,
+    uuid: &str,
+) -> Result<Reply, ApiError> {
+    let ty = ObjType::parse(tyname)
+        .filter(|t| t.name() == tyname)
+        .ok_or_else(|| ApiError::NotFound(format!("unknown resource type {tyname}")))?;
+    let uuid = uuid.to_string();
+    match req.method {
+        Method::GET => read_object(&shared, req, ty, &uuid),
+        Method::PUT => {
+            let body = body_json(req)?;
+            let ctx = ctx(&req.base);
+            let v = run_write(shared, move |c| c.update(ty, &uuid, &body, &ctx)).await?;
+            Ok(Reply::ok(v))
+        }
+        Method::DELETE => {
+            run_write(shared, move |c| c.delete(ty, &uuid)).await?;
+            Ok(Reply::empty())
+        }
+        _ => Ok(method_not_allowed()),
+    }
+}
+
+/// `GET /<type>/<uuid>` with its ETag (304 when `If-None-Match` names it).
+fn read_object(shared: &Shared, req: &Req, ty: ObjType, uuid: &str) -> Result<Reply, ApiError> {
+    let opts = ReadOpts {
+        exclude_back_refs: truthy(req.query.get("exclude_back_refs")),
+        exclude_children: truthy(req.query.get("exclude_children")),
+        fields: csv_set(req.query.get("fields")).filter(|s| !s.is_empty()),
+    };
+    let (v, tag) = shared.read(|c| c.read(ty, uuid, &opts, &req.base))??;
+    let not_modified = req.if_none_match.as_deref() == Some(tag.as_str());
+    Ok(Reply {
+        status: if not_modified { 304 } else { 200 },
+        body: (!not_modified).then_some(v),
+        etag: Some(tag),
+    })
+}
+
 fn method_not_allowed() -> Reply {
+    let e = ErrorReply {
+        code: 405,
+        message: "method not allowed".into(),
+    };
     Reply {
         status: 405,
-        body: Some(json!({"code": 405, "message": "method not allowed"})),
+        body: serde_json::to_value(e).ok(),
         etag: None,
     }
 }
@@ -760,63 +799,69 @@ async fn run_write<T: Send + 'static>(
     blocking(move || shared.write(f)).await.and_then(|r| r)
 }
 
-async fn agent_api(shared: Arc<Shared>, req: &Req, segs: &[&str]) -> Reply {
-    let body = || body_json(req);
+/// A write of the agent API, answered with its typed reply.
+async fn agent_write<T: Serialize + Send + 'static>(
+    shared: Arc<Shared>,
+    f: impl Fn(&mut Core) -> Result<T, ApiError> + Send + 'static,
+) -> Result<Reply, ApiError> {
+    Reply::typed(&run_write(shared, f).await?)
+}
+
+/// `/vrouter/...`: every write body is parsed once into its `vrouter-api` type.
+async fn agent_api(shared: Arc<Shared>, req: &Req, segs: &[&str]) -> Result<Reply, ApiError> {
     match (&req.method, segs) {
-        (&Method::GET, ["agents"]) => shared.read(|c| c.list_agents()).into(),
-        (&Method::POST, ["agents"]) => match body() {
-            Ok(b) => run_write(shared, move |c| c.register_agent(&b, now_us()))
-                .await
-                .into(),
-            Err(e) => Reply::err(&e),
-        },
+        (&Method::GET, ["agents"]) => Reply::typed(&shared.read(Core::list_agents)?),
+        (&Method::POST, ["agents"]) => {
+            let b: RegisterAgent = parse_body(&req.body)?;
+            agent_write(shared, move |c| c.register_agent(&b, now_us())).await
+        }
         (&Method::DELETE, ["agents", host]) => {
             let host = host.to_string();
-            match run_write(shared, move |c| c.deregister_agent(&host)).await {
-                Ok(()) => Reply::empty(),
-                Err(e) => Reply::err(&e),
-            }
+            run_write(shared, move |c| c.deregister_agent(&host)).await?;
+            Ok(Reply::empty())
         }
-        (&Method::POST, ["bindings"]) => match body() {
-            Ok(b) => run_write(shared, move |c| c.bind(&b)).await.into(),
-            Err(e) => Reply::err(&e),
-        },
-        (&Method::DELETE, ["bindings"]) => match body() {
-            Ok(b) => run_write(shared, move |c| c.unbind(&b)).await.into(),
-            Err(e) => Reply::err(&e),
-        },
+        (&Method::POST, ["bindings"]) => {
+            let b: Binding = parse_body(&req.body)?;
+            agent_write(shared, move |c| c.bind(&b)).await
+        }
+        (&Method::DELETE, ["bindings"]) => {
+            let b: Binding = parse_body(&req.body)?;
+            agent_write(shared, move |c| c.unbind(&b)).await
+        }
         (&Method::GET, ["routes"]) => {
-            let vrf = req.query.get("vrf").cloned();
-            shared.read(|c| c.list_routes(vrf.as_deref())).into()
+            let vrf = req.query.get("vrf").map(String::as_str);
+            Reply::typed(&shared.read(|c| c.list_routes(vrf))?)
         }
-        (&Method::POST, ["routes"]) => match body() {
-            Ok(b) => run_write(shared, move |c| c.advertise(&b)).await.into(),
-            Err(e) => Reply::err(&e),
-        },
-        (&Method::DELETE, ["routes"]) => match body() {
-            Ok(b) => run_write(shared, move |c| c.withdraw(&b)).await.into(),
-            Err(e) => Reply::err(&e),
-        },
-        (&Method::GET, ["interfaces", uuid]) => shared
-            .read(|c| c.interface_config(uuid))
-            .and_then(|r| {
-                r.ok_or_else(|| ApiError::NotFound(format!("No virtual-machine-interface {uuid}")))
-            })
-            .into(),
+        (&Method::POST, ["routes"]) => {
+            let b: Advertise = parse_body(&req.body)?;
+            agent_write(shared, move |c| c.advertise(&b)).await
+        }
+        (&Method::DELETE, ["routes"]) => {
+            let b: Withdraw = parse_body(&req.body)?;
+            agent_write(shared, move |c| c.withdraw(&b)).await
+        }
+        (&Method::GET, ["interfaces", uuid]) => {
+            let cfg = shared.read(|c| c.interface_config(uuid))?.ok_or_else(|| {
+                ApiError::NotFound(format!("No virtual-machine-interface {uuid}"))
+            })?;
+            Reply::typed(&cfg)
+        }
         (&Method::GET, ["watch"]) => watch(shared, req).await,
-        _ => Reply::err(&ApiError::NotFound(format!("no such path {}", req.path))),
+        _ => Err(no_such_path(req)),
     }
 }
 
 /// Long-poll: answers as soon as there is something after `since`, or empty at the timeout.
-async fn watch(shared: Arc<Shared>, req: &Req) -> Reply {
-    let Some(host) = req.query.get("host").cloned() else {
-        return Reply::err(&bad("host is required"));
-    };
+async fn watch(shared: Arc<Shared>, req: &Req) -> Result<Reply, ApiError> {
+    let host = req
+        .query
+        .get("host")
+        .cloned()
+        .ok_or_else(|| bad("host is required"))?;
     let since: u64 = match req.query.get("since").map(|s| s.parse()) {
         None => 0,
         Some(Ok(v)) => v,
-        Some(Err(_)) => return Reply::err(&bad("since must be an integer")),
+        Some(Err(_)) => return Err(bad("since must be an integer")),
     };
     let secs: u64 = req
         .query
@@ -829,21 +874,16 @@ async fn watch(shared: Arc<Shared>, req: &Req) -> Reply {
         let mut rx = shared.notify.subscribe();
         let s2 = Arc::clone(&shared);
         let h2 = host.clone();
-        let r = blocking(move || {
+        let w = blocking(move || {
             s2.read(|c| c.watch(&h2, since))
                 .and_then(|r| r)
                 .inspect(|_| {
                     lock(&s2.core).touch_agent(&h2, now_us());
                 })
         })
-        .await
-        .and_then(|r| r);
-        match r {
-            Ok(w) if !w.events.is_empty() || w.reset || tokio::time::Instant::now() >= deadline => {
-                return Reply::ok(serde_json::to_value(&w).unwrap_or(Value::Null));
-            }
-            Ok(_) => {}
-            Err(e) => return Reply::err(&e),
+        .await??;
+        if !w.events.is_empty() || w.reset || tokio::time::Instant::now() >= deadline {
+            return Reply::typed(&w);
         }
         if tokio::time::timeout_at(deadline, rx.changed())
             .await

@@ -13,7 +13,9 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use serde_json::{json, Value};
 
-use crate::core::REV_KEY;
+/// Store key of the revision counter. The store owns it: shared stores guard every commit with
+/// it, and [`Store::stored_rev`] reads it.
+pub const REV_KEY: &str = "meta/rev";
 
 /// Writes produced by one mutation: `(key, Some(value))` puts, `(key, None)` deletes.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -26,6 +28,49 @@ impl Batch {
     /// True when there is nothing to write.
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
+    }
+}
+
+/// The revision counter and the writes queued since the caller last took them: the one handle
+/// every part of the state (objects, agents) records its mutations through, so none of them
+/// needs the others to persist.
+#[derive(Debug, Default)]
+pub struct Journal {
+    rev: u64,
+    pending: Batch,
+}
+
+impl Journal {
+    /// A journal at revision `rev` with nothing queued (after a load).
+    pub fn at(rev: u64) -> Journal {
+        Journal {
+            rev,
+            pending: Batch::default(),
+        }
+    }
+
+    /// Revision of the last mutation.
+    pub fn rev(&self) -> u64 {
+        self.rev
+    }
+
+    /// Starts a mutation: bumps the revision and queues its record ([`REV_KEY`]).
+    pub fn bump(&mut self) -> u64 {
+        self.rev += 1;
+        let v = self.rev.to_string().into_bytes();
+        self.pending.ops.retain(|(k, _)| k != REV_KEY);
+        self.queue(REV_KEY.to_string(), Some(v));
+        self.rev
+    }
+
+    /// Queues a put (`Some`) or a delete (`None`) of `key`.
+    pub fn queue(&mut self, key: String, val: Option<Vec<u8>>) {
+        self.pending.ops.push((key, val));
+    }
+
+    /// Takes the writes queued so far (the caller persists them).
+    pub fn take(&mut self) -> Batch {
+        std::mem::take(&mut self.pending)
     }
 }
 

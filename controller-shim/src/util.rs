@@ -1,73 +1,20 @@
 // SPDX-License-Identifier: Apache-2.0
-//! Small pure helpers: IPv4 subnets, MAC derivation, UUID checks, timestamps.
+//! Small pure helpers: usable addresses of a subnet, MAC derivation, UUID checks, timestamps.
 
-use std::net::Ipv4Addr;
+use vrouter_api::Ipv4Prefix;
 
-/// An IPv4 subnet as written in `ipam_subnets[].subnet`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Subnet {
-    /// Network address (host bits cleared).
-    pub network: u32,
-    /// Prefix length, 0..=32.
-    pub len: u8,
+/// Whether `a` may be handed to an interface: inside `p`, and neither its network nor its
+/// broadcast address (for /31 and /32 every address is usable, RFC 3021).
+pub fn usable(p: &Ipv4Prefix, a: u32) -> bool {
+    p.contains(a.into()) && (p.len >= 31 || (a != p.network() && a != p.broadcast()))
 }
 
-impl Subnet {
-    /// Builds a subnet; host bits of `addr` are cleared.
-    pub fn new(addr: Ipv4Addr, len: u8) -> Option<Subnet> {
-        if len > 32 {
-            return None;
-        }
-        Some(Subnet {
-            network: u32::from(addr) & mask(len),
-            len,
-        })
-    }
-
-    /// Parses `a.b.c.d/len`.
-    pub fn parse_cidr(s: &str) -> Option<Subnet> {
-        let (a, l) = s.split_once('/')?;
-        Subnet::new(a.parse().ok()?, l.parse().ok()?)
-    }
-
-    /// Broadcast (last) address.
-    pub fn broadcast(&self) -> u32 {
-        self.network | !mask(self.len)
-    }
-
-    /// Whether `a` lies inside the subnet.
-    pub fn contains(&self, a: u32) -> bool {
-        a & mask(self.len) == self.network
-    }
-
-    /// Whether `a` may be handed to an interface: inside, and neither the network nor the
-    /// broadcast address (for /31 and /32 every address is usable, RFC 3021).
-    pub fn usable(&self, a: u32) -> bool {
-        self.contains(a) && (self.len >= 31 || (a != self.network && a != self.broadcast()))
-    }
-
-    /// Usable host range (first, last), inclusive.
-    pub fn host_range(&self) -> (u32, u32) {
-        if self.len >= 31 {
-            (self.network, self.broadcast())
-        } else {
-            (self.network + 1, self.broadcast() - 1)
-        }
-    }
-}
-
-impl std::fmt::Display for Subnet {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", Ipv4Addr::from(self.network), self.len)
-    }
-}
-
-/// Netmask for a prefix length.
-pub fn mask(len: u8) -> u32 {
-    if len == 0 {
-        0
+/// Usable host range of `p` (first, last), inclusive.
+pub fn host_range(p: &Ipv4Prefix) -> (u32, u32) {
+    if p.len >= 31 {
+        (p.network(), p.broadcast())
     } else {
-        u32::MAX << (32 - u32::from(len.min(32)))
+        (p.network() + 1, p.broadcast() - 1)
     }
 }
 
@@ -135,21 +82,26 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
+
     use super::*;
 
     #[test]
     fn subnet_math() {
-        let s = Subnet::parse_cidr("10.20.1.7/24").expect("valid cidr");
+        let s = Ipv4Prefix::parse_truncating("10.20.1.7/24").expect("valid cidr");
         assert_eq!(s.to_string(), "10.20.1.0/24");
-        assert!(!s.usable(u32::from(Ipv4Addr::new(10, 20, 1, 0))));
-        assert!(!s.usable(u32::from(Ipv4Addr::new(10, 20, 1, 255))));
-        assert!(s.usable(u32::from(Ipv4Addr::new(10, 20, 1, 1))));
-        assert_eq!(s.host_range().1, u32::from(Ipv4Addr::new(10, 20, 1, 254)));
-        assert!(Subnet::parse_cidr("10.0.0.0/33").is_none());
+        assert!(!usable(&s, u32::from(Ipv4Addr::new(10, 20, 1, 0))));
+        assert!(!usable(&s, u32::from(Ipv4Addr::new(10, 20, 1, 255))));
+        assert!(usable(&s, u32::from(Ipv4Addr::new(10, 20, 1, 1))));
+        assert_eq!(host_range(&s).1, u32::from(Ipv4Addr::new(10, 20, 1, 254)));
+        assert!(Ipv4Prefix::parse_truncating("10.0.0.0/33").is_err());
         assert_eq!(
-            Subnet::parse_cidr("0.0.0.0/0").map(|s| s.broadcast()),
-            Some(u32::MAX)
+            Ipv4Prefix::parse_truncating("0.0.0.0/0").map(|s| s.broadcast()),
+            Ok(u32::MAX)
         );
+        let p32 = Ipv4Prefix::parse_truncating("10.0.0.5/32").expect("valid cidr");
+        assert!(usable(&p32, u32::from(Ipv4Addr::new(10, 0, 0, 5))));
+        assert_eq!(host_range(&p32), (p32.network(), p32.network()));
     }
 
     #[test]

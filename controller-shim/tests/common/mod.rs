@@ -198,9 +198,23 @@ impl RawConn {
 
     /// Sends one request the way the Java client does (HTTP/1.1, JSON body, no auth).
     pub fn send(&mut self, method: &str, path: &str, body: Option<&str>) -> RawResponse {
+        self.send_with(method, path, &[], body)
+    }
+
+    /// [`RawConn::send`] with extra header lines.
+    pub fn send_with(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> RawResponse {
         let mut req = format!(
             "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: Apache-HttpCore/4\r\n"
         );
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
         if let Some(b) = body {
             req.push_str(&format!(
                 "Content-Type: application/json; charset=UTF-8\r\nContent-Length: {}\r\n",

@@ -1,0 +1,244 @@
+// SPDX-License-Identifier: Apache-2.0
+//! What an agent needs to program one interface ([`InterfaceConfig`]), built from the Contrail
+//! objects: the VMI, its network and subnets, its instance and floating IPs, the network's
+//! policies with their rules resolved, and the policy-connected networks. Read-only over the
+//! [`Graph`]; the Contrail objects stay JSON (CloudStack's schema), the result is the typed
+//! contract of `vrouter-api`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr};
+
+use serde_json::Value;
+use vrouter_api::interface::{
+    AttachedPolicy, ConnectedNetwork, FloatingIpRef, InstanceIp, InterfaceConfig,
+    InterfaceProperties, NetworkRef,
+};
+use vrouter_api::{Ipv4Prefix, MacAddr, Uuid};
+
+use crate::graph::{Graph, IpamSubnet, Obj, Ref};
+use crate::policy::{self, Known, Peers};
+use crate::schema::ObjType;
+
+/// What policy resolution needs about every network, computed once per view refresh.
+#[derive(Debug, Default)]
+pub(crate) struct PolicyCtx {
+    /// VRF name -> the network's IPAM subnets.
+    pub(crate) known: Known,
+    /// VRF name -> what its attached policies' pass rules name.
+    peers: BTreeMap<String, Peers>,
+    /// Networks an `any` pass rule reaches (with subnets, not ip-fabric / link-local).
+    eligible: BTreeSet<String>,
+}
+
+/// The network-policies attached to `vn`, in `sequence` order (refs order for ties).
+fn attached_policies<'a>(g: &'a Graph, vn: &'a Obj) -> Vec<(&'a Ref, &'a Obj)> {
+    let mut v: Vec<_> = vn
+        .refs
+        .get(&ObjType::NetworkPolicy)
+        .into_iter()
+        .flatten()
+        .filter_map(|r| g.get(&r.uuid).map(|p| (r, p)))
+        .collect();
+    let seq = |r: &Ref| {
+        let n = |k: &str| {
+            r.attr
+                .pointer(&format!("/sequence/{k}"))
+                .and_then(Value::as_i64)
+                .unwrap_or(0)
+        };
+        (n("major"), n("minor"))
+    };
+    v.sort_by_key(|(r, _)| seq(r));
+    v
+}
+
+/// Policy context of the whole configuration (see [`crate::policy`]).
+pub(crate) fn policy_ctx(g: &Graph) -> PolicyCtx {
+    let mut ctx = PolicyCtx::default();
+    for vn in g.of_type(ObjType::VirtualNetwork) {
+        let subnets: Vec<Ipv4Prefix> = vn.vn_subnets().iter().map(|s| s.prefix).collect();
+        if !subnets.is_empty() && !vn.is_fabric_vn() {
+            ctx.eligible.insert(vn.vrf());
+        }
+        ctx.known.insert(vn.vrf(), subnets);
+    }
+    for vn in g.of_type(ObjType::VirtualNetwork) {
+        let entries: Vec<&Value> = attached_policies(g, vn)
+            .into_iter()
+            .filter_map(|(_, p)| p.props.get("network_policy_entries"))
+            .collect();
+        if entries.is_empty() {
+            continue;
+        }
+        let vrf = vn.vrf();
+        let p = policy::peers_of(&entries, &vrf, &ctx.known);
+        ctx.peers.insert(vrf, p);
+    }
+    ctx
+}
+
+/// The config of VMI `vmi`, or `None` if no such VMI exists.
+pub(crate) fn interface_config(g: &Graph, vmi: &str) -> Option<InterfaceConfig> {
+    interface_config_with(g, vmi, &policy_ctx(g))
+}
+
+/// [`interface_config`] with a policy context computed once for many interfaces.
+pub(crate) fn interface_config_with(
+    g: &Graph,
+    vmi: &str,
+    pctx: &PolicyCtx,
+) -> Option<InterfaceConfig> {
+    let o = g
+        .get(vmi)
+        .filter(|o| o.ty == ObjType::VirtualMachineInterface)?;
+    let uuid = o.uuid.parse().ok()?;
+    let vn = o
+        .first_ref(ObjType::VirtualNetwork)
+        .and_then(|r| g.get(&r.uuid));
+    let subnets = vn.map(Obj::vn_subnets).unwrap_or_default();
+    let vm_uuid = match o.parent_type {
+        Some(ObjType::VirtualMachine) => o.parent_uuid.as_deref(),
+        _ => o
+            .first_ref(ObjType::VirtualMachine)
+            .map(|r| r.uuid.as_str()),
+    };
+    let (ips, floating_ips) = addresses(g, vmi, &subnets);
+    Some(InterfaceConfig {
+        uuid,
+        name: o.fq_name.last().cloned(),
+        fq_name: o.fq_name.clone(),
+        vm_uuid: vm_uuid.and_then(|u| u.parse().ok()),
+        mac: mac(o),
+        network: vn.and_then(|v| network_ref(v, &subnets)),
+        ips,
+        floating_ips,
+        policies: vn.map(|v| policies(g, v, pctx)).unwrap_or_default(),
+        connected: vn.map(|v| connected(v, pctx)).unwrap_or_default(),
+        properties: o
+            .props
+            .get("virtual_machine_interface_properties")
+            .and_then(properties),
+    })
+}
+
+/// The first of `virtual_machine_interface_mac_addresses`, if it is a MAC.
+fn mac(o: &Obj) -> Option<MacAddr> {
+    o.props
+        .get("virtual_machine_interface_mac_addresses")
+        .and_then(|m| m.get("mac_address"))
+        .and_then(|a| a.get(0))
+        .and_then(Value::as_str)
+        .and_then(|m| m.parse().ok())
+}
+
+fn network_ref(vn: &Obj, subnets: &[IpamSubnet]) -> Option<NetworkRef> {
+    Some(NetworkRef {
+        uuid: vn.uuid.parse().ok()?,
+        fq_name: vn.fq_name.clone(),
+        vrf: vn.vrf(),
+        subnets: subnets.iter().map(|s| s.prefix).collect(),
+    })
+}
+
+/// The instance IPs and floating IPs referring to the VMI, in back-reference order.
+fn addresses(
+    g: &Graph,
+    vmi: &str,
+    subnets: &[IpamSubnet],
+) -> (Vec<InstanceIp>, Vec<FloatingIpRef>) {
+    let mut ips = Vec::new();
+    let mut fips = Vec::new();
+    for f in g.referrers(vmi) {
+        let Ok(uuid) = f.uuid.parse::<Uuid>() else {
+            continue;
+        };
+        match f.ty {
+            ObjType::InstanceIp => {
+                let address: Option<IpAddr> = f
+                    .props
+                    .get("instance_ip_address")
+                    .and_then(Value::as_str)
+                    .and_then(|a| a.parse().ok());
+                let sub = match address {
+                    Some(IpAddr::V4(a)) => subnets.iter().find(|s| s.prefix.contains(a)),
+                    _ => None,
+                };
+                ips.push(InstanceIp {
+                    uuid,
+                    address,
+                    subnet: sub.map(|s| s.prefix),
+                    prefix_len: sub.map(|s| s.prefix.len),
+                    gateway: sub.and_then(|s| s.gateway),
+                    dns_server: sub.and_then(|s| s.dns.or(s.gateway)),
+                });
+            }
+            ObjType::FloatingIp => {
+                let pool = f.parent_uuid.as_deref().and_then(|p| g.get(p));
+                let pvn = pool
+                    .and_then(|p| p.parent_uuid.as_deref())
+                    .and_then(|v| g.get(v));
+                fips.push(FloatingIpRef {
+                    uuid,
+                    address: f
+                        .props
+                        .get("floating_ip_address")
+                        .and_then(Value::as_str)
+                        .and_then(|a| a.parse::<Ipv4Addr>().ok()),
+                    network_uuid: pvn.and_then(|v| v.uuid.parse().ok()),
+                    vrf: pvn.map(Obj::vrf),
+                });
+            }
+            _ => {}
+        }
+    }
+    (ips, fips)
+}
+
+/// The policies attached to the interface's network, rules resolved.
+fn policies(g: &Graph, vn: &Obj, pctx: &PolicyCtx) -> Vec<AttachedPolicy> {
+    let own = vn.vrf();
+    attached_policies(g, vn)
+        .into_iter()
+        .filter_map(|(r, p)| {
+            let entries = p.props.get("network_policy_entries");
+            Some(AttachedPolicy {
+                uuid: p.uuid.parse().ok()?,
+                fq_name: p.fq_name.clone(),
+                attr: r.attr.clone(),
+                entries: entries.cloned().unwrap_or(Value::Null),
+                rules: entries
+                    .map(|e| policy::resolve_rules(e, &own, &pctx.known))
+                    .unwrap_or_default(),
+            })
+        })
+        .collect()
+}
+
+/// The networks a policy connects to `vn`, with their subnets.
+fn connected(vn: &Obj, pctx: &PolicyCtx) -> Vec<ConnectedNetwork> {
+    policy::connected(&vn.vrf(), &pctx.peers, &pctx.eligible)
+        .into_iter()
+        .map(|vrf| ConnectedNetwork {
+            subnets: pctx.known.get(&vrf).cloned().unwrap_or_default(),
+            vrf,
+        })
+        .collect()
+}
+
+/// `virtual_machine_interface_properties`: the MTU typed when it is a number, every other key
+/// (and an MTU that is not) carried as CloudStack set it, so the JSON is what it stored.
+fn properties(v: &Value) -> Option<InterfaceProperties> {
+    let mut other: BTreeMap<String, Value> = v
+        .as_object()?
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let interface_mtu = other.get("interface_mtu").and_then(Value::as_u64);
+    if interface_mtu.is_some() {
+        other.remove("interface_mtu");
+    }
+    Some(InterfaceProperties {
+        interface_mtu,
+        other,
+    })
+}
