@@ -70,8 +70,8 @@ pub struct WatchEvent {
 pub enum Change {
     /// An interface's config, or `None` when it left the view.
     Interface {
-        /// The VMI.
-        vmi: String,
+        /// The VMI (from the key).
+        vmi: Uuid,
         /// Its config (put) or nothing (delete).
         config: Option<Box<InterfaceConfig>>,
     },
@@ -89,17 +89,16 @@ pub enum Change {
     },
 }
 
-/// An event whose value does not parse as its kind.
-#[derive(Debug, thiserror::Error)]
-#[error("{kind:?} {key}: unusable value: {source}")]
+/// An event whose key or value does not parse as its kind.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind:?} {key}: unusable: {why}")]
 pub struct BadEvent {
     /// Kind.
     pub kind: EventKind,
     /// Key.
     pub key: String,
     /// Why.
-    #[source]
-    pub source: serde_json::Error,
+    pub why: String,
 }
 
 impl WatchEvent {
@@ -119,12 +118,12 @@ impl WatchEvent {
         })
     }
 
-    /// The typed change; a put whose value does not parse is an error for this key only.
+    /// The typed change; a key or put value that does not parse is an error for this key only.
     pub fn change(&self) -> Result<Change, BadEvent> {
-        let bad = |source| BadEvent {
+        let bad = |why: &dyn std::fmt::Display| BadEvent {
             kind: self.kind,
             key: self.key.clone(),
-            source,
+            why: why.to_string(),
         };
         let value = self.value.as_ref().filter(|_| self.op == Op::Put);
         match self.kind {
@@ -133,16 +132,20 @@ impl WatchEvent {
                     .key
                     .strip_prefix("iface/")
                     .unwrap_or(&self.key)
-                    .to_string(),
+                    .parse()
+                    .map_err(|e| bad(&e))?,
                 config: value
                     .map(InterfaceConfig::deserialize)
                     .transpose()
-                    .map_err(bad)?
+                    .map_err(|e| bad(&e))?
                     .map(Box::new),
             }),
             EventKind::Route => Ok(Change::Route {
                 key: self.key.clone(),
-                route: value.map(Route::deserialize).transpose().map_err(bad)?,
+                route: value
+                    .map(Route::deserialize)
+                    .transpose()
+                    .map_err(|e| bad(&e))?,
             }),
             EventKind::Other => Ok(Change::Unknown {
                 key: self.key.clone(),

@@ -100,6 +100,10 @@ fn a_bad_value_costs_its_key_only() {
     assert!(e.to_string().contains("malformed MAC address"), "{e}");
     assert!(matches!(w.events[1].change(), Ok(Change::Unknown { .. })));
     assert!(w.events[2].change().is_ok());
+    let mut bad_key = w.events[0].clone();
+    bad_key.key = "iface/not-a-uuid".into();
+    let e = bad_key.change().expect_err("bad key");
+    assert!(e.to_string().contains("malformed UUID"), "{e}");
 }
 
 #[test]

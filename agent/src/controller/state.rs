@@ -35,7 +35,7 @@ pub struct ControllerState {
 }
 
 impl ControllerState {
-    /// Applies a watch answer. True if anything changed. An event whose value (or key) does not
+    /// Applies a watch answer. True if anything changed. An event whose key or value does not
     /// parse costs that key only: it is logged and dropped, the rest applies.
     pub fn apply_watch(&mut self, reply: &WatchReply) -> bool {
         let before_i = self.ifaces.clone();
@@ -46,10 +46,9 @@ impl ControllerState {
         }
         for ev in &reply.events {
             match ev.change() {
-                Ok(Change::Interface { vmi, config }) => match vmi.parse::<Uuid>() {
-                    Ok(vmi) => self.put_interface(vmi, config.map(|c| *c)),
-                    Err(e) => log::warn!("controller: watch key {}: {e}; ignored", ev.key),
-                },
+                Ok(Change::Interface { vmi, config }) => {
+                    self.put_interface(vmi, config.map(|c| *c))
+                }
                 Ok(Change::Route { key, route }) => match route {
                     Some(r) => {
                         self.routes.insert(key, (ev.rev, r));
