@@ -499,6 +499,159 @@ pub struct RunOpts {
     pub windows: usize,
 }
 
+/// The sink ports, boxed because [`TxQueues::flush`] takes boxed ports (as the daemon's are).
+type Sinks = Vec<Box<SinkPort>>;
+
+/// The ports and buffers the packets of a run go through, kept together so that each phase of
+/// [`run_case`] drives the same step over them.
+struct Rig {
+    gen: GenPort,
+    pool: BufPool,
+    batch: Batch,
+    sinks: Sinks,
+}
+
+impl Rig {
+    /// A rig receiving from `gen` and transmitting to `sinks`, with a pool of 4096 buffers.
+    fn new(gen: GenPort, sinks: Sinks) -> Self {
+        Rig {
+            gen,
+            pool: BufPool::new(4 * 1024),
+            batch: Batch::new(),
+            sinks,
+        }
+    }
+
+    /// Frames the sinks have transmitted so far.
+    fn sent(&self) -> u64 {
+        self.sinks.iter().map(|s| s.sent).sum()
+    }
+
+    /// One receive, pipeline and transmit step over the rig.
+    #[inline(always)]
+    fn step<F: Step>(&mut self, step: &mut F) {
+        step(
+            &mut self.gen,
+            &mut self.pool,
+            &mut self.batch,
+            &mut self.sinks,
+        );
+    }
+}
+
+/// One step of a run: receive a batch from the generator, process it, transmit to the sinks.
+trait Step: FnMut(&mut GenPort, &mut BufPool, &mut Batch, &mut Sinks) {}
+impl<F: FnMut(&mut GenPort, &mut BufPool, &mut Batch, &mut Sinks)> Step for F {}
+
+/// The output side: a sink per vif the cases send to, and the per-port queues in front of them.
+fn output_ports() -> (TxQueues, Sinks) {
+    let out_vifs = [FABRIC, VHOST, AGENT, VM_A, VM_B, VM_C];
+    let mut txq = TxQueues::new(usize::from(Limits::default().vifs));
+    let mut sinks: Sinks = Vec::new();
+    for v in out_vifs {
+        txq.add(v);
+        sinks.push(Box::default());
+    }
+    (txq, sinks)
+}
+
+/// Every drop counted so far.
+fn total_drops(stats: &StatsRegistry) -> u64 {
+    stats.drops().iter().map(|(_, n)| n).sum()
+}
+
+/// What the measured part of a run produced.
+struct Measured {
+    /// Frames transmitted.
+    sent: u64,
+    /// Seconds it took.
+    elapsed: f64,
+    /// The fastest window's rate, Mpps (0 when no window completed).
+    best_window: f64,
+}
+
+impl Measured {
+    /// The reported rate (the best window's when there were windows) and the mean rate, Mpps.
+    fn rates(&self, windows: usize) -> (f64, f64) {
+        let mean_mpps = self.sent as f64 / self.elapsed / 1e6;
+        let mpps = if windows > 1 && self.best_window > 0.0 {
+            self.best_window
+        } else {
+            mean_mpps
+        };
+        (mpps, mean_mpps)
+    }
+}
+
+/// Warm up: caches, branch predictors, page faults of the tables; 200 ms, or nothing for a
+/// fixed packet count (so that callgrind counts the measured packets only).
+fn warm_up<F: Step>(rig: &mut Rig, step: &mut F, fixed_count: bool) {
+    let warm = Instant::now();
+    let warm_for = if fixed_count {
+        Duration::ZERO
+    } else {
+        Duration::from_millis(200)
+    };
+    while warm.elapsed() < warm_for {
+        rig.step(step);
+    }
+}
+
+/// The non-zero drop counters by reason, on stderr (`BENCH_DEBUG_DROPS`: why a run dropped).
+fn print_drops(stats: &StatsRegistry) {
+    for (r, n) in stats.drops() {
+        if n != 0 {
+            eprintln!("  drop {}: {n}", r.name());
+        }
+    }
+}
+
+/// The measured part of a run: steps for `duration`, split into `windows` windows (checking
+/// the clock every 256 steps only), or until `packets` packets when given.
+fn measure<F: Step>(
+    rig: &mut Rig,
+    step: &mut F,
+    batch_size: usize,
+    duration: Duration,
+    packets: Option<u64>,
+    windows: usize,
+) -> Measured {
+    let sent0 = rig.sent();
+    let window = duration / windows as u32;
+    let start = Instant::now();
+    let (mut win_start, mut win_sent0) = (start, sent0);
+    let mut best_window = 0.0f64;
+    let mut iters = 0u64;
+    loop {
+        rig.step(step);
+        iters += 1;
+        match packets {
+            Some(n) if iters * batch_size as u64 >= n => break,
+            Some(_) => {}
+            None if iters.is_multiple_of(256) => {
+                let now = Instant::now();
+                let in_window = now - win_start;
+                if in_window >= window {
+                    let sent = rig.sent();
+                    let rate = (sent - win_sent0) as f64 / in_window.as_secs_f64() / 1e6;
+                    best_window = best_window.max(rate);
+                    (win_start, win_sent0) = (now, sent);
+                }
+                if now - start >= duration {
+                    break;
+                }
+            }
+            None => {}
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    Measured {
+        sent: rig.sent() - sent0,
+        elapsed,
+        best_window,
+    }
+}
+
 /// Runs `case` with `routes` routes (or flows, for the flow cases) for `opts.duration` (or
 /// exactly `opts.packets` packets when given) on the calling thread.
 pub fn run_case(case: Case, routes: usize, opts: RunOpts) -> Report {
@@ -510,30 +663,20 @@ pub fn run_case(case: Case, routes: usize, opts: RunOpts) -> Report {
         windows,
     } = opts;
     let windows = windows.max(1);
-    let (_w, reader, mut gen, in_vif) = setup(case, routes, pkt_len);
+    let (_w, reader, gen, in_vif) = setup(case, routes, pkt_len);
     let stats = StatsRegistry::new(
         usize::from(Limits::default().vifs),
         Limits::default().vrfs as usize,
     );
     let lcore = stats.register();
     let pipeline = Pipeline::new(lcore.clone());
-    let mut pool = BufPool::new(4 * 1024);
-    let mut batch = Batch::new();
-    let out_vifs = [FABRIC, VHOST, AGENT, VM_A, VM_B, VM_C];
-    let mut txq = TxQueues::new(usize::from(Limits::default().vifs));
-    let mut sinks: Vec<Box<SinkPort>> = Vec::new();
-    for v in out_vifs {
-        txq.add(v);
-        sinks.push(Box::default());
-    }
+    let (mut txq, sinks) = output_ports();
+    let mut rig = Rig::new(gen, sinks);
     let batch_size = batch_size.clamp(1, vrouter_dataplane::BATCH_SIZE);
-    gen.burst = batch_size;
+    rig.gen.burst = batch_size;
     let flow_case = Case::FLOWS.contains(&case);
     let mut clock = 1u32;
-    let mut step = |gen: &mut GenPort,
-                    pool: &mut BufPool,
-                    batch: &mut Batch,
-                    sinks: &mut Vec<Box<SinkPort>>| {
+    let mut step = |gen: &mut GenPort, pool: &mut BufPool, batch: &mut Batch, sinks: &mut Sinks| {
         gen.rx_burst(pool, batch, in_vif);
         if case == Case::FlowMissPolicy {
             // Every flow of earlier batches is now past its (zero) idle timeout.
@@ -559,66 +702,18 @@ pub fn run_case(case: Case, routes: usize, opts: RunOpts) -> Report {
     if flow_case {
         let mut n = 0;
         while n < routes.max(1) {
-            step(&mut gen, &mut pool, &mut batch, &mut sinks);
+            rig.step(&mut step);
             n += batch_size;
         }
     }
-    // Warm up: caches, branch predictors, page faults of the tables.
-    let warm = Instant::now();
-    let warm_for = if packets.is_some() {
-        Duration::ZERO
-    } else {
-        Duration::from_millis(200)
-    };
-    while warm.elapsed() < warm_for {
-        step(&mut gen, &mut pool, &mut batch, &mut sinks);
-    }
-    let sent0: u64 = sinks.iter().map(|s| s.sent).sum();
-    let drops0: u64 = stats.drops().iter().map(|(_, n)| n).sum();
-    let sent_now = |sinks: &Vec<Box<SinkPort>>| sinks.iter().map(|s| s.sent).sum::<u64>();
-    let window = duration / windows as u32;
-    let start = Instant::now();
-    let (mut win_start, mut win_sent0) = (start, sent0);
-    let mut best_window = 0.0f64;
-    let mut iters = 0u64;
-    loop {
-        step(&mut gen, &mut pool, &mut batch, &mut sinks);
-        iters += 1;
-        match packets {
-            Some(n) if iters * batch_size as u64 >= n => break,
-            Some(_) => {}
-            None if iters.is_multiple_of(256) => {
-                let now = Instant::now();
-                let in_window = now - win_start;
-                if in_window >= window {
-                    let sent = sent_now(&sinks);
-                    let rate = (sent - win_sent0) as f64 / in_window.as_secs_f64() / 1e6;
-                    best_window = best_window.max(rate);
-                    (win_start, win_sent0) = (now, sent);
-                }
-                if now - start >= duration {
-                    break;
-                }
-            }
-            None => {}
-        }
-    }
-    let elapsed = start.elapsed().as_secs_f64();
-    let sent: u64 = sent_now(&sinks) - sent0;
-    let drops: u64 = stats.drops().iter().map(|(_, n)| n).sum::<u64>() - drops0;
+    warm_up(&mut rig, &mut step, packets.is_some());
+    let drops0 = total_drops(&stats);
+    let run = measure(&mut rig, &mut step, batch_size, duration, packets, windows);
+    let drops = total_drops(&stats) - drops0;
     if std::env::var_os("BENCH_DEBUG_DROPS").is_some() {
-        for (r, n) in stats.drops() {
-            if n != 0 {
-                eprintln!("  drop {}: {n}", r.name());
-            }
-        }
+        print_drops(&stats);
     }
-    let mean_mpps = sent as f64 / elapsed / 1e6;
-    let mpps = if windows > 1 && best_window > 0.0 {
-        best_window
-    } else {
-        mean_mpps
-    };
+    let (mpps, mean_mpps) = run.rates(windows);
     Report {
         case,
         mpps,
@@ -633,8 +728,8 @@ pub fn run_case(case: Case, routes: usize, opts: RunOpts) -> Report {
         routes: if flow_case { 1 } else { routes.max(1) },
         flows: if flow_case { routes.max(1) } else { 0 },
         batch: batch_size,
-        pkt_len: gen.template.len(),
-        packets: sent,
+        pkt_len: rig.gen.template.len(),
+        packets: run.sent,
         drops,
     }
 }

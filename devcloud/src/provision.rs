@@ -5,7 +5,7 @@
 //! instance IP, and a floating IP for the first VM.
 
 use crate::sys::{DevcloudError, Result};
-use crate::topology::{uuid_for, Plan};
+use crate::topology::{uuid_for, Plan, Vm};
 use serde_json::{json, Value};
 
 /// The public network's name as CloudStack's plugin derives it for the default zone.
@@ -116,14 +116,54 @@ fn str_at(v: &Value, path: &[&str]) -> Option<String> {
     cur.as_str().map(str::to_string)
 }
 
+/// The default IPAM, whose subnets every network is created with.
+const IPAM: [&str; 3] = ["default-domain", "default-project", "default-network-ipam"];
+
+/// A network's `network_ipam_refs`: one subnet of the default IPAM.
+fn ipam_subnet(prefix: &str, plen: u8, gw: &str) -> Value {
+    json!([{"to": IPAM, "attr": {"ipam_subnets": [{"subnet": {"ip_prefix": prefix, "ip_prefix_len": plen}, "default_gateway": gw}]}}])
+}
+
+/// The first MAC of a virtual-machine-interface as the shim returns it.
+fn vmi_mac(vmi: &Value) -> Option<String> {
+    str_at(
+        vmi,
+        &[
+            "virtual-machine-interface",
+            "virtual_machine_interface_mac_addresses",
+            "mac_address",
+            "0",
+        ],
+    )
+}
+
 /// Runs the whole provisioning, printing one progress line per object kind.
 pub fn provision(vnc: &Vnc, plan: &Plan, progress: &dyn Fn(&str)) -> Result<Provisioned> {
+    look_up_defaults(vnc)?;
+    create_public_network(vnc, plan, progress)?;
+    let vrfs = create_guest_networks(vnc, plan, progress)?;
+    create_policy(vnc, plan, progress)?;
+    let vms = create_vms(vnc, plan, progress)?;
+    let outside_mac = create_router_vm(vnc, plan, progress)?;
+    let fip = create_floating_ip(vnc, plan, progress)?;
+    Ok(Provisioned {
+        vms,
+        fip,
+        vrfs,
+        outside_mac,
+    })
+}
+
+/// What the plugin reads first: the API's home page, the default project and IPAM.
+fn look_up_defaults(vnc: &Vnc) -> Result<()> {
     vnc.get("/")?;
     vnc.fq_to_id("project", &["default-domain", "default-project"])?;
-    let ipam = ["default-domain", "default-project", "default-network-ipam"];
-    vnc.fq_to_id("network-ipam", &ipam)?;
+    vnc.fq_to_id("network-ipam", &IPAM)?;
+    Ok(())
+}
 
-    let subnet = |prefix: &str, plen: u8, gw: &str| json!([{"to": ipam, "attr": {"ipam_subnets": [{"subnet": {"ip_prefix": prefix, "ip_prefix_len": plen}, "default_gateway": gw}]}}]);
+/// The public network (gateway .1 of its subnet) and its floating-IP pool.
+fn create_public_network(vnc: &Vnc, plan: &Plan, progress: &dyn Fn(&str)) -> Result<()> {
     let (pub_prefix, pub_plen) = plan
         .public_subnet
         .split_once('/')
@@ -140,28 +180,34 @@ pub fn provision(vnc: &Vnc, plan: &Plan, progress: &dyn Fn(&str)) -> Result<Prov
         "/virtual-networks",
         json!({"virtual-network": {"name": PUBLIC_VN, "uuid": uuid_for("net-public"),
             "fq_name": ["default-domain", "default-project", PUBLIC_VN], "parent_type": "project",
-            "network_ipam_refs": subnet(pub_prefix, pub_plen.parse().unwrap_or(24), &pub_gw)}}),
+            "network_ipam_refs": ipam_subnet(pub_prefix, pub_plen.parse().unwrap_or(24), &pub_gw)}}),
     )?;
     vnc.post(
         "/floating-ip-pools",
         json!({"floating-ip-pool": {"name": "PublicIpPool",
             "fq_name": ["default-domain", "default-project", PUBLIC_VN, "PublicIpPool"], "parent_type": "virtual-network"}}),
     )?;
+    Ok(())
+}
 
-    let mut out = Provisioned::default();
+/// The guest networks with their subnets; returns their VRF names, in plan order.
+fn create_guest_networks(vnc: &Vnc, plan: &Plan, progress: &dyn Fn(&str)) -> Result<Vec<String>> {
+    let mut vrfs = Vec::new();
     for n in &plan.networks {
         progress(&format!("guest network {} {}/{}", n.name, n.subnet, n.plen));
         vnc.post(
             "/virtual-networks",
             json!({"virtual-network": {"name": n.name, "uuid": n.uuid,
                 "fq_name": ["default-domain", "default-project", n.name], "parent_type": "project",
-                "network_ipam_refs": subnet(&n.subnet, n.plen, &n.gateway)}}),
+                "network_ipam_refs": ipam_subnet(&n.subnet, n.plen, &n.gateway)}}),
         )?;
-        out.vrfs
-            .push(format!("default-domain:default-project:{}", n.name));
+        vrfs.push(format!("default-domain:default-project:{}", n.name));
     }
+    Ok(vrfs)
+}
 
-    // The VPC-ACL-style policy between guest-a and guest-b (ICMP only), attached to both.
+/// The VPC-ACL-style policy between guest-a and guest-b (ICMP only), attached to both.
+fn create_policy(vnc: &Vnc, plan: &Plan, progress: &dyn Fn(&str)) -> Result<()> {
     let fq = |n: &str| format!("default-domain:default-project:{n}");
     let pol_fq = ["default-domain", "default-project", POLICY];
     vnc.post(
@@ -194,51 +240,53 @@ pub fn provision(vnc: &Vnc, plan: &Plan, progress: &dyn Fn(&str)) -> Result<Prov
         "network policy {POLICY}: <> icmp pass between {}, attached to both",
         POLICY_NETWORKS.join(" and ")
     ));
+    Ok(())
+}
 
+/// Every guest VM, in plan order; returns each one's MAC and address.
+fn create_vms(vnc: &Vnc, plan: &Plan, progress: &dyn Fn(&str)) -> Result<Vec<(String, String)>> {
     progress(&format!(
         "{} VMs with their Nics and instance IPs",
         plan.vms.len()
     ));
-    for vm in &plan.vms {
-        let net = &plan.networks[vm.network];
-        let vmi_name = format!("{}-0", vm.name);
-        vnc.post(
-            "/virtual-machines",
-            json!({"virtual-machine": {"name": vm.name, "uuid": vm.uuid, "fq_name": [vm.name]}}),
-        )?;
-        vnc.post(
-            "/virtual-machine-interfaces",
-            json!({"virtual-machine-interface": {"name": vmi_name, "uuid": vm.nic_uuid,
-                "fq_name": [vm.name, vmi_name], "parent_type": "virtual-machine",
-                "virtual_network_refs": [{"to": ["default-domain", "default-project", net.name]}]}}),
-        )?;
-        let vmi = vnc.get(&format!("/virtual-machine-interface/{}", vm.nic_uuid))?;
-        let mac = str_at(
-            &vmi,
-            &[
-                "virtual-machine-interface",
-                "virtual_machine_interface_mac_addresses",
-                "mac_address",
-                "0",
-            ],
-        )
-        .ok_or_else(|| DevcloudError::Step(format!("VMI {} has no MAC", vm.nic_uuid)))?;
-        let iip = vnc.post(
-            "/instance-ips",
-            json!({"instance-ip": {"name": vmi_name, "fq_name": [vmi_name],
-                "virtual_network_refs": [{"to": ["default-domain", "default-project", net.name]}],
-                "virtual_machine_interface_refs": [{"to": [vm.name, vmi_name]}]}}),
-        )?;
-        let iip_uuid = str_at(&iip, &["instance-ip", "uuid"])
-            .ok_or_else(|| DevcloudError::Step("instance-ip without uuid".into()))?;
-        let iip = vnc.get(&format!("/instance-ip/{iip_uuid}"))?;
-        let addr = str_at(&iip, &["instance-ip", "instance_ip_address"])
-            .ok_or_else(|| DevcloudError::Step(format!("instance-ip {iip_uuid} has no address")))?;
-        out.vms.push((mac, addr));
-    }
+    plan.vms.iter().map(|vm| create_vm(vnc, plan, vm)).collect()
+}
 
-    // The gateway's router VM with a Nic on the public network at a fixed address, as CloudStack
-    // creates for its virtual routers' public Nics.
+/// One guest VM: the virtual-machine, its interface (client UUID = the Nic UUID) and its
+/// instance IP; returns the MAC and the address the shim allocated.
+fn create_vm(vnc: &Vnc, plan: &Plan, vm: &Vm) -> Result<(String, String)> {
+    let net = &plan.networks[vm.network];
+    let vmi_name = format!("{}-0", vm.name);
+    vnc.post(
+        "/virtual-machines",
+        json!({"virtual-machine": {"name": vm.name, "uuid": vm.uuid, "fq_name": [vm.name]}}),
+    )?;
+    vnc.post(
+        "/virtual-machine-interfaces",
+        json!({"virtual-machine-interface": {"name": vmi_name, "uuid": vm.nic_uuid,
+            "fq_name": [vm.name, vmi_name], "parent_type": "virtual-machine",
+            "virtual_network_refs": [{"to": ["default-domain", "default-project", net.name]}]}}),
+    )?;
+    let vmi = vnc.get(&format!("/virtual-machine-interface/{}", vm.nic_uuid))?;
+    let mac = vmi_mac(&vmi)
+        .ok_or_else(|| DevcloudError::Step(format!("VMI {} has no MAC", vm.nic_uuid)))?;
+    let iip = vnc.post(
+        "/instance-ips",
+        json!({"instance-ip": {"name": vmi_name, "fq_name": [vmi_name],
+            "virtual_network_refs": [{"to": ["default-domain", "default-project", net.name]}],
+            "virtual_machine_interface_refs": [{"to": [vm.name, vmi_name]}]}}),
+    )?;
+    let iip_uuid = str_at(&iip, &["instance-ip", "uuid"])
+        .ok_or_else(|| DevcloudError::Step("instance-ip without uuid".into()))?;
+    let iip = vnc.get(&format!("/instance-ip/{iip_uuid}"))?;
+    let addr = str_at(&iip, &["instance-ip", "instance_ip_address"])
+        .ok_or_else(|| DevcloudError::Step(format!("instance-ip {iip_uuid} has no address")))?;
+    Ok((mac, addr))
+}
+
+/// The gateway's router VM with a Nic on the public network at a fixed address, as CloudStack
+/// creates for its virtual routers' public Nics; returns the Nic's MAC.
+fn create_router_vm(vnc: &Vnc, plan: &Plan, progress: &dyn Fn(&str)) -> Result<String> {
     let r = &plan.outside_vm;
     let rname = format!("{}-0", r.name);
     vnc.post(
@@ -258,38 +306,35 @@ pub fn provision(vnc: &Vnc, plan: &Plan, progress: &dyn Fn(&str)) -> Result<Prov
             "virtual_machine_interface_refs": [{"to": [r.name, rname]}]}}),
     )?;
     let vmi = vnc.get(&format!("/virtual-machine-interface/{}", r.nic_uuid))?;
-    out.outside_mac = str_at(
-        &vmi,
-        &[
-            "virtual-machine-interface",
-            "virtual_machine_interface_mac_addresses",
-            "mac_address",
-            "0",
-        ],
-    )
-    .ok_or_else(|| DevcloudError::Step("router VMI has no MAC".into()))?;
+    let mac = vmi_mac(&vmi).ok_or_else(|| DevcloudError::Step("router VMI has no MAC".into()))?;
     progress(&format!(
         "router VM {} on the public network at {}",
         r.name, plan.outside_ip
     ));
+    Ok(mac)
+}
 
-    if let Some(vm) = plan.vms.first() {
-        let fip_uuid = uuid_for("fip-1");
-        let vmi_name = format!("{}-0", vm.name);
-        vnc.post(
-            "/floating-ips",
-            json!({"floating-ip": {"name": "1", "uuid": fip_uuid,
-                "fq_name": ["default-domain", "default-project", PUBLIC_VN, "PublicIpPool", "1"],
-                "parent_type": "floating-ip-pool",
-                "virtual_machine_interface_refs": [{"to": [vm.name, vmi_name]}]}}),
-        )?;
-        let f = vnc.get(&format!("/floating-ip/{fip_uuid}"))?;
-        out.fip = str_at(&f, &["floating-ip", "floating_ip_address"]);
-        progress(&format!(
-            "floating IP {} for {}",
-            out.fip.as_deref().unwrap_or("?"),
-            vm.name
-        ));
-    }
-    Ok(out)
+/// A floating IP from the public pool for the first VM's Nic; returns the address the shim
+/// allocated (`None` without VMs, or when the shim's answer has none).
+fn create_floating_ip(vnc: &Vnc, plan: &Plan, progress: &dyn Fn(&str)) -> Result<Option<String>> {
+    let Some(vm) = plan.vms.first() else {
+        return Ok(None);
+    };
+    let fip_uuid = uuid_for("fip-1");
+    let vmi_name = format!("{}-0", vm.name);
+    vnc.post(
+        "/floating-ips",
+        json!({"floating-ip": {"name": "1", "uuid": fip_uuid,
+            "fq_name": ["default-domain", "default-project", PUBLIC_VN, "PublicIpPool", "1"],
+            "parent_type": "floating-ip-pool",
+            "virtual_machine_interface_refs": [{"to": [vm.name, vmi_name]}]}}),
+    )?;
+    let f = vnc.get(&format!("/floating-ip/{fip_uuid}"))?;
+    let fip = str_at(&f, &["floating-ip", "floating_ip_address"]);
+    progress(&format!(
+        "floating IP {} for {}",
+        fip.as_deref().unwrap_or("?"),
+        vm.name
+    ));
+    Ok(fip)
 }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use vrouter_agent::show::{self, LabelView, Names};
 use vrouter_dataplane::ctl::client::DEFAULT_SOCKET;
-use vrouter_dataplane::ctl::proto::{StateDump, VifInfo, VrfInfo};
+use vrouter_dataplane::ctl::proto::{NhInfo, StateDump, VifInfo, VrfInfo};
 use vrouter_dataplane::ctl::{CtlClient, CtlError, Request, Response};
 
 #[derive(Debug, Parser)]
@@ -180,6 +180,13 @@ impl Ctx {
         }
     }
 
+    fn nhs(&mut self) -> Result<Vec<NhInfo>, Error> {
+        match self.req(&Request::NhList)? {
+            Response::Nexthops { nhs } => Ok(nhs),
+            _ => Err(Error::Unexpected("expected nexthops")),
+        }
+    }
+
     fn dump(&mut self) -> Result<StateDump, Error> {
         match self.req(&Request::DumpAll)? {
             Response::State(s) => Ok(*s),
@@ -341,192 +348,231 @@ fn parse_prefix(s: &str) -> Result<(u32, u8), Error> {
     Ok((u32::from(addr), len))
 }
 
+/// Connects to the dataplane and runs one subcommand.
 fn run(cli: Cli) -> Result<(), Error> {
     let mut c = Ctx {
         client: CtlClient::connect(&cli.socket)?,
         json: cli.json,
     };
     match cli.cmd {
-        Cmd::Vif { cmd } => {
-            let vifs = c.vifs()?;
-            let names = Names {
-                vrfs: c.vrfs()?.into_iter().map(|v| (v.id, v.name)).collect(),
-                vifs: Default::default(),
-            };
-            match cmd {
-                VifCmd::List => {
-                    let v = show::vif_views(&vifs, &names);
-                    c.out(&v, || show::vif_text(&v, true));
-                }
-                VifCmd::Get { vif } => {
-                    let id = show::resolve_vif(&vifs, &vif).map_err(Error::Usage)?;
-                    let v = show::vif_views(&vifs, &names);
-                    let one: Vec<_> = v.into_iter().filter(|x| x.id == id).collect();
-                    if let Some(first) = one.first() {
-                        c.out(first, || show::vif_text(&one, false));
-                    }
-                }
-            }
-        }
-        Cmd::Vrf { cmd: ListCmd::List } => {
-            let v = show::vrf_views(&c.vrfs()?);
-            c.out(&v, || show::vrf_text(&v));
-        }
+        Cmd::Vif { cmd } => vif(&mut c, cmd),
+        Cmd::Vrf { cmd: ListCmd::List } => vrf_list(&mut c),
         Cmd::Route {
             cmd: RouteCmd::Dump { vrf, prefix },
-        } => {
-            let id = show::resolve_vrf(&c.vrfs()?, &vrf).map_err(Error::Usage)?;
-            let prefix = prefix.as_deref().map(parse_prefix).transpose()?;
-            let routes = match c.req(&Request::RouteDump { vrf: id, prefix })? {
-                Response::Routes { routes } => routes,
-                _ => return Err(Error::Unexpected("expected routes")),
-            };
-            let nhs = match c.req(&Request::NhList)? {
-                Response::Nexthops { nhs } => nhs,
-                _ => return Err(Error::Unexpected("expected nexthops")),
-            };
-            let v = show::route_views(&routes, &nhs);
-            c.out(&v, || show::route_text(id, &v));
-        }
-        Cmd::Nh { cmd } => {
-            let nhs = match c.req(&Request::NhList)? {
-                Response::Nexthops { nhs } => nhs,
-                _ => return Err(Error::Unexpected("expected nexthops")),
-            };
-            let dump = c.dump()?;
-            let v = show::nh_views(&nhs, &dump);
-            match cmd {
-                NhCmd::List => c.out(&v, || show::nh_text(&v)),
-                NhCmd::Get { id } => {
-                    let one: Vec<_> = v.into_iter().filter(|n| n.id == id).collect();
-                    let Some(first) = one.first() else {
-                        return Err(Error::Usage(format!(
-                            "nexthop {id} does not exist (see `vrctl nh list`)"
-                        )));
-                    };
-                    c.out(first, || show::nh_text(&one));
-                }
-            }
-        }
-        Cmd::Mpls { cmd: DumpCmd::Dump } => {
-            let labels = match c.req(&Request::MplsDump)? {
-                Response::Labels { labels } => labels,
-                _ => return Err(Error::Unexpected("expected labels")),
-            };
-            let v: Vec<LabelView> = labels
-                .into_iter()
-                .map(|(label, nh)| LabelView { label, nh })
-                .collect();
-            c.out(&v, || show::mpls_text(&v));
-        }
-        Cmd::Fip { cmd: ListCmd::List } => {
-            let dump = c.dump()?;
-            let v = show::fip_views(&dump.fips, &Names::from_dump(&dump));
-            c.out(&v, || show::fip_text(&v));
-        }
-        Cmd::Flow { cmd: ListCmd::List } => {
-            let (stats, flows) = match c.req(&Request::FlowList {
-                vrf: None,
-                limit: None,
-            })? {
-                Response::Flows { stats, flows } => (stats, flows),
-                _ => return Err(Error::Unexpected("expected flows")),
-            };
-            let views: Vec<FlowView> = flows.iter().map(FlowView::from).collect();
-            let doc = serde_json::json!({
-                "capacity": stats.capacity, "active": stats.active, "created": stats.created,
-                "deleted": stats.deleted, "refused": stats.full, "flows": views,
-            });
-            c.out(&doc, || flow_text(&stats, &views));
-        }
+        } => route_dump(&mut c, &vrf, prefix.as_deref()),
+        Cmd::Nh { cmd } => nh(&mut c, cmd),
+        Cmd::Mpls { cmd: DumpCmd::Dump } => mpls_dump(&mut c),
+        Cmd::Fip { cmd: ListCmd::List } => fip_list(&mut c),
+        Cmd::Flow { cmd: ListCmd::List } => flow_list(&mut c),
         Cmd::Stats {
             cmd: StatsCmd::Vrf { vrf },
-        } => {
-            let only = match vrf {
-                Some(a) => Some(show::resolve_vrf(&c.vrfs()?, &a).map_err(Error::Usage)?),
-                None => None,
-            };
-            let mut stats = match c.req(&Request::VrfStats)? {
-                Response::VrfStats { stats } => stats,
-                _ => return Err(Error::Unexpected("expected VRF counters")),
-            };
-            stats.retain(|(id, _, _)| only.is_none_or(|o| o == *id));
-            let v = show::vrf_stats_views(&stats);
-            c.out(&v, || show::vrf_stats_text(&stats));
-        }
+        } => vrf_stats(&mut c, vrf.as_deref()),
         Cmd::Stats {
             cmd: StatsCmd::Vif { vif },
-        } => {
-            let only = match vif {
-                Some(a) => Some(show::resolve_vif(&c.vifs()?, &a).map_err(Error::Usage)?),
-                None => None,
-            };
-            let mut stats = match c.req(&Request::VifStats)? {
-                Response::VifStats { stats } => stats,
-                _ => return Err(Error::Unexpected("expected interface counters")),
-            };
-            stats.retain(|(id, _, _)| only.is_none_or(|o| o == *id));
-            let v: Vec<show::VifStatsView> = stats
-                .iter()
-                .map(|(id, name, st)| show::VifStatsView {
-                    vif: *id,
-                    name: name.clone(),
-                    stats: st.clone(),
-                })
-                .collect();
-            c.out(&v, || show::vif_stats_text(&stats));
-        }
-        Cmd::Drops { nonzero } => {
-            let drops = match c.req(&Request::Drops)? {
-                Response::Drops { drops } => drops,
-                _ => return Err(Error::Unexpected("expected drop counters")),
-            };
-            let map: serde_json::Map<String, serde_json::Value> = drops
-                .iter()
-                .filter(|(_, v)| !nonzero || *v != 0)
-                .map(|(n, v)| (n.clone(), (*v).into()))
-                .collect();
-            c.out(&map, || show::drops_text(&drops, !nonzero));
-        }
-        Cmd::Info => match c.req(&Request::Info)? {
-            Response::Info {
-                version,
-                host,
-                limits,
-                lcores,
-                pid,
-            } => {
-                let v = serde_json::json!({
-                    "version": version,
-                    "pid": pid,
-                    "lcores": lcores,
-                    "fabric_ip": show::ip(host.fabric_ip),
-                    "fabric_vif": host.fabric_vif,
-                    "host_vif": host.host_vif,
-                    "agent_vif": host.agent_vif,
-                    "limits": limits,
-                });
-                let opt = |o: Option<u16>| o.map_or("-".to_string(), |x| format!("vif0/{x}"));
-                c.out(&v, || {
-                    format!(
-                        "vRouter dataplane (control protocol v{version}), pid {pid}, {lcores} lcores\n\
-                         Fabric IP: {}  Fabric: {}  Host: {}  Agent: {}\n\
-                         Startup parameters: Interfaces {} VRFs {} Nexthops {} Labels {} Routes {}\n",
-                        show::ip(host.fabric_ip),
-                        opt(host.fabric_vif),
-                        opt(host.host_vif),
-                        opt(host.agent_vif),
-                        limits.vifs,
-                        limits.vrfs,
-                        limits.nexthops,
-                        limits.labels,
-                        limits.routes
-                    )
-                });
-            }
-            _ => return Err(Error::Unexpected("expected daemon info")),
-        },
+        } => vif_stats(&mut c, vif.as_deref()),
+        Cmd::Drops { nonzero } => drops(&mut c, nonzero),
+        Cmd::Info => info(&mut c),
     }
+}
+
+/// `vif list` / `vif get`: interfaces with their VRFs' names.
+fn vif(c: &mut Ctx, cmd: VifCmd) -> Result<(), Error> {
+    let vifs = c.vifs()?;
+    let names = Names {
+        vrfs: c.vrfs()?.into_iter().map(|v| (v.id, v.name)).collect(),
+        vifs: Default::default(),
+    };
+    match cmd {
+        VifCmd::List => {
+            let v = show::vif_views(&vifs, &names);
+            c.out(&v, || show::vif_text(&v, true));
+        }
+        VifCmd::Get { vif } => {
+            let id = show::resolve_vif(&vifs, &vif).map_err(Error::Usage)?;
+            let v = show::vif_views(&vifs, &names);
+            let one: Vec<_> = v.into_iter().filter(|x| x.id == id).collect();
+            if let Some(first) = one.first() {
+                c.out(first, || show::vif_text(&one, false));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `vrf list`.
+fn vrf_list(c: &mut Ctx) -> Result<(), Error> {
+    let v = show::vrf_views(&c.vrfs()?);
+    c.out(&v, || show::vrf_text(&v));
+    Ok(())
+}
+
+/// `route dump VRF [--prefix P]`: the routes with their nexthops.
+fn route_dump(c: &mut Ctx, vrf: &str, prefix: Option<&str>) -> Result<(), Error> {
+    let id = show::resolve_vrf(&c.vrfs()?, vrf).map_err(Error::Usage)?;
+    let prefix = prefix.map(parse_prefix).transpose()?;
+    let routes = match c.req(&Request::RouteDump { vrf: id, prefix })? {
+        Response::Routes { routes } => routes,
+        _ => return Err(Error::Unexpected("expected routes")),
+    };
+    let nhs = c.nhs()?;
+    let v = show::route_views(&routes, &nhs);
+    c.out(&v, || show::route_text(id, &v));
+    Ok(())
+}
+
+/// `nh list` / `nh get ID`.
+fn nh(c: &mut Ctx, cmd: NhCmd) -> Result<(), Error> {
+    let nhs = c.nhs()?;
+    let dump = c.dump()?;
+    let v = show::nh_views(&nhs, &dump);
+    match cmd {
+        NhCmd::List => c.out(&v, || show::nh_text(&v)),
+        NhCmd::Get { id } => {
+            let one: Vec<_> = v.into_iter().filter(|n| n.id == id).collect();
+            let Some(first) = one.first() else {
+                return Err(Error::Usage(format!(
+                    "nexthop {id} does not exist (see `vrctl nh list`)"
+                )));
+            };
+            c.out(first, || show::nh_text(&one));
+        }
+    }
+    Ok(())
+}
+
+/// `mpls dump`.
+fn mpls_dump(c: &mut Ctx) -> Result<(), Error> {
+    let labels = match c.req(&Request::MplsDump)? {
+        Response::Labels { labels } => labels,
+        _ => return Err(Error::Unexpected("expected labels")),
+    };
+    let v: Vec<LabelView> = labels
+        .into_iter()
+        .map(|(label, nh)| LabelView { label, nh })
+        .collect();
+    c.out(&v, || show::mpls_text(&v));
+    Ok(())
+}
+
+/// `fip list`: floating IPs with the names of their VRFs and interfaces.
+fn fip_list(c: &mut Ctx) -> Result<(), Error> {
+    let dump = c.dump()?;
+    let v = show::fip_views(&dump.fips, &Names::from_dump(&dump));
+    c.out(&v, || show::fip_text(&v));
+    Ok(())
+}
+
+/// `flow list`: the table's counters and every flow.
+fn flow_list(c: &mut Ctx) -> Result<(), Error> {
+    let (stats, flows) = match c.req(&Request::FlowList {
+        vrf: None,
+        limit: None,
+    })? {
+        Response::Flows { stats, flows } => (stats, flows),
+        _ => return Err(Error::Unexpected("expected flows")),
+    };
+    let views: Vec<FlowView> = flows.iter().map(FlowView::from).collect();
+    let doc = serde_json::json!({
+        "capacity": stats.capacity, "active": stats.active, "created": stats.created,
+        "deleted": stats.deleted, "refused": stats.full, "flows": views,
+    });
+    c.out(&doc, || flow_text(&stats, &views));
+    Ok(())
+}
+
+/// `stats vrf [VRF]`: per-VRF counters, of every VRF or one.
+fn vrf_stats(c: &mut Ctx, vrf: Option<&str>) -> Result<(), Error> {
+    let only = match vrf {
+        Some(a) => Some(show::resolve_vrf(&c.vrfs()?, a).map_err(Error::Usage)?),
+        None => None,
+    };
+    let mut stats = match c.req(&Request::VrfStats)? {
+        Response::VrfStats { stats } => stats,
+        _ => return Err(Error::Unexpected("expected VRF counters")),
+    };
+    stats.retain(|(id, _, _)| only.is_none_or(|o| o == *id));
+    let v = show::vrf_stats_views(&stats);
+    c.out(&v, || show::vrf_stats_text(&stats));
+    Ok(())
+}
+
+/// `stats vif [VIF]`: per-interface counters, of every interface or one.
+fn vif_stats(c: &mut Ctx, vif: Option<&str>) -> Result<(), Error> {
+    let only = match vif {
+        Some(a) => Some(show::resolve_vif(&c.vifs()?, a).map_err(Error::Usage)?),
+        None => None,
+    };
+    let mut stats = match c.req(&Request::VifStats)? {
+        Response::VifStats { stats } => stats,
+        _ => return Err(Error::Unexpected("expected interface counters")),
+    };
+    stats.retain(|(id, _, _)| only.is_none_or(|o| o == *id));
+    let v: Vec<show::VifStatsView> = stats
+        .iter()
+        .map(|(id, name, st)| show::VifStatsView {
+            vif: *id,
+            name: name.clone(),
+            stats: st.clone(),
+        })
+        .collect();
+    c.out(&v, || show::vif_stats_text(&stats));
+    Ok(())
+}
+
+/// `drops [--nonzero]`: drop counters by reason.
+fn drops(c: &mut Ctx, nonzero: bool) -> Result<(), Error> {
+    let drops = match c.req(&Request::Drops)? {
+        Response::Drops { drops } => drops,
+        _ => return Err(Error::Unexpected("expected drop counters")),
+    };
+    let map: serde_json::Map<String, serde_json::Value> = drops
+        .iter()
+        .filter(|(_, v)| !nonzero || *v != 0)
+        .map(|(n, v)| (n.clone(), (*v).into()))
+        .collect();
+    c.out(&map, || show::drops_text(&drops, !nonzero));
+    Ok(())
+}
+
+/// `info`: the daemon's identity, host config and table sizes.
+fn info(c: &mut Ctx) -> Result<(), Error> {
+    let Response::Info {
+        version,
+        host,
+        limits,
+        lcores,
+        pid,
+    } = c.req(&Request::Info)?
+    else {
+        return Err(Error::Unexpected("expected daemon info"));
+    };
+    let v = serde_json::json!({
+        "version": version,
+        "pid": pid,
+        "lcores": lcores,
+        "fabric_ip": show::ip(host.fabric_ip),
+        "fabric_vif": host.fabric_vif,
+        "host_vif": host.host_vif,
+        "agent_vif": host.agent_vif,
+        "limits": limits,
+    });
+    let opt = |o: Option<u16>| o.map_or("-".to_string(), |x| format!("vif0/{x}"));
+    c.out(&v, || {
+        format!(
+            "vRouter dataplane (control protocol v{version}), pid {pid}, {lcores} lcores\n\
+             Fabric IP: {}  Fabric: {}  Host: {}  Agent: {}\n\
+             Startup parameters: Interfaces {} VRFs {} Nexthops {} Labels {} Routes {}\n",
+            show::ip(host.fabric_ip),
+            opt(host.fabric_vif),
+            opt(host.host_vif),
+            opt(host.agent_vif),
+            limits.vifs,
+            limits.vrfs,
+            limits.nexthops,
+            limits.labels,
+            limits.routes
+        )
+    });
     Ok(())
 }
 

@@ -11,7 +11,31 @@
 use std::time::Duration;
 use vrouter_benches::{run_case, Case, Report, RunOpts};
 
+/// What the command line asked for.
+struct Args {
+    json: bool,
+    cases: Vec<Case>,
+    routes_sweep: Vec<usize>,
+    flows_sweep: Vec<usize>,
+    opts: RunOpts,
+}
+
+const USAGE: &str = "usage: pipeline-bench [--json] [--case NAME]... [--routes N]... [--flows N]... [--seconds S] [--batch B] [--pkt-len L] [--packets N] [--windows K]";
+
 fn main() {
+    let Some(args) = parse_args() else {
+        println!("{USAGE}");
+        return;
+    };
+    let reports = run_all(&args);
+    if !args.json {
+        print_ratios(&reports);
+    }
+}
+
+/// Parses the command line, with the defaults of a full run; `None` for `--help`. Exits on a
+/// bad argument.
+fn parse_args() -> Option<Args> {
     let mut json = false;
     let mut cases = Vec::new();
     let mut routes_sweep = Vec::new();
@@ -22,11 +46,10 @@ fn main() {
     let mut packets = None;
     let mut windows = 1usize;
     let mut args = std::env::args().skip(1);
-    let usage = "usage: pipeline-bench [--json] [--case NAME]... [--routes N]... [--flows N]... [--seconds S] [--batch B] [--pkt-len L] [--packets N] [--windows K]";
     while let Some(a) = args.next() {
         let mut val = |name: &str| {
             args.next()
-                .unwrap_or_else(|| die(&format!("{name} needs a value\n{usage}")))
+                .unwrap_or_else(|| die(&format!("{name} needs a value\n{USAGE}")))
         };
         match a.as_str() {
             "--json" => json = true,
@@ -46,11 +69,8 @@ fn main() {
             "--pkt-len" => pkt_len = parse(&val("--pkt-len"), "--pkt-len"),
             "--packets" => packets = Some(parse(&val("--packets"), "--packets")),
             "--windows" => windows = parse(&val("--windows"), "--windows"),
-            "-h" | "--help" => {
-                println!("{usage}");
-                return;
-            }
-            other => die(&format!("unknown argument {other:?}\n{usage}")),
+            "-h" | "--help" => return None,
+            other => die(&format!("unknown argument {other:?}\n{USAGE}")),
         }
     }
     let default_run = cases.is_empty() && routes_sweep.is_empty();
@@ -70,9 +90,22 @@ fn main() {
         packets,
         windows,
     };
+    Some(Args {
+        json,
+        cases,
+        routes_sweep,
+        flows_sweep,
+        opts,
+    })
+}
+
+/// Runs every case (the flow cases per flow count, then the encap-mplsoudp route sweep),
+/// printing each result as it comes.
+fn run_all(args: &Args) -> Vec<Report> {
+    let opts = args.opts;
     let mut reports: Vec<Report> = Vec::new();
     let mut emit = |r: Report| {
-        if json {
+        if args.json {
             println!("{}", r.json());
         } else {
             println!(
@@ -87,36 +120,39 @@ fn main() {
         }
         reports.push(r);
     };
-    for &c in &cases {
+    for &c in &args.cases {
         if Case::FLOWS.contains(&c) {
-            for &n in &flows_sweep {
+            for &n in &args.flows_sweep {
                 emit(run_case(c, n, opts));
             }
         } else {
             emit(run_case(c, 1, opts));
         }
     }
-    for &n in &routes_sweep {
-        if n > 1 || !cases.contains(&Case::EncapMplsoudp) {
+    for &n in &args.routes_sweep {
+        if n > 1 || !args.cases.contains(&Case::EncapMplsoudp) {
             emit(run_case(Case::EncapMplsoudp, n, opts));
         }
     }
-    if !json {
-        if let Some(base) = reports
-            .iter()
-            .find(|r| r.case == Case::BaselineL2Touch)
-            .map(|r| r.mpps)
-        {
-            println!("ratios to baseline-l2-touch ({base:.2} Mpps):");
-            for r in &reports {
-                println!(
-                    "  {:<20} routes={:<8} flows={:<8} {:.2}x",
-                    r.case.name(),
-                    r.routes,
-                    r.flows,
-                    r.mpps / base
-                );
-            }
+    reports
+}
+
+/// Each result as a multiple of baseline-l2-touch's rate, when it ran.
+fn print_ratios(reports: &[Report]) {
+    if let Some(base) = reports
+        .iter()
+        .find(|r| r.case == Case::BaselineL2Touch)
+        .map(|r| r.mpps)
+    {
+        println!("ratios to baseline-l2-touch ({base:.2} Mpps):");
+        for r in reports {
+            println!(
+                "  {:<20} routes={:<8} flows={:<8} {:.2}x",
+                r.case.name(),
+                r.routes,
+                r.flows,
+                r.mpps / base
+            );
         }
     }
 }

@@ -6,7 +6,8 @@
 //! temporary SQLite file, and kills it at the end. Every loop is bounded in count and time.
 
 use std::net::TcpListener;
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -58,6 +59,21 @@ fn post(agent: &ureq::Agent, url: &str, body: &str) -> Result<u16, String> {
     }
 }
 
+/// What one phase of the benchmark did: requests made, how many failed, and in what time.
+#[derive(Debug)]
+struct Phase {
+    done: usize,
+    failed: usize,
+    time: Duration,
+}
+
+/// The HTTP client each benchmark thread uses (one per thread: no connection sharing).
+fn http_agent() -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(10))
+        .build()
+}
+
 fn main() {
     let o = match parse() {
         Ok(o) => o,
@@ -66,60 +82,85 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let mut child = None;
     let dir = std::env::temp_dir().join(format!("shim-bench-{}", std::process::id()));
-    let url = match &o.url {
-        Some(u) => u.clone(),
+    let (url, child) = match &o.url {
+        Some(u) => (u.clone(), None),
         None => {
-            let port = TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .map(|a| a.port())
-                .unwrap_or(18099);
-            let _ = std::fs::create_dir_all(&dir);
-            let exe = std::env::current_exe()
-                .ok()
-                .and_then(|p| p.parent().map(|d| d.join("vrouter-shim")));
-            let Some(exe) = exe else {
-                eprintln!("shim-bench: cannot locate vrouter-shim");
-                std::process::exit(1);
-            };
-            let c = Command::new(exe)
-                .args(["--listen", &format!("127.0.0.1:{port}")])
-                .arg("--store")
-                .arg(format!("sqlite:{}", dir.join("bench.db").display()))
-                .env("RUST_LOG", "warn")
-                .stdout(Stdio::null())
-                .spawn();
-            match c {
-                Ok(c) => child = Some(c),
-                Err(e) => {
-                    eprintln!("shim-bench: starting vrouter-shim: {e}");
-                    std::process::exit(1);
-                }
-            }
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
-                && Instant::now() < deadline
-            {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            format!("http://127.0.0.1:{port}")
+            let (url, c) = start_shim(&dir);
+            (url, Some(c))
         }
     };
+    let creates = bench_creates(&url, &o);
+    let reads = bench_reads(&url, &o, creates.done);
+    println!(
+        "creates: {} in {:.2}s = {:.0}/s ({} failed); reads: {} in {:.2}s = {:.0}/s ({} failed); {} client threads",
+        creates.done,
+        creates.time.as_secs_f64(),
+        creates.done as f64 / creates.time.as_secs_f64(),
+        creates.failed,
+        reads.done,
+        reads.time.as_secs_f64(),
+        reads.done as f64 / reads.time.as_secs_f64(),
+        reads.failed,
+        o.threads
+    );
+    if let Some(mut c) = child {
+        let _ = c.kill();
+        let _ = c.wait();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
 
-    // Creates: virtual-machines with client-given uuids, split over the threads.
+/// Starts `vrouter-shim` (next to this binary) on a free loopback port with a SQLite store in
+/// `dir`, and waits up to 10 s for it to listen; returns its URL and process. Exits when it
+/// cannot be started.
+fn start_shim(dir: &Path) -> (String, Child) {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(18099);
+    let _ = std::fs::create_dir_all(dir);
+    let exe = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("vrouter-shim")));
+    let Some(exe) = exe else {
+        eprintln!("shim-bench: cannot locate vrouter-shim");
+        std::process::exit(1);
+    };
+    let spawned = Command::new(exe)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .arg("--store")
+        .arg(format!("sqlite:{}", dir.join("bench.db").display()))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn();
+    let child = match spawned {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("shim-bench: starting vrouter-shim: {e}");
+            std::process::exit(1);
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (format!("http://127.0.0.1:{port}"), child)
+}
+
+/// Creates: `o.creates` virtual-machines with client-given uuids, split over the threads,
+/// bounded by 4 times `o.seconds`.
+fn bench_creates(url: &str, o: &Opts) -> Phase {
     let next = Arc::new(AtomicUsize::new(0));
     let failures = Arc::new(AtomicUsize::new(0));
     let limit = Duration::from_secs(o.seconds * 4);
     let t0 = Instant::now();
     let handles: Vec<_> = (0..o.threads)
         .map(|_| {
-            let (next, failures, url) = (Arc::clone(&next), Arc::clone(&failures), url.clone());
+            let (next, failures, url) = (Arc::clone(&next), Arc::clone(&failures), url.to_string());
             let total = o.creates;
             std::thread::spawn(move || {
-                let agent = ureq::AgentBuilder::new()
-                    .timeout(Duration::from_secs(10))
-                    .build();
+                let agent = http_agent();
                 let coll = format!("{url}/virtual-machines");
                 loop {
                     let n = next.fetch_add(1, Ordering::Relaxed);
@@ -141,22 +182,25 @@ fn main() {
     for h in handles {
         let _ = h.join();
     }
-    let create_time = t0.elapsed();
-    let created = next.load(Ordering::Relaxed).min(o.creates);
-    let fails = failures.load(Ordering::Relaxed);
+    Phase {
+        time: t0.elapsed(),
+        done: next.load(Ordering::Relaxed).min(o.creates),
+        failed: failures.load(Ordering::Relaxed),
+    }
+}
 
-    // Reads: GET /virtual-machine/<uuid> of the created objects, for a fixed time.
+/// Reads: GET /virtual-machine/<uuid> of the `created` objects, for `o.seconds`.
+fn bench_reads(url: &str, o: &Opts, created: usize) -> Phase {
     let reads = Arc::new(AtomicUsize::new(0));
     let read_fail = Arc::new(AtomicUsize::new(0));
     let t1 = Instant::now();
     let dur = Duration::from_secs(o.seconds);
     let handles: Vec<_> = (0..o.threads)
         .map(|t| {
-            let (reads, read_fail, url) = (Arc::clone(&reads), Arc::clone(&read_fail), url.clone());
+            let (reads, read_fail, url) =
+                (Arc::clone(&reads), Arc::clone(&read_fail), url.to_string());
             std::thread::spawn(move || {
-                let agent = ureq::AgentBuilder::new()
-                    .timeout(Duration::from_secs(10))
-                    .build();
+                let agent = http_agent();
                 let mut n = t * 7919;
                 while t1.elapsed() < dur {
                     n = (n + 104_729) % created.max(1);
@@ -177,21 +221,9 @@ fn main() {
     for h in handles {
         let _ = h.join();
     }
-    let read_time = t1.elapsed();
-    let nreads = reads.load(Ordering::Relaxed);
-
-    println!(
-        "creates: {created} in {:.2}s = {:.0}/s ({fails} failed); reads: {nreads} in {:.2}s = {:.0}/s ({} failed); {} client threads",
-        create_time.as_secs_f64(),
-        created as f64 / create_time.as_secs_f64(),
-        read_time.as_secs_f64(),
-        nreads as f64 / read_time.as_secs_f64(),
-        read_fail.load(Ordering::Relaxed),
-        o.threads
-    );
-    if let Some(mut c) = child {
-        let _ = c.kill();
-        let _ = c.wait();
-        let _ = std::fs::remove_dir_all(&dir);
+    Phase {
+        time: t1.elapsed(),
+        done: reads.load(Ordering::Relaxed),
+        failed: read_fail.load(Ordering::Relaxed),
     }
 }
