@@ -7,6 +7,8 @@
 use crate::sys::{DevcloudError, Result};
 use crate::topology::{uuid_for, Plan, Vm};
 use serde_json::{json, Value};
+use std::time::Duration;
+use vrouter_api::client::{ClientError, Http, Timeouts};
 
 /// The public network's name as CloudStack's plugin derives it for the default zone.
 pub const PUBLIC_VN: &str = "__default_Public__";
@@ -17,12 +19,11 @@ pub const POLICY: &str = "acl-a-b";
 /// The networks [`POLICY`] is attached to (guest-c stays without a policy).
 pub const POLICY_NETWORKS: [&str; 2] = ["guest-a", "guest-b"];
 
-/// A small client for the VNC API.
+/// The VNC API client: the contract crate's shared HTTP client (token, timeouts, error replies),
+/// with errors turned into the devcloud's step errors.
 #[derive(Debug)]
 pub struct Vnc {
-    base: String,
-    token: String,
-    agent: ureq::Agent,
+    http: Http,
 }
 
 /// What provisioning produced, needed by the hotplug and the checks.
@@ -41,46 +42,25 @@ pub struct Provisioned {
 impl Vnc {
     /// A client for `http://addr:port` with `token`.
     pub fn new(base: &str, token: &str) -> Self {
-        let agent = ureq::AgentBuilder::new()
-            .timeout(std::time::Duration::from_secs(10))
-            .build();
+        let t = Duration::from_secs(10);
+        let timeouts = Timeouts {
+            connect: t,
+            read: t,
+            write: t,
+        };
         Self {
-            base: base.trim_end_matches('/').to_string(),
-            token: token.to_string(),
-            agent,
+            http: Http::new(base, Some(token.to_string()), timeouts),
         }
     }
 
     fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value> {
-        let url = format!("{}{}", self.base, path);
-        let req = self
-            .agent
-            .request(method, &url)
-            .set("X-Auth-Token", &self.token)
-            .set("Content-Type", "application/json; charset=\"UTF-8\"");
-        let res = match body {
-            Some(b) => req.send_json(b),
-            None => req.call(),
-        };
-        match res {
-            Ok(r) => {
-                let text = r
-                    .into_string()
-                    .map_err(|e| DevcloudError::Step(format!("{method} {path}: {e}")))?;
-                if text.trim().is_empty() {
-                    return Ok(Value::Null);
-                }
-                serde_json::from_str(&text)
-                    .map_err(|e| DevcloudError::Step(format!("{method} {path}: bad JSON: {e}")))
-            }
-            Err(ureq::Error::Status(code, r)) => {
-                let text = r.into_string().unwrap_or_default();
-                Err(DevcloudError::Step(format!(
-                    "{method} {path}: HTTP {code}: {text}"
-                )))
-            }
-            Err(e) => Err(DevcloudError::Step(format!("{method} {path}: {e}"))),
-        }
+        self.http
+            .call(method, path, body.as_ref())
+            .map_err(|e| match e {
+                // Already names the call.
+                ClientError::Transport(m) => DevcloudError::Step(m),
+                e => DevcloudError::Step(format!("{method} {path}: {e}")),
+            })
     }
 
     /// GET.
