@@ -108,9 +108,11 @@ drop_reasons! {
     RewriteFail => "Rewrite Fail",
     /// Anything else.
     Misc => "Misc",
-    /// Malformed IPv4: bad version, IHL or total length, or shorter than it declares.
+    /// Malformed IPv4: bad version, IHL or total length, or shorter than it declares; an overlay
+    /// packet whose outer UDP length disagrees with its IPv4 payload length.
     InvalidPacket => "Invalid Packets",
-    /// Checksum errors.
+    /// An IPv4 header checksum that does not verify (RFC 1812 5.2.2), on a packet from a VM or
+    /// on the outer header of a fabric packet.
     CksumErr => "Checksum errors",
     /// No forwarding metadata.
     NoFmd => "No Fmd",
@@ -122,7 +124,8 @@ drop_reasons! {
     Fragments => "Fragment errors",
     /// Source address or MAC not owned by the interface (anti-spoofing).
     InvalidSource => "Invalid Source",
-    /// No L2 route.
+    /// No L2 route: a unicast frame from a VM to a MAC that is not the vRouter's (the VM's
+    /// only neighbour; Contrail's bridge lookup miss).
     L2NoRoute => "No L2 Route",
     /// Fragment queue full.
     FragmentQueueFail => "Fragment Queueing Failures",
@@ -145,6 +148,10 @@ drop_reasons! {
     NoRoute => "No Route",
     /// Extension: a fabric packet not addressed to this host's fabric IP.
     NotForHost => "Not For Host",
+    /// Extension: an 802.1Q/802.1ad-tagged frame on an untagged interface (a VM's port, or the
+    /// fabric NIC's own untagged port): the pipeline has no VLANs, so routing it would strip the
+    /// tag silently.
+    VlanTagged => "VLAN Tagged",
 }
 
 #[cfg(test)]

@@ -841,3 +841,199 @@ fn gre_options_past_the_end_of_the_packet_are_dropped_not_read() {
     f[24..26].copy_from_slice(&ck.to_be_bytes());
     assert_eq!(dropped(&h.run1(FABRIC, &f)), DropReason::Pull);
 }
+
+/// `frame` with an 802.1Q (or other) tag of `tpid` and VID 5 inserted after the MAC addresses.
+fn tagged(frame: &[u8], tpid: u16) -> Vec<u8> {
+    let mut f = frame[..12].to_vec();
+    f.extend_from_slice(&tpid.to_be_bytes());
+    f.extend_from_slice(&5u16.to_be_bytes());
+    f.extend_from_slice(&frame[12..]);
+    f
+}
+
+/// `frame` with its IPv4 header checksum off by one.
+fn bad_ip_checksum(frame: &[u8]) -> Vec<u8> {
+    let mut f = frame.to_vec();
+    f[25] ^= 1;
+    f
+}
+
+fn drop_counts(h: &Harness) -> std::collections::HashMap<DropReason, u64> {
+    h.stats.drops().into_iter().collect()
+}
+
+#[test]
+fn vlan_tagged_frames_from_a_vm_are_dropped_as_vlan_tagged() {
+    // A VM port is untagged: a tagged frame must not be routed as if the tag were not there
+    // (AF_PACKET hands the tag over beside the frame; that port drops it with this reason too).
+    let mut h = harness();
+    let good = from_a(IP_B, 64);
+    for tpid in [0x8100u16, 0x88a8, 0x9100] {
+        assert_eq!(
+            dropped(&h.run1(VM_A, &tagged(&good, tpid))),
+            DropReason::VlanTagged,
+            "tpid {tpid:#06x}"
+        );
+    }
+    assert_eq!(drop_counts(&h)[&DropReason::VlanTagged], 3);
+    assert_eq!(DropReason::VlanTagged.name(), "VLAN Tagged");
+    tx(&h.run1(VM_A, &good), VM_B);
+}
+
+#[test]
+fn a_bad_ipv4_header_checksum_from_a_vm_is_dropped_as_a_checksum_error() {
+    let mut h = harness();
+    let good = from_a(IP_B, 64);
+    assert_eq!(
+        dropped(&h.run1(VM_A, &bad_ip_checksum(&good))),
+        DropReason::CksumErr
+    );
+    // The same checks with IP options (the options are in the sum).
+    let mut opts = good[..14].to_vec();
+    let mut ip = good[14..34].to_vec();
+    ip[0] = 0x46;
+    ip.extend_from_slice(&[0x94, 0x04, 0x00, 0x00]); // Router Alert
+    ip.extend_from_slice(&good[34..]);
+    let total = ip.len() as u16;
+    ip[2..4].copy_from_slice(&total.to_be_bytes());
+    ip[10] = 0;
+    ip[11] = 0;
+    let ck = vrouter_dataplane::wire::checksum::checksum(&ip[..24]);
+    ip[10..12].copy_from_slice(&ck.to_be_bytes());
+    opts.extend_from_slice(&ip);
+    let out = tx(&h.run1(VM_A, &opts), VM_B);
+    let mut want = opts[14..].to_vec();
+    want[8] -= 1;
+    want[10] = 0;
+    want[11] = 0;
+    let ck = vrouter_dataplane::wire::checksum::checksum(&want[..24]);
+    want[10..12].copy_from_slice(&ck.to_be_bytes());
+    assert_eq!(
+        &out[14..],
+        &want[..],
+        "a valid header with options is routed"
+    );
+    let mut bad_opt = opts.clone();
+    bad_opt[14 + 21] ^= 0x01;
+    assert_eq!(
+        dropped(&h.run1(VM_A, &bad_opt)),
+        DropReason::CksumErr,
+        "a changed option byte breaks the sum"
+    );
+    assert_eq!(drop_counts(&h)[&DropReason::CksumErr], 2);
+    assert_eq!(DropReason::CksumErr.name(), "Checksum errors");
+}
+
+#[test]
+fn a_bad_outer_ipv4_checksum_on_the_fabric_is_not_decapsulated() {
+    let mut h = harness();
+    let inner =
+        udp_frame(MAC_B, MAC_A, IP_REMOTE_UDP, IP_A, 63, 5001, 40000, b"reply")[14..].to_vec();
+    let udp = mpls_udp_frame(
+        UNDERLAY_MAC,
+        FABRIC_MAC,
+        REMOTE_UDP,
+        HOST_IP,
+        50000,
+        6635,
+        LABEL_A,
+        63,
+        &inner,
+    );
+    let gre = mpls_gre_frame(
+        UNDERLAY_MAC,
+        FABRIC_MAC,
+        REMOTE_GRE,
+        HOST_IP,
+        LABEL_A,
+        63,
+        &inner,
+    );
+    for (what, f) in [("MPLSoUDP", &udp), ("MPLSoGRE", &gre)] {
+        assert_eq!(
+            dropped(&h.run1(FABRIC, &bad_ip_checksum(f))),
+            DropReason::CksumErr,
+            "{what}"
+        );
+        tx(&h.run1(FABRIC, f), VM_A);
+    }
+    assert_eq!(drop_counts(&h)[&DropReason::CksumErr], 2);
+}
+
+#[test]
+fn unicast_from_a_vm_to_a_mac_other_than_the_vrouters_is_not_routed() {
+    let mut h = harness();
+    let to_b_mac = udp_frame(MAC_A, MAC_B, IP_A, IP_B, 64, 40000, 5001, b"hello vrouter");
+    assert_eq!(dropped(&h.run1(VM_A, &to_b_mac)), DropReason::L2NoRoute);
+    // A unicast packet sent as a link-layer broadcast is not routed either (RFC 1812 5.3.4).
+    let bcast = udp_frame(MAC_A, MacAddr([0xff; 6]), IP_A, IP_B, 64, 40000, 5001, b"x");
+    assert_eq!(dropped(&h.run1(VM_A, &bcast)), DropReason::L2NoRoute);
+    // A broadcast to the limited broadcast address and multicast to a group address get past
+    // the L2 check (to be routed as before: this VRF's default route takes them).
+    let all = udp_frame(
+        MAC_A,
+        MacAddr([0xff; 6]),
+        IP_A,
+        u32::MAX,
+        64,
+        40000,
+        5001,
+        b"x",
+    );
+    assert!(
+        !matches!(h.run1(VM_A, &all), Verdict::Drop(DropReason::L2NoRoute)),
+        "limited broadcast"
+    );
+    let mcast = udp_frame(
+        MAC_A,
+        MacAddr([0x01, 0x00, 0x5e, 0x00, 0x00, 0xfb]),
+        IP_A,
+        0xe000_00fb,
+        64,
+        5353,
+        5353,
+        b"x",
+    );
+    assert!(
+        !matches!(h.run1(VM_A, &mcast), Verdict::Drop(DropReason::L2NoRoute)),
+        "multicast"
+    );
+    assert_eq!(drop_counts(&h)[&DropReason::L2NoRoute], 2);
+    assert_eq!(DropReason::L2NoRoute.name(), "No L2 Route");
+    // DHCP (broadcast to the broadcast MAC) is still trapped to the agent.
+    let dhcp = udp_frame(MAC_A, MacAddr([0xff; 6]), 0, u32::MAX, 64, 68, 67, b"dhcp");
+    assert!(
+        matches!(h.run1(VM_A, &dhcp), Verdict::Tx { vif: AGENT, .. }),
+        "dhcp trapped"
+    );
+}
+
+#[test]
+fn an_overlay_packet_whose_udp_length_disagrees_with_the_ip_payload_is_not_decapsulated() {
+    let mut h = harness();
+    let inner =
+        udp_frame(MAC_B, MAC_A, IP_REMOTE_UDP, IP_A, 63, 5001, 40000, b"reply")[14..].to_vec();
+    let good = mpls_udp_frame(
+        UNDERLAY_MAC,
+        FABRIC_MAC,
+        REMOTE_UDP,
+        HOST_IP,
+        50000,
+        6635,
+        LABEL_A,
+        63,
+        &inner,
+    );
+    let udp_len = u16::from_be_bytes([good[38], good[39]]);
+    for len in [udp_len - 1, udp_len + 1, 8, 0, u16::MAX] {
+        let mut f = good.clone();
+        f[38..40].copy_from_slice(&len.to_be_bytes());
+        assert_eq!(
+            dropped(&h.run1(FABRIC, &f)),
+            DropReason::InvalidPacket,
+            "udp length {len} for {udp_len}"
+        );
+    }
+    assert_eq!(drop_counts(&h)[&DropReason::InvalidPacket], 5);
+    tx(&h.run1(FABRIC, &good), VM_A);
+}

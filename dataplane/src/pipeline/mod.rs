@@ -275,9 +275,12 @@ impl Pipeline {
                     p.meta.drop(DropReason::Pull);
                     return;
                 };
-                let Ok((hl, total)) = crate::wire::ipv4::lengths(h, ip.len()) else {
-                    p.meta.drop(DropReason::InvalidPacket);
-                    return;
+                let (hl, total) = match crate::wire::ipv4::lengths_verified(h, ip) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        p.meta.drop(header_drop(e));
+                        return;
+                    }
                 };
                 let src = u32::from_be_bytes([h[12], h[13], h[14], h[15]]);
                 if h[9] == ip_proto::UDP
@@ -293,10 +296,16 @@ impl Pipeline {
                     p.meta.drop(DropReason::InvalidSource);
                     return;
                 }
+                // Only frames sent to the router are routed (its MAC is every VM's one neighbour).
+                if eth[..6] != MacAddr::VROUTER.0 && !group_to_group(eth, h) {
+                    p.meta.drop(DropReason::L2NoRoute);
+                    return;
+                }
                 p.buf.truncate(ETH + total);
                 p.meta.next = Next::Lookup;
             }
             EtherType::ARP => self.arp_from_vm(t, vif.spec.id, p),
+            ty if EtherType::is_vlan_tag(ty) => p.meta.drop(DropReason::VlanTagged),
             _ => p.meta.drop(DropReason::NowhereToGo),
         }
     }
@@ -352,9 +361,12 @@ impl Pipeline {
             p.meta.drop(DropReason::Pull);
             return;
         };
-        let Ok((hl, total)) = crate::wire::ipv4::lengths(h, ip.len()) else {
-            p.meta.drop(DropReason::InvalidPacket);
-            return;
+        let (hl, total) = match crate::wire::ipv4::lengths_verified(h, ip) {
+            Ok(l) => l,
+            Err(e) => {
+                p.meta.drop(header_drop(e));
+                return;
+            }
         };
         let ip = &ip[..total];
         let dst = u32::from_be_bytes([h[16], h[17], h[18], h[19]]);
@@ -365,7 +377,16 @@ impl Pipeline {
             ip_proto::UDP => match seg.first_chunk::<8>() {
                 Some(udp) => {
                     let dport = u16::from_be_bytes([udp[2], udp[3]]);
-                    (dport == MPLS_UDP_PORT || dport == MPLS_UDP_PORT_LEGACY).then_some(hl + 8)
+                    if dport != MPLS_UDP_PORT && dport != MPLS_UDP_PORT_LEGACY {
+                        None
+                    } else if usize::from(u16::from_be_bytes([udp[4], udp[5]])) != seg.len() {
+                        // The UDP length must say where the IP payload ends, or which of the
+                        // two bounds the inner packet is unknown.
+                        p.meta.drop(DropReason::InvalidPacket);
+                        return;
+                    } else {
+                        Some(hl + 8)
+                    }
                 }
                 None => None,
             },
@@ -734,6 +755,24 @@ impl Pipeline {
             None => p.meta.drop(DropReason::Push),
         }
     }
+}
+
+/// The drop reason for an IPv4 header that [`crate::wire::ipv4::lengths_verified`] refused.
+#[cold]
+fn header_drop(e: crate::wire::WireError) -> DropReason {
+    match e {
+        crate::wire::WireError::Checksum => DropReason::CksumErr,
+        _ => DropReason::InvalidPacket,
+    }
+}
+
+/// A frame sent to a link-layer group address may be routed only when its IPv4 destination is
+/// a group too (multicast or limited broadcast): RFC 1812 5.3.4 has a router discard unicast
+/// packets that arrived as link-layer broadcasts. Cold: VMs send to the router's MAC.
+#[cold]
+fn group_to_group(eth: &[u8; ETH], h: &[u8; 20]) -> bool {
+    let dst = u32::from_be_bytes([h[16], h[17], h[18], h[19]]);
+    eth[0] & 1 != 0 && (dst >> 28 == 0xe || dst == u32::MAX)
 }
 
 /// The Ethernet and fixed IPv4 header of a packet, as a fixed-size array so field accesses need

@@ -41,6 +41,9 @@ const TP_STATUS_USER: u32 = 1;
 const TP_STATUS_AVAILABLE: u32 = 0;
 const TP_STATUS_SEND_REQUEST: u32 = 1;
 const TP_STATUS_WRONG_FORMAT: u32 = 4;
+/// The frame carried a VLAN tag, which the kernel moved out of the frame into the header's
+/// `tp_vlan_tci`.
+const TP_STATUS_VLAN_VALID: u32 = 1 << 4;
 /// `TPACKET_ALIGN(sizeof(struct tpacket2_hdr))`: where transmit data starts in a frame.
 const TX_DATA_OFF: usize = 32;
 
@@ -521,7 +524,8 @@ impl Port for AfPacketPort {
             let i = self.rx_head;
             let h = (i / fpb * RX_BLOCK_SIZE + i % fpb * RX_FRAME_SIZE) as usize;
             // tpacket2_hdr: status, len, snaplen, mac (u16), net (u16), ...
-            if self.rd32(h) & TP_STATUS_USER == 0 {
+            let status = self.rd32(h);
+            if status & TP_STATUS_USER == 0 {
                 break;
             }
             fence(Ordering::Acquire);
@@ -539,8 +543,12 @@ impl Port for AfPacketPort {
             if batch.room() < need.min(crate::batch::BATCH_SIZE) {
                 break;
             }
-            // Out of the frame, no room for the header, or cut short by the snap length.
-            if mac + snap > fs || (self.vnet && mac < VNET_HDR_LEN) || snap < len {
+            if status & TP_STATUS_VLAN_VALID != 0 {
+                // Tagged on the wire: our ports are untagged and the pipeline has no VLANs, so
+                // routing the untagged rest would silently take the frame out of its VLAN.
+                self.drops.add(DropReason::VlanTagged);
+            } else if mac + snap > fs || (self.vnet && mac < VNET_HDR_LEN) || snap < len {
+                // Out of the frame, no room for the header, or cut short by the snap length.
                 self.drops.add(DropReason::InterfaceRxDiscard);
             } else {
                 let hdr = if self.vnet {

@@ -22,6 +22,18 @@ impl EtherType {
     pub const IPV6: u16 = 0x86dd;
     /// MPLS unicast.
     pub const MPLS: u16 = 0x8847;
+    /// An 802.1Q VLAN tag.
+    pub const VLAN: u16 = 0x8100;
+    /// An 802.1ad service tag (QinQ).
+    pub const QINQ: u16 = 0x88a8;
+    /// The pre-standard QinQ tag some switches still send.
+    pub const QINQ_OLD: u16 = 0x9100;
+
+    /// True for the EtherType of a VLAN tag (802.1Q, 802.1ad or the old QinQ).
+    #[inline]
+    pub fn is_vlan_tag(ty: u16) -> bool {
+        matches!(ty, Self::VLAN | Self::QINQ | Self::QINQ_OLD)
+    }
 }
 
 mod field {

@@ -25,6 +25,9 @@ pub enum WireError {
     /// A field holds a value the protocol does not allow (bad version, IHL, total length).
     #[error("malformed header")]
     Malformed,
+    /// A header checksum that does not verify.
+    #[error("bad header checksum")]
+    Checksum,
 }
 
 /// IP protocol numbers the pipeline cares about.
