@@ -24,6 +24,7 @@ use crate::error::bad;
 pub use crate::error::ApiError;
 use crate::graph::{parse_ipam_subnet, Graph, IpamSubnet};
 pub use crate::graph::{Obj, Ref};
+use crate::limits;
 use crate::schema::{is_read_only_key, Kind, ObjType};
 use crate::store::{Batch, Journal, REV_KEY};
 use crate::util;
@@ -352,6 +353,9 @@ impl Core {
     }
 
     fn check_prop(ty: ObjType, key: &str, val: &Value) -> Result<(), ApiError> {
+        if let ("display_name", Value::String(n)) = (key, val) {
+            limits::name(key, n)?;
+        }
         let ok = match (ty.prop_kind(key), val) {
             (None, _) | (_, Value::Null) => true,
             (Some(Kind::Object), v) => v.is_object(),
@@ -407,8 +411,9 @@ impl Core {
             let Some(list) = subnets.as_array_mut() else {
                 return Err(bad("ipam_subnets must be a list"));
             };
-            for s in list {
+            for (i, s) in list.iter_mut().enumerate() {
                 let sn = parse_ipam_subnet(s)?;
+                limits::ipam_subnet(&format!("ipam_subnets[{i}]"), &sn)?;
                 if sn.gateway.is_none() && sn.prefix.len < 31 {
                     let g = Ipv4Addr::from(util::host_range(&sn.prefix).1).to_string();
                     if let Some(m) = s.as_object_mut() {
@@ -548,12 +553,16 @@ impl Core {
                 Ok(None)
             }
             ObjType::VirtualMachineInterface => {
-                let has_mac = o
+                let macs = o
                     .props
                     .get("virtual_machine_interface_mac_addresses")
                     .and_then(|m| m.get("mac_address"))
-                    .and_then(Value::as_array)
-                    .is_some_and(|a| !a.is_empty());
+                    .and_then(Value::as_array);
+                for (i, m) in macs.into_iter().flatten().enumerate() {
+                    let field = format!("virtual_machine_interface_mac_addresses.mac_address[{i}]");
+                    limits::vm_mac(&field, m)?;
+                }
+                let has_mac = macs.is_some_and(|a| !a.is_empty());
                 if !has_mac {
                     o.props.insert(
                         "virtual_machine_interface_mac_addresses".into(),
@@ -623,6 +632,7 @@ impl Core {
                 fq
             }
         };
+        limits::fq_name(&fq_name)?;
         if let Some(u) = self.lookup(ty, &fq_name) {
             return Err(ApiError::Conflict(format!(
                 "{} {} already exists with uuid: {u}",

@@ -17,6 +17,9 @@ pub enum ApiError {
     /// Duplicate name or uuid, delete with children or back-references left (409).
     #[error("{0}")]
     Conflict(String),
+    /// The request body stalled (408); the connection is closed after the answer.
+    #[error("{0}")]
+    Timeout(String),
     /// The store failed; nothing was acknowledged (503, which the Python client retries).
     #[error("{0}")]
     Unavailable(String),
@@ -29,6 +32,7 @@ impl ApiError {
             ApiError::BadRequest(_) => 400,
             ApiError::Unauthorized => 401,
             ApiError::NotFound(_) => 404,
+            ApiError::Timeout(_) => 408,
             ApiError::Conflict(_) => 409,
             ApiError::Unavailable(_) => 503,
         }

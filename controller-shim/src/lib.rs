@@ -13,7 +13,7 @@
 //!   what an agent programs from the objects.
 //! * [`store`]: the durable key/value copy (SQLite by default, etcd for several instances).
 //! * [`schema`], [`error`] and [`util`]: the VNC schema slice, the request error, and
-//!   address/MAC/uuid helpers.
+//!   address/MAC/uuid helpers; [`limits`]: what a write may not store (names, MACs, subnets).
 //!
 //! The wire contract is `shared/reference/contrail-api.md`; the agent API is in `docs/shim.md`.
 #![warn(missing_docs)]
@@ -24,6 +24,7 @@ pub mod core;
 pub mod error;
 pub mod graph;
 pub mod interface;
+pub mod limits;
 pub mod policy;
 pub mod schema;
 pub mod server;

@@ -41,10 +41,13 @@ use crate::store::{Batch, Store, StoreError};
 
 /// Largest request body accepted.
 const MAX_BODY: usize = 16 << 20;
+/// A request body that sends nothing for this long is answered 408 and its connection closed.
+/// Idle connections *between* requests have no timeout: CloudStack's client keeps them.
+pub const BODY_STALL: Duration = Duration::from_secs(10);
 /// Most batches one group commit writes.
 const MAX_GROUP: usize = 512;
-/// At most one warning per peer and foreign agent-API version in this interval.
-const VERSION_LOG_EVERY: Duration = Duration::from_secs(10);
+/// At most one warning per peer and kind (each foreign agent-API version, a stalled body) in this interval.
+const PEER_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Daemon configuration.
 #[derive(Debug, Clone)]
@@ -94,8 +97,8 @@ pub struct Shared {
     token: Option<String>,
     notify: tokio::sync::watch::Sender<u64>,
     default_base: String,
-    /// Rate limit of the "peer speaks another agent-API version" warning.
-    version_log: LogLimiter,
+    /// Rate limit of warnings about a peer: another agent-API version, a stalled body.
+    peer_log: LogLimiter,
 }
 
 impl std::fmt::Debug for Shared {
@@ -312,7 +315,7 @@ impl Shared {
             token: cfg.token.clone(),
             notify,
             default_base: base,
-            version_log: LogLimiter::new(VERSION_LOG_EVERY),
+            peer_log: LogLimiter::new(PEER_LOG_EVERY),
         });
         if let Some((rx, store)) = committer {
             let s = Arc::clone(&shared);
@@ -510,7 +513,13 @@ async fn handle(
         Ok(r) => dispatch(shared, r).await,
         Err(e) => Reply::err(&e),
     };
+    let close = reply.status == 408;
     let mut resp = to_response(reply);
+    if close {
+        // The rest of a stalled body may still come: the connection cannot carry another request.
+        resp.headers_mut()
+            .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+    }
     if agent_api {
         // Every agent-API answer names its version, errors included: the client checks it
         // before it reads the body.
@@ -528,7 +537,7 @@ fn is_agent_api(path: &str) -> bool {
 }
 
 /// The agent-API version check: another version is refused with a 400 naming both, and a
-/// warning at most every [`VERSION_LOG_EVERY`] per peer and version.
+/// warning at most every [`PEER_LOG_EVERY`] per peer and version.
 fn check_version(
     shared: &Shared,
     peer: SocketAddr,
@@ -539,7 +548,7 @@ fn check_version(
         return Ok(());
     };
     let e = contract::version_error(&theirs);
-    if shared.version_log.allow(peer.ip(), &theirs, Instant::now()) {
+    if shared.peer_log.allow(peer.ip(), &theirs, Instant::now()) {
         log::warn!("refusing {peer}: {e}");
     }
     Err(e)
@@ -601,11 +610,18 @@ async fn parse_request(
     let method = req.method().clone();
     let path = req.uri().path().trim_end_matches('/').to_string();
     let query = parse_query(req.uri().query());
-    let body = Limited::new(req.into_body(), MAX_BODY)
-        .collect()
-        .await
-        .map_err(|e| bad(format!("reading body: {e}")))?
-        .to_bytes();
+    let body = match read_body(req.into_body()).await {
+        Err(e @ ApiError::Timeout(_)) => {
+            if shared
+                .peer_log
+                .allow(peer.ip(), "stalled body", Instant::now())
+            {
+                log::warn!("{peer}: {method} {path}: {e}; closing the connection");
+            }
+            return Err(e);
+        }
+        b => b?,
+    };
     version?;
     Ok(Req {
         method,
@@ -615,6 +631,33 @@ async fn parse_request(
         base,
         if_none_match,
     })
+}
+
+/// Reads a request body of at most [`MAX_BODY`] bytes, giving up when no byte comes for
+/// [`BODY_STALL`] (a slow body that keeps sending is fine).
+async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
+    let mut body = Limited::new(body, MAX_BODY);
+    let mut out = Vec::new();
+    loop {
+        let frame = tokio::time::timeout(BODY_STALL, body.frame())
+            .await
+            .map_err(|_| {
+                ApiError::Timeout(format!(
+                    "request body stalled: nothing for {} s after {} bytes",
+                    BODY_STALL.as_secs(),
+                    out.len()
+                ))
+            })?;
+        match frame {
+            None => return Ok(Bytes::from(out)),
+            Some(Err(e)) => return Err(bad(format!("reading body: {e}"))),
+            Some(Ok(f)) => {
+                if let Ok(d) = f.into_data() {
+                    out.extend_from_slice(&d);
+                }
+            }
+        }
+    }
 }
 
 /// Runs a blocking closure off the async workers.
