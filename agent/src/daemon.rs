@@ -317,18 +317,10 @@ impl<S: ConfigSource> Agent<S> {
     /// Reads the dataplane, computes the difference to the configuration and applies it.
     pub fn sync(&mut self) {
         let started = Instant::now();
-        let dump = match self.request(&Request::DumpAll) {
-            Ok(Response::State(d)) => *d,
-            Ok(_) => {
-                log::warn!("dataplane answered DumpAll with something else");
-                return;
-            }
-            Err(e) => {
-                log::warn!("cannot read the dataplane state: {e}");
-                return;
-            }
+        let Some(idx) = self.read_dataplane() else {
+            return;
         };
-        let idx = DumpIndex::new(dump);
+        self.adopt(&idx);
         let before = self.alloc.clone();
         let compiled = match compile(&self.config, &idx, &mut self.alloc, &self.limits) {
             Ok(c) => c,
@@ -357,44 +349,23 @@ impl<S: ConfigSource> Agent<S> {
         } else {
             let first_ops: Vec<String> = ops.iter().take(3).map(|o| format!("{o:?}")).collect();
             log::debug!("applying {n} operations, first: {first_ops:?}");
-            match self.request(&Request::Apply { ops }) {
-                Ok(_) => Ok(()),
-                Err(e) => Err(e),
-            }
+            self.request(&Request::Apply { ops }).map(|_| ())
         };
         self.health.reconciles.fetch_add(1, Ordering::Relaxed);
         match result {
             Ok(()) => {
                 if n == 0 {
                     log::info!(
-                        "reconciled: dataplane already up to date (0 operations, {} interfaces)",
+                        "reconciled: dataplane already up to date ({sum}; {} interfaces)",
                         compiled.bindings.len()
                     );
                 } else {
                     log::info!(
-                        "reconciled: applied {n} operations ({} adds/changes, {} removals) in {:?}",
-                        sum.adds,
-                        sum.dels,
+                        "reconciled: applied {n} operations ({sum}) in {:?}",
                         started.elapsed()
                     );
                 }
-                if self.new_dp {
-                    self.health.dp_restarts.fetch_add(1, Ordering::Relaxed);
-                    self.new_dp = false;
-                }
-                for o in &mut self.observers.0 {
-                    o(&self.config, &compiled);
-                }
-                self.health.last_ops.store(n as u64, Ordering::Relaxed);
-                self.health.ops_total.fetch_add(n as u64, Ordering::Relaxed);
-                self.health.set_status(|s| {
-                    s.bindings = compiled.bindings;
-                    s.table_labels = compiled.table_labels;
-                    s.warnings = compiled.warnings;
-                    s.last_error = None;
-                });
-                self.dirty = false;
-                self.last_sync = Some(Instant::now());
+                self.applied(compiled, n);
             }
             Err(CtlError::Refused { message, index, .. }) => {
                 log::error!(
@@ -408,5 +379,53 @@ impl<S: ConfigSource> Agent<S> {
             }
             Err(e) => log::warn!("cannot apply the update: {e}"),
         }
+    }
+
+    /// The dataplane's whole state, indexed; None (logged) if it cannot be read.
+    fn read_dataplane(&mut self) -> Option<DumpIndex> {
+        match self.request(&Request::DumpAll) {
+            Ok(Response::State(d)) => Some(DumpIndex::new(*d)),
+            Ok(_) => {
+                log::warn!("dataplane answered DumpAll with something else");
+                None
+            }
+            Err(e) => {
+                log::warn!("cannot read the dataplane state: {e}");
+                None
+            }
+        }
+    }
+
+    /// Shows the source what the dataplane holds; if it takes something from it (the underlay
+    /// MACs of an earlier agent's tunnels), the configuration is loaded again.
+    fn adopt(&mut self, idx: &DumpIndex) {
+        if !self.source.adopt(idx) {
+            return;
+        }
+        match self.source.load() {
+            Ok(c) => self.config = c,
+            Err(e) => log::warn!("config reload after adopting dataplane state: {e}"),
+        }
+    }
+
+    /// After a successful pass: observers, metrics and status.
+    fn applied(&mut self, compiled: Compiled, n: usize) {
+        if self.new_dp {
+            self.health.dp_restarts.fetch_add(1, Ordering::Relaxed);
+            self.new_dp = false;
+        }
+        for o in &mut self.observers.0 {
+            o(&self.config, &compiled);
+        }
+        self.health.last_ops.store(n as u64, Ordering::Relaxed);
+        self.health.ops_total.fetch_add(n as u64, Ordering::Relaxed);
+        self.health.set_status(|s| {
+            s.bindings = compiled.bindings;
+            s.table_labels = compiled.table_labels;
+            s.warnings = compiled.warnings;
+            s.last_error = None;
+        });
+        self.dirty = false;
+        self.last_sync = Some(Instant::now());
     }
 }

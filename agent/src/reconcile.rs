@@ -23,6 +23,13 @@ pub struct Summary {
     pub dels: usize,
 }
 
+impl std::fmt::Display for Summary {
+    /// `3 adds/changes, 1 removals`: the agent's reconcile log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} adds/changes, {} removals", self.adds, self.dels)
+    }
+}
+
 /// The operations that make `dp` equal `want` (for everything the agent owns).
 pub fn reconcile(want: &Desired, dp: &DumpIndex) -> Vec<TableOp> {
     let mut ops = Vec::new();
@@ -471,6 +478,57 @@ interface = "vif1.0"
         assert_eq!(again.bindings, first.bindings);
         assert_eq!(again.table_labels, first.table_labels);
         assert_eq!(fresh.dump(), dp.dump());
+    }
+
+    #[test]
+    fn tunnel_nexthop_ids_survive_a_restart_with_a_stale_state_file() {
+        let mut dp = MemDataplane::new(FABRIC_IP.into());
+        let mut alloc = Allocations::default();
+        let c = cfg(CFG);
+        pass(&c, &mut dp, &mut alloc);
+        let programmed = dp.dump();
+        let tunnels = |a: &Allocations| -> Vec<(String, u32)> {
+            a.nhs
+                .iter()
+                .filter(|(k, _)| k.starts_with("tunnel/"))
+                .map(|(k, v)| (k.clone(), *v))
+                .collect()
+        };
+        let before = tunnels(&alloc);
+        assert_eq!(before.len(), 2, "{before:?}");
+        // A state file from another time: the two tunnels' ids swapped, the labels moved.
+        let mut stale = alloc.clone();
+        stale.nhs.insert(before[0].0.clone(), before[1].1);
+        stale.nhs.insert(before[1].0.clone(), before[0].1);
+        stale.next_label += 7;
+        let (ops, _) = pass(&c, &mut dp, &mut stale);
+        assert_eq!(ops, vec![], "a restart changes nothing");
+        assert_eq!(summarize(&ops).to_string(), "0 adds/changes, 0 removals");
+        assert_eq!(
+            tunnels(&stale),
+            before,
+            "the dataplane's ids win and are kept"
+        );
+        assert_eq!(stale.labels, alloc.labels);
+        assert_eq!(dp.dump(), programmed);
+    }
+
+    #[test]
+    fn a_restart_that_lost_remote_routes_would_remove_them_and_their_tunnels() {
+        // What the first pass of a restarted agent that does not know the underlay MACs yet
+        // would do (the controller source prevents it by adopting the dataplane's MACs).
+        let mut dp = MemDataplane::new(FABRIC_IP.into());
+        let mut alloc = Allocations::default();
+        pass(&cfg(CFG), &mut dp, &mut alloc);
+        let mut lost = cfg(CFG);
+        lost.routes.clear();
+        let (ops, _) = pass(&lost, &mut dp, &mut Allocations::default());
+        assert_eq!(summarize(&ops), Summary { adds: 0, dels: 4 }, "{ops:#?}");
+        assert_eq!(
+            summarize(&ops).to_string(),
+            "0 adds/changes, 4 removals",
+            "2 routes, 2 tunnels"
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! interfaces exist on this host). Each is a [`ConfigSource`]; the agent only sees [`Config`]s.
 
 use crate::config::{Config, ConfigError};
+use crate::dump::DumpIndex;
 use std::path::{Path, PathBuf};
 
 /// Why a source could not produce a configuration.
@@ -46,6 +47,14 @@ pub trait ConfigSource: Send + std::fmt::Debug {
     /// restarted agent never removes what the headless dataplane holds.
     fn ready(&mut self) -> bool {
         true
+    }
+    /// Shown the dataplane's state before every pass. A source that takes something from it
+    /// returns true, and the agent loads the configuration again before compiling: the
+    /// controller source takes the underlay MACs of the tunnels an earlier agent programmed,
+    /// so the first pass after a restart keeps remote routes instead of removing them while
+    /// ARP is asked. Must not block.
+    fn adopt(&mut self, _dp: &DumpIndex) -> bool {
+        false
     }
 }
 
@@ -93,5 +102,8 @@ impl<T: ConfigSource + ?Sized> ConfigSource for Box<T> {
     }
     fn ready(&mut self) -> bool {
         (**self).ready()
+    }
+    fn adopt(&mut self, dp: &DumpIndex) -> bool {
+        (**self).adopt(dp)
     }
 }

@@ -243,9 +243,9 @@ fn kill9_and_restart_changes_nothing() {
             agent.log()
         );
         assert!(
-            agent
-                .log()
-                .contains("dataplane already up to date (0 operations, 2 interfaces)"),
+            agent.log().contains(
+                "dataplane already up to date (0 adds/changes, 0 removals; 2 interfaces)"
+            ),
             "restart (state file wiped: {wipe_state}) changed something:\n{}",
             agent.log()
         );

@@ -254,7 +254,7 @@ fn ns_agent_kill9_under_traffic_loses_nothing() {
     assert!(
         agent2
             .log()
-            .contains("dataplane already up to date (0 operations"),
+            .contains("dataplane already up to date (0 adds/changes, 0 removals;"),
         "the restarted agent changed something:\n{}",
         agent2.log()
     );

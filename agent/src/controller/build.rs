@@ -22,7 +22,8 @@ pub struct Built {
     pub config: Config,
     /// Things skipped, one line each.
     pub warnings: Vec<String>,
-    /// Remote fabric IPs with no underlay MAC yet (their routes are left out until resolved).
+    /// Remote fabric IPs to resolve by ARP: with no underlay MAC yet (their routes are left out
+    /// until resolved), or served by the MAC adopted from the dataplane until ARP answers.
     pub unresolved: BTreeSet<Ipv4Addr>,
     /// Port name -> VMI of the interfaces in `config` (what their adverts belong to).
     pub vmi_of_port: BTreeMap<String, Uuid>,
@@ -311,14 +312,34 @@ impl<'a> Builder<'a> {
             .collect()
     }
 
-    /// The underlay MAC of a remote host: configured, else resolved, else the gateway's.
+    /// The underlay MAC of a remote host: configured, else resolved, else adopted from the
+    /// dataplane ([`Self::adopted_mac`]), else the gateway's.
     fn underlay_mac(&self, nh: Ipv4Addr) -> Option<MacAddr> {
         self.s
             .neighbours
             .get(&nh)
             .or_else(|| self.st.neighbours.get(&nh))
             .copied()
+            .or_else(|| self.adopted_mac(nh))
             .or(self.s.gateway_mac)
+    }
+
+    /// The MAC the dataplane's tunnel to `nh` held when the agent started, while neither the
+    /// settings nor ARP have one: the restarted agent keeps the host's routes as they are, and
+    /// still asks ARP (whose answer then wins). Not with `--no-arp` (the settings are then the
+    /// only source, known from the start) nor when it is just the gateway MAC.
+    fn adopted_mac(&self, nh: Ipv4Addr) -> Option<MacAddr> {
+        if !self.s.arp
+            || self.s.neighbours.contains_key(&nh)
+            || self.st.neighbours.contains_key(&nh)
+        {
+            return None;
+        }
+        self.st
+            .adopted
+            .get(&nh)
+            .copied()
+            .filter(|m| Some(*m) != self.s.gateway_mac)
     }
 
     /// Other hosts' routes in our networks and in the networks leaked into them, the newest
@@ -332,6 +353,7 @@ impl<'a> Builder<'a> {
             .flat_map(|p| p.connected.iter())
             .collect();
         let mut best = BestRoutes::new();
+        let mut waiting = BTreeSet::new();
         for (rev, r) in self.st.routes.values() {
             if r.host == self.s.host
                 || !(self.networks.contains_key(&r.vrf) || leaked.contains(&r.vrf))
@@ -344,7 +366,11 @@ impl<'a> Builder<'a> {
             }
             if self.underlay_mac(nh).is_none() {
                 self.out.unresolved.insert(nh);
+                waiting.insert(nh);
                 continue;
+            }
+            if self.adopted_mac(nh).is_some() {
+                self.out.unresolved.insert(nh); // ARP is still asked
             }
             let k = (r.vrf.clone(), prefix);
             if best.get(&k).is_none_or(|(brev, _)| rev > brev) {
@@ -358,10 +384,9 @@ impl<'a> Builder<'a> {
                 best.insert(k, (*rev, rr));
             }
         }
-        if !self.out.unresolved.is_empty() {
+        if !waiting.is_empty() {
             self.out.warnings.push(format!(
-                "routes via {:?} wait for the underlay MAC of those hosts",
-                self.out.unresolved
+                "routes via {waiting:?} wait for the underlay MAC of those hosts"
             ));
         }
         best

@@ -15,7 +15,9 @@
 //!
 //! Headless-safe: an unreachable shim changes nothing (the state is kept, calls are retried with
 //! a backoff up to 30 s); the agent applies nothing before the first watch answer (and the first
-//! xenstore scan), so a restarted agent never removes what the dataplane holds. A shim speaking
+//! xenstore scan), so a restarted agent never removes what the dataplane holds; it takes the
+//! underlay MACs of remote hosts from the dataplane's tunnels until ARP answers
+//! ([`ConfigSource::adopt`]), so its first pass keeps their routes too. A shim speaking
 //! another contract version is logged as an error and retried the same way.
 //!
 //! Modules: `state` (what the watch and xenstore told us), `build` (state → [`Config`]),
@@ -40,6 +42,7 @@ pub use worker::{FabricIpError, WorkerError};
 use crate::compile::Compiled;
 use crate::config::Config;
 use crate::daemon::Observer;
+use crate::dump::DumpIndex;
 use crate::source::{ConfigSource, SourceError};
 use crate::xenbind::BindTarget;
 use shared::Shared;
@@ -162,6 +165,18 @@ impl ConfigSource for ControllerSource {
     fn ready(&mut self) -> bool {
         let g = self.shared.lock();
         g.watch_ok && g.scanned
+    }
+
+    fn adopt(&mut self, dp: &DumpIndex) -> bool {
+        let macs = neighbour::tunnel_macs(dp);
+        if macs.is_empty() {
+            return false;
+        }
+        let new = self.shared.lock().st.adopt_tunnel_macs(macs);
+        if new {
+            log::info!("underlay: taking the MACs of the dataplane's tunnels until ARP answers");
+        }
+        new
     }
 }
 

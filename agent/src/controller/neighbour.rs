@@ -1,8 +1,31 @@
 //! Underlay neighbours: the MAC of a remote host's fabric IP, learned by the host stack's ARP
-//! (the agent has no underlay ARP of its own; the host stack already does it right).
+//! (the agent has no underlay ARP of its own; the host stack already does it right), and, after
+//! a restart, from the tunnel nexthops the dataplane already holds ([`tunnel_macs`]).
 
+use crate::dump::DumpIndex;
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, UdpSocket};
+use vrouter_dataplane::tables::NexthopSpec;
 use vrouter_dataplane::wire::MacAddr;
+
+/// The underlay MAC of every remote host the dataplane's tunnel nexthops lead to (what an
+/// earlier agent programmed), by destination fabric IP. Of two tunnels to one host (UDP and
+/// GRE) the lowest nexthop id's MAC counts. I/O-free.
+pub fn tunnel_macs(dp: &DumpIndex) -> BTreeMap<Ipv4Addr, MacAddr> {
+    let mut tunnels: Vec<(u32, Ipv4Addr, MacAddr)> = dp
+        .nhs
+        .iter()
+        .filter(|(id, _)| !dp.protected_nhs.contains(id))
+        .filter_map(|(id, spec)| match spec {
+            NexthopSpec::Tunnel { dip, dmac, .. } if dmac.0 != [0; 6] => {
+                Some((*id, Ipv4Addr::from(*dip), *dmac))
+            }
+            _ => None,
+        })
+        .collect();
+    tunnels.sort_unstable_by_key(|(id, _, _)| std::cmp::Reverse(*id));
+    tunnels.into_iter().map(|(_, ip, mac)| (ip, mac)).collect()
+}
 
 /// Makes the kernel resolve `ip` (one empty UDP datagram to the discard port; the remote
 /// host's kernel at most answers with an ICMP port unreachable).

@@ -30,6 +30,10 @@ pub struct ControllerState {
     pub ports: BTreeMap<Uuid, Port>,
     /// Resolved underlay MACs of remote hosts.
     pub neighbours: BTreeMap<Ipv4Addr, MacAddr>,
+    /// Underlay MACs the dataplane's tunnel nexthops held when we found them (programmed
+    /// before a restart): they serve a host until ARP answers for it, so the first reconcile
+    /// after a restart keeps its routes instead of removing them while ARP is asked.
+    pub adopted: BTreeMap<Ipv4Addr, MacAddr>,
     /// Watch resume point.
     pub since: u64,
 }
@@ -82,6 +86,19 @@ impl ControllerState {
                 self.ifaces.remove(&vmi);
             }
         }
+    }
+
+    /// Takes the underlay MACs of the dataplane's tunnels for hosts it has none adopted for
+    /// yet (see [`ControllerState::adopted`]). True if that is something new.
+    pub fn adopt_tunnel_macs(&mut self, macs: BTreeMap<Ipv4Addr, MacAddr>) -> bool {
+        let mut new = false;
+        for (ip, mac) in macs {
+            if let std::collections::btree_map::Entry::Vacant(e) = self.adopted.entry(ip) {
+                e.insert(mac);
+                new = true;
+            }
+        }
+        new
     }
 
     /// Forgets what a key held (its new value was unusable).

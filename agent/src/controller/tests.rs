@@ -666,3 +666,200 @@ fn floating_ip_vm_in_a_policy_network_passes_except_to_connected_networks() {
     assert_eq!(rules[1].dst, Endpoint::Any);
     assert_eq!(rules[1].action, PolicyAction::Pass);
 }
+
+/// Issue 24: an agent restarted over a dataplane with remote routes. Its first pass comes
+/// before ARP has answered for the remote hosts; it takes their underlay MACs from the
+/// dataplane's tunnel nexthops and changes nothing (same nexthop ids and labels, with or
+/// without its state file). ARP is still asked; its answer wins: the same MAC changes nothing,
+/// a new one rewrites that tunnel in place.
+#[test]
+fn restarted_agent_keeps_remote_routes_with_the_dataplanes_underlay_macs() {
+    use crate::alloc::Allocations;
+    use crate::compile::compile;
+    use crate::reconcile::{reconcile, summarize, Summary};
+    use crate::testkit::MemDataplane;
+    use vrouter_dataplane::tables::{Limits, NexthopSpec, TableOp};
+
+    let (h2, h3) = (Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::new(10, 0, 0, 3));
+    let mac = |s: &str| s.parse::<MacAddr>().expect("mac");
+    let watch = reply(
+        9,
+        true,
+        vec![
+            ev(
+                3,
+                "interface",
+                &format!("iface/{VMI1}"),
+                Some(iface(VMI1, "02:11:22:33:44:55", "10.1.1.3")),
+            ),
+            ev(
+                6,
+                "route",
+                &format!("route/{VRF}/10.1.1.4/32/h2"),
+                Some(route("h2", "10.1.1.4/32", 17, "10.0.0.2")),
+            ),
+            ev(
+                7,
+                "route",
+                &format!("route/{VRF}/10.1.1.5/32/h3"),
+                Some(route("h3", "10.1.1.5/32", 18, "10.0.0.3")),
+            ),
+            ev(
+                8,
+                "route",
+                &format!("route/{VRF}/10.1.1.6/32/h3"),
+                Some(route("h3", "10.1.1.6/32", 19, "10.0.0.3")),
+            ),
+        ],
+    );
+    let restarted = || {
+        let mut st = ControllerState::default();
+        bound(&mut st, VMI1, "vif5.0");
+        st.apply_watch(&watch);
+        st
+    };
+    let s = settings();
+    let mut dp = MemDataplane::new(u32::from(Ipv4Addr::new(10, 0, 0, 1)));
+    let pass = |st: &ControllerState, dp: &mut MemDataplane, alloc: &mut Allocations| {
+        let idx = DumpIndex::new(dp.dump());
+        let c = compile(&st.build(&s).config, &idx, alloc, &Limits::default()).expect("ids");
+        let ops = reconcile(&c.desired, &idx);
+        dp.apply(ops.clone())
+            .expect("the dataplane accepts the reconcile");
+        (ops, c.bindings)
+    };
+
+    // Before the restart: ARP had answered for both hosts.
+    let mut st = restarted();
+    st.neighbours.insert(h2, mac("52:54:00:00:00:02"));
+    st.neighbours.insert(h3, mac("52:54:00:00:00:03"));
+    let mut alloc = Allocations::default();
+    let (_, bindings) = pass(&st, &mut dp, &mut alloc);
+    let programmed = dp.dump();
+    let tunnel_of = |d: &vrouter_dataplane::ctl::proto::StateDump, ip: Ipv4Addr| {
+        d.nhs
+            .iter()
+            .find(|n| matches!(n.spec, NexthopSpec::Tunnel { dip, .. } if dip == u32::from(ip)))
+            .map(|n| n.id)
+            .expect("tunnel")
+    };
+    assert_eq!(
+        programmed
+            .routes
+            .iter()
+            .filter(|r| r.route.label.is_some())
+            .count(),
+        3
+    );
+
+    // Restarted, ARP not answered yet: without the dataplane's MACs every remote route and
+    // tunnel would go (the bug), with them nothing changes.
+    let mut st = restarted();
+    let idx = DumpIndex::new(dp.dump());
+    let naive = compile(
+        &st.build(&s).config,
+        &idx,
+        &mut Allocations::default(),
+        &Limits::default(),
+    )
+    .expect("ids");
+    assert_eq!(
+        summarize(&reconcile(&naive.desired, &idx)),
+        Summary { adds: 0, dels: 5 }
+    );
+    let macs = neighbour::tunnel_macs(&idx);
+    assert_eq!(macs.get(&h3), Some(&mac("52:54:00:00:00:03")), "{macs:?}");
+    assert!(st.adopt_tunnel_macs(macs.clone()));
+    assert!(!st.adopt_tunnel_macs(macs), "nothing new the second time");
+    let b = st.build(&s);
+    assert!(b.warnings.is_empty(), "{:?}", b.warnings);
+    assert_eq!(
+        b.unresolved,
+        [h2, h3].into_iter().collect(),
+        "ARP is still asked"
+    );
+    for mut a in [Allocations::default(), alloc.clone()] {
+        let (ops, again) = pass(&st, &mut dp, &mut a);
+        assert_eq!(ops, vec![], "state file kept: {}", !a.nhs.is_empty());
+        assert_eq!(again, bindings, "same vif, nexthop and label ids");
+        assert_eq!(
+            (&a.vrfs, &a.vifs, &a.nhs, &a.labels),
+            (&alloc.vrfs, &alloc.vifs, &alloc.nhs, &alloc.labels),
+            "same allocations, tunnels included"
+        );
+    }
+    assert_eq!(dp.dump(), programmed);
+
+    // ARP answers: the same MAC for h2 changes nothing; h3 moved: its tunnel is rewritten
+    // under the same id, nothing else.
+    st.neighbours.insert(h2, mac("52:54:00:00:00:02"));
+    let (ops, _) = pass(&st, &mut dp, &mut alloc);
+    assert_eq!(ops, vec![]);
+    st.neighbours.insert(h3, mac("52:54:00:00:00:33"));
+    assert!(st.build(&s).unresolved.is_empty());
+    let (ops, _) = pass(&st, &mut dp, &mut alloc);
+    let id3 = tunnel_of(&programmed, h3);
+    assert!(
+        matches!(ops.as_slice(), [TableOp::AddNh { id, spec: NexthopSpec::Tunnel { dmac, .. } }]
+            if *id == id3 && *dmac == mac("52:54:00:00:00:33")),
+        "{ops:#?}"
+    );
+    assert_eq!(tunnel_of(&dp.dump(), h2), tunnel_of(&programmed, h2));
+}
+
+/// The adopted MAC is a stand-in for ARP only: configured neighbours win over it, it is not
+/// used with `--no-arp`, and a MAC that is just the underlay gateway's is left to the gateway
+/// setting (no ARP asked for it).
+#[test]
+fn adopted_underlay_macs_yield_to_settings() {
+    let h2 = Ipv4Addr::new(10, 0, 0, 2);
+    let adopted: MacAddr = "52:54:00:00:00:02".parse().expect("mac");
+    let mut st = ControllerState::default();
+    bound(&mut st, VMI1, "vif5.0");
+    st.apply_watch(&reply(
+        7,
+        true,
+        vec![
+            ev(
+                3,
+                "interface",
+                &format!("iface/{VMI1}"),
+                Some(iface(VMI1, "02:11:22:33:44:55", "10.1.1.3")),
+            ),
+            ev(
+                6,
+                "route",
+                &format!("route/{VRF}/10.1.1.4/32/h2"),
+                Some(route("h2", "10.1.1.4/32", 17, "10.0.0.2")),
+            ),
+        ],
+    ));
+    st.adopt_tunnel_macs([(h2, adopted)].into());
+    let mac_of = |b: &Built| b.config.underlay.neighbour_mac(h2);
+
+    let mut s = settings();
+    s.arp = false;
+    let b = st.build(&s);
+    assert!(b.config.routes.is_empty(), "--no-arp: the route waits");
+
+    let mut s = settings();
+    let fixed: MacAddr = "52:54:00:00:00:f2".parse().expect("mac");
+    s.neighbours.insert(h2, fixed);
+    let b = st.build(&s);
+    assert_eq!((mac_of(&b), b.unresolved.len()), (Some(fixed), 0));
+
+    let mut s = settings();
+    s.gateway_mac = Some(adopted);
+    let b = st.build(&s);
+    assert_eq!((mac_of(&b), b.unresolved.len()), (Some(adopted), 0));
+
+    let mut s = settings();
+    s.gateway_mac = Some("52:54:00:00:00:fe".parse().expect("mac"));
+    let b = st.build(&s);
+    assert_eq!(
+        mac_of(&b),
+        Some(adopted),
+        "the adopted MAC before the gateway's"
+    );
+    assert_eq!(b.unresolved, [h2].into_iter().collect());
+}

@@ -220,3 +220,6 @@ interface = "vif1.0"
 mod nsutil;
 #[allow(unused_imports)] // each test crate uses its own subset
 pub use nsutil::{require, sh, sh_ok, Ns, Vm};
+
+// The controller-side helpers (shim, xenstored, dataplane and agent processes, the VNC API).
+pub mod cloud;
