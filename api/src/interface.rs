@@ -49,6 +49,10 @@ pub struct InterfaceConfig {
     /// `virtual_machine_interface_properties`, when set.
     #[serde(default)]
     pub properties: Option<InterfaceProperties>,
+    /// Service chains the network's policies (or the other side's) apply between this network
+    /// and another: traffic across them goes through a service instance, never directly.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub service_chains: Vec<ServiceChain>,
 }
 
 impl InterfaceConfig {
@@ -158,6 +162,10 @@ pub struct PolicyRule {
     pub dst_ports: Vec<(u16, u16)>,
     /// What a match does.
     pub action: Action,
+    /// [`Action::Service`]: the service instances the rule applies (fq_names joined with `:`,
+    /// as the rule names them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<String>,
 }
 
 /// Rule direction.
@@ -171,7 +179,9 @@ pub enum Direction {
     OneWay,
 }
 
-/// Rule action.
+/// Rule action. Only [`Action::Pass`] lets traffic through directly: a service rule steers it
+/// through a service instance (or drops it while none runs), and an action this build does not
+/// know drops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
@@ -179,6 +189,12 @@ pub enum Action {
     Pass,
     /// Drop.
     Deny,
+    /// `apply_service`: through the service instances of the rule's [`ServiceChain`], never
+    /// directly.
+    Service,
+    /// An action a newer shim added: treated as deny.
+    #[serde(other)]
+    Unknown,
 }
 
 /// One side of a rule. On the wire: `{"any": true}`, `{"vrf": V, "subnets": [..]}` or
@@ -284,4 +300,62 @@ pub struct InterfaceProperties {
     /// Everything else, untouched.
     #[serde(flatten)]
     pub other: BTreeMap<String, Value>,
+}
+
+/// Which side of a service chain a network is: `left` is the rule's source side (where the
+/// traffic the instance serves comes from), `right` its destination side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChainSide {
+    /// The source side.
+    Left,
+    /// The destination side.
+    Right,
+}
+
+/// Whether a chain has somewhere to send its traffic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state", content = "reason")]
+pub enum ChainStatus {
+    /// An instance with at least one interface on this side: traffic goes through it.
+    Resolved,
+    /// No usable instance (unknown, missing template or networks, no VM or interface on this
+    /// side yet): the traffic is dropped (`Service Chain Down`), never forwarded directly.
+    Down(String),
+}
+
+/// One interface of a service instance on one side of a chain: where the chain's traffic is
+/// sent. Several make an ECMP group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceHop {
+    /// The service instance (fq_name joined with `:`).
+    pub instance: String,
+    /// The service VM.
+    pub vm_uuid: Uuid,
+    /// The service VM's interface on this side.
+    pub vmi_uuid: Uuid,
+    /// Its address, once allocated.
+    #[serde(default)]
+    pub address: Option<Ipv4Addr>,
+}
+
+/// A service chain between this interface's network and another, as seen from this network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceChain {
+    /// The policy whose rule applies the service (fq_name joined with `:`).
+    pub policy: String,
+    /// The instances the rule names (fq_names joined with `:`).
+    pub instances: Vec<String>,
+    /// This network's side.
+    pub side: ChainSide,
+    /// The network on the other side: its prefixes are steered to `hops` in this VRF.
+    pub remote: ConnectedNetwork,
+    /// The other side is the public network: `0.0.0.0/0` is steered too (left side only).
+    #[serde(default)]
+    pub default_route: bool,
+    /// The instance interfaces on this side the traffic goes to (empty while down).
+    #[serde(default)]
+    pub hops: Vec<ServiceHop>,
+    /// Resolved or why not.
+    pub status: ChainStatus,
 }

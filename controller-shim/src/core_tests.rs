@@ -468,3 +468,185 @@ fn policy_route_leak_follows_the_policy_and_its_refs() {
     assert!(routes(&h).is_empty());
     assert_eq!(config(&h.core, VMI)["connected"], json!([]));
 }
+
+/// The service-chain fixture: guest-a (left, a VM bound on h1 with 10.1.1.5/32 advertised)
+/// and the public network (right, a VM bound on h2 with 198.51.100.10/32 advertised), and a
+/// policy attached to both whose one rule applies the service instance `nat-si`.
+fn chain_fixture(h: &mut Harness) {
+    const VN_P: &str = "b1f3c5d2-8e61-4b7a-9c2d-1e4f5a6b7c8d";
+    const VM_P: &str = "5e6f7a8b-9c0d-4e1f-8a2b-3c4d5e6f7a90";
+    const POL: &str = "d1f3c5d2-8e61-4b7a-9c2d-1e4f5a6b7c8d";
+    h.network(VN, "guest-a", ("10.1.1.0", 24), Some("10.1.1.1"));
+    h.network(VN_P, "__zone1_Public__", ("198.51.100.0", 24), Some("198.51.100.1"));
+    for (host, ip) in [("h1", "10.0.0.1"), ("h2", "10.0.0.2")] {
+        h.core.register_agent(&agent(host, ip), 0).expect("agent");
+    }
+    for (vm, vmi, name, vn) in [
+        (VM, VMI, "vm1", "guest-a"),
+        (VM_P, PUB_VMI, "out1", "__zone1_Public__"),
+    ] {
+        h.create(
+            ObjType::VirtualMachine,
+            json!({"virtual-machine": {"uuid": vm, "fq_name": [name]}}),
+        )
+        .expect("vm");
+        h.create(
+            ObjType::VirtualMachineInterface,
+            json!({"virtual-machine-interface": {"uuid": vmi, "fq_name": [name, format!("{name}-0")],
+                   "parent_type": "virtual-machine",
+                   "virtual_network_refs": [{"to": ["default-domain", "default-project", vn]}]}}),
+        )
+        .expect("vmi");
+    }
+    h.core.bind(&binding("h1", VMI)).expect("bind");
+    h.core.bind(&binding("h2", PUB_VMI)).expect("bind");
+    h.core
+        .advertise(&advert("h1", CHAIN_LEFT, "10.1.1.5/32", 20))
+        .expect("advertise");
+    h.core
+        .advertise(&advert("h2", CHAIN_RIGHT, "198.51.100.10/32", 21))
+        .expect("advertise");
+    h.create(
+        ObjType::NetworkPolicy,
+        json!({"network-policy": {"uuid": POL, "fq_name": ["default-domain", "default-project", "snat-a"],
+            "parent_type": "project",
+            "network_policy_entries": {"policy_rule": [{"direction": "<>", "protocol": "any",
+                "src_addresses": [{"virtual_network": CHAIN_LEFT}],
+                "dst_addresses": [{"virtual_network": CHAIN_RIGHT}],
+                "src_ports": [{"start_port": 0, "end_port": 65535}],
+                "dst_ports": [{"start_port": 0, "end_port": 65535}],
+                "action_list": {"simple_action": "pass", "gateway_name": "in-network",
+                                "apply_service": [NAT_SI]}}]}}}),
+    )
+    .expect("policy");
+    let ctx = h.ctx();
+    for vn in [VN, VN_P] {
+        let add = json!({"type": "virtual-network", "uuid": vn, "ref-type": "network-policy",
+                         "ref-uuid": POL, "operation": "ADD",
+                         "attr": {"sequence": {"major": 0, "minor": 0}}});
+        h.core.ref_update(&add, &ctx).expect("ref add");
+    }
+}
+
+const CHAIN_LEFT: &str = "default-domain:default-project:guest-a";
+const CHAIN_RIGHT: &str = "default-domain:default-project:__zone1_Public__";
+const NAT_SI: &str = "default-domain:default-project:nat-si";
+const PUB_VMI: &str = "c1d2e3f4-a5b6-4c7d-8e9f-0a1b2c3d4e90";
+
+/// The route keys of `host`'s view.
+fn view_routes(h: &Harness, host: &str) -> Vec<String> {
+    let w = h.core.watch(host, 0).expect("watch");
+    events(&w)
+        .iter()
+        .filter(|e| e["kind"] == "route")
+        .map(|e| e["key"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+#[test]
+fn a_service_chain_rule_never_leaks_left_into_right() {
+    let mut h = Harness::new();
+    chain_fixture(&mut h);
+    // The right network's host gets none of the left network's /32s, and the other way round.
+    let right = view_routes(&h, "h2");
+    assert!(
+        right.iter().all(|k| !k.starts_with(&format!("route/{CHAIN_LEFT}/"))),
+        "left's routes leaked into the right network's host: {right:?}"
+    );
+    let left = view_routes(&h, "h1");
+    assert!(
+        left.iter().all(|k| !k.starts_with(&format!("route/{CHAIN_RIGHT}/"))),
+        "right's routes leaked into the left network's host: {left:?}"
+    );
+    for (vmi, side, remote) in [(VMI, "left", CHAIN_RIGHT), (PUB_VMI, "right", CHAIN_LEFT)] {
+        let cfg = config(&h.core, vmi);
+        assert_eq!(cfg["connected"], json!([]), "{cfg}");
+        let rule = &cfg["policies"][0]["rules"][0];
+        assert_eq!(rule["action"], "service", "{rule}");
+        assert_eq!(rule["services"], json!([NAT_SI]), "{rule}");
+        let chain = &cfg["service_chains"][0];
+        assert_eq!(chain["side"], side, "{chain}");
+        assert_eq!(chain["remote"]["vrf"], remote, "{chain}");
+        assert_eq!(chain["default_route"], side == "left", "{chain}");
+        assert_eq!(chain["hops"], json!([]), "{chain}");
+        assert_eq!(
+            chain["status"],
+            json!({"state": "down", "reason": format!("unknown service instance {NAT_SI}")}),
+            "{chain}"
+        );
+    }
+}
+
+#[test]
+fn a_service_chain_resolves_to_the_instance_interfaces_or_says_why_not() {
+    const ST: &str = "e1f3c5d2-8e61-4b7a-9c2d-1e4f5a6b7c8d";
+    const SI: &str = "e2f3c5d2-8e61-4b7a-9c2d-1e4f5a6b7c8d";
+    const SVM: &str = "e3f3c5d2-8e61-4b7a-9c2d-1e4f5a6b7c8d";
+    let mut h = Harness::new();
+    chain_fixture(&mut h);
+    let status = |h: &Harness, vmi: &str| config(&h.core, vmi)["service_chains"][0].clone();
+    h.create(
+        ObjType::ServiceInstance,
+        json!({"service-instance": {"uuid": SI, "fq_name": ["default-domain", "default-project", "nat-si"],
+            "parent_type": "project",
+            "service_instance_properties": {"auto_policy": false,
+                "management_virtual_network": "default-domain:default-project:ip-fabric",
+                "left_virtual_network": CHAIN_LEFT, "right_virtual_network": CHAIN_RIGHT,
+                "scale_out": {"max_instances": 1, "auto_scale": false}}}}),
+    )
+    .expect("si");
+    assert_eq!(
+        status(&h, VMI)["status"]["reason"],
+        format!("service instance {NAT_SI} has no service template")
+    );
+    h.create(
+        ObjType::ServiceTemplate,
+        json!({"service-template": {"uuid": ST, "fq_name": ["default-domain", "nat-template"],
+            "service_template_properties": {"service_mode": "in-network", "service_scaling": false}}}),
+    )
+    .expect("st");
+    let ctx = h.ctx();
+    let add = json!({"type": "service-instance", "uuid": SI, "ref-type": "service-template",
+                     "ref-uuid": ST, "operation": "ADD", "attr": null});
+    h.core.ref_update(&add, &ctx).expect("ref add");
+    assert_eq!(
+        status(&h, VMI)["status"]["reason"],
+        format!("service instance {NAT_SI} has no left interface in {CHAIN_LEFT} yet")
+    );
+    // The appliance: a VM of the instance with a management, a left and a right interface.
+    h.create(
+        ObjType::VirtualMachine,
+        json!({"virtual-machine": {"uuid": SVM, "fq_name": ["nat-vm"],
+               "service_instance_refs": [{"to": ["default-domain", "default-project", "nat-si"]}]}}),
+    )
+    .expect("service vm");
+    let mut vmis = Vec::new();
+    for (dev, kind, vn) in [
+        (1, "left", "guest-a"),
+        (2, "right", "__zone1_Public__"),
+    ] {
+        let uuid = format!("e4f3c5d2-8e61-4b7a-9c2d-1e4f5a6b7c8{dev}");
+        h.create(
+            ObjType::VirtualMachineInterface,
+            json!({"virtual-machine-interface": {"uuid": uuid, "fq_name": ["nat-vm", format!("nat-vm-{dev}")],
+                   "parent_type": "virtual-machine",
+                   "virtual_machine_interface_properties": {"service_interface_type": kind},
+                   "virtual_network_refs": [{"to": ["default-domain", "default-project", vn]}]}}),
+        )
+        .expect("service vmi");
+        vmis.push(uuid);
+    }
+    for (vmi, side) in [(VMI, 0), (PUB_VMI, 1)] {
+        let chain = status(&h, vmi);
+        assert_eq!(chain["status"], json!({"state": "resolved"}), "{chain}");
+        assert_eq!(
+            chain["hops"],
+            json!([{"instance": NAT_SI, "vm_uuid": SVM, "vmi_uuid": vmis[side], "address": null}]),
+            "{chain}"
+        );
+    }
+    // Resolved or not, the networks stay unconnected.
+    assert!(view_routes(&h, "h2")
+        .iter()
+        .all(|k| !k.starts_with(&format!("route/{CHAIN_LEFT}/"))));
+}

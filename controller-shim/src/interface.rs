@@ -11,13 +11,14 @@ use std::net::{IpAddr, Ipv4Addr};
 use serde_json::Value;
 use vrouter_api::interface::{
     AttachedPolicy, ConnectedNetwork, FloatingIpRef, InstanceIp, InterfaceConfig,
-    InterfaceProperties, NetworkRef,
+    InterfaceProperties, NetworkRef, ServiceChain,
 };
 use vrouter_api::{Ipv4Prefix, MacAddr, Uuid};
 
 use crate::graph::{Graph, IpamSubnet, Obj, Ref};
-use crate::policy::{self, Known, Peers};
+use crate::policy::{self, ChainRule, Entries, Known, Peers};
 use crate::schema::ObjType;
+use crate::service::{self, ChainCtx, Instances};
 
 /// What policy resolution needs about every network, computed once per view refresh.
 #[derive(Debug, Default)]
@@ -28,6 +29,21 @@ pub(crate) struct PolicyCtx {
     peers: BTreeMap<String, Peers>,
     /// Networks an `any` pass rule reaches (with subnets, not ip-fabric / link-local).
     eligible: BTreeSet<String>,
+    /// Every network-policy's entries, parsed once, by policy uuid.
+    entries: BTreeMap<String, Entries>,
+    /// The service chains every attached policy asks for.
+    chains: BTreeSet<ChainRule>,
+    /// Every service instance.
+    instances: Instances,
+    /// Public networks (`router_external`, or CloudStack's `__<zone>_Public__`).
+    public: BTreeSet<String>,
+}
+
+/// Whether `vn` is a public network: `router_external`, or CloudStack's canonical public name.
+fn is_public(vn: &Obj) -> bool {
+    let name = vn.name();
+    vn.props.get("router_external").and_then(Value::as_bool) == Some(true)
+        || (name.starts_with("__") && name.ends_with("_Public__"))
 }
 
 /// The network-policies attached to `vn`, in `sequence` order (refs order for ties).
@@ -52,25 +68,43 @@ fn attached_policies<'a>(g: &'a Graph, vn: &'a Obj) -> Vec<(&'a Ref, &'a Obj)> {
     v
 }
 
-/// Policy context of the whole configuration (see [`crate::policy`]).
+/// Policy context of the whole configuration (see [`crate::policy`], [`crate::service`]).
 pub(crate) fn policy_ctx(g: &Graph) -> PolicyCtx {
-    let mut ctx = PolicyCtx::default();
+    let mut ctx = PolicyCtx {
+        entries: g
+            .of_type(ObjType::NetworkPolicy)
+            .map(|p| {
+                let e = Entries::parse(p.props.get("network_policy_entries"));
+                (p.uuid.clone(), e)
+            })
+            .collect(),
+        instances: service::instances(g),
+        ..PolicyCtx::default()
+    };
     for vn in g.of_type(ObjType::VirtualNetwork) {
         let subnets: Vec<Ipv4Prefix> = vn.vn_subnets().iter().map(|s| s.prefix).collect();
         if !subnets.is_empty() && !vn.is_fabric_vn() {
             ctx.eligible.insert(vn.vrf());
         }
+        if is_public(vn) {
+            ctx.public.insert(vn.vrf());
+        }
         ctx.known.insert(vn.vrf(), subnets);
     }
     for vn in g.of_type(ObjType::VirtualNetwork) {
-        let entries: Vec<&Value> = attached_policies(g, vn)
+        let attached: Vec<(&Obj, &Entries)> = attached_policies(g, vn)
             .into_iter()
-            .filter_map(|(_, p)| p.props.get("network_policy_entries"))
+            .filter_map(|(_, p)| Some((p, ctx.entries.get(&p.uuid)?)))
             .collect();
-        if entries.is_empty() {
+        if attached.is_empty() {
             continue;
         }
         let vrf = vn.vrf();
+        for (p, e) in &attached {
+            let chains = policy::chains_of(&p.vrf(), e, &vrf, &ctx.known);
+            ctx.chains.extend(chains);
+        }
+        let entries: Vec<&Entries> = attached.iter().map(|(_, e)| *e).collect();
         let p = policy::peers_of(&entries, &vrf, &ctx.known);
         ctx.peers.insert(vrf, p);
     }
@@ -118,6 +152,7 @@ pub(crate) fn interface_config_with(
             .props
             .get("virtual_machine_interface_properties")
             .and_then(properties),
+        service_chains: vn.map(|v| chains(v, pctx)).unwrap_or_default(),
     })
 }
 
@@ -200,18 +235,30 @@ fn policies(g: &Graph, vn: &Obj, pctx: &PolicyCtx) -> Vec<AttachedPolicy> {
     attached_policies(g, vn)
         .into_iter()
         .filter_map(|(r, p)| {
-            let entries = p.props.get("network_policy_entries");
+            let raw = p.props.get("network_policy_entries");
             Some(AttachedPolicy {
                 uuid: p.uuid.parse().ok()?,
                 fq_name: p.fq_name.clone(),
                 attr: r.attr.clone(),
-                entries: entries.cloned().unwrap_or(Value::Null),
-                rules: entries
+                entries: raw.cloned().unwrap_or(Value::Null),
+                rules: pctx
+                    .entries
+                    .get(&p.uuid)
                     .map(|e| policy::resolve_rules(e, &own, &pctx.known))
                     .unwrap_or_default(),
             })
         })
         .collect()
+}
+
+/// The service chains `vn` takes part in (as left or right), resolved to instance interfaces.
+fn chains(vn: &Obj, pctx: &PolicyCtx) -> Vec<ServiceChain> {
+    let ctx = ChainCtx {
+        instances: &pctx.instances,
+        known: &pctx.known,
+        public: &pctx.public,
+    };
+    service::chains_for(&vn.vrf(), &pctx.chains, &ctx)
 }
 
 /// The networks a policy connects to `vn`, with their subnets.

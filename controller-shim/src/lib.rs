@@ -28,5 +28,6 @@ pub mod limits;
 pub mod policy;
 pub mod schema;
 pub mod server;
+pub mod service;
 pub mod store;
 pub mod util;

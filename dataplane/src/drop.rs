@@ -152,6 +152,9 @@ drop_reasons! {
     /// fabric NIC's own untagged port): the pipeline has no VLANs, so routing it would strip the
     /// tag silently.
     VlanTagged => "VLAN Tagged",
+    /// Extension: a policy rule applies a service (service chain) that has no running instance;
+    /// the two networks are never connected directly instead.
+    ServiceChainDown => "Service Chain Down",
 }
 
 #[cfg(test)]

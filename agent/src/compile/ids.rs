@@ -2,7 +2,10 @@
 //! adopted from the dataplane where it already holds the same object (so a restarted agent
 //! changes nothing), then allocations of removed objects are pruned.
 
-use super::{encap_key, if_label_key, table_key, tunnel_key, Builder, FIRST_VM_VIF, RECEIVE_KEY};
+use super::{
+    encap_key, if_label_key, table_key, tunnel_key, Builder, CHAIN_DOWN_KEY, FIRST_VM_VIF,
+    RECEIVE_KEY,
+};
 use crate::alloc::{assign, AllocError, Request, FIRST_LABEL};
 use crate::config::MAX_LABEL;
 use crate::dump::DumpIndex;
@@ -90,6 +93,7 @@ impl Builder<'_> {
         self.want_receive_nh();
         self.want_tunnel_nhs();
         self.want_table_nhs();
+        self.want_chain_down_nh();
         let dp = self.dp;
         assign(
             &mut self.alloc.nhs,
@@ -188,6 +192,19 @@ impl Builder<'_> {
                 |s| matches!(s, NexthopSpec::VrfTranslate { vrf } if Some(*vrf) == id),
             );
             self.nh_wanted.push((table_key(vrf), adopt));
+        }
+    }
+
+    /// The Discard nexthop of down service chains, if a network has one.
+    fn want_chain_down_nh(&mut self) {
+        let any = self
+            .cfg
+            .networks
+            .iter()
+            .any(|n| n.policy.as_ref().is_some_and(|p| !p.chain_down.is_empty()));
+        if any {
+            let adopt = adoptable_nh(self.dp, |s| matches!(s, NexthopSpec::Discard));
+            self.nh_wanted.push((CHAIN_DOWN_KEY.into(), adopt));
         }
     }
 

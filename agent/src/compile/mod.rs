@@ -17,6 +17,11 @@
 //! Encap nexthops) and Y's remote routes (-> tunnel nexthop with label) are also installed in
 //! this network's VRF, without proxy ARP; the network's own routes win on a clash. Y's VRF is
 //! not needed here (endpoints are CIDRs).
+//!
+//! Service chains without a running instance (`NetPolicy::chain_down`): the prefixes across
+//! the chain point at one Discard nexthop of the agent's own (not id 0, which the lookup treats
+//! as no route), so their packets reach the flow stage, where the service rule drops them as
+//! `Service Chain Down`; own and leaked routes win on a clash.
 
 mod ids;
 mod tables;
@@ -101,6 +106,8 @@ pub fn table_key(vrf: &str) -> String {
 }
 /// Nexthop key of the gateway Receive nexthop (one, shared by every VRF).
 pub const RECEIVE_KEY: &str = "receive";
+/// Nexthop key of the Discard nexthop the prefixes of down service chains point at.
+pub const CHAIN_DOWN_KEY: &str = "discard/service-chain";
 /// Nexthop key of a tunnel.
 pub fn tunnel_key(kind: TunnelKind, dip: Ipv4Addr) -> String {
     let k = match kind {
@@ -134,6 +141,7 @@ pub fn compile(
     b.tunnels();
     b.remote_routes();
     b.route_leaks();
+    b.chain_down_routes();
     b.policies();
     b.table_labels();
     b.floating_ips();

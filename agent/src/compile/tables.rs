@@ -2,7 +2,10 @@
 //! Every id lookup succeeds because the allocation passes gave every wanted key an id; the
 //! early exits only guard against that invariant breaking.
 
-use super::{encap_key, if_label_key, table_key, tunnel_key, Binding, Builder, Leak, RECEIVE_KEY};
+use super::{
+    encap_key, if_label_key, table_key, tunnel_key, Binding, Builder, Leak, CHAIN_DOWN_KEY,
+    RECEIVE_KEY,
+};
 use crate::config::{Interface, Prefix, RemoteRoute};
 use std::collections::btree_map::Entry;
 use vrouter_dataplane::tables::{
@@ -197,6 +200,29 @@ impl<'a> Builder<'a> {
                 self.out.desired.routes.entry(key).or_insert(Route {
                     nh: leak.nh,
                     label: leak.label,
+                    proxy_arp: false,
+                });
+            }
+        }
+    }
+
+    /// The prefixes of down service chains, to the chain Discard nexthop, where the VRF has no
+    /// route of its own or leaked for the prefix.
+    pub(super) fn chain_down_routes(&mut self) {
+        let Some(&nh) = self.alloc.nhs.get(CHAIN_DOWN_KEY) else {
+            return;
+        };
+        let want = &mut self.out.desired;
+        want.nhs.insert(nh, NexthopSpec::Discard);
+        for n in &self.cfg.networks {
+            let (Some(p), Some(&vrf)) = (&n.policy, self.vrf_ids.get(&n.name)) else {
+                continue;
+            };
+            for prefix in &p.chain_down {
+                let key = (vrf, u32::from(prefix.addr), prefix.len);
+                want.routes.entry(key).or_insert(Route {
+                    nh,
+                    label: None,
                     proxy_arp: false,
                 });
             }

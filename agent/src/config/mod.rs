@@ -63,6 +63,10 @@ pub struct NetPolicy {
     /// VRF names of the networks a pass rule connects to this one: their routes are leaked
     /// into this network's VRF (route leak).
     pub connected: Vec<String>,
+    /// Prefixes of the networks across a service chain whose instance is not running: routed
+    /// to a discard nexthop, so their traffic reaches the flow stage and drops there as
+    /// `Service Chain Down` (the service rule's action) instead of being forwarded anywhere.
+    pub chain_down: Vec<Prefix>,
 }
 
 /// A local VM interface bound to a network.

@@ -129,7 +129,22 @@ fn policy(
             .map(|x| x.vrf.clone())
             .filter(|x| x != vrf)
             .collect(),
+        chain_down: chain_down(c, vrf),
     }
+}
+
+/// The prefixes across the service chains of the interface's network, which no instance
+/// serves yet (every chain, until the agent steers traffic through instances): their traffic
+/// is dropped as `Service Chain Down`, never forwarded. `0.0.0.0/0` of a chain to the public
+/// network is left out (a missing default route drops as well, and floating IPs keep working).
+fn chain_down(c: &InterfaceConfig, vrf: &str) -> Vec<Prefix> {
+    c.service_chains
+        .iter()
+        .filter(|ch| ch.remote.vrf != vrf)
+        .flat_map(|ch| ch.remote.subnets.iter().copied())
+        .collect::<BTreeSet<Prefix>>()
+        .into_iter()
+        .collect()
 }
 
 /// The MTU the config asks for if the dataplane can honour it, else the default.
@@ -219,7 +234,9 @@ impl<'a> Builder<'a> {
             gateway: a.gateway,
             ..bare_network(vrf)
         });
-        if net.policy.is_none() && (!c.policies.is_empty() || !c.connected.is_empty()) {
+        if net.policy.is_none()
+            && (!c.policies.is_empty() || !c.connected.is_empty() || !c.service_chains.is_empty())
+        {
             net.policy = Some(policy(c, vrf, a.subnet, &mut self.out.warnings));
         }
         if net.subnet.is_none() && net.gateway.is_none() {

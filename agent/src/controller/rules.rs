@@ -51,6 +51,18 @@ fn endpoints(list: &[Endpoint]) -> Vec<DpEndpoint> {
     out
 }
 
+/// The dataplane action of a rule's action. Only a pass passes: a service rule's traffic goes
+/// through the service instance by route, never directly (the rule itself drops with
+/// `Service Chain Down`: what reaches the flow stage under it has no instance to go to), and
+/// an action this build does not know denies.
+pub fn action(a: Action) -> PolicyAction {
+    match a {
+        Action::Pass => PolicyAction::Pass,
+        Action::Service => PolicyAction::NoService,
+        Action::Deny | Action::Unknown => PolicyAction::Deny,
+    }
+}
+
 /// Port ranges of one side; reversed ranges are ignored, and none left means any port.
 fn ports(l: &[(u16, u16)]) -> Vec<(u16, u16)> {
     let v: Vec<(u16, u16)> = l.iter().copied().filter(|(a, b)| a <= b).collect();
@@ -68,10 +80,7 @@ pub fn expand_rules(policies: &[AttachedPolicy], warnings: &mut Vec<String>) -> 
     let mut out = Vec::new();
     for p in policies {
         for r in &p.rules {
-            let action = match r.action {
-                Action::Pass => PolicyAction::Pass,
-                Action::Deny => PolicyAction::Deny,
-            };
+            let action = action(r.action);
             let direction = match r.direction {
                 Direction::OneWay => DpDirection::OneWay,
                 Direction::Both => DpDirection::Both,
@@ -105,4 +114,19 @@ pub fn expand_rules(policies: &[AttachedPolicy], warnings: &mut Vec<String>) -> 
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_pass_passes_service_and_unknown_actions_never_do() {
+        assert_eq!(action(Action::Pass), PolicyAction::Pass);
+        assert_eq!(action(Action::Deny), PolicyAction::Deny);
+        assert_eq!(action(Action::Service), PolicyAction::NoService);
+        assert_eq!(action(Action::Unknown), PolicyAction::Deny);
+        let unknown: Action = serde_json::from_str("\"mirror\"").expect("an unknown action parses");
+        assert_eq!(action(unknown), PolicyAction::Deny);
+    }
 }

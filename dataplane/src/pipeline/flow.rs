@@ -338,7 +338,7 @@ impl Pipeline {
                         flows.evict_pair(hit.idx);
                     }
                     if drop {
-                        p.meta.drop(DropReason::FlowActionDrop);
+                        p.meta.drop(hit.drop_reason().counter());
                     }
                     continue;
                 }
@@ -357,12 +357,13 @@ impl Pipeline {
                 dport: key.dport(),
             };
             let arrives = Tuple { src, dst, ..sent };
-            let permit =
-                orig.is_none_or(|c| c.permits(&sent)) && cur.is_none_or(|c| c.permits(&arrives));
+            let denied: Option<FlowDropReason> = orig
+                .and_then(|c| c.verdict(&sent))
+                .or_else(|| cur.and_then(|c| c.verdict(&arrives)));
             let snat = (src != key.src()).then_some(src);
             let dnat = (dst != key.dst()).then_some(dst);
-            let (fa, ra) = if !permit {
-                let a = FlowAction::Drop(FlowDropReason::Policy);
+            let (fa, ra) = if let Some(why) = denied {
+                let a = FlowAction::Drop(why);
                 (a, a)
             } else if snat.is_some() || dnat.is_some() {
                 (
@@ -400,16 +401,13 @@ impl Pipeline {
                     if flows.hit(idx, len, now, flags) {
                         flows.evict_pair(idx);
                     }
-                    if !permit {
-                        p.meta.drop(DropReason::FlowActionDrop);
+                    if let Some(why) = denied {
+                        p.meta.drop(why.counter());
                     }
                 }
                 Err(InsertError::VrfLimit | InsertError::TableFull) => {
-                    p.meta.drop(if permit {
-                        DropReason::FlowTableFull
-                    } else {
-                        DropReason::FlowActionDrop
-                    });
+                    p.meta
+                        .drop(denied.map_or(DropReason::FlowTableFull, |why| why.counter()));
                 }
             }
         }

@@ -96,13 +96,27 @@ pub enum FlowDropReason {
     Unknown = 0,
     /// A network-policy rule (or the default deny between networks).
     Policy = 1,
+    /// A rule applies a service that has no running instance (see
+    /// [`super::policy::PolicyAction::NoService`]).
+    NoService = 2,
 }
 
 impl FlowDropReason {
     fn from_u8(v: u8) -> Self {
         match v {
             1 => FlowDropReason::Policy,
+            2 => FlowDropReason::NoService,
             _ => FlowDropReason::Unknown,
+        }
+    }
+
+    /// The drop counter a packet of such a flow goes to.
+    pub fn counter(self) -> crate::drop::DropReason {
+        match self {
+            FlowDropReason::NoService => crate::drop::DropReason::ServiceChainDown,
+            FlowDropReason::Unknown | FlowDropReason::Policy => {
+                crate::drop::DropReason::FlowActionDrop
+            }
         }
     }
 }
@@ -306,6 +320,14 @@ impl FlowHit {
     #[inline]
     pub fn is_drop(&self) -> bool {
         self.info as u8 == 0
+    }
+    /// Why a drop flow drops ([`FlowDropReason::Unknown`] for a flow that does not).
+    #[inline]
+    pub fn drop_reason(&self) -> FlowDropReason {
+        match self.info as u8 {
+            0 => FlowDropReason::from_u8((self.info >> 8) as u8),
+            _ => FlowDropReason::Unknown,
+        }
     }
     /// VRF the packet continues in.
     #[inline]

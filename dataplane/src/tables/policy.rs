@@ -2,6 +2,7 @@
 //! inline on a flow miss. Rules are compiled per VRF when the configuration changes, so a miss
 //! walks a flat list of address masks and port ranges and never touches a map.
 
+use super::flow::FlowDropReason;
 use super::{ensure_below, ensure_plen, Limits, Shadow, TableError};
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +22,10 @@ pub enum PolicyAction {
     Pass,
     /// Deny: the flow drops (`Flow Action Drop`, flow reason `Policy`).
     Deny,
+    /// The rule applies a service (service chain) that has no running instance: the flow drops
+    /// (`Service Chain Down`, flow reason `NoService`). Never passes: the networks are not
+    /// connected directly.
+    NoService,
 }
 
 /// One side of a rule.
@@ -121,7 +126,7 @@ struct Compiled {
     sp: (u16, u16),
     dst: Prefixes,
     dp: (u16, u16),
-    pass: bool,
+    action: PolicyAction,
 }
 
 impl Compiled {
@@ -202,7 +207,7 @@ impl CompiledPolicy {
                 sp: r.src_ports,
                 dst: prefixes(&r.dst),
                 dp: r.dst_ports,
-                pass: r.action == PolicyAction::Pass,
+                action: r.action,
             })
             .collect();
         Self {
@@ -222,13 +227,19 @@ impl CompiledPolicy {
     /// Whether `t` may start a flow: intra-network traffic always may; otherwise the first
     /// matching rule decides, and no match denies (networks are isolated by default).
     pub fn permits(&self, t: &Tuple) -> bool {
+        self.verdict(t).is_none()
+    }
+
+    /// [`Self::permits`] with the reason of a refusal: `None` permits.
+    pub fn verdict(&self, t: &Tuple) -> Option<FlowDropReason> {
         if self.own.contains(t.src) && self.own.contains(t.dst) {
-            return true;
+            return None;
         }
-        self.rules
-            .iter()
-            .find(|r| r.matches(t))
-            .is_some_and(|r| r.pass)
+        match self.rules.iter().find(|r| r.matches(t)).map(|r| r.action) {
+            Some(PolicyAction::Pass) => None,
+            Some(PolicyAction::NoService) => Some(FlowDropReason::NoService),
+            Some(PolicyAction::Deny) | None => Some(FlowDropReason::Policy),
+        }
     }
 }
 
@@ -376,5 +387,52 @@ mod tests {
         }));
         assert!(c.permits(&t(6, ip(10, 1, 1, 3), ip(10, 1, 1, 4), 22)));
         assert!(!c.permits(&t(6, ip(10, 1, 1, 3), ip(8, 8, 8, 8), 80)));
+    }
+
+    #[test]
+    fn a_service_rule_without_instance_drops_with_its_own_reason_and_shadows_later_passes() {
+        let rule = |action| PolicyRule {
+            direction: Direction::Both,
+            proto: None,
+            src: Endpoint::Cidr(ip(10, 1, 1, 0), 24),
+            src_ports: PolicyRule::ANY_PORT,
+            dst: Endpoint::Cidr(ip(10, 2, 2, 0), 24),
+            dst_ports: PolicyRule::ANY_PORT,
+            action,
+        };
+        let pol = Policy {
+            id: 1,
+            name: "chain".into(),
+            rules: vec![rule(PolicyAction::NoService), rule(PolicyAction::Pass)],
+        };
+        let cfg = VrfPolicy {
+            subnets: vec![(ip(10, 1, 1, 0), 24)],
+            policies: vec![1],
+            max_flows: 0,
+        };
+        let c = CompiledPolicy::compile(&cfg, |id| (id == 1).then_some(&pol), |_| None);
+        let t = |src, dst| Tuple {
+            proto: 6,
+            src,
+            dst,
+            sport: 40000,
+            dport: 80,
+        };
+        for (s, d) in [
+            (ip(10, 1, 1, 3), ip(10, 2, 2, 3)),
+            (ip(10, 2, 2, 3), ip(10, 1, 1, 3)),
+        ] {
+            assert!(!c.permits(&t(s, d)));
+            assert_eq!(c.verdict(&t(s, d)), Some(FlowDropReason::NoService));
+        }
+        assert_eq!(
+            FlowDropReason::NoService.counter(),
+            crate::drop::DropReason::ServiceChainDown
+        );
+        assert_eq!(c.verdict(&t(ip(10, 1, 1, 3), ip(10, 1, 1, 4))), None);
+        assert_eq!(
+            c.verdict(&t(ip(10, 1, 1, 3), ip(8, 8, 8, 8))),
+            Some(FlowDropReason::Policy)
+        );
     }
 }
