@@ -315,11 +315,8 @@ pub mod fixture {
             id,
             name: name.into(),
         };
+        // VRF_FABRIC (0) exists from the start; the others are the networks'.
         vec![
-            addvrf(
-                VRF_FABRIC,
-                "default-domain:default-project:ip-fabric:__default__",
-            ),
             addvrf(VRF_VN1, "default-domain:demo:vn1"),
             addvrf(VRF_PUBLIC, "default-domain:admin:public"),
             addvrf(VRF_VN2, "default-domain:demo:vn2"),

@@ -17,8 +17,15 @@ use serde::{Deserialize, Serialize};
 pub const PROTO_VERSION: u8 = 1;
 /// Frame header length.
 pub const HEADER_LEN: usize = 8;
-/// Largest accepted frame payload (a full dump of a large table fits).
+/// Largest accepted frame payload for a client reading replies (a full dump of a large table
+/// fits: a million routes take about 100 MiB of JSON).
 pub const MAX_FRAME: usize = 256 << 20;
+/// Largest request the daemon reads. The largest real request is the agent's first `Apply` on a
+/// full host: every interface the vif table holds (4352 by default) with its VRF, nexthop,
+/// label, routes and floating IP, plus remote routes, about 2.3 MiB at 1000 interfaces with
+/// 16 remote routes each and 10 MiB at 4352 (test `the_largest_real_request_fits`). A frame
+/// header claiming more is refused before anything is buffered.
+pub const MAX_REQUEST: usize = 32 << 20;
 const MAGIC: &[u8; 3] = b"VRC";
 
 /// A request to the dataplane.
@@ -256,9 +263,15 @@ pub enum FrameError {
     /// A version this build does not speak.
     #[error("unsupported protocol version {0} (this build speaks {PROTO_VERSION})")]
     Version(u8),
-    /// Over [`MAX_FRAME`].
-    #[error("frame of {0} bytes exceeds the {MAX_FRAME}-byte limit")]
-    TooLarge(usize),
+    /// A frame longer than the decoder's limit ([`MAX_REQUEST`] in the daemon, [`MAX_FRAME`]
+    /// for replies).
+    #[error("frame of {len} bytes exceeds the {limit}-byte limit")]
+    TooLarge {
+        /// Length the header claims.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// The payload is not a valid message.
     #[error("malformed message: {0}")]
     Malformed(String),
@@ -278,15 +291,30 @@ pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
 }
 
 /// Accumulates bytes from a stream and yields whole frames; partial reads are fine.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Decoder {
     buf: Vec<u8>,
+    limit: usize,
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Self::with_limit(MAX_FRAME)
+    }
 }
 
 impl Decoder {
-    /// A decoder with nothing buffered.
+    /// A decoder with nothing buffered, accepting frames up to [`MAX_FRAME`] (for replies).
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A decoder accepting payloads of at most `limit` bytes.
+    pub fn with_limit(limit: usize) -> Self {
+        Self {
+            buf: Vec::new(),
+            limit,
+        }
     }
 
     /// Appends received bytes.
@@ -313,8 +341,11 @@ impl Decoder {
             return Err(FrameError::Version(self.buf[3]));
         }
         let len = u32::from_be_bytes([self.buf[4], self.buf[5], self.buf[6], self.buf[7]]) as usize;
-        if len > MAX_FRAME {
-            return Err(FrameError::TooLarge(len));
+        if len > self.limit {
+            return Err(FrameError::TooLarge {
+                len,
+                limit: self.limit,
+            });
         }
         if self.buf.len() < HEADER_LEN + len {
             return Ok(None);
@@ -391,13 +422,125 @@ mod tests {
         assert_eq!(d.next_frame(), Err(FrameError::Version(9)));
         let mut d = Decoder::new();
         d.feed(b"VRC\x01\xff\xff\xff\xff");
-        assert!(matches!(d.next_frame(), Err(FrameError::TooLarge(_))));
+        assert!(matches!(d.next_frame(), Err(FrameError::TooLarge { .. })));
         let mut d = Decoder::new();
         d.feed(b"VRC\x01\0\0\0\x02{}");
         assert!(matches!(
             d.next_message::<Request>(),
             Err(FrameError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn a_request_over_the_limit_is_refused_from_its_header() {
+        let f = encode(&Request::Info);
+        let body = f.len() - HEADER_LEN;
+        let mut d = Decoder::with_limit(body - 1);
+        d.feed(&f[..HEADER_LEN]);
+        assert_eq!(
+            d.next_frame(),
+            Err(FrameError::TooLarge {
+                len: body,
+                limit: body - 1
+            })
+        );
+        let mut d = Decoder::with_limit(body);
+        d.feed(&f);
+        assert_eq!(d.next_message::<Request>(), Ok(Some(Request::Info)));
+        let mut d = Decoder::with_limit(MAX_REQUEST);
+        d.feed(b"VRC\x01");
+        d.feed(&((MAX_REQUEST + 1) as u32).to_be_bytes());
+        assert!(matches!(d.next_frame(), Err(FrameError::TooLarge { .. })));
+    }
+
+    /// The `Apply` the agent sends when it first programs a host of `n` interfaces: per
+    /// interface its network's VRF (a long Contrail name) and gateway route, its vif, nexthop,
+    /// label, /32 and floating IP, and `remote` routes to other hosts' VMs; one tunnel per 16
+    /// interfaces.
+    fn first_apply(n: u16, remote: u32) -> Request {
+        use crate::tables::{NexthopSpec, TunnelKind};
+        let mac = crate::wire::MacAddr([0x02, 0xab, 0xcd, 0xef, 0x12, 0x34]);
+        let route = |vrf, prefix, nh, label| TableOp::AddRoute {
+            vrf,
+            prefix,
+            plen: 32,
+            route: Route {
+                nh,
+                label,
+                proxy_arp: true,
+            },
+        };
+        let mut ops = Vec::new();
+        for i in 0..n {
+            let (vrf, vif, nh, a) = (i + 1, i + 3, u32::from(i) + 100, 0x0a00_0000 + u32::from(i));
+            ops.push(TableOp::AddVrf {
+                id: vrf,
+                name: format!("default-domain:a-project-of-a-customer-{i:05}:its-network-{i:05}"),
+            });
+            ops.push(TableOp::AddVif(VifSpec {
+                ip: a,
+                mac,
+                mtu: 1500,
+                nh: Some(nh),
+                ..vif_spec(
+                    vif,
+                    &format!("vif{}.{}", 1000 + i, 0),
+                    VifKind::Virtual,
+                    vrf,
+                )
+            }));
+            ops.push(TableOp::AddNh {
+                id: nh,
+                spec: NexthopSpec::Encap {
+                    oif: vif,
+                    dmac: mac,
+                    smac: crate::wire::MacAddr::VROUTER,
+                },
+            });
+            ops.push(TableOp::AddLabel { label: nh + 16, nh });
+            ops.push(route(vrf, a, nh, None));
+            ops.push(route(vrf, a | 0xff, 1, None));
+            ops.push(TableOp::AddFip(Fip {
+                vrf: 1,
+                fip: 0xc000_0200 + u32::from(i),
+                vif,
+                private_ip: a,
+            }));
+            for r in 0..remote {
+                ops.push(route(
+                    vrf,
+                    0x0b00_0000 + r,
+                    50_000 + u32::from(i) / 16,
+                    Some(99_999),
+                ));
+            }
+            if i % 16 == 0 {
+                ops.push(TableOp::AddNh {
+                    id: 50_000 + u32::from(i) / 16,
+                    spec: NexthopSpec::Tunnel {
+                        oif: 0,
+                        kind: TunnelKind::MplsOverUdp,
+                        sip: 0xc0a8_6401,
+                        dip: 0xc0a8_6402,
+                        dmac: mac,
+                        smac: mac,
+                    },
+                });
+            }
+        }
+        Request::Apply { ops }
+    }
+
+    #[test]
+    fn the_largest_real_request_fits() {
+        let at_1000 = encode(&first_apply(1000, 16)).len();
+        let full = encode(&first_apply(4352, 16)).len();
+        assert!(
+            full < MAX_REQUEST / 2,
+            "a full host's first apply ({full} bytes) leaves no margin under {MAX_REQUEST}"
+        );
+        assert!(at_1000 < full);
+        eprintln!("first apply: 1000 interfaces {at_1000} bytes, 4352 interfaces {full} bytes");
     }
 
     proptest! {

@@ -189,6 +189,17 @@ pub enum TableError {
         /// By what.
         by: String,
     },
+    /// An id the dataplane keeps for itself (the fabric VRF, the discard nexthop, the daemon's
+    /// own interfaces, the special-purpose MPLS labels).
+    #[error("{what} {id} is reserved: {why}")]
+    Reserved {
+        /// Table.
+        what: &'static str,
+        /// Id.
+        id: u64,
+        /// Why, and what may be used instead.
+        why: &'static str,
+    },
     /// A value the table cannot hold.
     #[error("invalid {what}: {why}")]
     Invalid {
@@ -258,6 +269,9 @@ impl Tables {
         t.labels.resize(limits.labels as usize, NO_NH);
         t.nhs[0] = Some(Nexthop::Discard);
         t.nh_specs[0] = Some(NexthopSpec::Discard);
+        if let Some(v) = t.vrfs.get_mut(usize::from(FABRIC_VRF)) {
+            *v = Some(Vrf::new(FABRIC_VRF, FABRIC_VRF_NAME.to_owned()));
+        }
         t
     }
 
@@ -483,6 +497,8 @@ impl left_right::Absorb<TableOp> for Tables {
 /// operation are `impl Shadow` blocks in the module of the table it changes.
 #[derive(Debug, Default)]
 struct Shadow {
+    /// The host settings as last set (which interfaces are the daemon's own).
+    host: HostConfig,
     vrfs: HashMap<u16, String>,
     /// vif id -> its VRF.
     vifs: HashMap<u16, u16>,
@@ -543,6 +559,9 @@ pub fn new_tables(limits: Limits) -> (TablesWriter, TablesReader) {
     let (w, r) = left_right::new_from_empty::<Tables, TableOp>(Tables::new(limits));
     let mut shadow = Shadow::default();
     shadow.nhs.insert(NH_DISCARD);
+    if limits.vrfs > 0 {
+        shadow.vrfs.insert(FABRIC_VRF, FABRIC_VRF_NAME.to_owned());
+    }
     (TablesWriter { w, shadow, limits }, TablesReader { r })
 }
 
@@ -574,6 +593,7 @@ impl TablesWriter {
 
     fn shadow_clone(&self) -> Shadow {
         Shadow {
+            host: self.shadow.host,
             vrfs: self.shadow.vrfs.clone(),
             vifs: self.shadow.vifs.clone(),
             nhs: self.shadow.nhs.clone(),
@@ -620,19 +640,28 @@ impl TablesWriter {
 
 impl Shadow {
     /// A `SetHost`: the interfaces it names must exist.
-    fn set_host(&self, l: &Limits, h: &HostConfig) -> Result<(), TableError> {
+    fn set_host(&mut self, l: &Limits, h: &HostConfig) -> Result<(), TableError> {
         for vif in [h.fabric_vif, h.host_vif, h.agent_vif]
             .into_iter()
             .flatten()
         {
             self.vif_exists(l, vif)?;
         }
+        self.host = *h;
         Ok(())
     }
 
-    /// An `AddLabel`: the label indexes the label table, and its nexthop must exist.
+    /// An `AddLabel`: the label indexes the label table, is not one of the special-purpose
+    /// labels 0-15 (RFC 3032, 7274), and its nexthop must exist.
     fn add_label(&self, l: &Limits, label: u32, nh: u32) -> Result<(), TableError> {
         ensure_below("label", label.into(), l.labels.into())?;
+        if label < FIRST_LABEL {
+            return Err(TableError::Reserved {
+                what: "label",
+                id: label.into(),
+                why: "labels 0-15 are special-purpose (RFC 3032); the first usable one is 16",
+            });
+        }
         self.nh_exists(l, nh)
     }
 
@@ -641,6 +670,14 @@ impl Shadow {
         ensure_below("label", label.into(), l.labels.into())
     }
 }
+
+/// VRF 0 is the fabric VRF (the underlay's, where the daemon's own interfaces live): it exists
+/// from the start with this name and cannot be replaced, renamed or deleted.
+pub const FABRIC_VRF: u16 = 0;
+/// The fabric VRF's name.
+pub const FABRIC_VRF_NAME: &str = "fabric";
+/// MPLS labels below this are special-purpose (RFC 3032): never in the label table.
+pub const FIRST_LABEL: u32 = 16;
 
 /// Every table is a vector of the configured size, so an id at or past `limit` cannot be stored.
 fn ensure_below(what: &'static str, id: u64, limit: u64) -> Result<(), TableError> {

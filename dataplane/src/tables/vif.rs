@@ -73,6 +73,18 @@ pub struct Vif {
 }
 
 impl Shadow {
+    /// The kind of interface `id` must be if the host settings name it (fabric, host, agent).
+    fn host_vif_kind(&self, id: u16) -> Option<VifKind> {
+        let h = &self.host;
+        [
+            (h.fabric_vif, VifKind::Physical),
+            (h.host_vif, VifKind::Host),
+            (h.agent_vif, VifKind::Agent),
+        ]
+        .into_iter()
+        .find_map(|(v, k)| (v == Some(id)).then_some(k))
+    }
+
     /// Every operation naming an interface requires it in range and configured.
     pub(super) fn vif_exists(&self, l: &Limits, id: u16) -> Result<(), TableError> {
         ensure_below("vif", id.into(), l.vifs.into())?;
@@ -81,8 +93,19 @@ impl Shadow {
 
     /// An `AddVif`. Only a VM's interface must be in an existing VRF: the daemon adds the
     /// fabric, host and agent interfaces before the agent has created any VRF.
+    /// The daemon's own interfaces (those the host settings name) keep their kind.
     pub(super) fn add_vif(&mut self, l: &Limits, spec: &VifSpec) -> Result<(), TableError> {
         ensure_below("vif", spec.id.into(), l.vifs.into())?;
+        if let Some(kind) = self.host_vif_kind(spec.id) {
+            if kind != spec.kind {
+                return Err(TableError::Reserved {
+                    what: "vif",
+                    id: spec.id.into(),
+                    why: "the host settings name it as one of the daemon's own interfaces \
+                          (fabric, host or agent); it keeps that kind",
+                });
+            }
+        }
         if spec.kind == VifKind::Virtual || self.vrfs.contains_key(&spec.vrf) {
             self.vrf_exists(l, spec.vrf)?;
         }
@@ -93,6 +116,14 @@ impl Shadow {
     /// A `DelVif`: refused while a floating IP is bound to the interface.
     pub(super) fn del_vif(&mut self, l: &Limits, id: u16) -> Result<(), TableError> {
         self.vif_exists(l, id)?;
+        if self.host_vif_kind(id).is_some() {
+            return Err(TableError::Reserved {
+                what: "vif",
+                id: id.into(),
+                why: "the host settings name it as one of the daemon's own interfaces \
+                      (fabric, host or agent); it cannot be deleted",
+            });
+        }
         if let Some(((_, fip), _)) = self.fips.iter().find(|(_, vif)| **vif == id) {
             return Err(TableError::InUse {
                 what: "vif",

@@ -1,6 +1,6 @@
 //! VRFs: one forwarding table per virtual network.
 
-use super::{ensure_below, ensure_exists, Limits, Shadow, TableError};
+use super::{ensure_below, ensure_exists, Limits, Shadow, TableError, FABRIC_VRF};
 
 /// Per-VRF state the pipeline needs besides its routes.
 #[derive(Debug, Clone)]
@@ -63,8 +63,17 @@ impl Shadow {
     }
 
     /// An `AddVrf`: names are unique, since the control plane looks VRFs up by name.
+    /// The fabric VRF may be restated with its own name (which changes nothing) but not changed.
     pub(super) fn add_vrf(&mut self, l: &Limits, id: u16, name: &str) -> Result<(), TableError> {
         ensure_below("vrf", id.into(), l.vrfs.into())?;
+        if id == FABRIC_VRF && self.vrfs.get(&id).is_some_and(|n| n != name) {
+            return Err(TableError::Reserved {
+                what: "vrf",
+                id: id.into(),
+                why: "it is the fabric VRF, which cannot be renamed or replaced (VRFs of \
+                      networks start at 1)",
+            });
+        }
         if let Some((other, _)) = self.vrfs.iter().find(|(o, n)| *n == name && **o != id) {
             return Err(TableError::Invalid {
                 what: "vrf name",
@@ -79,6 +88,13 @@ impl Shadow {
     /// attachment goes with it.
     pub(super) fn del_vrf(&mut self, l: &Limits, id: u16) -> Result<(), TableError> {
         self.vrf_exists(l, id)?;
+        if id == FABRIC_VRF {
+            return Err(TableError::Reserved {
+                what: "vrf",
+                id: id.into(),
+                why: "it is the fabric VRF, which cannot be deleted",
+            });
+        }
         if let Some((vif, _)) = self.vifs.iter().find(|(_, vrf)| **vrf == id) {
             return Err(TableError::InUse {
                 what: "vrf",
