@@ -10,33 +10,6 @@ use std::os::unix::net::UnixStream;
 use std::time::Duration;
 use vrouter_dataplane::ctl::{Decoder, Request, Response};
 
-/// IPv4 packets the namespace's stack received (`Ip: InReceives`).
-fn ip_in_receives(ns: &Ns) -> u64 {
-    let snmp = ns.exec("cat /proc/net/snmp");
-    let mut lines = snmp.lines().filter(|l| l.starts_with("Ip:"));
-    let (names, vals) = (lines.next().expect("hdr"), lines.next().expect("vals"));
-    let i = names
-        .split_whitespace()
-        .position(|n| n == "InReceives")
-        .expect("InReceives");
-    vals.split_whitespace()
-        .nth(i)
-        .expect("value")
-        .parse()
-        .expect("number")
-}
-
-fn drops(dp: &Dp) -> Vec<(String, u64)> {
-    match dp.client().request(&Request::Drops).expect("drops") {
-        Response::Drops { drops } => drops,
-        r => panic!("unexpected {r:?}"),
-    }
-}
-
-fn drop_count(d: &[(String, u64)], name: &str) -> u64 {
-    d.iter().find(|(n, _)| n == name).map_or(0, |x| x.1)
-}
-
 #[test]
 fn ns_isolation_two_vns_no_route() {
     require(&["ip", "ping"]);
@@ -68,39 +41,6 @@ fn ns_isolation_two_vns_no_route() {
         drop_count(&d, "No Route") >= 10,
         "pings not counted as No Route: {d:?}"
     );
-}
-
-fn py_send(ns: &Ns, dev: &str, frames: &[Vec<u8>]) {
-    let hex: Vec<String> = frames
-        .iter()
-        .map(|f| f.iter().map(|b| format!("{b:02x}")).collect())
-        .collect();
-    ns.exec(&format!(
-        "python3 -c \"import socket; s=socket.socket(socket.AF_PACKET, socket.SOCK_RAW); \
-         s.bind(('{dev}', 0)); [s.send(bytes.fromhex(h)) for h in '{}'.split()]\"",
-        hex.join(" ")
-    ));
-}
-
-fn eth(dst: &str, src: &str, ty: u16, payload: &[u8]) -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend_from_slice(&mac(dst).0);
-    f.extend_from_slice(&mac(src).0);
-    f.extend_from_slice(&ty.to_be_bytes());
-    f.extend_from_slice(payload);
-    f
-}
-
-fn ipv4(src: [u8; 4], dst: [u8; 4], proto: u8, payload: &[u8]) -> Vec<u8> {
-    let mut h = vec![0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, proto, 0, 0];
-    let total = (20 + payload.len()) as u16;
-    h[2..4].copy_from_slice(&total.to_be_bytes());
-    h.extend_from_slice(&src);
-    h.extend_from_slice(&dst);
-    let c = vrouter_dataplane::wire::checksum::checksum(&h);
-    h[10..12].copy_from_slice(&c.to_be_bytes());
-    h.extend_from_slice(payload);
-    h
 }
 
 /// Malformed frames a VM might send (from its own MAC).

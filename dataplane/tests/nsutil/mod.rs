@@ -10,7 +10,7 @@ pub use ns::*;
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
-use vrouter_dataplane::ctl::CtlClient;
+use vrouter_dataplane::ctl::{CtlClient, Request, Response};
 use vrouter_dataplane::tables::{NexthopSpec, Route, TableOp, VifKind, VifSpec};
 use vrouter_dataplane::wire::MacAddr;
 
@@ -238,4 +238,68 @@ pub fn iperf3(server: &Ns, client: &Ns, server_ip: &str, secs: u32, scratch: &Sc
         .as_f64()
         .expect("sum_received");
     bps / 1e9
+}
+
+/// IPv4 packets the namespace's stack received (`Ip: InReceives`).
+pub fn ip_in_receives(ns: &Ns) -> u64 {
+    let snmp = ns.exec("cat /proc/net/snmp");
+    let mut lines = snmp.lines().filter(|l| l.starts_with("Ip:"));
+    let (names, vals) = (lines.next().expect("hdr"), lines.next().expect("vals"));
+    let i = names
+        .split_whitespace()
+        .position(|n| n == "InReceives")
+        .expect("InReceives");
+    vals.split_whitespace()
+        .nth(i)
+        .expect("value")
+        .parse()
+        .expect("number")
+}
+
+/// Drop counters by display name.
+pub fn drops(dp: &Dp) -> Vec<(String, u64)> {
+    match dp.client().request(&Request::Drops).expect("drops") {
+        Response::Drops { drops } => drops,
+        r => panic!("unexpected {r:?}"),
+    }
+}
+
+pub fn drop_count(d: &[(String, u64)], name: &str) -> u64 {
+    d.iter().find(|(n, _)| n == name).map_or(0, |x| x.1)
+}
+
+/// Sends `frames` as they are from `dev` in `ns` (a raw packet socket).
+pub fn py_send(ns: &Ns, dev: &str, frames: &[Vec<u8>]) {
+    let hex: Vec<String> = frames
+        .iter()
+        .map(|f| f.iter().map(|b| format!("{b:02x}")).collect())
+        .collect();
+    ns.exec(&format!(
+        "python3 -c \"import socket; s=socket.socket(socket.AF_PACKET, socket.SOCK_RAW); \
+         s.bind(('{dev}', 0)); [s.send(bytes.fromhex(h)) for h in '{}'.split()]\"",
+        hex.join(" ")
+    ));
+}
+
+/// An Ethernet frame.
+pub fn eth(dst: &str, src: &str, ty: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&mac(dst).0);
+    f.extend_from_slice(&mac(src).0);
+    f.extend_from_slice(&ty.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// An IPv4 packet with a valid header checksum (id 1, DF, TTL 64).
+pub fn ipv4(src: [u8; 4], dst: [u8; 4], proto: u8, payload: &[u8]) -> Vec<u8> {
+    let mut h = vec![0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, proto, 0, 0];
+    let total = (20 + payload.len()) as u16;
+    h[2..4].copy_from_slice(&total.to_be_bytes());
+    h.extend_from_slice(&src);
+    h.extend_from_slice(&dst);
+    let c = vrouter_dataplane::wire::checksum::checksum(&h);
+    h[10..12].copy_from_slice(&c.to_be_bytes());
+    h.extend_from_slice(payload);
+    h
 }
