@@ -396,15 +396,14 @@ impl<S: ConfigSource> Agent<S> {
         }
     }
 
-    /// Shows the source what the dataplane holds; if it takes something from it (the underlay
-    /// MACs of an earlier agent's tunnels), the configuration is loaded again.
+    /// Shows the source what the dataplane holds. If it takes something from it (the underlay
+    /// MACs of an earlier agent's tunnels), or has changed since the step's reload (it may
+    /// have, e.g. an ARP answer between that reload and `ready()`), the configuration is loaded
+    /// again: a pass never compiles a configuration older than the source's.
     fn adopt(&mut self, idx: &DumpIndex) {
-        if !self.source.adopt(idx) {
-            return;
-        }
-        match self.source.load() {
-            Ok(c) => self.config = c,
-            Err(e) => log::warn!("config reload after adopting dataplane state: {e}"),
+        let adopted = self.source.adopt(idx);
+        if adopted | self.source.changed() {
+            self.reload();
         }
     }
 
@@ -427,5 +426,113 @@ impl<S: ConfigSource> Agent<S> {
         });
         self.dirty = false;
         self.last_sync = Some(Instant::now());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::source::SourceError;
+    use crate::testkit::TestDataplane;
+    use std::sync::atomic::AtomicUsize;
+
+    const WITH_ROUTE: &str = r#"
+[underlay]
+gateway_mac = "52:54:00:cc:dd:01"
+
+[[networks]]
+name = "net1"
+subnet = "10.1.1.0/24"
+
+[[interfaces]]
+name = "vif1.0"
+mac = "02:00:00:00:01:03"
+ip = "10.1.1.3"
+network = "net1"
+
+[[routes]]
+network = "net1"
+prefix = "10.1.1.4/32"
+label = 25
+remote = "10.0.0.12"
+"#;
+
+    /// A source that turns ready (and changes: the route's underlay MAC arrives) between the
+    /// step's reload and its readiness check, the way an ARP answer can in controller mode.
+    #[derive(Debug)]
+    struct LateSource {
+        full: bool,
+        changed: bool,
+        loads: Arc<AtomicUsize>,
+    }
+
+    impl ConfigSource for LateSource {
+        fn describe(&self) -> String {
+            "late".into()
+        }
+        fn load(&mut self) -> Result<Config, SourceError> {
+            self.loads.fetch_add(1, Ordering::SeqCst);
+            self.changed = false;
+            let mut c = Config::parse(WITH_ROUTE).map_err(|e| SourceError::Invalid {
+                path: "late".into(),
+                err: e,
+            })?;
+            if !self.full {
+                c.routes.clear();
+            }
+            Ok(c)
+        }
+        fn changed(&mut self) -> bool {
+            self.changed
+        }
+        fn ready(&mut self) -> bool {
+            if !self.full {
+                self.full = true;
+                self.changed = true;
+            }
+            true
+        }
+    }
+
+    fn agent(dir: &std::path::Path, dp: &TestDataplane, source: LateSource) -> Agent<LateSource> {
+        let opts = Options {
+            dp_socket: dp.path().to_path_buf(),
+            state_file: dir.join("state.json"),
+            poll: Duration::from_millis(10),
+            resync: Duration::from_secs(3600),
+        };
+        Agent::new(opts, source, Arc::new(Health::default())).expect("agent")
+    }
+
+    #[test]
+    fn a_pass_compiles_the_sources_latest_config() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let dp = TestDataplane::start(&dir.path().join("dp.sock"), 0x0a00_000b).expect("dp");
+        // A first agent programmed the route (and its tunnel).
+        let loads = Arc::new(AtomicUsize::new(0));
+        let full = LateSource {
+            full: true,
+            changed: false,
+            loads: loads.clone(),
+        };
+        agent(dir.path(), &dp, full).step();
+        let programmed = dp.dump();
+        assert!(programmed.routes.iter().any(|r| r.route.label == Some(25)));
+        // The restarted agent loaded its config before the route was known; the source
+        // changes between the step's reload and its readiness: the pass must see it.
+        let late = LateSource {
+            full: false,
+            changed: false,
+            loads: loads.clone(),
+        };
+        let mut a = agent(dir.path(), &dp, late);
+        a.step();
+        assert_eq!(dp.dump(), programmed, "nothing removed, nothing re-added");
+        assert_eq!(
+            loads.load(Ordering::SeqCst),
+            3,
+            "first agent, start, reload"
+        );
     }
 }

@@ -168,7 +168,12 @@ impl ConfigSource for ControllerSource {
     }
 
     fn adopt(&mut self, dp: &DumpIndex) -> bool {
-        let macs = neighbour::tunnel_macs(dp);
+        let s = &self.shared.s;
+        if !s.arp {
+            return false; // adopted MACs are not used without ARP (see build)
+        }
+        let mut macs = neighbour::tunnel_macs(dp);
+        macs.retain(|ip, _| !s.neighbours.contains_key(ip));
         if macs.is_empty() {
             return false;
         }

@@ -88,11 +88,15 @@ impl ControllerState {
         }
     }
 
-    /// Takes the underlay MACs of the dataplane's tunnels for hosts it has none adopted for
-    /// yet (see [`ControllerState::adopted`]). True if that is something new.
+    /// Takes the underlay MACs of the dataplane's tunnels for hosts that ARP has not resolved
+    /// and that have none adopted yet (see [`ControllerState::adopted`]). True if that is
+    /// something new.
     pub fn adopt_tunnel_macs(&mut self, macs: BTreeMap<Ipv4Addr, MacAddr>) -> bool {
         let mut new = false;
         for (ip, mac) in macs {
+            if self.neighbours.contains_key(&ip) {
+                continue;
+            }
             if let std::collections::btree_map::Entry::Vacant(e) = self.adopted.entry(ip) {
                 e.insert(mac);
                 new = true;

@@ -736,6 +736,12 @@ fn restarted_agent_keeps_remote_routes_with_the_dataplanes_underlay_macs() {
     let mut alloc = Allocations::default();
     let (_, bindings) = pass(&st, &mut dp, &mut alloc);
     let programmed = dp.dump();
+    let macs = neighbour::tunnel_macs(&DumpIndex::new(dp.dump()));
+    assert_eq!(macs.len(), 2, "{macs:?}");
+    assert!(
+        !st.adopt_tunnel_macs(macs),
+        "an agent whose ARP has answered adopts nothing"
+    );
     let tunnel_of = |d: &vrouter_dataplane::ctl::proto::StateDump, ip: Ipv4Addr| {
         d.nhs
             .iter()
