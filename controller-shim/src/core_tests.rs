@@ -477,7 +477,12 @@ fn chain_fixture(h: &mut Harness) {
     const VM_P: &str = "5e6f7a8b-9c0d-4e1f-8a2b-3c4d5e6f7a90";
     const POL: &str = "d1f3c5d2-8e61-4b7a-9c2d-1e4f5a6b7c8d";
     h.network(VN, "guest-a", ("10.1.1.0", 24), Some("10.1.1.1"));
-    h.network(VN_P, "__zone1_Public__", ("198.51.100.0", 24), Some("198.51.100.1"));
+    h.network(
+        VN_P,
+        "__zone1_Public__",
+        ("198.51.100.0", 24),
+        Some("198.51.100.1"),
+    );
     for (host, ip) in [("h1", "10.0.0.1"), ("h2", "10.0.0.2")] {
         h.core.register_agent(&agent(host, ip), 0).expect("agent");
     }
@@ -550,12 +555,15 @@ fn a_service_chain_rule_never_leaks_left_into_right() {
     // The right network's host gets none of the left network's /32s, and the other way round.
     let right = view_routes(&h, "h2");
     assert!(
-        right.iter().all(|k| !k.starts_with(&format!("route/{CHAIN_LEFT}/"))),
+        right
+            .iter()
+            .all(|k| !k.starts_with(&format!("route/{CHAIN_LEFT}/"))),
         "left's routes leaked into the right network's host: {right:?}"
     );
     let left = view_routes(&h, "h1");
     assert!(
-        left.iter().all(|k| !k.starts_with(&format!("route/{CHAIN_RIGHT}/"))),
+        left.iter()
+            .all(|k| !k.starts_with(&format!("route/{CHAIN_RIGHT}/"))),
         "right's routes leaked into the left network's host: {left:?}"
     );
     for (vmi, side, remote) in [(VMI, "left", CHAIN_RIGHT), (PUB_VMI, "right", CHAIN_LEFT)] {
@@ -621,10 +629,7 @@ fn a_service_chain_resolves_to_the_instance_interfaces_or_says_why_not() {
     )
     .expect("service vm");
     let mut vmis = Vec::new();
-    for (dev, kind, vn) in [
-        (1, "left", "guest-a"),
-        (2, "right", "__zone1_Public__"),
-    ] {
+    for (dev, kind, vn) in [(1, "left", "guest-a"), (2, "right", "__zone1_Public__")] {
         let uuid = format!("e4f3c5d2-8e61-4b7a-9c2d-1e4f5a6b7c8{dev}");
         h.create(
             ObjType::VirtualMachineInterface,
