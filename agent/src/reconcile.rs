@@ -12,7 +12,7 @@
 use crate::compile::Desired;
 use crate::dump::DumpIndex;
 use std::collections::{HashMap, HashSet};
-use vrouter_dataplane::tables::TableOp;
+use vrouter_dataplane::tables::{NexthopSpec, TableOp};
 
 /// Operation counts of a reconcile, for logs and metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -59,8 +59,12 @@ fn add_forwarding(want: &Desired, dp: &DumpIndex, ops: &mut Vec<TableOp>) {
             ops.push(TableOp::AddVif(spec.clone()));
         }
     }
-    // Tunnel and encap nexthops before composites would matter here; we emit none.
-    for (id, spec) in &want.nhs {
+    // Composites after every other nexthop: their members must exist when they are added.
+    let (plain, composites): (Vec<_>, Vec<_>) = want
+        .nhs
+        .iter()
+        .partition(|(_, s)| !matches!(s, NexthopSpec::Composite { .. }));
+    for (id, spec) in plain.into_iter().chain(composites) {
         if dp.nhs.get(id) != Some(spec) {
             ops.push(TableOp::AddNh {
                 id: *id,

@@ -60,6 +60,16 @@ impl InterfaceConfig {
     pub fn vrf(&self) -> Option<&str> {
         self.network.as_ref().map(|n| n.vrf.as_str())
     }
+
+    /// A service instance's left or right interface: it forwards traffic of other addresses
+    /// (a management interface does not).
+    pub fn is_service_interface(&self) -> bool {
+        let t = self
+            .properties
+            .as_ref()
+            .and_then(InterfaceProperties::service_interface_type);
+        matches!(t, Some("left" | "right"))
+    }
 }
 
 /// The interface's virtual network.
@@ -300,6 +310,17 @@ pub struct InterfaceProperties {
     /// Everything else, untouched.
     #[serde(flatten)]
     pub other: BTreeMap<String, Value>,
+}
+
+impl InterfaceProperties {
+    /// A service VM's interface type: `left`, `right` or `management` (CloudStack: device 0
+    /// is management, 1 left, 2 right). Read from the untyped keys, so a `null` or any other
+    /// value CloudStack stored still goes back out exactly as it came.
+    pub fn service_interface_type(&self) -> Option<&str> {
+        self.other
+            .get("service_interface_type")
+            .and_then(Value::as_str)
+    }
 }
 
 /// Which side of a service chain a network is: `left` is the rule's source side (where the

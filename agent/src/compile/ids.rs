@@ -3,13 +3,13 @@
 //! changes nothing), then allocations of removed objects are pruned.
 
 use super::{
-    encap_key, if_label_key, table_key, tunnel_key, Builder, CHAIN_DOWN_KEY, FIRST_VM_VIF,
-    RECEIVE_KEY,
+    composite_key, encap_key, if_label_key, table_key, tunnel_key, Builder, CHAIN_DOWN_KEY,
+    FIRST_VM_VIF, RECEIVE_KEY,
 };
 use crate::alloc::{assign, AllocError, Request, FIRST_LABEL};
-use crate::config::MAX_LABEL;
+use crate::config::{ChainMember, MAX_LABEL};
 use crate::dump::DumpIndex;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use vrouter_dataplane::tables::{NexthopSpec, VifKind};
 
 fn set<I: Copy + Eq + std::hash::Hash>(it: impl Iterator<Item = I>) -> HashSet<I> {
@@ -94,6 +94,7 @@ impl Builder<'_> {
         self.want_tunnel_nhs();
         self.want_table_nhs();
         self.want_chain_down_nh();
+        self.want_composite_nhs();
         let dp = self.dp;
         assign(
             &mut self.alloc.nhs,
@@ -152,9 +153,20 @@ impl Builder<'_> {
             return;
         };
         self.tunnel_oif = Some(oif);
-        for r in &self.cfg.routes {
-            if !self.tunnels.contains(&(r.encap, r.remote)) {
-                self.tunnels.push((r.encap, r.remote));
+        let chain_hosts = self.chain_members().filter_map(|m| match m {
+            ChainMember::Remote { remote, encap, .. } => Some((*encap, *remote)),
+            ChainMember::Local(_) => None,
+        });
+        let hosts: Vec<_> = self
+            .cfg
+            .routes
+            .iter()
+            .map(|r| (r.encap, r.remote))
+            .chain(chain_hosts)
+            .collect();
+        for t in hosts {
+            if !self.tunnels.contains(&t) {
+                self.tunnels.push(t);
             }
         }
         for &(kind, dip) in &self.tunnels {
@@ -177,7 +189,10 @@ impl Builder<'_> {
             }
             Some((oif, _)) => return Some(oif),
         };
-        if !self.cfg.routes.is_empty() {
+        let remote_member = self
+            .chain_members()
+            .any(|m| matches!(m, ChainMember::Remote { .. }));
+        if !self.cfg.routes.is_empty() || remote_member {
             self.out.warnings.push(why.into());
         }
         None
@@ -205,6 +220,52 @@ impl Builder<'_> {
         if any {
             let adopt = adoptable_nh(self.dp, |s| matches!(s, NexthopSpec::Discard));
             self.nh_wanted.push((CHAIN_DOWN_KEY.into(), adopt));
+        }
+    }
+
+    /// Every member of every service chain of every network.
+    fn chain_members(&self) -> impl Iterator<Item = &'_ ChainMember> + '_ {
+        self.cfg
+            .networks
+            .iter()
+            .filter_map(|n| n.policy.as_ref())
+            .flat_map(|p| p.chains.iter())
+            .flat_map(|c| c.members.iter())
+    }
+
+    /// An ECMP composite per service chain with several members, adopted if the dataplane's
+    /// route for one of the chain's prefixes in its VRF points at a composite: nothing else
+    /// names a composite, and its members may have changed while the agent was down.
+    fn want_composite_nhs(&mut self) {
+        let dp = self.dp;
+        let chains: Vec<(&str, &crate::config::ChainRoutes)> = self
+            .cfg
+            .networks
+            .iter()
+            .filter_map(|n| Some((n.vrf.as_str(), n.policy.as_ref()?)))
+            .flat_map(|(vrf, p)| p.chains.iter().map(move |c| (vrf, c)))
+            .filter(|(_, c)| c.members.len() > 1)
+            .collect();
+        if chains.is_empty() {
+            return;
+        }
+        let routes: HashMap<(u16, u32, u8), u32> = dp
+            .dump
+            .routes
+            .iter()
+            .map(|r| ((r.vrf, r.prefix, r.plen), r.route.nh))
+            .collect();
+        for (vrf, c) in chains {
+            let id = self.alloc.vrfs.get(vrf).copied();
+            let adopt = c
+                .prefixes
+                .iter()
+                .filter_map(|p| routes.get(&(id?, u32::from(p.addr), p.len)).copied())
+                .find(|nh| {
+                    !dp.protected_nhs.contains(nh)
+                        && matches!(dp.nhs.get(nh), Some(NexthopSpec::Composite { .. }))
+                });
+            self.nh_wanted.push((composite_key(vrf, &c.name), adopt));
         }
     }
 

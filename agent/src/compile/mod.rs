@@ -22,6 +22,15 @@
 //! the chain point at one Discard nexthop of the agent's own (not id 0, which the lookup treats
 //! as no route), so their packets reach the flow stage, where the service rule drops them as
 //! `Service Chain Down`; own and leaked routes win on a clash.
+//!
+//! Service chains with a running instance (`NetPolicy::chains`): each prefix across the chain
+//! (and `0.0.0.0/0` toward the public network) points at the instance's interfaces on this
+//! network's side: one member is a route to its nexthop (a local interface's Encap, or the
+//! tunnel to its host with its label there); several are an ECMP Composite nexthop of those
+//! (one per chain and VRF, adopted on restart through the route that points at it). The
+//! network's own routes, remote and leaked ones win on a clash (the VMs' /32s stay more
+//! specific anyway). A service interface's vif carries no IP: it forwards other addresses,
+//! so only its MAC is checked (Tungsten Fabric relaxes anti-spoofing the same way).
 
 mod ids;
 mod tables;
@@ -108,6 +117,10 @@ pub fn table_key(vrf: &str) -> String {
 pub const RECEIVE_KEY: &str = "receive";
 /// Nexthop key of the Discard nexthop the prefixes of down service chains point at.
 pub const CHAIN_DOWN_KEY: &str = "discard/service-chain";
+/// Nexthop key of the ECMP composite of service chain `chain` in VRF `vrf`.
+pub fn composite_key(vrf: &str, chain: &str) -> String {
+    format!("composite/{vrf}/{chain}")
+}
 /// Nexthop key of a tunnel.
 pub fn tunnel_key(kind: TunnelKind, dip: Ipv4Addr) -> String {
     let k = match kind {
@@ -122,7 +135,8 @@ pub fn tunnel_key(kind: TunnelKind, dip: Ipv4Addr) -> String {
 ///
 /// Ids first, one table at a time (a nexthop's adoption looks at the vif it was given), then the
 /// tables. Route passes run in precedence order: gateways and local addresses, then remote
-/// routes (which yield to them), then leaked routes (which yield to both), then floating IPs.
+/// routes (which yield to them), then leaked routes (which yield to both), then service chain
+/// routes and down chains' discards (which yield to all of those), then floating IPs.
 pub fn compile(
     cfg: &Config,
     dp: &DumpIndex,
@@ -141,6 +155,7 @@ pub fn compile(
     b.tunnels();
     b.remote_routes();
     b.route_leaks();
+    b.chain_routes();
     b.chain_down_routes();
     b.policies();
     b.table_labels();

@@ -3,10 +3,10 @@
 //! early exits only guard against that invariant breaking.
 
 use super::{
-    encap_key, if_label_key, table_key, tunnel_key, Binding, Builder, Leak, CHAIN_DOWN_KEY,
-    RECEIVE_KEY,
+    composite_key, encap_key, if_label_key, table_key, tunnel_key, Binding, Builder, Leak,
+    CHAIN_DOWN_KEY, RECEIVE_KEY,
 };
-use crate::config::{Interface, Prefix, RemoteRoute};
+use crate::config::{ChainMember, ChainRoutes, Interface, Prefix, RemoteRoute};
 use std::collections::btree_map::Entry;
 use vrouter_dataplane::tables::{
     Fip, NexthopSpec, Policy, Route, VifKind, VifSpec, VrfPolicy, VROUTER_MAC,
@@ -79,7 +79,8 @@ impl<'a> Builder<'a> {
                 kind: VifKind::Virtual,
                 vrf,
                 mac: i.mac,
-                ip: u32::from(i.ip),
+                // No IP on a service interface: the dataplane then checks only its MAC.
+                ip: if i.service { 0 } else { u32::from(i.ip) },
                 mtu: i.mtu,
                 nh: Some(nh),
             },
@@ -202,6 +203,76 @@ impl<'a> Builder<'a> {
                     label: leak.label,
                     proxy_arp: false,
                 });
+            }
+        }
+    }
+
+    /// Each steered service chain's prefixes to its members (see [`Self::chain_route`]), where
+    /// the VRF has no route of its own, remote or leaked for the prefix.
+    pub(super) fn chain_routes(&mut self) {
+        let cfg = self.cfg;
+        for n in &cfg.networks {
+            let (Some(p), Some(&vrf)) = (&n.policy, self.vrf_ids.get(&n.name)) else {
+                continue;
+            };
+            for ch in &p.chains {
+                let Some(route) = self.chain_route(&n.vrf, ch) else {
+                    self.out.warnings.push(format!(
+                        "service chain {} in {}: no member is programmed; its prefixes have no route",
+                        ch.name, n.name
+                    ));
+                    continue;
+                };
+                for prefix in &ch.prefixes {
+                    let key = (vrf, u32::from(prefix.addr), prefix.len);
+                    self.out.desired.routes.entry(key).or_insert(route);
+                }
+            }
+        }
+    }
+
+    /// The route of a chain's prefixes: to its one programmed member, or to the chain's ECMP
+    /// composite of them (members in the chain's order, which both sides share).
+    fn chain_route(&mut self, vrf: &str, ch: &ChainRoutes) -> Option<Route> {
+        let members: Vec<(u32, Option<u32>)> = ch
+            .members
+            .iter()
+            .filter_map(|m| self.chain_member(m))
+            .collect();
+        let (nh, label) = match members.as_slice() {
+            [] => return None,
+            [one] => *one,
+            _ => {
+                let nh = *self.alloc.nhs.get(&composite_key(vrf, &ch.name))?;
+                let spec = NexthopSpec::Composite { members };
+                self.out.desired.nhs.insert(nh, spec);
+                (nh, None)
+            }
+        };
+        Some(Route {
+            nh,
+            label,
+            proxy_arp: false,
+        })
+    }
+
+    /// A chain member's (nexthop, label): a local interface's Encap nexthop, or the tunnel to
+    /// the member's host (if programmed: its underlay MAC is known) with the member's label.
+    fn chain_member(&self, m: &ChainMember) -> Option<(u32, Option<u32>)> {
+        match m {
+            ChainMember::Local(name) => self.if_nh.get(name.as_str()).map(|&(_, nh)| (nh, None)),
+            ChainMember::Remote {
+                remote,
+                label,
+                encap,
+            } => {
+                self.tunnel_oif?;
+                let nh = *self.alloc.nhs.get(&tunnel_key(*encap, *remote))?;
+                self.out
+                    .desired
+                    .nhs
+                    .contains_key(&nh)
+                    .then_some((nh, Some(*label)))
             }
         }
     }

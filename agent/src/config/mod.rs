@@ -67,6 +67,36 @@ pub struct NetPolicy {
     /// to a discard nexthop, so their traffic reaches the flow stage and drops there as
     /// `Service Chain Down` (the service rule's action) instead of being forwarded anywhere.
     pub chain_down: Vec<Prefix>,
+    /// Service chains with a running instance: their prefixes are routed to the instance's
+    /// interfaces on this network's side (several: an ECMP composite nexthop).
+    pub chains: Vec<ChainRoutes>,
+}
+
+/// One service chain as this network steers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainRoutes {
+    /// A stable name (the policy and the network across), for the composite nexthop's key.
+    pub name: String,
+    /// The prefixes across the chain (and `0.0.0.0/0` toward the public network).
+    pub prefixes: Vec<Prefix>,
+    /// Where they go, in a stable order.
+    pub members: Vec<ChainMember>,
+}
+
+/// One instance interface a chain sends to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChainMember {
+    /// A local interface, by name.
+    Local(String),
+    /// An interface on another host: its label there.
+    Remote {
+        /// The host's fabric IP.
+        remote: Ipv4Addr,
+        /// The interface's label.
+        label: u32,
+        /// Encapsulation.
+        encap: TunnelKind,
+    },
 }
 
 /// A local VM interface bound to a network.
@@ -89,6 +119,9 @@ pub struct Interface {
     pub nic_uuid: Option<String>,
     /// CloudStack VM UUID (for the xenstore binder's directory).
     pub vm_uuid: Option<String>,
+    /// A service instance's left/right interface: it forwards other addresses, so
+    /// anti-spoofing checks only its MAC (its vif carries no IP).
+    pub service: bool,
 }
 
 /// A route to a prefix behind another host.

@@ -61,6 +61,8 @@ struct RawInterface {
     dns: Vec<String>,
     nic_uuid: Option<String>,
     vm_uuid: Option<String>,
+    #[serde(default)]
+    service: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -347,6 +349,7 @@ fn check_interface_rest(
         dns,
         nic_uuid,
         vm_uuid,
+        service: i.service,
     })
 }
 

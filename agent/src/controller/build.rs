@@ -4,10 +4,11 @@
 //! need. Items that cannot be programmed (no network or IP yet, a conflict) are left out with a
 //! warning; the rest still is.
 
+use super::chains;
 use super::rules::{expand_rules, fip_rules};
 use super::{ControllerState, Port, Settings};
 use crate::config::{
-    Config, FloatingIp, Interface, NetPolicy, Network, Prefix, RemoteRoute, Underlay,
+    ChainMember, Config, FloatingIp, Interface, NetPolicy, Network, Prefix, RemoteRoute, Underlay,
 };
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::Ipv4Addr;
@@ -103,50 +104,6 @@ fn addressing(c: &InterfaceConfig, port: &Port) -> Result<Addressing, String> {
     })
 }
 
-/// The network's policy as the first interface carrying one describes it: its policies' rules
-/// expanded, the subnets flows are judged for, the networks it connects (route leak).
-fn policy(
-    c: &InterfaceConfig,
-    vrf: &str,
-    subnet: Option<Prefix>,
-    warnings: &mut Vec<String>,
-) -> NetPolicy {
-    let mut subnets: Vec<Prefix> = c
-        .network
-        .iter()
-        .flat_map(|n| n.subnets.iter().copied())
-        .collect();
-    if subnets.is_empty() {
-        subnets.extend(subnet);
-    }
-    NetPolicy {
-        names: c.policies.iter().map(|p| p.fq_name.join(":")).collect(),
-        subnets,
-        rules: expand_rules(&c.policies, warnings),
-        connected: c
-            .connected
-            .iter()
-            .map(|x| x.vrf.clone())
-            .filter(|x| x != vrf)
-            .collect(),
-        chain_down: chain_down(c, vrf),
-    }
-}
-
-/// The prefixes across the service chains of the interface's network, which no instance
-/// serves yet (every chain, until the agent steers traffic through instances): their traffic
-/// is dropped as `Service Chain Down`, never forwarded. `0.0.0.0/0` of a chain to the public
-/// network is left out (a missing default route drops as well, and floating IPs keep working).
-fn chain_down(c: &InterfaceConfig, vrf: &str) -> Vec<Prefix> {
-    c.service_chains
-        .iter()
-        .filter(|ch| ch.remote.vrf != vrf)
-        .flat_map(|ch| ch.remote.subnets.iter().copied())
-        .collect::<BTreeSet<Prefix>>()
-        .into_iter()
-        .collect()
-}
-
 /// The MTU the config asks for if the dataplane can honour it, else the default.
 fn mtu(c: &InterfaceConfig, default: u16) -> u16 {
     c.properties
@@ -219,8 +176,45 @@ impl<'a> Builder<'a> {
             dns: a.dns.into_iter().collect(),
             nic_uuid: Some(vmi.to_string()),
             vm_uuid: c.vm_uuid.map(|u| u.to_string()),
+            service: c.is_service_interface(),
         });
         Ok(())
+    }
+
+    /// The network's policy as the first interface carrying one describes it: its policies' rules
+    /// expanded (a service rule passes only while its chains are steered), the subnets flows are
+    /// judged for, the networks it connects (route leak), its service chains.
+    fn policy(&mut self, c: &InterfaceConfig, vrf: &str, subnet: Option<Prefix>) -> NetPolicy {
+        let mut subnets: Vec<Prefix> = c
+            .network
+            .iter()
+            .flat_map(|n| n.subnets.iter().copied())
+            .collect();
+        if subnets.is_empty() {
+            subnets.extend(subnet);
+        }
+        let has_mac = |nh: Ipv4Addr| self.underlay_mac(nh).is_some();
+        let cx = chains::Ctx {
+            st: self.st,
+            s: self.s,
+            has_mac: &has_mac,
+        };
+        let ch = chains::resolve(&cx, c, vrf);
+        self.out.unresolved.extend(ch.unresolved.iter().copied());
+        let up = |services: &[String]| ch.up.iter().any(|u| u.as_slice() == services);
+        NetPolicy {
+            names: c.policies.iter().map(|p| p.fq_name.join(":")).collect(),
+            subnets,
+            rules: expand_rules(&c.policies, &up, &mut self.out.warnings),
+            connected: c
+                .connected
+                .iter()
+                .map(|x| x.vrf.clone())
+                .filter(|x| x != vrf)
+                .collect(),
+            chain_down: ch.down,
+            chains: ch.chains,
+        }
     }
 
     /// The interface's network: created on first sight with the interface's subnet and
@@ -229,15 +223,17 @@ impl<'a> Builder<'a> {
     /// lie in the network's subnet, not be its gateway, and be free.
     fn join_network(&mut self, c: &InterfaceConfig, a: &Addressing) -> Result<(), String> {
         let (vrf, ip) = (&a.vrf, a.ip);
+        let has_policy = self.networks.get(vrf).is_some_and(|n| n.policy.is_some());
+        let carries =
+            !c.policies.is_empty() || !c.connected.is_empty() || !c.service_chains.is_empty();
+        let policy = (!has_policy && carries).then(|| self.policy(c, vrf, a.subnet));
         let net = self.networks.entry(vrf.clone()).or_insert_with(|| Network {
             subnet: a.subnet,
             gateway: a.gateway,
             ..bare_network(vrf)
         });
-        if net.policy.is_none()
-            && (!c.policies.is_empty() || !c.connected.is_empty() || !c.service_chains.is_empty())
-        {
-            net.policy = Some(policy(c, vrf, a.subnet, &mut self.out.warnings));
+        if policy.is_some() {
+            net.policy = policy;
         }
         if net.subnet.is_none() && net.gateway.is_none() {
             net.subnet = a.subnet;
@@ -409,11 +405,24 @@ impl<'a> Builder<'a> {
         best
     }
 
-    /// The config: the underlay carries the MAC of each remote host a route uses.
+    /// The config: the underlay carries the MAC of each remote host a route or a service
+    /// chain's member uses.
     fn finish(mut self, best: BestRoutes) -> Built {
+        let chain_hosts = self
+            .networks
+            .values()
+            .filter_map(|n| n.policy.as_ref())
+            .flat_map(|p| p.chains.iter())
+            .flat_map(|c| c.members.iter())
+            .filter_map(|m| match m {
+                ChainMember::Remote { remote, .. } => Some(*remote),
+                ChainMember::Local(_) => None,
+            });
         let neighbours: BTreeMap<Ipv4Addr, MacAddr> = best
             .values()
-            .filter_map(|(_, r)| Some((r.remote, self.underlay_mac(r.remote)?)))
+            .map(|(_, r)| r.remote)
+            .chain(chain_hosts)
+            .filter_map(|h| Some((h, self.underlay_mac(h)?)))
             .collect();
         let s = self.s;
         self.out.config = Config {

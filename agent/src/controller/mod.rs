@@ -26,6 +26,7 @@
 
 mod advert;
 mod build;
+mod chains;
 pub mod neighbour;
 mod rules;
 mod shared;
@@ -187,3 +188,5 @@ impl ConfigSource for ControllerSource {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod chain_tests;

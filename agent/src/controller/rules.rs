@@ -74,13 +74,23 @@ fn ports(l: &[(u16, u16)]) -> Vec<(u16, u16)> {
 }
 
 /// Expands the shim's rules to dataplane rules (one per source prefix, destination prefix and
-/// port ranges); a rule with a side left empty yields none. At most [`MAX_RULES`]: the rest
-/// is left out with a warning, so one huge policy cannot exhaust the dataplane's table.
-pub fn expand_rules(policies: &[AttachedPolicy], warnings: &mut Vec<String>) -> Vec<PolicyRule> {
+/// port ranges); a rule with a side left empty yields none. A service rule passes when `up`
+/// says every chain of its instances in this network is steered through them (their routes
+/// send its traffic to the instance, never directly), and is `NoService` otherwise. At most
+/// [`MAX_RULES`]: the rest is left out with a warning, so one huge policy cannot exhaust the
+/// dataplane's table.
+pub fn expand_rules(
+    policies: &[AttachedPolicy],
+    up: &dyn Fn(&[String]) -> bool,
+    warnings: &mut Vec<String>,
+) -> Vec<PolicyRule> {
     let mut out = Vec::new();
     for p in policies {
         for r in &p.rules {
-            let action = action(r.action);
+            let action = match r.action {
+                Action::Service if up(&r.services) => PolicyAction::Pass,
+                a => action(a),
+            };
             let direction = match r.direction {
                 Direction::OneWay => DpDirection::OneWay,
                 Direction::Both => DpDirection::Both,
