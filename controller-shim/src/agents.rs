@@ -8,7 +8,7 @@
 //! changed key gets the mutation's revision, a removed key becomes a tombstone. A watch with
 //! `since=R` returns every key whose revision is above R (tombstones included), so a
 //! reconnecting agent gets exactly what changed while it was away, collapsed to the latest
-//! value per key. Tombstones are compacted past [`TOMBSTONE_LIMIT`]; an agent asking from
+//! value per key. Tombstones are compacted past a [`TombstoneLimit`]; an agent asking from
 //! before the compaction point gets a full snapshot flagged `reset`.
 //!
 //! Views are persisted with their revisions, so resumption survives a shim restart.
@@ -34,8 +34,21 @@ use crate::interface::{self, PolicyCtx};
 use crate::schema::ObjType;
 use crate::store::Journal;
 
-/// Tombstones kept per host before compaction.
+/// Tombstones kept per host before compaction, by default (`--view-tombstones`).
 pub const TOMBSTONE_LIMIT: usize = 4096;
+
+/// How many tombstones a host's view keeps before it forgets them all. They are what lets a
+/// reconnecting agent catch up without a full snapshot, and the only state that grows with
+/// churn (a created, bound, unbound and deleted VM leaves one or two per host, about 0.5 kB
+/// in all), so this bounds the shim's memory under churn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TombstoneLimit(pub usize);
+
+impl Default for TombstoneLimit {
+    fn default() -> Self {
+        TombstoneLimit(TOMBSTONE_LIMIT)
+    }
+}
 
 #[derive(Debug, Clone, PartialEq)]
 struct ViewEntry {
@@ -62,6 +75,8 @@ pub struct AgentState {
     views: HashMap<String, View>,
     /// host → last time it was heard from (not persisted; reset at load).
     last_seen: HashMap<String, u64>,
+    /// When views compact (a setting, not persisted).
+    pub(crate) tombstone_limit: TombstoneLimit,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -518,7 +533,7 @@ impl AgentState {
                 };
                 j.queue(view_key(&host, &k), Some(to_json(&rec)));
             }
-            compact(j, &host, view, rev);
+            compact(j, &host, view, rev, self.tombstone_limit);
         }
     }
 
@@ -558,10 +573,10 @@ impl AgentState {
     }
 }
 
-/// Past [`TOMBSTONE_LIMIT`] tombstones a view forgets them; a watch from before gets a reset.
-fn compact(j: &mut Journal, host: &str, view: &mut View, rev: u64) {
+/// Past `limit` tombstones a view forgets them; a watch from before gets a reset.
+fn compact(j: &mut Journal, host: &str, view: &mut View, rev: u64, limit: TombstoneLimit) {
     let tombstones = view.entries.values().filter(|e| e.value.is_none()).count();
-    if tombstones <= TOMBSTONE_LIMIT {
+    if tombstones <= limit.0 {
         return;
     }
     view.compacted = rev;

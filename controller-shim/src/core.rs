@@ -1165,6 +1165,16 @@ impl Core {
         self.agents.touch(host, now_us);
     }
 
+    /// How many tombstones each host's view keeps (see [`crate::agents::TombstoneLimit`]).
+    pub fn view_tombstones(&self) -> usize {
+        self.agents.tombstone_limit.0
+    }
+
+    /// Sets [`Core::view_tombstones`]; it applies from the next change of each view.
+    pub fn set_view_tombstones(&mut self, n: usize) {
+        self.agents.tombstone_limit = crate::agents::TombstoneLimit(n);
+    }
+
     /// Starts every agent's lease at `now_us` (after a load: leases are not persisted).
     pub fn touch_all_agents(&mut self, now_us: u64) {
         self.agents.touch_all(now_us);

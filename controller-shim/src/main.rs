@@ -7,12 +7,14 @@ use std::time::Duration;
 use vrouter_shim::server::{self, Config};
 
 const USAGE: &str = "usage: vrouter-shim [--listen ADDR:PORT] [--store sqlite:PATH|etcd:http://HOST:PORT] \
-[--token TOKEN] [--agent-ttl SECS]
+[--token TOKEN] [--agent-ttl SECS] [--view-tombstones N]
   --listen     address to serve the VNC API and the agent API on (default 127.0.0.1:8082);
                without --token only loopback addresses are accepted
   --store      durable store (default sqlite:/var/lib/vrouter-shim/shim.db)
   --token      require this X-Auth-Token on every request (also read from VROUTER_SHIM_TOKEN)
-  --agent-ttl  seconds without contact before an agent's routes are withdrawn (default 90, 0 = never)";
+  --agent-ttl  seconds without contact before an agent's routes are withdrawn (default 90, 0 = never)
+  --view-tombstones  deletions each host's view remembers for agents that reconnect (default 4096,
+               at least 16); past it the view forgets them and such an agent gets a full snapshot";
 
 fn parse_args() -> Result<Config, String> {
     let mut cfg = Config {
@@ -22,6 +24,7 @@ fn parse_args() -> Result<Config, String> {
             .ok()
             .filter(|t| !t.is_empty()),
         agent_ttl: Duration::from_secs(90),
+        view_tombstones: vrouter_shim::agents::TOMBSTONE_LIMIT,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -37,6 +40,14 @@ fn parse_args() -> Result<Config, String> {
                 let v = val("--agent-ttl")?;
                 cfg.agent_ttl =
                     Duration::from_secs(v.parse().map_err(|e| format!("--agent-ttl {v}: {e}"))?);
+            }
+            "--view-tombstones" => {
+                let v = val("--view-tombstones")?;
+                cfg.view_tombstones = v
+                    .parse()
+                    .ok()
+                    .filter(|n| *n >= 16)
+                    .ok_or_else(|| format!("--view-tombstones {v}: a number, at least 16"))?;
             }
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other}")),

@@ -60,6 +60,8 @@ pub struct Config {
     pub token: Option<String>,
     /// Agent lease; 0 disables expiry.
     pub agent_ttl: Duration,
+    /// Tombstones each host's view keeps before compaction (bounds memory under churn).
+    pub view_tombstones: usize,
 }
 
 /// Startup failure.
@@ -124,7 +126,9 @@ fn lock(m: &Mutex<Core>) -> MutexGuard<'_, Core> {
 
 fn reload(core: &mut Core, store: &mut dyn Store) -> Result<(), ServeError> {
     let records = store.load()?;
+    let tombstones = core.view_tombstones();
     *core = Core::load(records)?;
+    core.set_view_tombstones(tombstones);
     core.touch_all_agents(now_us());
     Ok(())
 }
@@ -280,6 +284,7 @@ impl Shared {
         let mut attempt = 0;
         let core = loop {
             let mut core = Core::load(store.load()?)?;
+            core.set_view_tombstones(cfg.view_tombstones);
             core.touch_all_agents(now_us());
             let ctx = Ctx {
                 now_us: now_us(),
