@@ -1,0 +1,419 @@
+//! Source NAT through a service instance with the real shim, agent and dataplane in
+//! namespaces (issue 18): a guest VM without a floating IP reaches an outside address on the
+//! public network through a NAT appliance, a VM namespace with a left NIC on the guest network
+//! and a right NIC on the public network running nftables masquerade. The outside sees the
+//! appliance's public address, never the guest's.
+//!
+//! Needs root, `ip`, `ping`, `busybox`, `nft`, `tshark`, `xenstore-write` and the built
+//! daemons (see `ns_controller`). Namespaces are `vrt3-<test>-<pid>-<role>`, killed and deleted
+//! on drop.
+
+mod common;
+
+use common::cloud::{setup, start_agent, start_dp, start_shim, vif, Api, Proc};
+use common::{require, sh, tempdir, vrctl_json, wait_for, Ns, Vm};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const LEFT: &str = "default-domain:default-project:guest-a";
+const RIGHT: &str = "default-domain:default-project:__zone1_Public__";
+const NAT_SI: &str = "default-domain:default-project:nat-si";
+const OUTSIDE: &str = "198.51.100.6";
+
+/// One NIC of a VM: (VMI uuid, device, MAC, IP, network, service interface type).
+type Nic<'a> = (&'a str, u32, &'a str, &'a str, &'a str, Option<&'a str>);
+
+/// A VM: (uuid, name, domid, NICs, service VM of the NAT instance).
+type VmSpec<'a> = (&'a str, &'a str, u32, &'a [Nic<'a>], bool);
+
+const GUEST: VmSpec = (
+    "5e6f7a8b-9c0d-4e1f-8a2b-3c4d5e6f7b05",
+    "i-5-VM",
+    5,
+    &[(
+        "c1d2e3f4-a5b6-4c7d-8e9f-0a1b2c3d4f05",
+        0,
+        "02:aa:00:00:00:05",
+        "10.1.1.5",
+        "guest-a",
+        None,
+    )],
+    false,
+);
+
+const OUTSIDE_VM: VmSpec = (
+    "5e6f7a8b-9c0d-4e1f-8a2b-3c4d5e6f7b06",
+    "i-6-VM",
+    6,
+    &[(
+        "c1d2e3f4-a5b6-4c7d-8e9f-0a1b2c3d4f06",
+        0,
+        "02:aa:00:00:00:06",
+        OUTSIDE,
+        "__zone1_Public__",
+        None,
+    )],
+    false,
+);
+
+const NAT1: VmSpec = (
+    "5e6f7a8b-9c0d-4e1f-8a2b-3c4d5e6f7b07",
+    "i-7-VM",
+    7,
+    &[
+        (
+            "c1d2e3f4-a5b6-4c7d-8e9f-0a1b2c3d4f71",
+            1,
+            "02:aa:00:00:07:01",
+            "10.1.1.7",
+            "guest-a",
+            Some("left"),
+        ),
+        (
+            "c1d2e3f4-a5b6-4c7d-8e9f-0a1b2c3d4f72",
+            2,
+            "02:aa:00:00:07:02",
+            "198.51.100.7",
+            "__zone1_Public__",
+            Some("right"),
+        ),
+    ],
+    true,
+);
+
+/// The policy guest-a -> public through the NAT instance, both networks, the in-network
+/// template and the instance.
+fn snat_cloud(api: &Api) {
+    let apply =
+        json!({"simple_action": "pass", "gateway_name": "in-network", "apply_service": [NAT_SI]});
+    api.ok(
+        "POST",
+        "/network-policys",
+        Some(&json!({"network-policy": {
+            "fq_name": ["default-domain", "default-project", "snat-guest-a"], "parent_type": "project",
+            "network_policy_entries": {"policy_rule": [{"direction": "<>", "protocol": "any",
+                "src_addresses": [{"virtual_network": LEFT}], "dst_addresses": [{"virtual_network": RIGHT}],
+                "src_ports": [{"start_port": 0, "end_port": 65535}],
+                "dst_ports": [{"start_port": 0, "end_port": 65535}],
+                "action_list": apply}]}}})),
+    );
+    for (name, net) in [("guest-a", "10.1.1"), ("__zone1_Public__", "198.51.100")] {
+        api.ok(
+            "POST",
+            "/virtual-networks",
+            Some(&json!({"virtual-network": {
+                "fq_name": ["default-domain", "default-project", name], "parent_type": "project",
+                "network_ipam_refs": [{"to": ["default-domain", "default-project", "default-network-ipam"],
+                    "attr": {"ipam_subnets": [{"subnet": {"ip_prefix": format!("{net}.0"), "ip_prefix_len": 24},
+                                               "default_gateway": format!("{net}.1")}]}}],
+                "network_policy_refs": [{"to": ["default-domain", "default-project", "snat-guest-a"],
+                                         "attr": {"sequence": {"major": 0, "minor": 0}}}]
+            }})),
+        );
+    }
+    api.ok(
+        "POST",
+        "/service-templates",
+        Some(&json!({"service-template": {"fq_name": ["default-domain", "nat-template"],
+            "parent_type": "domain",
+            "service_template_properties": {"service_mode": "in-network", "service_type": "firewall",
+                                            "service_scaling": true}}})),
+    );
+    api.ok(
+        "POST",
+        "/service-instances",
+        Some(&json!({"service-instance": {
+            "fq_name": ["default-domain", "default-project", "nat-si"], "parent_type": "project",
+            "service_template_refs": [{"to": ["default-domain", "nat-template"]}],
+            "service_instance_properties": {"auto_policy": false,
+                "left_virtual_network": LEFT, "right_virtual_network": RIGHT,
+                "scale_out": {"max_instances": 2, "auto_scale": false}}}})),
+    );
+}
+
+/// A VM with its interfaces and their instance IPs (a service VM refers to the instance).
+fn add_vm(api: &Api, (vm, name, _, nics, service): VmSpec) {
+    let mut v = json!({"name": name, "uuid": vm, "fq_name": [name]});
+    if service {
+        v["service_instance_refs"] =
+            json!([{"to": ["default-domain", "default-project", "nat-si"]}]);
+    }
+    api.ok(
+        "POST",
+        "/virtual-machines",
+        Some(&json!({ "virtual-machine": v })),
+    );
+    for &(vmi, dev, mac, ip, net, kind) in nics {
+        let ifname = format!("{name}-{dev}");
+        let vn = json!([{"to": ["default-domain", "default-project", net]}]);
+        let mut i = json!({"name": ifname, "uuid": vmi, "fq_name": [name, ifname],
+            "parent_type": "virtual-machine",
+            "virtual_machine_interface_mac_addresses": {"mac_address": [mac]},
+            "virtual_network_refs": vn});
+        if let Some(k) = kind {
+            i["virtual_machine_interface_properties"] = json!({ "service_interface_type": k });
+        }
+        api.ok(
+            "POST",
+            "/virtual-machine-interfaces",
+            Some(&json!({ "virtual-machine-interface": i })),
+        );
+        api.ok(
+            "POST",
+            "/instance-ips",
+            Some(&json!({"instance-ip": {
+                "name": ifname, "fq_name": [ifname], "instance_ip_address": ip,
+                "virtual_network_refs": vn, "virtual_machine_interface_refs": [{"to": [name, ifname]}]}})),
+        );
+    }
+}
+
+/// What the hotplug hook and netback leave in xenstore for connected PV vif `domid`.`dev`.
+fn xs_plug(xs: &Path, domid: u32, dev: u32, vm: &str, vmi: &str, mac: &str) {
+    let b = format!("/local/domain/0/backend/vif/{domid}/{dev}");
+    sh(&format!(
+        "XENSTORED_PATH={} xenstore-write /local/domain/{domid}/name i-{domid}-VM \
+         {b}/frontend /local/domain/{domid}/device/vif/{dev} {b}/frontend-id {domid} {b}/mac {mac} \
+         {b}/handle {dev} {b}/online 1 {b}/state 4 {b}/hotplug-status connected \
+         {b}/cloudstack/nic-id {vmi} {b}/cloudstack/vm-id {vm}",
+        xs.display()
+    ));
+}
+
+/// The VM's namespace with one veth per NIC (`eth<dev>` inside, `vif<domid>.<dev>` in the
+/// host), each addressed in its /24.
+fn vm_ns(test: &str, host: &Ns, (_, name, domid, nics, _): VmSpec) -> Vm {
+    let (_, dev0, mac0, ip0, _, _) = nics[0];
+    let vm = Vm::veth(test, name, host, &format!("vif{domid}.{dev0}"), mac0, ip0);
+    if dev0 != 0 {
+        sh(&format!(
+            "ip -n {0} link set eth0 down && ip -n {0} link set eth0 name eth{dev0} && ip -n {0} link set eth{dev0} up",
+            vm.ns.name
+        ));
+    }
+    for &(_, dev, mac, ip, _, _) in &nics[1..] {
+        let (ns, h) = (&vm.ns.name, &host.name);
+        sh(&format!(
+            "ip link add vif{domid}.{dev} netns {h} type veth peer name eth{dev} netns {ns}"
+        ));
+        sh(&format!("ip -n {ns} link set eth{dev} address {mac}"));
+        sh(&format!("ip -n {ns} addr add {ip}/24 dev eth{dev}"));
+        sh(&format!("ip -n {ns} link set eth{dev} up"));
+        sh(&format!("ip -n {h} link set vif{domid}.{dev} up"));
+    }
+    vm
+}
+
+/// A NAT appliance: forwarding on, a default route out its right NIC (`eth2`) and nftables
+/// masquerade there, with a counter of the connections it translated.
+fn start_nat(vm: &Vm) {
+    let ns = &vm.ns;
+    ns.exec("sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=0");
+    ns.exec("ip route add default via 198.51.100.1 dev eth2");
+    ns.exec("nft add table ip nat");
+    ns.exec("nft 'add chain ip nat post { type nat hook postrouting priority 100 ; }'");
+    ns.exec("nft add rule ip nat post oifname eth2 counter masquerade");
+}
+
+/// Connections the appliance translated (its masquerade rule's packet counter: NAT rules see
+/// the first packet of each connection).
+fn nat_count(vm: &Vm) -> u64 {
+    let out = vm.ns.exec("nft -j list chain ip nat post");
+    let v: Value = serde_json::from_str(&out).expect("nft -j prints JSON");
+    v["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o["rule"]["expr"].as_array())
+        .flatten()
+        .filter_map(|e| e["counter"]["packets"].as_u64())
+        .sum()
+}
+
+/// The prefixes of `vrf`'s routes in the dataplane.
+fn rt(sock: &Path, vrf: &str) -> Vec<String> {
+    common::try_vrctl_json(sock, &["route", "dump", vrf])
+        .and_then(|v| v.as_array().cloned())
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["prefix"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// Whether a TCP connection from `from` to `ip`:8080 (a listener runs there) completes.
+fn tcp_ok(from: &Ns, ip: &str) -> bool {
+    from.exec_ok(&format!("busybox nc -w 3 {ip} 8080 </dev/null"))
+        .0
+}
+
+/// A packet capture on `eth0` of `ns` (tshark, to a file), stopped and read by [`Self::sources`].
+struct Capture {
+    proc: Proc,
+    file: std::path::PathBuf,
+}
+
+impl Capture {
+    fn start(ns: &Ns, dir: &Path) -> Self {
+        let file = dir.join(format!("{}.pcap", ns.name));
+        let proc = Proc::spawn(
+            Some(ns),
+            &format!("tshark -q -n -i eth0 -f ip -w {}", file.display()),
+            &dir.join("tshark.log"),
+            &[],
+        );
+        let up = wait_for(Duration::from_secs(20), || {
+            proc.log().contains("Capturing on").then_some(())
+        });
+        assert!(up.is_some(), "tshark did not start: {}", proc.log());
+        Self { proc, file }
+    }
+
+    /// Stops the capture and returns (source, destination) of every IPv4 packet in it.
+    fn sources(mut self) -> Vec<(String, String)> {
+        std::thread::sleep(Duration::from_millis(500));
+        self.proc.signal(libc::SIGINT);
+        let done = wait_for(Duration::from_secs(10), || self.proc.try_wait());
+        assert!(done.is_some(), "tshark did not stop: {}", self.proc.log());
+        let out = sh(&format!(
+            "tshark -n -r {} -T fields -e ip.src -e ip.dst",
+            self.file.display()
+        ));
+        out.lines()
+            .filter_map(|l| {
+                let (s, d) = l.split_once('\t')?;
+                Some((s.to_string(), d.to_string()))
+            })
+            .collect()
+    }
+}
+
+/// Spawns the shim (in the root namespace) and waits for its API.
+fn shim(bins: &common::cloud::Bins, d: &Path) -> (Proc, Api) {
+    let port = common::free_port();
+    let shim = start_shim(bins, None, &format!("127.0.0.1:{port}"), d, None);
+    let api = Api {
+        base: format!("http://127.0.0.1:{port}"),
+        ns: None,
+        token: None,
+    };
+    let up = wait_for(Duration::from_secs(10), || {
+        api.try_call("GET", "/", None).ok()
+    });
+    assert!(up.is_some(), "shim: {}", shim.log());
+    (shim, api)
+}
+
+/// Spawns a xenstored on socket `xs`.
+fn xenstored(bins: &common::cloud::Bins, xs: &Path, log: &Path) -> Proc {
+    let p = Proc::spawn(
+        None,
+        &format!("{} --socket {}", bins.xsd.display(), xs.display()),
+        log,
+        &[],
+    );
+    let up = wait_for(Duration::from_secs(5), || xs.exists().then_some(()));
+    assert!(up.is_some(), "xenstored: {}", p.log());
+    p
+}
+
+/// Plugs every NIC of `vm` into `xs` and waits until the dataplane behind `sock` has each.
+fn plug(xs: &Path, sock: &Path, (vm, _, domid, nics, _): VmSpec, agent: &Proc) {
+    for &(vmi, dev, mac, _, net, _) in nics {
+        xs_plug(xs, domid, dev, vm, vmi, mac);
+        let vrf = format!("default-domain:default-project:{net}");
+        wait_for(Duration::from_secs(15), || {
+            vif(sock, &format!("vif{domid}.{dev}")).filter(|v| v["vrf_name"] == vrf)
+        })
+        .unwrap_or_else(|| panic!("vif{domid}.{dev} not programmed:\n{}", agent.log()));
+    }
+}
+
+#[test]
+fn ns_snat_guest_reaches_outside_as_the_appliance_address() {
+    let Some(bins) = setup() else { return };
+    require(&["nft", "tshark"]);
+    let dir = tempdir();
+    let d = dir.path();
+    let host = Ns::new("snat", "h");
+    let guest = vm_ns("snat", &host, GUEST);
+    let outside = vm_ns("snat", &host, OUTSIDE_VM);
+    let nat = vm_ns("snat", &host, NAT1);
+    guest.ns.exec("ip route add default via 10.1.1.1");
+    outside.ns.exec("ip route add default via 198.51.100.1");
+    start_nat(&nat);
+    let xs = d.join("xs.sock");
+    let _xsd = xenstored(&bins, &xs, &d.join("xenstored.log"));
+    let (_shim, api) = shim(&bins, d);
+    snat_cloud(&api);
+    for vm in [GUEST, OUTSIDE_VM, NAT1] {
+        add_vm(&api, vm);
+    }
+    let (_dp, sock, pkt0) = start_dp(&bins, &host, d, "h1", "--fabric-ip 10.0.0.1");
+    let agent = start_agent(None, d, "h1", &api.base, "h1", &xs, &sock, &pkt0, None);
+    for vm in [GUEST, OUTSIDE_VM, NAT1] {
+        plug(&xs, &sock, vm, &agent);
+    }
+    // The shim resolved the chain to the appliance; the guest VRF steers the default route
+    // and the public subnet to it, the public VRF steers the guest subnet to its right NIC.
+    let cfg = api.ok(
+        "GET",
+        &format!("/vrouter/interfaces/{}", GUEST.3[0].0),
+        None,
+    );
+    assert_eq!(
+        cfg["service_chains"][0]["status"]["state"], "resolved",
+        "{cfg}"
+    );
+    let steered = wait_for(Duration::from_secs(15), || {
+        let (l, r) = (rt(&sock, LEFT), rt(&sock, RIGHT));
+        (l.iter().any(|p| p == "0.0.0.0/0") && r.iter().any(|p| p == "10.1.1.0/24")).then_some(())
+    });
+    assert!(steered.is_some(), "no chain routes:\n{}", agent.log());
+    let _listen = Proc::spawn(
+        Some(&outside.ns),
+        "busybox nc -ll -p 8080 -e /bin/true",
+        &d.join("nc-outside.log"),
+        &[],
+    );
+    let cap = Capture::start(&outside.ns, d);
+    let started = Instant::now();
+    let pinged = wait_for(Duration::from_secs(15), || {
+        guest
+            .ns
+            .exec_ok(&format!("ping -c 1 -W 1 {OUTSIDE}"))
+            .0
+            .then_some(())
+    });
+    assert!(
+        pinged.is_some(),
+        "the guest cannot ping the outside through the appliance:\n{}\n{}",
+        vrctl_json(&sock, &["drops", "--nonzero"]),
+        agent.log()
+    );
+    let (ok, out) = guest.ns.exec_ok(&format!("ping -c 3 -i 0.2 {OUTSIDE}"));
+    assert!(ok, "{out}");
+    assert!(tcp_ok(&guest.ns, OUTSIDE), "no TCP to the outside");
+    let first = started.elapsed();
+    let seen = cap.sources();
+    let from_guest: Vec<_> = seen.iter().filter(|(s, _)| s == "10.1.1.5").collect();
+    let from_nat = seen
+        .iter()
+        .filter(|(s, d)| s == "198.51.100.7" && d == OUTSIDE)
+        .count();
+    assert!(
+        from_guest.is_empty(),
+        "the outside saw the guest's own address: {from_guest:?}"
+    );
+    assert!(
+        from_nat >= 6,
+        "the outside did not see the appliance's address (4 pings + TCP): {seen:?}"
+    );
+    let translated = nat_count(&nat);
+    assert!(translated >= 2, "the appliance translated nothing");
+    eprintln!(
+        "snat: first ping through the appliance after {first:?}; the outside saw {from_nat} \
+         packets from 198.51.100.7, none from 10.1.1.5; the appliance translated {translated} \
+         connections"
+    );
+}
