@@ -315,6 +315,26 @@ pub struct NhView {
     pub target_vrf: Option<u16>,
     /// Composite members (nexthop, label).
     pub members: Vec<(u32, Option<u32>)>,
+    /// Where each composite member sends, in member order: `vif N` for a local interface,
+    /// the remote host's address for a tunnel (an operator reads a service chain's ECMP group
+    /// as the instances it spreads over).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub member_targets: Vec<String>,
+}
+
+/// Composite members shown in full; the rest as a count (Contrail's `nh --list` does the same).
+const SHOWN_MEMBERS: usize = 16;
+
+/// Where nexthop `nh` sends, for a composite's member list.
+fn member_target(nhs: &HashMap<u32, &NexthopSpec>, nh: u32) -> String {
+    match nhs.get(&nh) {
+        Some(NexthopSpec::Encap { oif, .. }) => format!("vif {oif}"),
+        Some(NexthopSpec::Tunnel { dip, kind, .. }) => {
+            format!("{} {}", tunnel_name(*kind), ip(*dip))
+        }
+        Some(other) => other.type_name().to_string(),
+        None => "missing".to_string(),
+    }
 }
 
 fn tunnel_name(k: TunnelKind) -> &'static str {
@@ -339,6 +359,9 @@ pub fn nh_views(nhs: &[NhInfo], dump: &StateDump) -> Vec<NhView> {
         }
     }
     let vif_vrf: HashMap<u16, u16> = dump.vifs.iter().map(|v| (v.id, v.vrf)).collect();
+    // A composite belongs to the VRF of the routes that use it (a service chain's group).
+    let route_vrf: HashMap<u32, u16> = dump.routes.iter().map(|r| (r.route.nh, r.vrf)).collect();
+    let by_id: HashMap<u32, &NexthopSpec> = nhs.iter().map(|n| (n.id, &n.spec)).collect();
     nhs.iter()
         .map(|n| {
             let mut v = NhView {
@@ -354,6 +377,7 @@ pub fn nh_views(nhs: &[NhInfo], dump: &StateDump) -> Vec<NhView> {
                 dip: None,
                 target_vrf: None,
                 members: Vec::new(),
+                member_targets: Vec::new(),
             };
             match &n.spec {
                 NexthopSpec::Discard => {}
@@ -379,7 +403,14 @@ pub fn nh_views(nhs: &[NhInfo], dump: &StateDump) -> Vec<NhView> {
                     v.dmac = Some(dmac.to_string());
                     v.smac = Some(smac.to_string());
                 }
-                NexthopSpec::Composite { members } => v.members.clone_from(members),
+                NexthopSpec::Composite { members } => {
+                    v.vrf = route_vrf.get(&n.id).copied().unwrap_or(0);
+                    v.members.clone_from(members);
+                    v.member_targets = members
+                        .iter()
+                        .map(|(m, _)| member_target(&by_id, *m))
+                        .collect();
+                }
                 NexthopSpec::VrfTranslate { vrf } => {
                     v.vrf = *vrf;
                     v.target_vrf = Some(*vrf);
@@ -442,17 +473,7 @@ pub fn nh_text(nhs: &[NhView]) -> String {
                     n.dip.as_deref().unwrap_or("-")
                 );
             }
-            "Composite" => {
-                let m: Vec<String> = n
-                    .members
-                    .iter()
-                    .map(|(nh, l)| match l {
-                        Some(l) => format!("{nh}({l})"),
-                        None => format!("{nh}(-)"),
-                    })
-                    .collect();
-                let _ = writeln!(s, "{ind}Sub NH(label): {}", m.join(" "));
-            }
+            "Composite" => composite_text(&mut s, &ind, n),
             "Vrf_Translate" => {
                 let _ = writeln!(s, "{ind}Vrf:{}", n.target_vrf.unwrap_or(0));
             }
@@ -461,6 +482,37 @@ pub fn nh_text(nhs: &[NhView]) -> String {
         s.push('\n');
     }
     s
+}
+
+/// A composite's lines: the fields its member choice hashes, the members with their labels,
+/// and where each sends.
+fn composite_text(s: &mut String, ind: &str, n: &NhView) {
+    let _ = writeln!(
+        s,
+        "{ind}Valid Hash Key Parameters: Proto,SrcIP,SrcPort,DstIp,DstPort"
+    );
+    let shown = n.members.iter().take(SHOWN_MEMBERS);
+    let m: Vec<String> = shown
+        .clone()
+        .map(|(nh, l)| match l {
+            Some(l) => format!("{nh}({l})"),
+            None => format!("{nh}(-)"),
+        })
+        .collect();
+    let more = n.members.len().saturating_sub(SHOWN_MEMBERS);
+    let tail = if more > 0 {
+        format!(" and {more} more components...")
+    } else {
+        String::new()
+    };
+    let _ = writeln!(s, "{ind}Sub NH(label): {}{tail}", m.join(" "));
+    let t: Vec<String> = shown
+        .zip(&n.member_targets)
+        .map(|((nh, _), t)| format!("{nh}:{t}"))
+        .collect();
+    if !t.is_empty() {
+        let _ = writeln!(s, "{ind}Sub NH to: {}", t.join(", "));
+    }
 }
 
 /// One label, for JSON.
@@ -818,5 +870,64 @@ mod tests {
             drops_text(&drops, false),
             "Discards                      3\nNo Route                      7\n"
         );
+    }
+
+    #[test]
+    fn composite_shows_its_vrf_members_labels_and_where_each_sends() {
+        let tunnel = NhInfo {
+            id: 31,
+            spec: NexthopSpec::Tunnel {
+                oif: 0,
+                kind: TunnelKind::MplsOverUdp,
+                sip: u32::from(std::net::Ipv4Addr::new(10, 0, 0, 1)),
+                dip: u32::from(std::net::Ipv4Addr::new(10, 0, 0, 2)),
+                dmac: MacAddr([2, 0, 0, 0, 0, 2]),
+                smac: MacAddr([2, 0, 0, 0, 0, 1]),
+            },
+        };
+        let encap = NhInfo {
+            id: 27,
+            spec: NexthopSpec::Encap {
+                oif: 7,
+                dmac: MacAddr([2, 0, 0, 0, 7, 1]),
+                smac: MacAddr::VROUTER,
+            },
+        };
+        let many: Vec<(u32, Option<u32>)> = (0..18).map(|i| (27, Some(100 + i))).collect();
+        let composite = |id, members| NhInfo {
+            id,
+            spec: NexthopSpec::Composite { members },
+        };
+        let nhs = vec![
+            encap,
+            tunnel,
+            composite(40, vec![(31, Some(51)), (27, None)]),
+            composite(41, many),
+        ];
+        let dump = StateDump {
+            routes: vec![vrouter_dataplane::ctl::proto::RouteInfo {
+                vrf: 2,
+                prefix: 0,
+                plen: 0,
+                route: Route {
+                    nh: 40,
+                    label: None,
+                    proxy_arp: false,
+                },
+            }],
+            ..StateDump::default()
+        };
+        let v = nh_views(&nhs, &dump);
+        assert_eq!(v[2].vrf, 2);
+        assert_eq!(v[2].member_targets, vec!["MPLSoUDP 10.0.0.2", "vif 7"]);
+        let t = nh_text(&v);
+        assert!(t.contains("Id:40         Type:Composite"), "{t}");
+        assert!(t.contains("Flags:Valid, Ecmp, "), "{t}");
+        assert!(t.contains("Sub NH(label): 31(51) 27(-)\n"), "{t}");
+        assert!(
+            t.contains("Sub NH to: 31:MPLSoUDP 10.0.0.2, 27:vif 7\n"),
+            "{t}"
+        );
+        assert!(t.contains("27(115) and 2 more components...\n"), "{t}");
     }
 }
