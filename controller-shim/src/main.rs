@@ -1,72 +1,68 @@
 // SPDX-License-Identifier: Apache-2.0
 //! `vrouter-shim` daemon: `vrouter-shim --listen 127.0.0.1:8082 --store sqlite:PATH [--token T]`.
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::Parser;
 use vrouter_shim::server::{self, Config};
 
-const USAGE: &str = "usage: vrouter-shim [--listen ADDR:PORT] [--store sqlite:PATH|etcd:http://HOST:PORT] \
-[--token TOKEN] [--agent-ttl SECS] [--view-tombstones N]
-  --listen     address to serve the VNC API and the agent API on (default 127.0.0.1:8082);
-               without --token only loopback addresses are accepted
-  --store      durable store (default sqlite:/var/lib/vrouter-shim/shim.db)
-  --token      require this X-Auth-Token on every request (also read from VROUTER_SHIM_TOKEN)
-  --agent-ttl  seconds without contact before an agent's routes are withdrawn (default 90, 0 = never)
-  --view-tombstones  deletions each host's view remembers for agents that reconnect (default 4096,
-               at least 16); past it the view forgets them and such an agent gets a full snapshot";
+/// The command line; `--help` and `--version` exit 0, a bad flag exits 2 with clap's message.
+#[derive(Debug, Parser)]
+#[command(
+    name = "vrouter-shim",
+    version,
+    about = "Contrail VNC API controller for CloudStack's Contrail plugin, and the vrouter agents' \
+             route distribution"
+)]
+struct Args {
+    /// Address to serve the VNC API and the agent API on; without --token only loopback
+    /// addresses are accepted.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8082")]
+    listen: SocketAddr,
+    /// Durable store: sqlite:PATH or etcd:http://HOST:PORT.
+    #[arg(
+        long,
+        value_name = "SPEC",
+        default_value = "sqlite:/var/lib/vrouter-shim/shim.db"
+    )]
+    store: String,
+    /// Require this X-Auth-Token on every request.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "VROUTER_SHIM_TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
+    /// Seconds without contact before an agent's routes are withdrawn (0 = never).
+    #[arg(long, value_name = "SECS", default_value_t = 90)]
+    agent_ttl: u64,
+    /// Deletions each host's view remembers for agents that reconnect; past it the view
+    /// forgets them and such an agent gets a full snapshot (bounds memory under churn).
+    #[arg(long, value_name = "N", default_value_t = vrouter_shim::agents::TOMBSTONE_LIMIT,
+          value_parser = at_least_16)]
+    view_tombstones: usize,
+}
 
-fn parse_args() -> Result<Config, String> {
-    let mut cfg = Config {
-        listen: "127.0.0.1:8082".parse().map_err(|e| format!("{e}"))?,
-        store: "sqlite:/var/lib/vrouter-shim/shim.db".into(),
-        token: std::env::var("VROUTER_SHIM_TOKEN")
-            .ok()
-            .filter(|t| !t.is_empty()),
-        agent_ttl: Duration::from_secs(90),
-        view_tombstones: vrouter_shim::agents::TOMBSTONE_LIMIT,
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        let mut val = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
-        match a.as_str() {
-            "--listen" => {
-                let v = val("--listen")?;
-                cfg.listen = v.parse().map_err(|e| format!("--listen {v}: {e}"))?;
-            }
-            "--store" => cfg.store = val("--store")?,
-            "--token" => cfg.token = Some(val("--token")?),
-            "--agent-ttl" => {
-                let v = val("--agent-ttl")?;
-                cfg.agent_ttl =
-                    Duration::from_secs(v.parse().map_err(|e| format!("--agent-ttl {v}: {e}"))?);
-            }
-            "--view-tombstones" => {
-                let v = val("--view-tombstones")?;
-                cfg.view_tombstones = v
-                    .parse()
-                    .ok()
-                    .filter(|n| *n >= 16)
-                    .ok_or_else(|| format!("--view-tombstones {v}: a number, at least 16"))?;
-            }
-            "-h" | "--help" => return Err(String::new()),
-            other => return Err(format!("unknown argument {other}")),
-        }
+/// `--view-tombstones`: fewer than 16 would make every reconnecting agent take a full snapshot.
+fn at_least_16(v: &str) -> Result<usize, String> {
+    match v.parse::<usize>() {
+        Ok(n) if n >= 16 => Ok(n),
+        _ => Err("a number, at least 16".into()),
     }
-    Ok(cfg)
 }
 
 fn main() -> ExitCode {
+    let args = Args::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let cfg = match parse_args() {
-        Ok(c) => c,
-        Err(e) => {
-            if !e.is_empty() {
-                eprintln!("vrouter-shim: {e}");
-            }
-            eprintln!("{USAGE}");
-            return ExitCode::from(2);
-        }
+    let cfg = Config {
+        listen: args.listen,
+        store: args.store,
+        token: args.token.filter(|t| !t.is_empty()),
+        agent_ttl: Duration::from_secs(args.agent_ttl),
+        view_tombstones: args.view_tombstones,
     };
     if let Some(dir) = cfg
         .store
