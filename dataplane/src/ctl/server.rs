@@ -163,7 +163,11 @@ impl CtlServer {
         for conn in self.listener.incoming() {
             match conn {
                 Ok(s) => self.accept(s),
-                Err(e) => warn_limited(&self.warn, format_args!("accept failed: {e}")),
+                Err(e) => {
+                    warn_limited(&self.warn, format_args!("accept failed: {e}"));
+                    // Out of descriptors, say: do not spin on the error.
+                    thread::sleep(Duration::from_millis(10));
+                }
             }
         }
     }

@@ -275,30 +275,40 @@ impl Pipeline {
                     p.meta.drop(DropReason::Pull);
                     return;
                 };
-                let (hl, total) = match crate::wire::ipv4::lengths_verified(h, ip) {
-                    Ok(l) => l,
-                    Err(e) => {
-                        p.meta.drop(header_drop(e));
-                        return;
-                    }
+                let Ok((hl, total)) = crate::wire::ipv4::lengths(h, ip.len()) else {
+                    p.meta.drop(DropReason::InvalidPacket);
+                    return;
                 };
                 let src = u32::from_be_bytes([h[12], h[13], h[14], h[15]]);
                 if h[9] == ip_proto::UDP
                     && u16::from_be_bytes([h[6], h[7]]) & 0x1fff == 0
                     && ip.get(hl + 2..hl + 4) == Some(&DHCP_SERVER_PORT.to_be_bytes()[..])
                 {
+                    if !crate::wire::ipv4::checksum_ok(h, ip, hl) {
+                        p.meta.drop(DropReason::CksumErr);
+                        return;
+                    }
                     p.buf.truncate(ETH + total);
                     p.meta.trap(TrapReason::L3Protocols);
                     return;
                 }
-                // Anti-spoofing: a VM may only send from its own MAC and address.
-                if eth[6..12] != vif.spec.mac.0 || (vif.spec.ip != 0 && src != vif.spec.ip) {
-                    p.meta.drop(DropReason::InvalidSource);
+                // Anti-spoofing (a VM may only send from its own MAC and address), and only
+                // frames sent to the router are routed (its MAC is every VM's one neighbour):
+                // both MACs in one compare, the reason worked out only for a mismatch.
+                if eth[..12] != vif.routed_l2 {
+                    if let Some(why) = l2_refusal(eth, h, vif) {
+                        p.meta.drop(why);
+                        return;
+                    }
+                }
+                // RFC 1812 5.2.2, before any decision on the header's fields (the MACs above
+                // are not in it): a corrupted source address is a checksum error, not spoofing.
+                if !crate::wire::ipv4::checksum_ok(h, ip, hl) {
+                    p.meta.drop(DropReason::CksumErr);
                     return;
                 }
-                // Only frames sent to the router are routed (its MAC is every VM's one neighbour).
-                if eth[..6] != MacAddr::VROUTER.0 && !group_to_group(eth, h) {
-                    p.meta.drop(DropReason::L2NoRoute);
+                if vif.spec.ip != 0 && src != vif.spec.ip {
+                    p.meta.drop(DropReason::InvalidSource);
                     return;
                 }
                 p.buf.truncate(ETH + total);
@@ -361,13 +371,16 @@ impl Pipeline {
             p.meta.drop(DropReason::Pull);
             return;
         };
-        let (hl, total) = match crate::wire::ipv4::lengths_verified(h, ip) {
-            Ok(l) => l,
-            Err(e) => {
-                p.meta.drop(header_drop(e));
-                return;
-            }
+        let Ok((hl, total)) = crate::wire::ipv4::lengths(h, ip.len()) else {
+            p.meta.drop(DropReason::InvalidPacket);
+            return;
         };
+        // RFC 1812 5.2.2 for every IPv4 packet on the fabric, before any field of the header
+        // decides where it goes (a flipped protocol or address bit would send it elsewhere).
+        if !crate::wire::ipv4::checksum_ok(h, ip, hl) {
+            p.meta.drop(DropReason::CksumErr);
+            return;
+        }
         let ip = &ip[..total];
         let dst = u32::from_be_bytes([h[16], h[17], h[18], h[19]]);
         let unfragmented = u16::from_be_bytes([h[6], h[7]]) & 0x3fff == 0;
@@ -757,22 +770,20 @@ impl Pipeline {
     }
 }
 
-/// The drop reason for an IPv4 header that [`crate::wire::ipv4::lengths_verified`] refused.
+/// Why a frame from a VM whose MAC addresses are not (vRouter, the interface's) must not be
+/// routed: `Invalid Source` for another source MAC (anti-spoofing), `No L2 Route` for a
+/// destination that is neither the vRouter nor a group address carrying an IPv4 multicast or
+/// limited broadcast (RFC 1812 5.3.4 has a router discard unicast packets that arrived as
+/// link-layer broadcasts); `None` for such a group frame, which is routed.
 #[cold]
-fn header_drop(e: crate::wire::WireError) -> DropReason {
-    match e {
-        crate::wire::WireError::Checksum => DropReason::CksumErr,
-        _ => DropReason::InvalidPacket,
+#[inline(never)]
+fn l2_refusal(eth: &[u8; ETH], h: &[u8; 20], vif: &crate::tables::Vif) -> Option<DropReason> {
+    if eth[6..12] != vif.spec.mac.0 {
+        return Some(DropReason::InvalidSource);
     }
-}
-
-/// A frame sent to a link-layer group address may be routed only when its IPv4 destination is
-/// a group too (multicast or limited broadcast): RFC 1812 5.3.4 has a router discard unicast
-/// packets that arrived as link-layer broadcasts. Cold: VMs send to the router's MAC.
-#[cold]
-fn group_to_group(eth: &[u8; ETH], h: &[u8; 20]) -> bool {
     let dst = u32::from_be_bytes([h[16], h[17], h[18], h[19]]);
-    eth[0] & 1 != 0 && (dst >> 28 == 0xe || dst == u32::MAX)
+    let group = eth[0] & 1 != 0 && (dst >> 28 == 0xe || dst == u32::MAX);
+    (eth[..6] != MacAddr::VROUTER.0 && !group).then_some(DropReason::L2NoRoute)
 }
 
 /// The Ethernet and fixed IPv4 header of a packet, as a fixed-size array so field accesses need

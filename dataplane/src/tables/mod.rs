@@ -348,10 +348,7 @@ impl Tables {
             TableOp::AddVif(spec) => {
                 let slot = &mut self.vifs[usize::from(spec.id)];
                 let fips = slot.take().map(|v| v.fips).unwrap_or_default();
-                *slot = Some(Vif {
-                    spec: spec.clone(),
-                    fips,
-                });
+                *slot = Some(Vif::new(spec.clone(), fips));
                 // Tunnels out of this interface check packets against its MTU.
                 for nh in self.nhs.iter_mut().flatten() {
                     if let Nexthop::Tunnel(tpl) = nh {

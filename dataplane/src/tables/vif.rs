@@ -70,6 +70,23 @@ pub struct Vif {
     pub spec: VifSpec,
     /// Floating IPs bound to this interface (for SNAT), in configuration order.
     pub fips: Vec<VifFip>,
+    /// The MAC addresses of a frame a VM sends to be routed: the vRouter's, then the
+    /// interface's own. One 12-byte compare checks both the destination and anti-spoofing.
+    pub routed_l2: [u8; 12],
+}
+
+impl Vif {
+    /// The interface `spec` with the floating IPs `fips`.
+    pub fn new(spec: VifSpec, fips: Vec<VifFip>) -> Self {
+        let mut routed_l2 = [0u8; 12];
+        routed_l2[..6].copy_from_slice(&crate::wire::MacAddr::VROUTER.0);
+        routed_l2[6..].copy_from_slice(&spec.mac.0);
+        Self {
+            spec,
+            fips,
+            routed_l2,
+        }
+    }
 }
 
 impl Shadow {
