@@ -28,6 +28,11 @@ pub enum Case {
     EncapMplsoudp,
     /// VM to a remote host over MPLSoGRE.
     EncapMplsogre,
+    /// VM traffic to the outside through a scaled-out service instance: its route (the public
+    /// subnet's /24 the agent installs for the chain) resolves to a 4-member ECMP composite of MPLSoUDP tunnels to four hosts (each member
+    /// with its own label), the member picked per packet by the flow hash over 1024 distinct
+    /// UDP port pairs.
+    ServiceChainEcmp,
     /// Fabric MPLSoUDP to a local VM.
     DecapMplsoudp,
     /// Floating-IP traffic from the public VRF to a VM.
@@ -48,10 +53,11 @@ impl Case {
     pub const FLOWS: [Case; 2] = [Case::FlowForward, Case::FlowMissPolicy];
 
     /// Every case, in report order.
-    pub const ALL: [Case; 9] = [
+    pub const ALL: [Case; 10] = [
         Case::BaselineL2Touch,
         Case::L3Local,
         Case::EncapMplsoudp,
+        Case::ServiceChainEcmp,
         Case::EncapMplsogre,
         Case::DecapMplsoudp,
         Case::FipDnat,
@@ -67,6 +73,7 @@ impl Case {
             Case::L3Local => "l3-local",
             Case::EncapMplsoudp => "encap-mplsoudp",
             Case::EncapMplsogre => "encap-mplsogre",
+            Case::ServiceChainEcmp => "service-chain-ecmp",
             Case::DecapMplsoudp => "decap-mplsoudp",
             Case::FipDnat => "fip-dnat",
             Case::FipSnat => "fip-snat",
@@ -371,6 +378,52 @@ fn apply(w: &mut TablesWriter, ops: Vec<TableOp>) {
     }
 }
 
+/// First nexthop id of [`service_chain_ops`] (clear of the fixture's).
+const NH_CHAIN: u32 = 40;
+
+/// A service chain scaled out to four instances on four hosts, as the agent programs it: a
+/// tunnel per host (the fixture's MPLSoUDP one and three more), an ECMP composite of them with
+/// each instance interface's label, and vn1's routes of the chain toward the public network to
+/// it: the public subnet (the outside address's /24) and the default route.
+fn service_chain_ops() -> Vec<TableOp> {
+    use vrouter_dataplane::tables::{NexthopSpec, TunnelKind};
+    let mut ops = Vec::new();
+    let mut members = vec![(NH_TUN_UDP, Some(LABEL_REMOTE_UDP))];
+    for i in 0..3u32 {
+        let id = NH_CHAIN + i;
+        ops.push(TableOp::AddNh {
+            id,
+            spec: NexthopSpec::Tunnel {
+                oif: FABRIC,
+                kind: TunnelKind::MplsOverUdp,
+                sip: HOST_IP,
+                dip: REMOTE_UDP + 10 + i,
+                dmac: UNDERLAY_MAC,
+                smac: FABRIC_MAC,
+            },
+        });
+        members.push((id, Some(2000 + i)));
+    }
+    let composite = NH_CHAIN + 3;
+    ops.push(TableOp::AddNh {
+        id: composite,
+        spec: NexthopSpec::Composite { members },
+    });
+    for (prefix, plen) in [(OUTSIDE & 0xffff_ff00, 24), (0, 0)] {
+        ops.push(TableOp::AddRoute {
+            vrf: VRF_VN1,
+            prefix,
+            plen,
+            route: Route {
+                nh: composite,
+                label: None,
+                proxy_arp: false,
+            },
+        });
+    }
+    ops
+}
+
 /// `n` distinct (sport << 16 | dport) pairs, shuffled, clear of DHCP's port 67.
 fn port_pairs(n: usize) -> Vec<u32> {
     let mut rng = Rng::new(0xf10f_5eed);
@@ -436,6 +489,13 @@ pub fn setup(
             GenPort::new(vm_b(dsts[0]), 14, dsts)
         }
         Case::EncapMplsogre => GenPort::new(vm_b(IP_REMOTE_GRE), 14, vec![IP_REMOTE_GRE]),
+        Case::ServiceChainEcmp => {
+            apply(&mut w, service_chain_ops());
+            let mut udp = vm_b(OUTSIDE);
+            udp[14 + 20 + 6] = 0;
+            udp[14 + 20 + 7] = 0;
+            GenPort::new(udp, 14, vec![OUTSIDE]).with_ports(port_pairs(1024))
+        }
         Case::DecapMplsoudp => {
             let inner = frame_udp(
                 MAC_B,
