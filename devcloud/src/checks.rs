@@ -8,6 +8,8 @@ use crate::{bin, progress, start, wait_for, Opts, State, TOKEN};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+mod restart;
+
 fn host_dir(h: &Host) -> PathBuf {
     Path::new(RUN_DIR).join(&h.name)
 }
@@ -97,31 +99,38 @@ fn start_host(o: &Opts, plan: &Plan, st: &mut State, h: &Host) -> Result<()> {
         st,
         &format!("{}-agent", h.name),
         &h.name,
-        vec![
-            bin(o, "vrouter-agent"),
-            "--config".into(),
-            cfg.display().to_string(),
-            "--dp-socket".into(),
-            dp_sock(h).display().to_string(),
-            "--controller".into(),
-            format!("http://{}:8082", plan.controller_ip),
-            "--token".into(),
-            TOKEN.into(),
-            "--hostname".into(),
-            h.name.clone(),
-            "--xenstore".into(),
-            "--xenstore-socket".into(),
-            xs.clone(),
-            "--agent-socket".into(),
-            dir.join("pkt0.sock").display().to_string(),
-            "--agent-local-socket".into(),
-            dir.join("agent-pkt0.sock").display().to_string(),
-            "--state-dir".into(),
-            dir.display().to_string(),
-        ],
+        agent_argv(o, plan, h),
         &[("XENSTORED_PATH", xs.as_str())],
     )?;
     Ok(())
+}
+
+/// The agent's command line on host `h` (its config file written by [`start_host`]); run with
+/// `XENSTORED_PATH` = its xenstored socket.
+fn agent_argv(o: &Opts, plan: &Plan, h: &Host) -> Vec<String> {
+    let dir = host_dir(h);
+    vec![
+        bin(o, "vrouter-agent"),
+        "--config".into(),
+        dir.join("agent.toml").display().to_string(),
+        "--dp-socket".into(),
+        dp_sock(h).display().to_string(),
+        "--controller".into(),
+        format!("http://{}:8082", plan.controller_ip),
+        "--token".into(),
+        TOKEN.into(),
+        "--hostname".into(),
+        h.name.clone(),
+        "--xenstore".into(),
+        "--xenstore-socket".into(),
+        xs_sock(h).display().to_string(),
+        "--agent-socket".into(),
+        dir.join("pkt0.sock").display().to_string(),
+        "--agent-local-socket".into(),
+        dir.join("agent-pkt0.sock").display().to_string(),
+        "--state-dir".into(),
+        dir.display().to_string(),
+    ]
 }
 
 /// What XenServer does when a VM with this Nic starts: the netback backend entries, the domain
@@ -338,7 +347,7 @@ pub fn run_all(o: &Opts, plan: &Plan, st: &mut State, p: &Provisioned) -> Result
         }
     }
     progress("every VM has the address the controller allocated");
-    report(o, plan, p)
+    report(o, plan, st, p)
 }
 
 /// The report's check lines as they are printed, and the checks that failed (any failure fails
@@ -401,7 +410,7 @@ fn drop_count(o: &Opts, h: &Host, reason: &str) -> u64 {
 }
 
 /// Runs the checks in report order, then shows what vrctl holds on every host.
-fn report(o: &Opts, plan: &Plan, p: &Provisioned) -> Result<()> {
+fn report(o: &Opts, plan: &Plan, st: &mut State, p: &Provisioned) -> Result<()> {
     let mut checks = Checks::default();
     println!("\nDevcloud report");
     let same_net: Vec<&Vm> = plan.vms.iter().filter(|v| v.network == 0).collect();
@@ -435,6 +444,11 @@ fn report(o: &Opts, plan: &Plan, p: &Provisioned) -> Result<()> {
     }
     if let Some(fip) = &p.fip {
         check_floating_ip(&mut checks, plan, fip);
+    }
+    // Last: every agent restarted under traffic must change nothing (what vrctl then shows is
+    // what the restarted agents hold).
+    if let Some(ab) = across_hosts {
+        restart::check_rolling_restart(&mut checks, o, plan, st, p, (*ab.0, *ab.1));
     }
     show_vrctl(o, plan, p);
     checks.finish()

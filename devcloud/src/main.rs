@@ -24,6 +24,10 @@ pub(crate) struct State {
     /// (name, namespace, pid).
     procs: Vec<(String, String, u32)>,
     namespaces: Vec<String>,
+    /// Each process's command line as `status` shows it, by name: absolute paths, so it can be
+    /// re-run from anywhere (as root) once that process is stopped.
+    #[serde(default)]
+    commands: std::collections::BTreeMap<String, String>,
 }
 
 fn state_path() -> PathBuf {
@@ -60,42 +64,13 @@ fn usage() -> &'static str {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let Some(cmd) = args.first().cloned() else {
-        eprintln!("{}", usage());
-        std::process::exit(2);
-    };
-    let mut o = Opts {
-        hook: PathBuf::from("xen/scripts/vif-vrouter"),
-        hosts: 2,
-        vms: 4,
-        install_deps: false,
-        keep_on_failure: false,
-        bin_dir: std::env::current_exe()
-            .ok()
-            .and_then(|p| p.parent().map(Path::to_path_buf))
-            .unwrap_or_default(),
-    };
-    let mut it = args.iter().skip(1);
-    while let Some(a) = it.next() {
-        let mut num = |name: &str| -> usize {
-            it.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
-                eprintln!("vrouter-devcloud: {name} needs a number\n{}", usage());
-                std::process::exit(2)
-            })
-        };
-        match a.as_str() {
-            "--hosts" => o.hosts = num("--hosts"),
-            "--vms" => o.vms = num("--vms"),
-            "--install-deps" => o.install_deps = true,
-            "--keep-on-failure" => o.keep_on_failure = true,
-            "--bin-dir" => o.bin_dir = it.next().map(PathBuf::from).unwrap_or_default(),
-            "--hook" => o.hook = it.next().map(PathBuf::from).unwrap_or_default(),
-            other => {
-                eprintln!("vrouter-devcloud: unknown argument {other:?}\n{}", usage());
-                std::process::exit(2);
-            }
+    let (cmd, o) = match parse(&args) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("vrouter-devcloud: {e}\n{}", usage());
+            std::process::exit(2);
         }
-    }
+    };
     let r = match cmd.as_str() {
         "up" => up(&o),
         "status" => status(),
@@ -112,6 +87,59 @@ fn main() {
         eprintln!("vrouter-devcloud: {e}");
         std::process::exit(1);
     }
+}
+
+/// The command and its options. For `up`, the binary directory and the hook are made absolute
+/// here (issue 24: daemons started as `./target/release/...` left command lines that only
+/// worked from the source tree); a missing one is an error naming it.
+fn parse(args: &[String]) -> std::result::Result<(String, Opts), String> {
+    let cmd = args.first().cloned().ok_or("no command")?;
+    let mut o = Opts {
+        hook: PathBuf::from("xen/scripts/vif-vrouter"),
+        hosts: 2,
+        vms: 4,
+        install_deps: false,
+        keep_on_failure: false,
+        bin_dir: std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+            .unwrap_or_default(),
+    };
+    let mut it = args.iter().skip(1);
+    while let Some(a) = it.next() {
+        let mut value = || it.next().ok_or(format!("{a} needs a value"));
+        match a.as_str() {
+            "--hosts" | "--vms" => {
+                let n = value()?
+                    .parse()
+                    .map_err(|_| format!("{a} needs a number"))?;
+                if a == "--hosts" {
+                    o.hosts = n;
+                } else {
+                    o.vms = n;
+                }
+            }
+            "--install-deps" => o.install_deps = true,
+            "--keep-on-failure" => o.keep_on_failure = true,
+            "--bin-dir" => o.bin_dir = PathBuf::from(value()?),
+            "--hook" => o.hook = PathBuf::from(value()?),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    if cmd == "up" {
+        o.bin_dir = absolute("--bin-dir", &o.bin_dir, "cargo build --release --workspace")?;
+        o.hook = absolute(
+            "--hook",
+            &o.hook,
+            "run from the source tree or pass --hook PATH/TO/vif-vrouter",
+        )?;
+    }
+    Ok((cmd, o))
+}
+
+/// `p` made absolute, symlinks and `..` resolved; an error naming the option when it is missing.
+fn absolute(option: &str, p: &Path, fix: &str) -> std::result::Result<PathBuf, String> {
+    std::fs::canonicalize(p).map_err(|e| format!("{option} {}: {e} ({fix})", p.display()))
 }
 
 pub(crate) fn progress(msg: &str) {
@@ -239,8 +267,32 @@ fn start(
     // The child is reaped by whoever outlives it; we track it by pid from here on.
     std::mem::forget(child);
     st.procs.push((name.into(), ns.into(), pid));
+    st.commands
+        .insert(name.into(), command_line(ns, env, &argv));
     save_state(st)?;
     Ok(pid)
+}
+
+/// The shell command that starts `argv` in namespace `ns` with `env` as the devcloud does, each
+/// word quoted when the shell would split or expand it.
+fn command_line(ns: &str, env: &[(&str, &str)], argv: &[String]) -> String {
+    let quote = |w: &str| {
+        if !w.is_empty()
+            && w.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "/._-:=,@+".contains(c))
+        {
+            w.to_string()
+        } else {
+            format!("'{}'", w.replace('\'', "'\\''"))
+        }
+    };
+    let mut words: Vec<String> = vec!["ip".into(), "netns".into(), "exec".into(), quote(ns)];
+    if !env.is_empty() {
+        words.push("env".into());
+        words.extend(env.iter().map(|(k, v)| quote(&format!("{k}={v}"))));
+    }
+    words.extend(argv.iter().map(|w| quote(w)));
+    words.join(" ")
 }
 
 pub(crate) fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) -> Result<()> {
@@ -345,6 +397,9 @@ fn status() -> Result<()> {
             pid,
             if sys::alive(*pid) { "running" } else { "DEAD" }
         );
+        if let Some(c) = st.commands.get(name) {
+            println!("      {c}");
+        }
     }
     let ns: Vec<String> = sys::namespaces()
         .into_iter()
@@ -389,4 +444,71 @@ fn down() {
         st.procs.len(),
         all.len()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn up_makes_a_relative_bin_dir_and_hook_absolute() {
+        // Tests run in the package directory: ./src and ./Cargo.toml exist.
+        let (cmd, o) = parse(&args(&[
+            "up",
+            "--bin-dir",
+            "./src/../src",
+            "--hook",
+            "./Cargo.toml",
+            "--hosts",
+            "4",
+        ]))
+        .expect("parses");
+        assert_eq!(cmd, "up");
+        assert_eq!(o.hosts, 4);
+        let here = std::env::current_dir()
+            .expect("cwd")
+            .canonicalize()
+            .expect("canonical cwd");
+        assert_eq!(o.bin_dir, here.join("src"));
+        assert_eq!(o.hook, here.join("Cargo.toml"));
+        assert!(bin(&o, "vrouter-agent").starts_with('/'));
+    }
+
+    #[test]
+    fn up_with_a_missing_bin_dir_is_an_error_naming_it() {
+        let e = parse(&args(&["up", "--bin-dir", "./no-such-dir"])).err();
+        let e = e.expect("an error");
+        assert!(e.starts_with("--bin-dir ./no-such-dir: "), "{e}");
+        assert!(e.contains("cargo build --release"), "{e}");
+    }
+
+    #[test]
+    fn down_does_not_need_the_binaries() {
+        assert!(parse(&args(&["down", "--bin-dir", "./no-such-dir"])).is_ok());
+    }
+
+    #[test]
+    fn bad_arguments_are_errors() {
+        assert!(parse(&args(&["up", "--hosts", "four"])).is_err());
+        assert!(parse(&args(&["up", "--hosts"])).is_err());
+        assert!(parse(&args(&["up", "--frobnicate"])).is_err());
+        assert!(parse(&[]).is_err());
+    }
+
+    #[test]
+    fn command_lines_can_be_pasted_into_a_shell() {
+        let c = command_line(
+            "dc-h1",
+            &[("XENSTORED_PATH", "/run/x/xs.sock")],
+            &args(&["/abs/vrouter-agent", "--hostname", "it's", ""]),
+        );
+        assert_eq!(
+            c,
+            "ip netns exec dc-h1 env XENSTORED_PATH=/run/x/xs.sock /abs/vrouter-agent --hostname 'it'\\''s' ''"
+        );
+    }
 }

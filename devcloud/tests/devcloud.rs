@@ -81,6 +81,9 @@ fn devcloud_up_checks_pass_and_down_leaves_nothing() {
         "policy acl-a-b permits ICMP",
         "`Flow Action Drop`",
         "(guest-c",
+        "rolling restart of all 3 agents",
+        "every restarted agent's reconcile: 0 adds/changes, 0 removals",
+        "dumps identical before and after",
     ] {
         assert!(stdout.contains(want), "report lacks {want:?}:\n{stdout}");
     }
@@ -93,6 +96,11 @@ fn devcloud_up_checks_pass_and_down_leaves_nothing() {
         status.contains("running") && !status.contains("DEAD"),
         "{status}"
     );
+    // Every daemon's command line names its binary by absolute path (issue 24).
+    let abs = bin_dir.canonicalize().expect("canonical bin dir");
+    let agent = format!("{}/vrouter-agent ", abs.display());
+    assert!(status.contains(&agent), "no {agent:?} in:\n{status}");
+    assert!(!status.contains(" ./"), "a relative path in:\n{status}");
     let down = Command::new(devcloud()).arg("down").output().expect("down");
     assert!(down.status.success());
     let t = Instant::now();
