@@ -648,10 +648,13 @@ impl Pipeline {
             return;
         };
         let vrf_stats = self.stats.vrf(p.meta.vrf);
+        // The ECMP hash, once per packet: the member's tunnel reuses it for its entropy.
+        let mut hash = None;
         if let Nexthop::Composite { members } = nh {
             vrf_stats.ecmp_composites.add(1);
-            let (m_nh, m_label) =
-                members[flow_hash(p.buf.data(), p.meta.vrf) as usize % members.len()];
+            let h = ecmp_hash(p.buf.data());
+            hash = Some(h);
+            let (m_nh, m_label) = members[ecmp_index(h, members.len())];
             if let Some(l) = m_label {
                 p.meta.label = l;
             }
@@ -698,7 +701,8 @@ impl Pipeline {
                 if p.meta.dec_ttl {
                     decrement_ttl(&mut p.buf.data_mut()[ETH..]);
                 }
-                let sport = udp_source_port(flow_hash(p.buf.data(), p.meta.vrf));
+                let h = hash.unwrap_or_else(|| flow_hash(p.buf.data(), p.meta.vrf));
+                let sport = udp_source_port(h);
                 if !encap(&mut p.buf, tpl, p.meta.label, sport) {
                     p.meta.drop(DropReason::Push);
                     return;
@@ -814,19 +818,13 @@ fn decrement_ttl(ip: &mut [u8]) {
     ip[10..12].copy_from_slice(&c.to_be_bytes());
 }
 
-/// Hash of the inner 5-tuple and VRF of the Ethernet+IPv4 packet `d` (for ECMP and the
-/// MPLSoUDP source port). Non-first fragments hash on addresses only, so all fragments of a
-/// packet take one path.
-#[inline]
-pub fn flow_hash(d: &[u8], vrf: u16) -> u32 {
-    let Some(h) = d.get(ETH..ETH + 20) else {
-        return 0;
-    };
-    let h: &[u8; 20] = match h.try_into() {
-        Ok(h) => h,
-        Err(_) => return 0,
-    };
-    // Addresses as one 64-bit word, straight from the header (byte order is irrelevant to a hash).
+/// The hashed fields of the Ethernet+IPv4 packet `d`: both addresses as one word, both ports
+/// as one word (source in the first two bytes), the protocol. Read straight from the header:
+/// byte order is irrelevant to a hash. Non-first fragments have no ports, so all fragments of
+/// a packet take one path.
+#[inline(always)]
+fn hash_fields(d: &[u8]) -> Option<(u64, u32, u8)> {
+    let h: &[u8; 20] = d.get(ETH..ETH + 20)?.try_into().ok()?;
     let addrs = u64::from_ne_bytes([h[12], h[13], h[14], h[15], h[16], h[17], h[18], h[19]]);
     let proto = h[9];
     let first = u16::from_be_bytes([h[6], h[7]]) & 0x3fff == 0;
@@ -847,10 +845,54 @@ pub fn flow_hash(d: &[u8], vrf: u16) -> u32 {
     } else {
         0
     };
-    let b = u64::from(ports) << 32 | u64::from(proto) << 16 | u64::from(vrf);
-    let h = (addrs ^ b.rotate_left(23)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    Some((addrs, ports, proto))
+}
+
+/// The final mix of both hashes: a 64-bit key to 32 well-spread bits.
+#[inline(always)]
+fn mix(a: u64, b: u64) -> u32 {
+    let h = (a ^ b.rotate_left(23)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     let h = (h ^ (h >> 31)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     (h >> 32) as u32
+}
+
+/// Hash of the inner 5-tuple and VRF of the Ethernet+IPv4 packet `d`: the MPLSoUDP source
+/// port of a tunnel reached directly (not through a composite, which uses [`ecmp_hash`]).
+#[inline]
+pub fn flow_hash(d: &[u8], vrf: u16) -> u32 {
+    let Some((addrs, ports, proto)) = hash_fields(d) else {
+        return 0;
+    };
+    mix(
+        addrs,
+        u64::from(ports) << 32 | u64::from(proto) << 16 | u64::from(vrf),
+    )
+}
+
+/// Symmetric hash of the inner 5-tuple of the Ethernet+IPv4 packet `d`: the ECMP member
+/// choice (and the source port of the member's tunnel). Both directions of a flow hash alike,
+/// so they pick the same member index: the addresses enter as their XOR and sum, the ports as
+/// their sum, all commutative; and the VRF does not enter (a service chain's forward direction
+/// is hashed in the left VRF, the reply in the right one, and each side's composite lists the
+/// same service VMs in the same order, so both pick the same VM). Commutative combinations
+/// instead of ordering the endpoints: a few instructions cheaper per packet, and as well spread
+/// for the flows of a chain (many ports or clients against few servers).
+#[inline]
+pub fn ecmp_hash(d: &[u8]) -> u32 {
+    let Some((addrs, ports, proto)) = hash_fields(d) else {
+        return 0;
+    };
+    let (x, y) = (addrs as u32, (addrs >> 32) as u32);
+    let a = u64::from(x ^ y) << 32 | u64::from(x.wrapping_add(y));
+    let p = ports.wrapping_add(ports.rotate_left(16));
+    mix(a, u64::from(p) << 32 | u64::from(proto) << 16)
+}
+
+/// The member of an `n`-member composite that flow hash `h` picks: `h` scaled to `0..n`
+/// (a multiply and a shift instead of a division; uniform as `h` is).
+#[inline(always)]
+pub fn ecmp_index(h: u32, n: usize) -> usize {
+    ((u64::from(h) * n as u64) >> 32) as usize
 }
 
 /// Maps a flow hash into the RFC 7510 entropy range 49152..=65535.
@@ -960,6 +1002,89 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// An Ethernet+IPv4 frame `src:sport -> dst:dport` of protocol `proto` (an ICMP echo
+    /// carries `sport` as its identifier).
+    fn frame(proto: u8, src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
+        let mut f = vec![0u8; ETH + 20 + 8];
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        let ip = &mut f[ETH..];
+        ip[0] = 0x45;
+        ip[8] = 64;
+        ip[9] = proto;
+        ip[12..16].copy_from_slice(&src);
+        ip[16..20].copy_from_slice(&dst);
+        let l4 = &mut ip[20..];
+        if proto == ip_proto::ICMP {
+            l4[4..6].copy_from_slice(&sport.to_be_bytes());
+        } else {
+            l4[0..2].copy_from_slice(&sport.to_be_bytes());
+            l4[2..4].copy_from_slice(&dport.to_be_bytes());
+        }
+        f
+    }
+
+    #[test]
+    fn both_directions_of_a_flow_pick_the_same_ecmp_member() {
+        let (a, b) = ([10, 1, 1, 5], [198, 51, 100, 6]);
+        let mut checked = 0;
+        for (proto, sport, dport) in [
+            (ip_proto::TCP, 40000u16, 80u16),
+            (ip_proto::UDP, 5353, 53),
+            (ip_proto::TCP, 80, 80),
+            (ip_proto::ICMP, 0x1234, 0),
+        ] {
+            for i in 0..64u16 {
+                let fwd = frame(proto, a, b, sport.wrapping_add(i), dport);
+                let rev = if proto == ip_proto::ICMP {
+                    frame(proto, b, a, sport.wrapping_add(i), dport)
+                } else {
+                    frame(proto, b, a, dport, sport.wrapping_add(i))
+                };
+                // The forward packet is hashed in the left VRF, the reply in the right one:
+                // the VRF is no input, so only the packets matter.
+                let (hf, hr) = (ecmp_hash(&fwd), ecmp_hash(&rev));
+                assert_eq!(hf, hr, "proto {proto} sport {}", sport.wrapping_add(i));
+                for n in 1..=8 {
+                    assert_eq!(ecmp_index(hf, n), ecmp_index(hr, n));
+                    assert!(ecmp_index(hf, n) < n);
+                }
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 256);
+    }
+
+    #[test]
+    fn flows_spread_evenly_over_ecmp_members_by_port_and_by_client() {
+        let mut per_member = [0u32; 4];
+        for sport in 0..4096u16 {
+            let f = frame(
+                ip_proto::TCP,
+                [10, 1, 1, 5],
+                [198, 51, 100, 6],
+                1024 + sport,
+                80,
+            );
+            per_member[ecmp_index(ecmp_hash(&f), 4)] += 1;
+        }
+        // 1024 each if perfectly even; within 10%.
+        assert!(
+            per_member.iter().all(|&c| (922..=1126).contains(&c)),
+            "{per_member:?}"
+        );
+        // Many clients, one port each, to one server spread as well.
+        let mut per_member = [0u32; 4];
+        for c in 0..4096u16 {
+            let [hi, lo] = c.to_be_bytes();
+            let f = frame(ip_proto::TCP, [10, 1, hi, lo], [198, 51, 100, 6], 40000, 80);
+            per_member[ecmp_index(ecmp_hash(&f), 4)] += 1;
+        }
+        assert!(
+            per_member.iter().all(|&c| (922..=1126).contains(&c)),
+            "{per_member:?}"
+        );
     }
 
     #[test]
