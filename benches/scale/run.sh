@@ -1,0 +1,185 @@
+#!/usr/bin/env bash
+# Scale bench (issue 25): one vrouter-dp (release) with N VM ports, N = 2, 50, 100, 200 by
+# default. Per N it reports:
+#   rss_kib, rss_anon_kib, rss_file_kib  /proc/PID/status of the daemon with all N ports open
+#   rss_per_vif_kib                      (VmRSS with N ports - VmRSS with none) / N
+#   mem_used_delta_kib                   /proc/meminfo (MemTotal - MemAvailable) with N ports
+#                                        minus with none: everything the ports cost, kernel side
+#                                        included (noisy: other processes run on this host)
+#   idle_cpu_pct                         dataplane CPU (utime + stime, /proc/PID/stat) over
+#                                        IDLE_SECS with no traffic, in % of one core
+#   rtt_avg_ms, rtt_p99_ms, rtt_max_ms   ping vm1 -> vm2 through the dataplane, 50 x 10 ms
+#   bind_s                               time from the one Apply that adds N vifs until the
+#                                        daemon logged every port open
+# One host only: no fabric, no cross-host ping or TCP (the devcloud's two-host figures are the
+# agent's side of the issue).
+# Topology: namespace <P>-host runs the daemon (1 lcore on CPU 1, as benches/e2e); vif1.0 and
+# vif2.0 lead to VM namespaces <P>-vm1 (10.1.0.1) and <P>-vm2 (10.1.0.2); vif3.0 .. vifN.0 lead
+# to idle VMs, all of their ends in one namespace <P>-idle (IPv6 off, so they send nothing).
+# Root only; every namespace is <P>-*, removed at exit; the daemon is killed by its PID.
+# Usage: benches/scale/run.sh [N ...]
+# Env: BIN (a vrouter-dp binary to use instead of building one: before/after runs side by
+# side), IDLE_SECS (10), PORT_KIND (af_packet), DP_ARGS (extra daemon flags), TAG (label in the
+# JSON), OUT (benches/scale/out). Writes $OUT/scale[-TAG].json and prints it.
+set -uo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+OUT=${OUT:-$here/out}; mkdir -p "$OUT"
+P=vrt25s
+IDLE_SECS=${IDLE_SECS:-10}
+PORT_KIND=${PORT_KIND:-af_packet}
+DP_ARGS=${DP_ARGS:-}
+TAG=${TAG:-}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target}
+bin=${BIN:-$CARGO_TARGET_DIR/release/vrouter-dp}
+ns_list=(2 50 100 200); [ $# -gt 0 ] && ns_list=("$@")
+
+dp_pid=
+cleanup() {
+  if [ -n "$dp_pid" ]; then
+    kill "$dp_pid" 2>/dev/null
+    for _ in $(seq 50); do kill -0 "$dp_pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$dp_pid" 2>/dev/null; wait "$dp_pid" 2>/dev/null
+    dp_pid=
+  fi
+  for n in $(ip netns list | awk '{print $1}' | grep "^$P-"); do
+    for q in $(ip netns pids "$n" 2>/dev/null); do kill -9 "$q" 2>/dev/null; done
+    ip netns del "$n"
+  done
+}
+trap cleanup EXIT
+
+mem_used_kib() { awk '/^MemTotal:/{t=$2} /^MemAvailable:/{a=$2} END{print t-a}' /proc/meminfo; }
+status_kib() { awk -v k="$2:" '$1==k{print $2}' "/proc/$1/status"; }
+cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+# "comm ticks" per thread of the daemon (comm has no spaces: lcore0, vrouter-dp, ...).
+thread_ticks() { for t in /proc/"$dp_pid"/task/*; do
+  sed 's/^[0-9]* (\(.*\)) [A-Z] /\1 /' "$t/stat" | awk '{print $1, $12+$13}'; done; }
+mac_of() { printf '02:00:00:%02x:%02x:02' $(($1 / 256)) $(($1 % 256)); }
+
+# Namespaces and N veth pairs, created with one `ip -batch` per namespace.
+topo() {
+  local n=$1 i
+  for x in host vm1 vm2 idle; do
+    ip netns add $P-$x; ip -n $P-$x link set lo up
+    ip netns exec $P-$x sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+  done
+  {
+    for i in $(seq 1 "$n"); do
+      case $i in
+        1) echo "link add vif1.0 type veth peer name eth0 netns $P-vm1" ;;
+        2) echo "link add vif2.0 type veth peer name eth0 netns $P-vm2" ;;
+        *) echo "link add vif$i.0 type veth peer name e$i netns $P-idle" ;;
+      esac
+      echo "link set vif$i.0 up"
+    done
+  } | ip -n $P-host -batch -
+  { for i in $(seq 3 "$n"); do echo "link set e$i address $(mac_of "$i") up"; done; } \
+    | ip -n $P-idle -batch - 2>/dev/null
+  for v in 1 2; do
+    ip -n $P-vm$v link set eth0 address "$(mac_of $v)" up
+    ip -n $P-vm$v addr add 10.1.0.$v/16 dev eth0
+    ip -n $P-vm$v route add default dev eth0
+  done
+}
+
+# The Apply that adds N vifs (ids 3..N+2), their nexthops and /32 routes in VRF 1.
+ops_json() {
+  python3 - "$1" <<'PY'
+import json, sys
+n = int(sys.argv[1])
+ops = [{"AddVrf": {"id": 1, "name": "vn1"}}]
+for i in range(1, n + 1):
+    mac = "02:00:00:%02x:%02x:02" % (i // 256, i % 256)
+    ip = (10 << 24) | (1 << 16) | ((i // 256) << 8) | (i % 256)
+    vif, nh = 2 + i, 10 + i
+    ops.append({"AddNh": {"id": nh, "spec": {"Encap": {"oif": vif, "dmac": mac, "smac": "00:00:5e:00:01:00"}}}})
+    ops.append({"AddVif": {"id": vif, "name": "vif%d.0" % i, "kind": "Virtual", "vrf": 1, "mac": mac,
+                           "ip": ip, "mtu": 1500, "nh": nh}})
+    ops.append({"AddRoute": {"vrf": 1, "prefix": ip, "plen": 32, "route": {"nh": nh, "label": None, "proxy_arp": True}}})
+# Nexthops name their vif: add every vif first, then the nexthops, then the routes.
+ops.sort(key=lambda o: {"AddVrf": 0, "AddVif": 1, "AddNh": 2, "AddRoute": 3}[next(iter(o))])
+print(json.dumps(ops))
+PY
+}
+
+run_one() {  # $1: N; prints one JSON object
+  local n=$1 sock="$OUT/dp.sock" log="$OUT/dp-$1.log"
+  cleanup
+  topo "$n"
+  rm -f "$sock"
+  ip netns exec $P-host "$bin" --lcores 1 --port-kind "$PORT_KIND" --ctl-socket "$sock" \
+    --agent-socket none --log-level info $DP_ARGS > "$log" 2>&1 &
+  dp_pid=$!
+  for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.05; done
+  sleep 1
+  local rss0 used0 t0 t1 opened=0
+  rss0=$(status_kib "$dp_pid" VmRSS); used0=$(mem_used_kib)
+  ops_json "$n" > "$OUT/ops.json"
+  t0=$(date +%s.%N)
+  python3 "$root/benches/e2e/vrctl_min.py" "$sock" < "$OUT/ops.json" || { echo "apply refused" >&2; return 1; }
+  for _ in $(seq 3000); do   # up to 60 s
+    opened=$(grep -c ': opened vif' "$log")
+    [ "$opened" -ge "$n" ] && break
+    sleep 0.02
+  done
+  t1=$(date +%s.%N)
+  [ "$opened" -ge "$n" ] || echo "only $opened of $n ports opened" >&2
+  sleep 2
+  local rss anon file used
+  rss=$(status_kib "$dp_pid" VmRSS); anon=$(status_kib "$dp_pid" RssAnon); file=$(status_kib "$dp_pid" RssFile)
+  used=$(mem_used_kib)
+  # Idle CPU: no traffic at all (the busy-poll window of the last packet is long over).
+  local c0 c1 hz; hz=$(getconf CLK_TCK)
+  thread_ticks > "$OUT/threads0"
+  c0=$(cpu_ticks "$dp_pid"); sleep "$IDLE_SECS"; c1=$(cpu_ticks "$dp_pid")
+  thread_ticks > "$OUT/threads1"
+  # RTT vm1 -> vm2: warm-up (proxy ARP), then 50 x 10 ms.
+  ip netns exec $P-vm1 ping -c 3 -i 0.2 -W 2 -q 10.1.0.2 >/dev/null 2>&1
+  ip netns exec $P-vm1 ping -c 50 -i 0.01 -W 2 10.1.0.2 > "$OUT/ping-$n.txt" 2>&1
+  python3 - "$n" "$rss0" "$rss" "$anon" "$file" "$used0" "$used" "$c0" "$c1" "$hz" "$IDLE_SECS" \
+    "$t0" "$t1" "$OUT/ping-$n.txt" "$PORT_KIND" "$TAG" "$opened" "$OUT/threads0" "$OUT/threads1" <<'PY'
+import json, re, sys
+a = sys.argv[1:]
+n, rss0, rss, anon, file, used0, used = (int(x) for x in a[0:7])
+c0, c1, hz, secs = int(a[7]), int(a[8]), int(a[9]), float(a[10])
+t0, t1 = float(a[11]), float(a[12])
+def threads():
+    out = {}
+    d0 = {}
+    for l in open(a[17]):
+        k, v = l.split(); d0[k] = d0.get(k, 0) + int(v)
+    for l in open(a[18]):
+        k, v = l.split(); out[k] = out.get(k, 0) + int(v)
+    return {k: round(100.0 * (v - d0.get(k, 0)) / hz / secs, 2) for k, v in out.items() if v - d0.get(k, 0)}
+rtts = sorted(float(m) for m in re.findall(r"time=([0-9.]+) ms", open(a[13]).read()))
+p99 = rtts[min(len(rtts) - 1, max(0, -(-99 * len(rtts) // 100) - 1))] if rtts else None
+print(json.dumps({
+    "tag": a[15], "port_kind": a[14], "vifs": n, "opened": int(a[16]),
+    "rss_kib": rss, "rss_anon_kib": anon, "rss_file_kib": file,
+    "rss_base_kib": rss0, "rss_per_vif_kib": round((rss - rss0) / n, 1),
+    "mem_used_delta_kib": used - used0, "mem_used_delta_per_vif_kib": round((used - used0) / n, 1),
+    "idle_cpu_pct": round(100.0 * (c1 - c0) / hz / secs, 2), "idle_secs": secs,
+    "rtt_n": len(rtts), "rtt_avg_ms": round(sum(rtts) / len(rtts), 3) if rtts else None,
+    "rtt_p99_ms": p99, "rtt_max_ms": rtts[-1] if rtts else None,
+    "bind_s": round(t1 - t0, 3),
+    "idle_cpu_pct_by_thread": threads(),
+}))
+PY
+  cleanup
+}
+
+[ "$(id -u)" = 0 ] || { echo "root only" >&2; exit 1; }
+if [ -z "${BIN:-}" ]; then
+  (cd "$root" && cargo build --release -p vrouter-dataplane --bin vrouter-dp >/dev/null 2>&1) \
+    || { echo "build failed" >&2; exit 1; }
+fi
+results=()
+for n in "${ns_list[@]}"; do
+  echo "== N=$n" >&2
+  r=$(run_one "$n") && [ -n "$r" ] && { echo "$r" >&2; results+=("$r"); }
+done
+name="scale${TAG:+-$TAG}"
+printf '%s\n' "${results[@]}" | python3 -c 'import json,sys; print(json.dumps([json.loads(l) for l in sys.stdin if l.strip()], indent=1))' \
+  > "$OUT/$name.json"
+cat "$OUT/$name.json"
