@@ -484,12 +484,12 @@ pub fn nh_text(nhs: &[NhView]) -> String {
     s
 }
 
-/// A composite's lines: the fields its member choice hashes, the members with their labels,
-/// and where each sends.
+/// A composite's lines: the fields its member choice hashes (symmetrically: both directions of
+/// a flow pick the same member index), the members with their labels, and where each sends.
 fn composite_text(s: &mut String, ind: &str, n: &NhView) {
     let _ = writeln!(
         s,
-        "{ind}Valid Hash Key Parameters: Proto,SrcIP,SrcPort,DstIp,DstPort"
+        "{ind}Valid Hash Key Parameters: Proto,SrcIP,SrcPort,DstIp,DstPort (symmetric)"
     );
     let shown = n.members.iter().take(SHOWN_MEMBERS);
     let m: Vec<String> = shown
