@@ -3,8 +3,8 @@
 
 use super::*;
 use crate::alloc::Allocations;
-use crate::config::Prefix;
 use crate::compile::compile;
+use crate::config::Prefix;
 use crate::dump::DumpIndex;
 use crate::reconcile::reconcile;
 use crate::testkit::MemDataplane;

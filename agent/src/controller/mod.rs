@@ -187,6 +187,6 @@ impl ConfigSource for ControllerSource {
 }
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod chain_tests;
+#[cfg(test)]
+mod tests;
