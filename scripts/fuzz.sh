@@ -26,10 +26,12 @@ fi
 # built" is the usual answer; a real failure shows in the build below).
 cargo afl config --build >/dev/null 2>&1 || true
 
-# The workspace's release profile has fat LTO for the daemons; instrumented fuzz builds do not
-# need it and build several times faster without.
+# The workspace's release profile has fat LTO and debug info for the daemons; instrumented fuzz
+# builds need neither and build much faster without (from scratch: about 300 s of CPU, against
+# 410 s with debug info; an unoptimised build takes longer still, instrumentation and all).
 export CARGO_TARGET_DIR="$PWD/fuzz/target"
 export CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16
+export CARGO_PROFILE_RELEASE_DEBUG=0
 bins=()
 for t in "${targets[@]}"; do bins+=(--bin "fuzz_$t"); done
 start=$(date +%s)

@@ -20,3 +20,11 @@ pips=$(want "$here/deps/pip.txt")
 if [ -n "$pips" ]; then
   python3 -m pip install -q --disable-pip-version-check $pips
 fi
+
+# cargo-afl for the opt-in bounded fuzz run of scripts/test.sh (FUZZ_SECONDS, scripts/fuzz.sh);
+# installing it also builds the AFL++ it bundles, so no Debian package is needed.
+export PATH="$HOME/.cargo/bin:$PATH"
+if [ "${FUZZ_SECONDS:-0}" != 0 ] && ! cargo afl --version >/dev/null 2>&1; then
+  echo "install-deps: cargo install cargo-afl"
+  cargo install cargo-afl --locked --quiet
+fi

@@ -15,3 +15,9 @@ export PATH="$HOME/.cargo/bin:$PATH"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo test --workspace --no-fail-fast 2>&1 | tee /tmp/vrouter-test.log
+# The fuzz targets' corpus is replayed by the tests above. A bounded AFL++ run of every target
+# (FUZZ_SECONDS each) is opt-in: on a fresh machine its instrumented build alone takes about 5 CPU
+# minutes (docs/fuzzing.md, "CI bound").
+if [ "${FUZZ_SECONDS:-0}" != 0 ]; then
+  ./scripts/fuzz.sh "$FUZZ_SECONDS"
+fi
