@@ -4,17 +4,25 @@
 //! (see [`super::vnet`]). Several sockets on one device form a `PACKET_FANOUT_HASH` group,
 //! spreading its flows over lcores.
 //!
-//! TCP super-packets (GSO packets kept whole on receive, see [`crate::gso`], and runs of
-//! segments merged back into one) leave through a second, transmit-only socket with the
-//! virtio-net header: one `sendmmsg()` per burst whose messages gather the header and the
-//! payloads straight from the pipeline's buffers, so the transmit ring keeps small frames and a
-//! super-packet is copied once (by the kernel, into the skb the receiving VM gets whole).
+//! Ring frames are 2 KiB: they hold every frame the pipeline takes (up to
+//! [`MAX_PKT_LEN`]), so a port's rings are 512 KiB + 512 KiB of kernel memory however large
+//! the packets it may see. A TCP super-packet (up to 64 KiB, see [`crate::gso`]) does not fit a
+//! frame: with `PACKET_COPY_THRESH` the kernel queues the whole skb on the socket and marks its
+//! (truncated) ring frame `TP_STATUS_COPY`; the receive loop then reads that skb with one
+//! `recv()` into the lcore's 66 KiB scratch buffer. That is one syscall per super-packet (tens
+//! of segments), and it keeps the ring's order. ADR 0004 has the figures: the old 64 KiB
+//! frames made a port cost 18 MiB whether it carried traffic or not.
+//!
+//! TCP super-packets (GSO packets kept whole on receive, and runs of segments merged back into
+//! one) leave through a second, transmit-only socket with the virtio-net header: one
+//! `sendmmsg()` per burst whose messages gather the header and the payloads straight from the
+//! pipeline's buffers, so the transmit ring keeps small frames and a super-packet is copied once
+//! (by the kernel, into the skb the receiving VM gets whole).
 //!
 //! Why V2 and not V3: a TPACKET_V3 block only reaches user space when it is full or its retire
 //! timer fires (1 ms at best, a jiffy in practice), which put ~1 ms into every forwarded ping
 //! (measured: RTT 1.01 ms vs 0.05 ms for DPDK's V2-based af_packet PMD). V2 frames are
-//! published one by one. The price is a fixed frame size: it must hold a whole GSO super-packet
-//! (64 KiB), so the receive ring is `RX_FRAMES` x 64 KiB of kernel memory per receiving port.
+//! published one by one.
 
 use super::sys::{self, Mmap, PortError};
 use super::vnet::{self, Outcome, VnetHdr, VNET_HDR_LEN};
@@ -30,6 +38,7 @@ const TPACKET_V2: i32 = 1;
 const PACKET_RX_RING: i32 = 5;
 const PACKET_VERSION: i32 = 10;
 const PACKET_TX_RING: i32 = 13;
+const PACKET_COPY_THRESH: i32 = 7;
 const PACKET_LOSS: i32 = 14;
 const PACKET_VNET_HDR: i32 = 15;
 const PACKET_FANOUT: i32 = 18;
@@ -38,6 +47,9 @@ const PACKET_IGNORE_OUTGOING: i32 = 23;
 const PACKET_FANOUT_HASH: u32 = 0;
 const TP_STATUS_KERNEL: u32 = 0;
 const TP_STATUS_USER: u32 = 1;
+/// The frame was cut to fit the ring; the whole packet waits on the socket's receive queue
+/// (`PACKET_COPY_THRESH`).
+const TP_STATUS_COPY: u32 = 1 << 1;
 const TP_STATUS_AVAILABLE: u32 = 0;
 const TP_STATUS_SEND_REQUEST: u32 = 1;
 const TP_STATUS_WRONG_FORMAT: u32 = 4;
@@ -47,17 +59,20 @@ const TP_STATUS_VLAN_VALID: u32 = 1 << 4;
 /// `TPACKET_ALIGN(sizeof(struct tpacket2_hdr))`: where transmit data starts in a frame.
 const TX_DATA_OFF: usize = 32;
 
-/// Receive frame: a whole GSO super-packet (IP total length <= 64 KiB) plus headers fits.
-const RX_FRAME_SIZE: u32 = 1 << 16;
-/// Two frames per block (a block is one physically contiguous kernel allocation).
-const RX_BLOCK_SIZE: u32 = 1 << 17;
-/// Receive frames per port (16 MiB).
+/// Ring frame (receive and transmit): the ring header, the virtio-net header and the largest
+/// frame the pipeline takes ([`MAX_PKT_LEN`]) fit; larger frames take the copy path.
+const FRAME_SIZE: u32 = 2048;
+/// Ring block (one contiguous kernel allocation): 32 frames.
+const BLOCK_SIZE: u32 = 1 << 16;
+/// Receive frames per port: 512 KiB of kernel memory. As many frames as the old 64 KiB-frame
+/// ring had, so a burst of small packets finds the same room.
 const RX_FRAMES: u32 = 256;
-const TX_BLOCK_SIZE: u32 = 1 << 17;
-/// 1024 transmit frames of 2 KiB (2 MiB): a whole transmit queue fits the ring; super-packets
-/// do not use it.
-const TX_BLOCK_NR: u32 = 16;
-const TX_FRAME_SIZE: u32 = 2048;
+/// Transmit frames per port: 512 KiB.
+const TX_FRAMES: u32 = 256;
+/// Receive-buffer limit for super-packets queued beside the ring (charged only while queued).
+const COPY_RCVBUF: i32 = 8 << 20;
+/// Scratch a queued super-packet is read into: virtio-net header + Ethernet + 64 KiB of IPv4.
+const SCRATCH_LEN: usize = 68 * 1024;
 /// Bytes of a ring frame the kernel copies into the skb's linear part (with the virtio-net
 /// header): a small frame whole, the headers of a large one.
 const TX_LINEAR: usize = 128;
@@ -132,8 +147,6 @@ pub struct AfPacketPort {
     /// Next receive frame to read.
     rx_head: u32,
     tx_base: usize,
-    tx_frames: u32,
-    tx_frame_size: u32,
     tx_head: u32,
     /// Transmit-only socket for super-packets (with the virtio-net header only).
     gso: Option<GsoTx>,
@@ -367,6 +380,61 @@ fn bind(fd: RawFd, ifindex: u32, proto: u16, dev: &str) -> Result<(), PortError>
     Ok(())
 }
 
+/// Sets up a ring of `frames` frames of [`FRAME_SIZE`] (`opt`: receive or transmit) on `fd`;
+/// returns its length in the mapping.
+fn set_ring(
+    fd: RawFd,
+    opt: i32,
+    frames: u32,
+    what: &'static str,
+    dev: &str,
+) -> Result<usize, PortError> {
+    let per_block = BLOCK_SIZE / FRAME_SIZE;
+    // (V2 reads the first four fields of the request.)
+    let req = TpacketReq3 {
+        block_size: BLOCK_SIZE,
+        block_nr: frames.div_ceil(per_block),
+        frame_size: FRAME_SIZE,
+        frame_nr: frames.div_ceil(per_block) * per_block,
+        retire_blk_tov: 0,
+        sizeof_priv: 0,
+        feature_req_word: 0,
+    };
+    sys::setsockopt(fd, libc::SOL_PACKET, opt, &req, what, dev)?;
+    Ok((req.block_size * req.block_nr) as usize)
+}
+
+/// Raises the receive-buffer limit of `fd` to `bytes` (beyond what unprivileged processes may
+/// ask for if allowed). Best effort: a smaller limit only makes super-packets that find it full
+/// arrive cut short (dropped and counted).
+fn set_rcvbuf(fd: RawFd, bytes: i32, dev: &str) {
+    if sys::setsockopt(
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_RCVBUFFORCE,
+        &bytes,
+        "SO_RCVBUFFORCE",
+        dev,
+    )
+    .is_err()
+    {
+        let _ = sys::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            &bytes,
+            "SO_RCVBUF",
+            dev,
+        );
+    }
+}
+
+thread_local! {
+    /// Where an lcore reads a super-packet from a socket queue (allocated on first use: one
+    /// per thread that receives any, not one per port).
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 impl AfPacketPort {
     /// Opens `dev`.
     pub fn open(dev: &str, o: AfPacketOpts) -> Result<Self, PortError> {
@@ -376,7 +444,10 @@ impl AfPacketPort {
         } else {
             0
         };
-        let fd = sys::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto), dev)?;
+        // Protocol 0 until `bind`: a socket created with a protocol is already receiving, and
+        // binding it to the device then waits out an RCU grace period (`synchronize_net`) to
+        // unhook it, tens of milliseconds per port when hundreds are opened.
+        let fd = sys::socket(libc::AF_PACKET, libc::SOCK_RAW, 0, dev)?;
         let raw = fd.as_raw_fd();
         sys::setsockopt(
             raw,
@@ -404,48 +475,23 @@ impl AfPacketPort {
             "PACKET_LOSS",
             dev,
         );
-        // (V2 reads the first four fields of the request.)
-        let rx_req = TpacketReq3 {
-            block_size: RX_BLOCK_SIZE,
-            block_nr: RX_FRAMES / (RX_BLOCK_SIZE / RX_FRAME_SIZE),
-            frame_size: RX_FRAME_SIZE,
-            frame_nr: RX_FRAMES,
-            retire_blk_tov: 0,
-            sizeof_priv: 0,
-            feature_req_word: 0,
-        };
         let rx_len = if o.rx {
+            // Super-packets (larger than a frame) wait whole on the socket queue, flagged in
+            // their ring frame; the receive buffer bounds how many may wait.
             sys::setsockopt(
                 raw,
                 libc::SOL_PACKET,
-                PACKET_RX_RING,
-                &rx_req,
-                "PACKET_RX_RING",
+                PACKET_COPY_THRESH,
+                &1i32,
+                "PACKET_COPY_THRESH",
                 dev,
             )?;
-            (RX_BLOCK_SIZE * rx_req.block_nr) as usize
+            set_rcvbuf(raw, COPY_RCVBUF, dev);
+            set_ring(raw, PACKET_RX_RING, RX_FRAMES, "PACKET_RX_RING", dev)?
         } else {
             0
         };
-        let (tx_block_nr, tx_frame_size) = (TX_BLOCK_NR, TX_FRAME_SIZE);
-        let tx_req = TpacketReq3 {
-            block_size: TX_BLOCK_SIZE,
-            block_nr: tx_block_nr,
-            frame_size: tx_frame_size,
-            frame_nr: TX_BLOCK_SIZE / tx_frame_size * tx_block_nr,
-            retire_blk_tov: 0,
-            sizeof_priv: 0,
-            feature_req_word: 0,
-        };
-        sys::setsockopt(
-            raw,
-            libc::SOL_PACKET,
-            PACKET_TX_RING,
-            &tx_req,
-            "PACKET_TX_RING",
-            dev,
-        )?;
-        let tx_len = (TX_BLOCK_SIZE * tx_block_nr) as usize;
+        let tx_len = set_ring(raw, PACKET_TX_RING, TX_FRAMES, "PACKET_TX_RING", dev)?;
         let map = Mmap::new(Some(raw), rx_len + tx_len, 0, true, dev)?;
         bind(raw, ifindex, proto, dev)?;
         let gso = if o.vnet_hdr {
@@ -472,8 +518,6 @@ impl AfPacketPort {
             vnet: o.vnet_hdr,
             rx_head: 0,
             tx_base: rx_len,
-            tx_frames: tx_req.frame_nr,
-            tx_frame_size,
             tx_head: 0,
             gso,
             drops: PortDrops::default(),
@@ -508,6 +552,75 @@ impl AfPacketPort {
     }
 }
 
+impl AfPacketPort {
+    /// Counts what `vnet::deliver` could not deliver.
+    #[inline]
+    fn count(&mut self, out: Outcome) {
+        match out {
+            Outcome::Frames(_) => {}
+            Outcome::Bad => self.drops.add(DropReason::InvalidPacket),
+            Outcome::TooBig => self.drops.add(DropReason::InterfaceRxDiscard),
+            Outcome::NoBuf => self.drops.add(DropReason::HeadAllocFail),
+        }
+    }
+
+    /// Reads the packet of a `TP_STATUS_COPY` ring frame (`status`) from the socket queue into
+    /// the lcore's scratch and delivers it into `batch`. One `recv()` per super-packet.
+    #[cold]
+    fn rx_copied(&mut self, status: u32, pool: &mut BufPool, batch: &mut Batch, vif: u16) -> usize {
+        let fd = self.fd.as_raw_fd();
+        let hl = if self.vnet { VNET_HDR_LEN } else { 0 };
+        let (pushed, out) = SCRATCH.with(|s| {
+            let mut s = s.borrow_mut();
+            if s.len() < SCRATCH_LEN {
+                s.resize(SCRATCH_LEN, 0);
+            }
+            // SAFETY: `s` is a live, writable buffer of the length passed; MSG_TRUNC makes the
+            // call return the packet's full length, so a cut packet is recognised below.
+            let r = unsafe {
+                libc::recv(
+                    fd,
+                    s.as_mut_ptr().cast(),
+                    s.len(),
+                    libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+                )
+            };
+            if r < 0 {
+                return (0, Some(DropReason::InterfaceRxDiscard));
+            }
+            let r = r as usize;
+            if status & TP_STATUS_VLAN_VALID != 0 {
+                return (0, Some(DropReason::VlanTagged));
+            }
+            if r > s.len() || r < hl {
+                return (0, Some(DropReason::InterfaceRxDiscard));
+            }
+            let hdr = if hl > 0 {
+                VnetHdr::parse(&s[..hl])
+            } else {
+                None
+            };
+            let mut pushed = 0;
+            let out = vnet::deliver(hdr.as_ref(), &s[hl..r], pool, |b| {
+                batch.push(b, vif)?;
+                pushed += 1;
+                Ok(())
+            });
+            let reason = match out {
+                Outcome::Frames(_) => None,
+                Outcome::Bad => Some(DropReason::InvalidPacket),
+                Outcome::TooBig => Some(DropReason::InterfaceRxDiscard),
+                Outcome::NoBuf => Some(DropReason::HeadAllocFail),
+            };
+            (pushed, reason)
+        });
+        if let Some(r) = out {
+            self.drops.add(r);
+        }
+        pushed
+    }
+}
+
 impl Port for AfPacketPort {
     fn name(&self) -> &str {
         &self.name
@@ -517,12 +630,12 @@ impl Port for AfPacketPort {
         if !self.rx {
             return 0;
         }
-        let fs = RX_FRAME_SIZE as usize;
-        let fpb = RX_BLOCK_SIZE / RX_FRAME_SIZE;
+        let fs = FRAME_SIZE as usize;
+        let fpb = BLOCK_SIZE / FRAME_SIZE;
         let mut n = 0;
         while !batch.is_full() {
             let i = self.rx_head;
-            let h = (i / fpb * RX_BLOCK_SIZE + i % fpb * RX_FRAME_SIZE) as usize;
+            let h = (i / fpb * BLOCK_SIZE + i % fpb * FRAME_SIZE) as usize;
             // tpacket2_hdr: status, len, snaplen, mac (u16), net (u16), ...
             let status = self.rd32(h);
             if status & TP_STATUS_USER == 0 {
@@ -543,12 +656,17 @@ impl Port for AfPacketPort {
             if batch.room() < need.min(crate::batch::BATCH_SIZE) {
                 break;
             }
-            if status & TP_STATUS_VLAN_VALID != 0 {
+            if status & TP_STATUS_COPY != 0 {
+                // The whole packet waits on the socket queue (in ring order): read it even
+                // if it is then dropped, or the queue would fall out of step with the ring.
+                n += self.rx_copied(status, pool, batch, vif);
+            } else if status & TP_STATUS_VLAN_VALID != 0 {
                 // Tagged on the wire: our ports are untagged and the pipeline has no VLANs, so
                 // routing the untagged rest would silently take the frame out of its VLAN.
                 self.drops.add(DropReason::VlanTagged);
             } else if mac + snap > fs || (self.vnet && mac < VNET_HDR_LEN) || snap < len {
-                // Out of the frame, no room for the header, or cut short by the snap length.
+                // Out of the frame, no room for the header, or cut short (a packet larger
+                // than a frame that found the receive buffer full).
                 self.drops.add(DropReason::InterfaceRxDiscard);
             } else {
                 let hdr = if self.vnet {
@@ -564,12 +682,7 @@ impl Port for AfPacketPort {
                     Ok(())
                 });
                 n += pushed;
-                match out {
-                    Outcome::Frames(_) => {}
-                    Outcome::Bad => self.drops.add(DropReason::InvalidPacket),
-                    Outcome::TooBig => self.drops.add(DropReason::InterfaceRxDiscard),
-                    Outcome::NoBuf => self.drops.add(DropReason::HeadAllocFail),
-                }
+                self.count(out);
             }
             fence(Ordering::Release);
             self.wr32(h, TP_STATUS_KERNEL);
@@ -579,8 +692,8 @@ impl Port for AfPacketPort {
     }
 
     fn tx_burst(&mut self, pool: &mut BufPool, pkts: &mut Vec<PktBuf>) -> usize {
-        let fs = self.tx_frame_size;
-        let fpb = TX_BLOCK_SIZE / fs;
+        let fs = FRAME_SIZE;
+        let fpb = BLOCK_SIZE / fs;
         let room = fs as usize - TX_DATA_OFF;
         let hl = if self.vnet { VNET_HDR_LEN } else { 0 };
         let mut done = 0;
@@ -604,9 +717,17 @@ impl Port for AfPacketPort {
                 }
             }
             let i = self.tx_head;
-            let f = self.tx_base + (i / fpb * TX_BLOCK_SIZE + i % fpb * fs) as usize;
+            let f = self.tx_base + (i / fpb * BLOCK_SIZE + i % fpb * fs) as usize;
             // tpacket2_hdr: status, len, snaplen.
-            let st = self.rd32(f);
+            let mut st = self.rd32(f);
+            if st != TP_STATUS_AVAILABLE && st != TP_STATUS_WRONG_FORMAT && frames > 0 {
+                // The ring (256 frames) is full of this burst: send what is queued (a veth or
+                // a tap sends it within the call) and go on in the frames it frees; a burst
+                // can be up to four batches.
+                kick(self.fd.as_raw_fd(), &self.name);
+                frames = 0;
+                st = self.rd32(f);
+            }
             if st == TP_STATUS_WRONG_FORMAT {
                 self.drops.add(DropReason::InterfaceTxDiscard);
             } else if st != TP_STATUS_AVAILABLE {
@@ -633,7 +754,7 @@ impl Port for AfPacketPort {
             self.wr32(f + 8, used as u32); // tp_snaplen
             fence(Ordering::Release);
             self.wr32(f, TP_STATUS_SEND_REQUEST);
-            self.tx_head = (i + 1) % self.tx_frames;
+            self.tx_head = (i + 1) % TX_FRAMES;
             done += 1;
             frames += 1;
         }

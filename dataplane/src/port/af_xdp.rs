@@ -2,7 +2,8 @@
 //! daemon's XDP program ([`super::bpf`]). The ring code is written directly against the kernel
 //! ABI (`<linux/if_xdp.h>`): fill and receive rings for input, transmit and completion rings for
 //! output, each a single-producer/single-consumer ring in shared memory with acquire/release
-//! indices. One `sendto()` kicks a transmit burst; nothing is a syscall per packet.
+//! indices. One `sendto()` kicks a transmit burst; nothing is a syscall per packet. A VM
+//! port's UMEM is 1 MiB (512 frames), the fabric port's 8 MiB (ADR 0004).
 //!
 //! Frames are copied between UMEM and pipeline buffers (the pipeline's buffers are its own).
 //! veth gives copy mode anyway. AF_XDP carries no offload metadata: partial checksums from VM
@@ -39,8 +40,14 @@ const XDP_USE_NEED_WAKEUP: u16 = 1 << 3;
 const XDP_RING_NEED_WAKEUP: u32 = 1;
 
 const FRAME: u64 = 2048;
-const NFRAMES: u32 = 4096;
-const RING: u32 = 2048;
+/// UMEM frames and ring size of the fabric port: it carries every VM's overlay traffic.
+const FABRIC_FRAMES: u32 = 4096;
+const FABRIC_RING: u32 = 2048;
+/// UMEM frames and ring size of a VM port: 1 MiB of UMEM (registered, so pinned and counted in
+/// RSS from the start) instead of 8 MiB, so hundreds of VM ports fit a dom0 (ADR 0004). Half
+/// the frames receive (the whole fill ring), half transmit.
+const VM_FRAMES: u32 = 512;
+const VM_RING: u32 = 256;
 /// Transmit budget asked for per wakeup (at most the transmit ring size).
 const TX_BUDGET: u32 = 512;
 
@@ -191,7 +198,13 @@ impl XskPort {
     fn open(dev: &str, ifindex: u32, queue: u32, fix_csum: bool) -> Result<Self, PortError> {
         let fd = sys::socket(AF_XDP, libc::SOCK_RAW, 0, dev)?;
         let raw = fd.as_raw_fd();
-        let umem = Mmap::new(None, (FRAME * u64::from(NFRAMES)) as usize, 0, true, dev)?;
+        // `fix_csum` marks a VM port.
+        let (nframes, ring) = if fix_csum {
+            (VM_FRAMES, VM_RING)
+        } else {
+            (FABRIC_FRAMES, FABRIC_RING)
+        };
+        let umem = Mmap::new(None, (FRAME * u64::from(nframes)) as usize, 0, true, dev)?;
         let reg = UmemReg {
             addr: umem.ptr() as u64,
             len: umem.len() as u64,
@@ -205,7 +218,7 @@ impl XskPort {
             (XDP_RX_RING, "XDP_RX_RING"),
             (XDP_TX_RING, "XDP_TX_RING"),
         ] {
-            sys::setsockopt(raw, SOL_XDP, opt, &RING, what, dev)?;
+            sys::setsockopt(raw, SOL_XDP, opt, &ring, what, dev)?;
         }
         let mut off = MmapOffsets::default();
         sys::getsockopt(
@@ -216,19 +229,19 @@ impl XskPort {
             "XDP_MMAP_OFFSETS",
             dev,
         )?;
-        let rx = Ring::map(raw, &off.rx, RING, 16, XDP_PGOFF_RX_RING, dev)?;
-        let tx = Ring::map(raw, &off.tx, RING, 16, XDP_PGOFF_TX_RING, dev)?;
-        let mut fill = Ring::map(raw, &off.fr, RING, 8, XDP_UMEM_PGOFF_FILL_RING, dev)?;
-        let comp = Ring::map(raw, &off.cr, RING, 8, XDP_UMEM_PGOFF_COMPLETION_RING, dev)?;
+        let rx = Ring::map(raw, &off.rx, ring, 16, XDP_PGOFF_RX_RING, dev)?;
+        let tx = Ring::map(raw, &off.tx, ring, 16, XDP_PGOFF_TX_RING, dev)?;
+        let mut fill = Ring::map(raw, &off.fr, ring, 8, XDP_UMEM_PGOFF_FILL_RING, dev)?;
+        let comp = Ring::map(raw, &off.cr, ring, 8, XDP_UMEM_PGOFF_COMPLETION_RING, dev)?;
         // First half of the UMEM receives, second half transmits.
-        let half = NFRAMES / 2;
-        for i in 0..RING.min(half) {
+        let half = nframes / 2;
+        for i in 0..ring.min(half) {
             // SAFETY: slot inside the fill ring we own as producer; published below.
             unsafe { fill.addr_slot(i).write(u64::from(i) * FRAME) };
         }
-        fill.cached = RING.min(half);
+        fill.cached = ring.min(half);
         fill.prod().store(fill.cached, Ordering::Release);
-        let tx_free = (half..NFRAMES).map(|i| u64::from(i) * FRAME).collect();
+        let tx_free = (half..nframes).map(|i| u64::from(i) * FRAME).collect();
         let sa = SockaddrXdp {
             family: AF_XDP as u16,
             flags: XDP_COPY | XDP_USE_NEED_WAKEUP,
@@ -253,13 +266,13 @@ impl XskPort {
             raw,
             SOL_XDP,
             XDP_MAX_TX_SKB_BUDGET,
-            &TX_BUDGET,
+            &TX_BUDGET.min(ring),
             "XDP_MAX_TX_SKB_BUDGET",
             dev,
         )
         .is_ok()
         {
-            TX_BUDGET as usize
+            TX_BUDGET.min(ring) as usize
         } else {
             32
         };
@@ -409,7 +422,7 @@ impl Port for XskPort {
     fn tx_burst(&mut self, pool: &mut BufPool, pkts: &mut Vec<PktBuf>) -> usize {
         self.reclaim_tx();
         let cons = self.tx.cons().load(Ordering::Acquire);
-        let room = RING - self.tx.cached.wrapping_sub(cons);
+        let room = (self.tx.mask + 1) - self.tx.cached.wrapping_sub(cons);
         let mut p = self.tx.cached;
         let mut used: u32 = 0;
         let mut done = 0;
