@@ -9,7 +9,7 @@
 //! the packets it may see. A TCP super-packet (up to 64 KiB, see [`crate::gso`]) does not fit a
 //! frame: with `PACKET_COPY_THRESH` the kernel queues the whole skb on the socket and marks its
 //! (truncated) ring frame `TP_STATUS_COPY`; the receive loop then reads that skb with one
-//! `recv()` into the lcore's 66 KiB scratch buffer. That is one syscall per super-packet (tens
+//! `recv()` into the lcore's 68 KiB scratch buffer. That is one syscall per super-packet (tens
 //! of segments), and it keeps the ring's order. ADR 0004 has the figures: the old 64 KiB
 //! frames made a port cost 18 MiB whether it carried traffic or not.
 //!
@@ -429,6 +429,17 @@ fn set_rcvbuf(fd: RawFd, bytes: i32, dev: &str) {
     }
 }
 
+/// Why `vnet::deliver` delivered nothing, if it did not.
+#[inline]
+fn drop_of(out: Outcome) -> Option<DropReason> {
+    match out {
+        Outcome::Frames(_) => None,
+        Outcome::Bad => Some(DropReason::InvalidPacket),
+        Outcome::TooBig => Some(DropReason::InterfaceRxDiscard),
+        Outcome::NoBuf => Some(DropReason::HeadAllocFail),
+    }
+}
+
 thread_local! {
     /// Where an lcore reads a super-packet from a socket queue (allocated on first use: one
     /// per thread that receives any, not one per port).
@@ -556,11 +567,8 @@ impl AfPacketPort {
     /// Counts what `vnet::deliver` could not deliver.
     #[inline]
     fn count(&mut self, out: Outcome) {
-        match out {
-            Outcome::Frames(_) => {}
-            Outcome::Bad => self.drops.add(DropReason::InvalidPacket),
-            Outcome::TooBig => self.drops.add(DropReason::InterfaceRxDiscard),
-            Outcome::NoBuf => self.drops.add(DropReason::HeadAllocFail),
+        if let Some(r) = drop_of(out) {
+            self.drops.add(r);
         }
     }
 
@@ -606,13 +614,7 @@ impl AfPacketPort {
                 pushed += 1;
                 Ok(())
             });
-            let reason = match out {
-                Outcome::Frames(_) => None,
-                Outcome::Bad => Some(DropReason::InvalidPacket),
-                Outcome::TooBig => Some(DropReason::InterfaceRxDiscard),
-                Outcome::NoBuf => Some(DropReason::HeadAllocFail),
-            };
-            (pushed, reason)
+            (pushed, drop_of(out))
         });
         if let Some(r) = out {
             self.drops.add(r);
