@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 mod restart;
+mod snat;
 
 fn host_dir(h: &Host) -> PathBuf {
     Path::new(RUN_DIR).join(&h.name)
@@ -138,21 +139,21 @@ fn agent_argv(o: &Opts, plan: &Plan, h: &Host) -> Vec<String> {
 fn hotplug(o: &Opts, plan: &Plan, vm: &Vm, mac: &str) -> Result<()> {
     let h = plan.host_of(vm);
     let xs = xs_sock(h).display().to_string();
-    let d = vm.index;
-    let be = format!("/local/domain/0/backend/vif/{d}/0");
+    let (d, n) = (vm.index, vm.dev);
+    let be = format!("/local/domain/0/backend/vif/{d}/{n}");
     let pairs: Vec<(String, String)> = vec![
         (format!("/local/domain/{d}/name"), vm.name.clone()),
         (format!("/local/domain/{d}/vm"), format!("/vm/{}", vm.uuid)),
         (
-            format!("/xapi/{d}/private/vif/0/vif-uuid"),
+            format!("/xapi/{d}/private/vif/{n}/vif-uuid"),
             vm.xapi_vif_uuid.clone(),
         ),
         (
             format!("{be}/frontend"),
-            format!("/local/domain/{d}/device/vif/0"),
+            format!("/local/domain/{d}/device/vif/{n}"),
         ),
         (format!("{be}/frontend-id"), d.to_string()),
-        (format!("{be}/handle"), "0".into()),
+        (format!("{be}/handle"), n.to_string()),
         (format!("{be}/mac"), mac.into()),
         (format!("{be}/script"), "/etc/xensource/scripts/vif".into()),
         (format!("{be}/online"), "1".into()),
@@ -170,6 +171,14 @@ fn hotplug(o: &Opts, plan: &Plan, vm: &Vm, mac: &str) -> Result<()> {
     }
     let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
     run_in(&h.name, &refs)?;
+    run_hook(o, plan, vm, "online")
+}
+
+/// Runs the vif hotplug hook for `vm`'s Nic with `action` (`online`, `remove`) in its host, as
+/// XenServer's vif script does, with the stand-in `xe` first on PATH.
+fn run_hook(o: &Opts, plan: &Plan, vm: &Vm, action: &str) -> Result<()> {
+    let h = plan.host_of(vm);
+    let xs = xs_sock(h).display().to_string();
     let hook = o.hook.display().to_string();
     let path = format!(
         "{}:{}",
@@ -189,7 +198,7 @@ fn hotplug(o: &Opts, plan: &Plan, vm: &Vm, mac: &str) -> Result<()> {
             &db,
             &hook,
             "-action",
-            "online",
+            action,
             "-vifuuid",
             &vm.xapi_vif_uuid,
             "-vmuuid",
@@ -286,7 +295,13 @@ pub fn run_all(o: &Opts, plan: &Plan, st: &mut State, p: &Provisioned) -> Result
     write_exec(&bin_dir.join("xe"), FAKE_XE)?;
     write_exec(&bin_dir.join("udhcpc.script"), UDHCPC_SCRIPT)?;
     let mut db = String::new();
-    for vm in plan.vms.iter().chain(std::iter::once(&plan.outside_vm)) {
+    let nat_nics = plan.appliances.iter().flat_map(|a| [&a.left, &a.right]);
+    for vm in plan
+        .vms
+        .iter()
+        .chain(std::iter::once(&plan.outside_vm))
+        .chain(nat_nics)
+    {
         db.push_str(&format!(
             "{} cloudstack-nic-id {}\n{} cloudstack-vm-id {}\n",
             vm.xapi_vif_uuid, vm.nic_uuid, vm.xapi_vif_uuid, vm.uuid
@@ -347,6 +362,7 @@ pub fn run_all(o: &Opts, plan: &Plan, st: &mut State, p: &Provisioned) -> Result
         }
     }
     progress("every VM has the address the controller allocated");
+    snat::plug_appliances(o, plan, p)?;
     report(o, plan, st, p)
 }
 
@@ -445,6 +461,8 @@ fn report(o: &Opts, plan: &Plan, st: &mut State, p: &Provisioned) -> Result<()> 
     if let Some(fip) = &p.fip {
         check_floating_ip(&mut checks, plan, fip);
     }
+    // Source NAT through the NAT instance, its scale-out and the failover (issue 18).
+    snat::check_snat(&mut checks, o, plan, st, p);
     // Last: every agent restarted under traffic must change nothing (what vrctl then shows is
     // what the restarted agents hold).
     if let Some(ab) = across_hosts {

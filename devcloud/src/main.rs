@@ -154,6 +154,7 @@ const TOOLS: &[(&str, &str)] = &[
     ("iperf3", "iperf3"),
     ("tshark", "tshark"),
     ("ping", "iputils-ping"),
+    ("nft", "nftables"),
 ];
 
 fn prerequisites(o: &Opts) -> Result<()> {

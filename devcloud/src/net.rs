@@ -47,15 +47,19 @@ pub fn build_underlay(plan: &Plan) -> Result<()> {
     Ok(())
 }
 
-/// Creates a VM's namespace and its vif in the host namespace (down until bound).
+/// Creates a VM's namespace (with its first Nic) and the Nic's veth: `eth<dev>` inside, the
+/// vif in the host's namespace (down until bound).
 pub fn build_vm(plan: &Plan, vm: &Vm, mac: &str) -> Result<()> {
     let host = &plan.host_of(vm).name;
     let ns = vm.netns();
-    add_netns(&ns)?;
+    if !crate::sys::namespaces().contains(&ns) {
+        add_netns(&ns)?;
+    }
+    let eth = vm.eth();
     ip(&[
         "link",
         "add",
-        "eth0",
+        &eth,
         "netns",
         &ns,
         "type",
@@ -66,8 +70,8 @@ pub fn build_vm(plan: &Plan, vm: &Vm, mac: &str) -> Result<()> {
         "netns",
         host,
     ])?;
-    run_in(&ns, &["ip", "link", "set", "eth0", "address", mac])?;
-    run_in(&ns, &["ip", "link", "set", "eth0", "up"])?;
+    run_in(&ns, &["ip", "link", "set", &eth, "address", mac])?;
+    run_in(&ns, &["ip", "link", "set", &eth, "up"])?;
     run_in(host, &["ip", "link", "set", &vm.vif(), "up"])?;
     Ok(())
 }

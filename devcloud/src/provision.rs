@@ -2,13 +2,16 @@
 //! plugin does (reference: `shared/reference/contrail-api.md` §4.5): look up the defaults, create
 //! the public network and its floating-IP pool, the guest networks with their subnets, the
 //! policy between them, then per VM the virtual-machine, its interface (the Nic UUID) and its
-//! instance IP, and a floating IP for the first VM.
+//! instance IP, and a floating IP for the first VM; then source NAT for guest-nat (the
+//! service template, instance, policy and NAT appliance VMs, in `provision/snat.rs`).
 
 use crate::sys::{DevcloudError, Result};
 use crate::topology::{uuid_for, Plan, Vm};
 use serde_json::{json, Value};
 use std::time::Duration;
 use vrouter_api::client::{ClientError, Http, Timeouts};
+
+pub(crate) mod snat;
 
 /// The public network's name as CloudStack's plugin derives it for the default zone.
 pub const PUBLIC_VN: &str = "__default_Public__";
@@ -37,6 +40,8 @@ pub struct Provisioned {
     pub vrfs: Vec<String>,
     /// MAC of the router VM's public Nic.
     pub outside_mac: String,
+    /// Per NAT appliance (plan order): MAC and address of its left and right Nics.
+    pub appliances: Vec<snat::ApplianceNics>,
 }
 
 impl Vnc {
@@ -126,11 +131,13 @@ pub fn provision(vnc: &Vnc, plan: &Plan, progress: &dyn Fn(&str)) -> Result<Prov
     let vms = create_vms(vnc, plan, progress)?;
     let outside_mac = create_router_vm(vnc, plan, progress)?;
     let fip = create_floating_ip(vnc, plan, progress)?;
+    let appliances = snat::provision_snat(vnc, plan, progress)?;
     Ok(Provisioned {
         vms,
         fip,
         vrfs,
         outside_mac,
+        appliances,
     })
 }
 
@@ -232,20 +239,36 @@ fn create_vms(vnc: &Vnc, plan: &Plan, progress: &dyn Fn(&str)) -> Result<Vec<(St
     plan.vms.iter().map(|vm| create_vm(vnc, plan, vm)).collect()
 }
 
-/// One guest VM: the virtual-machine, its interface (client UUID = the Nic UUID) and its
-/// instance IP; returns the MAC and the address the shim allocated.
+/// One guest VM: the virtual-machine and its Nic; returns the MAC and the address the shim
+/// allocated.
 fn create_vm(vnc: &Vnc, plan: &Plan, vm: &Vm) -> Result<(String, String)> {
-    let net = &plan.networks[vm.network];
-    let vmi_name = format!("{}-0", vm.name);
     vnc.post(
         "/virtual-machines",
         json!({"virtual-machine": {"name": vm.name, "uuid": vm.uuid, "fq_name": [vm.name]}}),
     )?;
+    create_nic(vnc, vm, &plan.networks[vm.network].name, None)
+}
+
+/// One Nic of `vm` on network `net`, as ContrailGuru.reserve makes it: the
+/// virtual-machine-interface `<instance>-<device>` (client UUID = the Nic UUID, no MAC: the
+/// shim allocates it; a service VM's Nic says its `service_interface_type`) and its
+/// instance IP; returns the MAC and the address the shim allocated.
+pub(crate) fn create_nic(
+    vnc: &Vnc,
+    vm: &Vm,
+    net: &str,
+    service_interface: Option<&str>,
+) -> Result<(String, String)> {
+    let vmi_name = format!("{}-{}", vm.name, vm.dev);
+    let mut vmi = json!({"name": vmi_name, "uuid": vm.nic_uuid,
+        "fq_name": [vm.name, vmi_name], "parent_type": "virtual-machine",
+        "virtual_network_refs": [{"to": ["default-domain", "default-project", net]}]});
+    if let Some(kind) = service_interface {
+        vmi["virtual_machine_interface_properties"] = json!({"service_interface_type": kind});
+    }
     vnc.post(
         "/virtual-machine-interfaces",
-        json!({"virtual-machine-interface": {"name": vmi_name, "uuid": vm.nic_uuid,
-            "fq_name": [vm.name, vmi_name], "parent_type": "virtual-machine",
-            "virtual_network_refs": [{"to": ["default-domain", "default-project", net.name]}]}}),
+        json!({ "virtual-machine-interface": vmi }),
     )?;
     let vmi = vnc.get(&format!("/virtual-machine-interface/{}", vm.nic_uuid))?;
     let mac = vmi_mac(&vmi)
@@ -253,7 +276,7 @@ fn create_vm(vnc: &Vnc, plan: &Plan, vm: &Vm) -> Result<(String, String)> {
     let iip = vnc.post(
         "/instance-ips",
         json!({"instance-ip": {"name": vmi_name, "fq_name": [vmi_name],
-            "virtual_network_refs": [{"to": ["default-domain", "default-project", net.name]}],
+            "virtual_network_refs": [{"to": ["default-domain", "default-project", net]}],
             "virtual_machine_interface_refs": [{"to": [vm.name, vmi_name]}]}}),
     )?;
     let iip_uuid = str_at(&iip, &["instance-ip", "uuid"])

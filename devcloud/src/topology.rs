@@ -55,6 +55,10 @@ pub struct Vm {
     pub host: usize,
     /// Network index.
     pub network: usize,
+    /// Xen device id of this Nic (0 for ordinary VMs; a NAT appliance has one `Vm` per Nic,
+    /// left = 1 and right = 2, sharing name, UUID and domid).
+    #[serde(default)]
+    pub dev: usize,
 }
 
 impl Vm {
@@ -64,7 +68,45 @@ impl Vm {
     }
     /// The dom0 device (`vif<domid>.<devid>`).
     pub fn vif(&self) -> String {
-        format!("vif{}.0", self.index)
+        format!("vif{}.{}", self.index, self.dev)
+    }
+    /// The Nic's device inside the VM (`eth<devid>`).
+    pub fn eth(&self) -> String {
+        format!("eth{}", self.dev)
+    }
+}
+
+/// Index in [`Plan::networks`] of the source-NAT guest network: its VMs have no floating IP
+/// and reach the outside through the NAT service instance (issue 18).
+pub const SNAT_NETWORK: usize = 3;
+
+/// A NAT appliance VM of the source-NAT service instance: one VM (one namespace, one domid)
+/// with a left Nic on the source-NAT guest network and a right Nic on the public network.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Appliance {
+    /// The left Nic (device 1, `service_interface_type` left).
+    pub left: Vm,
+    /// The right Nic (device 2, `service_interface_type` right), on the public network.
+    pub right: Vm,
+}
+
+impl Appliance {
+    /// Appliance `n` (from 1) with domid `domid` on host `host`.
+    fn new(n: usize, domid: usize, host: usize) -> Self {
+        let nic = |dev: usize, network: usize| Vm {
+            index: domid,
+            name: format!("i-2-{domid}-VM"),
+            uuid: uuid_for(&format!("vm-nat-{n}")),
+            nic_uuid: uuid_for(&format!("nic-nat-{n}-{dev}")),
+            xapi_vif_uuid: uuid_for(&format!("xapi-vif-nat-{n}-{dev}")),
+            host,
+            network,
+            dev,
+        };
+        Appliance {
+            left: nic(1, SNAT_NETWORK),
+            right: nic(2, usize::MAX),
+        }
     }
 }
 
@@ -90,6 +132,10 @@ pub struct Plan {
     pub gateway: Host,
     /// The router VM on the gateway, the outside world's end of the public network.
     pub outside_vm: Vm,
+    /// The NAT appliances of the source-NAT service instance: two on different hosts
+    /// (scale-out), one with a single host.
+    #[serde(default)]
+    pub appliances: Vec<Appliance>,
 }
 
 /// A deterministic UUID (v4 layout) from a label, so reruns name things identically.
@@ -153,30 +199,39 @@ impl Plan {
                 plen: 24,
                 gateway: "10.3.3.1".into(),
             },
+            Network {
+                name: "guest-nat".into(),
+                uuid: uuid_for("net-guest-nat"),
+                subnet: "10.4.4.0".into(),
+                plen: 24,
+                gateway: "10.4.4.1".into(),
+            },
         ];
         let nh = hosts.len().max(1);
-        let vms = (1..=vms)
-            .map(|i| Vm {
-                index: i,
-                name: format!("i-2-{i}-VM"),
-                uuid: uuid_for(&format!("vm-{i}")),
-                nic_uuid: uuid_for(&format!("nic-{i}")),
-                xapi_vif_uuid: uuid_for(&format!("xapi-vif-{i}")),
-                // VM 1 on host 1, VM 2 on host 2, ...; networks alternate every `hosts` VMs so
-                // each network has VMs on every host.
-                host: (i - 1) % nh + 1,
-                network: ((i - 1) / nh) % 2,
-            })
-            .chain(std::iter::once(Vm {
-                // One more VM in guest-c (no policy), on the last host.
-                index: vms + 1,
-                name: format!("i-2-{}-VM", vms + 1),
-                uuid: uuid_for(&format!("vm-{}", vms + 1)),
-                nic_uuid: uuid_for(&format!("nic-{}", vms + 1)),
-                xapi_vif_uuid: uuid_for(&format!("xapi-vif-{}", vms + 1)),
-                host: nh,
-                network: 2,
-            }))
+        let guest_vm = |i: usize, host: usize, network: usize| Vm {
+            index: i,
+            name: format!("i-2-{i}-VM"),
+            uuid: uuid_for(&format!("vm-{i}")),
+            nic_uuid: uuid_for(&format!("nic-{i}")),
+            xapi_vif_uuid: uuid_for(&format!("xapi-vif-{i}")),
+            host,
+            network,
+            dev: 0,
+        };
+        let n_vms = vms;
+        let vms: Vec<Vm> = (1..=vms)
+            // VM 1 on host 1, VM 2 on host 2, ...; networks alternate every `hosts` VMs so each
+            // network has VMs on every host.
+            .map(|i| guest_vm(i, (i - 1) % nh + 1, ((i - 1) / nh) % 2))
+            // One more VM in guest-c (no policy), on the last host.
+            .chain(std::iter::once(guest_vm(vms + 1, nh, 2)))
+            // One VM per host in guest-nat (no floating IP: source NAT), so every host's
+            // chain routes carry traffic.
+            .chain((1..=nh).map(|h| guest_vm(vms + 1 + h, h, SNAT_NETWORK)))
+            .collect();
+        // The NAT appliances on hosts 1 and 2 (scale-out), after every guest VM's domid.
+        let appliances = (1..=nh.min(2))
+            .map(|n| Appliance::new(n, n_vms + 1 + nh + n, n))
             .collect();
         Plan {
             hosts,
@@ -199,7 +254,9 @@ impl Plan {
                 xapi_vif_uuid: uuid_for("xapi-vif-router"),
                 host: 0,
                 network: usize::MAX,
+                dev: 0,
             },
+            appliances,
         }
     }
 
@@ -230,6 +287,7 @@ impl Plan {
         v.extend(self.hosts.iter().map(|h| h.name.clone()));
         v.extend(self.vms.iter().map(Vm::netns));
         v.push(self.outside_vm.netns());
+        v.extend(self.appliances.iter().map(|a| a.left.netns()));
         v
     }
 }
@@ -242,9 +300,38 @@ mod tests {
     fn plan_spreads_networks_over_hosts() {
         let p = Plan::new(2, 4);
         let placement: Vec<(usize, usize)> = p.vms.iter().map(|v| (v.host, v.network)).collect();
-        assert_eq!(placement, vec![(1, 0), (2, 0), (1, 1), (2, 1), (2, 2)]);
+        assert_eq!(
+            placement,
+            vec![(1, 0), (2, 0), (1, 1), (2, 1), (2, 2), (1, 3), (2, 3)]
+        );
         assert_eq!(p.vms[0].vif(), "vif1.0");
-        assert_eq!(p.namespaces().len(), 3 + 2 + 5 + 1);
+        assert_eq!(p.namespaces().len(), 3 + 2 + 7 + 1 + 2);
+    }
+
+    #[test]
+    fn two_nat_appliances_on_different_hosts_one_with_one_host() {
+        let p = Plan::new(4, 8);
+        let hosts: Vec<usize> = p.appliances.iter().map(|a| a.left.host).collect();
+        assert_eq!(hosts, vec![1, 2]);
+        let a = &p.appliances[0];
+        assert_eq!(
+            (a.left.vif(), a.right.vif()),
+            ("vif14.1".into(), "vif14.2".into())
+        );
+        assert_eq!(
+            (a.left.eth(), a.right.eth()),
+            ("eth1".into(), "eth2".into())
+        );
+        assert_eq!(a.left.netns(), a.right.netns());
+        assert_ne!(a.left.nic_uuid, a.right.nic_uuid);
+        // Every domid is distinct and the guest VMs stay numbered 1.. (the shim's order).
+        let mut domids: Vec<usize> = p.vms.iter().map(|v| v.index).collect();
+        assert_eq!(domids, (1..=13).collect::<Vec<_>>());
+        domids.extend(p.appliances.iter().map(|a| a.left.index));
+        domids.sort_unstable();
+        domids.dedup();
+        assert_eq!(domids.len(), 15);
+        assert_eq!(Plan::new(1, 2).appliances.len(), 1);
     }
 
     #[test]

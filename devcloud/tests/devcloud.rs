@@ -1,5 +1,6 @@
-//! The devcloud run as an end-to-end test: two compute hosts, four VMs, the controller and the
-//! gateway, all in namespaces; `up` must print a passing report and `down` must leave nothing.
+//! The devcloud run as an end-to-end test: two compute hosts, four VMs (plus guest-c's and
+//! guest-nat's), two NAT appliances, the controller and the gateway, all in namespaces; `up`
+//! must print a passing report and `down` must leave nothing.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -84,6 +85,14 @@ fn devcloud_up_checks_pass_and_down_leaves_nothing() {
         "rolling restart of all 3 agents",
         "every restarted agent's reconcile: 0 adds/changes, 0 removals",
         "dumps identical before and after",
+        // Source NAT through the NAT instance and its scale-out (issue 18).
+        "source NAT: ping i-2-6-VM (guest-nat, no floating IP, host 1)",
+        "source NAT: TCP i-2-6-VM -> 198.51.100.254:8080 completes",
+        "scale-out: 100 TCP connections from 2 guest-nat VMs",
+        "spread over 2 appliance(s), each translated by one",
+        "scale-out failover: i-2-9-VM (host 2) stopped and unplugged",
+        "sources only the appliances' public addresses",
+        "isolation: no guest-nat /32 in the public VRF",
     ] {
         assert!(stdout.contains(want), "report lacks {want:?}:\n{stdout}");
     }
