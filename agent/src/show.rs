@@ -320,6 +320,11 @@ pub struct NhView {
     /// as the instances it spreads over).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub member_targets: Vec<String>,
+    /// Each composite member's key (its service VM's, the same on both sides of a chain and on
+    /// every host), in member order: the member is chosen by rendezvous hashing over these.
+    /// Empty for a composite without keys (the hash scaled to the member count).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub member_keys: Vec<u32>,
 }
 
 /// Composite members shown in full; the rest as a count (Contrail's `nh --list` does the same).
@@ -378,6 +383,7 @@ pub fn nh_views(nhs: &[NhInfo], dump: &StateDump) -> Vec<NhView> {
                 target_vrf: None,
                 members: Vec::new(),
                 member_targets: Vec::new(),
+                member_keys: Vec::new(),
             };
             match &n.spec {
                 NexthopSpec::Discard => {}
@@ -403,9 +409,10 @@ pub fn nh_views(nhs: &[NhInfo], dump: &StateDump) -> Vec<NhView> {
                     v.dmac = Some(dmac.to_string());
                     v.smac = Some(smac.to_string());
                 }
-                NexthopSpec::Composite { members } => {
+                NexthopSpec::Composite { members, keys } => {
                     v.vrf = route_vrf.get(&n.id).copied().unwrap_or(0);
                     v.members.clone_from(members);
+                    v.member_keys.clone_from(keys);
                     v.member_targets = members
                         .iter()
                         .map(|(m, _)| member_target(&by_id, *m))
@@ -485,11 +492,18 @@ pub fn nh_text(nhs: &[NhView]) -> String {
 }
 
 /// A composite's lines: the fields its member choice hashes (symmetrically: both directions of
-/// a flow pick the same member index), the members with their labels, and where each sends.
+/// a flow hash alike) and how the hash picks a member (rendezvous over the members' keys, or
+/// scaled to the member count without keys), the members with their labels, where each sends
+/// and each one's key.
 fn composite_text(s: &mut String, ind: &str, n: &NhView) {
+    let pick = if n.member_keys.is_empty() {
+        "by member count"
+    } else {
+        "rendezvous over member keys"
+    };
     let _ = writeln!(
         s,
-        "{ind}Valid Hash Key Parameters: Proto,SrcIP,SrcPort,DstIp,DstPort (symmetric)"
+        "{ind}Valid Hash Key Parameters: Proto,SrcIP,SrcPort,DstIp,DstPort (symmetric, {pick})"
     );
     let shown = n.members.iter().take(SHOWN_MEMBERS);
     let m: Vec<String> = shown
@@ -512,6 +526,16 @@ fn composite_text(s: &mut String, ind: &str, n: &NhView) {
         .collect();
     if !t.is_empty() {
         let _ = writeln!(s, "{ind}Sub NH to: {}", t.join(", "));
+    }
+    let k: Vec<String> = n
+        .members
+        .iter()
+        .take(SHOWN_MEMBERS)
+        .zip(&n.member_keys)
+        .map(|((nh, _), k)| format!("{nh}:{k:08x}"))
+        .collect();
+    if !k.is_empty() {
+        let _ = writeln!(s, "{ind}Sub NH key: {}", k.join(", "));
     }
 }
 
@@ -894,15 +918,15 @@ mod tests {
             },
         };
         let many: Vec<(u32, Option<u32>)> = (0..18).map(|i| (27, Some(100 + i))).collect();
-        let composite = |id, members| NhInfo {
+        let composite = |id, members, keys| NhInfo {
             id,
-            spec: NexthopSpec::Composite { members },
+            spec: NexthopSpec::Composite { members, keys },
         };
         let nhs = vec![
             encap,
             tunnel,
-            composite(40, vec![(31, Some(51)), (27, None)]),
-            composite(41, many),
+            composite(40, vec![(31, Some(51)), (27, None)], vec![0x5f3a_91c2, 7]),
+            composite(41, many, Vec::new()),
         ];
         let dump = StateDump {
             routes: vec![vrouter_dataplane::ctl::proto::RouteInfo {
@@ -929,5 +953,12 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("27(115) and 2 more components...\n"), "{t}");
+        assert!(
+            t.contains("(symmetric, rendezvous over member keys)\n"),
+            "{t}"
+        );
+        assert!(t.contains("Sub NH key: 31:5f3a91c2, 27:00000007\n"), "{t}");
+        assert!(t.contains("(symmetric, by member count)\n"), "{t}");
+        assert_eq!(v[2].member_keys, vec![0x5f3a_91c2, 7]);
     }
 }

@@ -407,7 +407,13 @@ fn service_chain_ops() -> Vec<TableOp> {
     let composite = NH_CHAIN + 3;
     ops.push(TableOp::AddNh {
         id: composite,
-        spec: NexthopSpec::Composite { members },
+        // Keyed as the agent's: the member is the bucket's rendezvous winner.
+        spec: NexthopSpec::Composite {
+            keys: (0..members.len() as u32)
+                .map(|i| 0x9e37_79b9u32.wrapping_mul(i + 1))
+                .collect(),
+            members,
+        },
     });
     for (prefix, plen) in [(OUTSIDE & 0xffff_ff00, 24), (0, 0)] {
         ops.push(TableOp::AddRoute {

@@ -397,6 +397,7 @@ pub mod fixture {
                         (NH_TUN_UDP, Some(LABEL_REMOTE_UDP)),
                         (NH_TUN_GRE, Some(LABEL_REMOTE_GRE)),
                     ],
+                    keys: Vec::new(),
                 },
             },
         ]

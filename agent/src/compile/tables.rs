@@ -232,19 +232,21 @@ impl<'a> Builder<'a> {
     }
 
     /// The route of a chain's prefixes: to its one programmed member, or to the chain's ECMP
-    /// composite of them (members in the chain's order, which both sides share).
+    /// composite of them (members in the chain's order, which both sides share), each with its
+    /// service VM's key so the dataplane's choice is symmetric and stable as members change.
     fn chain_route(&mut self, vrf: &str, ch: &ChainRoutes) -> Option<Route> {
-        let members: Vec<(u32, Option<u32>)> = ch
+        let (members, keys): (Vec<(u32, Option<u32>)>, Vec<u32>) = ch
             .members
             .iter()
-            .filter_map(|m| self.chain_member(m))
-            .collect();
+            .zip(&ch.keys)
+            .filter_map(|(m, &k)| Some((self.chain_member(m)?, k)))
+            .unzip();
         let (nh, label) = match members.as_slice() {
             [] => return None,
             [one] => *one,
             _ => {
                 let nh = *self.alloc.nhs.get(&composite_key(vrf, &ch.name))?;
-                let spec = NexthopSpec::Composite { members };
+                let spec = NexthopSpec::Composite { members, keys };
                 self.out.desired.nhs.insert(nh, spec);
                 (nh, None)
             }

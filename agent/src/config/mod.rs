@@ -81,6 +81,10 @@ pub struct ChainRoutes {
     pub prefixes: Vec<Prefix>,
     /// Where they go, in a stable order.
     pub members: Vec<ChainMember>,
+    /// One key per member, in the same order: derived from the member's service VM, so the
+    /// same on both sides of the chain and on every host (the dataplane chooses among a
+    /// composite's members by rendezvous hashing over these keys).
+    pub keys: Vec<u32>,
 }
 
 /// One instance interface a chain sends to.

@@ -356,7 +356,8 @@ fn two_instances_become_one_composite_per_side_in_the_same_vm_order() {
         assert_eq!(
             t.nh(r.nh),
             Some(NexthopSpec::Composite {
-                members: vec![(tunnel, Some(label)), (t.vif_nh(local), None)]
+                members: vec![(tunnel, Some(label)), (t.vif_nh(local), None)],
+                keys: vec![key(SVM2), key(SVM1)],
             }),
             "{vrf} {p}"
         );
@@ -366,6 +367,31 @@ fn two_instances_become_one_composite_per_side_in_the_same_vm_order() {
         t.route(GUEST, PUBLIC_NET).map(|r| r.nh),
         t.route(GUEST, "0.0.0.0/0").map(|r| r.nh)
     );
+}
+
+/// The ECMP key of service VM `vm`.
+fn key(vm: &str) -> u32 {
+    chains::member_key(&vm.parse().expect("vm uuid"))
+}
+
+#[test]
+fn both_sides_key_each_member_by_its_service_vm() {
+    let st = state(UP2, [true, false]);
+    let b = st.build(&settings());
+    let keys_of = |net: &str| -> Vec<Vec<u32>> {
+        let n = b.config.network(net).expect("network");
+        let p = n.policy.as_ref().expect("policy");
+        p.chains.iter().map(|c| c.keys.clone()).collect()
+    };
+    // Left side (left interfaces, one local, one remote) and right side (right interfaces)
+    // carry the same key for the same VM, in the same order.
+    let want = vec![vec![key(SVM2), key(SVM1)]];
+    assert_eq!(keys_of(GUEST), want);
+    assert_eq!(keys_of(PUBLIC), want);
+    assert_ne!(key(SVM1), key(SVM2));
+    // Fixed across builds and hosts: a hash of the uuid's bytes, not std's hasher.
+    assert_eq!(key(SVM1), key("B0000000-0000-0000-0000-000000000001"));
+    assert_eq!(key(SVM1), 0x99fa_bab6);
 }
 
 #[test]

@@ -8,7 +8,8 @@ use crate::config::{ChainMember, ChainRoutes, Prefix};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use vrouter_api::interface::{ChainStatus, InterfaceConfig, ServiceChain, ServiceHop};
-use vrouter_api::Ipv4Prefix;
+use vrouter_api::{Ipv4Prefix, Uuid};
+use vrouter_dataplane::tables::MAX_KEYED_MEMBERS;
 
 /// The chains of one network, resolved.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -68,22 +69,41 @@ fn member(
     })
 }
 
-/// The reachable members of a chain's `hops`, ordered by instance and service VM. Both sides of
-/// a chain order their members that way, so with one symmetric flow hash the forward direction
-/// (left VRF, left interfaces) and the reverse (right VRF, right interfaces) pick the same
-/// service VM; the order does not depend on the order routes or interfaces arrived in either.
+/// The ECMP key of a chain member: a hash of its service VM's uuid. Both sides of a chain (the
+/// left interfaces in the left VRF, the right ones in the right VRF) and every host derive the
+/// same key for the same VM, so the dataplane's rendezvous choice over the keys sends both
+/// directions of a flow through one VM, and a VM leaving moves only its own flows. FNV-1a with
+/// a final mix: fixed across builds and hosts (unlike std's hasher, which is not guaranteed to
+/// be), and well spread even for uuids that differ in a few bits.
+pub fn member_key(vm: &Uuid) -> u32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in &vm.0 {
+        h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    h = (h ^ (h >> 33)).wrapping_mul(0xff51_afd7_ed55_8ccd);
+    (h ^ (h >> 33)) as u32
+}
+
+/// The reachable members of a chain's `hops` with their keys ([`member_key`]), ordered by
+/// instance and service VM, and at most [`MAX_KEYED_MEMBERS`] (the first in that order). The
+/// member choice depends only on the keys, not on this order; the order keeps the composite's
+/// listing (and the ties of colliding keys) the same on both sides and whatever order routes
+/// or interfaces arrived in.
 fn members(
     cx: &Ctx,
     vrf: &str,
     hops: &[ServiceHop],
     unresolved: &mut BTreeSet<Ipv4Addr>,
-) -> Vec<ChainMember> {
+) -> Vec<(ChainMember, u32)> {
     let mut hops: Vec<&ServiceHop> = hops.iter().collect();
     hops.sort_by(|a, b| (&a.instance, a.vm_uuid).cmp(&(&b.instance, b.vm_uuid)));
-    let mut out: Vec<ChainMember> = Vec::new();
-    for m in hops.iter().filter_map(|h| member(cx, vrf, h, unresolved)) {
-        if !out.contains(&m) {
-            out.push(m);
+    let mut out: Vec<(ChainMember, u32)> = Vec::new();
+    for h in hops {
+        let Some(m) = member(cx, vrf, h, unresolved) else {
+            continue;
+        };
+        if out.len() < MAX_KEYED_MEMBERS && !out.iter().any(|(o, _)| *o == m) {
+            out.push((m, member_key(&h.vm_uuid)));
         }
     }
     out
@@ -112,10 +132,12 @@ pub fn resolve(cx: &Ctx, c: &InterfaceConfig, vrf: &str) -> Resolved {
         let steered = !members.is_empty();
         *up.entry(ch.instances.clone()).or_insert(true) &= steered;
         if steered {
+            let (members, keys) = members.into_iter().unzip();
             out.chains.push(ChainRoutes {
                 name: format!("{}>{}", ch.policy, ch.remote.vrf),
                 prefixes: prefixes(ch),
                 members,
+                keys,
             });
         } else {
             out.down.extend(ch.remote.subnets.iter().copied());

@@ -540,11 +540,8 @@ impl Pipeline {
                 return;
             }
             if let (Some(d), Some(v)) = (p.buf.data().get(ETH + 16..ETH + 20), t.vrf(p.meta.vrf)) {
-                t.fib.prefetch(
-                    p.meta.vrf,
-                    v.plens,
-                    u32::from_be_bytes([d[0], d[1], d[2], d[3]]),
-                );
+                let dst = u32::from_be_bytes([d[0], d[1], d[2], d[3]]);
+                t.fib.prefetch(p.meta.vrf, v.plens_for(dst), dst);
             }
         };
         for p in pkts.iter().take(PREFETCH_AHEAD) {
@@ -573,7 +570,7 @@ impl Pipeline {
         let mut dst = u32::from_be_bytes([h[ETH + 16], h[ETH + 17], h[ETH + 18], h[ETH + 19]]);
         let ttl = h[ETH + 8];
         let mut vrf_id = vrf.id;
-        let mut plens = vrf.plens;
+        let mut plens = vrf.plens_for(dst);
         if vrf.fip_count != 0 {
             if let Some(f) = t.fips.get(vrf_id, dst) {
                 let Some(vm) = t.vif(f.vif) else {
@@ -584,7 +581,7 @@ impl Pipeline {
                 self.stats.vrf(vrf_id).fip_dnats.add(1);
                 dst = f.private_ip;
                 vrf_id = vm.spec.vrf;
-                plens = t.vrf(vrf_id).map_or(0, |v| v.plens);
+                plens = t.vrf(vrf_id).map_or(0, |v| v.plens_for(dst));
                 p.meta.vrf = vrf_id;
             }
         }
@@ -650,16 +647,19 @@ impl Pipeline {
         let vrf_stats = self.stats.vrf(p.meta.vrf);
         // The ECMP hash, once per packet: the member's tunnel reuses it for its entropy.
         let mut hash = None;
-        if let Nexthop::Composite { members } = nh {
+        if let Nexthop::Composite(ecmp) = nh {
             vrf_stats.ecmp_composites.add(1);
             let h = ecmp_hash(p.buf.data());
             hash = Some(h);
-            let (m_nh, m_label) = members[ecmp_index(h, members.len())];
+            // The hash bucket's member: with keys (the agent's) the rendezvous winner, stable
+            // when members come and go; without, the hash scaled to the member count.
+            // In range by construction (see `Ecmp`).
+            let (m_nh, m_label) = ecmp.members[ecmp.buckets.pick(h)];
             if let Some(l) = m_label {
                 p.meta.label = l;
             }
             match t.nh(m_nh) {
-                Some(Nexthop::Composite { .. }) | None => {
+                Some(Nexthop::Composite(_)) | None => {
                     p.meta.drop(DropReason::InvalidNh);
                     return;
                 }
@@ -733,7 +733,7 @@ impl Pipeline {
                 p.meta.vrf = *vrf;
                 p.meta.next = Next::Lookup;
             }
-            Nexthop::Composite { .. } => p.meta.drop(DropReason::InvalidNh),
+            Nexthop::Composite(_) => p.meta.drop(DropReason::InvalidNh),
         }
     }
 
@@ -871,10 +871,11 @@ pub fn flow_hash(d: &[u8], vrf: u16) -> u32 {
 
 /// Symmetric hash of the inner 5-tuple of the Ethernet+IPv4 packet `d`: the ECMP member
 /// choice (and the source port of the member's tunnel). Both directions of a flow hash alike,
-/// so they pick the same member index: the addresses enter as their XOR and sum, the ports as
+/// so they land in the same bucket: the addresses enter as their XOR and sum, the ports as
 /// their sum, all commutative; and the VRF does not enter (a service chain's forward direction
-/// is hashed in the left VRF, the reply in the right one, and each side's composite lists the
-/// same service VMs in the same order, so both pick the same VM). Commutative combinations
+/// is hashed in the left VRF, the reply in the right one, and both sides' composites carry the
+/// same service VMs' keys, so the bucket's rendezvous winner is the same VM; see
+/// [`crate::tables::EcmpBuckets`]). Commutative combinations
 /// instead of ordering the endpoints: a few instructions cheaper per packet, and as well spread
 /// for the flows of a chain (many ports or clients against few servers).
 #[inline]
@@ -886,13 +887,6 @@ pub fn ecmp_hash(d: &[u8]) -> u32 {
     let a = u64::from(x ^ y) << 32 | u64::from(x.wrapping_add(y));
     let p = ports.wrapping_add(ports.rotate_left(16));
     mix(a, u64::from(p) << 32 | u64::from(proto) << 16)
-}
-
-/// The member of an `n`-member composite that flow hash `h` picks: `h` scaled to `0..n`
-/// (a multiply and a shift instead of a division; uniform as `h` is).
-#[inline(always)]
-pub fn ecmp_index(h: u32, n: usize) -> usize {
-    ((u64::from(h) * n as u64) >> 32) as usize
 }
 
 /// Maps a flow hash into the RFC 7510 entropy range 49152..=65535.
@@ -1047,8 +1041,9 @@ mod tests {
                 let (hf, hr) = (ecmp_hash(&fwd), ecmp_hash(&rev));
                 assert_eq!(hf, hr, "proto {proto} sport {}", sport.wrapping_add(i));
                 for n in 1..=8 {
-                    assert_eq!(ecmp_index(hf, n), ecmp_index(hr, n));
-                    assert!(ecmp_index(hf, n) < n);
+                    let b = crate::tables::EcmpBuckets::scaled(n);
+                    assert_eq!(b.pick(hf), b.pick(hr));
+                    assert!(b.pick(hf) < n);
                 }
                 checked += 1;
             }
@@ -1067,7 +1062,7 @@ mod tests {
                 1024 + sport,
                 80,
             );
-            per_member[ecmp_index(ecmp_hash(&f), 4)] += 1;
+            per_member[crate::tables::EcmpBuckets::scaled(4).pick(ecmp_hash(&f))] += 1;
         }
         // 1024 each if perfectly even; within 10%.
         assert!(
@@ -1079,12 +1074,133 @@ mod tests {
         for c in 0..4096u16 {
             let [hi, lo] = c.to_be_bytes();
             let f = frame(ip_proto::TCP, [10, 1, hi, lo], [198, 51, 100, 6], 40000, 80);
-            per_member[ecmp_index(ecmp_hash(&f), 4)] += 1;
+            per_member[crate::tables::EcmpBuckets::scaled(4).pick(ecmp_hash(&f))] += 1;
         }
         assert!(
             per_member.iter().all(|&c| (922..=1126).contains(&c)),
             "{per_member:?}"
         );
+    }
+
+    /// Member keys as the agent derives them (hashes of service VM uuids): arbitrary words.
+    const KEYS: [u32; 8] = [
+        0x5f3a_91c2,
+        0x0bad_cafe,
+        0x9e37_79b9,
+        0x1234_5678,
+        0xdead_beef,
+        0x7fff_0001,
+        0x0000_0003,
+        0xc0ff_ee00,
+    ];
+
+    /// The key of the member each of `flows` picks through a keyed composite with `keys`.
+    fn keyed_picks(keys: &[u32], flows: &[(u32, u32)]) -> Vec<u32> {
+        let b = crate::tables::EcmpBuckets::build(keys);
+        flows.iter().map(|&(h, _)| keys[b.pick(h)]).collect()
+    }
+
+    /// 4096 TCP flows from many ports of one client to one server.
+    fn flow_hashes() -> Vec<(u32, u32)> {
+        (0..4096u16)
+            .map(|i| {
+                let [hi, lo] = i.to_be_bytes();
+                let fwd = frame(
+                    ip_proto::TCP,
+                    [10, 1, hi, lo],
+                    [198, 51, 100, 6],
+                    1024 + i,
+                    80,
+                );
+                let rev = frame(
+                    ip_proto::TCP,
+                    [198, 51, 100, 6],
+                    [10, 1, hi, lo],
+                    80,
+                    1024 + i,
+                );
+                (ecmp_hash(&fwd), ecmp_hash(&rev))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn keyed_ecmp_is_symmetric_whatever_the_member_order() {
+        let flows = flow_hashes();
+        for n in 1..=KEYS.len() {
+            let left = &KEYS[..n];
+            // The other side lists the same service VMs in another order.
+            let mut right = left.to_vec();
+            right.reverse();
+            right.rotate_left(n / 2);
+            let (bl, br) = (
+                crate::tables::EcmpBuckets::build(left),
+                crate::tables::EcmpBuckets::build(&right),
+            );
+            for &(hf, hr) in &flows {
+                assert_eq!(left[bl.pick(hf)], right[br.pick(hr)], "{n} members");
+            }
+        }
+    }
+
+    #[test]
+    fn keyed_ecmp_spreads_flows_within_ten_percent_over_four_members() {
+        let keys = &KEYS[..4];
+        let mut per_member = [0u32; 4];
+        let b = crate::tables::EcmpBuckets::build(keys);
+        for &(h, _) in &flow_hashes() {
+            per_member[b.pick(h)] += 1;
+        }
+        assert!(
+            per_member.iter().all(|&c| (922..=1126).contains(&c)),
+            "{per_member:?}"
+        );
+    }
+
+    #[test]
+    fn removing_a_keyed_member_moves_only_its_own_flows() {
+        let flows = flow_hashes();
+        let all = &KEYS[..4];
+        for gone in all {
+            let left: Vec<u32> = all.iter().copied().filter(|k| k != gone).collect();
+            let (mut moved_survivors, mut moved_lost) = (0, 0);
+            let picks = keyed_picks(all, &flows).into_iter();
+            for (before, after) in picks.zip(keyed_picks(&left, &flows)) {
+                if before == *gone {
+                    moved_lost += 1;
+                } else if before != after {
+                    moved_survivors += 1;
+                }
+            }
+            assert_eq!(moved_survivors, 0, "member {gone:#x} removed");
+            assert!(moved_lost > 0);
+        }
+    }
+
+    #[test]
+    fn adding_a_keyed_member_takes_about_one_nth_of_the_flows() {
+        let flows = flow_hashes();
+        for n in 2..=7 {
+            let (old, new) = (&KEYS[..n], &KEYS[..=n]);
+            let mut moved = 0usize;
+            let picks = keyed_picks(old, &flows).into_iter();
+            for (before, after) in picks.zip(keyed_picks(new, &flows)) {
+                if before != after {
+                    // Only to the new member.
+                    assert_eq!(after, KEYS[n]);
+                    moved += 1;
+                }
+            }
+            // 1/(n+1) of the flows, with 3 points of margin.
+            let limit = flows.len() / (n + 1) + flows.len() * 3 / 100;
+            assert!(
+                moved <= limit,
+                "{n} -> {}: {moved} of {} moved",
+                n + 1,
+                flows.len()
+            );
+            assert!(moved > 0);
+        }
     }
 
     #[test]

@@ -19,7 +19,9 @@ use crate::wire::MacAddr;
 pub use fib::{Fib, Route};
 pub use fip::{Fip, FipTable};
 pub use flow::{FlowParams, FlowTable};
-pub use nexthop::{Nexthop, NexthopSpec, TunnelKind, NH_DISCARD};
+pub use nexthop::{
+    Ecmp, EcmpBuckets, Nexthop, NexthopSpec, TunnelKind, MAX_KEYED_MEMBERS, NH_DISCARD,
+};
 pub use policy::{CompiledPolicy, Policy, VrfPolicy};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
@@ -320,7 +322,7 @@ impl Tables {
     #[inline]
     pub fn lookup(&self, vrf: u16, addr: u32) -> Option<(Route, u8)> {
         let v = self.vrf(vrf)?;
-        self.fib.lookup(vrf, v.plens, addr)
+        self.fib.lookup(vrf, v.plens_for(addr), addr)
     }
 
     /// Applies a validated operation.
@@ -379,14 +381,14 @@ impl Tables {
             } => {
                 if self.fib.insert(*vrf, *prefix, *plen, *route) {
                     if let Some(v) = self.vrfs[usize::from(*vrf)].as_mut() {
-                        v.route_added(*plen);
+                        v.route_added(*prefix, *plen);
                     }
                 }
             }
             TableOp::DelRoute { vrf, prefix, plen } => {
                 if self.fib.remove(*vrf, *prefix, *plen).is_some() {
                     if let Some(v) = self.vrfs[usize::from(*vrf)].as_mut() {
-                        v.route_removed(*plen);
+                        v.route_removed(*prefix, *plen);
                     }
                 }
             }
