@@ -2,11 +2,13 @@
 //! namespaces (issue 18): a guest VM without a floating IP reaches an outside address on the
 //! public network through a NAT appliance, a VM namespace with a left NIC on the guest network
 //! and a right NIC on the public network running nftables masquerade. The outside sees the
-//! appliance's public address, never the guest's. Scaled out to two appliances on two hosts,
-//! the guest's default route is an ECMP composite of both: 200 connections spread over them,
+//! appliance's public address, never the guest's. Scaled out to three appliances on two hosts,
+//! the guest's default route is an ECMP composite of them: 200 connections spread over them,
 //! each through exactly one (the masquerade counters add up to 200; replies come back to the
 //! translating appliance's own address); when one appliance's VM goes away, new connections
-//! all go through the survivor within 5 s.
+//! all go through the survivors within 5 s, and the survivors' long-lived connections opened
+//! before keep exchanging data (their flows did not move to the other survivor, whose NAT
+//! would not know them).
 //!
 //! Needs root, `ip`, `ping`, `busybox`, `nft`, `tshark`, `xenstore-write` and the built
 //! daemons (see `ns_controller`). Namespaces are `vrt3-<test>-<pid>-<role>`, killed and deleted
@@ -132,7 +134,7 @@ fn snat_cloud(api: &Api) {
             "service_template_refs": [{"to": ["default-domain", "nat-template"]}],
             "service_instance_properties": {"auto_policy": false,
                 "left_virtual_network": LEFT, "right_virtual_network": RIGHT,
-                "scale_out": {"max_instances": 2, "auto_scale": false}}}})),
+                "scale_out": {"max_instances": 3, "auto_scale": false}}}})),
     );
 }
 
@@ -447,6 +449,31 @@ const NAT2: VmSpec = (
     true,
 );
 
+const NAT3: VmSpec = (
+    "5e6f7a8b-9c0d-4e1f-8a2b-3c4d5e6f7b09",
+    "i-9-VM",
+    9,
+    &[
+        (
+            "c1d2e3f4-a5b6-4c7d-8e9f-0a1b2c3d4f91",
+            1,
+            "02:aa:00:00:09:01",
+            "10.1.1.9",
+            "guest-a",
+            Some("left"),
+        ),
+        (
+            "c1d2e3f4-a5b6-4c7d-8e9f-0a1b2c3d4f92",
+            2,
+            "02:aa:00:00:09:02",
+            "198.51.100.9",
+            "__zone1_Public__",
+            Some("right"),
+        ),
+    ],
+    true,
+);
+
 /// Two host namespaces `ha` (10.0.0.1) and `hb` (10.0.0.2) on an underlay bridge in `ul`,
 /// which also hosts the shim's address 10.0.0.100.
 fn underlay(test: &str) -> (Ns, Ns, Ns) {
@@ -482,7 +509,7 @@ fn connections(from: &Ns, n: u32) -> u32 {
 }
 
 #[test]
-fn ns_snat_scales_out_over_two_appliances_and_drops_a_dead_one_within_5s() {
+fn ns_snat_scales_out_over_three_appliances_and_drops_a_dead_one_keeping_the_others_flows() {
     let Some(bins) = setup() else { return };
     require(&["nft"]);
     let dir = tempdir();
@@ -492,10 +519,12 @@ fn ns_snat_scales_out_over_two_appliances_and_drops_a_dead_one_within_5s() {
     let outside = vm_ns("snat2", &ha, OUTSIDE_VM);
     let nat1 = vm_ns("snat2", &ha, NAT1);
     let nat2 = vm_ns("snat2", &hb, NAT2);
+    let nat3 = vm_ns("snat2", &hb, NAT3);
     guest.ns.exec("ip route add default via 10.1.1.1");
     outside.ns.exec("ip route add default via 198.51.100.1");
     start_nat(&nat1);
     start_nat(&nat2);
+    start_nat(&nat3);
     let (xsa, xsb) = (d.join("xsa.sock"), d.join("xsb.sock"));
     let _xsda = xenstored(&bins, &xsa, &d.join("xenstored-a.log"));
     let _xsdb = xenstored(&bins, &xsb, &d.join("xenstored-b.log"));
@@ -510,7 +539,7 @@ fn ns_snat_scales_out_over_two_appliances_and_drops_a_dead_one_within_5s() {
     });
     assert!(up.is_some(), "shim: {}", shim.log());
     snat_cloud(&api);
-    for vm in [GUEST, OUTSIDE_VM, NAT1, NAT2] {
+    for vm in [GUEST, OUTSIDE_VM, NAT1, NAT2, NAT3] {
         add_vm(&api, vm);
     }
     let fab = |ip: &str| format!("--fabric fab0 --fabric-port-kind af_packet --fabric-ip {ip}");
@@ -543,13 +572,15 @@ fn ns_snat_scales_out_over_two_appliances_and_drops_a_dead_one_within_5s() {
         plug(&xsa, &dpa, vm, &aa);
     }
     plug(&xsb, &dpb, NAT2, &ab);
-    // The guest's default route on ha: a composite of NAT1 (here) and NAT2 (on hb).
+    plug(&xsb, &dpb, NAT3, &ab);
+    // The guest's default route on ha: a composite of NAT1 (here), NAT2 and NAT3 (on hb).
     let composite = || {
         let r = common::try_vrctl_json(&dpa, &["route", "dump", LEFT])?;
         let nh = r.as_array()?.iter().find(|x| x["prefix"] == "0.0.0.0/0")?["nh"].as_u64()?;
         let nhs = common::try_vrctl_json(&dpa, &["nh", "list"])?;
         let n = nhs.as_array()?.iter().find(|n| n["id"] == nh)?.clone();
-        (n["type"] == "Composite").then_some(n)
+        let three = n["members"].as_array().is_some_and(|m| m.len() == 3);
+        (n["type"] == "Composite" && three).then_some(n)
     };
     let group = wait_for(Duration::from_secs(30), composite);
     assert!(group.is_some(), "no ECMP group for the chain\n{}", logs());
@@ -563,37 +594,133 @@ fn ns_snat_scales_out_over_two_appliances_and_drops_a_dead_one_within_5s() {
         &d.join("nc-outside.log"),
         &[],
     );
+    let _echo = Proc::spawn(
+        Some(&outside.ns),
+        "busybox nc -ll -p 8081 -e /bin/cat",
+        &d.join("nc-echo.log"),
+        &[],
+    );
     let reach = wait_for(Duration::from_secs(15), || {
         (connections(&guest.ns, 4) == 4).then_some(())
     });
     assert!(reach.is_some(), "no TCP through the appliances\n{}", logs());
-    // 200 connections spread over both appliances.
-    let (b1, b2) = (nat_count(&nat1), nat_count(&nat2));
+    // 200 connections spread over the three appliances.
+    let nats = [&nat1, &nat2, &nat3];
+    let counts = || nats.map(nat_count);
+    let before = counts();
     let ok = connections(&guest.ns, 200);
-    let (n1, n2) = (nat_count(&nat1) - b1, nat_count(&nat2) - b2);
-    eprintln!("scale-out: 200 connections: {ok} completed, NAT1 {n1}, NAT2 {n2}");
+    let n = delta(before, counts());
+    eprintln!("scale-out: 200 connections: {ok} completed, NAT1/2/3 {n:?}");
     assert_eq!(ok, 200, "connections failed\n{}", logs());
     assert_eq!(
-        n1 + n2,
+        n.iter().sum::<u64>(),
         200,
         "every connection through exactly one appliance"
     );
-    assert!(n1 >= 50 && n2 >= 50, "not spread: NAT1 {n1}, NAT2 {n2}");
-    // NAT2's VM dies (the toolstack removes its vifs): new connections all go through NAT1
-    // within 5 s.
+    assert!(n.iter().all(|&c| c >= 30), "not spread: NAT1/2/3 {n:?}");
+    // Long-lived connections, each sending a line every 200 ms to an echo server: which
+    // appliance each went through, from the masquerade counters as it opens.
+    let long = long_lived(&guest.ns, d, counts);
+    let through: Vec<usize> = long.iter().map(|l| l.nat).collect();
+    eprintln!(
+        "scale-out: {} long-lived connections through NAT {through:?} (0-based)",
+        long.len()
+    );
+    // NAT3's VM dies (the toolstack removes its vifs): new connections all go through NAT1
+    // and NAT2 within 5 s. NAT3 is the last member: scaling the hash to the member count
+    // moved half of NAT2's flows to NAT1 then (removing the middle member moves none).
     let killed = Instant::now();
     sh(&format!(
-        "XENSTORED_PATH={} xenstore-rm /local/domain/0/backend/vif/8",
+        "XENSTORED_PATH={} xenstore-rm /local/domain/0/backend/vif/9",
         xsb.display()
     ));
     let moved = wait_for(Duration::from_secs(15), || {
-        let (b1, b2) = (nat_count(&nat1), nat_count(&nat2));
-        // 20 in a row through NAT1 alone: by chance through a stale group, about 1 in 10^5.
+        let before = counts();
+        // 20 in a row through the survivors alone: by chance through a stale group, about 1
+        // in 3000.
         let ok = connections(&guest.ns, 20);
-        (ok == 20 && nat_count(&nat1) - b1 == 20 && nat_count(&nat2) == b2)
-            .then(|| killed.elapsed())
+        let n = delta(before, counts());
+        (ok == 20 && n[2] == 0 && n[0] + n[1] == 20).then(|| killed.elapsed())
     });
-    let moved = moved.unwrap_or_else(|| panic!("flows never moved to NAT1\n{}", logs()));
-    eprintln!("scale-out: new flows all through the survivor {moved:?} after the kill");
+    let moved = moved.unwrap_or_else(|| panic!("flows never left NAT3\n{}", logs()));
+    eprintln!("scale-out: new flows all through the survivors {moved:?} after the kill");
     assert!(moved <= Duration::from_secs(5), "took {moved:?}");
+    // The survivors' established connections still exchange data: their flows did not move
+    // to the other survivor (whose NAT would not know them).
+    let grown = |l: &LongLived| l.lines() + 5;
+    let want: Vec<usize> = long.iter().map(grown).collect();
+    let alive = wait_for(Duration::from_secs(5), || {
+        long.iter()
+            .zip(&want)
+            .all(|(l, &w)| l.nat == 2 || l.lines() >= w)
+            .then_some(())
+    });
+    let lines: Vec<(usize, usize)> = long.iter().map(|l| (l.nat, l.lines())).collect();
+    eprintln!("scale-out: after the kill, (NAT, echoed lines) {lines:?}");
+    assert!(
+        alive.is_some(),
+        "a connection through a surviving appliance stopped: {lines:?} (wanted {want:?})\n{}",
+        logs()
+    );
+    assert!(
+        [0, 1].map(|n| long.iter().filter(|l| l.nat == n).count() >= 3) == [true, true],
+        "too few through the survivors: {through:?}"
+    );
+}
+
+/// Masquerade counter increments from `a` to `b`.
+fn delta(a: [u64; 3], b: [u64; 3]) -> [u64; 3] {
+    [b[0] - a[0], b[1] - a[1], b[2] - a[2]]
+}
+
+/// A TCP connection from the guest to the outside's echo server (port 8081) that sends a line
+/// every 200 ms, its echo appended to `out`, and the appliance (index) it went through.
+struct LongLived {
+    _proc: Proc,
+    out: std::path::PathBuf,
+    nat: usize,
+}
+
+impl LongLived {
+    /// Lines echoed so far.
+    fn lines(&self) -> usize {
+        std::fs::read_to_string(&self.out).map_or(0, |s| s.lines().count())
+    }
+}
+
+/// Opens [`LongLived`] connections one at a time until at least 3 went through each of
+/// NAT1 and NAT2 (the survivors; at most 60 connections); each one's appliance is the one
+/// whose masquerade counter (`counts`) rose while it opened.
+fn long_lived(guest: &Ns, d: &Path, counts: impl Fn() -> [u64; 3]) -> Vec<LongLived> {
+    let mut out: Vec<LongLived> = Vec::new();
+    let through = |out: &[LongLived], nat| out.iter().filter(|l| l.nat == nat).count();
+    for i in 0..60 {
+        if through(&out, 0) >= 3 && through(&out, 1) >= 3 {
+            break;
+        }
+        let before = counts();
+        let file = d.join(format!("long{i}.out"));
+        let proc = Proc::spawn(
+            Some(guest),
+            &format!(
+                "sh -c 'n=0; while true; do echo {i}-$n; n=$((n+1)); sleep 0.2; done \
+                 | busybox nc {OUTSIDE} 8081 > {}'",
+                file.display()
+            ),
+            &d.join(format!("long{i}.log")),
+            &[],
+        );
+        let mut l = LongLived {
+            _proc: proc,
+            out: file,
+            nat: usize::MAX,
+        };
+        let up = wait_for(Duration::from_secs(5), || (l.lines() >= 2).then_some(()));
+        assert!(up.is_some(), "long-lived connection {i} never echoed");
+        let n = delta(before, counts());
+        assert_eq!(n.iter().sum::<u64>(), 1, "{n:?}");
+        l.nat = n.iter().position(|&c| c == 1).expect("one appliance");
+        out.push(l);
+    }
+    out
 }
