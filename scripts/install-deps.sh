@@ -21,7 +21,7 @@ if [ -n "$pips" ]; then
   python3 -m pip install -q --disable-pip-version-check $pips
 fi
 
-# cargo-afl for the opt-in bounded fuzz run of scripts/test.sh (FUZZ_SECONDS, scripts/fuzz.sh);
+# cargo-afl for the bounded fuzz run of scripts/test.sh (FUZZ_SECONDS, default 5; scripts/fuzz.sh);
 # installing it also builds the AFL++ it bundles, so no Debian package is needed.
 export PATH="$HOME/.cargo/bin:$PATH"
 if [ "${FUZZ_SECONDS:-0}" != 0 ] && ! cargo afl --version >/dev/null 2>&1; then

@@ -10,14 +10,17 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
+# Seconds of AFL++ per fuzz target after the tests (0 skips it; install-deps.sh installs cargo-afl
+# when it is not 0).
+export FUZZ_SECONDS="${FUZZ_SECONDS:-5}"
 ./scripts/install-deps.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo test --workspace --no-fail-fast 2>&1 | tee /tmp/vrouter-test.log
-# The fuzz targets' corpus is replayed by the tests above. A bounded AFL++ run of every target
-# (FUZZ_SECONDS each) is opt-in: on a fresh machine its instrumented build alone takes about 5 CPU
-# minutes (docs/fuzzing.md, "CI bound").
+# The fuzz targets' corpus is replayed by the tests above; then a short bounded AFL++ run of every
+# target (FUZZ_SECONDS each). On a fresh machine its instrumented build takes about 5 CPU minutes
+# (docs/fuzzing.md, "CI bound").
 if [ "${FUZZ_SECONDS:-0}" != 0 ]; then
   ./scripts/fuzz.sh "$FUZZ_SECONDS"
 fi
