@@ -163,6 +163,10 @@ fn host(
     }
 }
 
+/// The tests of this file build namespaces of the same names (`restart` and the process id), so
+/// they take turns.
+static ONE_CLOUD_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Two hosts with a VM each, routes exchanged, the VMs pinging each other, underlay MACs learned.
 fn two_hosts(bins: &Bins) -> Cloud {
     let dir = tempdir();
@@ -586,6 +590,9 @@ fn assert_no_changes(who: &str, log: &str) {
 #[test]
 fn ns_agent_restart_is_hitless_across_hosts() {
     let Some(bins) = setup() else { return };
+    let _turn = ONE_CLOUD_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
     let mut c = two_hosts(&bins);
     // Settled: both agents learned the other's MAC and reconciled since.
     std::thread::sleep(Duration::from_secs(1));
@@ -615,6 +622,9 @@ fn ns_agent_restart_is_hitless_across_hosts() {
 #[test]
 fn ns_shim_restart_is_hitless_across_hosts() {
     let Some(bins) = setup() else { return };
+    let _turn = ONE_CLOUD_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
     let mut c = two_hosts(&bins);
     std::thread::sleep(Duration::from_secs(1));
     let before: Vec<Value> = c.hosts.iter().map(|h| tables(&h.dp)).collect();
