@@ -412,8 +412,8 @@ fn ns_snat_guest_reaches_outside_as_the_appliance_address() {
         "the outside saw the guest's own address: {from_guest:?}"
     );
     assert!(
-        from_nat >= 6,
-        "the outside did not see the appliance's address (4 pings + TCP): {seen:?}"
+        from_nat >= 4,
+        "the outside did not see the appliance's address (at least the 4 echo requests): {seen:?}"
     );
     let translated = nat_count(&nat);
     assert!(translated >= 2, "the appliance translated nothing");
