@@ -17,8 +17,12 @@
 # vif2.0 lead to VM namespaces <P>-vm1 (10.1.0.1) and <P>-vm2 (10.1.0.2); vif3.0 .. vifN.0 lead
 # to idle VMs, all of their ends in one namespace <P>-idle (IPv6 off, so they send nothing).
 # Root only; every namespace is <P>-*, removed at exit; the daemon is killed by its PID.
+# CHURN=K (instead of the N list): vif churn. vm1 pings vm2 every 2 ms while K more vifs are
+# added (one Apply each, as hot-plugs arrive) until all are open, then removed one Apply each
+# until all are closed (benches/scale/churn.py); reports lost pings and the worst gap between
+# two replies (the worst stall of forwarding between two other VMs), with the phases' times.
 # Usage: benches/scale/run.sh [N ...]
-# Env: BIN (a vrouter-dp binary to use instead of building one: before/after runs side by
+# Env: CHURN (0: off), BIN (a vrouter-dp binary to use instead of building one: before/after runs side by
 # side), IDLE_SECS (10), PORT_KIND (af_packet), DP_ARGS (extra daemon flags), TAG (label in the
 # JSON), OUT (benches/scale/out). Writes $OUT/scale[-TAG].json and prints it.
 set -uo pipefail
@@ -169,10 +173,56 @@ PY
   cleanup
 }
 
+run_churn() {  # $1: vifs to add and remove; prints one JSON object
+  local k=$1 sock="$OUT/dp.sock" log="$OUT/dp-churn.log" ping_pid
+  cleanup
+  topo $((k + 2))
+  rm -f "$sock"
+  ip netns exec $P-host "$bin" --lcores 1 --port-kind "$PORT_KIND" --ctl-socket "$sock" \
+    --agent-socket none --log-level info $DP_ARGS > "$log" 2>&1 &
+  dp_pid=$!
+  for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.05; done
+  ops_json 2 | python3 "$root/benches/e2e/vrctl_min.py" "$sock" || { echo "apply refused" >&2; return 1; }
+  for _ in $(seq 500); do [ "$(grep -c ': opened vif' "$log")" -ge 2 ] && break; sleep 0.02; done
+  ip netns exec $P-vm1 ping -c 3 -i 0.2 -W 2 -q 10.1.0.2 >/dev/null 2>&1
+  # 2 ms pings, bounded to 60 s; stopped with SIGINT (summary line) once the churn is over.
+  ip netns exec $P-vm1 ping -D -i 0.002 -W 1 -w 60 10.1.0.2 > "$OUT/ping-churn.txt" 2>&1 &
+  ping_pid=$!
+  sleep 1
+  local churn
+  churn=$(python3 "$here/churn.py" "$sock" "$log" 3 $((k + 2))) || { kill -INT "$ping_pid"; return 1; }
+  sleep 1
+  kill -INT "$ping_pid"; wait "$ping_pid"
+  python3 - "$OUT/ping-churn.txt" "$churn" "$PORT_KIND" "$TAG" <<'PY'
+import json, re, sys
+txt = open(sys.argv[1]).read()
+ts = [float(t) for t in re.findall(r"^\[([0-9.]+)\] \d+ bytes from", txt, re.M)]
+rtts = sorted(float(m) for m in re.findall(r"time=([0-9.]+) ms", txt))
+m = re.search(r"(\d+) packets transmitted, (\d+) received", txt)
+sent, recv = (int(m.group(1)), int(m.group(2))) if m else (None, len(ts))
+gaps = sorted(b - a for a, b in zip(ts, ts[1:]))
+out = {"tag": sys.argv[4], "port_kind": sys.argv[3], "ping_interval_ms": 2,
+       "ping_sent": sent, "ping_received": recv, "ping_lost": (sent - recv) if sent is not None else None,
+       "worst_gap_ms": round(1000 * gaps[-1], 2) if gaps else None,
+       "gap_p99_ms": round(1000 * gaps[min(len(gaps) - 1, 99 * len(gaps) // 100)], 2) if gaps else None,
+       "rtt_max_ms": rtts[-1] if rtts else None}
+out.update(json.loads(sys.argv[2]))
+print(json.dumps(out))
+PY
+  cleanup
+}
+
 [ "$(id -u)" = 0 ] || { echo "root only" >&2; exit 1; }
 if [ -z "${BIN:-}" ]; then
   (cd "$root" && cargo build --release -p vrouter-dataplane --bin vrouter-dp >/dev/null 2>&1) \
     || { echo "build failed" >&2; exit 1; }
+fi
+if [ "${CHURN:-0}" -gt 0 ]; then
+  r=$(run_churn "$CHURN") && [ -n "$r" ] || exit 1
+  name="churn${TAG:+-$TAG}"
+  echo "$r" | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin), indent=1))' > "$OUT/$name.json"
+  cat "$OUT/$name.json"
+  exit 0
 fi
 results=()
 for n in "${ns_list[@]}"; do

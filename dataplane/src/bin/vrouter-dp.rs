@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 use vrouter_dataplane::config::{ConfigError, DpConfig, KEYS};
 use vrouter_dataplane::ctl::{CtlServer, CtlState, DaemonInfo};
@@ -28,10 +28,59 @@ const FABRIC_VIF: u16 = 0;
 const HOST_VIF: u16 = 1;
 const AGENT_VIF: u16 = 2;
 
+/// Most ports opened at once. Opening an AF_PACKET port waits out RCU grace periods in the
+/// kernel (ring setup), so opens run side by side on this many threads; 16 covers the ~0.03 s
+/// each waits several times over without a thread per port.
+const MAX_OPENERS: usize = 16;
+
 static TERM: AtomicBool = AtomicBool::new(false);
+
+/// The port manager's eventfd (-1 until created): the control socket writes to it after every
+/// request and the signal handler on SIGTERM/SIGINT, so the main thread sleeps until then.
+static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
+
+/// Wakes the port manager. Async-signal-safe (one atomic load and one `write`).
+fn wake_port_manager() {
+    let fd = WAKE_FD.load(Ordering::Relaxed);
+    if fd >= 0 {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to an eventfd the process keeps open for its
+        // whole life; an error (counter saturated) still leaves it readable, which is enough.
+        unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
+    }
+}
 
 extern "C" fn on_signal(_: libc::c_int) {
     TERM.store(true, Ordering::Relaxed);
+    wake_port_manager();
+}
+
+/// Creates the port manager's eventfd (kept open until the process exits).
+fn create_wake_fd() -> std::io::Result<()> {
+    // SAFETY: plain syscall with integer arguments.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    WAKE_FD.store(fd, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Sleeps until [`wake_port_manager`] is called or `timeout` passes (`None`: no timeout), then
+/// resets the eventfd so the next wait sleeps again.
+fn wait_for_wake(timeout: Option<Duration>) {
+    let fd = WAKE_FD.load(Ordering::Relaxed);
+    let ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as i32);
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: `pfd` is one valid pollfd for the call's duration.
+    unsafe { libc::poll(&mut pfd, 1, ms) };
+    let mut v: u64 = 0;
+    // SAFETY: reads at most 8 bytes into a live u64; the fd is non-blocking (EAGAIN if unset).
+    unsafe { libc::read(fd, (&mut v as *mut u64).cast(), 8) };
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +95,8 @@ enum DpError {
     Tables(usize, TableError),
     #[error("control socket {path}: {err}")]
     Ctl { path: String, err: std::io::Error },
+    #[error("wake-up eventfd: {0}")]
+    Wake(std::io::Error),
 }
 
 fn usage() -> String {
@@ -125,11 +176,27 @@ struct Daemon {
 }
 
 impl Daemon {
+    /// Hands the device's handles to the lcores. The returned guard also holds a duplicate of
+    /// each handle's descriptor, so that when the vif goes the lcore's `close()` only drops a
+    /// reference: the socket's release (ring teardown, leaving the fanout group, the RCU grace
+    /// periods AF_PACKET and AF_XDP wait for, tens of ms each) runs here when the guard is
+    /// dropped, not on the lcore, which meanwhile forwards for every other vif.
     fn install(&mut self, vif: u16, d: DevicePorts) -> PortGuard {
+        let mut dups: Vec<std::os::fd::OwnedFd> = Vec::new();
         for (i, (p, rx)) in d.handles.into_iter().enumerate() {
+            if let Some(fd) = p.poll_fd() {
+                // SAFETY: `fd` is the port's own descriptor, open while `p` lives (here).
+                let b = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+                match b.try_clone_to_owned() {
+                    Ok(o) => dups.push(o),
+                    Err(e) => log::debug!("vif {vif}: no duplicate of fd {fd}: {e}"),
+                }
+            }
             self.engine.add_port(i, vif, p, rx);
         }
-        d.guard
+        // Dropped in field order: the sockets' release first, then the device guard (the XDP
+        // program's link), as when the lcore closed them.
+        Some(Box::new((dups, d.guard)))
     }
 
     fn open_opts(&self, kind: PortKind, role: Role, vif: u16) -> OpenOpts {
@@ -171,36 +238,91 @@ impl Daemon {
         }
         self.pending.retain(|id, (n, _)| want.get(id) == Some(n));
         let now = Instant::now();
-        for (id, name) in want {
-            if self.open.contains_key(&id) {
-                continue;
+        let due: Vec<(u16, String)> = want
+            .into_iter()
+            .filter(|(id, _)| !self.open.contains_key(id))
+            .filter(|(id, _)| {
+                force_retry || self.pending.get(id).is_none_or(|(_, next)| *next <= now)
+            })
+            .collect();
+        self.open_ports(due);
+    }
+
+    /// Opens `due` (vif id, device name) side by side on up to [`MAX_OPENERS`] threads and
+    /// hands each port to the lcores as soon as it is open; a device that cannot be opened is
+    /// retried a second later. The lcores never wait on an open: they get finished ports.
+    fn open_ports(&mut self, due: Vec<(u16, String)>) {
+        if due.is_empty() {
+            return;
+        }
+        let jobs: Vec<(u16, String, OpenOpts)> = due
+            .into_iter()
+            .map(|(id, name)| {
+                let opts = self.open_opts(kind_for(&self.cfg, &name), Role::Vm, id);
+                (id, name, opts)
+            })
+            .collect();
+        let next = AtomicUsize::new(0);
+        let (tx, rx) = mpsc::channel();
+        std::thread::scope(|s| {
+            for i in 0..jobs.len().min(MAX_OPENERS) {
+                let (jobs, next, tx) = (&jobs, &next, tx.clone());
+                let spawned = std::thread::Builder::new()
+                    .name(format!("port-open{i}"))
+                    .spawn_scoped(s, move || {
+                        while let Some((id, name, opts)) =
+                            jobs.get(next.fetch_add(1, Ordering::Relaxed))
+                        {
+                            if tx.send((*id, open_device(name, opts))).is_err() {
+                                return;
+                            }
+                        }
+                    });
+                if let Err(e) = spawned {
+                    log::warn!("cannot start port opener thread {i}: {e}");
+                }
             }
-            if let Some((_, next)) = self.pending.get(&id) {
-                if *next > now && !force_retry {
+            drop(tx);
+            // Without any opener thread the loop ends at once; the ports stay pending.
+            let mut left: HashMap<u16, &str> =
+                jobs.iter().map(|(id, n, _)| (*id, n.as_str())).collect();
+            for (id, res) in rx {
+                let Some(name) = left.remove(&id) else {
                     continue;
-                }
+                };
+                self.opened(id, name, res);
             }
-            let kind = kind_for(&self.cfg, &name);
-            match open_device(&name, &self.open_opts(kind, Role::Vm, id)) {
-                Ok(d) => {
-                    log::info!("vif {id}: opened {name} as {}", d.kind);
-                    let g = self.install(id, d);
-                    self.open.insert(id, (name, g));
-                    self.pending.remove(&id);
+            let retry = Instant::now() + Duration::from_secs(1);
+            for (id, name) in left {
+                self.pending.insert(id, (name.to_string(), retry));
+            }
+        });
+    }
+
+    /// Installs a port just opened on the lcores, or marks its vif for a retry in a second.
+    fn opened(&mut self, id: u16, name: &str, res: Result<DevicePorts, PortError>) {
+        match res {
+            Ok(d) => {
+                log::info!("vif {id}: opened {name} as {}", d.kind);
+                let g = self.install(id, d);
+                self.open.insert(id, (name.to_string(), g));
+                self.pending.remove(&id);
+            }
+            Err(e) => {
+                if !self.pending.contains_key(&id) {
+                    log::warn!("vif {id}: cannot open {name} ({e}); retrying every second");
                 }
-                Err(e) => {
-                    if !self.pending.contains_key(&id) {
-                        log::warn!("vif {id}: cannot open {name} ({e}); retrying every second");
-                    }
-                    self.pending
-                        .insert(id, (name, now + Duration::from_secs(1)));
-                }
+                self.pending.insert(
+                    id,
+                    (name.to_string(), Instant::now() + Duration::from_secs(1)),
+                );
             }
         }
     }
 }
 
 fn run(cfg: DpConfig) -> Result<(), DpError> {
+    create_wake_fd().map_err(DpError::Wake)?;
     install_signal_handlers();
     let limits = cfg.limits;
     let (mut writer, reader) = new_tables(limits);
@@ -390,6 +512,9 @@ impl Daemon {
 
     /// Keeps the VM ports in line with the vif table until SIGTERM or SIGINT: a new table
     /// generation, or a pending port's retry falling due (once a second), triggers a sync.
+    /// Between syncs the thread sleeps on the wake-up eventfd (the control socket kicks it after
+    /// every request, the signal handler on exit), so an idle daemon does no periodic work; with
+    /// ports pending it also wakes for their retry.
     fn follow_vifs_until_signal(&mut self, reader: &TablesReader) {
         let mut last_gen = u64::MAX;
         let mut last_retry = Instant::now();
@@ -403,7 +528,12 @@ impl Daemon {
                 }
                 self.sync_vm_ports(reader, false);
             }
-            std::thread::sleep(Duration::from_millis(2));
+            let timeout = (!self.pending.is_empty()).then(|| {
+                Duration::from_secs(1)
+                    .saturating_sub(last_retry.elapsed())
+                    .max(Duration::from_millis(1))
+            });
+            wait_for_wake(timeout);
         }
     }
 }
@@ -425,7 +555,9 @@ fn serve_control(
         path: cfg.ctl_socket.display().to_string(),
         err,
     };
-    let server = CtlServer::bind(&cfg.ctl_socket, state.clone()).map_err(ctl_error)?;
+    let server = CtlServer::bind(&cfg.ctl_socket, state.clone())
+        .map_err(ctl_error)?
+        .with_on_request(Arc::new(wake_port_manager));
     server.spawn().map_err(ctl_error)?;
     log::info!(
         "control socket listening on {} (fabric ip {})",

@@ -113,6 +113,22 @@ pub struct CtlServer {
     pub max_connections: usize,
     open: Arc<AtomicUsize>,
     warn: Arc<Mutex<WarnLimit>>,
+    notify: Notify,
+}
+
+/// Called after every request a connection has handled (outside the state lock): the daemon
+/// wakes its port manager with it instead of polling the table generation.
+#[derive(Clone, Default)]
+struct Notify(Option<Arc<dyn Fn() + Send + Sync>>);
+
+impl std::fmt::Debug for Notify {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Notify(set)"
+        } else {
+            "Notify(none)"
+        })
+    }
 }
 
 impl CtlServer {
@@ -141,7 +157,17 @@ impl CtlServer {
             max_connections: MAX_CONNECTIONS,
             open: Arc::new(AtomicUsize::new(0)),
             warn: Arc::new(Mutex::new(WarnLimit::new(WARN_BURST, WARN_WINDOW))),
+            notify: Notify::default(),
         })
+    }
+
+    /// Calls `f` after each handled request, once the state lock is released (a table change
+    /// is visible to readers by then).
+    pub fn with_on_request(self, f: Arc<dyn Fn() + Send + Sync>) -> Self {
+        Self {
+            notify: Notify(Some(f)),
+            ..self
+        }
     }
 
     /// Lets `burst` WARN lines about bad clients through per `window` instead of
@@ -203,12 +229,12 @@ impl CtlServer {
         }
         self.open.fetch_add(1, Ordering::AcqRel);
         let slot = ConnSlot(self.open.clone());
-        let (st, warn) = (self.state.clone(), self.warn.clone());
+        let (st, warn, notify) = (self.state.clone(), self.warn.clone(), self.notify.clone());
         if let Err(e) = thread::Builder::new()
             .name("ctl-conn".into())
             .spawn(move || {
                 let _slot = slot;
-                serve_conn(s, &st, &warn)
+                serve_conn(s, &st, &warn, &notify)
             })
         {
             log::error!("control socket: cannot start a connection thread: {e}");
@@ -252,7 +278,12 @@ fn refuse(s: &UnixStream, kind: &str, message: String) {
     let _ = w.write_all(&encode(&Response::error(kind, message)));
 }
 
-fn serve_conn(mut s: UnixStream, state: &Mutex<CtlState>, warn: &Mutex<WarnLimit>) {
+fn serve_conn(
+    mut s: UnixStream,
+    state: &Mutex<CtlState>,
+    warn: &Mutex<WarnLimit>,
+    notify: &Notify,
+) {
     let mut dec = Decoder::with_limit(MAX_REQUEST);
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -305,6 +336,9 @@ fn serve_conn(mut s: UnixStream, state: &Mutex<CtlState>, warn: &Mutex<WarnLimit
                 } = &mut *g;
                 handle(writer, stats, info, req)
             };
+            if let Some(f) = &notify.0 {
+                f();
+            }
             if s.write_all(&encode(&resp)).is_err() {
                 return;
             }
