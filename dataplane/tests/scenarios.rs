@@ -436,6 +436,18 @@ fn agent_injection_transmits_on_the_requested_vif() {
         DropReason::InvalidPacket,
         "no header"
     );
+    // Back to pkt0 itself: refused (what reaches the agent is only ever a trap).
+    let mut to_self = vec![0u8; 16];
+    AgentHeader {
+        cmd: AgentCmd::TxVif,
+        reason: TrapReason::None,
+        vif: AGENT,
+        vrf: 0,
+        param: 0,
+    }
+    .emit(&mut to_self);
+    to_self.extend_from_slice(&reply);
+    assert_eq!(dropped(&h.run1(AGENT, &to_self)), DropReason::InvalidIf);
 }
 
 #[test]

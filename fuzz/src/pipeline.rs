@@ -93,9 +93,8 @@ fn one(h: &mut Harness, vif: u16, frame: &[u8]) {
                     // vhost0's frames pass to the fabric as the host kernel made them.
                     assert!(!f.is_empty() || vif == VHOST, "empty frame sent");
                 }
-                // A trap carries its header. (The agent may also inject a frame with `TxVif`
-                // naming pkt0 itself, which goes back to it as is: allowed, if pointless.)
-                if *out == AGENT && vif != AGENT {
+                // A trap carries its header; the agent cannot send a frame back to itself.
+                if *out == AGENT {
                     trapped(frame);
                 }
             }

@@ -503,7 +503,8 @@ impl Pipeline {
             return;
         }
         match h.cmd {
-            AgentCmd::TxVif if t.vif(h.vif).is_some() => p.meta.tx(h.vif),
+            // Not back to pkt0 itself: what goes to the agent is only ever a trap.
+            AgentCmd::TxVif if h.vif != p.meta.in_vif && t.vif(h.vif).is_some() => p.meta.tx(h.vif),
             AgentCmd::TxVif => p.meta.drop(DropReason::InvalidIf),
             AgentCmd::RouteInVrf => {
                 let d = p.buf.data();
