@@ -5,6 +5,8 @@
 //! the output stage sorts packets into per-port queues, and sink ports "transmit" them by
 //! recycling the buffers. Nothing allocates per packet; like DPDK's testpmd on `net_null`.
 
+pub mod stage;
+
 use std::time::{Duration, Instant};
 use vrouter_dataplane::batch::Batch;
 use vrouter_dataplane::buf::{BufPool, PktBuf};
