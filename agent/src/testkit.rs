@@ -33,6 +33,7 @@ pub fn infra_ops(fabric_ip: u32) -> Vec<TableOp> {
             ip: if kind == VifKind::Agent { 0 } else { fabric_ip },
             mtu: 1500,
             nh: None,
+            allowed: Vec::new(),
         })
     };
     vec![

@@ -267,6 +267,7 @@ pub mod fixture {
             ip,
             mtu: 1500,
             nh: None,
+            allowed: Vec::new(),
         })
     }
 

@@ -751,6 +751,7 @@ impl VifSpecExt {
             ip: HOST_IP,
             mtu,
             nh: None,
+            allowed: Vec::new(),
         }
     }
 }

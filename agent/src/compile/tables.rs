@@ -83,6 +83,7 @@ impl<'a> Builder<'a> {
                 ip: if i.service { 0 } else { u32::from(i.ip) },
                 mtu: i.mtu,
                 nh: Some(nh),
+                allowed: Vec::new(),
             },
         );
         want.nhs.insert(

@@ -417,6 +417,7 @@ fn static_vif(id: u16, name: &str, kind: VifKind, mac: [u8; 6]) -> TableOp {
         ip: 0,
         mtu: device_mtu(name),
         nh: None,
+        allowed: Vec::new(),
     })
 }
 

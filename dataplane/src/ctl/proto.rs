@@ -377,6 +377,7 @@ pub fn vif_spec(id: u16, name: &str, kind: VifKind, vrf: u16) -> VifSpec {
         ip: 0,
         mtu: 1500,
         nh: None,
+        allowed: Vec::new(),
     }
 }
 
@@ -482,6 +483,7 @@ mod tests {
                 mac,
                 mtu: 1500,
                 nh: Some(nh),
+                allowed: Vec::new(),
                 ..vif_spec(
                     vif,
                     &format!("vif{}.{}", 1000 + i, 0),

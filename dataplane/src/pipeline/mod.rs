@@ -307,7 +307,7 @@ impl Pipeline {
                     p.meta.drop(DropReason::CksumErr);
                     return;
                 }
-                if vif.spec.ip != 0 && src != vif.spec.ip {
+                if vif.spec.ip != 0 && src != vif.spec.ip && !vif.allows_source(src) {
                     p.meta.drop(DropReason::InvalidSource);
                     return;
                 }
@@ -783,7 +783,7 @@ impl Pipeline {
 #[cold]
 #[inline(never)]
 fn l2_refusal(eth: &[u8; ETH], h: &[u8; 20], vif: &crate::tables::Vif) -> Option<DropReason> {
-    if eth[6..12] != vif.spec.mac.0 {
+    if eth[6..12] != vif.spec.mac.0 && !vif.allows_mac(&eth[6..12]) {
         return Some(DropReason::InvalidSource);
     }
     let dst = u32::from_be_bytes([h[16], h[17], h[18], h[19]]);

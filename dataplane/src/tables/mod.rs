@@ -26,7 +26,7 @@ pub use policy::{CompiledPolicy, Policy, VrfPolicy};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-pub use vif::{Vif, VifFip, VifKind, VifSpec};
+pub use vif::{AllowedSource, Vif, VifFip, VifKind, VifSpec};
 pub use vrf::Vrf;
 
 /// Sizes of the tables (Contrail's module parameters).

@@ -49,6 +49,36 @@ pub struct VifSpec {
     pub mtu: u16,
     /// The nexthop that delivers to this interface (informational, shown by `vrctl vif`).
     pub nh: Option<u32>,
+    /// Further sources the interface may send from besides `ip` (secondary IPs, allowed
+    /// address pairs). Checked only when the source is not `ip`, so the common case costs
+    /// nothing more. Not used when `ip` is 0 (no address check at all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed: Vec<AllowedSource>,
+}
+
+/// One more source an interface may send from: every address of a prefix (a /32 for a
+/// secondary IP or a VIP), from the interface's MAC or, if given, that MAC too (a VRRP virtual
+/// MAC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllowedSource {
+    /// The prefix's address (host bits zero).
+    pub ip: u32,
+    /// Its length, 0..=32.
+    pub len: u8,
+    /// A further source MAC this prefix may be sent from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<MacAddr>,
+}
+
+impl AllowedSource {
+    /// Whether `src` lies in the prefix.
+    #[inline]
+    pub fn contains(&self, src: u32) -> bool {
+        let mask = u32::MAX
+            .checked_shl(32 - u32::from(self.len.min(32)))
+            .unwrap_or(0);
+        src & mask == self.ip & mask
+    }
 }
 
 /// A floating IP an interface may use as its source toward the floating IP's VRF.
@@ -87,6 +117,47 @@ impl Vif {
             routed_l2,
         }
     }
+
+    /// Whether the interface may send from `src` although it is not its address: a secondary
+    /// address or an allowed address pair. Off the fast path (the primary address is compared
+    /// first); a walk over a short slice, no allocation.
+    #[cold]
+    #[inline(never)]
+    pub fn allows_source(&self, src: u32) -> bool {
+        self.spec.allowed.iter().any(|a| a.contains(src))
+    }
+
+    /// Whether the interface may send from the source MAC `mac` although it is not its own:
+    /// the MAC of an allowed address pair.
+    #[cold]
+    #[inline(never)]
+    pub fn allows_mac(&self, mac: &[u8]) -> bool {
+        self.spec
+            .allowed
+            .iter()
+            .any(|a| a.mac.is_some_and(|m| m.0 == mac))
+    }
+}
+
+/// Most further sources one interface may have (secondary IPs and address pairs together):
+/// the check walks them, so they stay few.
+pub const MAX_ALLOWED_SOURCES: usize = 64;
+
+/// Refuses a list of further sources the check cannot use as given.
+fn check_allowed(allowed: &[AllowedSource]) -> Result<(), TableError> {
+    if allowed.len() > MAX_ALLOWED_SOURCES {
+        return Err(TableError::Invalid {
+            what: "vif allowed sources",
+            why: format!("{} entries, at most {MAX_ALLOWED_SOURCES}", allowed.len()),
+        });
+    }
+    if let Some(a) = allowed.iter().find(|a| a.len > 32) {
+        return Err(TableError::Invalid {
+            what: "vif allowed sources",
+            why: format!("prefix length {} is longer than 32", a.len),
+        });
+    }
+    Ok(())
 }
 
 impl Shadow {
@@ -123,6 +194,7 @@ impl Shadow {
                 });
             }
         }
+        check_allowed(&spec.allowed)?;
         if spec.kind == VifKind::Virtual || self.vrfs.contains_key(&spec.vrf) {
             self.vrf_exists(l, spec.vrf)?;
         }

@@ -166,6 +166,7 @@ pub fn vm_ops(vif: u16, name: &str, vrf: u16, vm_mac: &str, vm_ip: &str, nh: u32
             ip: ip(vm_ip),
             mtu: 1500,
             nh: Some(nh),
+            allowed: Vec::new(),
         }),
         TableOp::AddNh {
             id: nh,
