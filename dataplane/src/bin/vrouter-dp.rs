@@ -8,10 +8,12 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::Path;
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
-use vrouter_dataplane::config::{ConfigError, DpConfig, KEYS};
+use vrouter_dataplane::cli;
+use vrouter_dataplane::config::{ConfigError, DpConfig};
 use vrouter_dataplane::ctl::{CtlServer, CtlState, DaemonInfo};
 use vrouter_dataplane::engine::{Engine, EngineConfig, EngineError};
 use vrouter_dataplane::port::agent::AgentPort;
@@ -99,18 +101,6 @@ enum DpError {
     Wake(std::io::Error),
 }
 
-fn usage() -> String {
-    let mut s = String::from(
-        "usage: vrouter-dp [--config FILE] [--KEY VALUE ...]\n\n\
-         Userspace poll-mode vRouter dataplane. The config file holds `key = value` lines;\n\
-         every key is also a flag (underscores or dashes), flags override the file.\n\nkeys:\n",
-    );
-    for (k, d) in KEYS {
-        s.push_str(&format!("  --{:<20} {d}\n", k.replace('_', "-")));
-    }
-    s
-}
-
 fn init_logs(level: &str) {
     let mut b = env_logger::Builder::new();
     b.parse_filters(level);
@@ -130,28 +120,54 @@ fn init_logs(level: &str) {
     b.init();
 }
 
-fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "--help" || a == "-h") {
-        print!("{}", usage());
-        return;
-    }
-    if args.iter().any(|a| a == "--version") {
-        println!("vrouter-dp {}", env!("CARGO_PKG_VERSION"));
-        return;
-    }
-    let cfg = match DpConfig::from_args(&args) {
-        Ok(c) => c,
+fn main() -> ExitCode {
+    // clap answers --help/--version (exit 0; a closed pipe is quiet) and bad flags (exit 2).
+    let matches = cli::command().get_matches();
+    let inv = match cli::invocation(&matches) {
+        Ok(i) => i,
         Err(e) => {
-            eprintln!("vrouter-dp: {e}\n\n{}", usage());
-            std::process::exit(2);
+            eprintln!("vrouter-dp: {e}");
+            return ExitCode::from(2);
         }
     };
-    init_logs(&cfg.log_level);
-    if let Err(e) = run(cfg) {
-        log::error!("fatal: {e}");
-        std::process::exit(1);
+    if let Err(e) = cli::check(&inv.config) {
+        eprintln!("vrouter-dp: invalid setting {e}");
+        return ExitCode::from(2);
     }
+    if inv.check_only {
+        // A closed stdout is not an error worth more than the exit status.
+        let _ = writeln!(std::io::stdout(), "{}", summary(&inv));
+        return ExitCode::SUCCESS;
+    }
+    init_logs(&inv.config.log_level);
+    if let Err(e) = run(inv.config) {
+        log::error!("fatal: {e}");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+/// `--check-config`'s answer: where the settings came from and the ones that matter most.
+fn summary(inv: &cli::Invocation) -> String {
+    let c = &inv.config;
+    let file = inv
+        .file
+        .as_ref()
+        .map_or("no file".to_string(), |f| f.display().to_string());
+    let fabric = c.fabric.as_ref().map_or("none".to_string(), |f| {
+        let kind = c
+            .fabric_port_kind
+            .map_or(String::new(), |k| format!(", {k}"));
+        format!("{f} ({}{kind})", c.fabric_ip)
+    });
+    format!(
+        "vrouter-dp: configuration OK ({file}): fabric {fabric}, host interface {}, lcores {:?}, \
+         VM ports {}, control socket {}",
+        c.host_interface.as_deref().unwrap_or("none"),
+        c.lcores,
+        c.port_kind,
+        c.ctl_socket.display()
+    )
 }
 
 /// Which backend a VM interface gets: `tap*` names are HVM taps, the rest use the default.

@@ -14,7 +14,8 @@ pub const DEFAULT_SOCKET: &str = "/run/vrouter/dp.sock";
 pub enum CtlError {
     /// Nothing listens at the path.
     #[error(
-        "dataplane not running: no control socket at {0} (start vrouter-dp, or pass --socket)"
+        "dataplane not running: no control socket at {0} (start vrouter-dp, or give its \
+         ctl_socket path: vrctl --socket PATH, vrouter-agent --dp-socket PATH)"
     )]
     NotRunning(PathBuf),
     /// The socket exists but we may not use it.
