@@ -53,6 +53,17 @@ pub struct InterfaceConfig {
     /// and another: traffic across them goes through a service instance, never directly.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub service_chains: Vec<ServiceChain>,
+    /// `virtual_machine_interface_allowed_address_pairs`: further addresses (a VRRP VIP, a
+    /// prefix behind the VM) the interface may send from, each with an optional MAC.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_address_pairs: Vec<AllowedAddressPair>,
+    /// The VM's CloudStack instance name (`i-<account>-<id>-VM`): its DNS name in the network
+    /// and its DHCP host name when it has no usable display name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_name: Option<String>,
+    /// The VM's display name (the VNC object's `display_name`), when CloudStack set one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_display_name: Option<String>,
 }
 
 impl InterfaceConfig {
@@ -85,6 +96,25 @@ pub struct NetworkRef {
     /// The network's IPAM subnets.
     #[serde(default)]
     pub subnets: Vec<Ipv4Prefix>,
+    /// The network's DNS domain: the one CloudStack set (DHCP option 15 `domain-name` of the
+    /// IPAM subnet or of the IPAM), else CloudStack's default `cs<account id, hex>cloud.internal`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    /// The VMs of the network with their addresses: what the gateway's DNS answers for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<NetworkHost>,
+}
+
+/// One VM interface of a network, as the network's DNS names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkHost {
+    /// The VM's CloudStack instance name.
+    pub name: String,
+    /// The VM's display name, when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// The interface's IPv4 address in the network.
+    pub address: Ipv4Addr,
 }
 
 /// One instance IP with what its subnet says (DHCP's answer).
@@ -117,6 +147,36 @@ impl InstanceIp {
             _ => None,
         }
     }
+}
+
+/// One allowed address pair (Contrail's `AllowedAddressPair`): the interface may send from
+/// `prefix` (and from `mac`, when set); in `active-standby` mode a /32 is routed to the member
+/// that last announced it with a gratuitous ARP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllowedAddressPair {
+    /// The address or prefix (`ip.ip_prefix` / `ip.ip_prefix_len`), host bits cleared.
+    pub prefix: Ipv4Prefix,
+    /// `mac`, when set and a MAC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<MacAddr>,
+    /// `address_mode`.
+    #[serde(default)]
+    pub mode: AddressMode,
+}
+
+/// `address_mode` of an allowed address pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AddressMode {
+    /// One member owns the address at a time: the one that last sent a gratuitous ARP for it
+    /// (Contrail's default).
+    #[default]
+    ActiveStandby,
+    /// Every member at once (ECMP in Contrail); this build treats it as `active-standby`.
+    ActiveActive,
+    /// A mode a newer peer added: treated as `active-standby`.
+    #[serde(other)]
+    Unknown,
 }
 
 /// A floating IP of the interface (static NAT into a public network).
