@@ -59,7 +59,8 @@ pub struct DpConfig {
     pub agent_socket: Option<PathBuf>,
     /// Control socket.
     pub ctl_socket: PathBuf,
-    /// CPU ids, one lcore each.
+    /// CPU ids, one lcore each, pinned. Empty (the default, or `none`): one lcore the scheduler
+    /// places, so several daemons on one machine do not all share CPU 0.
     pub lcores: Vec<usize>,
     /// Default backend for VM interfaces (`tap*` names always use tap).
     pub port_kind: PortKind,
@@ -88,7 +89,7 @@ impl Default for DpConfig {
             host_interface: None,
             agent_socket: Some(PathBuf::from("/run/vrouter/pkt0.sock")),
             ctl_socket: PathBuf::from(crate::ctl::client::DEFAULT_SOCKET),
-            lcores: vec![0],
+            lcores: Vec::new(),
             port_kind: PortKind::AfPacket,
             xdp_mode: XdpMode::Native,
             pool_size: 8192,
@@ -118,7 +119,10 @@ pub const KEYS: &[(&str, &str)] = &[
         "agent (pkt0) datagram socket path, or `none` [/run/vrouter/pkt0.sock]",
     ),
     ("ctl_socket", "control socket path [/run/vrouter/dp.sock]"),
-    ("lcores", "CPU ids for lcores, e.g. 1 or 0,1 or 0-1 [0]"),
+    (
+        "lcores",
+        "CPU ids for lcores, e.g. 1 or 0,1 or 0-1; none: one unpinned lcore [none]",
+    ),
     (
         "port_kind",
         "af_xdp | af_packet | tap for VM interfaces [af_packet]",
@@ -200,6 +204,7 @@ impl DpConfig {
             "host_interface" => self.host_interface = opt_str(v),
             "agent_socket" => self.agent_socket = opt_str(v).map(PathBuf::from),
             "ctl_socket" => self.ctl_socket = PathBuf::from(v),
+            "lcores" if v.trim() == "none" => self.lcores = Vec::new(),
             "lcores" => self.lcores = parse_cpus(v).map_err(|e| bad(&key, v, e))?,
             "port_kind" => self.port_kind = v.parse().map_err(|e: String| bad(&key, v, e))?,
             "xdp_mode" => self.xdp_mode = v.parse().map_err(|e: String| bad(&key, v, e))?,
@@ -299,5 +304,15 @@ mod tests {
         assert!(c.set("lcores", "x").is_err());
         let c = DpConfig::from_args(&["--ctl-socket".into(), "/tmp/x.sock".into()]).expect("valid");
         assert_eq!(c.ctl_socket, PathBuf::from("/tmp/x.sock"));
+    }
+
+    #[test]
+    fn lcores_are_unpinned_unless_configured() {
+        assert!(DpConfig::default().lcores.is_empty());
+        let mut c = DpConfig::default();
+        c.set("lcores", "1").expect("valid");
+        assert_eq!(c.lcores, vec![1]);
+        c.set("lcores", "none").expect("valid");
+        assert!(c.lcores.is_empty());
     }
 }

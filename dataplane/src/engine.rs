@@ -49,7 +49,9 @@ const CONTENDED_YIELDS: u32 = 3;
 /// How lcores run.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// CPU ids to pin lcores to, one lcore each.
+    /// CPU ids to pin lcores to, one lcore each. Empty: one lcore, not pinned (the scheduler
+    /// places it; several daemons on one machine, as in the devcloud and the tests, then do not
+    /// all share one CPU). A real dom0 gives an explicit core list.
     pub cpus: Vec<usize>,
     /// Packet buffers per lcore.
     pub pool_size: usize,
@@ -73,7 +75,7 @@ pub struct EngineConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         Self {
-            cpus: vec![0],
+            cpus: Vec::new(),
             pool_size: 8192,
             max_vifs: 4352,
             spin_rounds: 2000,
@@ -176,12 +178,14 @@ impl Engine {
         reader: &TablesReader,
         stats: &StatsRegistry,
     ) -> Result<Self, EngineError> {
-        if cfg.cpus.is_empty() {
-            return Err(EngineError::NoLcores);
-        }
+        let cpus: Vec<Option<usize>> = if cfg.cpus.is_empty() {
+            vec![None]
+        } else {
+            cfg.cpus.iter().copied().map(Some).collect()
+        };
         let stop = Arc::new(AtomicBool::new(false));
         let mut lcores = Vec::new();
-        for (i, &cpu) in cfg.cpus.iter().enumerate() {
+        for (i, &cpu) in cpus.iter().enumerate() {
             let (tx, rx) = mpsc::channel();
             let wake = Arc::new(eventfd()?);
             let st = stats.register();
@@ -279,7 +283,8 @@ impl Drop for Engine {
 
 struct Lcore {
     id: usize,
-    cpu: usize,
+    /// The CPU it is pinned to; `None`: not pinned.
+    cpu: Option<usize>,
     cfg: EngineConfig,
     reader: TablesReader,
     stats: Arc<LcoreStats>,
@@ -535,15 +540,15 @@ fn pin(cpu: usize) -> bool {
 
 impl Lcore {
     fn run(self) {
-        if !pin(self.cpu) {
-            log::warn!(
-                "lcore {}: cannot pin to cpu {}: {}",
+        match self.cpu {
+            Some(cpu) if !pin(cpu) => log::warn!(
+                "lcore {}: cannot pin to cpu {cpu}: {}",
                 self.id,
-                self.cpu,
                 std::io::Error::last_os_error()
-            );
+            ),
+            Some(cpu) => log::info!("lcore {} running on cpu {cpu}", self.id),
+            None => log::info!("lcore {} running unpinned (no lcores configured)", self.id),
         }
-        log::info!("lcore {} running on cpu {}", self.id, self.cpu);
         let wake = self.wake.as_raw_fd();
         let mut pool = BufPool::with_big(self.cfg.pool_size, BIG_BUFS);
         let pipeline = Pipeline::new(self.stats.clone());

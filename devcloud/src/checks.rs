@@ -583,12 +583,15 @@ fn check_iperf(checks: &mut Checks, p: &Provisioned, a: &Vm, b: &Vm) {
         Ok(out) => checks.line(
             true,
             "TCP (iperf3, 2 s) across hosts".into(),
-            out.lines()
-                .rev()
-                .find(|l| l.contains("receiver"))
-                .unwrap_or("")
-                .trim()
-                .to_string(),
+            format!(
+                "{}, retransmits {}",
+                out.lines()
+                    .rev()
+                    .find(|l| l.contains("receiver"))
+                    .unwrap_or("")
+                    .trim(),
+                iperf_retransmits(&out).map_or_else(|| "?".to_string(), |n| n.to_string())
+            ),
         ),
         Err(e) => checks.line(
             false,
@@ -596,6 +599,17 @@ fn check_iperf(checks: &mut Checks, p: &Provisioned, a: &Vm, b: &Vm) {
             e.to_string(),
         ),
     }
+}
+
+/// The sender's TCP retransmit count from iperf3's summary (the field before `sender`).
+fn iperf_retransmits(out: &str) -> Option<u64> {
+    let line = out
+        .lines()
+        .rev()
+        .find(|l| l.trim_end().ends_with("sender"))?;
+    let mut fields = line.split_whitespace().rev();
+    fields.next();
+    fields.next()?.parse().ok()
 }
 
 /// The policy between guest-a's `a` and guest-b's `b`: B's route leaked into A's VRF, ICMP
@@ -807,5 +821,21 @@ fn show_vrctl(o: &Opts, plan: &Plan, p: &Provisioned) {
         if fips.lines().count() > 4 {
             print!("{fips}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::iperf_retransmits;
+
+    #[test]
+    fn tcp_check_reads_the_senders_retransmit_count() {
+        // iperf3 3.x summary, as printed by the client.
+        let out = "- - - - - - - - - - - - - - - - - - - - - - - - -\n\
+[ ID] Interval           Transfer     Bitrate         Retr\n\
+[  5]   0.00-2.00   sec   352 MBytes  1.48 Gbits/sec  40321             sender\n\
+[  5]   0.00-2.00   sec   350 MBytes  1.47 Gbits/sec                  receiver\n";
+        assert_eq!(iperf_retransmits(out), Some(40321));
+        assert_eq!(iperf_retransmits("no summary"), None);
     }
 }
