@@ -10,19 +10,42 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::OnceLock;
 
+use clap::Parser;
 use vrouter_xen::daemon::{Daemon, DaemonConfig};
 
-const USAGE: &str = "\
-usage: vrouter-xenstored [--socket PATH] [--socket-mode OCTAL] [--privileged-uid UID]...
-                         [--unprivileged-domid N] [-v|-vv]
+/// The command line; `--help` and `--version` exit 0, a bad flag exits 2 with clap's message.
+#[derive(Debug, Parser)]
+#[command(
+    name = "vrouter-xenstored",
+    version,
+    about = "A xenstore daemon for machines without Xen (development, CI, devcloud)"
+)]
+struct Args {
+    /// Listen here [default: /var/run/xenstored/socket].
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Mode of the socket file, octal [default: 0600: only root may connect].
+    #[arg(long, value_name = "OCTAL", value_parser = octal_mode)]
+    socket_mode: Option<u32>,
+    /// Treat this non-root uid as dom0 (repeatable); other non-root peers are unprivileged:
+    /// they may read, and write only where permissions allow.
+    #[arg(long, value_name = "UID")]
+    privileged_uid: Vec<u32>,
+    /// Domain id of unprivileged peers [default: 32752].
+    #[arg(long, value_name = "N")]
+    unprivileged_domid: Option<u32>,
+    /// More logging: -v debug, -vv trace.
+    #[arg(short, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
 
-  --socket PATH           listen here (default /var/run/xenstored/socket)
-  --socket-mode OCTAL     mode of the socket file (default 0600: only root may connect)
-  --privileged-uid UID    treat this non-root uid as dom0 (repeatable); other non-root peers
-                          are unprivileged: they may read, and write only where perms allow
-  --unprivileged-domid N  domain id of unprivileged peers (default 32752)
-  -v, -vv                 debug, trace logging
-";
+/// `--socket-mode`: an octal permission mode such as 0600.
+fn octal_mode(v: &str) -> Result<u32, String> {
+    match u32::from_str_radix(v, 8) {
+        Ok(m) if m <= 0o7777 => Ok(m),
+        _ => Err("an octal mode such as 0600".into()),
+    }
+}
 
 /// Minimal stderr logger: the daemon needs nothing more, and it keeps dependencies down.
 struct StderrLogger(log::LevelFilter);
@@ -52,48 +75,29 @@ extern "C" fn on_signal(_sig: libc::c_int) {
     unsafe { libc::_exit(0) };
 }
 
-fn parse_args() -> Result<(DaemonConfig, log::LevelFilter), String> {
+/// The daemon's settings and log level from the command line.
+fn settings(args: Args) -> (DaemonConfig, log::LevelFilter) {
     let mut cfg = DaemonConfig::default();
-    let mut level = log::LevelFilter::Info;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
-        match a.as_str() {
-            "--socket" => cfg.socket = PathBuf::from(value("--socket")?),
-            "--socket-mode" => {
-                let v = value("--socket-mode")?;
-                cfg.socket_mode =
-                    u32::from_str_radix(&v, 8).map_err(|_| format!("bad mode {v:?}"))?;
-            }
-            "--privileged-uid" => {
-                let v = value("--privileged-uid")?;
-                cfg.privileged_uids
-                    .push(v.parse().map_err(|_| format!("bad uid {v:?}"))?);
-            }
-            "--unprivileged-domid" => {
-                let v = value("--unprivileged-domid")?;
-                cfg.unprivileged_domid = v.parse().map_err(|_| format!("bad domid {v:?}"))?;
-            }
-            "-v" => level = log::LevelFilter::Debug,
-            "-vv" => level = log::LevelFilter::Trace,
-            "-h" | "--help" => {
-                print!("{USAGE}");
-                std::process::exit(0);
-            }
-            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
-        }
+    if let Some(s) = args.socket {
+        cfg.socket = s;
     }
-    Ok((cfg, level))
+    if let Some(m) = args.socket_mode {
+        cfg.socket_mode = m;
+    }
+    cfg.privileged_uids.extend(args.privileged_uid);
+    if let Some(d) = args.unprivileged_domid {
+        cfg.unprivileged_domid = d;
+    }
+    let level = match args.verbose {
+        0 => log::LevelFilter::Info,
+        1 => log::LevelFilter::Debug,
+        _ => log::LevelFilter::Trace,
+    };
+    (cfg, level)
 }
 
 fn main() -> ExitCode {
-    let (cfg, level) = match parse_args() {
-        Ok(x) => x,
-        Err(e) => {
-            eprintln!("vrouter-xenstored: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    let (cfg, level) = settings(Args::parse());
     let logger = LOGGER.get_or_init(|| StderrLogger(level));
     if log::set_logger(logger).is_ok() {
         log::set_max_level(level);
