@@ -655,3 +655,91 @@ fn a_service_chain_resolves_to_the_instance_interfaces_or_says_why_not() {
         .iter()
         .all(|k| !k.starts_with(&format!("route/{CHAIN_LEFT}/"))));
 }
+
+/// A VM with its interface and instance IP in `vn`, as CloudStack creates them.
+fn dns_vm(h: &mut Harness, vm: &str, name: &str, display: Option<&str>, vn: &str, ip: &str) {
+    // The VMI uuid: the VM's with its last digit group changed.
+    let vmi = format!("{}ffffffffffff", &vm[..24]);
+    let mut body = json!({"virtual-machine": {"uuid": vm, "fq_name": [name]}});
+    if let Some(d) = display {
+        body["virtual-machine"]["display_name"] = json!(d);
+    }
+    h.create(ObjType::VirtualMachine, body).expect("vm");
+    h.create(
+        ObjType::VirtualMachineInterface,
+        json!({"virtual-machine-interface": {"fq_name": [name, format!("{name}-0")],
+            "uuid": vmi, "parent_type": "virtual-machine",
+            "virtual_network_refs": [{"to": ["default-domain", "default-project", vn]}]}}),
+    )
+    .expect("vmi");
+    h.create(
+        ObjType::InstanceIp,
+        json!({"instance-ip": {"fq_name": [format!("{name}-0")], "instance_ip_address": ip,
+            "virtual_network_refs": [{"to": ["default-domain", "default-project", vn]}],
+            "virtual_machine_interface_refs": [{"to": [name, format!("{name}-0")]}]}}),
+    )
+    .expect("iip");
+}
+
+#[test]
+fn interface_config_names_the_vm_and_every_vm_of_its_network_under_the_default_domain() {
+    let mut h = Harness::new();
+    h.network(VN, "web", ("10.20.1.0", 24), Some("10.20.1.1"));
+    dns_vm(&mut h, VM, "i-2-10-VM", Some("web-1"), "web", "10.20.1.10");
+    dns_vm(
+        &mut h,
+        "6e6f7a8b-9c0d-4e1f-8a2b-3c4d5e6f7a8b",
+        "i-2-11-VM",
+        None,
+        "web",
+        "10.20.1.11",
+    );
+    let vmi = h
+        .core
+        .graph
+        .lookup(
+            ObjType::VirtualMachineInterface,
+            &["i-2-10-VM".to_string(), "i-2-10-VM-0".to_string()],
+        )
+        .expect("vmi")
+        .to_string();
+    let c = config(&h.core, &vmi);
+    assert_eq!(c["vm_name"], "i-2-10-VM");
+    assert_eq!(c["vm_display_name"], "web-1");
+    // CloudStack's default network domain: cs<account id in hex>cloud.internal.
+    assert_eq!(c["network"]["domain"], "cs2cloud.internal");
+    assert_eq!(
+        c["network"]["hosts"],
+        json!([
+            {"name": "i-2-10-VM", "display_name": "web-1", "address": "10.20.1.10"},
+            {"name": "i-2-11-VM", "address": "10.20.1.11"}
+        ])
+    );
+}
+
+#[test]
+fn a_domain_name_dhcp_option_of_the_subnet_is_the_network_domain() {
+    let mut h = Harness::new();
+    h.create(
+        ObjType::VirtualNetwork,
+        json!({"virtual-network": {"uuid": VN, "fq_name": ["default-domain", "default-project", "db"],
+            "parent_type": "project",
+            "network_ipam_refs": [{"to": ["default-domain", "default-project", "default-network-ipam"],
+                "attr": {"ipam_subnets": [{"subnet": {"ip_prefix": "10.30.0.0", "ip_prefix_len": 24},
+                    "default_gateway": "10.30.0.1",
+                    "dhcp_option_list": {"dhcp_option": [
+                        {"dhcp_option_name": "15", "dhcp_option_value": "Corp.Example."}]}}]}}]}}),
+    )
+    .expect("vn");
+    dns_vm(&mut h, VM, "i-3-12-VM", None, "db", "10.30.0.5");
+    let vmi = h
+        .core
+        .graph
+        .lookup(
+            ObjType::VirtualMachineInterface,
+            &["i-3-12-VM".to_string(), "i-3-12-VM-0".to_string()],
+        )
+        .expect("vmi")
+        .to_string();
+    assert_eq!(config(&h.core, &vmi)["network"]["domain"], "corp.example");
+}

@@ -11,7 +11,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use serde_json::Value;
 use vrouter_api::interface::{
     AttachedPolicy, ConnectedNetwork, FloatingIpRef, InstanceIp, InterfaceConfig,
-    InterfaceProperties, NetworkRef, ServiceChain,
+    InterfaceProperties, NetworkHost, NetworkRef, ServiceChain,
 };
 use vrouter_api::{Ipv4Prefix, MacAddr, Uuid};
 
@@ -37,6 +37,8 @@ pub(crate) struct PolicyCtx {
     instances: Instances,
     /// Public networks (`router_external`, or CloudStack's `__<zone>_Public__`).
     public: BTreeSet<String>,
+    /// Network uuid -> its DNS domain and VMs (what the gateway's DNS serves).
+    names: BTreeMap<String, (Option<String>, Vec<NetworkHost>)>,
 }
 
 /// Whether `vn` is a public network: `router_external`, or CloudStack's canonical public name.
@@ -90,6 +92,9 @@ pub(crate) fn policy_ctx(g: &Graph) -> PolicyCtx {
             ctx.public.insert(vn.vrf());
         }
         ctx.known.insert(vn.vrf(), subnets);
+        let hosts = network_hosts(g, vn);
+        let domain = network_domain(g, vn, &hosts);
+        ctx.names.insert(vn.uuid.clone(), (domain, hosts));
     }
     for vn in g.of_type(ObjType::VirtualNetwork) {
         let attached: Vec<(&Obj, &Entries)> = attached_policies(g, vn)
@@ -137,13 +142,14 @@ pub(crate) fn interface_config_with(
             .map(|r| r.uuid.as_str()),
     };
     let (ips, floating_ips) = addresses(g, vmi, &subnets);
+    let vm = vm_of(g, o);
     Some(InterfaceConfig {
         uuid,
         name: o.fq_name.last().cloned(),
         fq_name: o.fq_name.clone(),
         vm_uuid: vm_uuid.and_then(|u| u.parse().ok()),
         mac: mac(o),
-        network: vn.and_then(|v| network_ref(v, &subnets)),
+        network: vn.and_then(|v| network_ref(v, &subnets, pctx)),
         ips,
         floating_ips,
         policies: vn.map(|v| policies(g, v, pctx)).unwrap_or_default(),
@@ -153,7 +159,115 @@ pub(crate) fn interface_config_with(
             .get("virtual_machine_interface_properties")
             .and_then(properties),
         service_chains: vn.map(|v| chains(v, pctx)).unwrap_or_default(),
+        allowed_address_pairs: Vec::new(),
+        vm_name: vm.map(|v| v.name().to_string()).filter(|n| !n.is_empty()),
+        vm_display_name: vm.and_then(display_name),
     })
+}
+
+/// An object's `display_name`, when set and not empty.
+fn display_name(o: &Obj) -> Option<String> {
+    o.props
+        .get("display_name")
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(str::to_string)
+}
+
+/// The VM a VMI belongs to (its parent, else its `virtual_machine_refs`).
+fn vm_of<'a>(g: &'a Graph, vmi: &Obj) -> Option<&'a Obj> {
+    let uuid = match vmi.parent_type {
+        Some(ObjType::VirtualMachine) => vmi.parent_uuid.as_deref(),
+        _ => vmi
+            .first_ref(ObjType::VirtualMachine)
+            .map(|r| r.uuid.as_str()),
+    };
+    uuid.and_then(|u| g.get(u))
+        .filter(|v| v.ty == ObjType::VirtualMachine)
+}
+
+/// The value of DHCP option 15 (`domain-name`) in a Contrail `dhcp_option_list`.
+fn dhcp_domain(list: Option<&Value>) -> Option<String> {
+    list?
+        .get("dhcp_option")?
+        .as_array()?
+        .iter()
+        .filter(|o| {
+            matches!(
+                o.get("dhcp_option_name").and_then(Value::as_str),
+                Some("15" | "domain-name")
+            )
+        })
+        .find_map(|o| o.get("dhcp_option_value").and_then(Value::as_str))
+        .map(|d| d.trim().trim_end_matches('.').to_ascii_lowercase())
+        .filter(|d| !d.is_empty())
+}
+
+/// The account id in a CloudStack instance name `i-<account>-<id>-VM`.
+fn account_of(instance: &str) -> Option<u64> {
+    let mut parts = instance.split('-');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("i"), Some(a), Some(_), Some(_)) => a.parse().ok(),
+        _ => None,
+    }
+}
+
+/// The VMs of `vn` (every VMI referring to it, with its IPv4 instance IPs), in VMI order.
+fn network_hosts(g: &Graph, vn: &Obj) -> Vec<NetworkHost> {
+    let mut out = Vec::new();
+    for vmi in g
+        .referrers(&vn.uuid)
+        .filter(|o| o.ty == ObjType::VirtualMachineInterface)
+    {
+        let Some(vm) = vm_of(g, vmi) else {
+            continue;
+        };
+        let name = vm.name();
+        if name.is_empty() {
+            continue;
+        }
+        for ip in g
+            .referrers(&vmi.uuid)
+            .filter(|o| o.ty == ObjType::InstanceIp)
+        {
+            let addr = ip
+                .props
+                .get("instance_ip_address")
+                .and_then(Value::as_str)
+                .and_then(|a| a.parse::<Ipv4Addr>().ok());
+            if let Some(address) = addr {
+                out.push(NetworkHost {
+                    name: name.to_string(),
+                    display_name: display_name(vm),
+                    address,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The network's DNS domain: DHCP option 15 of its IPAM subnets or of its IPAM, else
+/// CloudStack's default `cs<account id in hex>cloud.internal` of the first of its VMs whose
+/// instance name carries an account id.
+fn network_domain(g: &Graph, vn: &Obj, hosts: &[NetworkHost]) -> Option<String> {
+    for r in vn.refs.get(&ObjType::NetworkIpam).into_iter().flatten() {
+        let subnets = r.attr.get("ipam_subnets").and_then(Value::as_array);
+        for s in subnets.into_iter().flatten() {
+            if let Some(d) = dhcp_domain(s.get("dhcp_option_list")) {
+                return Some(d);
+            }
+        }
+        let mgmt = g
+            .get(&r.uuid)
+            .and_then(|i| i.props.get("network_ipam_mgmt"));
+        if let Some(d) = dhcp_domain(mgmt.and_then(|m| m.get("dhcp_option_list"))) {
+            return Some(d);
+        }
+    }
+    let account = hosts.iter().find_map(|h| account_of(&h.name))?;
+    Some(format!("cs{account:x}cloud.internal"))
 }
 
 /// The first of `virtual_machine_interface_mac_addresses`, if it is a MAC.
@@ -166,12 +280,15 @@ fn mac(o: &Obj) -> Option<MacAddr> {
         .and_then(|m| m.parse().ok())
 }
 
-fn network_ref(vn: &Obj, subnets: &[IpamSubnet]) -> Option<NetworkRef> {
+fn network_ref(vn: &Obj, subnets: &[IpamSubnet], pctx: &PolicyCtx) -> Option<NetworkRef> {
+    let (domain, hosts) = pctx.names.get(&vn.uuid).cloned().unwrap_or_default();
     Some(NetworkRef {
         uuid: vn.uuid.parse().ok()?,
         fq_name: vn.fq_name.clone(),
         vrf: vn.vrf(),
         subnets: subnets.iter().map(|s| s.prefix).collect(),
+        domain,
+        hosts,
     })
 }
 
