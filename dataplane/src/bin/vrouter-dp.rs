@@ -4,7 +4,7 @@
 //!
 //! `vrouter-dp --config FILE [--key value ...]`; every config key is also a flag (see `--help`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -189,6 +189,8 @@ struct Daemon {
     open: HashMap<u16, (String, PortGuard)>,
     /// VM interfaces whose device could not be opened yet: vif id -> (name, next attempt).
     pending: HashMap<u16, (String, Instant)>,
+    /// dom0 link-local interfaces (`xapi0`): always taps, whatever their name.
+    ll_taps: HashSet<u16>,
 }
 
 impl Daemon {
@@ -228,13 +230,17 @@ impl Daemon {
     /// Brings the open VM ports in line with the vif table.
     fn sync_vm_ports(&mut self, reader: &TablesReader, force_retry: bool) {
         let want: HashMap<u16, String> = match reader.enter() {
-            Some(t) => t
-                .vifs
-                .iter()
-                .flatten()
-                .filter(|v| v.spec.kind == VifKind::Virtual)
-                .map(|v| (v.spec.id, v.spec.name.clone()))
-                .collect(),
+            Some(t) => {
+                let vifs = t.vifs.iter().flatten();
+                self.ll_taps = vifs
+                    .clone()
+                    .filter(|v| v.spec.kind == VifKind::XenLinkLocal)
+                    .map(|v| v.spec.id)
+                    .collect();
+                vifs.filter(|v| v.spec.kind.is_vm_like())
+                    .map(|v| (v.spec.id, v.spec.name.clone()))
+                    .collect()
+            }
             None => return,
         };
         let stale: Vec<u16> = self
@@ -274,7 +280,12 @@ impl Daemon {
         let jobs: Vec<(u16, String, OpenOpts)> = due
             .into_iter()
             .map(|(id, name)| {
-                let opts = self.open_opts(kind_for(&self.cfg, &name), Role::Vm, id);
+                let kind = if self.ll_taps.contains(&id) {
+                    PortKind::Tap
+                } else {
+                    kind_for(&self.cfg, &name)
+                };
+                let opts = self.open_opts(kind, Role::Vm, id);
                 (id, name, opts)
             })
             .collect();
@@ -357,6 +368,7 @@ fn run(cfg: DpConfig) -> Result<(), DpError> {
         engine,
         open: HashMap::new(),
         pending: HashMap::new(),
+        ll_taps: HashSet::new(),
     };
     let StaticPorts { guards, ops, host } = d.open_static_ports()?;
     writer.apply(ops).map_err(|(i, e)| DpError::Tables(i, e))?;

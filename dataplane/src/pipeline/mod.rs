@@ -21,12 +21,15 @@
 pub mod flow;
 pub mod frag;
 pub mod nat;
+mod system;
 
 use crate::batch::{Batch, Next, Pkt, NO_LABEL};
 use crate::buf::{BufPool, PktBuf};
 use crate::drop::DropReason;
 use crate::stats::LcoreStats;
-use crate::tables::{fib::prefetch_read, Nexthop, Tables, TunnelKind, VifKind, NH_DISCARD};
+use crate::tables::{
+    fib::prefetch_read, Nexthop, Tables, TunnelKind, VifKind, FABRIC_VRF, NH_DISCARD,
+};
 use crate::trap::{AgentCmd, AgentHeader, TrapReason, AGENT_HEADER_LEN};
 use crate::wire::{
     arp, ethernet::EtherType, ip_proto, ArpPacket, MacAddr, MplsLabel, ETHERNET_HEADER_LEN as ETH,
@@ -250,12 +253,9 @@ impl Pipeline {
             return;
         };
         match vif.spec.kind {
-            VifKind::Virtual => self.vm_input(t, vif, p),
+            VifKind::Virtual | VifKind::XenLinkLocal => self.vm_input(t, vif, p),
             VifKind::Physical => self.fabric_input(t, p),
-            VifKind::Host => match t.host.fabric_vif {
-                Some(f) => p.meta.tx(f),
-                None => p.meta.drop(DropReason::NowhereToGo),
-            },
+            VifKind::Host => self.host_input(t, p),
             VifKind::Agent => self.agent_input(t, p),
         }
     }
@@ -295,10 +295,16 @@ impl Pipeline {
                 // Anti-spoofing (a VM may only send from its own MAC and address), and only
                 // frames sent to the router are routed (its MAC is every VM's one neighbour):
                 // both MACs in one compare, the reason worked out only for a mismatch.
+                let mut bridge = false;
                 if eth[..12] != vif.routed_l2 {
-                    if let Some(why) = l2_refusal(eth, h, vif) {
-                        p.meta.drop(why);
-                        return;
+                    match l2_refusal(eth, h, vif) {
+                        // An ip-fabric VM's frame to an underlay neighbour (see `system`).
+                        Some(DropReason::L2NoRoute) if vif.spec.vrf == FABRIC_VRF => bridge = true,
+                        Some(why) => {
+                            p.meta.drop(why);
+                            return;
+                        }
+                        None => {}
                     }
                 }
                 // RFC 1812 5.2.2, before any decision on the header's fields (the MACs above
@@ -309,6 +315,10 @@ impl Pipeline {
                 }
                 if vif.spec.ip != 0 && src != vif.spec.ip && !vif.allows_source(src) {
                     p.meta.drop(DropReason::InvalidSource);
+                    return;
+                }
+                if bridge {
+                    self.fabric_bridge_out(t, p, total);
                     return;
                 }
                 p.buf.truncate(ETH + total);
@@ -345,7 +355,36 @@ impl Pipeline {
                 self.stats.vrf(vrf).arp_virtual_proxys.add(1);
                 p.meta.tx(vif);
             }
+            // An ip-fabric VM asks for an underlay neighbour (see `system`).
+            _ if vrf == FABRIC_VRF => self.fabric_arp_out(t, p),
             _ => p.meta.drop(DropReason::ArpNoRoute),
+        }
+    }
+
+    /// From the host interface: to a local ip-fabric VM (see `system`), else to the fabric.
+    #[inline]
+    fn host_input(&self, t: &Tables, p: &mut Pkt) {
+        let d = p.buf.data();
+        let ty = d.get(12..14).map(|b| u16::from_be_bytes([b[0], b[1]]));
+        let for_vm = match ty {
+            Some(EtherType::ARP) => self.fabric_arp_in(t, p),
+            Some(EtherType::IPV4) => match d.get(ETH..).map(|ip| (ip, ip.first_chunk::<20>())) {
+                Some((ip, Some(h))) => match crate::wire::ipv4::lengths(h, ip.len()) {
+                    Ok((hl, total)) if crate::wire::ipv4::checksum_ok(h, ip, hl) => {
+                        let dst = u32::from_be_bytes([h[16], h[17], h[18], h[19]]);
+                        self.fabric_ip_in(t, p, dst, total)
+                    }
+                    _ => false,
+                },
+                _ => false,
+            },
+            _ => false,
+        };
+        if !for_vm {
+            match t.host.fabric_vif {
+                Some(f) => p.meta.tx(f),
+                None => p.meta.drop(DropReason::NowhereToGo),
+            }
         }
     }
 
@@ -362,8 +401,11 @@ impl Pipeline {
             p.meta.drop(DropReason::Pull);
             return;
         };
-        if u16::from_be_bytes([eth[12], eth[13]]) != EtherType::IPV4 {
-            to_host(p);
+        let ty = u16::from_be_bytes([eth[12], eth[13]]);
+        if ty != EtherType::IPV4 {
+            if ty != EtherType::ARP || !self.fabric_arp_in(t, p) {
+                to_host(p);
+            }
             return;
         }
         let ip = &d[ETH..];
@@ -425,7 +467,9 @@ impl Pipeline {
             _ => None,
         };
         let Some(label_at) = label_at else {
-            to_host(p);
+            if !self.fabric_ip_in(t, p, dst, total) {
+                to_host(p);
+            }
             return;
         };
         if dst != t.host.fabric_ip {

@@ -15,6 +15,9 @@ pub enum VifKind {
     Host,
     /// The agent's trap/inject channel (`pkt0`).
     Agent,
+    /// dom0's link-local host interface (Xen's `xapi0`, a tap): dom0 reaches system VMs'
+    /// link-local (Control) addresses through it. Forwarded like a VM's interface.
+    XenLinkLocal,
 }
 
 impl VifKind {
@@ -25,7 +28,14 @@ impl VifKind {
             VifKind::Physical => "Physical",
             VifKind::Host => "Host",
             VifKind::Agent => "Agent",
+            VifKind::XenLinkLocal => "XenLL",
         }
+    }
+
+    /// Forwarded like a VM's interface (a VM's, or dom0's link-local tap): opened by the
+    /// daemon's port manager, in an existing VRF, its input checked against its MAC and IP.
+    pub fn is_vm_like(self) -> bool {
+        matches!(self, VifKind::Virtual | VifKind::XenLinkLocal)
     }
 }
 
@@ -195,7 +205,7 @@ impl Shadow {
             }
         }
         check_allowed(&spec.allowed)?;
-        if spec.kind == VifKind::Virtual || self.vrfs.contains_key(&spec.vrf) {
+        if spec.kind.is_vm_like() || self.vrfs.contains_key(&spec.vrf) {
             self.vrf_exists(l, spec.vrf)?;
         }
         self.vifs.insert(spec.id, spec.vrf);
