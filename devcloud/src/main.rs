@@ -8,6 +8,7 @@ mod provision;
 mod sys;
 mod topology;
 
+use clap::{Parser, Subcommand};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -58,29 +59,63 @@ pub(crate) struct Opts {
     bin_dir: PathBuf,
 }
 
-fn usage() -> &'static str {
-    "usage: vrouter-devcloud up [--hosts N] [--vms M] [--install-deps] [--keep-on-failure] [--bin-dir DIR] [--hook FILE]\n       vrouter-devcloud status\n       vrouter-devcloud down"
+/// The command line; `--help` and `--version` exit 0, a bad flag exits 2 with clap's message.
+#[derive(Debug, Parser)]
+#[command(
+    name = "vrouter-devcloud",
+    version,
+    about = "A CloudStack-style cloud of network namespaces: hosts, VMs, controller, gateway"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+    /// Directory of the vrouter binaries [default: this program's directory].
+    #[arg(long, global = true, value_name = "DIR")]
+    bin_dir: Option<PathBuf>,
+    /// The vif hotplug hook [default: xen/scripts/vif-vrouter].
+    #[arg(long, global = true, value_name = "FILE")]
+    hook: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Build the cloud, provision it through the controller shim and check it end to end.
+    Up {
+        /// Compute hosts.
+        #[arg(long, value_name = "N", default_value_t = 2,
+              value_parser = clap::value_parser!(u16).range(1..))]
+        hosts: u16,
+        /// VMs, spread over the hosts.
+        #[arg(long, value_name = "M", default_value_t = 4,
+              value_parser = clap::value_parser!(u16).range(1..))]
+        vms: u16,
+        /// apt-get install the tools that are missing.
+        #[arg(long)]
+        install_deps: bool,
+        /// Leave a failed cloud up for inspection.
+        #[arg(long)]
+        keep_on_failure: bool,
+    },
+    /// Show what runs, and each process's command line.
+    Status,
+    /// Stop every process and remove every namespace `up` made.
+    Down,
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let (cmd, o) = match parse(&args) {
+    let (cmd, o) = match opts(Cli::parse()) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("vrouter-devcloud: {e}\n{}", usage());
+            eprintln!("vrouter-devcloud: {e}");
             std::process::exit(2);
         }
     };
-    let r = match cmd.as_str() {
-        "up" => up(&o),
-        "status" => status(),
-        "down" => {
+    let r = match cmd {
+        Cmd::Up { .. } => up(&o),
+        Cmd::Status => status(),
+        Cmd::Down => {
             down();
             Ok(())
-        }
-        _ => {
-            eprintln!("{}", usage());
-            std::process::exit(2);
         }
     };
     if let Err(e) = r {
@@ -92,41 +127,33 @@ fn main() {
 /// The command and its options. For `up`, the binary directory and the hook are made absolute
 /// here (issue 24: daemons started as `./target/release/...` left command lines that only
 /// worked from the source tree); a missing one is an error naming it.
-fn parse(args: &[String]) -> std::result::Result<(String, Opts), String> {
-    let cmd = args.first().cloned().ok_or("no command")?;
+fn opts(cli: Cli) -> std::result::Result<(Cmd, Opts), String> {
     let mut o = Opts {
-        hook: PathBuf::from("xen/scripts/vif-vrouter"),
+        hook: cli
+            .hook
+            .unwrap_or_else(|| PathBuf::from("xen/scripts/vif-vrouter")),
         hosts: 2,
         vms: 4,
         install_deps: false,
         keep_on_failure: false,
-        bin_dir: std::env::current_exe()
-            .ok()
-            .and_then(|p| p.parent().map(Path::to_path_buf))
-            .unwrap_or_default(),
+        bin_dir: cli.bin_dir.unwrap_or_else(|| {
+            std::env::current_exe()
+                .ok()
+                .and_then(|p| p.parent().map(Path::to_path_buf))
+                .unwrap_or_default()
+        }),
     };
-    let mut it = args.iter().skip(1);
-    while let Some(a) = it.next() {
-        let mut value = || it.next().ok_or(format!("{a} needs a value"));
-        match a.as_str() {
-            "--hosts" | "--vms" => {
-                let n = value()?
-                    .parse()
-                    .map_err(|_| format!("{a} needs a number"))?;
-                if a == "--hosts" {
-                    o.hosts = n;
-                } else {
-                    o.vms = n;
-                }
-            }
-            "--install-deps" => o.install_deps = true,
-            "--keep-on-failure" => o.keep_on_failure = true,
-            "--bin-dir" => o.bin_dir = PathBuf::from(value()?),
-            "--hook" => o.hook = PathBuf::from(value()?),
-            other => return Err(format!("unknown argument {other:?}")),
-        }
-    }
-    if cmd == "up" {
+    if let Cmd::Up {
+        hosts,
+        vms,
+        install_deps,
+        keep_on_failure,
+    } = cli.cmd
+    {
+        o.hosts = usize::from(hosts);
+        o.vms = usize::from(vms);
+        o.install_deps = install_deps;
+        o.keep_on_failure = keep_on_failure;
         o.bin_dir = absolute("--bin-dir", &o.bin_dir, "cargo build --release --workspace")?;
         o.hook = absolute(
             "--hook",
@@ -134,7 +161,7 @@ fn parse(args: &[String]) -> std::result::Result<(String, Opts), String> {
             "run from the source tree or pass --hook PATH/TO/vif-vrouter",
         )?;
     }
-    Ok((cmd, o))
+    Ok((cli.cmd, o))
 }
 
 /// `p` made absolute, symlinks and `..` resolved; an error naming the option when it is missing.
@@ -455,6 +482,14 @@ mod tests {
         a.iter().map(|s| s.to_string()).collect()
     }
 
+    fn parse(a: &[String]) -> std::result::Result<(Cmd, Opts), String> {
+        let cli = Cli::try_parse_from(
+            std::iter::once("vrouter-devcloud".to_string()).chain(a.iter().cloned()),
+        )
+        .map_err(|e| e.to_string())?;
+        opts(cli)
+    }
+
     #[test]
     fn up_makes_a_relative_bin_dir_and_hook_absolute() {
         // Tests run in the package directory: ./src and ./Cargo.toml exist.
@@ -468,7 +503,7 @@ mod tests {
             "4",
         ]))
         .expect("parses");
-        assert_eq!(cmd, "up");
+        assert!(matches!(cmd, Cmd::Up { .. }), "{cmd:?}");
         assert_eq!(o.hosts, 4);
         let here = std::env::current_dir()
             .expect("cwd")
