@@ -19,6 +19,7 @@
 #![warn(missing_docs)]
 
 pub mod agents;
+pub mod bgp;
 pub mod contract;
 pub mod core;
 pub mod error;
