@@ -20,4 +20,5 @@ pub mod services;
 pub mod show;
 pub mod source;
 pub mod testkit;
+pub mod vip;
 pub mod xenbind;

@@ -233,6 +233,11 @@ fn run(opts: &Pkt0Options, sock: &UnixDatagram, handle: &PlanHandle) {
                 continue;
             }
         };
+        if let Some(g) = crate::vip::parse_garp(&buf[..n]) {
+            if let Some((vrf, ip)) = crate::vip::registry().garp(&g) {
+                log::info!("vip: {ip} in {vrf} announced by vif {} ({})", g.vif, g.mac);
+            }
+        }
         for out in svc.handle(&buf[..n]) {
             if let Err(e) = sock.send_to(&out, &opts.dp_socket) {
                 log::debug!("pkt0: inject: {e}");

@@ -9,8 +9,27 @@ use super::{
 use crate::config::{ChainMember, ChainRoutes, Interface, Prefix, RemoteRoute};
 use std::collections::btree_map::Entry;
 use vrouter_dataplane::tables::{
-    Fip, NexthopSpec, Policy, Route, VifKind, VifSpec, VrfPolicy, VROUTER_MAC,
+    AllowedSource, Fip, NexthopSpec, Policy, Route, VifKind, VifSpec, VrfPolicy, VROUTER_MAC,
 };
+
+/// The sources an interface may use besides its fixed IP: its secondary IPs and its allowed
+/// address pairs (none on a service interface, which has no address check at all).
+fn allowed_sources(i: &Interface) -> Vec<AllowedSource> {
+    if i.service {
+        return Vec::new();
+    }
+    let secondary = i.secondary.iter().map(|a| AllowedSource {
+        ip: u32::from(*a),
+        len: 32,
+        mac: None,
+    });
+    let pairs = i.pairs.iter().map(|p| AllowedSource {
+        ip: u32::from(p.prefix.addr),
+        len: p.prefix.len,
+        mac: p.mac,
+    });
+    secondary.chain(pairs).collect()
+}
 
 /// A route to a local nexthop that the dataplane answers ARP for.
 fn local_route(nh: u32) -> Route {
@@ -83,7 +102,7 @@ impl<'a> Builder<'a> {
                 ip: if i.service { 0 } else { u32::from(i.ip) },
                 mtu: i.mtu,
                 nh: Some(nh),
-                allowed: Vec::new(),
+                allowed: allowed_sources(i),
             },
         );
         want.nhs.insert(
@@ -95,18 +114,20 @@ impl<'a> Builder<'a> {
             },
         );
         want.labels.insert(label, nh);
-        want.routes
-            .insert((vrf, u32::from(i.ip), 32), local_route(nh));
         self.if_nh.insert(&i.name, (vif, nh));
-        self.leaks.push(Leak {
-            from_vrf: self.vrf_name(&i.network),
-            prefix: Prefix {
-                addr: i.ip,
-                len: 32,
-            },
-            nh,
-            label: None,
-        });
+        // The fixed IP, the secondary IPs and the pair addresses this interface owns now.
+        for addr in i.addresses() {
+            self.out
+                .desired
+                .routes
+                .insert((vrf, u32::from(addr), 32), local_route(nh));
+            self.leaks.push(Leak {
+                from_vrf: self.vrf_name(&i.network),
+                prefix: Prefix::host(addr),
+                nh,
+                label: None,
+            });
+        }
         self.out.bindings.push(Binding {
             name: i.name.clone(),
             network: i.network.clone(),

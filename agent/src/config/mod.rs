@@ -126,6 +126,24 @@ pub struct Interface {
     /// A service instance's left/right interface: it forwards other addresses, so
     /// anti-spoofing checks only its MAC (its vif carries no IP).
     pub service: bool,
+    /// Further addresses (CloudStack's secondary IPs): each gets its /32 to the interface and
+    /// may be a source.
+    pub secondary: Vec<Ipv4Addr>,
+    /// Allowed address pairs: prefixes (and MACs) the interface may send from.
+    pub pairs: Vec<crate::vip::Pair>,
+    /// The pairs' addresses this interface owns now (its member announced them last): their
+    /// /32s go to it.
+    pub vips: Vec<Ipv4Addr>,
+}
+
+impl Interface {
+    /// Every address routed to the interface: its fixed IP, then its secondary IPs, then the
+    /// pair addresses it owns now.
+    pub fn addresses(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        std::iter::once(self.ip)
+            .chain(self.secondary.iter().copied())
+            .chain(self.vips.iter().copied())
+    }
 }
 
 /// A route to a prefix behind another host.

@@ -350,6 +350,9 @@ fn check_interface_rest(
         nic_uuid,
         vm_uuid,
         service: i.service,
+        secondary: Vec::new(),
+        pairs: Vec::new(),
+        vips: Vec::new(),
     })
 }
 

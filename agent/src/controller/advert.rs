@@ -8,7 +8,8 @@ use vrouter_api::{Ipv4Prefix, Label, Uuid};
 /// What we advertise: (VRF, prefix) -> (label, VMI the route belongs to).
 pub type Adverts = BTreeMap<(String, Ipv4Prefix), (Label, Uuid)>;
 
-/// What to advertise for what was programmed: each interface's /32 with its label, each
+/// What to advertise for what was programmed: each interface's /32s (fixed IP, secondary IPs,
+/// the pair addresses it owns) with its label, each
 /// floating IP's /32 in its public VRF with that VRF's table label.
 pub fn adverts(cfg: &Config, compiled: &Compiled, vmi_of_port: &BTreeMap<String, Uuid>) -> Adverts {
     let mut out = Adverts::new();
@@ -25,7 +26,12 @@ pub fn adverts(cfg: &Config, compiled: &Compiled, vmi_of_port: &BTreeMap<String,
         let (Some(net), Ok(label)) = (cfg.network(&i.network), Label::new(b.label)) else {
             continue;
         };
-        out.insert((net.vrf.clone(), Ipv4Prefix::host(i.ip)), (label, *vmi));
+        if crate::compile::SystemNet::of_vrf(&net.vrf).is_some() {
+            continue; // reached over the underlay or host-local: nothing to advertise
+        }
+        for addr in i.addresses() {
+            out.insert((net.vrf.clone(), Ipv4Prefix::host(addr)), (label, *vmi));
+        }
     }
     for f in &cfg.floating_ips {
         let (Some(net), Some(vmi)) = (cfg.network(&f.network), vmi_of_port.get(&f.interface))

@@ -10,6 +10,7 @@ use super::{ControllerState, Port, Settings};
 use crate::config::{
     ChainMember, Config, FloatingIp, Interface, NetPolicy, Network, Prefix, RemoteRoute, Underlay,
 };
+use crate::vip::Pair;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::Ipv4Addr;
 use vrouter_api::interface::InterfaceConfig;
@@ -28,6 +29,8 @@ pub struct Built {
     pub unresolved: BTreeSet<Ipv4Addr>,
     /// Port name -> VMI of the interfaces in `config` (what their adverts belong to).
     pub vmi_of_port: BTreeMap<String, Uuid>,
+    /// VIPs we claimed that another host announced later: the claims are to be dropped.
+    pub yielded: Vec<(String, Ipv4Addr)>,
 }
 
 impl ControllerState {
@@ -165,6 +168,16 @@ impl<'a> Builder<'a> {
     ) -> Result<(), String> {
         let a = addressing(c, port)?;
         self.join_network(c, &a)?;
+        let secondary = self.secondary_ips(c, &a, item);
+        let pairs: Vec<Pair> = c
+            .allowed_address_pairs
+            .iter()
+            .map(|p| Pair {
+                prefix: p.prefix,
+                mac: p.mac,
+            })
+            .collect();
+        let vips = self.owned_vips(&a.vrf, &port.name, &pairs, item);
         self.floating_ips(c, &a.vrf, &port.name, item);
         self.out.vmi_of_port.insert(port.name.clone(), vmi);
         self.interfaces.push(Interface {
@@ -177,8 +190,72 @@ impl<'a> Builder<'a> {
             nic_uuid: Some(vmi.to_string()),
             vm_uuid: c.vm_uuid.map(|u| u.to_string()),
             service: c.is_service_interface(),
+            secondary,
+            pairs,
+            vips,
         });
         Ok(())
+    }
+
+    /// The interface's other IPv4 instance IPs (CloudStack's secondary IPs) in its network's
+    /// subnet; one outside it, the gateway or taken is skipped with a warning.
+    fn secondary_ips(&mut self, c: &InterfaceConfig, a: &Addressing, item: &str) -> Vec<Ipv4Addr> {
+        let subnet = self.networks.get(&a.vrf).and_then(|n| n.subnet);
+        let gateway = self.networks.get(&a.vrf).and_then(|n| n.gateway);
+        let mut out = Vec::new();
+        for ip in c
+            .ips
+            .iter()
+            .filter_map(|i| i.ipv4())
+            .filter(|ip| *ip != a.ip)
+        {
+            let why = if subnet.is_some_and(|s| !s.contains(ip)) {
+                "is outside the network's subnet"
+            } else if gateway == Some(ip) {
+                "is the gateway"
+            } else if !self.taken.insert((a.vrf.clone(), ip)) {
+                "is already used"
+            } else {
+                out.push(ip);
+                continue;
+            };
+            self.out
+                .warnings
+                .push(format!("{item}: secondary ip {ip} {why}"));
+        }
+        out
+    }
+
+    /// The pair addresses a local member of this interface announced last (see
+    /// [`crate::vip`]): claims another host announced after us are yielded instead.
+    fn owned_vips(&mut self, vrf: &str, port: &str, pairs: &[Pair], item: &str) -> Vec<Ipv4Addr> {
+        let mut out = Vec::new();
+        for ((cvrf, ip), claim) in &self.st.claims {
+            if cvrf != vrf || claim.port != port || !pairs.iter().any(|p| p.prefix.contains(*ip)) {
+                continue;
+            }
+            if self.announced_later(vrf, *ip, claim.rev) {
+                self.out.yielded.push((cvrf.clone(), *ip));
+            } else if !self.taken.insert((vrf.to_string(), *ip)) {
+                self.out
+                    .warnings
+                    .push(format!("{item}: vip {ip} is another interface's address"));
+            } else {
+                out.push(*ip);
+            }
+        }
+        out
+    }
+
+    /// Whether another host advertised `ip`/32 in `vrf` after our advertisement at `rev`.
+    fn announced_later(&self, vrf: &str, ip: Ipv4Addr, rev: Option<u64>) -> bool {
+        let Some(ours) = rev else {
+            return false;
+        };
+        let p = Ipv4Prefix::host(ip);
+        self.st.routes.values().any(|(r, route)| {
+            route.host != self.s.host && route.vrf == vrf && route.prefix == p && *r > ours
+        })
     }
 
     /// The network's policy as the first interface carrying one describes it: its policies' rules
@@ -319,7 +396,12 @@ impl<'a> Builder<'a> {
     fn local_prefixes(&self) -> HashSet<(String, Prefix)> {
         self.interfaces
             .iter()
-            .map(|i| (i.network.clone(), i.ip))
+            .flat_map(|i| {
+                let more = i.secondary.iter().chain(&i.vips).copied();
+                std::iter::once(i.ip)
+                    .chain(more)
+                    .map(|a| (i.network.clone(), a))
+            })
             .chain(self.fips.iter().map(|f| (f.network.clone(), f.address)))
             .map(|(vrf, a)| (vrf, Ipv4Prefix::host(a)))
             .collect()

@@ -87,6 +87,8 @@ pub struct Settings {
 pub struct ControllerSource {
     shared: Arc<Shared>,
     last_warnings: Vec<String>,
+    /// The VIP claim table's generation the last load saw.
+    vip_gen: u64,
 }
 
 impl ControllerSource {
@@ -108,6 +110,7 @@ impl ControllerSource {
         Ok(Self {
             shared,
             last_warnings: Vec::new(),
+            vip_gen: 0,
         })
     }
 
@@ -120,6 +123,7 @@ impl ControllerSource {
     pub fn observer(&self) -> Observer {
         let shared = self.shared.clone();
         Box::new(move |cfg: &Config, compiled: &Compiled| {
+            crate::vip::registry().set_members(vip_members(cfg, compiled));
             let mut g = shared.lock();
             let want = adverts(cfg, compiled, &g.vmi_of_port);
             if want != g.want_adverts {
@@ -128,6 +132,27 @@ impl ControllerSource {
             }
         })
     }
+}
+
+/// The programmed interfaces with allowed address pairs, by vif id (who may claim a VIP).
+fn vip_members(cfg: &Config, compiled: &Compiled) -> BTreeMap<u16, crate::vip::Member> {
+    compiled
+        .bindings
+        .iter()
+        .filter_map(|b| {
+            let i = cfg.interfaces.iter().find(|i| i.name == b.name)?;
+            let net = cfg.network(&i.network)?;
+            (!i.pairs.is_empty()).then(|| {
+                let m = crate::vip::Member {
+                    port: i.name.clone(),
+                    vrf: net.vrf.clone(),
+                    mac: i.mac,
+                    pairs: i.pairs.clone(),
+                };
+                (b.vif, m)
+            })
+        })
+        .collect()
 }
 
 impl ConfigSource for ControllerSource {
@@ -141,7 +166,16 @@ impl ConfigSource for ControllerSource {
     fn load(&mut self) -> Result<Config, SourceError> {
         let mut g = self.shared.lock();
         g.changed = false;
+        {
+            let claims = crate::vip::registry();
+            self.vip_gen = claims.generation();
+            g.st.claims = claims.owned().clone();
+        }
         let built = g.st.build(&self.shared.s);
+        if !built.yielded.is_empty() {
+            // Yielded claims leave the table; the next pass routes those VIPs to their host.
+            crate::vip::registry().yield_to_remote(&built.yielded);
+        }
         g.vmi_of_port = built.vmi_of_port;
         if built.unresolved != g.unresolved {
             g.unresolved = built.unresolved;
@@ -160,7 +194,7 @@ impl ConfigSource for ControllerSource {
     }
 
     fn changed(&mut self) -> bool {
-        self.shared.lock().changed
+        self.shared.lock().changed || crate::vip::registry().generation() != self.vip_gen
     }
 
     fn ready(&mut self) -> bool {
@@ -186,6 +220,8 @@ impl ConfigSource for ControllerSource {
     }
 }
 
+#[cfg(test)]
+mod address_tests;
 #[cfg(test)]
 mod chain_tests;
 #[cfg(test)]

@@ -36,6 +36,9 @@ pub struct ControllerState {
     pub adopted: BTreeMap<Ipv4Addr, MacAddr>,
     /// Watch resume point.
     pub since: u64,
+    /// Allowed-address-pair VIPs owned by a local member (copied from [`crate::vip`] before
+    /// each build).
+    pub claims: crate::vip::Owned,
 }
 
 impl ControllerState {

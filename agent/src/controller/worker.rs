@@ -356,7 +356,9 @@ impl Announcer {
                 nexthop: None,
                 vmi_uuid: Some(*vmi),
             };
-            refused_is_done(sh.api.advertise(&ad))?;
+            if let Some(done) = refused_is_done(sh.api.advertise(&ad))? {
+                crate::vip::registry().advertised(vrf, *prefix, done.rev);
+            }
             log::log!(
                 level,
                 "controller: advertised {prefix} in {vrf} label {label} (vmi {vmi})"
