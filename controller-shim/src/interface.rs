@@ -10,8 +10,8 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use serde_json::Value;
 use vrouter_api::interface::{
-    AttachedPolicy, ConnectedNetwork, FloatingIpRef, InstanceIp, InterfaceConfig,
-    InterfaceProperties, NetworkHost, NetworkRef, ServiceChain,
+    AllowedAddressPair, AttachedPolicy, ConnectedNetwork, FloatingIpRef, InstanceIp,
+    InterfaceConfig, InterfaceProperties, NetworkHost, NetworkRef, ServiceChain,
 };
 use vrouter_api::{Ipv4Prefix, MacAddr, Uuid};
 
@@ -159,7 +159,7 @@ pub(crate) fn interface_config_with(
             .get("virtual_machine_interface_properties")
             .and_then(properties),
         service_chains: vn.map(|v| chains(v, pctx)).unwrap_or_default(),
-        allowed_address_pairs: Vec::new(),
+        allowed_address_pairs: allowed_address_pairs(o),
         vm_name: vm.map(|v| v.name().to_string()).filter(|n| !n.is_empty()),
         vm_display_name: vm.and_then(display_name),
     })
@@ -292,7 +292,8 @@ fn network_ref(vn: &Obj, subnets: &[IpamSubnet], pctx: &PolicyCtx) -> Option<Net
     })
 }
 
-/// The instance IPs and floating IPs referring to the VMI, in back-reference order.
+/// The instance IPs and floating IPs referring to the VMI, in back-reference order, except that
+/// instance IPs with `instance_ip_secondary` come after the others.
 fn addresses(
     g: &Graph,
     vmi: &str,
@@ -315,14 +316,21 @@ fn addresses(
                     Some(IpAddr::V4(a)) => subnets.iter().find(|s| s.prefix.contains(a)),
                     _ => None,
                 };
-                ips.push(InstanceIp {
-                    uuid,
-                    address,
-                    subnet: sub.map(|s| s.prefix),
-                    prefix_len: sub.map(|s| s.prefix.len),
-                    gateway: sub.and_then(|s| s.gateway),
-                    dns_server: sub.and_then(|s| s.dns.or(s.gateway)),
-                });
+                let secondary = f
+                    .props
+                    .get("instance_ip_secondary")
+                    .and_then(Value::as_bool);
+                ips.push((
+                    secondary == Some(true),
+                    InstanceIp {
+                        uuid,
+                        address,
+                        subnet: sub.map(|s| s.prefix),
+                        prefix_len: sub.map(|s| s.prefix.len),
+                        gateway: sub.and_then(|s| s.gateway),
+                        dns_server: sub.and_then(|s| s.dns.or(s.gateway)),
+                    },
+                ));
             }
             ObjType::FloatingIp => {
                 let pool = f.parent_uuid.as_deref().and_then(|p| g.get(p));
@@ -343,7 +351,9 @@ fn addresses(
             _ => {}
         }
     }
-    (ips, fips)
+    // The fixed address first: an instance IP marked secondary (`addIpToNic`) never is.
+    ips.sort_by_key(|(secondary, _)| *secondary);
+    (ips.into_iter().map(|(_, ip)| ip).collect(), fips)
 }
 
 /// The policies attached to the interface's network, rules resolved.
@@ -389,6 +399,44 @@ fn connected(vn: &Obj, pctx: &PolicyCtx) -> Vec<ConnectedNetwork> {
         .collect()
 }
 
+/// `virtual_machine_interface_allowed_address_pairs.allowed_address_pair[]`: the pairs whose
+/// `ip` is an IPv4 prefix (host bits cleared); an entry that is not is left out (an IPv6 pair,
+/// a typo), as is a `mac` that is not a MAC (the prefix is kept).
+fn allowed_address_pairs(o: &Obj) -> Vec<AllowedAddressPair> {
+    let Some(list) = o
+        .props
+        .get("virtual_machine_interface_allowed_address_pairs")
+        .and_then(|v| v.get("allowed_address_pair"))
+        .and_then(Value::as_array)
+    else {
+        return Vec::new();
+    };
+    list.iter()
+        .filter_map(|p| {
+            let ip = p.get("ip")?;
+            let addr: Ipv4Addr = ip.get("ip_prefix")?.as_str()?.trim().parse().ok()?;
+            let len = ip
+                .get("ip_prefix_len")
+                .and_then(Value::as_u64)
+                .unwrap_or(32);
+            let prefix = Ipv4Prefix::truncating(addr, u8::try_from(len).ok()?)?;
+            let mode = p
+                .get("address_mode")
+                .cloned()
+                .and_then(|m| serde_json::from_value(m).ok())
+                .unwrap_or_default();
+            Some(AllowedAddressPair {
+                prefix,
+                mac: p
+                    .get("mac")
+                    .and_then(Value::as_str)
+                    .and_then(|m| m.parse().ok()),
+                mode,
+            })
+        })
+        .collect()
+}
+
 /// `virtual_machine_interface_properties`: the MTU typed when it is a number, every other key
 /// (and an MTU that is not) carried as CloudStack set it, so the JSON is what it stored.
 fn properties(v: &Value) -> Option<InterfaceProperties> {
@@ -406,3 +454,7 @@ fn properties(v: &Value) -> Option<InterfaceProperties> {
         other,
     })
 }
+
+#[cfg(test)]
+#[path = "interface_address_tests.rs"]
+mod address_tests;

@@ -151,11 +151,16 @@ impl ObjType {
                 ("virtual_machine_interface_mac_addresses", Kind::Object),
                 ("virtual_machine_interface_properties", Kind::Object),
                 ("virtual_machine_interface_device_owner", Kind::Str),
+                (
+                    "virtual_machine_interface_allowed_address_pairs",
+                    Kind::Object,
+                ),
             ],
             InstanceIp => &[
                 ("instance_ip_address", Kind::Str),
                 ("instance_ip_family", Kind::Str),
                 ("instance_ip_mode", Kind::Str),
+                ("instance_ip_secondary", Kind::Bool),
             ],
             FloatingIp => &[
                 ("floating_ip_address", Kind::Str),
