@@ -115,6 +115,16 @@ pub const DEFAULT_OBJECTS: &[(ObjType, &[&str])] = &[
         ObjType::VirtualNetwork,
         &["default-domain", "default-project", "__link_local__"],
     ),
+    // Where provision_mx.py / provision_bgp.py create gateway bgp-router objects.
+    (
+        ObjType::RoutingInstance,
+        &[
+            "default-domain",
+            "default-project",
+            "ip-fabric",
+            "__default__",
+        ],
+    ),
 ];
 
 /// The whole configuration state.
@@ -425,6 +435,24 @@ impl Core {
         Ok(())
     }
 
+    /// Gives a new network the lowest unused `virtual_network_network_id` (1 and up) unless
+    /// the client chose one, as Contrail's API server does: the BGP speaker's route
+    /// distinguisher and default route target are made of it.
+    fn assign_network_id(&self, o: &mut Obj) {
+        const KEY: &str = "virtual_network_network_id";
+        if o.props.get(KEY).is_some_and(Value::is_u64) {
+            return;
+        }
+        let used: std::collections::BTreeSet<u64> = self
+            .graph
+            .of_type(ObjType::VirtualNetwork)
+            .filter(|vn| vn.uuid != o.uuid)
+            .filter_map(|vn| vn.props.get(KEY).and_then(Value::as_u64))
+            .collect();
+        let id = (1u64..).find(|i| !used.contains(i)).unwrap_or(1);
+        o.props.insert(KEY.into(), json!(id));
+    }
+
     /// The VN an address-holding object draws from.
     fn claim_vn<'a>(&'a self, o: &Obj) -> Result<Option<&'a Obj>, ApiError> {
         let vn_uuid = match o.ty {
@@ -550,6 +578,7 @@ impl Core {
         match o.ty {
             ObjType::VirtualNetwork => {
                 Self::hook_vn(o)?;
+                self.assign_network_id(o);
                 Ok(None)
             }
             ObjType::VirtualMachineInterface => {

@@ -55,6 +55,8 @@ obj_types! {
     FloatingIp => "floating-ip",
     ServiceTemplate => "service-template",
     ServiceInstance => "service-instance",
+    RoutingInstance => "routing-instance",
+    BgpRouter => "bgp-router",
 }
 
 use ObjType::*;
@@ -90,6 +92,8 @@ impl ObjType {
             VirtualMachineInterface => &[VirtualMachine, Project],
             FloatingIpPool => &[VirtualNetwork],
             FloatingIp => &[FloatingIpPool],
+            RoutingInstance => &[VirtualNetwork],
+            BgpRouter => &[RoutingInstance],
         }
     }
 
@@ -124,6 +128,8 @@ impl ObjType {
             FloatingIp => &[VirtualMachineInterface, Project],
             ServiceInstance => &[ServiceTemplate],
             Project => &[FloatingIpPool],
+            // The peering mesh provision_bgp.py builds between routers.
+            BgpRouter => &[BgpRouter],
             _ => &[],
         }
     }
@@ -170,7 +176,10 @@ impl ObjType {
             FloatingIpPool => &[("floating_ip_pool_prefixes", Kind::Object)],
             ServiceTemplate => &[("service_template_properties", Kind::Object)],
             ServiceInstance => &[("service_instance_properties", Kind::Object)],
-            GlobalSystemConfig | VirtualMachine => &[],
+            GlobalSystemConfig => &[("autonomous_system", Kind::Int)],
+            RoutingInstance => &[("routing_instance_is_default", Kind::Bool)],
+            BgpRouter => &[("bgp_router_parameters", Kind::Object)],
+            VirtualMachine => &[],
         }
     }
 
