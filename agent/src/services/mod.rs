@@ -23,6 +23,9 @@
 //! read through accessors that cannot panic.
 
 pub mod dhcp;
+pub mod dns;
+pub mod dns_cache;
+pub mod dns_zone;
 pub mod icmp;
 
 use std::collections::BTreeMap;
@@ -37,6 +40,14 @@ use vrouter_dataplane::trap::{AgentCmd, AgentHeader, TrapReason, AGENT_HEADER_LE
 use vrouter_dataplane::wire::ethernet::MacAddr;
 
 pub use dhcp::LeaseState;
+use dns::DnsService;
+pub use dns::DnsSettings;
+
+/// The frame carrying DNS message `bytes` from the gateway's port 53 back to the VM.
+fn dns_frame(to: &DnsReply, bytes: &[u8]) -> Vec<u8> {
+    to.origin
+        .udp(DNS_PORT, to.port, bytes.len(), |b| b.copy_from_slice(bytes))
+}
 
 /// TTL of the packets we originate.
 pub const REPLY_TTL: u8 = 64;
@@ -200,6 +211,16 @@ counter_enum! {
         TimeExceeded => "icmp_time_exceeded",
         /// ICMP destination unreachable, fragmentation needed.
         FragNeeded => "icmp_frag_needed",
+        /// DNS answer from the network's own names.
+        DnsLocal => "dns_local",
+        /// DNS answer from the forwarder's cache.
+        DnsCached => "dns_cached",
+        /// DNS query forwarded to the host's resolvers.
+        DnsForward => "dns_forward",
+        /// DNS answer of an upstream resolver relayed to the VM.
+        DnsRelayed => "dns_relayed",
+        /// DNS error answer (FORMERR, REFUSED, NOTIMP, SERVFAIL).
+        DnsError => "dns_error",
     }
 }
 
@@ -246,6 +267,12 @@ counter_enum! {
         BadMtu => "bad_mtu",
         /// A HandleDf trap for a packet without DF.
         DfNotSet => "df_not_set",
+        /// A DNS query from a VM past its rate.
+        DnsRateLimited => "dns_rate_limited",
+        /// A DNS message to the gateway that is no query (a response, less than a header).
+        DnsNotQuery => "dns_not_query",
+        /// An upstream DNS reply that matches no forwarded query.
+        DnsUnmatched => "dns_unmatched",
     }
 }
 
@@ -254,8 +281,8 @@ counter_enum! {
 pub struct ServiceStats {
     /// Frames given to [`PacketServices::handle`].
     pub trapped: u64,
-    served: [u64; 9],
-    ignored: [u64; 20],
+    served: [u64; Served::ALL.len()],
+    ignored: [u64; Ignored::ALL.len()],
 }
 
 impl ServiceStats {
@@ -290,14 +317,36 @@ impl ServiceStats {
     }
 }
 
-/// The DHCP server and ICMP responder for the VMs of one host. I/O-free: see the module docs.
-#[derive(Debug, Default)]
+/// The DHCP server, DNS server and ICMP responder for the VMs of one host. I/O-free: see the
+/// module docs.
+#[derive(Debug)]
 pub struct PacketServices {
     ifaces: BTreeMap<u16, ServedInterface>,
     vrf_gateways: BTreeMap<u16, Vec<VrfGateway>>,
     leases: BTreeMap<u16, LeaseState>,
     stats: ServiceStats,
+    dns: DnsService<DnsReply>,
+    /// DNS queries to send to the upstream resolvers.
+    dns_out: Vec<Vec<u8>>,
+    /// The time the caller last gave ([`PacketServices::set_now`]), ms.
+    now_ms: u64,
 }
+
+impl Default for PacketServices {
+    fn default() -> Self {
+        Self::with_dns(DnsSettings::default())
+    }
+}
+
+/// Where a DNS answer goes back to: the VM's address and port, from the gateway it asked.
+#[derive(Debug, Clone)]
+pub struct DnsReply {
+    origin: Origin,
+    port: u16,
+}
+
+/// DNS server port.
+pub const DNS_PORT: u16 = 53;
 
 /// What one handled packet produced.
 pub(crate) struct Answer {
@@ -364,6 +413,7 @@ pub(crate) enum Dest {
 }
 
 /// An IPv4 frame we originate, before its payload is written.
+#[derive(Debug, Clone)]
 pub(crate) struct Origin {
     pub(crate) dest: Dest,
     pub(crate) vrf: u16,
@@ -451,6 +501,61 @@ impl PacketServices {
     /// Services for no interface yet.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Services for no interface yet, DNS with `settings`.
+    pub fn with_dns(settings: DnsSettings) -> Self {
+        Self {
+            ifaces: BTreeMap::new(),
+            vrf_gateways: BTreeMap::new(),
+            leases: BTreeMap::new(),
+            stats: ServiceStats::default(),
+            dns: DnsService::new(settings),
+            dns_out: Vec::new(),
+            now_ms: 0,
+        }
+    }
+
+    /// Tells the time (ms on a monotonic clock): DNS caching, rate limits and timeouts use it.
+    pub fn set_now(&mut self, now_ms: u64) {
+        self.now_ms = now_ms;
+    }
+
+    /// Sets (or with `None` removes) the DNS names of the network of `vrf`.
+    pub fn set_dns_zone(&mut self, vrf: u16, zone: Option<dns_zone::Zone>) {
+        self.dns.set_zone(vrf, zone);
+    }
+
+    /// The DNS service.
+    pub fn dns(&self) -> &DnsService<DnsReply> {
+        &self.dns
+    }
+
+    /// The DNS queries to forward to the upstream resolvers since the last call.
+    pub fn take_dns_forwards(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.dns_out)
+    }
+
+    /// An upstream resolver's reply: the frame that takes it to the VM that asked, if it
+    /// matches a forwarded query.
+    pub fn dns_upstream_reply(&mut self, payload: &[u8]) -> Option<Vec<u8>> {
+        match self.dns.upstream_reply(payload, self.now_ms) {
+            Some((to, bytes)) => {
+                self.stats.served[Served::DnsRelayed as usize] += 1;
+                Some(dns_frame(&to, &bytes))
+            }
+            None => {
+                self.stats.ignored[Ignored::DnsUnmatched as usize] += 1;
+                None
+            }
+        }
+    }
+
+    /// SERVFAIL frames for the forwarded queries no upstream answered in time.
+    pub fn dns_expire(&mut self) -> Vec<Vec<u8>> {
+        let late = self.dns.expire(self.now_ms);
+        self.stats.served[Served::DnsError as usize] += late.len() as u64;
+        late.iter().map(|(to, b)| dns_frame(to, b)).collect()
     }
 
     /// Serves `iface` (replacing any interface with the same vif).
@@ -551,6 +656,9 @@ impl PacketServices {
                 if !self.is_gateway(hdr.vrf, pkt.ip.dst_addr()) {
                     return Err(Ignored::NotForGateway);
                 }
+                if let Some(udp) = pkt.udp_to(DNS_PORT) {
+                    return self.dns_query(&hdr, &pkt, &udp);
+                }
                 icmp::echo_reply(&self.route_back(&hdr, &pkt), &pkt)
             }
             TrapReason::ZeroTtl => {
@@ -573,6 +681,49 @@ impl PacketServices {
                 icmp::frag_needed(&self.error_origin(&hdr, &pkt)?, &pkt, mtu)
             }
             _ => Err(Ignored::UnsupportedReason),
+        }
+    }
+
+    /// A DNS query to a gateway: answered, forwarded (the query waits in `dns_out`) or dropped.
+    fn dns_query(
+        &mut self,
+        hdr: &AgentHeader,
+        pkt: &Ipv4Frame<'_>,
+        udp: &UdpPacket<&[u8]>,
+    ) -> Result<Answer, Ignored> {
+        if pkt.is_fragment() {
+            return Err(Ignored::Fragment);
+        }
+        let (src, dst) = (pkt.ip.src_addr(), pkt.ip.dst_addr());
+        if !udp.verify_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst)) {
+            return Err(Ignored::BadChecksum);
+        }
+        let to = DnsReply {
+            origin: self.route_back(hdr, pkt),
+            port: udp.src_port(),
+        };
+        let payload = udp.payload();
+        match self
+            .dns
+            .query(hdr.vrf, src, to.clone(), payload, self.now_ms)
+        {
+            dns::Outcome::Answer(bytes, how) => Ok(Answer {
+                served: match how {
+                    dns::Answered::Local => Served::DnsLocal,
+                    dns::Answered::Cached => Served::DnsCached,
+                    dns::Answered::Error(_) => Served::DnsError,
+                },
+                frame: Some(dns_frame(&to, &bytes)),
+            }),
+            dns::Outcome::Forward(q) => {
+                self.dns_out.push(q);
+                Ok(Answer {
+                    served: Served::DnsForward,
+                    frame: None,
+                })
+            }
+            dns::Outcome::Dropped(dns::Dropped::RateLimited) => Err(Ignored::DnsRateLimited),
+            dns::Outcome::Dropped(_) => Err(Ignored::DnsNotQuery),
         }
     }
 
@@ -923,9 +1074,10 @@ mod tests {
         assert!(s
             .handle(&trap(TrapReason::L3Protocols, VIF, VRF, 0, &dns))
             .is_empty());
-        // UDP to the gateway under Receive: not served.
+        // UDP to the gateway under Receive on a port nothing serves.
+        let other = udp_frame(VM_MAC, MacAddr::VROUTER.0, VM_IP, GW, 64, 5353, 5354, b"q");
         assert!(s
-            .handle(&trap(TrapReason::Receive, VIF, VRF, 0, &dns))
+            .handle(&trap(TrapReason::Receive, VIF, VRF, 0, &other))
             .is_empty());
 
         let st = s.stats();
@@ -1055,5 +1207,105 @@ mod tests {
             checked(split(&out[0]).1);
         }
         assert_eq!(s.stats().ignored_total(), 0);
+    }
+}
+
+#[cfg(test)]
+mod dns_trap_tests {
+    //! DNS through the trap path: the frame a VM sends to its gateway's port 53 in, the frame
+    //! back (from the gateway's port 53 to the VM's port) out.
+
+    use super::testutil::*;
+    use super::*;
+    use etherparse::TransportHeader;
+    use hickory_proto::op::{Message, MessageType, OpCode, Query};
+    use hickory_proto::rr::{Name, RData, RecordType};
+
+    fn dns_query(id: u16, name: &str, qt: RecordType) -> Vec<u8> {
+        let mut m = Message::new(id, MessageType::Query, OpCode::Query);
+        m.metadata.recursion_desired = true;
+        m.add_query(Query::query(Name::from_ascii(name).expect("name"), qt));
+        m.to_vec().expect("encode")
+    }
+
+    fn served() -> PacketServices {
+        let mut s = services();
+        let zone = dns_zone::Zone::new(
+            "cs2cloud.internal",
+            &[("web-1".into(), Ipv4Addr::new(10, 1, 1, 9))],
+        )
+        .expect("zone");
+        s.set_dns_zone(VRF, Some(zone));
+        s
+    }
+
+    #[test]
+    fn a_query_to_the_gateway_is_answered_from_the_gateway_port_53_to_the_vm() {
+        let mut s = served();
+        let q = dns_query(77, "web-1.cs2cloud.internal.", RecordType::A);
+        let f = udp_frame(VM_MAC, MacAddr::VROUTER.0, VM_IP, GW, 64, 40_000, 53, &q);
+        let out = s.handle(&trap(TrapReason::Receive, VIF, VRF, 0, &f));
+        assert_eq!(out.len(), 1);
+        let (h, frame) = split(&out[0]);
+        assert_eq!((h.cmd, h.vif), (AgentCmd::TxVif, VIF));
+        let p = checked(frame);
+        let Some(TransportHeader::Udp(u)) = &p.transport else {
+            panic!("not UDP")
+        };
+        assert_eq!((u.source_port, u.destination_port), (53, 40_000));
+        let m = Message::from_vec(p.payload.slice()).expect("a DNS answer");
+        assert_eq!(m.metadata.id, 77);
+        let addrs: Vec<Ipv4Addr> = m
+            .answers
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::A(a) => Some(a.0),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(addrs, vec![Ipv4Addr::new(10, 1, 1, 9)]);
+        assert_eq!(s.stats().served(Served::DnsLocal), 1);
+    }
+
+    #[test]
+    fn a_query_for_another_name_goes_upstream_and_its_answer_back_to_the_vm() {
+        let mut s = served();
+        let q = dns_query(5, "deb.example.org.", RecordType::A);
+        let f = udp_frame(VM_MAC, MacAddr::VROUTER.0, VM_IP, GW, 64, 40_001, 53, &q);
+        assert!(s
+            .handle(&trap(TrapReason::Receive, VIF, VRF, 0, &f))
+            .is_empty());
+        let fwd = s.take_dns_forwards();
+        assert_eq!(fwd.len(), 1);
+        let mut reply = Message::from_vec(&fwd[0]).expect("forwarded query");
+        reply.metadata.message_type = MessageType::Response;
+        let name = reply.queries[0].name.clone();
+        reply.add_answer(hickory_proto::rr::Record::from_rdata(
+            name,
+            60,
+            RData::A(hickory_proto::rr::rdata::A(Ipv4Addr::new(192, 0, 2, 7))),
+        ));
+        let frame = s
+            .dns_upstream_reply(&reply.to_vec().expect("encode"))
+            .expect("matches");
+        let (h, eth) = split(&frame);
+        assert_eq!((h.cmd, h.vif), (AgentCmd::TxVif, VIF));
+        let p = checked(eth);
+        let m = Message::from_vec(p.payload.slice()).expect("a DNS answer");
+        assert_eq!(m.metadata.id, 5);
+        assert_eq!(s.stats().served(Served::DnsRelayed), 1);
+    }
+
+    #[test]
+    fn a_corrupted_dns_datagram_is_dropped_not_answered() {
+        let mut s = served();
+        let q = dns_query(5, "web-1.cs2cloud.internal.", RecordType::A);
+        let mut f = udp_frame(VM_MAC, MacAddr::VROUTER.0, VM_IP, GW, 64, 40_002, 53, &q);
+        let n = f.len();
+        f[n - 1] ^= 0x5a;
+        assert!(s
+            .handle(&trap(TrapReason::Receive, VIF, VRF, 0, &f))
+            .is_empty());
+        assert_eq!(s.stats().ignored(Ignored::BadChecksum), 1);
     }
 }
