@@ -3,6 +3,7 @@
 
 use clap::Parser;
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -95,6 +96,10 @@ struct Cli {
     /// Seconds between full reconciles when nothing changes.
     #[arg(long, value_name = "S", default_value_t = 30)]
     resync_s: u64,
+    /// Parse and validate the flags and the config file, print a summary and exit (0: usable;
+    /// 1: the file is invalid; 2: a bad flag). Contacts neither the dataplane nor the controller.
+    #[arg(long)]
+    check_config: bool,
 }
 
 fn system_hostname() -> String {
@@ -108,7 +113,15 @@ fn system_hostname() -> String {
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
-    match run(cli) {
+    let result = if cli.check_config {
+        check_config(&cli).map(|summary| {
+            // A closed stdout is not an error worth more than the exit status.
+            let _ = writeln!(std::io::stdout(), "{summary}");
+        })
+    } else {
+        run(cli)
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("vrouter-agent: {e}");
@@ -178,6 +191,59 @@ fn run(cli: Cli) -> Result<(), StartError> {
     }
     agent.run();
     Ok(())
+}
+
+/// `--check-config`: the flags, then the config file (parsed and validated as at start); the
+/// summary to print when both are usable.
+fn check_config(cli: &Cli) -> Result<String, StartError> {
+    let flags = check_flags(cli)?;
+    let file = match &cli.config {
+        Some(f) => {
+            let c = FileSource::new(f)
+                .load()
+                .map_err(|e| StartError::Failed(e.to_string()))?;
+            format!(
+                "{}: {} networks, {} interfaces, {} routes, {} floating IPs, fabric IP {}",
+                f.display(),
+                c.networks.len(),
+                c.interfaces.len(),
+                c.routes.len(),
+                c.floating_ips.len(),
+                c.underlay
+                    .fabric_ip
+                    .map_or("from the dataplane".to_string(), |ip| ip.to_string()),
+            )
+        }
+        None => "no config file".to_string(),
+    };
+    let source = match (&cli.controller, &cli.config) {
+        (Some(url), _) => {
+            if !url.starts_with("http://") {
+                return Err(StartError::Usage(format!(
+                    "--controller {url:?}: expected http://HOST:PORT"
+                )));
+            }
+            format!("controller {url}")
+        }
+        (None, Some(_)) => "the config file".to_string(),
+        (None, None) => {
+            return Err(StartError::Usage(
+                "no config source: use --config FILE or --controller URL".into(),
+            ))
+        }
+    };
+    let encap = flags
+        .encap
+        .map_or(String::new(), |e| format!(", encap {e:?}"));
+    Ok(format!(
+        "vrouter-agent: configuration OK ({file}); config from {source}{}, dataplane {}{encap}",
+        if cli.xenstore {
+            ", VM interfaces from xenstore"
+        } else {
+            ""
+        },
+        cli.dp_socket.display(),
+    ))
 }
 
 /// Checks the flags clap cannot: `IP=MAC` pairs, the encapsulation name, the MTU range.
