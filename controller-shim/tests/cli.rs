@@ -65,3 +65,23 @@ fn help_into_a_closed_pipe_is_quiet() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn shim_bench_help_and_version_answer_with_exit_0() {
+    let bench = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_shim-bench"))
+            .args(args)
+            .output()
+            .expect("run shim-bench")
+    };
+    let help = bench(&["--help"]);
+    assert_eq!(help.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&help.stdout);
+    for flag in ["--url", "--creates", "--seconds", "--threads"] {
+        assert!(text.contains(flag), "--help lacks {flag}: {text}");
+    }
+    assert_eq!(bench(&["--version"]).status.code(), Some(0));
+    let bad = bench(&["--threads", "0"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--threads"));
+}

@@ -12,35 +12,30 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use clap::Parser;
 use serde_json::json;
 
-#[derive(Debug)]
+/// The command line; `--help` and `--version` exit 0, a bad value exits 2 naming the flag.
+#[derive(Debug, Parser)]
+#[command(
+    name = "shim-bench",
+    version,
+    about = "Creates/s and reads/s against a vrouter-shim on loopback"
+)]
 struct Opts {
+    /// A running shim; without it one is started next to this binary (temporary SQLite file).
+    #[arg(long, value_name = "URL")]
     url: Option<String>,
+    /// Objects to create.
+    #[arg(long, value_name = "N", default_value_t = 20_000)]
     creates: usize,
+    /// Seconds each phase runs at most.
+    #[arg(long, value_name = "S", default_value_t = 5)]
     seconds: u64,
-    threads: usize,
-}
-
-fn parse() -> Result<Opts, String> {
-    let mut o = Opts {
-        url: None,
-        creates: 20_000,
-        seconds: 5,
-        threads: 8,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        let mut v = || it.next().ok_or_else(|| format!("{a} needs a value"));
-        match a.as_str() {
-            "--url" => o.url = Some(v()?),
-            "--creates" => o.creates = v()?.parse().map_err(|e| format!("--creates: {e}"))?,
-            "--seconds" => o.seconds = v()?.parse().map_err(|e| format!("--seconds: {e}"))?,
-            "--threads" => o.threads = v()?.parse().map_err(|e| format!("--threads: {e}"))?,
-            other => return Err(format!("unknown argument {other}")),
-        }
-    }
-    Ok(o)
+    /// Client threads.
+    #[arg(long, value_name = "T", default_value_t = 8,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    threads: u16,
 }
 
 fn post(agent: &ureq::Agent, url: &str, body: &str) -> Result<u16, String> {
@@ -75,13 +70,7 @@ fn http_agent() -> ureq::Agent {
 }
 
 fn main() {
-    let o = match parse() {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("shim-bench: {e}");
-            std::process::exit(2);
-        }
-    };
+    let o = Opts::parse();
     let dir = std::env::temp_dir().join(format!("shim-bench-{}", std::process::id()));
     let (url, child) = match &o.url {
         Some(u) => (u.clone(), None),
@@ -155,7 +144,7 @@ fn bench_creates(url: &str, o: &Opts) -> Phase {
     let failures = Arc::new(AtomicUsize::new(0));
     let limit = Duration::from_secs(o.seconds * 4);
     let t0 = Instant::now();
-    let handles: Vec<_> = (0..o.threads)
+    let handles: Vec<_> = (0..usize::from(o.threads))
         .map(|_| {
             let (next, failures, url) = (Arc::clone(&next), Arc::clone(&failures), url.to_string());
             let total = o.creates;
@@ -195,7 +184,7 @@ fn bench_reads(url: &str, o: &Opts, created: usize) -> Phase {
     let read_fail = Arc::new(AtomicUsize::new(0));
     let t1 = Instant::now();
     let dur = Duration::from_secs(o.seconds);
-    let handles: Vec<_> = (0..o.threads)
+    let handles: Vec<_> = (0..usize::from(o.threads))
         .map(|t| {
             let (reads, read_fail, url) =
                 (Arc::clone(&reads), Arc::clone(&read_fail), url.to_string());
