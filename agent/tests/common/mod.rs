@@ -223,3 +223,5 @@ pub use nsutil::{require, sh, sh_ok, Ns, Vm};
 
 // The controller-side helpers (shim, xenstored, dataplane and agent processes, the VNC API).
 pub mod cloud;
+// Several hosts on one underlay bridge (issue 20's address and migration tests).
+pub mod hosts;
