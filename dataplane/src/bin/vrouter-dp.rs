@@ -4,6 +4,7 @@
 //!
 //! `vrouter-dp --config FILE [--key value ...]`; every config key is also a flag (see `--help`).
 
+use sd_notify::NotifyState;
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::net::Ipv4Addr;
@@ -14,7 +15,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 use vrouter_dataplane::cli;
 use vrouter_dataplane::config::{ConfigError, DpConfig};
-use vrouter_dataplane::ctl::{CtlServer, CtlState, DaemonInfo};
+use vrouter_dataplane::ctl::{CtlClient, CtlServer, CtlState, DaemonInfo, Request};
 use vrouter_dataplane::engine::{Engine, EngineConfig, EngineError};
 use vrouter_dataplane::port::agent::AgentPort;
 use vrouter_dataplane::port::open::{open_device, DevicePorts, OpenOpts, PortKind, Role};
@@ -374,8 +375,10 @@ fn run(cfg: DpConfig) -> Result<(), DpError> {
     writer.apply(ops).map_err(|(i, e)| DpError::Tables(i, e))?;
     // Kept to the end like the rest of the daemon's state (the control thread holds a clone).
     let _ctl_state = serve_control(&d.cfg, writer, &stats, d.engine.lcores(), host.fabric_ip)?;
+    notify_ready(&d.cfg.ctl_socket);
     d.follow_vifs_until_signal(&reader);
     log::info!("signal received: shutting down");
+    let _ = sd_notify::notify(false, &[NotifyState::Stopping]);
     shutdown(d, guards);
     Ok(())
 }
@@ -594,6 +597,36 @@ fn serve_control(
         Ipv4Addr::from(fabric_ip)
     );
     Ok(state)
+}
+
+/// Tells the service manager (systemd, `Type=notify`) that the control socket is bound; with
+/// `WatchdogSec=` in the unit, a thread pings the watchdog at half its period, but only while
+/// the control socket answers a request (so a wedged control thread gets the daemon
+/// restarted). Without systemd (no `NOTIFY_SOCKET`/`WATCHDOG_USEC`) it does nothing.
+fn notify_ready(ctl_socket: &Path) {
+    if let Err(e) = sd_notify::notify(false, &[NotifyState::Ready]) {
+        log::warn!("cannot tell the service manager we are ready: {e}");
+    }
+    let mut usec = 0;
+    if !sd_notify::watchdog_enabled(false, &mut usec) {
+        return;
+    }
+    let period = Duration::from_micros(usec / 2).max(Duration::from_millis(100));
+    let path = ctl_socket.to_path_buf();
+    let spawned = std::thread::Builder::new()
+        .name("watchdog".into())
+        .spawn(move || loop {
+            std::thread::sleep(period);
+            match CtlClient::connect(&path).and_then(|mut c| c.request(&Request::Info)) {
+                Ok(_) => {
+                    let _ = sd_notify::notify(false, &[NotifyState::Watchdog]);
+                }
+                Err(e) => log::warn!("watchdog: the control socket does not answer ({e})"),
+            }
+        });
+    if let Err(e) = spawned {
+        log::warn!("cannot start the watchdog thread: {e}");
+    }
 }
 
 /// Stops the lcores before closing the ports they poll, then removes the control socket.
