@@ -6,11 +6,14 @@
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use clap::Parser;
+use sd_notify::NotifyState;
+use vrouter_xen::client::Client;
 use vrouter_xen::daemon::{Daemon, DaemonConfig};
 
 /// The command line; `--help` and `--version` exit 0, a bad flag exits 2 with clap's message.
@@ -117,11 +120,45 @@ fn main() -> ExitCode {
             unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
         }
     }
+    notify_ready(&cfg.socket);
     match daemon.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("vrouter-xenstored: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Tells the service manager (systemd, `Type=notify`) that the socket is bound; with
+/// `WatchdogSec=` in the unit, a thread pings the watchdog at half its period, but only while a
+/// xenstore read of `/` on the socket is answered. Without systemd it does nothing.
+fn notify_ready(socket: &Path) {
+    if let Err(e) = sd_notify::notify(false, &[NotifyState::Ready]) {
+        log::warn!("cannot tell the service manager we are ready: {e}");
+    }
+    let mut usec = 0;
+    if !sd_notify::watchdog_enabled(false, &mut usec) {
+        return;
+    }
+    let period = Duration::from_micros(usec / 2).max(Duration::from_millis(100));
+    let socket = socket.to_path_buf();
+    let spawned = std::thread::Builder::new()
+        .name("watchdog".into())
+        .spawn(move || loop {
+            std::thread::sleep(period);
+            let answered = Client::connect_unix(&socket).and_then(|mut c| {
+                c.set_reply_timeout(Some(period));
+                c.directory("/")
+            });
+            match answered {
+                Ok(_) => {
+                    let _ = sd_notify::notify(false, &[NotifyState::Watchdog]);
+                }
+                Err(e) => log::warn!("watchdog: {} does not answer ({e})", socket.display()),
+            }
+        });
+    if let Err(e) = spawned {
+        log::warn!("cannot start the watchdog thread: {e}");
     }
 }
