@@ -73,6 +73,17 @@ pub fn needs_segmenting(b: &PktBuf, port_gso: bool) -> bool {
     b.is_gso() && (!port_gso || b.gso_l3() != Some(ETH))
 }
 
+/// How many segments [`segment`] cuts the GSO packet `b` into (1 for anything else).
+#[inline]
+pub fn segment_count(b: &PktBuf) -> usize {
+    if !b.is_gso() {
+        return 1;
+    }
+    b.gso_l3()
+        .and_then(|l3| Segments::of(b.data(), l3, b.gso_size()))
+        .map_or(1, |c| c.count)
+}
+
 /// Length of one full segment of the GSO packet `b` (its headers plus one MSS), or its length
 /// if it is an ordinary packet: what must fit a path's MTU.
 #[inline]

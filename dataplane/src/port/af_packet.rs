@@ -69,6 +69,14 @@ const BLOCK_SIZE: u32 = 1 << 16;
 const RX_FRAMES: u32 = 256;
 /// Transmit frames per port: 512 KiB.
 const TX_FRAMES: u32 = 256;
+/// Receive and transmit frames of a port opened with `big_rings` (the fabric NIC): 8 MiB each
+/// way. Every VM's traffic to other hosts crosses the fabric port, a VM's TCP super-packet
+/// leaves it as ~45 segments, and a burst of them must wait in the ring, not be dropped by the
+/// kernel, while the lcore is not scheduled (issue 23: with 256 frames the receiving host lost
+/// enough to cause 16,000-25,000 TCP retransmits in 3 s).
+pub const BIG_RING_FRAMES: u32 = 4096;
+/// `PACKET_STATISTICS`: packets the kernel counted and dropped (ring full) since the last read.
+const PACKET_STATISTICS: i32 = 6;
 /// Receive-buffer limit for super-packets queued beside the ring (charged only while queued).
 const COPY_RCVBUF: i32 = 8 << 20;
 /// Scratch a queued super-packet is read into: virtio-net header + Ethernet + 64 KiB of IPv4.
@@ -134,6 +142,10 @@ pub struct AfPacketOpts {
     pub fanout_group: Option<u16>,
     /// Use the virtio-net header (checksum offload and GSO metadata).
     pub vnet_hdr: bool,
+    /// [`BIG_RING_FRAMES`] frames each way instead of 256, and the kernel's ring-full drops
+    /// read (one `getsockopt` each time the lcore collects drop counts) and counted as
+    /// `IF RX Discard`.
+    pub big_rings: bool,
 }
 
 /// One AF_PACKET socket with its rings.
@@ -148,6 +160,11 @@ pub struct AfPacketPort {
     rx_head: u32,
     tx_base: usize,
     tx_head: u32,
+    /// Ring sizes in frames.
+    rx_frames: u32,
+    tx_frames: u32,
+    /// Read the kernel's ring-full drop count with the other drops.
+    kernel_drops: bool,
     /// Transmit-only socket for super-packets (with the virtio-net header only).
     gso: Option<GsoTx>,
     drops: PortDrops,
@@ -486,6 +503,11 @@ impl AfPacketPort {
             "PACKET_LOSS",
             dev,
         );
+        let (rx_frames, tx_frames) = if o.big_rings {
+            (BIG_RING_FRAMES, BIG_RING_FRAMES)
+        } else {
+            (RX_FRAMES, TX_FRAMES)
+        };
         let rx_len = if o.rx {
             // Super-packets (larger than a frame) wait whole on the socket queue, flagged in
             // their ring frame; the receive buffer bounds how many may wait.
@@ -498,11 +520,11 @@ impl AfPacketPort {
                 dev,
             )?;
             set_rcvbuf(raw, COPY_RCVBUF, dev);
-            set_ring(raw, PACKET_RX_RING, RX_FRAMES, "PACKET_RX_RING", dev)?
+            set_ring(raw, PACKET_RX_RING, rx_frames, "PACKET_RX_RING", dev)?
         } else {
             0
         };
-        let tx_len = set_ring(raw, PACKET_TX_RING, TX_FRAMES, "PACKET_TX_RING", dev)?;
+        let tx_len = set_ring(raw, PACKET_TX_RING, tx_frames, "PACKET_TX_RING", dev)?;
         let map = Mmap::new(Some(raw), rx_len + tx_len, 0, true, dev)?;
         bind(raw, ifindex, proto, dev)?;
         let gso = if o.vnet_hdr {
@@ -530,6 +552,9 @@ impl AfPacketPort {
             rx_head: 0,
             tx_base: rx_len,
             tx_head: 0,
+            rx_frames,
+            tx_frames,
+            kernel_drops: o.big_rings && o.rx,
             gso,
             drops: PortDrops::default(),
         })
@@ -688,7 +713,7 @@ impl Port for AfPacketPort {
             }
             fence(Ordering::Release);
             self.wr32(h, TP_STATUS_KERNEL);
-            self.rx_head = (i + 1) % RX_FRAMES;
+            self.rx_head = (i + 1) % self.rx_frames;
         }
         n
     }
@@ -756,7 +781,7 @@ impl Port for AfPacketPort {
             self.wr32(f + 8, used as u32); // tp_snaplen
             fence(Ordering::Release);
             self.wr32(f, TP_STATUS_SEND_REQUEST);
-            self.tx_head = (i + 1) % TX_FRAMES;
+            self.tx_head = (i + 1) % self.tx_frames;
             done += 1;
             frames += 1;
         }
@@ -781,6 +806,23 @@ impl Port for AfPacketPort {
     }
 
     fn take_drops(&mut self) -> PortDrops {
+        if self.kernel_drops {
+            // struct tpacket_stats { tp_packets, tp_drops }; reading resets it.
+            let mut st = [0u32; 2];
+            let fd = self.fd.as_raw_fd();
+            let r = sys::getsockopt(
+                fd,
+                libc::SOL_PACKET,
+                PACKET_STATISTICS,
+                &mut st,
+                "PACKET_STATISTICS",
+                &self.name,
+            );
+            if r.is_ok() {
+                self.drops
+                    .add_n(DropReason::InterfaceRxDiscard, u64::from(st[1]));
+            }
+        }
         std::mem::take(&mut self.drops)
     }
 }

@@ -31,6 +31,8 @@ const XDP_UMEM_FILL_RING: i32 = 5;
 const XDP_UMEM_COMPLETION_RING: i32 = 6;
 /// Linux 6.17+: descriptors one transmit wakeup may send in copy mode (default 32).
 const XDP_MAX_TX_SKB_BUDGET: i32 = 9;
+/// `XDP_STATISTICS`: the socket's drop counters (cumulative since it was bound).
+const XDP_STATISTICS: i32 = 7;
 const XDP_PGOFF_RX_RING: i64 = 0;
 const XDP_PGOFF_TX_RING: i64 = 0x8000_0000;
 const XDP_UMEM_PGOFF_FILL_RING: i64 = 0x1_0000_0000;
@@ -192,6 +194,9 @@ pub struct XskPort {
     /// packet instead of one per segment. XSK transmit carries no offload metadata.
     gso: Option<GsoTx>,
     drops: PortDrops,
+    /// The kernel's receive drop count (`XDP_STATISTICS`: dropped, ring full, fill ring empty)
+    /// already counted.
+    kernel_dropped: u64,
 }
 
 impl XskPort {
@@ -289,7 +294,36 @@ impl XskPort {
             fix_csum,
             gso: None,
             drops: PortDrops::default(),
+            kernel_dropped: 0,
         })
+    }
+
+    /// Adds the frames the kernel dropped before the receive ring since the last call (ring
+    /// full, fill ring empty, no room) as `IF RX Discard`: one `getsockopt`, each time the
+    /// lcore collects drop counts (every 1024 rounds), never per packet.
+    fn kernel_drops(&mut self) {
+        // struct xdp_statistics: rx_dropped, rx_invalid_descs, tx_invalid_descs, rx_ring_full,
+        // rx_fill_ring_empty_descs, tx_ring_empty_descs.
+        let mut st = [0u64; 6];
+        let fd = self.fd.as_raw_fd();
+        if sys::getsockopt(
+            fd,
+            SOL_XDP,
+            XDP_STATISTICS,
+            &mut st,
+            "XDP_STATISTICS",
+            &self.name,
+        )
+        .is_err()
+        {
+            return;
+        }
+        let total = st[0] + st[3] + st[4];
+        self.drops.add_n(
+            DropReason::InterfaceRxDiscard,
+            total.saturating_sub(self.kernel_dropped),
+        );
+        self.kernel_dropped = total;
     }
 
     /// Publishes the transmit descriptors up to producer index `p` and wakes the kernel's
@@ -487,6 +521,7 @@ impl Port for XskPort {
     }
 
     fn take_drops(&mut self) -> PortDrops {
+        self.kernel_drops();
         std::mem::take(&mut self.drops)
     }
 }
@@ -555,6 +590,7 @@ pub fn open_device(dev: &str, o: &OpenOpts) -> Result<DevicePorts, PortError> {
                         rx: false,
                         fanout_group: None,
                         vnet_hdr: true,
+                        big_rings: matches!(o.role, super::open::Role::Fabric { .. }),
                     },
                 )?) as Box<dyn Port>,
                 false,

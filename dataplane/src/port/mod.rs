@@ -77,6 +77,14 @@ impl PortDrops {
         self.counts[r.index()] += 1;
         self.any = true;
     }
+
+    /// Counts `n` drops for `r`.
+    pub fn add_n(&mut self, r: DropReason, n: u64) {
+        if n != 0 {
+            self.counts[r.index()] += n;
+            self.any = true;
+        }
+    }
 }
 
 /// Per-port transmit queues of one lcore: the output stage sorts a batch into them, then one
@@ -91,7 +99,7 @@ pub struct TxQueues {
     /// Some queue got a GSO packet since the last flush (then each queue is checked against
     /// its port's support; a per-queue flag would cost a store per packet).
     gso: bool,
-    /// Where a queue is rebuilt while its GSO packets are segmented.
+    /// Where a queue's packets wait while its GSO packets are segmented.
     scratch: Vec<PktBuf>,
 }
 
@@ -155,51 +163,73 @@ impl TxQueues {
             if q.is_empty() {
                 continue;
             }
-            if gso {
-                let port_gso = ports.get(i).is_some_and(|p| p.tx_gso());
-                segment_queue(q, &mut self.scratch, port_gso, pool, self.vifs[i], stats);
-            }
-            if let Some(port) = ports.get_mut(i) {
-                port.tx_burst(pool, q);
-            }
-            if !q.is_empty() {
-                let vif = self.vifs[i];
-                if let Some(c) = stats.vif.get(usize::from(vif)) {
-                    c.tx_errors.add(q.len() as u64);
+            let vif = self.vifs[i];
+            let port_gso = ports.get(i).is_some_and(|p| p.tx_gso());
+            // Segments of a burst of super-packets can outnumber the queue: it is sent each
+            // time it fills and segmenting goes on, so nothing is dropped for want of room.
+            let mut more = gso && start_segmenting(q, &mut self.scratch, port_gso);
+            loop {
+                if more {
+                    more = segment_queue(q, &mut self.scratch, port_gso, pool, vif, stats);
                 }
-                for b in q.drain(..) {
-                    stats.dropped(vif, DropReason::InterfaceTxDiscard);
-                    pool.free(b);
+                if let Some(port) = ports.get_mut(i) {
+                    port.tx_burst(pool, q);
+                }
+                if !q.is_empty() {
+                    if let Some(c) = stats.vif.get(usize::from(vif)) {
+                        c.tx_errors.add(q.len() as u64);
+                    }
+                    for b in q.drain(..) {
+                        stats.dropped(vif, DropReason::InterfaceTxDiscard);
+                        pool.free(b);
+                    }
+                }
+                if !more {
+                    break;
                 }
             }
         }
     }
 }
 
-/// Replaces every GSO packet in `q` that a port with (`port_gso`) or without GSO support cannot
-/// send whole by its segments, keeping the order. Segments that find no buffer or no room in
-/// the queue are dropped and counted (`IF TX Discard` on `vif`); a packet whose headers no
-/// longer allow segmenting counts as `Invalid Packet`.
+/// Moves `q` to `scratch` (last packet first) if some packet in it must be segmented for a
+/// port with (`port_gso`) or without GSO support; true if it did.
+fn start_segmenting(q: &mut Vec<PktBuf>, scratch: &mut Vec<PktBuf>, port_gso: bool) -> bool {
+    if !q.iter().any(|b| crate::gso::needs_segmenting(b, port_gso)) {
+        return false;
+    }
+    std::mem::swap(q, scratch);
+    scratch.reverse();
+    true
+}
+
+/// Moves packets from `pending` (in reverse order, see [`start_segmenting`]) into `q`,
+/// replacing every GSO packet a port with (`port_gso`) or without GSO support cannot send whole
+/// by its segments, keeping the order, until `q` is full: true if packets are still pending
+/// (send `q` and call again). Segments that find no buffer are dropped and counted
+/// (`IF TX Discard` on `vif`); a packet whose headers no longer allow segmenting counts as
+/// `Invalid Packet`. `pending` may be `q`'s own scratch: the queues share one.
 fn segment_queue(
     q: &mut Vec<PktBuf>,
-    scratch: &mut Vec<PktBuf>,
+    pending: &mut Vec<PktBuf>,
     port_gso: bool,
     pool: &mut BufPool,
     vif: u16,
     stats: &LcoreStats,
-) {
-    if !q.iter().any(|b| crate::gso::needs_segmenting(b, port_gso)) {
-        return;
-    }
-    std::mem::swap(q, scratch);
-    for b in scratch.drain(..) {
-        if !crate::gso::needs_segmenting(&b, port_gso) {
-            if q.len() < QUEUE_CAP {
-                q.push(b);
-            } else {
-                stats.dropped(vif, DropReason::InterfaceTxDiscard);
-                pool.free(b);
-            }
+) -> bool {
+    while let Some(b) = pending.pop() {
+        let cut = crate::gso::needs_segmenting(&b, port_gso);
+        let need = if cut {
+            crate::gso::segment_count(&b)
+        } else {
+            1
+        };
+        if q.len() + need > QUEUE_CAP && !q.is_empty() {
+            pending.push(b);
+            return true;
+        }
+        if !cut {
+            q.push(b);
             continue;
         }
         let r = crate::gso::segment(&b, pool, |s| {
@@ -217,6 +247,7 @@ fn segment_queue(
         }
         pool.free(b);
     }
+    false
 }
 
 #[cfg(test)]
@@ -260,5 +291,25 @@ mod tests {
         assert_eq!(lens, vec![1054, 1054, 1054, 554, 60]);
         assert_eq!((pool.available(), pool.big_available()), (64, 2));
         assert_eq!(stats.drops.iter().map(|c| c.get()).sum::<u64>(), 0);
+    }
+
+    #[test]
+    fn a_burst_of_super_packets_with_more_segments_than_the_queue_holds_is_sent_whole() {
+        // 20 super-packets of 60 segments: 1200 segments, more than a queue's 1024.
+        let mut pool = BufPool::with_big(1300, 20);
+        let stats = LcoreStats::new(8, 1);
+        let mut q = TxQueues::new(8);
+        q.add(3);
+        let mut ports: Vec<Box<MemPort>> = vec![Box::new(MemPort::recording("m"))];
+        for _ in 0..20 {
+            let b = super_packet(&mut pool, 60_000);
+            assert!(q.push(3, b).is_ok());
+        }
+        q.flush(&mut ports, &mut pool, &stats);
+        let sent = ports[0].take_sent();
+        assert_eq!(sent.len(), 1200);
+        assert!(sent.iter().all(|f| f.len() == 1054));
+        assert_eq!(stats.drops.iter().map(|c| c.get()).sum::<u64>(), 0);
+        assert_eq!((pool.available(), pool.big_available()), (1300, 20));
     }
 }

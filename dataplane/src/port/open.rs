@@ -168,6 +168,7 @@ fn open_af_packet(name: &str, o: &OpenOpts) -> Result<DevicePorts, PortError> {
                 rx: true,
                 fanout_group: (n > 1).then_some(o.group),
                 vnet_hdr: true,
+                big_rings: matches!(o.role, Role::Fabric { .. }),
             },
         )?;
         handles.push((Box::new(p), true));
