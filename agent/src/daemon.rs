@@ -10,7 +10,7 @@
 //! connection or a new daemon pid triggers a pass as soon as the socket answers again.
 
 use crate::alloc::Allocations;
-use crate::compile::{compile, Compiled};
+use crate::compile::{compile_with, Compiled, LinkLocalHost, SystemHost, SystemNet};
 use crate::config::Config;
 use crate::dump::DumpIndex;
 use crate::metrics::Health;
@@ -124,6 +124,8 @@ pub struct Agent<S: ConfigSource> {
     backoff_until: Option<Instant>,
     down_logged: bool,
     not_ready_logged: bool,
+    /// What the host provides for system networks (dom0's link-local interface).
+    system: SystemHost,
 }
 
 impl<S: ConfigSource> Agent<S> {
@@ -163,10 +165,56 @@ impl<S: ConfigSource> Agent<S> {
             backoff_until: None,
             down_logged: false,
             not_ready_logged: false,
+            system: SystemHost::default(),
         })
     }
 
     /// Registers an [`Observer`].
+    /// Serves link-local interfaces through dom0's link-local interface `ll` (created when the
+    /// first one needs it), or none (`None`, the default).
+    pub fn set_link_local(&mut self, ll: Option<LinkLocalHost>) {
+        self.system.link_local = ll;
+        self.dirty = true;
+    }
+
+    /// Creates dom0's link-local interface if a link-local interface needs it and it is not
+    /// there yet; a failure is logged once per distinct error and leaves those interfaces
+    /// unbound (the compile warns about each).
+    fn prepare_link_local(&mut self) {
+        let cfg = &self.config;
+        let needed = cfg.interfaces.iter().any(|i| {
+            cfg.network(&i.network)
+                .is_some_and(|n| SystemNet::of_vrf(&n.vrf) == Some(SystemNet::LinkLocal))
+        });
+        let Some(ll) = self
+            .system
+            .link_local
+            .as_mut()
+            .filter(|l| needed && l.mac.is_none())
+        else {
+            return;
+        };
+        match crate::linklocal::ensure_tap(&ll.name, ll.addr, ll.plen) {
+            Ok(mac) => {
+                log::info!(
+                    "dom0 link-local interface {} at {}/{} ({mac})",
+                    ll.name,
+                    ll.addr,
+                    ll.plen
+                );
+                ll.mac = Some(mac);
+                ll.error = None;
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                if ll.error.as_deref() != Some(msg.as_str()) {
+                    log::error!("dom0 link-local interface {}: {msg}", ll.name);
+                }
+                ll.error = Some(msg);
+            }
+        }
+    }
+
     pub fn observe(&mut self, f: Observer) {
         self.observers.0.push(f);
     }
@@ -322,7 +370,14 @@ impl<S: ConfigSource> Agent<S> {
         };
         self.adopt(&idx);
         let before = self.alloc.clone();
-        let compiled = match compile(&self.config, &idx, &mut self.alloc, &self.limits) {
+        self.prepare_link_local();
+        let compiled = match compile_with(
+            &self.config,
+            &idx,
+            &mut self.alloc,
+            &self.limits,
+            &self.system,
+        ) {
             Ok(c) => c,
             Err(e) => {
                 log::error!("cannot allocate ids for the config: {e}");

@@ -6,8 +6,8 @@
 //! the agent may adopt it, keep it or delete it.
 
 use std::collections::{HashMap, HashSet};
-use vrouter_dataplane::ctl::proto::StateDump;
-use vrouter_dataplane::tables::{NexthopSpec, VifKind, VifSpec};
+use vrouter_dataplane::ctl::proto::{RouteInfo, StateDump};
+use vrouter_dataplane::tables::{NexthopSpec, VifSpec};
 use vrouter_dataplane::wire::MacAddr;
 
 /// VRF 0 is the fabric VRF, owned by the daemon.
@@ -46,7 +46,7 @@ impl DumpIndex {
         infra_vifs.extend(
             dump.vifs
                 .iter()
-                .filter(|v| v.kind != VifKind::Virtual)
+                .filter(|v| !v.kind.is_vm_like())
                 .map(|v| v.id),
         );
         let mut protected_vrfs: HashSet<u16> = [FABRIC_VRF].into();
@@ -62,7 +62,9 @@ impl DumpIndex {
             .iter()
             .filter(|r| protected_vrfs.contains(&r.vrf))
         {
-            protected_nhs.insert(r.route.nh);
+            if !agent_fabric_route(&dump, &infra_vifs, r) {
+                protected_nhs.insert(r.route.nh);
+            }
         }
         let mut labels_by_nh: HashMap<u32, Vec<u32>> = HashMap::new();
         for (l, nh) in &dump.labels {
@@ -101,7 +103,23 @@ impl DumpIndex {
     }
 
     /// True if the label points at a daemon-owned nexthop.
+    /// Whether route `r` is the agent's although its VRF is the daemon's: an ip-fabric VM's
+    /// /32 in the fabric VRF (issue 19).
+    pub fn agent_route(&self, r: &RouteInfo) -> bool {
+        agent_fabric_route(&self.dump, &self.infra_vifs, r)
+    }
+
     pub fn label_protected(&self, nh: u32) -> bool {
         self.protected_nhs.contains(&nh)
     }
+}
+
+/// A route in the fabric VRF to an Encap nexthop out of a VM's vif: an ip-fabric interface's,
+/// programmed by the agent, not the daemon.
+fn agent_fabric_route(dump: &StateDump, infra_vifs: &HashSet<u16>, r: &RouteInfo) -> bool {
+    r.vrf == FABRIC_VRF
+        && dump.nhs.iter().any(|n| {
+            n.id == r.route.nh
+                && matches!(n.spec, NexthopSpec::Encap { oif, .. } if !infra_vifs.contains(&oif))
+        })
 }

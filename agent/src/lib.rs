@@ -13,6 +13,7 @@ pub mod config;
 pub mod controller;
 pub mod daemon;
 pub mod dump;
+pub mod linklocal;
 pub mod metrics;
 pub mod pkt0;
 pub mod reconcile;

@@ -172,7 +172,8 @@ fn remove_forwarding(want: &Desired, dp: &DumpIndex, ops: &mut Vec<TableOp>) {
         }
     }
     for r in &d.routes {
-        if dp.protected_vrfs.contains(&r.vrf) || dead_vrfs.contains(&r.vrf) {
+        if (dp.protected_vrfs.contains(&r.vrf) && !dp.agent_route(r)) || dead_vrfs.contains(&r.vrf)
+        {
             continue; // the daemon's, or cleared with their VRF
         }
         if !want.routes.contains_key(&(r.vrf, r.prefix, r.plen)) {

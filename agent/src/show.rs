@@ -86,7 +86,8 @@ pub struct VifView {
     pub id: u16,
     /// OS name.
     pub name: String,
-    /// Kind (`Virtual`, `Physical`, `Host`, `Agent`).
+    /// Kind (`Virtual`, `Virtual(ip-fabric)`, `Virtual(link-local)`, `XenLL`, `Physical`,
+    /// `Host`, `Agent`).
     #[serde(rename = "type")]
     pub kind: &'static str,
     /// VRF id.
@@ -113,7 +114,7 @@ pub fn vif_views(vifs: &[VifInfo], names: &Names) -> Vec<VifView> {
         .map(|v| VifView {
             id: v.spec.id,
             name: v.spec.name.clone(),
-            kind: v.spec.kind.name(),
+            kind: vif_type(v, names),
             vrf: v.spec.vrf,
             vrf_name: names.vrfs.get(&v.spec.vrf).cloned(),
             mac: v.spec.mac.to_string(),
@@ -124,6 +125,23 @@ pub fn vif_views(vifs: &[VifInfo], names: &Names) -> Vec<VifView> {
             stats: v.stats.clone(),
         })
         .collect()
+}
+
+/// An interface's type by name: the kind, and for a VM's interface on a system network which
+/// one (`Virtual(ip-fabric)` in the fabric VRF, `Virtual(link-local)` in a link-local VRF).
+fn vif_type(v: &VifInfo, names: &Names) -> &'static str {
+    use crate::compile::LINK_LOCAL_VRF;
+    if v.spec.kind != vrouter_dataplane::tables::VifKind::Virtual {
+        return v.spec.kind.name();
+    }
+    let vrf = names.vrfs.get(&v.spec.vrf).map(String::as_str);
+    if v.spec.vrf == vrouter_dataplane::tables::FABRIC_VRF {
+        "Virtual(ip-fabric)"
+    } else if vrf.is_some_and(|n| n.starts_with(LINK_LOCAL_VRF)) {
+        "Virtual(link-local)"
+    } else {
+        "Virtual"
+    }
 }
 
 /// `vif --list` layout.

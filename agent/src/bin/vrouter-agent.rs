@@ -93,6 +93,13 @@ struct Cli {
     /// Milliseconds between dataplane liveness checks.
     #[arg(long, value_name = "MS", default_value_t = 100)]
     poll_ms: u64,
+    /// dom0's link-local interface (a tap the agent creates when a system VM's Control NIC
+    /// needs it; Xen's `xapi0`), or "none" to serve no link-local interface.
+    #[arg(long, value_name = "NAME", default_value = "xapi0")]
+    link_local_interface: String,
+    /// dom0's address on it, in 169.254.0.0/16.
+    #[arg(long, value_name = "A.B.C.D/N", default_value = "169.254.0.1/16")]
+    link_local_address: String,
     /// Seconds between full reconciles when nothing changes.
     #[arg(long, value_name = "S", default_value_t = 30)]
     resync_s: u64,
@@ -186,6 +193,7 @@ fn run(cli: Cli) -> Result<(), StartError> {
     for o in observers {
         agent.observe(o);
     }
+    agent.set_link_local(link_local(&cli)?);
     if let Some(addr) = cli.metrics {
         start_metrics(addr, &cli, health)?;
     }
@@ -402,4 +410,28 @@ fn start_metrics(addr: SocketAddr, cli: &Cli, health: Arc<Health>) -> Result<(),
         .map_err(|e| StartError::Failed(format!("cannot start the metrics thread: {e}")))?;
     log::info!("metrics on http://{shown}/metrics");
     Ok(())
+}
+
+/// dom0's link-local interface from `--link-local-interface` / `--link-local-address`.
+fn link_local(cli: &Cli) -> Result<Option<vrouter_agent::compile::LinkLocalHost>, StartError> {
+    use vrouter_agent::compile::{LinkLocalHost, LINK_LOCAL_NET};
+    if cli.link_local_interface == "none" {
+        return Ok(None);
+    }
+    let a = &cli.link_local_address;
+    let parsed = a
+        .split_once('/')
+        .and_then(|(ip, n)| Some((ip.parse::<Ipv4Addr>().ok()?, n.parse::<u8>().ok()?)))
+        .filter(|(ip, n)| (16..=30).contains(n) && LINK_LOCAL_NET.contains(*ip));
+    let Some((addr, plen)) = parsed else {
+        return Err(StartError::Usage(format!(
+            "--link-local-address {a:?}: expected an address in {LINK_LOCAL_NET} with a prefix length of 16 to 30"
+        )));
+    };
+    Ok(Some(LinkLocalHost {
+        name: cli.link_local_interface.clone(),
+        addr,
+        plen,
+        ..LinkLocalHost::default()
+    }))
 }

@@ -30,12 +30,14 @@ impl Builder<'_> {
     /// One VRF per network, adopted by name.
     pub(super) fn allocate_vrfs(&mut self) -> Result<(), AllocError> {
         let dp = self.dp;
-        let wanted: Vec<(String, Option<u16>)> = self
+        let mut wanted: Vec<(String, Option<u16>)> = self
             .cfg
             .networks
             .iter()
+            .filter(|n| !Self::in_fabric_vrf(&n.vrf))
             .map(|n| (n.vrf.clone(), dp.vrf_by_name.get(&n.vrf).copied()))
             .collect();
+        wanted.extend(self.system_vrf_wants(dp));
         assign(
             &mut self.alloc.vrfs,
             &Request {
@@ -52,7 +54,14 @@ impl Builder<'_> {
             .cfg
             .networks
             .iter()
-            .filter_map(|n| Some((n.name.clone(), self.alloc.vrfs.get(&n.vrf).copied()?)))
+            .filter_map(|n| {
+                let id = if Self::in_fabric_vrf(&n.vrf) {
+                    vrouter_dataplane::tables::FABRIC_VRF
+                } else {
+                    self.alloc.vrfs.get(&n.vrf).copied()?
+                };
+                Some((n.name.clone(), id))
+            })
             .collect();
         Ok(())
     }
@@ -60,7 +69,7 @@ impl Builder<'_> {
     /// One vif per interface, adopted by name if the dataplane's is a virtual one.
     pub(super) fn allocate_vifs(&mut self) -> Result<(), AllocError> {
         let dp = self.dp;
-        let wanted: Vec<(String, Option<u16>)> = self
+        let mut wanted: Vec<(String, Option<u16>)> = self
             .cfg
             .interfaces
             .iter()
@@ -73,6 +82,7 @@ impl Builder<'_> {
                 (i.name.clone(), adopt)
             })
             .collect();
+        wanted.extend(self.system_vif_wants(dp));
         assign(
             &mut self.alloc.vifs,
             &Request {
@@ -114,16 +124,17 @@ impl Builder<'_> {
     /// nexthop out of the vif this interface was given.
     fn want_encap_nhs(&mut self) {
         let dp = self.dp;
-        for i in &self.cfg.interfaces {
-            let vif = self.alloc.vifs.get(&i.name).copied();
+        let names = self.cfg.interfaces.iter().map(|i| i.name.clone());
+        for name in names.chain(self.system_encap_names()) {
+            let vif = self.alloc.vifs.get(&name).copied();
             let adopt = dp
                 .vif_by_name
-                .get(&i.name)
+                .get(&name)
                 .and_then(|v| v.nh)
                 .filter(|nh| {
                     matches!(dp.nhs.get(nh), Some(NexthopSpec::Encap { oif, .. }) if Some(*oif) == vif)
                 });
-            self.nh_wanted.push((encap_key(&i.name), adopt));
+            self.nh_wanted.push((encap_key(&name), adopt));
         }
     }
 
@@ -275,6 +286,9 @@ impl Builder<'_> {
     pub(super) fn allocate_labels(&mut self) -> Result<(), AllocError> {
         let mut wanted: Vec<(String, Option<u32>)> = Vec::new();
         for i in &self.cfg.interfaces {
+            if self.system_net(i).is_some() {
+                continue; // system networks have no overlay, so no label
+            }
             let key = if_label_key(&i.name);
             let adopt = self.adoptable_label(&key, &encap_key(&i.name));
             wanted.push((key, adopt));
@@ -319,9 +333,12 @@ impl Builder<'_> {
     /// Drops the allocations of objects no longer configured.
     pub(super) fn prune(&mut self) {
         let keys = |wanted: &[(String, _)]| wanted.iter().map(|(k, _)| k.clone()).collect();
+        let (sys_vrfs, sys_vifs) = self.system_alloc_names();
+        let vrfs = self.cfg.networks.iter().map(|n| n.vrf.clone());
+        let vifs = self.cfg.interfaces.iter().map(|i| i.name.clone());
         self.alloc.retain(
-            &self.cfg.networks.iter().map(|n| n.vrf.clone()).collect(),
-            &self.cfg.interfaces.iter().map(|i| i.name.clone()).collect(),
+            &vrfs.chain(sys_vrfs).collect(),
+            &vifs.chain(sys_vifs).collect(),
             &keys(&self.nh_wanted),
             &keys(&self.label_wanted),
         );

@@ -33,7 +33,13 @@
 //! so only its MAC is checked (Tungsten Fabric relaxes anti-spoofing the same way).
 
 mod ids;
+mod system;
 mod tables;
+
+pub use system::{
+    link_local_vm_vrf, LinkLocalHost, SystemHost, SystemNet, IP_FABRIC_VRF, LINK_LOCAL_NET,
+    LINK_LOCAL_VRF,
+};
 
 use crate::alloc::{AllocError, Allocations};
 use crate::config::{Config, Prefix};
@@ -143,7 +149,19 @@ pub fn compile(
     alloc: &mut Allocations,
     limits: &Limits,
 ) -> Result<Compiled, AllocError> {
-    let mut b = Builder::new(cfg, dp, alloc, limits);
+    compile_with(cfg, dp, alloc, limits, &SystemHost::default())
+}
+
+/// [`compile`] with what the host provides for system networks (dom0's link-local
+/// interface; see [`system`]).
+pub fn compile_with(
+    cfg: &Config,
+    dp: &DumpIndex,
+    alloc: &mut Allocations,
+    limits: &Limits,
+    sys: &SystemHost,
+) -> Result<Compiled, AllocError> {
+    let mut b = Builder::new(cfg, dp, alloc, limits, sys);
     b.allocate_vrfs()?;
     b.allocate_vifs()?;
     b.allocate_nexthops()?;
@@ -217,6 +235,8 @@ struct Builder<'a> {
     dp: &'a DumpIndex,
     alloc: &'a mut Allocations,
     limits: &'a Limits,
+    /// What the host provides for system networks.
+    sys: &'a SystemHost,
     fabric: Fabric,
     /// VRF id per network name, known once VRFs are allocated.
     vrf_ids: HashMap<String, u16>,
@@ -244,12 +264,14 @@ impl<'a> Builder<'a> {
         dp: &'a DumpIndex,
         alloc: &'a mut Allocations,
         limits: &'a Limits,
+        sys: &'a SystemHost,
     ) -> Self {
         Self {
             cfg,
             dp,
             alloc,
             limits,
+            sys,
             fabric: Fabric::new(cfg, dp),
             vrf_ids: HashMap::new(),
             nh_wanted: Vec::new(),

@@ -71,8 +71,11 @@ impl<'a> Builder<'a> {
     /// Each local interface: its vif, Encap nexthop, label and /32, and its binding.
     pub(super) fn interfaces(&mut self) {
         let cfg = self.cfg;
+        self.link_local_host_vif();
         for i in &cfg.interfaces {
-            self.interface(i);
+            if !self.system_interface(i) {
+                self.interface(i);
+            }
         }
     }
 

@@ -166,6 +166,7 @@ impl<'a> Builder<'a> {
         c: &InterfaceConfig,
         item: &str,
     ) -> Result<(), String> {
+        super::system::check(c)?;
         let a = addressing(c, port)?;
         self.join_network(c, &a)?;
         let secondary = self.secondary_ips(c, &a, item);

@@ -31,6 +31,7 @@ pub mod neighbour;
 mod rules;
 mod shared;
 mod state;
+mod system;
 mod watcher;
 mod worker;
 
