@@ -1,6 +1,7 @@
 //! The agent's end of `pkt0`: a thread that receives the packets the dataplane traps (agent
-//! header + Ethernet frame), hands them to [`PacketServices`] (DHCP, ICMP) and sends back what
-//! they answer.
+//! header + Ethernet frame), hands them to [`PacketServices`] (DHCP, DNS, ICMP) and sends back
+//! what they answer. DNS queries that are not a network's own names go to the host's resolvers
+//! (`--dns-resolv-conf`, re-read when it changes) from one UDP socket the same thread polls.
 //!
 //! The dataplane binds its datagram socket (`vrouter-dp --agent-socket`); we bind ours
 //! (`--agent-local-socket`) and send to theirs. Trapped packets go to whoever sent last, so the
@@ -11,8 +12,12 @@
 use crate::compile::Compiled;
 use crate::config::Config;
 use crate::daemon::Observer;
-use crate::services::{PacketServices, ServedInterface, VrfGateway};
+use crate::services::dns_upstream::parse_resolv_conf;
+use crate::services::dns_zone::Zone;
+use crate::services::{DnsSettings, PacketServices, ServedInterface, VrfGateway};
 use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -26,6 +31,8 @@ pub struct Plan {
     pub ifaces: BTreeMap<u16, ServedInterface>,
     /// Gateways per VRF id.
     pub gateways: BTreeMap<u16, Vec<VrfGateway>>,
+    /// DNS names per VRF id: the network's domain and its hosts.
+    pub zones: BTreeMap<u16, (String, Vec<(String, std::net::Ipv4Addr)>)>,
 }
 
 /// Computes the plan from a programmed configuration. I/O-free.
@@ -61,6 +68,8 @@ pub fn plan(cfg: &Config, compiled: &Compiled) -> Plan {
             continue;
         };
         let mut s = ServedInterface::new(b.vif, b.vrf, i.mac, i.ip, sub.len, gw);
+        s.hostname = i.hostname.clone();
+        s.domain = net.names.domain.clone();
         s.dns = i
             .dns
             .iter()
@@ -70,7 +79,31 @@ pub fn plan(cfg: &Config, compiled: &Compiled) -> Plan {
         s.mtu = Some(i.mtu);
         p.ifaces.insert(b.vif, s);
     }
+    p.zones = zones(cfg, &vrf_id);
     p
+}
+
+/// The DNS names of every network with a domain: its hosts, then its local interfaces' host
+/// names.
+fn zones(
+    cfg: &Config,
+    vrf_id: &BTreeMap<&str, u16>,
+) -> BTreeMap<u16, (String, Vec<(String, std::net::Ipv4Addr)>)> {
+    let mut out = BTreeMap::new();
+    for n in &cfg.networks {
+        let (Some(domain), Some(id)) = (&n.names.domain, vrf_id.get(n.vrf.as_str())) else {
+            continue;
+        };
+        let mut hosts = n.names.hosts.clone();
+        hosts.extend(
+            cfg.interfaces
+                .iter()
+                .filter(|i| i.network == n.name)
+                .filter_map(|i| Some((i.hostname.clone()?, i.ip))),
+        );
+        out.insert(*id, (domain.clone(), hosts));
+    }
+    out
 }
 
 /// Shared between the observer (agent loop) and the pkt0 thread.
@@ -91,8 +124,11 @@ impl PlanHandle {
         })
     }
 
-    fn get(&self) -> (u64, Plan) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    /// The plan if it is newer than generation `seen` (no copy otherwise: this is asked for
+    /// every batch of trapped packets).
+    fn newer(&self, seen: u64) -> Option<(u64, Plan)> {
+        let g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        (g.0 != seen).then(|| g.clone())
     }
 }
 
@@ -120,6 +156,23 @@ pub fn apply_plan(svc: &mut PacketServices, old: &Plan, p: &Plan) {
             log::warn!("pkt0: gateways of vrf {vrf}: {e}");
         }
     }
+    for vrf in old.zones.keys() {
+        if !p.zones.contains_key(vrf) {
+            svc.set_dns_zone(*vrf, None);
+        }
+    }
+    for (vrf, (domain, hosts)) in &p.zones {
+        if old.zones.get(vrf) == Some(&(domain.clone(), hosts.clone())) {
+            continue;
+        }
+        match Zone::new(domain, hosts) {
+            Ok(z) => svc.set_dns_zone(*vrf, Some(z)),
+            Err(e) => {
+                log::warn!("pkt0: no DNS names in vrf {vrf}: {e}");
+                svc.set_dns_zone(*vrf, None);
+            }
+        }
+    }
 }
 
 /// pkt0 settings.
@@ -129,6 +182,26 @@ pub struct Pkt0Options {
     pub dp_socket: PathBuf,
     /// Ours.
     pub local_socket: PathBuf,
+    /// DNS forwarding.
+    pub dns: DnsOptions,
+}
+
+/// Where and how the gateway's DNS forwards.
+#[derive(Debug, Clone)]
+pub struct DnsOptions {
+    /// The file naming the host's resolvers (`nameserver` lines), re-read when it changes.
+    pub resolv_conf: PathBuf,
+    /// Cache, rate limit, timeouts.
+    pub settings: DnsSettings,
+}
+
+impl Default for DnsOptions {
+    fn default() -> Self {
+        Self {
+            resolv_conf: PathBuf::from("/etc/resolv.conf"),
+            settings: DnsSettings::default(),
+        }
+    }
 }
 
 /// Starts the thread. Our socket is bound there; if that fails (a missing directory that cannot
@@ -168,19 +241,24 @@ fn bind(path: &Path) -> std::io::Result<UnixDatagram> {
     let _ = std::fs::remove_file(path);
     let s = UnixDatagram::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    s.set_read_timeout(Some(Duration::from_millis(200)))?;
     Ok(s)
 }
 
 const HELLO_EVERY: Duration = Duration::from_secs(2);
 
 fn run(opts: &Pkt0Options, sock: &UnixDatagram, handle: &PlanHandle) {
-    let mut svc = PacketServices::new();
+    let mut svc = PacketServices::with_dns(opts.dns.settings);
+    let mut up = Upstream::new(opts.dns.resolv_conf.clone());
     let mut cur = Plan::default();
     let mut gen = 0u64;
     let mut last_hello: Option<Instant> = None;
     let mut down_logged = false;
     let mut buf = vec![0u8; 65_536];
+    let start = Instant::now();
+    let mut next_expire = 0u64;
+    if let Err(e) = sock.set_nonblocking(true) {
+        log::warn!("pkt0: non-blocking socket: {e}");
+    }
     log::info!(
         "pkt0: {} <-> dataplane {}",
         opts.local_socket.display(),
@@ -189,48 +267,77 @@ fn run(opts: &Pkt0Options, sock: &UnixDatagram, handle: &PlanHandle) {
     loop {
         if last_hello.is_none_or(|t| t.elapsed() >= HELLO_EVERY) {
             last_hello = Some(Instant::now());
-            match sock.send_to(&[], &opts.dp_socket) {
-                Ok(_) => {
-                    if down_logged {
-                        log::info!("pkt0: dataplane socket reachable again");
-                        down_logged = false;
-                    }
-                }
-                Err(e) => {
-                    if !down_logged {
-                        log::warn!("pkt0: hello to {}: {e}; retrying", opts.dp_socket.display());
-                        down_logged = true;
-                    }
-                }
-            }
+            hello(sock, &opts.dp_socket, &mut down_logged);
+            up.refresh();
         }
-        let (g, p) = handle.get();
-        if g != gen {
+        if let Some((g, p)) = handle.newer(gen) {
             apply_plan(&mut svc, &cur, &p);
             log::info!(
-                "pkt0: serving {} interfaces in {} VRFs",
+                "pkt0: serving {} interfaces in {} VRFs, DNS names in {}",
                 p.ifaces.len(),
-                p.gateways.len()
+                p.gateways.len(),
+                p.zones.len()
             );
             gen = g;
             cur = p;
         }
-        let n = match sock.recv(&mut buf) {
+        let (traps, replies) = wait(sock, up.sock.as_ref(), Duration::from_millis(100));
+        let now = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        svc.set_now(now);
+        let inject = |out: &[u8]| {
+            if let Err(e) = sock.send_to(out, &opts.dp_socket) {
+                log::debug!("pkt0: inject: {e}");
+            }
+        };
+        if traps {
+            drain_traps(sock, &mut svc, &mut buf, &inject);
+        }
+        if replies {
+            while let Some(n) = up.recv(&mut buf) {
+                if let Some(f) = svc.dns_upstream_reply(&buf[..n]) {
+                    inject(&f);
+                }
+            }
+        }
+        for q in svc.take_dns_forwards() {
+            up.send(&q);
+        }
+        if now >= next_expire {
+            next_expire = now + 100;
+            let late = svc.dns_expire();
+            if !late.is_empty() {
+                up.next_server();
+            }
+            late.iter().for_each(|f| inject(f));
+        }
+    }
+}
+
+/// Most datagrams read from one socket per wake-up (others get their turn).
+const BATCH: usize = 256;
+
+/// Handles the trapped packets waiting on `sock`.
+fn drain_traps(
+    sock: &UnixDatagram,
+    svc: &mut PacketServices,
+    buf: &mut [u8],
+    inject: &dyn Fn(&[u8]),
+) {
+    for _ in 0..BATCH {
+        let n = match sock.recv(buf) {
             Ok(n) => n,
             Err(e)
                 if matches!(
                     e.kind(),
-                    std::io::ErrorKind::WouldBlock
-                        | std::io::ErrorKind::TimedOut
-                        | std::io::ErrorKind::Interrupted
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
                 ) =>
             {
-                continue
+                return
             }
             Err(e) => {
                 log::warn!("pkt0: receive: {e}");
                 std::thread::sleep(Duration::from_millis(200));
-                continue;
+                return;
             }
         };
         if let Some(g) = crate::vip::parse_garp(&buf[..n]) {
@@ -239,8 +346,152 @@ fn run(opts: &Pkt0Options, sock: &UnixDatagram, handle: &PlanHandle) {
             }
         }
         for out in svc.handle(&buf[..n]) {
-            if let Err(e) = sock.send_to(&out, &opts.dp_socket) {
-                log::debug!("pkt0: inject: {e}");
+            inject(&out);
+        }
+    }
+}
+
+/// Says hello to the dataplane (it sends traps to whoever spoke last).
+fn hello(sock: &UnixDatagram, dp: &Path, down_logged: &mut bool) {
+    match sock.send_to(&[], dp) {
+        Ok(_) => {
+            if *down_logged {
+                log::info!("pkt0: dataplane socket reachable again");
+                *down_logged = false;
+            }
+        }
+        Err(e) => {
+            if !*down_logged {
+                log::warn!("pkt0: hello to {}: {e}; retrying", dp.display());
+                *down_logged = true;
+            }
+        }
+    }
+}
+
+/// Waits up to `timeout` for either socket to be readable: (traps, upstream replies).
+fn wait(sock: &UnixDatagram, up: Option<&UdpSocket>, timeout: Duration) -> (bool, bool) {
+    let mut fds = [
+        libc::pollfd {
+            fd: sock.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: up.map_or(-1, AsRawFd::as_raw_fd),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(100);
+    // SAFETY: `fds` is a valid, exclusively borrowed array of two pollfd for the whole call,
+    // and its length is passed with it; a negative fd is ignored by poll(2).
+    let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
+    if rc <= 0 {
+        return (false, false);
+    }
+    let ready = |f: &libc::pollfd| f.revents & (libc::POLLIN | libc::POLLERR) != 0;
+    (ready(&fds[0]), ready(&fds[1]))
+}
+
+/// The socket to the host's resolvers and which of them is asked.
+struct Upstream {
+    path: PathBuf,
+    sock: Option<UdpSocket>,
+    servers: Vec<SocketAddr>,
+    current: usize,
+    stamp: Option<(std::time::SystemTime, u64)>,
+    logged: bool,
+}
+
+impl Upstream {
+    fn new(path: PathBuf) -> Self {
+        // One dual-stack socket when IPv6 is there, else IPv4 only.
+        let sock = UdpSocket::bind((Ipv6Addr::UNSPECIFIED, 0))
+            .or_else(|_| UdpSocket::bind(("0.0.0.0", 0)))
+            .and_then(|s| s.set_nonblocking(true).map(|()| s));
+        let sock = match sock {
+            Ok(s) => Some(s),
+            Err(e) => {
+                log::error!("pkt0: no socket for DNS forwarding: {e}; only local names answer");
+                None
+            }
+        };
+        let mut u = Self {
+            path,
+            sock,
+            servers: Vec::new(),
+            current: 0,
+            stamp: None,
+            logged: false,
+        };
+        u.refresh();
+        u
+    }
+
+    /// Re-reads the resolver file when its modification time or size changed.
+    fn refresh(&mut self) {
+        let meta = std::fs::metadata(&self.path).ok();
+        let stamp = meta.and_then(|m| Some((m.modified().ok()?, m.len())));
+        if stamp.is_some() && stamp == self.stamp {
+            return;
+        }
+        self.stamp = stamp;
+        let servers = std::fs::read_to_string(&self.path)
+            .map(|t| parse_resolv_conf(&t))
+            .unwrap_or_default();
+        if servers != self.servers || !self.logged {
+            let list: Vec<String> = servers.iter().map(ToString::to_string).collect();
+            log::info!(
+                "pkt0: DNS forwarded to [{}] ({})",
+                list.join(", "),
+                self.path.display()
+            );
+            self.logged = true;
+        }
+        self.servers = servers;
+        self.current = 0;
+    }
+
+    fn next_server(&mut self) {
+        if !self.servers.is_empty() {
+            self.current = (self.current + 1) % self.servers.len();
+        }
+    }
+
+    /// `addr` as the socket's family needs it (IPv4 as IPv4-mapped on a dual-stack socket).
+    fn target(&self, addr: SocketAddr) -> SocketAddr {
+        match (self.sock.as_ref().and_then(|s| s.local_addr().ok()), addr) {
+            (Some(SocketAddr::V6(_)), SocketAddr::V4(a)) => {
+                SocketAddr::new(IpAddr::V6(a.ip().to_ipv6_mapped()), a.port())
+            }
+            _ => addr,
+        }
+    }
+
+    fn send(&self, q: &[u8]) {
+        let (Some(s), Some(to)) = (&self.sock, self.servers.get(self.current)) else {
+            return;
+        };
+        if let Err(e) = s.send_to(q, self.target(*to)) {
+            log::debug!("pkt0: DNS to {to}: {e}");
+        }
+    }
+
+    /// One reply from a configured resolver, if one waits (others are dropped).
+    fn recv(&self, buf: &mut [u8]) -> Option<usize> {
+        let s = self.sock.as_ref()?;
+        loop {
+            let (n, from) = s.recv_from(buf).ok()?;
+            let from = match from {
+                SocketAddr::V6(a) => match a.ip().to_ipv4_mapped() {
+                    Some(v4) => SocketAddr::new(IpAddr::V4(v4), a.port()),
+                    None => from,
+                },
+                v4 => v4,
+            };
+            if self.servers.contains(&from) {
+                return Some(n);
             }
         }
     }
@@ -260,6 +511,7 @@ mod tests {
 name = "net1"
 vrf = "v1"
 subnet = "10.1.1.0/24"
+domain = "Net1.Example."
 [[networks]]
 name = "public"
 [[interfaces]]
@@ -269,6 +521,7 @@ ip = "10.1.1.3"
 network = "net1"
 mtu = 9000
 dns = ["10.1.1.53"]
+hostname = "web-1"
 [[interfaces]]
 name = "vif2.0"
 mac = "02:00:00:00:01:04"
@@ -297,6 +550,16 @@ network = "net1"
         assert_eq!(i.gateway, Ipv4Addr::new(10, 1, 1, 1));
         assert_eq!(i.dns, vec![Ipv4Addr::new(10, 1, 1, 53)]);
         assert_eq!(i.mtu, Some(9000));
+        assert_eq!(i.hostname.as_deref(), Some("web-1"), "DHCP option 12");
+        assert_eq!(i.domain.as_deref(), Some("net1.example"), "DHCP option 15");
+        assert_eq!(
+            p.zones.get(&1),
+            Some(&(
+                "net1.example".to_string(),
+                vec![("web-1".to_string(), Ipv4Addr::new(10, 1, 1, 3))]
+            )),
+            "the network's DNS names: its interfaces' host names"
+        );
         assert_eq!(
             p.gateways.get(&1),
             Some(&vec![VrfGateway {

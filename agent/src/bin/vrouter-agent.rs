@@ -84,6 +84,16 @@ struct Cli {
         default_value = "/run/vrouter/agent-pkt0.sock"
     )]
     agent_local_socket: PathBuf,
+    /// The host's resolvers, where the gateways' DNS forwards names that are not a network's
+    /// own (`nameserver` lines; re-read when the file changes).
+    #[arg(long, value_name = "FILE", default_value = "/etc/resolv.conf")]
+    dns_resolv_conf: PathBuf,
+    /// DNS queries a second one VM may send to its gateway (0: no limit).
+    #[arg(long, value_name = "Q", default_value_t = 1000)]
+    dns_rate: u32,
+    /// Most upstream DNS answers cached.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    dns_cache: usize,
     /// Serve Prometheus metrics (and /status, /healthz) on this loopback address.
     #[arg(long, value_name = "127.0.0.1:PORT")]
     metrics: Option<SocketAddr>,
@@ -394,6 +404,15 @@ fn start_pkt0(cli: &Cli) -> Result<Observer, StartError> {
         Pkt0Options {
             dp_socket: cli.agent_socket.clone(),
             local_socket: cli.agent_local_socket.clone(),
+            dns: pkt0::DnsOptions {
+                resolv_conf: cli.dns_resolv_conf.clone(),
+                settings: vrouter_agent::services::DnsSettings {
+                    rate: cli.dns_rate,
+                    burst: cli.dns_rate.saturating_mul(2),
+                    cache_entries: cli.dns_cache,
+                    ..Default::default()
+                },
+            },
         },
         plan.clone(),
     )

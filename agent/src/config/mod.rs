@@ -49,6 +49,18 @@ pub struct Network {
     /// Network policy (Contrail network-policies attached to the network, or a policy connecting
     /// it to another network). `None`: no flow processing, the fast path.
     pub policy: Option<NetPolicy>,
+    /// The network's DNS names (served by its gateway): its domain and its VMs.
+    pub names: NetworkNames,
+}
+
+/// What a network's gateway answers DNS for.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NetworkNames {
+    /// The DNS domain (also DHCP option 15); `None`: no names are served.
+    pub domain: Option<String>,
+    /// Host labels and their addresses, in preference order (the first name of an address is
+    /// its reverse name). The local interfaces' host names are served too.
+    pub hosts: Vec<(String, Ipv4Addr)>,
 }
 
 /// The flow policy of one network, resolved (network names are already subnets).
@@ -126,6 +138,8 @@ pub struct Interface {
     /// A service instance's left/right interface: it forwards other addresses, so
     /// anti-spoofing checks only its MAC (its vif carries no IP).
     pub service: bool,
+    /// The VM's host name (DHCP option 12, and its DNS name in the network).
+    pub hostname: Option<String>,
     /// Further addresses (CloudStack's secondary IPs): each gets its /32 to the interface and
     /// may be a source.
     pub secondary: Vec<Ipv4Addr>,

@@ -47,6 +47,7 @@ struct RawNetwork {
     vrf: Option<String>,
     subnet: Option<String>,
     gateway: Option<String>,
+    domain: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -63,6 +64,7 @@ struct RawInterface {
     vm_uuid: Option<String>,
     #[serde(default)]
     service: bool,
+    hostname: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -228,6 +230,10 @@ fn check_networks(raw: &[RawNetwork]) -> Result<Networks, ConfigError> {
             subnet,
             gateway,
             policy: None,
+            names: super::NetworkNames {
+                domain: optional_name(&item, "domain", &n.domain)?,
+                hosts: Vec::new(),
+            },
         });
     }
     Ok(networks)
@@ -350,10 +356,31 @@ fn check_interface_rest(
         nic_uuid,
         vm_uuid,
         service: i.service,
+        hostname: optional_name(item, "hostname", &i.hostname)?,
         secondary: Vec::new(),
         pairs: Vec::new(),
         vips: Vec::new(),
     })
+}
+
+/// An optional DNS name field (`domain`, `hostname`): a valid name, trimmed, lower case.
+fn optional_name(
+    item: &str,
+    field: &str,
+    v: &Option<String>,
+) -> Result<Option<String>, ConfigError> {
+    let Some(s) = v.as_deref().map(str::trim) else {
+        return Ok(None);
+    };
+    let ok = !s.is_empty()
+        && s.len() <= 253
+        && s.trim_end_matches('.')
+            .split('.')
+            .all(crate::services::dns_zone::is_host_label);
+    if !ok {
+        return Err(invalid(item, format!("{field} {s:?} is not a DNS name")));
+    }
+    Ok(Some(s.trim_end_matches('.').to_ascii_lowercase()))
 }
 
 /// An optional UUID field, normalised to lower case.

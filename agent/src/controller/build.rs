@@ -125,6 +125,34 @@ fn bare_network(vrf: &str) -> Network {
         subnet: None,
         gateway: None,
         policy: None,
+        names: crate::config::NetworkNames::default(),
+    }
+}
+
+/// The VM's host name: its display name when that is a host name label, else its instance
+/// name when that is one.
+fn host_name(c: &InterfaceConfig) -> Option<String> {
+    [c.vm_display_name.as_deref(), c.vm_name.as_deref()]
+        .into_iter()
+        .flatten()
+        .find(|n| crate::services::dns_zone::is_host_label(n))
+        .map(str::to_string)
+}
+
+/// The network's DNS names from the interface's config: its domain, then every VM by display
+/// name and by instance name.
+fn network_names(c: &InterfaceConfig) -> crate::config::NetworkNames {
+    let Some(n) = &c.network else {
+        return crate::config::NetworkNames::default();
+    };
+    let mut hosts = Vec::new();
+    for h in &n.hosts {
+        hosts.extend(h.display_name.iter().map(|d| (d.clone(), h.address)));
+        hosts.push((h.name.clone(), h.address));
+    }
+    crate::config::NetworkNames {
+        domain: n.domain.clone(),
+        hosts,
     }
 }
 
@@ -191,6 +219,7 @@ impl<'a> Builder<'a> {
             nic_uuid: Some(vmi.to_string()),
             vm_uuid: c.vm_uuid.map(|u| u.to_string()),
             service: c.is_service_interface(),
+            hostname: host_name(c),
             secondary,
             pairs,
             vips,
@@ -312,6 +341,9 @@ impl<'a> Builder<'a> {
         });
         if policy.is_some() {
             net.policy = policy;
+        }
+        if net.names.domain.is_none() {
+            net.names = network_names(c);
         }
         if net.subnet.is_none() && net.gateway.is_none() {
             net.subnet = a.subnet;

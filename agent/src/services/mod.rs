@@ -25,6 +25,7 @@
 pub mod dhcp;
 pub mod dns;
 pub mod dns_cache;
+pub mod dns_upstream;
 pub mod dns_zone;
 pub mod icmp;
 
