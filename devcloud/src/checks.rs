@@ -8,6 +8,8 @@ use crate::{bin, progress, start, wait_for, Opts, State, TOKEN};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+mod addresses;
+mod migration;
 mod restart;
 mod snat;
 
@@ -457,12 +459,23 @@ fn report(o: &Opts, plan: &Plan, st: &mut State, p: &Provisioned) -> Result<()> 
         check_traceroute(&mut checks, plan, p, a, b);
         check_path_mtu(&mut checks, p, a, b);
         check_anti_spoofing(&mut checks, o, plan, p, a, b);
+        // Guest services of a DomainRouter (issue 20): a secondary IP, live migration.
+        addresses::check_secondary_ip(&mut checks, o, plan, p, (a, b));
     }
     if let Some(fip) = &p.fip {
         check_floating_ip(&mut checks, plan, fip);
     }
     // Source NAT through the NAT instance, its scale-out and the failover (issue 18).
     snat::check_snat(&mut checks, o, plan, st, p);
+    // Live migration of guest-a's VM on another host, there and back (issue 20).
+    if let Some((a, b)) = across_hosts {
+        let third = plan
+            .hosts
+            .iter()
+            .map(|h| h.index)
+            .find(|&i| i != a.host && i != b.host);
+        migration::check_migration(&mut checks, o, plan, p, (b, a, third.unwrap_or(a.host)));
+    }
     // Last: every agent restarted under traffic must change nothing (what vrctl then shows is
     // what the restarted agents hold).
     if let Some(ab) = across_hosts {

@@ -111,7 +111,7 @@ pub(super) fn check_rolling_restart(
 
 /// Starts a ping every 2 ms from `a` to `dst`, output to `log`; bounded by count and time in
 /// case nobody stops it.
-fn start_ping(a: &Vm, dst: &str, log: &Path) -> Result<Child> {
+pub(super) fn start_ping(a: &Vm, dst: &str, log: &Path) -> Result<Child> {
     let argv: Vec<String> = ["ping", "-i", "0.002", "-c", "60000", "-w", "120", dst]
         .iter()
         .map(|s| s.to_string())
@@ -120,7 +120,7 @@ fn start_ping(a: &Vm, dst: &str, log: &Path) -> Result<Child> {
 }
 
 /// Stops the ping (SIGINT: it prints its statistics) and returns what it printed.
-fn stop_ping(mut ping: Child, log: &Path) -> String {
+pub(super) fn stop_ping(mut ping: Child, log: &Path) -> String {
     // SAFETY: kill(2) on the ping we started and have not reaped yet.
     unsafe {
         libc::kill(ping.id() as libc::pid_t, libc::SIGINT);
@@ -267,7 +267,7 @@ fn table_diff(before: &Value, after: &Value) -> Vec<String> {
 
 /// Echo requests sent and the sequence numbers lost before the last answered one, from
 /// `ping` output (requests still in flight when it was stopped are not lost).
-fn ping_loss(out: &str) -> (u64, Vec<u64>) {
+pub(super) fn ping_loss(out: &str) -> (u64, Vec<u64>) {
     let seqs: std::collections::BTreeSet<u64> = out
         .lines()
         .filter(|l| l.contains("bytes from") && !l.contains("DUP!"))
@@ -288,7 +288,7 @@ fn ping_loss(out: &str) -> (u64, Vec<u64>) {
 }
 
 /// `3-5 9` for `[3, 4, 5, 9]`: lost sequence numbers, short enough for a report line.
-fn seq_ranges(seqs: &[u64]) -> String {
+pub(super) fn seq_ranges(seqs: &[u64]) -> String {
     let mut out: Vec<String> = Vec::new();
     let mut i = 0;
     while i < seqs.len() {
