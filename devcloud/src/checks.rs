@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 mod addresses;
+mod dns;
 mod migration;
 mod restart;
 mod snat;
@@ -91,6 +92,7 @@ fn start_host(o: &Opts, plan: &Plan, st: &mut State, h: &Host) -> Result<()> {
         Duration::from_secs(15),
         || dp_sock(h).exists(),
     )?;
+    dns::start_stub(st, h)?;
     let cfg = dir.join("agent.toml");
     std::fs::write(
         &cfg,
@@ -133,6 +135,8 @@ fn agent_argv(o: &Opts, plan: &Plan, h: &Host) -> Vec<String> {
         dir.join("agent-pkt0.sock").display().to_string(),
         "--state-dir".into(),
         dir.display().to_string(),
+        "--dns-resolv-conf".into(),
+        dns::resolv_conf(h).display().to_string(),
     ]
 }
 
@@ -461,6 +465,8 @@ fn report(o: &Opts, plan: &Plan, st: &mut State, p: &Provisioned) -> Result<()> 
         check_anti_spoofing(&mut checks, o, plan, p, a, b);
         // Guest services of a DomainRouter (issue 20): a secondary IP, live migration.
         addresses::check_secondary_ip(&mut checks, o, plan, p, (a, b));
+        // DNS at the gateway: the network's VMs by name, the rest forwarded (issue 20).
+        dns::check_dns(&mut checks, plan, p, (a, b));
     }
     if let Some(fip) = &p.fip {
         check_floating_ip(&mut checks, plan, fip);
