@@ -13,6 +13,7 @@ mod dns;
 mod migration;
 mod restart;
 mod snat;
+mod system_vms;
 
 fn host_dir(h: &Host) -> PathBuf {
     Path::new(RUN_DIR).join(&h.name)
@@ -369,6 +370,7 @@ pub fn run_all(o: &Opts, plan: &Plan, st: &mut State, p: &Provisioned) -> Result
     }
     progress("every VM has the address the controller allocated");
     snat::plug_appliances(o, plan, p)?;
+    system_vms::plug(o, plan, st)?;
     report(o, plan, st, p)
 }
 
@@ -473,6 +475,8 @@ fn report(o: &Opts, plan: &Plan, st: &mut State, p: &Provisioned) -> Result<()> 
     }
     // Source NAT through the NAT instance, its scale-out and the failover (issue 18).
     snat::check_snat(&mut checks, o, plan, st, p);
+    // CloudStack's own appliances: a system VM and the VPC's internal LB (issue 19).
+    system_vms::check_system_vms(&mut checks, o, plan);
     // Live migration of guest-a's VM on another host, there and back (issue 20).
     if let Some((a, b)) = across_hosts {
         let third = plan

@@ -12,6 +12,7 @@ use std::time::Duration;
 use vrouter_api::client::{ClientError, Http, Timeouts};
 
 pub(crate) mod snat;
+pub(crate) mod system_vms;
 
 /// The public network's name as CloudStack's plugin derives it for the default zone.
 pub const PUBLIC_VN: &str = "__default_Public__";
@@ -132,6 +133,7 @@ pub fn provision(vnc: &Vnc, plan: &Plan, progress: &dyn Fn(&str)) -> Result<Prov
     let outside_mac = create_router_vm(vnc, plan, progress)?;
     let fip = create_floating_ip(vnc, plan, progress)?;
     let appliances = snat::provision_snat(vnc, plan, progress)?;
+    system_vms::provision_system_vms(vnc, plan, progress)?;
     Ok(Provisioned {
         vms,
         fip,
