@@ -136,7 +136,11 @@ fn address_and_up(name: &str, addr: Ipv4Addr, plen: u8) -> Result<(), LinkLocalE
 
 /// Makes sure tap `name` exists with `addr`/`plen` and is up; returns its MAC.
 pub fn ensure_tap(name: &str, addr: Ipv4Addr, plen: u8) -> Result<MacAddr, LinkLocalError> {
-    persistent_tap(name)?;
+    // An existing tap is left as it is: a restarted agent finds the one it made, which the
+    // dataplane holds open (a second attach would fail with EBUSY).
+    if !std::path::Path::new("/sys/class/net").join(name).exists() {
+        persistent_tap(name)?;
+    }
     address_and_up(name, addr, plen)?;
     vrouter_dataplane::port::sys::mac_of(name)
         .map(MacAddr)

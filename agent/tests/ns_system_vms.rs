@@ -38,6 +38,7 @@ struct Host {
     ns: Ns,
     xs: PathBuf,
     sock: PathBuf,
+    pkt0: PathBuf,
     agent: Proc,
     _dp: Proc,
     _xsd: Proc,
@@ -117,6 +118,7 @@ fn vrouter_host(bins: &Bins, ul: &Underlay, test: &str, d: &Path, tag: &str, ip:
         ns,
         xs,
         sock,
+        pkt0,
         agent,
         _dp: dp,
         _xsd: xsd,
@@ -305,7 +307,7 @@ fn ns_system_vm_on_ip_fabric_and_link_local() {
     let dir = tempdir();
     let d = dir.path();
     let ul = underlay(&bins, "s19a", d);
-    let ha = vrouter_host(&bins, &ul, "s19a", d, "ha", "10.0.0.1");
+    let mut ha = vrouter_host(&bins, &ul, "s19a", d, "ha", "10.0.0.1");
     // Another host on the underlay (its own stack only: it reaches the VM as any host).
     let hb = on_underlay(&ul, "s19a", "hb", "phb", "10.0.0.2");
     network(&ul.api, "net1", "10.1.1", None);
@@ -418,6 +420,40 @@ fn ns_system_vm_on_ip_fabric_and_link_local() {
     );
     assert!(vif(&ha.sock, "vif8.0").is_none(), "vif8.0 was bound");
     // ... and everything else still works.
+    assert!(ping_ok(&ha.ns, "169.254.3.4") && ping_ok(&hb, "10.0.0.50"));
+
+    // A restarted agent (kill -9) finds dom0's tap and every interface as it left them: its
+    // reconcile changes nothing.
+    let before = ha.agent.log().matches("reconciled:").count();
+    ha.agent.kill9();
+    ha.agent = start_agent(
+        Some(&ha.ns),
+        d,
+        "ha",
+        &ul.api.base,
+        "ha",
+        &ha.xs,
+        &ha.sock,
+        &ha.pkt0,
+        Some(TOKEN),
+    );
+    let passes = wait_for(WAIT, || {
+        let log = ha.agent.log();
+        let lines: Vec<String> = log
+            .lines()
+            .filter(|l| l.contains("reconciled:"))
+            .skip(before)
+            .map(str::to_string)
+            .collect();
+        (!lines.is_empty()).then_some(lines)
+    })
+    .unwrap_or_else(|| panic!("the restarted agent did not reconcile:\n{}", ha.agent.log()));
+    assert!(
+        passes
+            .iter()
+            .all(|l| l.contains("0 adds/changes, 0 removals")),
+        "{passes:?}"
+    );
     assert!(ping_ok(&ha.ns, "169.254.3.4") && ping_ok(&hb, "10.0.0.50"));
 }
 
