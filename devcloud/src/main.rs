@@ -182,6 +182,8 @@ const TOOLS: &[(&str, &str)] = &[
     ("tshark", "tshark"),
     ("ping", "iputils-ping"),
     ("nft", "nftables"),
+    ("haproxy", "haproxy"),
+    ("curl", "curl"),
 ];
 
 fn prerequisites(o: &Opts) -> Result<()> {
