@@ -149,6 +149,19 @@ impl Claims {
         Some(key)
     }
 
+    /// A claim a previous run of the agent left in the dataplane (the VIP's /32 routed to
+    /// `port`), taken unless the table has one for that VIP. Its revision is 0: any other
+    /// host's advertisement of the VIP is later and wins (it claimed while we were away).
+    /// True if taken.
+    pub fn adopt(&mut self, key: (String, Ipv4Addr), port: String) -> bool {
+        if self.owned.contains_key(&key) {
+            return false;
+        }
+        self.owned.insert(key, Claim { port, rev: Some(0) });
+        self.gen += 1;
+        true
+    }
+
     /// The shim stored our advertisement of `prefix` in `vrf` at revision `rev`.
     pub fn advertised(&mut self, vrf: &str, prefix: Prefix, rev: u64) {
         if prefix.len != 32 {

@@ -205,7 +205,7 @@ fn follows(h: &Hosts, from: &[&Ns], want: &str) -> Duration {
 
 #[test]
 fn ns_vip_follows_the_member_that_sent_a_gratuitous_arp_across_hosts() {
-    let Some(h) = Hosts::start("m20vip", 2) else {
+    let Some(mut h) = Hosts::start("m20vip", 2) else {
         return;
     };
     // Members vm1 on h0 and vm2 on h1; vm3 on h1 uses the VIP.
@@ -281,6 +281,25 @@ fn ns_vip_follows_the_member_that_sent_a_gratuitous_arp_across_hosts() {
             "host {i}: VIP traffic not dropped"
         );
     }
+    // The owner's agent restarts (kill -9): the VIP stays where the dataplane routes it.
+    let before = h.restart_agent(0);
+    let adopted = wait_for(Duration::from_secs(20), || {
+        let log = h.hosts[0].agent.log();
+        let new = log.get(before..).unwrap_or_default().to_string();
+        (new.contains("stays with vif1.0 (dataplane)") && new.contains("reconciled:")).then_some(())
+    });
+    assert!(
+        adopted.is_some(),
+        "the restarted agent did not keep the VIP\n{}",
+        h.logs()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    routes_follow(&h, 0, "vif1.0", labels[0]);
+    assert_eq!(
+        who_has_vip(&vm3).as_deref(),
+        Some("vm1"),
+        "after the restart"
+    );
     stop.store(true, Ordering::Relaxed);
     for s in servers {
         s.join().expect("server");

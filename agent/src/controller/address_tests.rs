@@ -246,3 +246,53 @@ fn the_vip_routes_to_its_claimant_and_yields_to_a_later_remote_announcement() {
     assert_eq!(r.route.label, Some(40), "to h2's member");
     assert_eq!(d.labels, labels_before, "no label of ours moved");
 }
+
+#[test]
+fn a_restarted_agent_keeps_the_vip_where_the_dataplane_routes_it_unless_another_host_claims_it() {
+    let mut st = state();
+    let mut dp = MemDataplane::new(u32::from(Ipv4Addr::new(10, 0, 0, 1)));
+    let mut alloc = Allocations::default();
+    st.claims.insert(
+        (VRF.into(), VIP),
+        Claim {
+            port: "vif6.0".into(),
+            rev: Some(7),
+        },
+    );
+    program(&st, &mut dp, &mut alloc);
+
+    // The restarted agent: no claims, a fresh allocator; the dataplane still routes the VIP.
+    let mut st = state();
+    let found = dataplane_vip_claims(&st, &DumpIndex::new(dp.dump()));
+    assert_eq!(found, [((VRF.to_string(), VIP), "vif6.0".to_string())]);
+    let mut claims = crate::vip::Claims::default();
+    for (key, port) in found {
+        assert!(claims.adopt(key, port));
+    }
+    st.claims = claims.owned().clone();
+    let built = st.build(&settings());
+    let idx = DumpIndex::new(dp.dump());
+    let c = compile(
+        &built.config,
+        &idx,
+        &mut Allocations::default(),
+        &Limits::default(),
+    )
+    .expect("compile");
+    assert_eq!(reconcile(&c.desired, &idx), [], "nothing moves");
+
+    // Another host advertises the VIP (it claimed it while we were away): we yield.
+    let remote = json!({"host": "h2", "vrf": VRF, "prefix": "10.1.1.100/32", "label": 40,
+                        "nexthop": "10.0.0.2", "vmi_uuid": OTHER});
+    st.apply_watch(&WatchReply {
+        rev: 3,
+        reset: false,
+        events: vec![ev(
+            3,
+            &format!("route/{VRF}/10.1.1.100/32/h2"),
+            remote,
+            EventKind::Route,
+        )],
+    });
+    assert_eq!(st.build(&settings()).yielded, [(VRF.to_string(), VIP)]);
+}

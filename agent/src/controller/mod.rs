@@ -90,6 +90,8 @@ pub struct ControllerSource {
     last_warnings: Vec<String>,
     /// The VIP claim table's generation the last load saw.
     vip_gen: u64,
+    /// Whether the dataplane's VIP routes were adopted (once, at the first pass).
+    vips_adopted: bool,
 }
 
 impl ControllerSource {
@@ -112,6 +114,7 @@ impl ControllerSource {
             shared,
             last_warnings: Vec::new(),
             vip_gen: 0,
+            vips_adopted: false,
         })
     }
 
@@ -133,6 +136,41 @@ impl ControllerSource {
             }
         })
     }
+}
+
+/// The VIP claims a previous run left in the dataplane: a pair address (not one of the
+/// interface's own) whose /32 in the interface's VRF goes to the nexthop of a bound interface
+/// with that pair. ((VRF, VIP), port) each.
+fn dataplane_vip_claims(st: &ControllerState, dp: &DumpIndex) -> Vec<((String, Ipv4Addr), String)> {
+    let d = &dp.dump;
+    let vrf_name: BTreeMap<u16, &str> = d.vrfs.iter().map(|v| (v.id, v.name.as_str())).collect();
+    let port_of_nh: BTreeMap<u32, &str> = d
+        .vifs
+        .iter()
+        .filter_map(|v| Some((v.nh?, v.name.as_str())))
+        .collect();
+    let config_of_port: BTreeMap<&str, &vrouter_api::interface::InterfaceConfig> = st
+        .ports
+        .iter()
+        .filter_map(|(vmi, p)| Some((p.name.as_str(), st.ifaces.get(vmi)?)))
+        .collect();
+    d.routes
+        .iter()
+        .filter(|r| r.plen == 32 && r.route.label.is_none())
+        .filter_map(|r| {
+            let port = *port_of_nh.get(&r.route.nh)?;
+            let c = config_of_port.get(port)?;
+            let vrf = *vrf_name.get(&r.vrf)?;
+            let ip = Ipv4Addr::from(r.prefix);
+            let pair = c
+                .allowed_address_pairs
+                .iter()
+                .any(|p| p.prefix.contains(ip));
+            let own = c.ips.iter().any(|i| i.ipv4() == Some(ip));
+            (c.vrf() == Some(vrf) && pair && !own)
+                .then(|| ((vrf.to_string(), ip), port.to_string()))
+        })
+        .collect()
 }
 
 /// The programmed interfaces with allowed address pairs, by vif id (who may claim a VIP).
@@ -204,6 +242,28 @@ impl ConfigSource for ControllerSource {
     }
 
     fn adopt(&mut self, dp: &DumpIndex) -> bool {
+        let vips = !self.vips_adopted && self.adopt_vip_claims(dp);
+        self.vips_adopted = true;
+        self.adopt_tunnel_macs(dp) | vips
+    }
+}
+
+impl ControllerSource {
+    /// Once, at the first pass: the VIP claims of a previous run, from the dataplane's routes
+    /// (see [`dataplane_vip_claims`]). True if any was taken.
+    fn adopt_vip_claims(&mut self, dp: &DumpIndex) -> bool {
+        let found = dataplane_vip_claims(&self.shared.lock().st, dp);
+        let mut claims = crate::vip::registry();
+        let mut taken = false;
+        for (key, port) in found {
+            log::info!("vip: {} in {} stays with {port} (dataplane)", key.1, key.0);
+            taken |= claims.adopt(key, port);
+        }
+        taken
+    }
+
+    /// The underlay MACs of the dataplane's tunnels (see [`neighbour::tunnel_macs`]).
+    fn adopt_tunnel_macs(&mut self, dp: &DumpIndex) -> bool {
         let s = &self.shared.s;
         if !s.arp {
             return false; // adopted MACs are not used without ARP (see build)

@@ -114,6 +114,27 @@ impl Hosts {
         }
     }
 
+    /// Kills host `i`'s agent (-9) and starts it again with the same command line; returns
+    /// the length of its log before (what the new agent logs comes after).
+    pub fn restart_agent(&mut self, i: usize) -> usize {
+        let before = self.hosts[i].agent.log().len();
+        self.hosts[i].agent.kill9();
+        let h = &self.hosts[i];
+        let agent = start_agent(
+            Some(&h.ns),
+            self.dir.path(),
+            &h.tag,
+            &self.api.base,
+            &h.tag,
+            &h.xs,
+            &h.dp,
+            &h.pkt0,
+            Some(TOKEN),
+        );
+        self.hosts[i].agent = agent;
+        before
+    }
+
     /// Every agent's log.
     pub fn logs(&self) -> String {
         self.hosts
