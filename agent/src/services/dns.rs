@@ -8,7 +8,7 @@
 //! to the VM with its own id. Bad input is answered (FORMERR for what does not parse, REFUSED
 //! for an oversized query or another class, NOTIMP for another opcode) or dropped (responses,
 //! fragments of headers, VMs past their rate), never a panic. Message format: `hickory-proto`
-//! (see `docs/adr/0005-dns-message-crate.md`).
+//! (see `docs/adr/0007-dns-message-crate.md`).
 
 use super::dns_cache::{Cache, CacheKey, RateLimit};
 use super::dns_zone::{Lookup, Zone};
