@@ -570,3 +570,52 @@ fn connected_prefixes(st: &ControllerState, vrf: &str, connected: &[String]) -> 
         .into_iter()
         .collect()
 }
+
+#[cfg(test)]
+mod name_tests {
+    use super::{host_name, network_names};
+    use serde_json::json;
+    use std::net::Ipv4Addr;
+    use vrouter_api::interface::InterfaceConfig;
+
+    fn config(display: Option<&str>) -> InterfaceConfig {
+        let mut v = json!({
+            "uuid": "c1d2e3f4-a5b6-4c7d-8e9f-0a1b2c3d4e5f",
+            "vm_name": "i-2-10-VM",
+            "network": {"uuid": "a0f3c5d2-8e61-4b7a-9c2d-1e4f5a6b7c8d", "vrf": "d:p:net1",
+                "domain": "cs2cloud.internal",
+                "hosts": [{"name": "i-2-10-VM", "display_name": "web-1", "address": "10.1.1.5"},
+                          {"name": "i-2-11-VM", "address": "10.1.1.6"}]}
+        });
+        if let Some(d) = display {
+            v["vm_display_name"] = json!(d);
+        }
+        serde_json::from_value(v).expect("an interface config")
+    }
+
+    #[test]
+    fn the_host_name_is_the_display_name_when_it_is_a_label_else_the_instance_name() {
+        assert_eq!(host_name(&config(Some("web-1"))).as_deref(), Some("web-1"));
+        assert_eq!(
+            host_name(&config(Some("my web server"))).as_deref(),
+            Some("i-2-10-VM")
+        );
+        assert_eq!(host_name(&config(None)).as_deref(), Some("i-2-10-VM"));
+    }
+
+    #[test]
+    fn the_network_names_every_vm_by_display_name_first_then_instance_name() {
+        let n = network_names(&config(None));
+        assert_eq!(n.domain.as_deref(), Some("cs2cloud.internal"));
+        let five = Ipv4Addr::new(10, 1, 1, 5);
+        let six = Ipv4Addr::new(10, 1, 1, 6);
+        assert_eq!(
+            n.hosts,
+            vec![
+                ("web-1".to_string(), five),
+                ("i-2-10-VM".to_string(), five),
+                ("i-2-11-VM".to_string(), six)
+            ]
+        );
+    }
+}
