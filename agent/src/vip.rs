@@ -20,7 +20,7 @@
 //! reports as a change, so the daemon runs a pass within its poll period.
 
 use crate::config::Prefix;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use vrouter_dataplane::trap::{AgentCmd, AgentHeader, TrapReason, AGENT_HEADER_LEN};
@@ -80,6 +80,9 @@ pub struct Member {
     pub mac: MacAddr,
     /// Its pairs.
     pub pairs: Vec<Pair>,
+    /// Its own addresses (fixed and secondary): a gratuitous ARP for one of them says the VM
+    /// runs here (netfront sends one when a migrated VM resumes).
+    pub own: Vec<Ipv4Addr>,
 }
 
 impl Member {
@@ -108,6 +111,8 @@ pub type Owned = BTreeMap<(String, Ipv4Addr), Claim>;
 pub struct Claims {
     members: BTreeMap<u16, Member>,
     owned: Owned,
+    /// Ports whose VM announced one of its own addresses since they were bound.
+    arrived: BTreeSet<String>,
     gen: u64,
 }
 
@@ -124,6 +129,8 @@ impl Claims {
         if self.owned.len() != before {
             self.gen += 1;
         }
+        self.arrived
+            .retain(|port| members.values().any(|m| &m.port == port));
         self.members = members;
     }
 
@@ -131,6 +138,13 @@ impl Claims {
     /// address's owner. Returns the (VRF, VIP) whose owner changed.
     pub fn garp(&mut self, g: &Garp) -> Option<(String, Ipv4Addr)> {
         let m = self.members.get(&g.vif)?;
+        if m.own.contains(&g.ip) && g.mac == m.mac {
+            if !self.arrived.insert(m.port.clone()) {
+                return None;
+            }
+            self.gen += 1;
+            return Some((m.vrf.clone(), g.ip));
+        }
         if !m.may_announce(g.mac, g.ip) {
             return None;
         }
@@ -162,6 +176,15 @@ impl Claims {
         true
     }
 
+    /// A port whose own address a previous run of the agent routed to it (the VM ran here).
+    pub fn adopt_arrival(&mut self, port: String) -> bool {
+        let new = self.arrived.insert(port);
+        if new {
+            self.gen += 1;
+        }
+        new
+    }
+
     /// The shim stored our advertisement of `prefix` in `vrf` at revision `rev`.
     pub fn advertised(&mut self, vrf: &str, prefix: Prefix, rev: u64) {
         if prefix.len != 32 {
@@ -182,6 +205,11 @@ impl Claims {
                 self.gen += 1;
             }
         }
+    }
+
+    /// Ports whose VM announced its own address (it runs here: a migration arrived).
+    pub fn arrived(&self) -> &BTreeSet<String> {
+        &self.arrived
     }
 
     /// The VIPs owned here.
@@ -248,6 +276,7 @@ mod tests {
                     vrf: "v1".into(),
                     mac,
                     pairs: vec![pair],
+                    own: vec![Ipv4Addr::new(10, 1, 1, u8::try_from(vif).unwrap_or(0))],
                 };
                 (vif, m)
             })
@@ -301,5 +330,25 @@ mod tests {
         left.remove(&4);
         c.set_members(left);
         assert!(c.owned().is_empty(), "the owner left the host");
+    }
+
+    #[test]
+    fn a_vm_announcing_its_own_address_has_arrived_once() {
+        let mut c = Claims::default();
+        c.set_members(members());
+        let own = Garp {
+            vif: 3,
+            mac: MAC1,
+            ip: Ipv4Addr::new(10, 1, 1, 3),
+        };
+        assert_eq!(c.garp(&own), Some(("v1".into(), own.ip)));
+        assert_eq!(c.garp(&own), None, "once");
+        assert!(c.arrived().contains("vif1.0"));
+        let spoofed = Garp { mac: MAC2, ..own };
+        let mut d = Claims::default();
+        d.set_members(members());
+        assert_eq!(d.garp(&spoofed), None, "not from its MAC");
+        c.set_members(BTreeMap::new());
+        assert!(c.arrived().is_empty(), "unbound: forgotten");
     }
 }

@@ -6,10 +6,12 @@
 //! largest TCP write-to-read delay (the stall), the time from B's binding to C's re-point.
 //!
 //! The move, as Xen does it, in namespaces: the VM namespace has a second interface `eth1`
-//! (same MAC) whose dom0 end `vif9.0` lives on B; the VM pauses on A (`eth0` down), the
-//! destination vif connects (xenstore on B: backend `state` 4, `hotplug-status` connected),
-//! the VM resumes on B (its address on `eth1`, a gratuitous ARP like netfront's on resume),
-//! and the source domain goes (its xenstore backend removed, `vif1.0` deleted on A).
+//! (same MAC) whose dom0 end `vif9.0` lives on B; the destination vif connects while the VM
+//! still runs on A (xenstore on B: backend `state` 4, `hotplug-status` connected) and B programs
+//! it, but nobody re-points (asserted: C keeps A's label, only A advertises); the VM pauses on A
+//! (`eth0` down) and resumes on B (its address on `eth1`, a gratuitous ARP like netfront's on
+//! resume), which is what moves the route; then the source domain goes (its xenstore backend
+//! removed, `vif1.0` deleted on A).
 //!
 //! Needs root, `ip`, `ping`, `busybox`, `xenstore-write`, `xenstore-rm` and the daemons built
 //! (see `ns_controller.rs`). Namespaces `vrt3-m20mig-<pid>-<role>`.
@@ -153,18 +155,41 @@ fn destination_nic(vm: &Ns, b: &Ns) {
     sh(&format!("ip -n {} link set vif9.0 up", b.name));
 }
 
-/// Pause on A, the destination vif connects on B, resume on B (address, default route and a
-/// gratuitous ARP on `eth1`). Returns when B's binding was written.
-fn migrate(h: &Hosts, vm: &Ns) -> Instant {
+/// The destination vif connects on B while the VM still runs on A (Xen creates the destination
+/// domain and its devices before copying memory): B programs it, and nobody re-points yet.
+/// Returns B's label for the VM.
+fn prepare_destination(h: &Hosts, label_a: Option<u64>) -> u64 {
+    xs_plug(h.xs(B), 9, VM, VMI, MAC);
+    let label_b = wait_for(Duration::from_secs(15), || h.label_of(B, "vif9.0"));
+    let label_b = label_b.unwrap_or_else(|| panic!("B did not program vif9.0\n{}", h.logs()));
+    // Give the agents time to (wrongly) advertise and re-point; they must not.
+    std::thread::sleep(Duration::from_secs(1));
+    let at_c = h.route(C, PREFIX).and_then(|r| r["label"].as_u64());
+    assert_eq!(
+        at_c,
+        label_a,
+        "C re-pointed before the VM resumed on B\n{}",
+        h.logs()
+    );
+    let ads: Vec<_> = routes(&h.api)
+        .into_iter()
+        .filter(|r| r["prefix"] == PREFIX)
+        .collect();
+    assert_eq!(ads.len(), 1, "only A advertises the VM yet: {ads:?}");
+    label_b
+}
+
+/// Pause on A, resume on B (address, default route and a gratuitous ARP on `eth1`, as
+/// netfront sends on resume). Returns when the VM resumed.
+fn pause_and_resume(vm: &Ns) -> Instant {
     vm.exec("ip link set eth0 down");
     vm.exec("ip addr flush dev eth0");
-    xs_plug(h.xs(B), 9, VM, VMI, MAC);
-    let bound = Instant::now();
     vm.exec(&format!("ip addr add {IP}/24 dev eth1"));
     vm.exec("ip link set eth1 up");
+    let resumed = Instant::now();
     vm.exec("ip route replace default via 10.1.1.1 dev eth1");
     vm.exec(&format!("busybox arping -U -c 1 -I eth1 {IP}"));
-    bound
+    resumed
 }
 
 /// The labels of every vif on host `i` by name.
@@ -259,16 +284,15 @@ fn ns_migration_moves_the_route_keeps_tcp_and_cleans_up_the_old_host() {
     );
     std::thread::sleep(Duration::from_secs(2));
 
+    let label_b = prepare_destination(&h, label_a);
     moved.store(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
-    let bound = migrate(&h, &vm);
+    let bound = pause_and_resume(&vm);
     // C re-points to B's label for the VM; A still has the vif until the source goes.
     let repointed = wait_for(Duration::from_secs(15), || {
-        let lb = h.label_of(B, "vif9.0")?;
         let r = h.route(C, PREFIX)?;
-        (r["label"].as_u64() == Some(lb)).then(|| (bound.elapsed(), lb))
+        (r["label"].as_u64() == Some(label_b)).then(|| bound.elapsed())
     });
-    let (repoint, label_b) =
-        repointed.unwrap_or_else(|| panic!("C did not re-point to B\n{}", h.logs()));
+    let repoint = repointed.unwrap_or_else(|| panic!("C did not re-point to B\n{}", h.logs()));
     std::thread::sleep(Duration::from_millis(500));
     xs_unplug(h.xs(A), 1);
     sh(&format!("ip -n {} link del vif1.0", h.hosts[A].ns.name));
@@ -294,7 +318,7 @@ fn ns_migration_moves_the_route_keeps_tcp_and_cleans_up_the_old_host() {
     let last = seqs.iter().copied().max().unwrap_or(0);
     let lost: Vec<u64> = (1..=last).filter(|s| !seqs.contains(s)).collect();
     eprintln!(
-        "migration: C re-pointed {repoint:?} after B's binding, A cleaned up {cleaned:?} after; \
+        "migration: C re-pointed {repoint:?} after the VM resumed on B, A cleaned up {cleaned:?} after; \
          ping every 10 ms: {sent} sent, {} answered, {} lost ({} ms without answers); \
          tcp: {} chunks, {} sent after the move began, largest write-to-read delay {:?}, \
          error {:?}",

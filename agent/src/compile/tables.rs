@@ -119,7 +119,7 @@ impl<'a> Builder<'a> {
         want.labels.insert(label, nh);
         self.if_nh.insert(&i.name, (vif, nh));
         // The fixed IP, the secondary IPs and the pair addresses this interface owns now.
-        for addr in i.addresses() {
+        for addr in i.routed_addresses() {
             self.out
                 .desired
                 .routes

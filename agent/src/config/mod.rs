@@ -148,6 +148,10 @@ pub struct Interface {
     /// The pairs' addresses this interface owns now (its member announced them last): their
     /// /32s go to it.
     pub vips: Vec<Ipv4Addr>,
+    /// Migrating in: the VMI's address is still advertised by another host and the VM has not
+    /// announced itself here yet. The vif is programmed (port, nexthop, label) but its
+    /// addresses are neither routed to it nor advertised until then.
+    pub standby: bool,
 }
 
 impl Interface {
@@ -157,6 +161,11 @@ impl Interface {
         std::iter::once(self.ip)
             .chain(self.secondary.iter().copied())
             .chain(self.vips.iter().copied())
+    }
+
+    /// The addresses routed to the interface and advertised: none while it is on standby.
+    pub fn routed_addresses(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        self.addresses().filter(|_| !self.standby)
     }
 }
 

@@ -360,6 +360,7 @@ fn check_interface_rest(
         secondary: Vec::new(),
         pairs: Vec::new(),
         vips: Vec::new(),
+        standby: false,
     })
 }
 

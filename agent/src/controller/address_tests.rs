@@ -296,3 +296,63 @@ fn a_restarted_agent_keeps_the_vip_where_the_dataplane_routes_it_unless_another_
     });
     assert_eq!(st.build(&settings()).yielded, [(VRF.to_string(), VIP)]);
 }
+
+#[test]
+fn a_vm_migrating_in_waits_for_its_gratuitous_arp_before_its_route_moves_here() {
+    let mut st = state();
+    let mut dp = MemDataplane::new(u32::from(Ipv4Addr::new(10, 0, 0, 1)));
+    let mut alloc = Allocations::default();
+    // Host h2 still advertises vif5.0's VMI (the VM runs there until it resumes here).
+    let there = json!({"host": "h2", "vrf": VRF, "prefix": "10.1.1.3/32", "label": 41,
+                       "nexthop": "10.0.0.2", "vmi_uuid": VMI1});
+    st.apply_watch(&WatchReply {
+        rev: 5,
+        reset: false,
+        events: vec![ev(
+            5,
+            &format!("route/{VRF}/10.1.1.3/32/h2"),
+            there,
+            EventKind::Route,
+        )],
+    });
+    let built = st.build(&settings());
+    let i = built
+        .config
+        .interfaces
+        .iter()
+        .find(|i| i.name == "vif5.0")
+        .expect("programmed");
+    assert!(i.standby);
+    let d = program(&st, &mut dp, &mut alloc);
+    assert!(
+        d.vifs.iter().any(|v| v.name == "vif5.0"),
+        "the port is bound"
+    );
+    let r = d
+        .routes
+        .iter()
+        .find(|r| r.prefix == u32::from(Ipv4Addr::new(10, 1, 1, 3)))
+        .expect("a route");
+    assert_eq!(r.route.label, Some(41), "still to the old host");
+    let idx = DumpIndex::new(dp.dump());
+    let c = compile(&built.config, &idx, &mut alloc, &Limits::default()).expect("compile");
+    let ads = adverts(&built.config, &c, &built.vmi_of_port);
+    assert!(
+        !ads.keys().any(|(_, p)| p.to_string() == "10.1.1.3/32"),
+        "not advertised: {ads:?}"
+    );
+
+    // The VM announced itself here: routed here and advertised.
+    st.arrived.insert("vif5.0".into());
+    let d = program(&st, &mut dp, &mut alloc);
+    assert_eq!(
+        routed_to(&d, Ipv4Addr::new(10, 1, 1, 3)).as_deref(),
+        Some("vif5.0")
+    );
+    // A restarted agent finds it active from the dataplane.
+    let fresh = state();
+    assert_eq!(
+        dataplane_arrivals(&fresh, &DumpIndex::new(dp.dump())),
+        ["vif5.0", "vif6.0"]
+    );
+}

@@ -29,7 +29,7 @@ pub fn adverts(cfg: &Config, compiled: &Compiled, vmi_of_port: &BTreeMap<String,
         if crate::compile::SystemNet::of_vrf(&net.vrf).is_some() {
             continue; // reached over the underlay or host-local: nothing to advertise
         }
-        for addr in i.addresses() {
+        for addr in i.routed_addresses() {
             out.insert((net.vrf.clone(), Ipv4Prefix::host(addr)), (label, *vmi));
         }
     }
@@ -38,6 +38,9 @@ pub fn adverts(cfg: &Config, compiled: &Compiled, vmi_of_port: &BTreeMap<String,
         else {
             continue;
         };
+        if ifaces.get(f.interface.as_str()).is_some_and(|i| i.standby) {
+            continue; // migrating in: the old host still serves it
+        }
         let label = compiled.table_labels.get(&net.vrf).copied().map(Label::new);
         if let Some(Ok(label)) = label {
             out.insert(

@@ -208,6 +208,7 @@ impl<'a> Builder<'a> {
             .collect();
         let vips = self.owned_vips(&a.vrf, &port.name, &pairs, item);
         self.floating_ips(c, &a.vrf, &port.name, item);
+        let standby = self.migrating_in(vmi, &a, &port.name);
         self.out.vmi_of_port.insert(port.name.clone(), vmi);
         self.interfaces.push(Interface {
             name: port.name.clone(),
@@ -220,6 +221,7 @@ impl<'a> Builder<'a> {
             vm_uuid: c.vm_uuid.map(|u| u.to_string()),
             service: c.is_service_interface(),
             hostname: host_name(c),
+            standby,
             secondary,
             pairs,
             vips,
@@ -275,6 +277,16 @@ impl<'a> Builder<'a> {
             }
         }
         out
+    }
+
+    /// Whether the interface is migrating in: another host still advertises its address for
+    /// the same VMI, and its VM has not announced itself here yet (see [`crate::vip`]).
+    fn migrating_in(&self, vmi: Uuid, a: &Addressing, port: &str) -> bool {
+        let p = Ipv4Prefix::host(a.ip);
+        !self.st.arrived.contains(port)
+            && self.st.routes.values().any(|(_, r)| {
+                r.host != self.s.host && r.vmi_uuid == Some(vmi) && r.vrf == a.vrf && r.prefix == p
+            })
     }
 
     /// Whether another host advertised `ip`/32 in `vrf` after our advertisement at `rev`.
@@ -429,12 +441,7 @@ impl<'a> Builder<'a> {
     fn local_prefixes(&self) -> HashSet<(String, Prefix)> {
         self.interfaces
             .iter()
-            .flat_map(|i| {
-                let more = i.secondary.iter().chain(&i.vips).copied();
-                std::iter::once(i.ip)
-                    .chain(more)
-                    .map(|a| (i.network.clone(), a))
-            })
+            .flat_map(|i| i.routed_addresses().map(|a| (i.network.clone(), a)))
             .chain(self.fips.iter().map(|f| (f.network.clone(), f.address)))
             .map(|(vrf, a)| (vrf, Ipv4Prefix::host(a)))
             .collect()

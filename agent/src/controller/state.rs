@@ -39,6 +39,9 @@ pub struct ControllerState {
     /// Allowed-address-pair VIPs owned by a local member (copied from [`crate::vip`] before
     /// each build).
     pub claims: crate::vip::Owned,
+    /// Ports whose VM announced its own address (copied from [`crate::vip`] before each
+    /// build): a VM that migrated here runs here now.
+    pub arrived: std::collections::BTreeSet<String>,
 }
 
 impl ControllerState {
