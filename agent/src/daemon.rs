@@ -476,7 +476,8 @@ impl<S: ConfigSource> Agent<S> {
         self.health.set_status(|s| {
             s.bindings = compiled.bindings;
             s.table_labels = compiled.table_labels;
-            s.warnings = compiled.warnings;
+            s.warnings = self.source.warnings();
+            s.warnings.extend(compiled.warnings);
             s.last_error = None;
         });
         self.dirty = false;

@@ -7,7 +7,7 @@
 //! one thread: scrapes are rare and small, and a full HTTP stack would be most of the agent.
 
 use crate::compile::Binding;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{Read, Write};
@@ -50,7 +50,7 @@ pub struct Health {
 }
 
 /// The agent's view of what it programmed.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Status {
     /// Where the config comes from.
     pub config_source: String,

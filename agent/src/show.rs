@@ -191,6 +191,39 @@ pub fn vif_text(vifs: &[VifView], legend: bool) -> String {
     s
 }
 
+/// `vrctl agent`: the agent's view from its `/status`: bound interfaces, then every item it
+/// could not program (an interface left unbound and why), then its last error.
+pub fn agent_text(s: &crate::metrics::Status) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "Config source: {}", s.config_source);
+    let _ = writeln!(out, "Dataplane: {}\n", s.dp_socket);
+    let _ = writeln!(
+        out,
+        "{:<12} {:>5} {:>5} {:>7} {:>7}  Network",
+        "Interface", "Vif", "Vrf", "Nh", "Label"
+    );
+    for b in &s.bindings {
+        let label = if b.label == 0 {
+            "-".to_string()
+        } else {
+            b.label.to_string()
+        };
+        let _ = writeln!(
+            out,
+            "{:<12} {:>5} {:>5} {:>7} {:>7}  {}",
+            b.name, b.vif, b.vrf, b.nh, label, b.network
+        );
+    }
+    let _ = writeln!(out, "\nWarnings: {}", s.warnings.len());
+    for w in &s.warnings {
+        let _ = writeln!(out, "  {w}");
+    }
+    if let Some(e) = &s.last_error {
+        let _ = writeln!(out, "\nLast error: {e}");
+    }
+    out
+}
+
 /// One VRF, for JSON.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct VrfView {

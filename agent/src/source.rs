@@ -56,6 +56,11 @@ pub trait ConfigSource: Send + std::fmt::Debug {
     fn adopt(&mut self, _dp: &DumpIndex) -> bool {
         false
     }
+    /// Items of the last `load` that could not be programmed (one line each), shown in the
+    /// agent's `/status` with the compile step's.
+    fn warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// The declarative config file, reloaded on SIGHUP.
@@ -105,5 +110,8 @@ impl<T: ConfigSource + ?Sized> ConfigSource for Box<T> {
     }
     fn adopt(&mut self, dp: &DumpIndex) -> bool {
         (**self).adopt(dp)
+    }
+    fn warnings(&self) -> Vec<String> {
+        (**self).warnings()
     }
 }

@@ -18,7 +18,7 @@
 
 mod common;
 
-use common::cloud::{setup, start_agent, start_dp, start_shim, vif, Api, Bins, Proc, TOKEN};
+use common::cloud::{setup, start_dp, start_shim, vif, Api, Bins, Proc, TOKEN};
 use common::{require, sh, tempdir, vrctl_json, wait_for, Ns};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -103,17 +103,7 @@ fn vrouter_host(bins: &Bins, ul: &Underlay, test: &str, d: &Path, tag: &str, ip:
     assert!(wait_for(Duration::from_secs(5), || xs.exists().then_some(())).is_some());
     let fab = format!("--fabric fab0 --fabric-port-kind af_packet --fabric-ip {ip}");
     let (dp, sock, pkt0) = start_dp(bins, &ns, d, tag, &fab);
-    let agent = start_agent(
-        Some(&ns),
-        d,
-        tag,
-        &ul.api.base,
-        tag,
-        &xs,
-        &sock,
-        &pkt0,
-        Some(TOKEN),
-    );
+    let agent = agent(&ns, d, tag, &ul.api.base, &xs, &sock, &pkt0);
     Host {
         ns,
         xs,
@@ -123,6 +113,27 @@ fn vrouter_host(bins: &Bins, ul: &Underlay, test: &str, d: &Path, tag: &str, ip:
         _dp: dp,
         _xsd: xsd,
     }
+}
+
+/// The agent of host `tag` (as `common::cloud::start_agent` starts it) with its status served
+/// on the namespace's loopback (`vrctl agent`).
+fn agent(ns: &Ns, d: &Path, tag: &str, url: &str, xs: &Path, dp: &Path, pkt0: &Path) -> Proc {
+    Proc::spawn(
+        Some(ns),
+        &format!(
+            "{} --controller {url} --hostname {tag} --xenstore --xenstore-socket {} \
+             --dp-socket {} --agent-socket {} --agent-local-socket {} --state-dir {} \
+             --poll-ms 50 --metrics 127.0.0.1:9469",
+            env!("CARGO_BIN_EXE_vrouter-agent"),
+            xs.display(),
+            dp.display(),
+            pkt0.display(),
+            d.join(format!("agent-pkt0-{tag}.sock")).display(),
+            d.join(format!("state-{tag}")).display(),
+        ),
+        &d.join(format!("agent-{tag}.log")),
+        &[("RUST_LOG", "info"), ("VROUTER_SHIM_TOKEN", TOKEN)],
+    )
 }
 
 /// A guest network (`10.1.N.0/24`, gateway `.1`), optionally with a policy attached.
@@ -419,6 +430,23 @@ fn ns_system_vm_on_ip_fabric_and_link_local() {
         "{log}"
     );
     assert!(vif(&ha.sock, "vif8.0").is_none(), "vif8.0 was bound");
+    // `vrctl agent` shows both, and the system VM's bindings without a label.
+    let st = ha.ns.exec(&format!(
+        "{} agent --metrics 127.0.0.1:9469",
+        env!("CARGO_BIN_EXE_vrctl")
+    ));
+    assert!(
+        st.contains(
+            "a link-local address must be in 169.254.0.0/16, 10.9.9.9 is not; left unbound"
+        ) && st.contains("default-virtual-network has no subnet")
+            && st
+                .lines()
+                .any(|l| l.starts_with("vif1.1 ") && l.contains(" -  "))
+            && st
+                .lines()
+                .any(|l| l.starts_with("vif1.0 ") && l.ends_with("ip-fabric")),
+        "{st}"
+    );
     // ... and everything else still works.
     assert!(ping_ok(&ha.ns, "169.254.3.4") && ping_ok(&hb, "10.0.0.50"));
 
@@ -426,17 +454,7 @@ fn ns_system_vm_on_ip_fabric_and_link_local() {
     // reconcile changes nothing.
     let before = ha.agent.log().matches("reconciled:").count();
     ha.agent.kill9();
-    ha.agent = start_agent(
-        Some(&ha.ns),
-        d,
-        "ha",
-        &ul.api.base,
-        "ha",
-        &ha.xs,
-        &ha.sock,
-        &ha.pkt0,
-        Some(TOKEN),
-    );
+    ha.agent = agent(&ha.ns, d, "ha", &ul.api.base, &ha.xs, &ha.sock, &ha.pkt0);
     let passes = wait_for(WAIT, || {
         let log = ha.agent.log();
         let lines: Vec<String> = log

@@ -83,6 +83,13 @@ enum Cmd {
     },
     /// Daemon identity, host config and table sizes (`vrouter --info`).
     Info,
+    /// The agent's view (its `/status` on `--metrics`): bound interfaces with their labels,
+    /// and every interface it left unbound with the reason.
+    Agent {
+        /// The agent's `--metrics` address.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9469")]
+        metrics: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -154,6 +161,8 @@ enum Error {
     Usage(String),
     #[error("unexpected answer from the dataplane: {0}")]
     Unexpected(&'static str),
+    #[error("{0}")]
+    Agent(String),
 }
 
 struct Ctx {
@@ -350,6 +359,9 @@ fn parse_prefix(s: &str) -> Result<(u32, u8), Error> {
 
 /// Connects to the dataplane and runs one subcommand.
 fn run(cli: Cli) -> Result<(), Error> {
+    if let Cmd::Agent { metrics } = &cli.cmd {
+        return agent_status(metrics, cli.json);
+    }
     let mut c = Ctx {
         client: CtlClient::connect(&cli.socket)?,
         json: cli.json,
@@ -372,7 +384,37 @@ fn run(cli: Cli) -> Result<(), Error> {
         } => vif_stats(&mut c, vif.as_deref()),
         Cmd::Drops { nonzero } => drops(&mut c, nonzero),
         Cmd::Info => info(&mut c),
+        Cmd::Agent { .. } => Ok(()),
     }
+}
+
+/// `vrctl agent`: GET `/status` from the agent's metrics address (loopback HTTP, no proxy).
+fn agent_status(addr: &str, json: bool) -> Result<(), Error> {
+    use std::io::{Read, Write};
+    let fail = |e: &dyn std::fmt::Display| Error::Agent(format!("agent at {addr}: {e}"));
+    let mut s = std::net::TcpStream::connect(addr).map_err(|e| fail(&e))?;
+    let t = Some(std::time::Duration::from_secs(5));
+    s.set_read_timeout(t).map_err(|e| fail(&e))?;
+    s.write_all(b"GET /status HTTP/1.1\r\nHost: vrctl\r\nConnection: close\r\n\r\n")
+        .map_err(|e| fail(&e))?;
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).map_err(|e| fail(&e))?;
+    let (head, body) = reply
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| fail(&"no HTTP answer"))?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(fail(&head.lines().next().unwrap_or("?")));
+    }
+    let st: vrouter_agent::metrics::Status = serde_json::from_str(body).map_err(|e| fail(&e))?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&st).map_err(|e| fail(&e))?
+        );
+    } else {
+        print!("{}", show::agent_text(&st));
+    }
+    Ok(())
 }
 
 /// `vif list` / `vif get`: interfaces with their VRFs' names.

@@ -73,7 +73,7 @@ pub struct Desired {
 }
 
 /// One local interface as programmed (the agent's "binding" view).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Binding {
     /// OS name.
     pub name: String,

@@ -1,13 +1,18 @@
 //! System-network interfaces as the controller describes them (issue 19). CloudStack puts its
 //! system VMs' NICs on `ip-fabric` (Management, Storage) and `__link_local__` (Control), which
 //! the compile step serves (see [`crate::compile::SystemNet`]). An interface on any other
-//! network without IPAM (no subnet on the network or its address: a system network this agent
-//! does not know, such as `default-virtual-network`) would otherwise land in an isolated VRF
-//! with no subnet, gateway, DHCP or route: it is refused instead, with a clear reason, and
-//! left unbound.
+//! network of `default-domain:default-project` (where CloudStack's system networks live)
+//! without IPAM (no subnet on the network or its address: a system network this agent does not
+//! know, such as `default-virtual-network`) would otherwise land in an isolated VRF with no
+//! subnet, gateway, DHCP or route: it is refused instead, with a clear reason, and left
+//! unbound. (The shim gives such an interface no address: the check comes first, so the
+//! reason is this and not the missing address.)
 
 use crate::compile::{SystemNet, IP_FABRIC_VRF, LINK_LOCAL_VRF};
 use vrouter_api::interface::InterfaceConfig;
+
+/// Where CloudStack's system networks (and the shim's default network) live.
+const SYSTEM_PROJECT: &str = "default-domain:default-project:";
 
 /// Whether the interface can be programmed as far as system networks go; the error says why
 /// not (the network is an unknown system network).
@@ -15,7 +20,7 @@ pub(super) fn check(c: &InterfaceConfig) -> Result<(), String> {
     let Some(n) = &c.network else {
         return Ok(()); // no network at all: reported as such by the addressing
     };
-    if SystemNet::of_vrf(&n.vrf).is_some() {
+    if SystemNet::of_vrf(&n.vrf).is_some() || !n.vrf.starts_with(SYSTEM_PROJECT) {
         return Ok(());
     }
     let ipam = !n.subnets.is_empty()
@@ -53,6 +58,8 @@ mod tests {
         assert_eq!(check(&iface(LINK_LOCAL_VRF, "", "")), Ok(()));
         assert_eq!(check(&iface("d:p:net1", "10.0.0.0/24", "")), Ok(()));
         assert_eq!(check(&iface("d:p:net1", "", "10.0.0.0/24")), Ok(()));
+        // A project's network whose subnets the view left out is not a system network.
+        assert_eq!(check(&iface("default-domain:admin:net1", "", "")), Ok(()));
         let e = check(&iface(
             "default-domain:default-project:default-virtual-network",
             "",
