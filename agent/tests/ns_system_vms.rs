@@ -450,6 +450,10 @@ fn ns_system_vm_on_ip_fabric_and_link_local() {
     // ... and everything else still works.
     assert!(ping_ok(&ha.ns, "169.254.3.4") && ping_ok(&hb, "10.0.0.50"));
 
+    eprintln!(
+        "{}\n{st}",
+        common::stdout(&common::vrctl(&ha.sock, &["vif", "list"]))
+    );
     // A restarted agent (kill -9) finds dom0's tap and every interface as it left them: its
     // reconcile changes nothing.
     let before = ha.agent.log().matches("reconciled:").count();
