@@ -254,6 +254,9 @@ fn run(opts: &Pkt0Options, sock: &UnixDatagram, handle: &PlanHandle) {
     let mut last_hello: Option<Instant> = None;
     let mut down_logged = false;
     let mut buf = vec![0u8; 65_536];
+    let mut batch = Batch::new();
+    let dest = unix_addr(&opts.dp_socket);
+    let mut outbox: Vec<Vec<u8>> = Vec::new();
     let start = Instant::now();
     let mut next_expire = 0u64;
     if let Err(e) = sock.set_nonblocking(true) {
@@ -284,19 +287,12 @@ fn run(opts: &Pkt0Options, sock: &UnixDatagram, handle: &PlanHandle) {
         let (traps, replies) = wait(sock, up.sock.as_ref(), Duration::from_millis(100));
         let now = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
         svc.set_now(now);
-        let inject = |out: &[u8]| {
-            if let Err(e) = sock.send_to(out, &opts.dp_socket) {
-                log::debug!("pkt0: inject: {e}");
-            }
-        };
         if traps {
-            drain_traps(sock, &mut svc, &mut buf, &inject);
+            drain_traps(sock, &mut svc, &mut batch, &mut outbox);
         }
         if replies {
             while let Some(n) = up.recv(&mut buf) {
-                if let Some(f) = svc.dns_upstream_reply(&buf[..n]) {
-                    inject(&f);
-                }
+                outbox.extend(svc.dns_upstream_reply(&buf[..n]));
             }
         }
         for q in svc.take_dns_forwards() {
@@ -308,7 +304,11 @@ fn run(opts: &Pkt0Options, sock: &UnixDatagram, handle: &PlanHandle) {
             if !late.is_empty() {
                 up.next_server();
             }
-            late.iter().for_each(|f| inject(f));
+            outbox.extend(late);
+        }
+        match &dest {
+            Some(d) => send_all(sock, d, &mut outbox),
+            None => outbox.clear(),
         }
     }
 }
@@ -316,15 +316,16 @@ fn run(opts: &Pkt0Options, sock: &UnixDatagram, handle: &PlanHandle) {
 /// Most datagrams read from one socket per wake-up (others get their turn).
 const BATCH: usize = 256;
 
-/// Handles the trapped packets waiting on `sock`.
+/// Handles the trapped packets waiting on `sock` (at most [`BATCH`] per call), queueing the
+/// answers in `outbox`.
 fn drain_traps(
     sock: &UnixDatagram,
     svc: &mut PacketServices,
-    buf: &mut [u8],
-    inject: &dyn Fn(&[u8]),
+    batch: &mut Batch,
+    outbox: &mut Vec<Vec<u8>>,
 ) {
-    for _ in 0..BATCH {
-        let n = match sock.recv(buf) {
+    for _ in 0..BATCH / MMSG {
+        let n = match batch.recv(sock) {
             Ok(n) => n,
             Err(e)
                 if matches!(
@@ -340,15 +341,148 @@ fn drain_traps(
                 return;
             }
         };
-        if let Some(g) = crate::vip::parse_garp(&buf[..n]) {
-            if let Some((vrf, ip)) = crate::vip::registry().garp(&g) {
-                log::info!("vip: {ip} in {vrf} announced by vif {} ({})", g.vif, g.mac);
+        for pkt in batch.datagrams(n) {
+            if let Some(g) = crate::vip::parse_garp(pkt) {
+                if let Some((vrf, ip)) = crate::vip::registry().garp(&g) {
+                    log::info!("vip: {ip} in {vrf} announced by vif {} ({})", g.vif, g.mac);
+                }
             }
+            outbox.extend(svc.handle(pkt));
         }
-        for out in svc.handle(&buf[..n]) {
-            inject(&out);
+        if n < MMSG {
+            return;
         }
     }
+}
+
+/// Datagrams one recvmmsg(2) / sendmmsg(2) call moves.
+const MMSG: usize = 32;
+
+/// Receive buffers for [`MMSG`] datagrams of up to 64 KiB each (a trapped super-packet is
+/// whole).
+struct Batch {
+    bufs: Vec<Vec<u8>>,
+    lens: [usize; MMSG],
+}
+
+impl Batch {
+    fn new() -> Self {
+        Self {
+            bufs: (0..MMSG).map(|_| vec![0u8; 65_536]).collect(),
+            lens: [0; MMSG],
+        }
+    }
+
+    /// Receives what waits (up to [`MMSG`] datagrams) in one call, without blocking.
+    fn recv(&mut self, sock: &UnixDatagram) -> std::io::Result<usize> {
+        let mut iovs: Vec<libc::iovec> = self
+            .bufs
+            .iter_mut()
+            .map(|b| libc::iovec {
+                iov_base: b.as_mut_ptr().cast(),
+                iov_len: b.len(),
+            })
+            .collect();
+        let mut msgs: Vec<libc::mmsghdr> = iovs
+            .iter_mut()
+            .map(|iov| {
+                // SAFETY: an all-zero mmsghdr is valid (no name, no control, no iovec yet).
+                let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                m.msg_hdr.msg_iov = iov;
+                m.msg_hdr.msg_iovlen = 1;
+                m
+            })
+            .collect();
+        // SAFETY: `msgs` holds MMSG headers, each pointing at one iovec of `iovs` that spans a
+        // buffer of `self.bufs`; all three outlive the call and are not otherwise borrowed.
+        let n = unsafe {
+            libc::recvmmsg(
+                sock.as_raw_fd(),
+                msgs.as_mut_ptr(),
+                MMSG as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        let n = usize::try_from(n).map_err(|_| std::io::Error::last_os_error())?;
+        for (len, m) in self.lens.iter_mut().zip(&msgs).take(n) {
+            *len = m.msg_len as usize;
+        }
+        Ok(n)
+    }
+
+    /// The first `n` datagrams received.
+    fn datagrams(&self, n: usize) -> impl Iterator<Item = &[u8]> {
+        self.bufs
+            .iter()
+            .zip(self.lens)
+            .take(n)
+            .map(|(b, l)| &b[..l.min(b.len())])
+    }
+}
+
+/// The dataplane socket's address for sendmmsg(2), `None` if the path does not fit.
+fn unix_addr(path: &Path) -> Option<libc::sockaddr_un> {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    // SAFETY: an all-zero sockaddr_un is valid (empty path).
+    let mut a: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    if bytes.len() >= a.sun_path.len() {
+        log::error!("pkt0: socket path {} is too long", path.display());
+        return None;
+    }
+    a.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (d, s) in a.sun_path.iter_mut().zip(bytes) {
+        *d = *s as libc::c_char;
+    }
+    Some(a)
+}
+
+/// Sends every frame of `out` to `dest`, [`MMSG`] per call; empties `out`. A frame the
+/// dataplane does not take (its queue full, it restarting) is dropped and logged at debug.
+fn send_all(sock: &UnixDatagram, dest: &libc::sockaddr_un, out: &mut Vec<Vec<u8>>) {
+    let mut at = 0;
+    while at < out.len() {
+        let end = (at + MMSG).min(out.len());
+        let chunk = &mut out[at..end];
+        let mut iovs: Vec<libc::iovec> = chunk
+            .iter_mut()
+            .map(|f| libc::iovec {
+                iov_base: f.as_mut_ptr().cast(),
+                iov_len: f.len(),
+            })
+            .collect();
+        let mut msgs: Vec<libc::mmsghdr> = iovs
+            .iter_mut()
+            .map(|iov| {
+                // SAFETY: an all-zero mmsghdr is valid; name and iovec are set below.
+                let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                m.msg_hdr.msg_name = (dest as *const libc::sockaddr_un).cast_mut().cast();
+                m.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+                m.msg_hdr.msg_iov = iov;
+                m.msg_hdr.msg_iovlen = 1;
+                m
+            })
+            .collect();
+        // SAFETY: each header points at `dest` (only read by the kernel) and at one iovec of
+        // `iovs` spanning a frame of `out`; all outlive the call.
+        let n = unsafe {
+            libc::sendmmsg(
+                sock.as_raw_fd(),
+                msgs.as_mut_ptr(),
+                msgs.len() as libc::c_uint,
+                libc::MSG_DONTWAIT,
+            )
+        };
+        match usize::try_from(n) {
+            Ok(sent) if sent > 0 => at += sent,
+            _ => {
+                log::debug!("pkt0: inject: {}", std::io::Error::last_os_error());
+                at += 1; // drop the frame that was refused, go on with the rest
+            }
+        }
+    }
+    out.clear();
 }
 
 /// Says hello to the dataplane (it sends traps to whoever spoke last).
