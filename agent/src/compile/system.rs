@@ -488,6 +488,38 @@ network = "net1"
     }
 
     #[test]
+    fn a_restarted_agent_changes_nothing_and_a_removed_interface_leaves_no_route() {
+        let (_, mut dp) = programmed(&host());
+        // Restart without a state file: everything adopted, nothing to do.
+        let cfg = Config::parse(CFG).expect("config");
+        let idx = DumpIndex::new(dp.dump());
+        let mut fresh = Allocations::default();
+        let c = compile_with(&cfg, &idx, &mut fresh, &Limits::default(), &host()).expect("ids");
+        assert_eq!(reconcile(&c.desired, &idx), vec![]);
+        // The system VM goes: its fabric-VRF /32, both link-local routes of vif1.1 and its
+        // VRF go; vif2.1 and dom0's tap stay.
+        let mut cfg = cfg;
+        cfg.interfaces
+            .retain(|i| i.name != "vif1.0" && i.name != "vif1.1");
+        let c = compile_with(&cfg, &idx, &mut fresh, &Limits::default(), &host()).expect("ids");
+        dp.apply(reconcile(&c.desired, &idx)).expect("applied");
+        let d = dp.dump();
+        assert!(!d.routes.iter().any(|r| r.vrf == FABRIC_VRF
+            && r.plen == 32
+            && r.prefix == u32::from(Ipv4Addr::new(10, 0, 0, 50))));
+        assert!(!d
+            .routes
+            .iter()
+            .any(|r| r.prefix == u32::from(Ipv4Addr::new(169, 254, 3, 4))));
+        assert!(!d.vrfs.iter().any(|v| v.name == link_local_vm_vrf("vif1.1")));
+        assert!(d.vifs.iter().any(|v| v.name == "xapi0"));
+        assert!(d.vrfs.iter().any(|v| v.name == link_local_vm_vrf("vif2.1")));
+        let idx = DumpIndex::new(dp.dump());
+        let c = compile_with(&cfg, &idx, &mut fresh, &Limits::default(), &host()).expect("ids");
+        assert_eq!(reconcile(&c.desired, &idx), vec![], "converged");
+    }
+
+    #[test]
     fn without_dom0_tap_link_local_interfaces_wait_with_the_reason() {
         let sys = SystemHost {
             link_local: Some(LinkLocalHost {
