@@ -20,7 +20,7 @@
 //! reports as a change, so the daemon runs a pass within its poll period.
 
 use crate::config::Prefix;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use vrouter_dataplane::trap::{AgentCmd, AgentHeader, TrapReason, AGENT_HEADER_LEN};
@@ -111,8 +111,10 @@ pub type Owned = BTreeMap<(String, Ipv4Addr), Claim>;
 pub struct Claims {
     members: BTreeMap<u16, Member>,
     owned: Owned,
-    /// Ports whose VM announced one of its own addresses since they were bound.
-    arrived: BTreeSet<String>,
+    /// Ports whose VM announced one of its own addresses since they were bound, with the watch
+    /// revision the agent had reached when it took the announcement (`None` until the next
+    /// load stamps it).
+    arrived: BTreeMap<String, Option<u64>>,
     gen: u64,
 }
 
@@ -130,7 +132,7 @@ impl Claims {
             self.gen += 1;
         }
         self.arrived
-            .retain(|port| members.values().any(|m| &m.port == port));
+            .retain(|port, _| members.values().any(|m| &m.port == port));
         self.members = members;
     }
 
@@ -139,9 +141,8 @@ impl Claims {
     pub fn garp(&mut self, g: &Garp) -> Option<(String, Ipv4Addr)> {
         let m = self.members.get(&g.vif)?;
         if m.own.contains(&g.ip) && g.mac == m.mac {
-            if !self.arrived.insert(m.port.clone()) {
-                return None;
-            }
+            // The VM runs here (again): every announcement counts, the last one wins.
+            self.arrived.insert(m.port.clone(), None);
             self.gen += 1;
             return Some((m.vrf.clone(), g.ip));
         }
@@ -176,15 +177,6 @@ impl Claims {
         true
     }
 
-    /// A port whose own address a previous run of the agent routed to it (the VM ran here).
-    pub fn adopt_arrival(&mut self, port: String) -> bool {
-        let new = self.arrived.insert(port);
-        if new {
-            self.gen += 1;
-        }
-        new
-    }
-
     /// The shim stored our advertisement of `prefix` in `vrf` at revision `rev`.
     pub fn advertised(&mut self, vrf: &str, prefix: Prefix, rev: u64) {
         if prefix.len != 32 {
@@ -207,9 +199,20 @@ impl Claims {
         }
     }
 
-    /// Ports whose VM announced its own address (it runs here: a migration arrived).
-    pub fn arrived(&self) -> &BTreeSet<String> {
-        &self.arrived
+    /// Stamps the announcements taken since the last load with the watch revision `since`.
+    pub fn stamp_arrivals(&mut self, since: u64) {
+        for s in self.arrived.values_mut() {
+            s.get_or_insert(since);
+        }
+    }
+
+    /// Ports whose VM announced its own address, with the watch revision of the announcement:
+    /// another host's advertisement of the VM with a later revision means it moved there.
+    pub fn arrived(&self) -> BTreeMap<String, u64> {
+        self.arrived
+            .iter()
+            .filter_map(|(p, s)| Some((p.clone(), (*s)?)))
+            .collect()
     }
 
     /// The VIPs owned here.
@@ -333,7 +336,7 @@ mod tests {
     }
 
     #[test]
-    fn a_vm_announcing_its_own_address_has_arrived_once() {
+    fn a_vm_announcing_its_own_address_is_stamped_with_the_watch_revision() {
         let mut c = Claims::default();
         c.set_members(members());
         let own = Garp {
@@ -342,8 +345,16 @@ mod tests {
             ip: Ipv4Addr::new(10, 1, 1, 3),
         };
         assert_eq!(c.garp(&own), Some(("v1".into(), own.ip)));
-        assert_eq!(c.garp(&own), None, "once");
-        assert!(c.arrived().contains("vif1.0"));
+        assert!(c.arrived().is_empty(), "not stamped yet");
+        c.stamp_arrivals(7);
+        assert_eq!(c.arrived().get("vif1.0"), Some(&7));
+        assert_eq!(
+            c.garp(&own),
+            Some(("v1".into(), own.ip)),
+            "every one counts"
+        );
+        c.stamp_arrivals(9);
+        assert_eq!(c.arrived().get("vif1.0"), Some(&9), "the last one");
         let spoofed = Garp { mac: MAC2, ..own };
         let mut d = Claims::default();
         d.set_members(members());

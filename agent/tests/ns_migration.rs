@@ -145,6 +145,32 @@ fn ping_result(out: &str) -> (Vec<u64>, u64) {
     (seqs, sent)
 }
 
+/// A ping every 10 ms from `from` to the VM (at most 60 s), its output to `log`.
+fn start_ping(from: &Ns, log: &Path) -> Proc {
+    Proc::spawn(
+        Some(from),
+        &format!("ping -i 0.01 -c 5000 -w 60 {IP}"),
+        log,
+        &[],
+    )
+}
+
+/// Stops a ping (SIGINT: it prints its summary): answered sequence numbers, sent, the last
+/// answered, the lost ones before it, and its output.
+fn stop_ping(p: &Proc, log: &Path) -> (Vec<u64>, u64, u64, Vec<u64>, String) {
+    p.signal(libc::SIGINT);
+    let out = wait_for(Duration::from_secs(5), || {
+        std::fs::read_to_string(log)
+            .ok()
+            .filter(|o| o.contains("packets transmitted"))
+    })
+    .unwrap_or_default();
+    let (seqs, sent) = ping_result(&out);
+    let last = seqs.iter().copied().max().unwrap_or(0);
+    let lost: Vec<u64> = (1..=last).filter(|s| !seqs.contains(s)).collect();
+    (seqs, sent, last, lost, out)
+}
+
 /// The VM's second NIC: `eth1` (same MAC, down) whose dom0 end is `vif9.0` on host `b`.
 fn destination_nic(vm: &Ns, b: &Ns) {
     sh(&format!(
@@ -223,7 +249,7 @@ fn ns_migration_moves_the_route_keeps_tcp_and_cleans_up_the_old_host() {
         MAC_PEER,
         "10.1.1.22",
     );
-    let _bystander = vm_ns(
+    let bystander = vm_ns(
         "m20mig",
         "by",
         &h.hosts[A].ns,
@@ -276,12 +302,9 @@ fn ns_migration_moves_the_route_keeps_tcp_and_cleans_up_the_old_host() {
     let t0 = Instant::now();
     let stream = tcp_stream(&vm.name, &peer.name, t0, stop.clone(), moved.clone());
     let ping_log = h.dir.path().join("ping.log");
-    let ping = Proc::spawn(
-        Some(&peer),
-        &format!("ping -i 0.01 -c 5000 -w 60 {IP}"),
-        &ping_log,
-        &[],
-    );
+    let ping = start_ping(&peer, &ping_log);
+    let by_log = h.dir.path().join("ping-bystander.log");
+    let by_ping = start_ping(&bystander, &by_log);
     std::thread::sleep(Duration::from_secs(2));
 
     let label_b = prepare_destination(&h, label_a);
@@ -293,6 +316,13 @@ fn ns_migration_moves_the_route_keeps_tcp_and_cleans_up_the_old_host() {
         (r["label"].as_u64() == Some(label_b)).then(|| bound.elapsed())
     });
     let repoint = repointed.unwrap_or_else(|| panic!("C did not re-point to B\n{}", h.logs()));
+    // A re-points too (the VM announced itself on B after its last announcement on A), while
+    // its vif still exists: the bystander there reaches the VM on B.
+    let a_repointed = wait_for(Duration::from_secs(15), || {
+        let r = h.route(A, PREFIX)?;
+        (r["label"].as_u64() == Some(label_b)).then(|| bound.elapsed())
+    });
+    let a_repoint = a_repointed.unwrap_or_else(|| panic!("A did not re-point to B\n{}", h.logs()));
     std::thread::sleep(Duration::from_millis(500));
     xs_unplug(h.xs(A), 1);
     sh(&format!("ip -n {} link del vif1.0", h.hosts[A].ns.name));
@@ -305,23 +335,17 @@ fn ns_migration_moves_the_route_keeps_tcp_and_cleans_up_the_old_host() {
     let cleaned = cleaned.unwrap_or_else(|| panic!("A did not clean up\n{}", h.logs()));
     std::thread::sleep(Duration::from_secs(2));
 
-    ping.signal(libc::SIGINT);
-    let ping_done = wait_for(Duration::from_secs(5), || {
-        std::fs::read_to_string(&ping_log)
-            .ok()
-            .filter(|o| o.contains("packets transmitted"))
-    });
+    let (seqs, sent, last, lost, out) = stop_ping(&ping, &ping_log);
+    let (_, by_sent, by_last, by_lost, by_out) = stop_ping(&by_ping, &by_log);
     stop.store(true, Ordering::Relaxed);
     let tcp = stream.join().expect("stream");
-    let out = ping_done.unwrap_or_default();
-    let (seqs, sent) = ping_result(&out);
-    let last = seqs.iter().copied().max().unwrap_or(0);
-    let lost: Vec<u64> = (1..=last).filter(|s| !seqs.contains(s)).collect();
     eprintln!(
-        "migration: C re-pointed {repoint:?} after the VM resumed on B, A cleaned up {cleaned:?} after; \
+        "migration: C re-pointed {repoint:?} and A {a_repoint:?} after the VM resumed on B, \
+         A cleaned up {cleaned:?} after; the bystander on A lost {} of {by_sent} pings; \
          ping every 10 ms: {sent} sent, {} answered, {} lost ({} ms without answers); \
          tcp: {} chunks, {} sent after the move began, largest write-to-read delay {:?}, \
          error {:?}",
+        by_lost.len(),
         seqs.len(),
         lost.len(),
         lost.len() * 10,
@@ -339,6 +363,10 @@ fn ns_migration_moves_the_route_keeps_tcp_and_cleans_up_the_old_host() {
     assert!(
         last + 300 >= sent && last > 300,
         "pings did not resume after the move: {sent} sent, last answer {last}\n{out}"
+    );
+    assert!(
+        by_last + 300 >= by_sent && by_last > 300,
+        "the bystander's pings did not resume: {by_sent} sent, last {by_last}\n{by_out}"
     );
     assert!(
         repoint < Duration::from_secs(3),

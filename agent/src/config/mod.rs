@@ -148,9 +148,9 @@ pub struct Interface {
     /// The pairs' addresses this interface owns now (its member announced them last): their
     /// /32s go to it.
     pub vips: Vec<Ipv4Addr>,
-    /// Migrating in: the VMI's address is still advertised by another host and the VM has not
-    /// announced itself here yet. The vif is programmed (port, nexthop, label) but its
-    /// addresses are neither routed to it nor advertised until then.
+    /// The VM runs on another host: migrating in (not resumed here yet) or gone (resumed
+    /// elsewhere, its vif not removed yet). The vif is programmed (port, nexthop, label) but
+    /// its addresses are neither routed to it nor advertised.
     pub standby: bool,
 }
 

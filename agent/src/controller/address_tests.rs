@@ -298,7 +298,7 @@ fn a_restarted_agent_keeps_the_vip_where_the_dataplane_routes_it_unless_another_
 }
 
 #[test]
-fn a_vm_migrating_in_waits_for_its_gratuitous_arp_before_its_route_moves_here() {
+fn a_vm_is_routed_where_it_announced_itself_last_migrating_in_and_out() {
     let mut st = state();
     let mut dp = MemDataplane::new(u32::from(Ipv4Addr::new(10, 0, 0, 1)));
     let mut alloc = Allocations::default();
@@ -342,17 +342,44 @@ fn a_vm_migrating_in_waits_for_its_gratuitous_arp_before_its_route_moves_here() 
         "not advertised: {ads:?}"
     );
 
-    // The VM announced itself here: routed here and advertised.
-    st.arrived.insert("vif5.0".into());
+    // The VM announced itself here (taken at watch revision 6, after h2's 5): routed here
+    // and advertised.
+    st.arrived.insert("vif5.0".into(), 6);
     let d = program(&st, &mut dp, &mut alloc);
     assert_eq!(
         routed_to(&d, Ipv4Addr::new(10, 1, 1, 3)).as_deref(),
         Some("vif5.0")
     );
-    // A restarted agent finds it active from the dataplane.
-    let fresh = state();
-    assert_eq!(
-        dataplane_arrivals(&fresh, &DumpIndex::new(dp.dump())),
-        ["vif5.0", "vif6.0"]
-    );
+    let labels_before = d.labels.clone();
+
+    // It moves on to h3, which advertises it at revision 9: it left; routed there, no label
+    // of ours moves (the vif stays until xenstore removes it).
+    let gone = json!({"host": "h3", "vrf": VRF, "prefix": "10.1.1.3/32", "label": 42,
+                      "nexthop": "10.0.0.2", "vmi_uuid": VMI1});
+    st.apply_watch(&WatchReply {
+        rev: 9,
+        reset: false,
+        events: vec![ev(
+            9,
+            &format!("route/{VRF}/10.1.1.3/32/h3"),
+            gone,
+            EventKind::Route,
+        )],
+    });
+    let built = st.build(&settings());
+    let i = built
+        .config
+        .interfaces
+        .iter()
+        .find(|i| i.name == "vif5.0")
+        .expect("still programmed");
+    assert!(i.standby, "the VM runs on h3");
+    let d = program(&st, &mut dp, &mut alloc);
+    let r = d
+        .routes
+        .iter()
+        .find(|r| r.prefix == u32::from(Ipv4Addr::new(10, 1, 1, 3)))
+        .expect("a route");
+    assert_eq!(r.route.label, Some(42), "to h3");
+    assert_eq!(d.labels, labels_before);
 }

@@ -208,7 +208,7 @@ impl<'a> Builder<'a> {
             .collect();
         let vips = self.owned_vips(&a.vrf, &port.name, &pairs, item);
         self.floating_ips(c, &a.vrf, &port.name, item);
-        let standby = self.migrating_in(vmi, &a, &port.name);
+        let standby = self.runs_elsewhere(vmi, &a, &port.name);
         self.out.vmi_of_port.insert(port.name.clone(), vmi);
         self.interfaces.push(Interface {
             name: port.name.clone(),
@@ -279,14 +279,20 @@ impl<'a> Builder<'a> {
         out
     }
 
-    /// Whether the interface is migrating in: another host still advertises its address for
-    /// the same VMI, and its VM has not announced itself here yet (see [`crate::vip`]).
-    fn migrating_in(&self, vmi: Uuid, a: &Addressing, port: &str) -> bool {
+    /// Whether the interface's VM runs on another host: that host advertises the VMI's address
+    /// at a later watch revision than the VM's last announcement here (none: 0). True for a VM
+    /// migrating in (bound here, not resumed yet) and for one that left (resumed elsewhere,
+    /// its vif not yet gone). See [`crate::vip`].
+    fn runs_elsewhere(&self, vmi: Uuid, a: &Addressing, port: &str) -> bool {
         let p = Ipv4Prefix::host(a.ip);
-        !self.st.arrived.contains(port)
-            && self.st.routes.values().any(|(_, r)| {
-                r.host != self.s.host && r.vmi_uuid == Some(vmi) && r.vrf == a.vrf && r.prefix == p
-            })
+        let here = self.st.arrived.get(port).copied().unwrap_or(0);
+        self.st.routes.values().any(|(rev, r)| {
+            *rev > here
+                && r.host != self.s.host
+                && r.vmi_uuid == Some(vmi)
+                && r.vrf == a.vrf
+                && r.prefix == p
+        })
     }
 
     /// Whether another host advertised `ip`/32 in `vrf` after our advertisement at `rev`.

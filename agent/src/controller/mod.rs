@@ -173,28 +173,6 @@ fn dataplane_vip_claims(st: &ControllerState, dp: &DumpIndex) -> Vec<((String, I
         .collect()
 }
 
-/// The bound ports whose fixed address the dataplane routes to them: their VMs ran here
-/// before a restart (an interface that migrated in stays active).
-fn dataplane_arrivals(st: &ControllerState, dp: &DumpIndex) -> Vec<String> {
-    let d = &dp.dump;
-    st.ports
-        .iter()
-        .filter_map(|(vmi, p)| {
-            let ip = st.ifaces.get(vmi)?.ips.iter().find_map(|i| i.ipv4())?;
-            let vif = d.vifs.iter().find(|v| v.name == p.name)?;
-            d.routes
-                .iter()
-                .any(|r| {
-                    r.plen == 32
-                        && r.prefix == u32::from(ip)
-                        && r.vrf == vif.vrf
-                        && Some(r.route.nh) == vif.nh
-                })
-                .then(|| p.name.clone())
-        })
-        .collect()
-}
-
 /// The programmed interfaces by vif id: who may claim a VIP, whose VM may announce itself.
 fn vip_members(cfg: &Config, compiled: &Compiled) -> BTreeMap<u16, crate::vip::Member> {
     compiled
@@ -229,10 +207,11 @@ impl ConfigSource for ControllerSource {
         let mut g = self.shared.lock();
         g.changed = false;
         {
-            let claims = crate::vip::registry();
+            let mut claims = crate::vip::registry();
             self.vip_gen = claims.generation();
             g.st.claims = claims.owned().clone();
-            g.st.arrived = claims.arrived().clone();
+            claims.stamp_arrivals(g.st.since);
+            g.st.arrived = claims.arrived();
         }
         let built = g.st.build(&self.shared.s);
         if !built.yielded.is_empty() {
@@ -265,10 +244,6 @@ impl ConfigSource for ControllerSource {
         g.watch_ok && g.scanned
     }
 
-    fn warnings(&self) -> Vec<String> {
-        self.last_warnings.clone()
-    }
-
     fn adopt(&mut self, dp: &DumpIndex) -> bool {
         let vips = !self.vips_adopted && self.adopt_vip_claims(dp);
         self.vips_adopted = true;
@@ -280,18 +255,9 @@ impl ControllerSource {
     /// Once, at the first pass: the VIP claims of a previous run, from the dataplane's routes
     /// (see [`dataplane_vip_claims`]). True if any was taken.
     fn adopt_vip_claims(&mut self, dp: &DumpIndex) -> bool {
-        let (found, arrived) = {
-            let g = self.shared.lock();
-            (
-                dataplane_vip_claims(&g.st, dp),
-                dataplane_arrivals(&g.st, dp),
-            )
-        };
+        let found = dataplane_vip_claims(&self.shared.lock().st, dp);
         let mut claims = crate::vip::registry();
         let mut taken = false;
-        for port in arrived {
-            taken |= claims.adopt_arrival(port);
-        }
         for (key, port) in found {
             log::info!("vip: {} in {} stays with {port} (dataplane)", key.1, key.0);
             taken |= claims.adopt(key, port);

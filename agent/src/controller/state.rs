@@ -39,9 +39,10 @@ pub struct ControllerState {
     /// Allowed-address-pair VIPs owned by a local member (copied from [`crate::vip`] before
     /// each build).
     pub claims: crate::vip::Owned,
-    /// Ports whose VM announced its own address (copied from [`crate::vip`] before each
-    /// build): a VM that migrated here runs here now.
-    pub arrived: std::collections::BTreeSet<String>,
+    /// Ports whose VM announced its own address, with the watch revision it was taken at
+    /// (copied from [`crate::vip`] before each build): another host's advertisement of the
+    /// VM with a later revision means the VM runs there now.
+    pub arrived: BTreeMap<String, u64>,
 }
 
 impl ControllerState {

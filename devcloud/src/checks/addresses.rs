@@ -11,8 +11,13 @@ use crate::{wait_for, Opts, TOKEN};
 use serde_json::json;
 use std::time::Duration;
 
-/// Creates a secondary instance IP for `vm`'s Nic; the address the shim allocated.
+/// Creates a secondary instance IP for `vm`'s Nic; the address the shim allocated. The shim is
+/// reachable only from the controller's namespace.
 fn add_ip_to_nic(plan: &Plan, vm: &Vm) -> Result<String> {
+    crate::in_netns(&crate::net::ctl_ns(), || vnc_add_ip_to_nic(plan, vm))
+}
+
+fn vnc_add_ip_to_nic(plan: &Plan, vm: &Vm) -> Result<String> {
     let vnc = Vnc::new(&format!("http://{}:8082", plan.controller_ip), TOKEN);
     let net = &plan.networks[vm.network].name;
     let vmi_name = format!("{}-{}", vm.name, vm.dev);

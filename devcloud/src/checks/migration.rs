@@ -73,6 +73,17 @@ fn route_label(o: &Opts, plan: &Plan, vm: &Vm, vrf: &str, ip: &str) -> Option<u6
     r["label"].as_u64()
 }
 
+/// Whether the host of `vm` routes `ip`/32 in `vrf` to one of its own vifs (no label).
+fn routed_locally(o: &Opts, plan: &Plan, vm: &Vm, vrf: &str, ip: &str) -> bool {
+    let Ok(rt) = vrctl_json(o, plan.host_of(vm), &["route", "dump", vrf]) else {
+        return false;
+    };
+    let prefix = format!("{ip}/32");
+    rt.as_array()
+        .and_then(|a| a.iter().find(|r| r["prefix"] == prefix))
+        .is_some_and(|r| r["label"].is_null())
+}
+
 /// The label host `h` gives its vif `name`.
 fn vif_label(o: &Opts, plan: &Plan, vm: &Vm) -> Option<u64> {
     let h = plan.host_of(vm);
@@ -228,7 +239,9 @@ fn migrate(o: &Opts, plan: &Plan, p: &Provisioned, mv: &Move) -> Result<(bool, S
         let gone = vrctl_json(o, plan.host_of(mv.from), &["vif", "list"])
             .map(|v| !v.to_string().contains(&format!("\"{}\"", mv.from.vif())))
             .unwrap_or(false);
-        gone && route_label(o, plan, mv.from, &vrf, &ip_m).is_some()
+        // Not routed to a local vif any more: to the VM's new host, or not at all (the VRF
+        // left with the VM's interface when it was the network's last one on that host).
+        gone && !routed_locally(o, plan, mv.from, &vrf, &ip_m)
     })
     .is_ok();
     let _ = iperf.wait();
