@@ -141,7 +141,11 @@ impl Claims {
     pub fn garp(&mut self, g: &Garp) -> Option<(String, Ipv4Addr)> {
         let m = self.members.get(&g.vif)?;
         if m.own.contains(&g.ip) && g.mac == m.mac {
-            // The VM runs here (again): every announcement counts, the last one wins.
+            // The VM runs here (again): every announcement counts, the last one wins; one not
+            // yet taken by a pass is enough (a VM repeating them costs one pass per load).
+            if self.arrived.get(&m.port) == Some(&None) {
+                return None;
+            }
             self.arrived.insert(m.port.clone(), None);
             self.gen += 1;
             return Some((m.vrf.clone(), g.ip));
@@ -345,6 +349,7 @@ mod tests {
             ip: Ipv4Addr::new(10, 1, 1, 3),
         };
         assert_eq!(c.garp(&own), Some(("v1".into(), own.ip)));
+        assert_eq!(c.garp(&own), None, "already pending");
         assert!(c.arrived().is_empty(), "not stamped yet");
         c.stamp_arrivals(7);
         assert_eq!(c.arrived().get("vif1.0"), Some(&7));
