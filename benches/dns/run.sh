@@ -10,7 +10,9 @@
 # Usage: benches/dns/run.sh        Env: SECS (per run, 10), RATE (fixed-rate pass, 20000),
 #        OUTSTANDING (dnsperf -q, 200), CPU_DP / CPU_PERF (cpus of the lcore and dnsperf, 1 / 0),
 #        QLEN (net.unix.max_dgram_qlen of the host namespace: how many trapped packets may wait
-#        for the agent on pkt0; the kernel's default 10 loses a burst of queries, 512)
+#        for the agent on pkt0; the kernel's default 10 loses a burst of queries, 512),
+#        AGENT (the vrouter-agent binary, default target/release/vrouter-agent: to compare builds
+#        side by side), LABEL (names the run in the summary, default the agent's path)
 # Writes out/summary.json and out/summary.md.
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -25,10 +27,12 @@ CPU_PERF=${CPU_PERF:-0}
 QLEN=${QLEN:-512}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target}
 rel="$CARGO_TARGET_DIR/release"
+AGENT=${AGENT:-$rel/vrouter-agent}
+LABEL=${LABEL:-$AGENT}
 
 need() { command -v "$1" >/dev/null || { echo "missing $1: apt-get install -y $2" >&2; exit 1; }; }
 need dnsperf dnsperf; need dnsmasq dnsmasq-base; need dig dnsutils; need ip iproute2
-[ -x "$rel/vrouter-dp" ] && [ -x "$rel/vrouter-agent" ] || {
+[ -x "$rel/vrouter-dp" ] && [ -x "$AGENT" ] || {
   echo "build first: cargo build --release -p vrouter-dataplane -p vrouter-agent --bins" >&2; exit 1; }
 
 pids=()
@@ -86,7 +90,7 @@ ip netns exec $P-h sysctl -qw net.unix.max_dgram_qlen="$QLEN"
 ip netns exec $P-h taskset -c "$CPU_DP" "$rel/vrouter-dp" --lcores "$CPU_DP" --port-kind af_packet \
   --ctl-socket "$out/dp.sock" --agent-socket "$out/pkt0.sock" --log-level warn > "$out/dp.log" 2>&1 & pids+=($!)
 for _ in $(seq 100); do [ -S "$out/dp.sock" ] && break; sleep 0.05; done
-ip netns exec $P-h "$rel/vrouter-agent" --config "$out/agent.toml" --dp-socket "$out/dp.sock" \
+ip netns exec $P-h "$AGENT" --config "$out/agent.toml" --dp-socket "$out/dp.sock" \
   --agent-socket "$out/pkt0.sock" --agent-local-socket "$out/agent-pkt0.sock" --state-dir "$out/state" \
   --dns-resolv-conf "$out/resolv.conf" --dns-rate 0 > "$out/agent.log" 2>&1 & pids+=($!)
 ok=
@@ -125,7 +129,7 @@ for kind in local cached; do
 done
 stub=$(grep -c 'query\[A\] n[0-9]*.fwd.d20.test' "$out/dnsmasq.log" 2>/dev/null || echo 0)
 {
-  echo "{\"date\":\"$(date -u +%FT%TZ)\",\"loadavg_before\":\"$load\",\"cpus\":$(nproc),\"secs\":$SECS,"
+  echo "{\"label\":\"$LABEL\",\"date\":\"$(date -u +%FT%TZ)\",\"loadavg_before\":\"$load\",\"cpus\":$(nproc),\"secs\":$SECS,"
   echo " \"qlen\":$QLEN,\"outstanding\":$OUTSTANDING,\"results\":[$(IFS=,; echo "${results[*]}")]}"
 } > "$out/summary.json"
 {
@@ -139,6 +143,7 @@ for r in s["results"]:
     print(f"| {r['names']} | {r['qps']:,.0f} | {r['lost']} | {f['avg']} / {f['p50']} / {f['p99']} / {f['max']} | {q['avg']} / {q['p50']} / {q['p99']} / {q['max']} |")
 PY
   echo
+  echo "agent: $LABEL"
   echo "load average before: $load; $(nproc) cpus; dp lcore on cpu $CPU_DP, dnsperf on cpu $CPU_PERF;"
   echo "net.unix.max_dgram_qlen=$QLEN in the host namespace; dnsperf -q $OUTSTANDING -c 4, $SECS s per run;"
   echo "upstream stub saw the forwarded names $stub times (100 names: each once, then the cache)."
