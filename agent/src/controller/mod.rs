@@ -244,6 +244,10 @@ impl ConfigSource for ControllerSource {
         g.watch_ok && g.scanned
     }
 
+    fn warnings(&self) -> Vec<String> {
+        self.last_warnings.clone()
+    }
+
     fn adopt(&mut self, dp: &DumpIndex) -> bool {
         let vips = !self.vips_adopted && self.adopt_vip_claims(dp);
         self.vips_adopted = true;
