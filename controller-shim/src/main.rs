@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use sd_notify::NotifyState;
 use vrouter_shim::server::{self, Config};
 
 /// The command line; `--help` and `--version` exit 0, a bad flag exits 2 with clap's message.
@@ -73,11 +74,68 @@ fn main() -> ExitCode {
             let _ = std::fs::create_dir_all(dir);
         }
     }
+    notify_when_listening(cfg.listen);
     match server::run(cfg) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("vrouter-shim: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Tells the service manager (systemd, `Type=notify`) the API is ready once a TCP connection to
+/// `listen` succeeds; with `WatchdogSec=` in the unit the same thread then pings the watchdog
+/// at half its period, but only while an HTTP request gets an HTTP answer (a wedged runtime gets
+/// the shim restarted). Without systemd (no `NOTIFY_SOCKET`) it does nothing.
+fn notify_when_listening(listen: SocketAddr) {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return;
+    }
+    let mut target = listen;
+    if target.ip().is_unspecified() {
+        target.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let spawned = std::thread::Builder::new()
+        .name("sd-notify".into())
+        .spawn(move || {
+            while std::net::TcpStream::connect_timeout(&target, Duration::from_secs(1)).is_err() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = sd_notify::notify(false, &[NotifyState::Ready]);
+            let mut usec = 0;
+            if !sd_notify::watchdog_enabled(false, &mut usec) {
+                return;
+            }
+            let period = Duration::from_micros(usec / 2).max(Duration::from_millis(100));
+            loop {
+                std::thread::sleep(period);
+                match http_answers(target, period) {
+                    Ok(()) => {
+                        let _ = sd_notify::notify(false, &[NotifyState::Watchdog]);
+                    }
+                    Err(e) => log::warn!("watchdog: the API on {target} does not answer ({e})"),
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        log::warn!("cannot start the service-manager thread: {e}");
+    }
+}
+
+/// One HTTP request to the API answered with an HTTP status line (any status: 401 without a
+/// token still proves the server works) within `timeout`.
+fn http_answers(target: SocketAddr, timeout: Duration) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&target, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+    let mut head = [0u8; 8];
+    s.read_exact(&mut head)?;
+    if head.starts_with(b"HTTP/1.") {
+        Ok(())
+    } else {
+        Err(std::io::Error::other("not an HTTP answer"))
     }
 }
