@@ -21,6 +21,16 @@ SECS=${SECS:-5}          # iperf3 seconds
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target}
 
 need() { command -v "$1" >/dev/null || { echo "missing $1: apt-get install -y --no-install-recommends $2" >&2; return 1; }; }
+# A peer's tool: installed when missing (bounded); else the peer is named on a 'skipped:' line at
+# the end of the run.
+skipped="$out/skipped.txt"; : > "$skipped"
+peer() {  # $1 command, $2 Debian package, $3 forwarder
+  command -v "$1" >/dev/null && return 0
+  command -v apt-get >/dev/null && timeout 600 apt-get install -y --no-install-recommends "$2" >/dev/null 2>&1
+  command -v "$1" >/dev/null && return 0
+  echo "$3: $1 not installed (apt-get install -y $2 failed)" >> "$skipped"
+  return 1
+}
 need ip iproute2 && need iperf3 iperf3 && need trafgen netsniff-ng && need ping iputils-ping || exit 1
 
 pids=()
@@ -115,7 +125,7 @@ run_kernel() {
 }
 
 run_testpmd() {  # $1 af_xdp|af_packet
-  need dpdk-testpmd dpdk-dev || return 0
+  peer dpdk-testpmd dpdk "testpmd-$1" || return 0
   topo l2; offloads_off
   local v0 v1
   if [ "$1" = af_xdp ]; then v0="net_af_xdp0,iface=vif1.0,start_queue=0,queue_count=1"; v1="net_af_xdp1,iface=vif2.0,start_queue=0,queue_count=1"
@@ -131,7 +141,7 @@ run_testpmd() {  # $1 af_xdp|af_packet
 }
 
 run_ovs() {
-  need ovs-vswitchd openvswitch-switch || return 0
+  peer ovs-vswitchd openvswitch-switch ovs-afxdp || return 0
   topo l2; offloads_off   # AF_XDP carries no checksum metadata: OVS forwards partial csums as-is
   local D="$out/ovs"; rm -rf "$D"; mkdir -p "$D"
   export OVS_RUNDIR=$D OVS_LOGDIR=$D OVS_DBDIR=$D OVS_SYSCONFDIR=$D
@@ -204,3 +214,4 @@ md += ["| %s | %s | %s | %s | %d |" % (k, cell(e, "pps", pps), cell(e, "gbps", n
 open(sys.argv[2], "w").write("\n".join(md) + "\n")
 print("\n".join(md))
 ' "$out/summary.json" "$out/summary.md"
+while read -r line; do echo "skipped: $line"; done < "$skipped"
