@@ -221,8 +221,15 @@ impl<S: ConfigSource> Agent<S> {
 
     /// Runs until SIGTERM/SIGINT (or [`request_stop`]).
     pub fn run(&mut self) {
+        self.run_with(|| {});
+    }
+
+    /// [`Agent::run`], calling `each` after every iteration of the loop: the binary's heartbeat
+    /// for the service manager's watchdog.
+    pub fn run_with(&mut self, mut each: impl FnMut()) {
         while !TERM.load(Ordering::SeqCst) {
             self.step();
+            each();
             std::thread::sleep(self.opts.poll);
         }
         log::info!("stopping; the dataplane keeps forwarding with its current tables");

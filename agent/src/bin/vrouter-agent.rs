@@ -2,6 +2,7 @@
 //! keeps it programmed across agent and dataplane restarts. See `docs/agent.md`.
 
 use clap::Parser;
+use sd_notify::NotifyState;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -207,8 +208,55 @@ fn run(cli: Cli) -> Result<(), StartError> {
     if let Some(addr) = cli.metrics {
         start_metrics(addr, &cli, health)?;
     }
-    agent.run();
+    agent.observe(ready_observer());
+    agent.run_with(start_watchdog());
+    let _ = sd_notify::notify(false, &[NotifyState::Stopping]);
     Ok(())
+}
+
+/// Tells the service manager (systemd, `Type=notify`) the agent is ready after its first
+/// successful reconcile pass. Without systemd (no `NOTIFY_SOCKET`) it does nothing.
+fn ready_observer() -> Observer {
+    let mut told = false;
+    Box::new(move |_, _| {
+        if !told {
+            told = true;
+            if let Err(e) = sd_notify::notify(false, &[NotifyState::Ready]) {
+                log::warn!("cannot tell the service manager we are ready: {e}");
+            }
+        }
+    })
+}
+
+/// With `WatchdogSec=` in the unit, starts a thread that pings the watchdog at half its period
+/// while the control loop keeps going round (a loop stuck longer than the period gets the agent
+/// restarted; the dataplane keeps forwarding meanwhile). Returns the heartbeat the loop calls
+/// after each iteration.
+fn start_watchdog() -> impl FnMut() {
+    let start = std::time::Instant::now();
+    let beat = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let now_ms = move || u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let mut usec = 0;
+    if sd_notify::watchdog_enabled(false, &mut usec) {
+        let period = Duration::from_micros(usec / 2).max(Duration::from_millis(100));
+        let limit_ms = u64::try_from(2 * period.as_millis()).unwrap_or(u64::MAX);
+        let seen = beat.clone();
+        let spawned = std::thread::Builder::new()
+            .name("watchdog".into())
+            .spawn(move || loop {
+                std::thread::sleep(period);
+                let age = now_ms().saturating_sub(seen.load(std::sync::atomic::Ordering::Relaxed));
+                if age <= limit_ms {
+                    let _ = sd_notify::notify(false, &[NotifyState::Watchdog]);
+                } else {
+                    log::warn!("watchdog: the control loop has not gone round for {age} ms");
+                }
+            });
+        if let Err(e) = spawned {
+            log::warn!("cannot start the watchdog thread: {e}");
+        }
+    }
+    move || beat.store(now_ms(), std::sync::atomic::Ordering::Relaxed)
 }
 
 /// `--check-config`: the flags, then the config file (parsed and validated as at start); the
