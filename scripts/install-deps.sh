@@ -28,3 +28,9 @@ if [ "${FUZZ_SECONDS:-0}" != 0 ] && ! cargo afl --version >/dev/null 2>&1; then
   echo "install-deps: cargo install cargo-afl"
   cargo install cargo-afl --locked --quiet
 fi
+
+# cargo-deb for scripts/package-test.sh (builds the .deb from the test run's binaries).
+if ! cargo deb --version >/dev/null 2>&1; then
+  echo "install-deps: cargo install cargo-deb"
+  cargo install cargo-deb --locked --quiet
+fi

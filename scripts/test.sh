@@ -18,6 +18,8 @@ export PATH="$HOME/.cargo/bin:$PATH"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo test --workspace --no-fail-fast 2>&1 | tee /tmp/vrouter-test.log
+# The .deb from the binaries just built, installed into an empty root, units verified.
+./scripts/package-test.sh
 # The fuzz targets' corpus is replayed by the tests above; then a short bounded AFL++ run of every
 # target (FUZZ_SECONDS each). On a fresh machine its instrumented build takes about 5 CPU minutes
 # (docs/fuzzing.md, "CI bound").
