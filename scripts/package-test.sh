@@ -27,6 +27,7 @@ dpkg --root="$root" --force-depends -i "$deb" >"$work/dpkg.log" 2>&1 \
   || { cat "$work/dpkg.log" >&2; fail "dpkg -i"; }
 dpkg --root="$root" -s vrouter | grep -q '^Status: install ok installed' || fail "not installed"
 
+[ -f "$root/usr/share/doc/vrouter/install.md" ] || fail "install guide missing"
 for f in usr/bin/vrouter-dp usr/bin/vrouter-agent usr/bin/vrctl usr/bin/vrouter-shim \
          usr/bin/vrouter-xenstored etc/xapi.d/vif-hotplug; do
   [ -x "$root/$f" ] || fail "/$f missing or not executable"
