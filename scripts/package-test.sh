@@ -28,11 +28,11 @@ dpkg --root="$root" --force-depends -i "$deb" >"$work/dpkg.log" 2>&1 \
 dpkg --root="$root" -s vrouter | grep -q '^Status: install ok installed' || fail "not installed"
 
 [ -f "$root/usr/share/doc/vrouter/install.md" ] || fail "install guide missing"
-for f in usr/bin/vrouter-dp usr/bin/vrouter-agent usr/bin/vrctl usr/bin/vrouter-shim \
+for f in usr/bin/vrouter-dp usr/bin/vrouter-agent usr/bin/vrctl usr/bin/vrouter-status usr/bin/vrouter-shim \
          usr/bin/vrouter-xenstored etc/xapi.d/vif-hotplug; do
   [ -x "$root/$f" ] || fail "/$f missing or not executable"
 done
-for b in vrouter-dp vrouter-agent vrctl vrouter-shim vrouter-xenstored; do
+for b in vrouter-dp vrouter-agent vrctl vrouter-status vrouter-shim vrouter-xenstored; do
   "$root/usr/bin/$b" --version | grep -q "^$b " || fail "/usr/bin/$b --version"
 done
 for c in /etc/vrouter/dp.conf /etc/vrouter/agent.env /etc/vrouter/agent.toml \

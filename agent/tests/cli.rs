@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-//! `vrouter-agent` and `vrctl` command lines as an operator meets them: `--help` and `--version`
+//! `vrouter-agent`, `vrctl` and `vrouter-status` command lines as an operator meets them: `--help` and `--version`
 //! answer and exit 0, a closed pipe is quiet, and `vrouter-agent --check-config` tells a usable
 //! config (exit 0) from an invalid file (exit 1, naming the field) or bad flags (exit 2).
 
@@ -8,6 +8,7 @@ use std::process::{Command, Output, Stdio};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_vrouter-agent");
 const VRCTL: &str = env!("CARGO_BIN_EXE_vrctl");
+const STATUS: &str = env!("CARGO_BIN_EXE_vrouter-status");
 
 fn run(bin: &str, args: &[&str]) -> Output {
     Command::new(bin)
@@ -49,6 +50,7 @@ fn help_and_version_answer_with_exit_0() {
         (AGENT, "vrouter-agent", "--check-config"),
         (AGENT, "vrouter-agent", "--dp-socket"),
         (VRCTL, "vrctl", "--socket"),
+        (STATUS, "vrouter-status", "--shim"),
     ] {
         let help = run(bin, &["--help"]);
         assert_eq!(help.status.code(), Some(0), "{name}: {}", stderr(&help));
@@ -65,7 +67,7 @@ fn help_and_version_answer_with_exit_0() {
 
 #[test]
 fn help_into_a_closed_pipe_is_quiet() {
-    for bin in [AGENT, VRCTL] {
+    for bin in [AGENT, VRCTL, STATUS] {
         for flag in ["--help", "--version"] {
             let out = Command::new(bin)
                 .arg(flag)
