@@ -29,8 +29,9 @@ if [ "${FUZZ_SECONDS:-0}" != 0 ] && ! cargo afl --version >/dev/null 2>&1; then
   cargo install cargo-afl --locked --quiet
 fi
 
-# cargo-deb for scripts/package-test.sh (builds the .deb from the test run's binaries).
-if ! cargo deb --version >/dev/null 2>&1; then
+# cargo-deb for scripts/package-test.sh (builds the .deb from the test run's binaries); only for
+# scripts/test.sh (PACKAGE_TEST=1), not for the devcloud.
+if [ "${PACKAGE_TEST:-0}" != 0 ] && ! cargo deb --version >/dev/null 2>&1; then
   echo "install-deps: cargo install cargo-deb"
   cargo install cargo-deb --locked --quiet
 fi

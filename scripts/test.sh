@@ -13,6 +13,8 @@ fi
 # Seconds of AFL++ per fuzz target after the tests (0 skips it; install-deps.sh installs cargo-afl
 # when it is not 0).
 export FUZZ_SECONDS="${FUZZ_SECONDS:-5}"
+# scripts/package-test.sh runs after the tests; install-deps.sh installs cargo-deb for it.
+export PACKAGE_TEST=1
 ./scripts/install-deps.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 cargo fmt --all -- --check
