@@ -57,7 +57,10 @@ fn at_least_16(v: &str) -> Result<usize, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // One log format for every daemon (logfmt; journald priorities under systemd).
+    if let Err(e) = vrouter_log::init("info") {
+        eprintln!("vrouter-shim: {e}");
+    }
     let cfg = Config {
         listen: args.listen,
         store: args.store,

@@ -129,7 +129,10 @@ fn system_hostname() -> String {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // One log format for every daemon (logfmt; journald priorities under systemd).
+    if let Err(e) = vrouter_log::init("info") {
+        eprintln!("vrouter-agent: {e}");
+    }
     let cli = Cli::parse();
     let result = if cli.check_config {
         check_config(&cli).map(|summary| {

@@ -102,25 +102,6 @@ enum DpError {
     Wake(std::io::Error),
 }
 
-fn init_logs(level: &str) {
-    let mut b = env_logger::Builder::new();
-    b.parse_filters(level);
-    if let Ok(s) = std::env::var("RUST_LOG") {
-        b.parse_filters(&s);
-    }
-    b.format(|buf, r| {
-        writeln!(
-            buf,
-            "ts={} level={} target={} msg={:?}",
-            buf.timestamp_micros(),
-            r.level(),
-            r.target(),
-            r.args().to_string()
-        )
-    });
-    b.init();
-}
-
 fn main() -> ExitCode {
     // clap answers --help/--version (exit 0; a closed pipe is quiet) and bad flags (exit 2).
     let matches = cli::command().get_matches();
@@ -140,7 +121,10 @@ fn main() -> ExitCode {
         let _ = writeln!(std::io::stdout(), "{}", summary(&inv));
         return ExitCode::SUCCESS;
     }
-    init_logs(&inv.config.log_level);
+    if let Err(e) = vrouter_log::init(&inv.config.log_level) {
+        eprintln!("vrouter-dp: invalid setting log_level: {e}");
+        return ExitCode::from(2);
+    }
     if let Err(e) = run(inv.config) {
         log::error!("fatal: {e}");
         return ExitCode::FAILURE;

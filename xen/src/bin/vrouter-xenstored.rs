@@ -50,22 +50,6 @@ fn octal_mode(v: &str) -> Result<u32, String> {
     }
 }
 
-/// Minimal stderr logger: the daemon needs nothing more, and it keeps dependencies down.
-struct StderrLogger(log::LevelFilter);
-
-impl log::Log for StderrLogger {
-    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
-        m.level() <= self.0
-    }
-    fn log(&self, r: &log::Record<'_>) {
-        if self.enabled(r.metadata()) {
-            eprintln!("vrouter-xenstored: {}: {}", r.level(), r.args());
-        }
-    }
-    fn flush(&self) {}
-}
-
-static LOGGER: OnceLock<StderrLogger> = OnceLock::new();
 static SOCKET_CSTR: OnceLock<CString> = OnceLock::new();
 
 extern "C" fn on_signal(_sig: libc::c_int) {
@@ -79,7 +63,7 @@ extern "C" fn on_signal(_sig: libc::c_int) {
 }
 
 /// The daemon's settings and log level from the command line.
-fn settings(args: Args) -> (DaemonConfig, log::LevelFilter) {
+fn settings(args: Args) -> (DaemonConfig, &'static str) {
     let mut cfg = DaemonConfig::default();
     if let Some(s) = args.socket {
         cfg.socket = s;
@@ -92,18 +76,17 @@ fn settings(args: Args) -> (DaemonConfig, log::LevelFilter) {
         cfg.unprivileged_domid = d;
     }
     let level = match args.verbose {
-        0 => log::LevelFilter::Info,
-        1 => log::LevelFilter::Debug,
-        _ => log::LevelFilter::Trace,
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
     };
     (cfg, level)
 }
 
 fn main() -> ExitCode {
     let (cfg, level) = settings(Args::parse());
-    let logger = LOGGER.get_or_init(|| StderrLogger(level));
-    if log::set_logger(logger).is_ok() {
-        log::set_max_level(level);
+    if let Err(e) = vrouter_log::init(level) {
+        eprintln!("vrouter-xenstored: {e}");
     }
     let daemon = match Daemon::bind(cfg.clone()) {
         Ok(d) => d,
