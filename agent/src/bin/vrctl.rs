@@ -67,7 +67,7 @@ enum Cmd {
     /// Flows (`flow -l`).
     Flow {
         #[command(subcommand)]
-        cmd: ListCmd,
+        cmd: FlowCmd,
     },
     /// Counters (`vrfstats`, per-interface counters).
     Stats {
@@ -107,6 +107,35 @@ enum VifCmd {
 enum ListCmd {
     /// The whole table.
     List,
+}
+
+#[derive(Debug, Subcommand)]
+enum FlowCmd {
+    /// The flow table (`flow -l`), both entries of each pair.
+    List {
+        /// Only pairs with an entry keyed in this VRF (id or name).
+        #[arg(long, value_name = "VRF")]
+        vrf: Option<String>,
+        /// At most this many pairs [default: 10000].
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+        /// Only pairs with an entry from or to this address (and port): `A.B.C.D[:PORT]`
+        /// (`flow --match`).
+        #[arg(long = "match", value_name = "IP[:PORT]", value_parser = parse_match)]
+        matching: Option<(Ipv4Addr, Option<u16>)>,
+    },
+}
+
+/// `--match IP[:PORT]`.
+fn parse_match(v: &str) -> Result<(Ipv4Addr, Option<u16>), String> {
+    let bad = || format!("{v:?}: expected A.B.C.D or A.B.C.D:PORT");
+    match v.split_once(':') {
+        Some((ip, port)) => Ok((
+            ip.parse().map_err(|_| bad())?,
+            Some(port.parse().map_err(|_| bad())?),
+        )),
+        None => Ok((v.parse().map_err(|_| bad())?, None)),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -375,7 +404,14 @@ fn run(cli: Cli) -> Result<(), Error> {
         Cmd::Nh { cmd } => nh(&mut c, cmd),
         Cmd::Mpls { cmd: DumpCmd::Dump } => mpls_dump(&mut c),
         Cmd::Fip { cmd: ListCmd::List } => fip_list(&mut c),
-        Cmd::Flow { cmd: ListCmd::List } => flow_list(&mut c),
+        Cmd::Flow {
+            cmd:
+                FlowCmd::List {
+                    vrf,
+                    limit,
+                    matching,
+                },
+        } => flow_list(&mut c, vrf.as_deref(), limit, matching),
         Cmd::Stats {
             cmd: StatsCmd::Vrf { vrf },
         } => vrf_stats(&mut c, vrf.as_deref()),
@@ -505,15 +541,37 @@ fn fip_list(c: &mut Ctx) -> Result<(), Error> {
 }
 
 /// `flow list`: the table's counters and every flow.
-fn flow_list(c: &mut Ctx) -> Result<(), Error> {
-    let (stats, flows) = match c.req(&Request::FlowList {
-        vrf: None,
-        limit: None,
-    })? {
+/// `flow list [--vrf VRF] [--limit N] [--match IP[:PORT]]`. The header counts entries (a flow
+/// pair is two): the dataplane counts created *pairs* and deleted *entries*, so created is
+/// doubled here to match deleted and active.
+fn flow_list(
+    c: &mut Ctx,
+    vrf: Option<&str>,
+    limit: Option<usize>,
+    matching: Option<(Ipv4Addr, Option<u16>)>,
+) -> Result<(), Error> {
+    let vrf = match vrf {
+        Some(a) => Some(show::resolve_vrf(&c.vrfs()?, a).map_err(Error::Usage)?),
+        None => None,
+    };
+    let (mut stats, flows) = match c.req(&Request::FlowList { vrf, limit })? {
         Response::Flows { stats, flows } => (stats, flows),
         _ => return Err(Error::Unexpected("expected flows")),
     };
-    let views: Vec<FlowView> = flows.iter().map(FlowView::from).collect();
+    stats.created = stats.created.saturating_mul(2);
+    let mut views: Vec<FlowView> = flows.iter().map(FlowView::from).collect();
+    if let Some((ip, port)) = matching {
+        let hit = |f: &FlowView| {
+            (f.src == ip && port.is_none_or(|p| p == f.sport))
+                || (f.dst == ip && port.is_none_or(|p| p == f.dport))
+        };
+        let pairs: std::collections::HashSet<u32> = views
+            .iter()
+            .filter(|f| hit(f))
+            .flat_map(|f| [f.index, f.rindex])
+            .collect();
+        views.retain(|f| pairs.contains(&f.index));
+    }
     let doc = serde_json::json!({
         "capacity": stats.capacity, "active": stats.active, "created": stats.created,
         "deleted": stats.deleted, "refused": stats.full, "flows": views,
