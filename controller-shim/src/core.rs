@@ -235,6 +235,11 @@ impl Core {
         }
     }
 
+    /// The config objects, read-only (the BGP speaker reads peers and networks from them).
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
     /// Current revision.
     pub fn rev(&self) -> u64 {
         self.journal.rev()

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use sd_notify::NotifyState;
+use vrouter_shim::bgp::speaker::SpeakerConfig;
 use vrouter_shim::server::{self, Config};
 
 /// The command line; `--help` and `--version` exit 0, a bad flag exits 2 with clap's message.
@@ -45,6 +46,32 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = vrouter_shim::agents::TOMBSTONE_LIMIT,
           value_parser = at_least_16)]
     view_tombstones: usize,
+    /// Run the BGP speaker (VPN-IPv4 to the gateways configured as bgp-router objects),
+    /// listening here; the address is the router-id. Without it nothing listens for BGP.
+    #[arg(long, value_name = "ADDR[:PORT]", value_parser = bgp_addr)]
+    bgp: Option<SocketAddr>,
+    /// Hold time proposed to neighbours whose bgp-router sets none (seconds, 0 or 3..65535).
+    #[arg(long, value_name = "SECS", default_value_t = 90, value_parser = hold_time)]
+    bgp_hold_time: u16,
+}
+
+/// `--bgp-hold-time`: RFC 4271 §4.2 allows 0 (no keepalives) or at least 3 seconds.
+fn hold_time(v: &str) -> Result<u16, String> {
+    match v.parse::<u16>() {
+        Ok(n) if n == 0 || n >= 3 => Ok(n),
+        _ => Err("0 or 3..65535 seconds (RFC 4271)".into()),
+    }
+}
+
+/// `--bgp`: an IPv4 address with an optional port (179 by default).
+fn bgp_addr(v: &str) -> Result<SocketAddr, String> {
+    if let Ok(ip) = v.parse::<std::net::Ipv4Addr>() {
+        return Ok(SocketAddr::from((ip, 179)));
+    }
+    match v.parse::<SocketAddr>() {
+        Ok(a) if a.is_ipv4() && !a.ip().is_unspecified() => Ok(a),
+        _ => Err("an IPv4 address (the router-id), optionally with :PORT".into()),
+    }
 }
 
 /// `--view-tombstones`: fewer than 16 would make every reconnecting agent take a full snapshot.
@@ -67,6 +94,11 @@ fn main() -> ExitCode {
         token: args.token.filter(|t| !t.is_empty()),
         agent_ttl: Duration::from_secs(args.agent_ttl),
         view_tombstones: args.view_tombstones,
+        bgp: args.bgp.map(|bind| SpeakerConfig {
+            bind,
+            hold_time: args.bgp_hold_time,
+            connect_retry: Duration::from_secs(5),
+        }),
     };
     if let Some(dir) = cfg
         .store

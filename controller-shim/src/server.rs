@@ -62,6 +62,8 @@ pub struct Config {
     pub agent_ttl: Duration,
     /// Tombstones each host's view keeps before compaction (bounds memory under churn).
     pub view_tombstones: usize,
+    /// The BGP speaker, when `--bgp` turns it on.
+    pub bgp: Option<crate::bgp::speaker::SpeakerConfig>,
 }
 
 /// Startup failure.
@@ -101,6 +103,8 @@ pub struct Shared {
     default_base: String,
     /// Rate limit of warnings about a peer: another agent-API version, a stalled body.
     peer_log: LogLimiter,
+    /// The BGP neighbour table, when the speaker runs.
+    bgp: std::sync::OnceLock<Arc<crate::bgp::speaker::Neighbours>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -321,6 +325,7 @@ impl Shared {
             notify,
             default_base: base,
             peer_log: LogLimiter::new(PEER_LOG_EVERY),
+            bgp: std::sync::OnceLock::new(),
         });
         if let Some((rx, store)) = committer {
             let s = Arc::clone(&shared);
@@ -329,6 +334,16 @@ impl Shared {
                 .spawn(move || committer_loop(&s, rx, store))?;
         }
         Ok(shared)
+    }
+
+    /// A read of the core for the BGP speaker (same freshness as an API read).
+    pub(crate) fn read_core<T>(&self, f: impl FnOnce(&Core) -> T) -> Result<T, ApiError> {
+        self.read(f)
+    }
+
+    /// Wakes on every revision the core reaches (the agents' long-poll uses it too).
+    pub(crate) fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.notify.subscribe()
     }
 
     /// Runs a read-only closure on a fresh view of the core.
@@ -895,6 +910,12 @@ async fn agent_api(shared: Arc<Shared>, req: &Req, segs: &[&str]) -> Result<Repl
             Reply::typed(&cfg)
         }
         (&Method::GET, ["watch"]) => watch(shared, req).await,
+        (&Method::GET, ["bgp", "neighbors"]) => match shared.bgp.get() {
+            Some(t) => Reply::typed(&t.summary()),
+            None => Err(ApiError::NotFound(
+                "the BGP speaker is off (vrouter-shim --bgp ADDR turns it on)".into(),
+            )),
+        },
         _ => Err(no_such_path(req)),
     }
 }
@@ -985,9 +1006,31 @@ pub fn run(cfg: Config) -> Result<(), ServeError> {
                 }
             });
         }
+        if let Some(bgp) = cfg.bgp.clone() {
+            start_bgp(&shared, bgp);
+        }
         serve(listener, shared).await?;
         Ok(())
     })
+}
+
+/// Starts the BGP speaker; a failure to bind is logged and leaves the API serving.
+fn start_bgp(shared: &Arc<Shared>, cfg: crate::bgp::speaker::SpeakerConfig) {
+    let std::net::IpAddr::V4(rid) = cfg.bind.ip() else {
+        log::error!(
+            "--bgp {}: the router-id must be an IPv4 address; BGP is off",
+            cfg.bind
+        );
+        return;
+    };
+    let table = Arc::new(crate::bgp::speaker::Neighbours::new(rid));
+    let _ = shared.bgp.set(Arc::clone(&table));
+    let s = Arc::clone(shared);
+    tokio::spawn(async move {
+        if let Err(e) = crate::bgp::speaker::run(s, cfg.clone(), table).await {
+            log::error!("BGP speaker on {}: {e}; BGP is off", cfg.bind);
+        }
+    });
 }
 
 async fn blocking_open(cfg: &Config) -> Result<Arc<Shared>, ServeError> {

@@ -21,8 +21,11 @@ pub fn command() -> Command {
         .long_about(
             "Userspace poll-mode vRouter dataplane. The config file holds `key = value` lines \
              (# comments); every key is also a flag (dashes or underscores), and flags override \
-             the file.",
+             the file; a flag given twice takes its last value.",
         )
+        // Scripts append to a base command line (`--lcores 0 ... --lcores 1`): last one wins, as
+        // with the file's keys.
+        .args_override_self(true)
         .arg(
             Arg::new(CONFIG)
                 .long(CONFIG)
@@ -199,6 +202,12 @@ mod tests {
         let b = parse(&["--ctl_socket=/tmp/a.sock"]).expect("valid");
         assert_eq!(a.config.ctl_socket, PathBuf::from("/tmp/a.sock"));
         assert_eq!(b.config.ctl_socket, a.config.ctl_socket);
+    }
+
+    #[test]
+    fn a_flag_given_twice_takes_its_last_value() {
+        let i = parse(&["--lcores", "0", "--log-level", "info", "--lcores", "1"]).expect("valid");
+        assert_eq!(i.config.lcores, vec![1]);
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub struct Local {
 pub struct Peer {
     /// Its address, where we connect and what it connects from.
     pub address: Ipv4Addr,
+    /// Its BGP port (179 unless `bgp_router_parameters.port` says otherwise).
+    pub port: u16,
     /// The AS it must announce.
     pub asn: u32,
     /// The BGP identifier it must announce, if configured.
@@ -107,6 +109,11 @@ impl Session {
     /// Where it is.
     pub fn state(&self) -> State {
         self.state
+    }
+
+    /// Our BGP identifier.
+    pub fn local_id(&self) -> Ipv4Addr {
+        self.local.router_id
     }
 
     /// The configured neighbour.

@@ -16,6 +16,7 @@ fn pair(asn_a: u32, asn_b: u32) -> (Session, Session) {
         },
         Peer {
             address: B,
+            port: 179,
             asn: asn_b,
             identifier: None,
             hold_time: 0,
@@ -29,6 +30,7 @@ fn pair(asn_a: u32, asn_b: u32) -> (Session, Session) {
         },
         Peer {
             address: A,
+            port: 179,
             asn: asn_a,
             identifier: Some(A),
             hold_time: 0,

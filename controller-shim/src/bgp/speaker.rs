@@ -1,0 +1,426 @@
+// SPDX-License-Identifier: Apache-2.0
+//! The speaker's I/O: the BGP listener, one task per neighbour that connects out (and takes
+//! the neighbour's own connection, resolving collisions by BGP identifier as RFC 4271 §6.8
+//! says), and a planner that re-reads neighbours and exports whenever the config or the
+//! routes change. All protocol decisions are the [`Session`]'s; this file moves bytes.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+
+use super::codec::{self, Notification};
+use super::plan::{exports, plan};
+use super::session::{Exports, Local, Output, Peer, Session, State};
+use crate::server::Shared;
+
+/// How the speaker runs (`vrouter-shim --bgp ADDR[:PORT]`).
+#[derive(Debug, Clone)]
+pub struct SpeakerConfig {
+    /// Where to listen; its address is our router-id.
+    pub bind: SocketAddr,
+    /// Hold time we propose when a `bgp-router` does not set one.
+    pub hold_time: u16,
+    /// Wait between connection attempts to a neighbour.
+    pub connect_retry: Duration,
+}
+
+/// One neighbour as `GET /vrouter/bgp/neighbors` shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Neighbour {
+    /// Its address.
+    pub address: Ipv4Addr,
+    /// Its AS.
+    pub asn: u32,
+    /// Session state.
+    pub state: State,
+    /// Seconds since the session was established (0 when it is not).
+    pub uptime_s: u64,
+    /// Routes learned from it.
+    pub prefixes_received: usize,
+    /// Routes it has from us.
+    pub prefixes_advertised: usize,
+    /// Times the session left Established.
+    pub flaps: u64,
+    /// Why the session last went down or could not come up.
+    pub last_error: Option<String>,
+    #[serde(skip)]
+    since: Option<Instant>,
+}
+
+/// `GET /vrouter/bgp/neighbors`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Summary {
+    /// Our BGP identifier.
+    pub router_id: Ipv4Addr,
+    /// Our AS.
+    pub asn: u32,
+    /// Neighbours by address.
+    pub neighbors: Vec<Neighbour>,
+}
+
+/// The neighbour table the tasks write and the API reads.
+#[derive(Debug)]
+pub struct Neighbours {
+    router_id: Ipv4Addr,
+    inner: Mutex<(u32, BTreeMap<Ipv4Addr, Neighbour>)>,
+}
+
+impl Neighbours {
+    /// An empty table for this router-id.
+    pub fn new(router_id: Ipv4Addr) -> Neighbours {
+        Neighbours {
+            router_id,
+            inner: Mutex::new((0, BTreeMap::new())),
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut (u32, BTreeMap<Ipv4Addr, Neighbour>)) -> T) -> T {
+        f(&mut self.inner.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// What an operator reads (`show bgp summary`).
+    pub fn summary(&self) -> Summary {
+        self.with(|(asn, t)| Summary {
+            router_id: self.router_id,
+            asn: *asn,
+            neighbors: t
+                .values()
+                .map(|n| Neighbour {
+                    uptime_s: n.since.map(|s| s.elapsed().as_secs()).unwrap_or(0),
+                    ..n.clone()
+                })
+                .collect(),
+        })
+    }
+
+    fn update(&self, addr: Ipv4Addr, f: impl FnOnce(&mut Neighbour)) {
+        self.with(|(_, t)| {
+            if let Some(n) = t.get_mut(&addr) {
+                f(n);
+            }
+        })
+    }
+}
+
+/// Runs the speaker until the listener fails.
+pub async fn run(
+    shared: Arc<Shared>,
+    cfg: SpeakerConfig,
+    table: Arc<Neighbours>,
+) -> std::io::Result<()> {
+    let listener = TcpListener::bind(cfg.bind).await?;
+    let IpAddr::V4(router_id) = cfg.bind.ip() else {
+        return Err(std::io::Error::other("--bgp needs an IPv4 address"));
+    };
+    log::info!("BGP speaker listening on {}", listener.local_addr()?);
+    let mut planner = Planner {
+        shared,
+        cfg,
+        router_id,
+        table,
+        peers: HashMap::new(),
+        logged: BTreeSet::new(),
+    };
+    let mut rev = planner.shared.subscribe();
+    planner.replan();
+    loop {
+        tokio::select! {
+            acc = listener.accept() => match acc {
+                Ok((stream, from)) => planner.incoming(stream, from),
+                Err(e) => log::warn!("BGP accept: {e}"),
+            },
+            changed = rev.changed() => {
+                if changed.is_err() {
+                    return Ok(());
+                }
+                // Let a burst of writes settle, then plan once for all of them.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                rev.borrow_and_update();
+                planner.replan();
+            }
+        }
+    }
+}
+
+struct PeerTask {
+    peer: Peer,
+    exports: watch::Sender<Arc<Exports>>,
+    incoming: mpsc::Sender<TcpStream>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+struct Planner {
+    shared: Arc<Shared>,
+    cfg: SpeakerConfig,
+    router_id: Ipv4Addr,
+    table: Arc<Neighbours>,
+    peers: HashMap<Ipv4Addr, PeerTask>,
+    /// Config problems already logged (each is logged once while it lasts).
+    logged: BTreeSet<String>,
+}
+
+impl Planner {
+    /// Re-reads neighbours and exports; starts, stops and feeds the neighbour tasks.
+    fn replan(&mut self) {
+        let rid = self.router_id;
+        let Ok((plan, exp)) = self.shared.read_core(|c| {
+            let mut p = plan(c, rid);
+            let e = exports(c, rid, p.asn, &mut p.problems);
+            (p, e)
+        }) else {
+            return;
+        };
+        let problems: BTreeSet<String> = plan.problems.iter().cloned().collect();
+        for p in problems.difference(&self.logged) {
+            log::warn!("BGP: {p}");
+        }
+        self.logged = problems;
+        let local = Local {
+            asn: plan.asn,
+            router_id: rid,
+            hold_time: self.cfg.hold_time,
+        };
+        let exp = Arc::new(exp);
+        let wanted: HashMap<Ipv4Addr, &Peer> = plan.peers.iter().map(|p| (p.address, p)).collect();
+        let asn_changed = self
+            .table
+            .with(|(asn, _)| std::mem::replace(asn, plan.asn) != plan.asn);
+        self.peers.retain(|addr, t| {
+            let keep = !asn_changed && wanted.get(addr).is_some_and(|p| **p == t.peer);
+            if !keep {
+                t.task.abort();
+                self.table.with(|(_, tab)| tab.remove(addr));
+            }
+            keep
+        });
+        for p in plan.peers {
+            if let Some(t) = self.peers.get(&p.address) {
+                t.exports.send_replace(Arc::clone(&exp));
+                continue;
+            }
+            self.table.with(|(_, t)| {
+                t.insert(
+                    p.address,
+                    Neighbour {
+                        address: p.address,
+                        asn: p.asn,
+                        state: State::Idle,
+                        uptime_s: 0,
+                        prefixes_received: 0,
+                        prefixes_advertised: 0,
+                        flaps: 0,
+                        last_error: None,
+                        since: None,
+                    },
+                )
+            });
+            let (etx, erx) = watch::channel(Arc::clone(&exp));
+            let (itx, irx) = mpsc::channel(2);
+            let task = tokio::spawn(peer_task(
+                Session::new(local, p.clone()),
+                erx,
+                irx,
+                Arc::clone(&self.table),
+                self.cfg.connect_retry,
+            ));
+            self.peers.insert(
+                p.address,
+                PeerTask {
+                    peer: p,
+                    exports: etx,
+                    incoming: itx,
+                    task,
+                },
+            );
+        }
+    }
+
+    /// A neighbour connected to us: hand the connection to its task; strangers are closed.
+    fn incoming(&mut self, stream: TcpStream, from: SocketAddr) {
+        let IpAddr::V4(addr) = from.ip() else {
+            return;
+        };
+        match self.peers.get(&addr) {
+            Some(t) => {
+                if t.incoming.try_send(stream).is_err() {
+                    log::debug!("BGP: {addr} connects faster than its task takes connections");
+                }
+            }
+            None => {
+                if self
+                    .logged
+                    .insert(format!("connection from unknown {addr}"))
+                {
+                    log::warn!(
+                        "BGP: connection from {addr}, which is no configured bgp-router: closed"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// One neighbour's life: connect (or take its connection), run the session, wait, again.
+async fn peer_task(
+    mut session: Session,
+    mut exports: watch::Receiver<Arc<Exports>>,
+    mut incoming: mpsc::Receiver<TcpStream>,
+    table: Arc<Neighbours>,
+    retry: Duration,
+) {
+    let peer = session.peer().clone();
+    let target = SocketAddr::from((peer.address, peer.port));
+    let source = session.local_id();
+    let epoch = Instant::now();
+    loop {
+        let stream = tokio::select! {
+            Some(s) = incoming.recv() => Some(s),
+            r = tokio::time::timeout(Duration::from_secs(5), connect_from(source, target)) => match r {
+                Ok(Ok(s)) => Some(s),
+                Ok(Err(e)) => {
+                    table.update(peer.address, |n| n.last_error = Some(format!("connect: {e}")));
+                    None
+                }
+                Err(_) => {
+                    table.update(peer.address, |n| n.last_error = Some("connect: timed out".into()));
+                    None
+                }
+            },
+        };
+        if let Some(s) = stream {
+            let why = connection(&mut session, s, &mut exports, &mut incoming, &table, epoch).await;
+            table.update(peer.address, |n| {
+                if n.state == State::Established {
+                    n.flaps += 1;
+                }
+                n.state = State::Idle;
+                n.since = None;
+                n.prefixes_received = 0;
+                n.prefixes_advertised = 0;
+                n.last_error = Some(why.clone());
+            });
+            log::warn!("BGP neighbour {}: down: {why}", peer.address);
+        }
+        // Wait before the next attempt, but take the neighbour's own connection at once.
+        tokio::select! {
+            Some(s) = incoming.recv() => {
+                let why = connection(&mut session, s, &mut exports, &mut incoming, &table, epoch).await;
+                table.update(peer.address, |n| {
+                    if n.state == State::Established {
+                        n.flaps += 1;
+                    }
+                    n.state = State::Idle;
+                    n.since = None;
+                    n.last_error = Some(why);
+                });
+            }
+            _ = tokio::time::sleep(retry) => {}
+        }
+    }
+}
+
+/// Connects from our router-id, the address the neighbour has configured for us (as a
+/// router's `update-source`): the kernel's own choice (another interface's address, or
+/// 127.0.0.1 on loopback) would be refused as a stranger.
+async fn connect_from(source: Ipv4Addr, target: SocketAddr) -> std::io::Result<TcpStream> {
+    let sock = tokio::net::TcpSocket::new_v4()?;
+    sock.bind(SocketAddr::from((source, 0)))?;
+    sock.connect(target).await
+}
+
+/// Runs one connection until the session ends; returns why it ended.
+async fn connection(
+    session: &mut Session,
+    stream: TcpStream,
+    exports: &mut watch::Receiver<Arc<Exports>>,
+    incoming: &mut mpsc::Receiver<TcpStream>,
+    table: &Neighbours,
+    epoch: Instant,
+) -> String {
+    let addr = session.peer().address;
+    let _ = stream.set_nodelay(true);
+    let (mut rd, mut wr) = stream.into_split();
+    let now = || epoch.elapsed().as_millis() as u64;
+    let mut out = session.connected(now());
+    out.extend(session.export(exports.borrow_and_update().as_ref().clone(), now()));
+    let mut buf = vec![0u8; 65536];
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        if let Some(why) = act(session, out, &mut wr, table).await {
+            return why;
+        }
+        out = tokio::select! {
+            r = rd.read(&mut buf) => match r {
+                Ok(0) => session.closed("connection closed by the neighbour"),
+                Ok(n) => session.received(&buf[..n], now()),
+                Err(e) => session.closed(&format!("read: {e}")),
+            },
+            _ = tick.tick() => session.tick(now()),
+            changed = exports.changed() => match changed {
+                Ok(()) => {
+                    let e = exports.borrow_and_update().as_ref().clone();
+                    session.export(e, now())
+                }
+                Err(_) => session.closed("neighbour removed from the configuration"),
+            },
+            Some(other) = incoming.recv() => collision(session, other, addr).await,
+        };
+    }
+}
+
+/// The neighbour opened a second connection while this one runs (RFC 4271 §6.8): once
+/// established, or when our identifier is higher, the new one is refused; else ours yields.
+async fn collision(session: &mut Session, mut other: TcpStream, addr: Ipv4Addr) -> Vec<Output> {
+    let theirs = session.peer().identifier.unwrap_or(addr);
+    let keep_ours = session.state() == State::Established || session.local_id() > theirs;
+    let cease = codec::notification(&Notification::new(6, 7));
+    if keep_ours {
+        let _ = tokio::time::timeout(Duration::from_secs(1), other.write_all(&cease)).await;
+        return Vec::new();
+    }
+    let mut out = vec![Output::Send(cease)];
+    out.extend(session.closed("connection collision: the neighbour's connection wins"));
+    out
+}
+
+/// Carries out a session's outputs; `Some(reason)` when the session ended.
+async fn act(
+    session: &Session,
+    out: Vec<Output>,
+    wr: &mut tokio::net::tcp::OwnedWriteHalf,
+    table: &Neighbours,
+) -> Option<String> {
+    let addr = session.peer().address;
+    let mut ended = None;
+    for o in out {
+        match o {
+            Output::Send(bytes) => {
+                let w = tokio::time::timeout(Duration::from_secs(10), wr.write_all(&bytes)).await;
+                if !matches!(w, Ok(Ok(()))) && ended.is_none() {
+                    ended = Some("write to the neighbour failed or stalled for 10 s".to_string());
+                }
+            }
+            Output::Established => {
+                log::info!("BGP neighbour {addr}: established");
+                table.update(addr, |n| {
+                    n.since = Some(Instant::now());
+                    n.last_error = None;
+                });
+            }
+            Output::Learned(_) | Output::Withdrawn(_) => {}
+            Output::Down(why) => ended = Some(why),
+        }
+    }
+    table.update(addr, |n| {
+        n.state = session.state();
+        n.prefixes_received = session.learned().len();
+        n.prefixes_advertised = session.advertised();
+    });
+    ended
+}

@@ -1,0 +1,344 @@
+// SPDX-License-Identifier: Apache-2.0
+//! The shim's BGP speaker against two gateways we did not write: GoBGP as an iBGP neighbour and
+//! FRR's bgpd as an eBGP neighbour, both configured the way `provision_mx.py` does it (a
+//! `bgp-router` object under `ip-fabric:__default__`). A VM route an agent advertises must show
+//! up in both routers' VPN-IPv4 tables with our RD, the network's route target, the agent's
+//! label, the compute host as next hop and the MPLS-in-UDP encapsulation community; withdrawing
+//! it must remove it from both. Everything talks over 127.77.0.0/24 on loopback.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::bodies::{iip, vm, vmi, vn};
+use common::{free_port, require_tool, Shim, TempDir};
+use serde_json::{json, Value};
+
+const SHIM_BGP: &str = "127.77.0.1";
+const GOBGP: &str = "127.77.0.2";
+const FRR: &str = "127.77.0.3";
+const VN: &str = "b0f3c5d2-8e61-4b7a-9c2d-1e4f5a6b7c8d";
+const VM1: &str = "6e6f7a8b-9c0d-4e1f-8a2b-3c4d5e6f7a81";
+const VMI1: &str = "d1d2e3f4-a5b6-4c7d-8e9f-0a1b2c3d4e51";
+const VRF: &str = "default-domain:default-project:tier-web";
+const FRR_BGPD: &str = "/usr/lib/frr/bgpd";
+
+/// A child process killed on drop (the routers must not outlive a failed assertion).
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_gobgp(dir: &Path, api_port: u16) -> Daemon {
+    let conf = dir.join("gobgpd.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            r#"[global.config]
+  as = 64512
+  router-id = "{GOBGP}"
+  port = 179
+  local-address-list = ["{GOBGP}"]
+[[neighbors]]
+  [neighbors.config]
+    neighbor-address = "{SHIM_BGP}"
+    peer-as = 64512
+  [neighbors.transport.config]
+    local-address = "{GOBGP}"
+  [neighbors.timers.config]
+    connect-retry = 1
+  [[neighbors.afi-safis]]
+    [neighbors.afi-safis.config]
+      afi-safi-name = "l3vpn-ipv4-unicast"
+"#
+        ),
+    )
+    .expect("write gobgpd.toml");
+    let log = std::fs::File::create(dir.join("gobgpd.log")).expect("gobgpd.log");
+    Daemon(
+        Command::new("gobgpd")
+            .arg("-f")
+            .arg(&conf)
+            .args([
+                "--api-hosts",
+                &format!("127.0.0.1:{api_port}"),
+                "-l",
+                "info",
+            ])
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn gobgpd"),
+    )
+}
+
+fn start_frr(dir: &Path) -> Daemon {
+    let conf = dir.join("bgpd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "hostname gw-frr\n\
+             log file {}/bgpd.log debugging\n\
+             router bgp 65001\n \
+             bgp router-id {FRR}\n \
+             no bgp ebgp-requires-policy\n \
+             no bgp default ipv4-unicast\n \
+             timers bgp 3 9\n \
+             neighbor {SHIM_BGP} remote-as 64512\n \
+             neighbor {SHIM_BGP} update-source {FRR}\n \
+             neighbor {SHIM_BGP} timers connect 1\n \
+             address-family ipv4 vpn\n  \
+             neighbor {SHIM_BGP} activate\n \
+             exit-address-family\n",
+            dir.display()
+        ),
+    )
+    .expect("write bgpd.conf");
+    Daemon(
+        Command::new(FRR_BGPD)
+            .args([
+                "-Z",
+                "-S",
+                "-l",
+                FRR,
+                "-p",
+                "179",
+                "-A",
+                "127.0.0.1",
+                "-P",
+                "0",
+            ])
+            .arg("-f")
+            .arg(&conf)
+            .arg("-i")
+            .arg(dir.join("bgpd.pid"))
+            .arg("--vty_socket")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn FRR bgpd"),
+    )
+}
+
+/// GoBGP's VPN-IPv4 table, as JSON (prefix → paths).
+fn gobgp_rib(api_port: u16) -> Value {
+    let out = Command::new("gobgp")
+        .args(["-u", "127.0.0.1", "-p", &api_port.to_string(), "-j"])
+        .args(["global", "rib", "-a", "vpnv4"])
+        .output()
+        .expect("run gobgp");
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
+fn vtysh(dir: &Path, cmd: &str) -> String {
+    let out = Command::new("vtysh")
+        .arg("--vty_socket")
+        .arg(dir)
+        .args(["-c", cmd])
+        .output()
+        .expect("run vtysh");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Waits up to `secs` for `f` to give `Some`; panics with `what` and the last state otherwise.
+fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(last) if Instant::now() > deadline => panic!("{what}: not within {secs} s: {last}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(250)),
+        }
+    }
+}
+
+/// The CloudStack side: one network, one VM with one NIC, bound on host h1 (fabric 10.0.0.1),
+/// whose agent advertises the VM's /32 with label 17. Returns the network id.
+fn cloud(shim: &Shim) -> u64 {
+    shim.ok(
+        "POST",
+        "/virtual-networks",
+        Some(&vn(VN, "tier-web", "10.20.1.0", "10.20.1.1")),
+    );
+    shim.ok("POST", "/virtual-machines", Some(&vm(VM1, "i-2-1-VM")));
+    shim.ok(
+        "POST",
+        "/virtual-machine-interfaces",
+        Some(&vmi(VMI1, "i-2-1-VM", 0, "tier-web")),
+    );
+    shim.ok(
+        "POST",
+        "/instance-ips",
+        Some(&iip("i-2-1-VM", 0, "tier-web")),
+    );
+    shim.ok(
+        "POST",
+        "/vrouter/agents",
+        Some(&json!({"hostname": "h1", "fabric_ip": "10.0.0.1"})),
+    );
+    shim.ok(
+        "POST",
+        "/vrouter/bindings",
+        Some(&json!({"host": "h1", "vmi_uuid": VMI1})),
+    );
+    shim.ok(
+        "POST",
+        "/vrouter/routes",
+        Some(
+            &json!({"host": "h1", "vrf": VRF, "prefix": "10.20.1.2/32", "label": 17,
+                     "vmi_uuid": VMI1}),
+        ),
+    );
+    let v = shim.ok("GET", &format!("/virtual-network/{VN}"), None);
+    v["virtual-network"]["virtual_network_network_id"]
+        .as_u64()
+        .expect("the network has an id")
+}
+
+/// A gateway as `provision_mx.py` creates it.
+fn bgp_router(name: &str, address: &str, asn: u32) -> Value {
+    json!({"bgp-router": {
+        "fq_name": ["default-domain", "default-project", "ip-fabric", "__default__", name],
+        "parent_type": "routing-instance",
+        "bgp_router_parameters": {
+            "vendor": "mx", "router_type": "router", "address": address, "identifier": address,
+            "autonomous_system": asn, "port": 179, "hold_time": 0,
+            "address_families": {"family": ["route-target", "inet-vpn", "e-vpn"]}
+        }
+    }})
+}
+
+fn neighbour_state(shim: &Shim, addr: &str) -> String {
+    let (_, v) = shim.get("/vrouter/bgp/neighbors");
+    v["neighbors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|n| n["address"] == addr)
+        .map(|n| n["state"].as_str().unwrap_or("?").to_string())
+        .unwrap_or_else(|| format!("absent from {v}"))
+}
+
+/// GoBGP's path for 10.20.1.2/32, if it has one.
+fn gobgp_path(api_port: u16) -> Option<Value> {
+    let rib = gobgp_rib(api_port);
+    rib.as_object()?
+        .iter()
+        .find(|(k, _)| k.contains("10.20.1.2/32"))
+        .and_then(|(_, paths)| paths.get(0).cloned())
+}
+
+#[test]
+fn gateways_learn_and_lose_vm_routes_over_vpnv4() {
+    require_tool("gobgpd", &["--version"], "apt-get install gobgpd");
+    require_tool(FRR_BGPD, &["--version"], "apt-get install frr");
+    let dir = TempDir::new("bgp");
+    let api_port = free_port();
+    let shim = Shim::start(
+        &format!("sqlite:{}", dir.0.join("shim.db").display()),
+        &["--bgp", SHIM_BGP, "--bgp-hold-time", "9"],
+    );
+    let net_id = cloud(&shim);
+    let _gobgp = start_gobgp(&dir.0, api_port);
+    let _frr = start_frr(&dir.0);
+    shim.ok(
+        "POST",
+        "/bgp-routers",
+        Some(&bgp_router("gw-gobgp", GOBGP, 64512)),
+    );
+    shim.ok(
+        "POST",
+        "/bgp-routers",
+        Some(&bgp_router("gw-frr", FRR, 65001)),
+    );
+
+    for addr in [GOBGP, FRR] {
+        wait_for(60, &format!("session with {addr}"), || {
+            let s = neighbour_state(&shim, addr);
+            if s == "Established" {
+                Ok(())
+            } else {
+                Err(s)
+            }
+        });
+    }
+
+    // GoBGP (iBGP): RD <router-id>:<network id>, label 17, next hop the compute host, the
+    // network's route target and the MPLS-in-UDP tunnel type.
+    let path = wait_for(30, "the route at GoBGP", || {
+        gobgp_path(api_port).ok_or_else(|| gobgp_rib(api_port).to_string())
+    });
+    let text = path.to_string();
+    let nlri = &path["nlri"];
+    assert_eq!(
+        nlri["rd"],
+        json!({"type": 1, "admin": SHIM_BGP, "assigned": net_id}),
+        "{text}"
+    );
+    assert_eq!(nlri["labels"], json!([17]), "{text}");
+    assert!(text.contains("\"nexthop\":\"10.0.0.1\""), "{text}");
+    let ext = path["attrs"]
+        .as_array()
+        .expect("attrs")
+        .iter()
+        .find(|a| a["type"] == 16)
+        .expect("extended communities")
+        .to_string();
+    assert!(
+        ext.contains(&format!("\"value\":\"64512:{net_id}\"")),
+        "route target target:64512:{net_id} in {ext}"
+    );
+    assert!(ext.contains("\"tunnel_type\":13"), "MPLS-in-UDP in {ext}");
+
+    // FRR (eBGP): the same route, our AS on the path, ET:13 and the route target.
+    let shown = wait_for(30, "the route at FRR", || {
+        let s = vtysh(&dir.0, "show bgp ipv4 vpn 10.20.1.2/32");
+        if s.contains("10.0.0.1") {
+            Ok(s)
+        } else {
+            Err(s)
+        }
+    });
+    assert!(shown.contains(&format!("{SHIM_BGP}:{net_id}")), "{shown}");
+    assert!(shown.contains(&format!("RT:64512:{net_id}")), "{shown}");
+    assert!(shown.contains("ET:13"), "{shown}");
+    assert!(shown.contains("64512"), "our AS on the path: {shown}");
+    assert!(
+        shown.contains("label=17") || shown.contains("Remote label: 17"),
+        "{shown}"
+    );
+
+    let (_, sum) = shim.get("/vrouter/bgp/neighbors");
+    for n in sum["neighbors"].as_array().expect("neighbors") {
+        assert_eq!(n["prefixes_advertised"], 1, "{sum}");
+    }
+
+    // The VM goes away on h1: both gateways lose the route, the sessions stay up.
+    shim.ok(
+        "DELETE",
+        "/vrouter/routes",
+        Some(&json!({"host": "h1", "vrf": VRF, "prefix": "10.20.1.2/32"})),
+    );
+    wait_for(30, "the withdraw at GoBGP", || match gobgp_path(api_port) {
+        None => Ok(()),
+        Some(p) => Err(p.to_string()),
+    });
+    wait_for(30, "the withdraw at FRR", || {
+        let s = vtysh(&dir.0, "show bgp ipv4 vpn json");
+        if s.contains("10.20.1.2/32") {
+            Err(s)
+        } else {
+            Ok(())
+        }
+    });
+    for addr in [GOBGP, FRR] {
+        assert_eq!(neighbour_state(&shim, addr), "Established");
+    }
+}
