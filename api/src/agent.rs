@@ -128,7 +128,24 @@ pub struct Unbound {
     pub rev: u64,
 }
 
-/// A route an agent advertised, as the shim holds and distributes it.
+/// How packets reach a route's next hop when the route says (a gateway's route, learned over
+/// BGP with its encapsulation community); routes of our own hosts leave it to the agents'
+/// configured encapsulation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RouteEncap {
+    /// MPLS in UDP (RFC 7510).
+    MplsOverUdp,
+    /// MPLS in GRE (RFC 4023), what gateways expect when they name none.
+    MplsOverGre,
+}
+
+/// Origins of routes learned from a BGP neighbour start with this (`bgp:<address>`); no agent
+/// may register a hostname that does.
+pub const GATEWAY_ORIGIN: &str = "bgp:";
+
+/// A route an agent advertised (or the controller learned from a gateway), as the shim holds
+/// and distributes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Route {
     /// The advertising host.
@@ -144,6 +161,9 @@ pub struct Route {
     /// The interface the route belongs to; withdrawn with it.
     #[serde(default)]
     pub vmi_uuid: Option<Uuid>,
+    /// The encapsulation the next hop needs, when not the agents' own (gateway routes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encap: Option<RouteEncap>,
 }
 
 /// `POST /vrouter/routes`.

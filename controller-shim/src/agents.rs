@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use vrouter_api::agent::{
     Advertise, Advertised, AgentInfo, AgentList, Binding, Bound, RegisterAgent, Registered, Route,
-    RouteList, Unbound, Withdraw, Withdrawn,
+    RouteList, Unbound, Withdraw, Withdrawn, GATEWAY_ORIGIN,
 };
 use vrouter_api::watch::{WatchEvent, WatchReply};
 use vrouter_api::{Ipv4Prefix, Uuid};
@@ -206,6 +206,11 @@ impl AgentState {
         if host.contains('/') {
             return Err(bad("hostname must not contain '/'"));
         }
+        if host.starts_with(GATEWAY_ORIGIN) {
+            return Err(bad(format!(
+                "hostname must not start with {GATEWAY_ORIGIN:?} (routes learned over BGP)"
+            )));
+        }
         if self.agents.get(host) != Some(req) {
             j.bump();
             j.queue(agent_key(host), Some(to_json(req)));
@@ -356,6 +361,7 @@ impl AgentState {
             label: req.label,
             nexthop: req.nexthop.unwrap_or(agent.fabric_ip),
             vmi_uuid: req.vmi_uuid,
+            encap: None,
         };
         let slot = self.routes.entry(req.vrf.clone()).or_default();
         let k = (req.host.clone(), prefix.to_string());
@@ -397,6 +403,70 @@ impl AgentState {
             withdrawn: removed.is_some(),
             rev: j.rev(),
         })
+    }
+
+    /// Makes `routes` exactly the routes of `origin` (a BGP neighbour, `bgp:<address>`): what
+    /// it no longer has is withdrawn, what changed is replaced, all in one revision. Returns
+    /// how many routes changed. Two routes of one origin for one prefix in one VRF (two RDs
+    /// imported into the same network) keep the first.
+    pub(crate) fn set_gateway_routes(
+        &mut self,
+        g: &Graph,
+        j: &mut Journal,
+        origin: &str,
+        routes: Vec<Route>,
+    ) -> usize {
+        let mut wanted: BTreeMap<(String, String), Route> = BTreeMap::new();
+        for r in routes.into_iter().filter(|r| r.host == origin) {
+            wanted
+                .entry((r.vrf.clone(), r.prefix.to_string()))
+                .or_insert(r);
+        }
+        let mut changes = Vec::new();
+        for (vrf, m) in &self.routes {
+            for ((host, prefix), r) in m {
+                if host == origin && !wanted.contains_key(&(vrf.clone(), prefix.clone())) {
+                    changes.push((vrf.clone(), prefix.clone(), None, r.clone()));
+                }
+            }
+        }
+        for ((vrf, prefix), r) in wanted {
+            let k = (origin.to_string(), prefix.clone());
+            if self.routes.get(&vrf).and_then(|m| m.get(&k)) != Some(&r) {
+                changes.push((vrf, prefix, Some(r.clone()), r));
+            }
+        }
+        if changes.is_empty() {
+            return 0;
+        }
+        j.bump();
+        for (vrf, prefix, new, old) in &changes {
+            let slot = self.routes.entry(vrf.clone()).or_default();
+            let k = (origin.to_string(), prefix.clone());
+            match new {
+                Some(r) => {
+                    j.queue(route_key(r), Some(to_json(r)));
+                    slot.insert(k, r.clone());
+                }
+                None => {
+                    j.queue(route_key(old), None);
+                    slot.remove(&k);
+                }
+            }
+        }
+        self.routes.retain(|_, m| !m.is_empty());
+        self.refresh_views(g, j);
+        changes.len()
+    }
+
+    /// The origins of every route learned over BGP (to purge those of a previous run).
+    pub(crate) fn gateway_origins(&self) -> BTreeSet<String> {
+        self.routes
+            .values()
+            .flat_map(|m| m.keys())
+            .filter(|(h, _)| h.starts_with(GATEWAY_ORIGIN))
+            .map(|(h, _)| h.clone())
+            .collect()
     }
 
     /// All routes, optionally of one VRF (inspection).
@@ -452,6 +522,9 @@ impl AgentState {
     /// A route is live while its agent is registered and, if it names a VMI, while that VMI
     /// exists and is bound on the origin host.
     fn route_live(&self, g: &Graph, r: &Route) -> bool {
+        if r.host.starts_with(GATEWAY_ORIGIN) {
+            return true;
+        }
         if !self.agents.contains_key(&r.host) {
             return false;
         }

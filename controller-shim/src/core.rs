@@ -13,7 +13,7 @@ use std::net::Ipv4Addr;
 use serde_json::{json, Map, Value};
 
 use vrouter_api::agent::{
-    Advertise, Advertised, AgentList, Binding, Bound, RegisterAgent, Registered, RouteList,
+    Advertise, Advertised, AgentList, Binding, Bound, RegisterAgent, Registered, Route, RouteList,
     Unbound, Withdraw, Withdrawn,
 };
 use vrouter_api::interface::InterfaceConfig;
@@ -1258,6 +1258,17 @@ impl Core {
     /// `DELETE /vrouter/routes`.
     pub fn withdraw(&mut self, req: &Withdraw) -> Result<Withdrawn, ApiError> {
         self.agents.withdraw(&self.graph, &mut self.journal, req)
+    }
+
+    /// The routes learned from one BGP neighbour (`bgp:<address>`), replacing its previous set.
+    pub fn set_gateway_routes(&mut self, origin: &str, routes: Vec<Route>) -> usize {
+        self.agents
+            .set_gateway_routes(&self.graph, &mut self.journal, origin, routes)
+    }
+
+    /// The neighbours that have routes here (`bgp:<address>`).
+    pub fn gateway_origins(&self) -> std::collections::BTreeSet<String> {
+        self.agents.gateway_origins()
     }
 
     /// `GET /vrouter/routes`, optionally of one VRF.

@@ -341,6 +341,14 @@ impl Shared {
         self.read(f)
     }
 
+    /// A durable write to the core for the BGP speaker (blocking, like an API write).
+    pub(crate) fn write_core<T>(
+        &self,
+        f: impl Fn(&mut Core) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        self.write(f)
+    }
+
     /// Wakes on every revision the core reaches (the agents' long-poll uses it too).
     pub(crate) fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.notify.subscribe()

@@ -22,6 +22,9 @@ const FRR: &str = "127.77.0.3";
 const VN: &str = "b0f3c5d2-8e61-4b7a-9c2d-1e4f5a6b7c8d";
 const VM1: &str = "6e6f7a8b-9c0d-4e1f-8a2b-3c4d5e6f7a81";
 const VMI1: &str = "d1d2e3f4-a5b6-4c7d-8e9f-0a1b2c3d4e51";
+const VN2: &str = "b0f3c5d2-8e61-4b7a-9c2d-1e4f5a6b7c8e";
+const VM2: &str = "6e6f7a8b-9c0d-4e1f-8a2b-3c4d5e6f7a82";
+const VMI2: &str = "d1d2e3f4-a5b6-4c7d-8e9f-0a1b2c3d4e52";
 const VRF: &str = "default-domain:default-project:tier-web";
 const FRR_BGPD: &str = "/usr/lib/frr/bgpd";
 
@@ -78,7 +81,7 @@ fn start_gobgp(dir: &Path, api_port: u16) -> Daemon {
     )
 }
 
-fn start_frr(dir: &Path) -> Daemon {
+fn start_frr(dir: &Path, net_id: u64) -> Daemon {
     let conf = dir.join("bgpd.conf");
     std::fs::write(
         &conf,
@@ -95,7 +98,9 @@ fn start_frr(dir: &Path) -> Daemon {
              neighbor {SHIM_BGP} timers connect 1\n \
              address-family ipv4 vpn\n  \
              neighbor {SHIM_BGP} activate\n \
-             exit-address-family\n",
+             exit-address-family\n\
+             route-map GW-RT permit 10\n \
+             set extcommunity rt 64512:{net_id}\n",
             dir.display()
         ),
     )
@@ -147,6 +152,22 @@ fn vtysh(dir: &Path, cmd: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Configures FRR live (`conf t`, the lines, `end`).
+fn vtysh_conf(dir: &Path, lines: &[&str]) {
+    let mut c = Command::new("vtysh");
+    c.arg("--vty_socket").arg(dir).args(["-c", "conf t"]);
+    for l in lines {
+        c.args(["-c", l]);
+    }
+    let out = c.args(["-c", "end"]).output().expect("run vtysh");
+    assert!(
+        out.status.success() && out.stdout.is_empty(),
+        "vtysh {lines:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Waits up to `secs` for `f` to give `Some`; panics with `what` and the last state otherwise.
 fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Result<T, String>) -> T {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -159,9 +180,36 @@ fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Result<T, String>) 
     }
 }
 
-/// The CloudStack side: one network, one VM with one NIC, bound on host h1 (fabric 10.0.0.1),
-/// whose agent advertises the VM's /32 with label 17. Returns the network id.
+/// The CloudStack side: network tier-web with one VM bound on host h1 (fabric 10.0.0.1),
+/// whose agent advertises the VM's /32 with label 17, and network tier-db with one VM on h2.
+/// Returns tier-web's network id.
 fn cloud(shim: &Shim) -> u64 {
+    shim.ok(
+        "POST",
+        "/virtual-networks",
+        Some(&vn(VN2, "tier-db", "10.20.2.0", "10.20.2.1")),
+    );
+    shim.ok("POST", "/virtual-machines", Some(&vm(VM2, "i-2-2-VM")));
+    shim.ok(
+        "POST",
+        "/virtual-machine-interfaces",
+        Some(&vmi(VMI2, "i-2-2-VM", 0, "tier-db")),
+    );
+    shim.ok(
+        "POST",
+        "/instance-ips",
+        Some(&iip("i-2-2-VM", 0, "tier-db")),
+    );
+    shim.ok(
+        "POST",
+        "/vrouter/agents",
+        Some(&json!({"hostname": "h2", "fabric_ip": "10.0.0.2"})),
+    );
+    shim.ok(
+        "POST",
+        "/vrouter/bindings",
+        Some(&json!({"host": "h2", "vmi_uuid": VMI2})),
+    );
     shim.ok(
         "POST",
         "/virtual-networks",
@@ -226,6 +274,27 @@ fn neighbour_state(shim: &Shim, addr: &str) -> String {
         .unwrap_or_else(|| format!("absent from {v}"))
 }
 
+/// The routes in a host's view (what its agent programs), by key.
+fn view_routes(shim: &Shim, host: &str) -> std::collections::BTreeMap<String, Value> {
+    let w = shim.ok(
+        "GET",
+        &format!("/vrouter/watch?host={host}&since=0&timeout=1"),
+        None,
+    );
+    w["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["op"] == "put" && e["key"].as_str().is_some_and(|k| k.starts_with("route/")))
+        .map(|e| {
+            (
+                e["key"].as_str().unwrap_or("").to_string(),
+                e["value"].clone(),
+            )
+        })
+        .collect()
+}
+
 /// GoBGP's path for 10.20.1.2/32, if it has one.
 fn gobgp_path(api_port: u16) -> Option<Value> {
     let rib = gobgp_rib(api_port);
@@ -246,8 +315,8 @@ fn gateways_learn_and_lose_vm_routes_over_vpnv4() {
         &["--bgp", SHIM_BGP, "--bgp-hold-time", "9"],
     );
     let net_id = cloud(&shim);
-    let _gobgp = start_gobgp(&dir.0, api_port);
-    let _frr = start_frr(&dir.0);
+    let gobgp = start_gobgp(&dir.0, api_port);
+    let _frr = start_frr(&dir.0, net_id);
     shim.ok(
         "POST",
         "/bgp-routers",
@@ -320,6 +389,79 @@ fn gateways_learn_and_lose_vm_routes_over_vpnv4() {
         assert_eq!(n["prefixes_advertised"], 1, "{sum}");
     }
 
+    // Import: GoBGP announces 10.99.0.0/24 with tier-web's route target and no encapsulation
+    // community (so MPLS in GRE), FRR a default route with it (route-map GW-RT; a `network`
+    // in bgpd.conf is not originated under -Z, so it is configured live). Hosts of tier-web
+    // get both as tunnel routes to the gateway with its label; h2 (tier-db only) gets neither.
+    vtysh_conf(
+        &dir.0,
+        &[
+            "router bgp 65001",
+            "address-family ipv4 vpn",
+            "network 0.0.0.0/0 rd 65001:1 label 200 route-map GW-RT",
+        ],
+    );
+    let add = Command::new("gobgp")
+        .args(["-u", "127.0.0.1", "-p", &api_port.to_string()])
+        .args([
+            "global",
+            "rib",
+            "-a",
+            "vpnv4",
+            "add",
+            "10.99.0.0/24",
+            "label",
+            "100",
+        ])
+        .args([
+            "rd",
+            "64512:77",
+            "rt",
+            &format!("64512:{net_id}"),
+            "nexthop",
+            GOBGP,
+        ])
+        .output()
+        .expect("gobgp add");
+    assert!(
+        add.status.success(),
+        "{}",
+        String::from_utf8_lossy(&add.stderr)
+    );
+    let from_gobgp = format!("route/{VRF}/10.99.0.0/24/bgp:{GOBGP}");
+    let from_frr = format!("route/{VRF}/0.0.0.0/0/bgp:{FRR}");
+    let view = wait_for(30, "gateway routes in h1's view", || {
+        let v = view_routes(&shim, "h1");
+        if v.contains_key(&from_gobgp) && v.contains_key(&from_frr) {
+            Ok(v)
+        } else {
+            Err(format!("{:?}", v.keys().collect::<Vec<_>>()))
+        }
+    });
+    let r = &view[&from_gobgp];
+    assert_eq!(
+        (&r["label"], &r["nexthop"], &r["encap"]),
+        (&json!(100), &json!(GOBGP), &json!("mpls-over-gre")),
+        "{r}"
+    );
+    let r = &view[&from_frr];
+    assert_eq!(
+        (&r["label"], &r["nexthop"]),
+        (&json!(200), &json!(FRR)),
+        "{r}"
+    );
+    let h2 = view_routes(&shim, "h2");
+    assert!(
+        h2.keys().all(|k| !k.contains("bgp:")),
+        "tier-db imports nothing: {h2:?}"
+    );
+    // Not sent back: no gateway hears another's route from us (we reflect nothing).
+    let p = gobgp_rib(api_port).to_string();
+    assert!(
+        !p.contains("0.0.0.0/0"),
+        "FRR's route reflected to GoBGP: {p}"
+    );
+
     // The VM goes away on h1: both gateways lose the route, the sessions stay up.
     shim.ok(
         "DELETE",
@@ -341,4 +483,16 @@ fn gateways_learn_and_lose_vm_routes_over_vpnv4() {
     for addr in [GOBGP, FRR] {
         assert_eq!(neighbour_state(&shim, addr), "Established");
     }
+
+    // GoBGP goes away: its route leaves h1 at once, FRR's stays.
+    drop(gobgp);
+    wait_for(30, "GoBGP's route gone with its session", || {
+        let v = view_routes(&shim, "h1");
+        if v.contains_key(&from_gobgp) || !v.contains_key(&from_frr) {
+            Err(format!("{:?}", v.keys().collect::<Vec<_>>()))
+        } else {
+            Ok(())
+        }
+    });
+    assert_ne!(neighbour_state(&shim, GOBGP), "Established");
 }

@@ -13,8 +13,10 @@ use crate::config::{
 use crate::vip::Pair;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::Ipv4Addr;
+use vrouter_api::agent::RouteEncap;
 use vrouter_api::interface::InterfaceConfig;
 use vrouter_api::{Ipv4Prefix, Uuid};
+use vrouter_dataplane::tables::TunnelKind;
 use vrouter_dataplane::wire::MacAddr;
 
 /// A configuration built from the controller state.
@@ -520,7 +522,11 @@ impl<'a> Builder<'a> {
                     prefix,
                     label: r.label.get(),
                     remote: nh,
-                    encap: self.s.encap,
+                    // A gateway's route names what its next hop decapsulates.
+                    encap: r.encap.map_or(self.s.encap, |e| match e {
+                        RouteEncap::MplsOverUdp => TunnelKind::MplsOverUdp,
+                        RouteEncap::MplsOverGre => TunnelKind::MplsOverGre,
+                    }),
                 };
                 best.insert(k, (*rev, rr));
             }

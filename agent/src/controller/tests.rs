@@ -166,6 +166,54 @@ fn remote_routes_need_an_underlay_mac_and_skip_our_own() {
 }
 
 #[test]
+fn gateway_routes_keep_the_encapsulation_their_next_hop_asked_for() {
+    let mut st = ControllerState::default();
+    bound(&mut st, VMI1, "vif5.0");
+    let mut gre = route("bgp:10.0.0.254", "0.0.0.0/0", 300, "10.0.0.254");
+    gre["encap"] = json!("mpls-over-gre");
+    let mut udp = route("bgp:10.0.0.254", "198.51.100.0/24", 301, "10.0.0.254");
+    udp["encap"] = json!("mpls-over-udp");
+    st.apply_watch(&reply(
+        7,
+        true,
+        vec![
+            ev(
+                3,
+                "interface",
+                &format!("iface/{VMI1}"),
+                Some(iface(VMI1, "02:11:22:33:44:55", "10.1.1.3")),
+            ),
+            ev(
+                6,
+                "route",
+                &format!("route/{VRF}/0.0.0.0/0/bgp:10.0.0.254"),
+                Some(gre),
+            ),
+            ev(
+                7,
+                "route",
+                &format!("route/{VRF}/198.51.100.0/24/bgp:10.0.0.254"),
+                Some(udp),
+            ),
+        ],
+    ));
+    st.neighbours.insert(
+        Ipv4Addr::new(10, 0, 0, 254),
+        "52:54:00:00:00:fe".parse().expect("mac"),
+    );
+    // The host's own encapsulation is MPLS over UDP; the gateway's default route says GRE.
+    let b = st.build(&settings());
+    let by_prefix: BTreeMap<String, (u32, TunnelKind)> = b
+        .config
+        .routes
+        .iter()
+        .map(|r| (r.prefix.to_string(), (r.label, r.encap)))
+        .collect();
+    assert_eq!(by_prefix["0.0.0.0/0"], (300, TunnelKind::MplsOverGre));
+    assert_eq!(by_prefix["198.51.100.0/24"], (301, TunnelKind::MplsOverUdp));
+}
+
+#[test]
 fn resume_applies_deletes_and_reset_replaces_everything() {
     let mut st = ControllerState::default();
     bound(&mut st, VMI1, "vif5.0");

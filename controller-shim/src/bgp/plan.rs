@@ -3,16 +3,22 @@
 //! neighbours (`bgp-router` objects, as `provision_mx.py` creates them) and the VPN-IPv4
 //! routes every neighbour gets. Free of I/O: the speaker calls it under the core's lock.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use serde_json::Value;
 
 use super::codec::PathAttrs;
 use super::session::{Exports, Peer};
-use super::types::{Encap, Rd, RouteTarget, VpnKey};
+use super::types::{Encap, Rd, RouteTarget, VpnKey, VpnRoute};
 use crate::core::Core;
 use crate::graph::Obj;
 use crate::schema::ObjType;
+use vrouter_api::agent::{Route, RouteEncap, GATEWAY_ORIGIN};
+use vrouter_api::Label;
+
+/// Which networks import a route target: target → VRF names (a network's fq_name with `:`).
+pub type Imports = BTreeMap<RouteTarget, BTreeSet<String>>;
 
 /// The cloud's AS when `global-system-config.autonomous_system` is not set (Contrail's).
 pub const DEFAULT_ASN: u32 = 64512;
@@ -163,6 +169,10 @@ pub fn exports(core: &Core, router_id: Ipv4Addr, asn: u32, problems: &mut Vec<St
     let g = core.graph();
     let mut out = Exports::new();
     for r in core.list_routes(None).routes {
+        // We are no route reflector: what a gateway taught us goes to the hosts only.
+        if r.host.starts_with(GATEWAY_ORIGIN) {
+            continue;
+        }
         let fq: Vec<String> = r.vrf.split(':').map(str::to_string).collect();
         let Some(vn) = g
             .lookup(ObjType::VirtualNetwork, &fq)
@@ -193,6 +203,69 @@ pub fn exports(core: &Core, router_id: Ipv4Addr, asn: u32, problems: &mut Vec<St
     }
     problems.sort();
     problems.dedup();
+    out
+}
+
+/// The route targets each tenant network imports (its own, as [`network_targets`] gives them).
+pub fn imports(core: &Core, asn: u32, problems: &mut Vec<String>) -> Imports {
+    let mut out = Imports::new();
+    for vn in core.graph().of_type(ObjType::VirtualNetwork) {
+        if vn.is_fabric_vn() {
+            continue;
+        }
+        for t in network_targets(vn, asn, problems) {
+            out.entry(t).or_default().insert(vn.fq_name.join(":"));
+        }
+    }
+    out
+}
+
+/// The origin of a neighbour's routes in the shim's route table.
+pub fn origin(peer: Ipv4Addr) -> String {
+    format!("{GATEWAY_ORIGIN}{peer}")
+}
+
+/// What a neighbour's routes become on the hosts: one route per importing network, to the
+/// neighbour's next hop with its label and encapsulation (MPLS in GRE when it names none, or
+/// none we speak). Our own routes reflected back (our RD) and routes without a usable label
+/// are not imported.
+pub fn imported<'a>(
+    peer: Ipv4Addr,
+    learned: impl IntoIterator<Item = &'a VpnRoute>,
+    imports: &Imports,
+    router_id: Ipv4Addr,
+) -> Vec<Route> {
+    let host = origin(peer);
+    let mut out = Vec::new();
+    for r in learned {
+        if r.key.rd.0[..6] == Rd::ip(router_id, 0).0[..6] {
+            continue;
+        }
+        let Some(label) = Label::new(r.label).ok() else {
+            continue;
+        };
+        let encap = match r.encaps.first() {
+            Some(Encap::MplsOverUdp) => RouteEncap::MplsOverUdp,
+            Some(Encap::MplsOverGre) | None => RouteEncap::MplsOverGre,
+        };
+        let vrfs: BTreeSet<&String> = r
+            .targets
+            .iter()
+            .filter_map(|t| imports.get(t))
+            .flatten()
+            .collect();
+        for vrf in vrfs {
+            out.push(Route {
+                host: host.clone(),
+                vrf: vrf.clone(),
+                prefix: r.key.prefix,
+                label,
+                nexthop: r.nexthop,
+                vmi_uuid: None,
+                encap: Some(encap),
+            });
+        }
+    }
     out
 }
 
@@ -296,5 +369,44 @@ mod tests {
             vec!["target:64512:100".parse::<RouteTarget>().expect("rt")]
         );
         assert_eq!(problems.len(), 1);
+    }
+
+    #[test]
+    fn gateway_routes_go_to_every_importing_network_but_our_own_come_back_to_nobody() {
+        let rt = |n| RouteTarget::asn(64512, n);
+        let mut imp = Imports::new();
+        imp.entry(rt(7)).or_default().insert("d:p:web".to_string());
+        imp.entry(rt(8)).or_default().insert("d:p:db".to_string());
+        imp.entry(rt(8)).or_default().insert("d:p:web".to_string());
+        let me = Ipv4Addr::new(10, 9, 0, 1);
+        let gw = Ipv4Addr::new(10, 9, 0, 2);
+        let route = |rd: Rd, targets: Vec<RouteTarget>, encaps: Vec<Encap>| VpnRoute {
+            key: VpnKey {
+                rd,
+                prefix: "0.0.0.0/0".parse().expect("prefix"),
+            },
+            label: 300,
+            nexthop: gw,
+            targets,
+            encaps,
+        };
+        let learned = [
+            route(Rd::asn(65001, 1), vec![rt(7), rt(8)], vec![]),
+            route(Rd::asn(65001, 2), vec![rt(9)], vec![Encap::MplsOverUdp]),
+            route(Rd::ip(me, 7), vec![rt(7)], vec![]),
+        ];
+        let out = imported(gw, &learned, &imp, me);
+        let got: Vec<(&str, &str, Option<RouteEncap>)> = out
+            .iter()
+            .map(|r| (r.host.as_str(), r.vrf.as_str(), r.encap))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("bgp:10.9.0.2", "d:p:db", Some(RouteEncap::MplsOverGre)),
+                ("bgp:10.9.0.2", "d:p:web", Some(RouteEncap::MplsOverGre)),
+            ]
+        );
+        assert!(out.iter().all(|r| r.label.get() == 300 && r.nexthop == gw));
     }
 }

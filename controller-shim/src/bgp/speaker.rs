@@ -2,7 +2,9 @@
 //! The speaker's I/O: the BGP listener, one task per neighbour that connects out (and takes
 //! the neighbour's own connection, resolving collisions by BGP identifier as RFC 4271 §6.8
 //! says), and a planner that re-reads neighbours and exports whenever the config or the
-//! routes change. All protocol decisions are the [`Session`]'s; this file moves bytes.
+//! routes change. All protocol decisions are the [`Session`]'s; this file moves bytes, and
+//! writes what each neighbour taught us into the shim's route table (origin `bgp:<address>`),
+//! whence the agents' views carry it to the hosts of the importing networks.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -15,9 +17,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
 use super::codec::{self, Notification};
-use super::plan::{exports, plan};
+use super::plan::{exports, imported, imports, origin, plan, Imports};
 use super::session::{Exports, Local, Output, Peer, Session, State};
 use crate::server::Shared;
+use vrouter_api::agent::Route;
 
 /// How the speaker runs (`vrouter-shim --bgp ADDR[:PORT]`).
 #[derive(Debug, Clone)]
@@ -148,9 +151,17 @@ pub async fn run(
     }
 }
 
+/// What every neighbour task follows: the routes to announce and which networks import
+/// which route targets.
+#[derive(Debug, Default, PartialEq)]
+struct Feed {
+    exports: Exports,
+    imports: Imports,
+}
+
 struct PeerTask {
     peer: Peer,
-    exports: watch::Sender<Arc<Exports>>,
+    feed: watch::Sender<Arc<Feed>>,
     incoming: mpsc::Sender<TcpStream>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -166,13 +177,15 @@ struct Planner {
 }
 
 impl Planner {
-    /// Re-reads neighbours and exports; starts, stops and feeds the neighbour tasks.
+    /// Re-reads neighbours, exports and imports; starts, stops and feeds the neighbour tasks;
+    /// drops routes of neighbours that are gone (also those of a previous run).
     fn replan(&mut self) {
         let rid = self.router_id;
-        let Ok((plan, exp)) = self.shared.read_core(|c| {
+        let Ok((plan, feed, origins)) = self.shared.read_core(|c| {
             let mut p = plan(c, rid);
-            let e = exports(c, rid, p.asn, &mut p.problems);
-            (p, e)
+            let exports = exports(c, rid, p.asn, &mut p.problems);
+            let imports = imports(c, p.asn, &mut p.problems);
+            (p, Feed { exports, imports }, c.gateway_origins())
         }) else {
             return;
         };
@@ -186,7 +199,7 @@ impl Planner {
             router_id: rid,
             hold_time: self.cfg.hold_time,
         };
-        let exp = Arc::new(exp);
+        let feed = Arc::new(feed);
         let wanted: HashMap<Ipv4Addr, &Peer> = plan.peers.iter().map(|p| (p.address, p)).collect();
         let asn_changed = self
             .table
@@ -199,46 +212,68 @@ impl Planner {
             }
             keep
         });
+        let live: BTreeSet<String> = self.peers.keys().map(|a| origin(*a)).collect();
+        for stale in origins.difference(&live) {
+            tokio::spawn(sync_imports(
+                Arc::clone(&self.shared),
+                stale.clone(),
+                Vec::new(),
+            ));
+        }
         for p in plan.peers {
             if let Some(t) = self.peers.get(&p.address) {
-                t.exports.send_replace(Arc::clone(&exp));
+                t.feed.send_if_modified(|f| {
+                    let changed = **f != *feed;
+                    *f = Arc::clone(&feed);
+                    changed
+                });
                 continue;
             }
-            self.table.with(|(_, t)| {
-                t.insert(
-                    p.address,
-                    Neighbour {
-                        address: p.address,
-                        asn: p.asn,
-                        state: State::Idle,
-                        uptime_s: 0,
-                        prefixes_received: 0,
-                        prefixes_advertised: 0,
-                        flaps: 0,
-                        last_error: None,
-                        since: None,
-                    },
-                )
-            });
-            let (etx, erx) = watch::channel(Arc::clone(&exp));
-            let (itx, irx) = mpsc::channel(2);
-            let task = tokio::spawn(peer_task(
-                Session::new(local, p.clone()),
-                erx,
-                irx,
-                Arc::clone(&self.table),
-                self.cfg.connect_retry,
-            ));
-            self.peers.insert(
-                p.address,
-                PeerTask {
-                    peer: p,
-                    exports: etx,
-                    incoming: itx,
-                    task,
-                },
-            );
+            self.start(local, p, &feed);
         }
+    }
+
+    /// Starts a neighbour's task.
+    fn start(&mut self, local: Local, p: Peer, feed: &Arc<Feed>) {
+        self.table.with(|(_, t)| {
+            t.insert(
+                p.address,
+                Neighbour {
+                    address: p.address,
+                    asn: p.asn,
+                    state: State::Idle,
+                    uptime_s: 0,
+                    prefixes_received: 0,
+                    prefixes_advertised: 0,
+                    flaps: 0,
+                    last_error: None,
+                    since: None,
+                },
+            )
+        });
+        let (ftx, frx) = watch::channel(Arc::clone(feed));
+        let (itx, irx) = mpsc::channel(2);
+        let link = Link {
+            shared: Arc::clone(&self.shared),
+            table: Arc::clone(&self.table),
+            feed: frx,
+            incoming: irx,
+            epoch: Instant::now(),
+        };
+        let task = tokio::spawn(peer_task(
+            Session::new(local, p.clone()),
+            link,
+            self.cfg.connect_retry,
+        ));
+        self.peers.insert(
+            p.address,
+            PeerTask {
+                peer: p,
+                feed: ftx,
+                incoming: itx,
+                task,
+            },
+        );
     }
 
     /// A neighbour connected to us: hand the connection to its task; strangers are closed.
@@ -266,63 +301,81 @@ impl Planner {
     }
 }
 
-/// One neighbour's life: connect (or take its connection), run the session, wait, again.
-async fn peer_task(
-    mut session: Session,
-    mut exports: watch::Receiver<Arc<Exports>>,
-    mut incoming: mpsc::Receiver<TcpStream>,
+/// What a neighbour's task works with besides its session.
+struct Link {
+    shared: Arc<Shared>,
     table: Arc<Neighbours>,
-    retry: Duration,
-) {
+    feed: watch::Receiver<Arc<Feed>>,
+    incoming: mpsc::Receiver<TcpStream>,
+    epoch: Instant,
+}
+
+/// Makes `routes` the routes of `origin` in the shim (off the async workers: a write waits for
+/// the store).
+async fn sync_imports(shared: Arc<Shared>, origin: String, routes: Vec<Route>) {
+    let o = origin.clone();
+    let r = tokio::task::spawn_blocking(move || {
+        shared.write_core(|c| Ok(c.set_gateway_routes(&o, routes.clone())))
+    })
+    .await;
+    match r {
+        Ok(Ok(n)) if n > 0 => log::debug!("BGP {origin}: {n} route changes for the hosts"),
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => log::warn!("BGP {origin}: routes not stored: {e}"),
+        Err(e) => log::warn!("BGP {origin}: route store task failed: {e}"),
+    }
+}
+
+/// One neighbour's life: connect (or take its connection), run the session, wait, again.
+/// Whenever a connection ends, the neighbour's routes leave the hosts.
+async fn peer_task(mut session: Session, mut link: Link, retry: Duration) {
     let peer = session.peer().clone();
     let target = SocketAddr::from((peer.address, peer.port));
     let source = session.local_id();
-    let epoch = Instant::now();
     loop {
         let stream = tokio::select! {
-            Some(s) = incoming.recv() => Some(s),
+            Some(s) = link.incoming.recv() => Some(s),
             r = tokio::time::timeout(Duration::from_secs(5), connect_from(source, target)) => match r {
                 Ok(Ok(s)) => Some(s),
                 Ok(Err(e)) => {
-                    table.update(peer.address, |n| n.last_error = Some(format!("connect: {e}")));
+                    link.table.update(peer.address, |n| n.last_error = Some(format!("connect: {e}")));
                     None
                 }
                 Err(_) => {
-                    table.update(peer.address, |n| n.last_error = Some("connect: timed out".into()));
+                    link.table.update(peer.address, |n| n.last_error = Some("connect: timed out".into()));
                     None
                 }
             },
         };
         if let Some(s) = stream {
-            let why = connection(&mut session, s, &mut exports, &mut incoming, &table, epoch).await;
-            table.update(peer.address, |n| {
-                if n.state == State::Established {
-                    n.flaps += 1;
-                }
-                n.state = State::Idle;
-                n.since = None;
-                n.prefixes_received = 0;
-                n.prefixes_advertised = 0;
-                n.last_error = Some(why.clone());
-            });
-            log::warn!("BGP neighbour {}: down: {why}", peer.address);
+            let why = connection(&mut session, s, &mut link).await;
+            session_ended(&link, peer.address, why).await;
         }
         // Wait before the next attempt, but take the neighbour's own connection at once.
         tokio::select! {
-            Some(s) = incoming.recv() => {
-                let why = connection(&mut session, s, &mut exports, &mut incoming, &table, epoch).await;
-                table.update(peer.address, |n| {
-                    if n.state == State::Established {
-                        n.flaps += 1;
-                    }
-                    n.state = State::Idle;
-                    n.since = None;
-                    n.last_error = Some(why);
-                });
+            Some(s) = link.incoming.recv() => {
+                let why = connection(&mut session, s, &mut link).await;
+                session_ended(&link, peer.address, why).await;
             }
             _ = tokio::time::sleep(retry) => {}
         }
     }
+}
+
+/// A connection ended: the neighbour's routes go, the table says why.
+async fn session_ended(link: &Link, addr: Ipv4Addr, why: String) {
+    sync_imports(Arc::clone(&link.shared), origin(addr), Vec::new()).await;
+    link.table.update(addr, |n| {
+        if n.state == State::Established {
+            n.flaps += 1;
+        }
+        n.state = State::Idle;
+        n.since = None;
+        n.prefixes_received = 0;
+        n.prefixes_advertised = 0;
+        n.last_error = Some(why.clone());
+    });
+    log::warn!("BGP neighbour {addr}: down: {why}");
 }
 
 /// Connects from our router-id, the address the neighbour has configured for us (as a
@@ -334,27 +387,31 @@ async fn connect_from(source: Ipv4Addr, target: SocketAddr) -> std::io::Result<T
     sock.connect(target).await
 }
 
+/// How often learned routes are written for the hosts while they keep coming: a full table
+/// arrives in many UPDATEs and is written in a few batches, not one write per message.
+const IMPORT_EVERY: Duration = Duration::from_millis(100);
+
 /// Runs one connection until the session ends; returns why it ended.
-async fn connection(
-    session: &mut Session,
-    stream: TcpStream,
-    exports: &mut watch::Receiver<Arc<Exports>>,
-    incoming: &mut mpsc::Receiver<TcpStream>,
-    table: &Neighbours,
-    epoch: Instant,
-) -> String {
+async fn connection(session: &mut Session, stream: TcpStream, link: &mut Link) -> String {
     let addr = session.peer().address;
     let _ = stream.set_nodelay(true);
     let (mut rd, mut wr) = stream.into_split();
+    let epoch = link.epoch;
     let now = || epoch.elapsed().as_millis() as u64;
     let mut out = session.connected(now());
-    out.extend(session.export(exports.borrow_and_update().as_ref().clone(), now()));
+    let feed = Arc::clone(&link.feed.borrow_and_update());
+    out.extend(session.export(feed.exports.clone(), now()));
+    let mut imports = feed;
     let mut buf = vec![0u8; 65536];
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut flush = tokio::time::interval(IMPORT_EVERY);
+    let mut dirty = false;
     loop {
-        if let Some(why) = act(session, out, &mut wr, table).await {
+        let acted = act(session, out, &mut wr, &link.table).await;
+        if let Some(why) = acted.ended {
             return why;
         }
+        dirty |= acted.rib_changed;
         out = tokio::select! {
             r = rd.read(&mut buf) => match r {
                 Ok(0) => session.closed("connection closed by the neighbour"),
@@ -362,14 +419,22 @@ async fn connection(
                 Err(e) => session.closed(&format!("read: {e}")),
             },
             _ = tick.tick() => session.tick(now()),
-            changed = exports.changed() => match changed {
+            _ = flush.tick(), if dirty => {
+                dirty = false;
+                let routes = imported(addr, session.learned().values(), &imports.imports, session.local_id());
+                sync_imports(Arc::clone(&link.shared), origin(addr), routes).await;
+                Vec::new()
+            }
+            changed = link.feed.changed() => match changed {
                 Ok(()) => {
-                    let e = exports.borrow_and_update().as_ref().clone();
-                    session.export(e, now())
+                    let f = Arc::clone(&link.feed.borrow_and_update());
+                    dirty |= f.imports != imports.imports;
+                    imports = Arc::clone(&f);
+                    session.export(f.exports.clone(), now())
                 }
                 Err(_) => session.closed("neighbour removed from the configuration"),
             },
-            Some(other) = incoming.recv() => collision(session, other, addr).await,
+            Some(other) = link.incoming.recv() => collision(session, other, addr).await,
         };
     }
 }
@@ -389,21 +454,32 @@ async fn collision(session: &mut Session, mut other: TcpStream, addr: Ipv4Addr) 
     out
 }
 
-/// Carries out a session's outputs; `Some(reason)` when the session ended.
+/// What carrying out a session's outputs came to.
+struct Acted {
+    /// The session ended, for this reason.
+    ended: Option<String>,
+    /// Routes were learned or withdrawn.
+    rib_changed: bool,
+}
+
+/// Carries out a session's outputs.
 async fn act(
     session: &Session,
     out: Vec<Output>,
     wr: &mut tokio::net::tcp::OwnedWriteHalf,
     table: &Neighbours,
-) -> Option<String> {
+) -> Acted {
     let addr = session.peer().address;
-    let mut ended = None;
+    let mut acted = Acted {
+        ended: None,
+        rib_changed: false,
+    };
     for o in out {
         match o {
             Output::Send(bytes) => {
                 let w = tokio::time::timeout(Duration::from_secs(10), wr.write_all(&bytes)).await;
-                if !matches!(w, Ok(Ok(()))) && ended.is_none() {
-                    ended = Some("write to the neighbour failed or stalled for 10 s".to_string());
+                if !matches!(w, Ok(Ok(()))) && acted.ended.is_none() {
+                    acted.ended = Some("write to the neighbour failed or stalled for 10 s".into());
                 }
             }
             Output::Established => {
@@ -413,8 +489,8 @@ async fn act(
                     n.last_error = None;
                 });
             }
-            Output::Learned(_) | Output::Withdrawn(_) => {}
-            Output::Down(why) => ended = Some(why),
+            Output::Learned(_) | Output::Withdrawn(_) => acted.rib_changed = true,
+            Output::Down(why) => acted.ended = Some(why),
         }
     }
     table.update(addr, |n| {
@@ -422,5 +498,5 @@ async fn act(
         n.prefixes_received = session.learned().len();
         n.prefixes_advertised = session.advertised();
     });
-    ended
+    acted
 }
