@@ -191,6 +191,45 @@ pub fn vif_text(vifs: &[VifView], legend: bool) -> String {
     s
 }
 
+/// `vrctl bgp`: the controller's BGP neighbours laid out like a router's `show bgp summary`
+/// (Up/Down is the time established, or `never` and the last error when the session is down).
+pub fn bgp_text(s: &vrouter_api::bgp::BgpSummary) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "BGP router identifier {}, local AS number {}\nNeighbors: {}\n",
+        s.router_id,
+        s.asn,
+        s.neighbors.len()
+    );
+    let _ = writeln!(
+        out,
+        "{:<16} {:>10} {:<12} {:>9} {:>8} {:>8} {:>6}  Last error",
+        "Neighbor", "AS", "State", "Up/Down", "PfxRcd", "PfxSnt", "Flaps"
+    );
+    for n in &s.neighbors {
+        let up = if n.state == vrouter_api::bgp::BgpState::Established {
+            let t = n.uptime_s;
+            format!("{:02}:{:02}:{:02}", t / 3600, t / 60 % 60, t % 60)
+        } else {
+            "never".to_string()
+        };
+        let _ = writeln!(
+            out,
+            "{:<16} {:>10} {:<12} {:>9} {:>8} {:>8} {:>6}  {}",
+            n.address.to_string(),
+            n.asn,
+            format!("{:?}", n.state),
+            up,
+            n.prefixes_received,
+            n.prefixes_advertised,
+            n.flaps,
+            n.last_error.as_deref().unwrap_or("-")
+        );
+    }
+    out
+}
+
 /// `vrctl agent`: the agent's view from its `/status`: bound interfaces, then every item it
 /// could not program (an interface left unbound and why), then its last error.
 pub fn agent_text(s: &crate::metrics::Status) -> String {
@@ -857,6 +896,59 @@ pub fn drops_text(drops: &[(String, u64)], all: bool) -> String {
         s.push('\n');
     }
     s
+}
+
+#[cfg(test)]
+mod bgp_tests {
+    use super::bgp_text;
+    use vrouter_api::bgp::{BgpNeighbor, BgpState, BgpSummary};
+
+    #[test]
+    fn bgp_summary_reads_like_a_routers() {
+        let n = |a: [u8; 4], state, up, err: Option<&str>| BgpNeighbor {
+            address: a.into(),
+            asn: 65001,
+            state,
+            uptime_s: up,
+            prefixes_received: 2,
+            prefixes_advertised: 7,
+            flaps: 1,
+            last_error: err.map(str::to_string),
+        };
+        let s = BgpSummary {
+            router_id: [10, 9, 0, 1].into(),
+            asn: 64512,
+            neighbors: vec![
+                n([10, 9, 0, 2], BgpState::Established, 3723, None),
+                n([10, 9, 0, 3], BgpState::Idle, 0, Some("connect: refused")),
+            ],
+        };
+        let t = bgp_text(&s);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(
+            lines[0],
+            "BGP router identifier 10.9.0.1, local AS number 64512"
+        );
+        assert!(lines[3].starts_with("Neighbor"), "{t}");
+        assert_eq!(
+            lines[4].split_whitespace().collect::<Vec<_>>(),
+            [
+                "10.9.0.2",
+                "65001",
+                "Established",
+                "01:02:03",
+                "2",
+                "7",
+                "1",
+                "-"
+            ]
+        );
+        assert!(
+            lines[5].contains("Idle") && lines[5].contains("never"),
+            "{t}"
+        );
+        assert!(lines[5].ends_with("connect: refused"), "{t}");
+    }
 }
 
 #[cfg(test)]

@@ -49,6 +49,7 @@ pub const CALLS: &[(&str, &str, &str, &str)] = &[
         "-",
         "WatchReply",
     ),
+    ("GET", "/vrouter/bgp/neighbors", "-", "BgpSummary"),
 ];
 
 /// An error answer of the shim (any status).

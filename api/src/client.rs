@@ -241,6 +241,11 @@ impl AgentApi {
             None => self.http.get("/vrouter/routes"),
         }
     }
+
+    /// `GET /vrouter/bgp/neighbors` (404 when the shim runs no BGP speaker).
+    pub fn bgp_neighbors(&self) -> Result<crate::bgp::BgpSummary, ClientError> {
+        self.http.get("/vrouter/bgp/neighbors")
+    }
 }
 
 /// Percent-encodes a query value (RFC 3986 unreserved characters pass).

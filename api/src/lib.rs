@@ -14,9 +14,11 @@
 //! * [`interface`]: what an agent needs to program one interface (network, IPs, floating IPs,
 //!   resolved policies, policy-connected networks).
 //! * [`watch`]: the watch stream with revisions and its typed events.
+//! * [`bgp`]: the BGP speaker's neighbour table (`vrctl bgp`).
 //! * `client` (feature `client`): the blocking HTTP client the agent and the devcloud share.
 
 pub mod agent;
+pub mod bgp;
 #[cfg(feature = "client")]
 pub mod client;
 pub mod ids;

@@ -263,15 +263,15 @@ fn bgp_router(name: &str, address: &str, asn: u32) -> Value {
     }})
 }
 
+/// A neighbour's state as `vrctl bgp` reads it (the typed client of the contract).
 fn neighbour_state(shim: &Shim, addr: &str) -> String {
-    let (_, v) = shim.get("/vrouter/bgp/neighbors");
-    v["neighbors"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|n| n["address"] == addr)
-        .map(|n| n["state"].as_str().unwrap_or("?").to_string())
-        .unwrap_or_else(|| format!("absent from {v}"))
+    let api = vrouter_api::client::AgentApi::new(&shim.url(""), None);
+    let sum = api.bgp_neighbors().expect("GET /vrouter/bgp/neighbors");
+    sum.neighbors
+        .iter()
+        .find(|n| n.address.to_string() == addr)
+        .map(|n| format!("{:?}", n.state))
+        .unwrap_or_else(|| format!("absent from {sum:?}"))
 }
 
 /// The routes in a host's view (what its agent programs), by key.

@@ -90,6 +90,21 @@ enum Cmd {
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9469")]
         metrics: String,
     },
+    /// The controller's BGP neighbours (`show bgp summary`): state, uptime, prefixes received
+    /// and advertised, flaps, last error.
+    Bgp {
+        /// The controller shim's API.
+        #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8082")]
+        controller: String,
+        /// X-Auth-Token, when the shim is not on loopback.
+        #[arg(
+            long,
+            env = "VROUTER_TOKEN",
+            value_name = "TOKEN",
+            hide_env_values = true
+        )]
+        token: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -391,6 +406,9 @@ fn run(cli: Cli) -> Result<(), Error> {
     if let Cmd::Agent { metrics } = &cli.cmd {
         return agent_status(metrics, cli.json);
     }
+    if let Cmd::Bgp { controller, token } = &cli.cmd {
+        return bgp_summary(controller, token.as_deref(), cli.json);
+    }
     let mut c = Ctx {
         client: CtlClient::connect(&cli.socket)?,
         json: cli.json,
@@ -420,7 +438,7 @@ fn run(cli: Cli) -> Result<(), Error> {
         } => vif_stats(&mut c, vif.as_deref()),
         Cmd::Drops { nonzero } => drops(&mut c, nonzero),
         Cmd::Info => info(&mut c),
-        Cmd::Agent { .. } => Ok(()),
+        Cmd::Agent { .. } | Cmd::Bgp { .. } => Ok(()),
     }
 }
 
@@ -449,6 +467,24 @@ fn agent_status(addr: &str, json: bool) -> Result<(), Error> {
         );
     } else {
         print!("{}", show::agent_text(&st));
+    }
+    Ok(())
+}
+
+/// `vrctl bgp`: GET `/vrouter/bgp/neighbors` from the controller shim.
+fn bgp_summary(controller: &str, token: Option<&str>, json: bool) -> Result<(), Error> {
+    let api = vrouter_api::client::AgentApi::new(controller, token.map(str::to_string));
+    let s = api
+        .bgp_neighbors()
+        .map_err(|e| Error::Agent(format!("controller at {controller}: {e}")))?;
+    let fail = |e: &dyn std::fmt::Display| Error::Agent(format!("controller at {controller}: {e}"));
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&s).map_err(|e| fail(&e))?
+        );
+    } else {
+        print!("{}", show::bgp_text(&s));
     }
     Ok(())
 }

@@ -11,7 +11,6 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
@@ -21,6 +20,7 @@ use super::plan::{exports, imported, imports, origin, plan, Imports};
 use super::session::{Exports, Local, Output, Peer, Session, State};
 use crate::server::Shared;
 use vrouter_api::agent::Route;
+use vrouter_api::bgp::{BgpNeighbor, BgpState, BgpSummary};
 
 /// How the speaker runs (`vrouter-shim --bgp ADDR[:PORT]`).
 #[derive(Debug, Clone)]
@@ -33,38 +33,37 @@ pub struct SpeakerConfig {
     pub connect_retry: Duration,
 }
 
-/// One neighbour as `GET /vrouter/bgp/neighbors` shows it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Neighbour {
-    /// Its address.
-    pub address: Ipv4Addr,
-    /// Its AS.
-    pub asn: u32,
-    /// Session state.
-    pub state: State,
-    /// Seconds since the session was established (0 when it is not).
-    pub uptime_s: u64,
-    /// Routes learned from it.
-    pub prefixes_received: usize,
-    /// Routes it has from us.
-    pub prefixes_advertised: usize,
-    /// Times the session left Established.
-    pub flaps: u64,
-    /// Why the session last went down or could not come up.
-    pub last_error: Option<String>,
-    #[serde(skip)]
+/// One neighbour's row in the table (the API's [`BgpNeighbor`] plus when it came up).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Neighbour {
+    address: Ipv4Addr,
+    asn: u32,
+    state: State,
+    prefixes_received: usize,
+    prefixes_advertised: usize,
+    flaps: u64,
+    last_error: Option<String>,
     since: Option<Instant>,
 }
 
-/// `GET /vrouter/bgp/neighbors`.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Summary {
-    /// Our BGP identifier.
-    pub router_id: Ipv4Addr,
-    /// Our AS.
-    pub asn: u32,
-    /// Neighbours by address.
-    pub neighbors: Vec<Neighbour>,
+impl Neighbour {
+    fn shown(&self) -> BgpNeighbor {
+        BgpNeighbor {
+            address: self.address,
+            asn: self.asn,
+            state: match self.state {
+                State::Idle => BgpState::Idle,
+                State::OpenSent => BgpState::OpenSent,
+                State::OpenConfirm => BgpState::OpenConfirm,
+                State::Established => BgpState::Established,
+            },
+            uptime_s: self.since.map_or(0, |s| s.elapsed().as_secs()),
+            prefixes_received: self.prefixes_received,
+            prefixes_advertised: self.prefixes_advertised,
+            flaps: self.flaps,
+            last_error: self.last_error.clone(),
+        }
+    }
 }
 
 /// The neighbour table the tasks write and the API reads.
@@ -88,17 +87,11 @@ impl Neighbours {
     }
 
     /// What an operator reads (`show bgp summary`).
-    pub fn summary(&self) -> Summary {
-        self.with(|(asn, t)| Summary {
+    pub fn summary(&self) -> BgpSummary {
+        self.with(|(asn, t)| BgpSummary {
             router_id: self.router_id,
             asn: *asn,
-            neighbors: t
-                .values()
-                .map(|n| Neighbour {
-                    uptime_s: n.since.map(|s| s.elapsed().as_secs()).unwrap_or(0),
-                    ..n.clone()
-                })
-                .collect(),
+            neighbors: t.values().map(Neighbour::shown).collect(),
         })
     }
 
@@ -242,7 +235,6 @@ impl Planner {
                     address: p.address,
                     asn: p.asn,
                     state: State::Idle,
-                    uptime_s: 0,
                     prefixes_received: 0,
                     prefixes_advertised: 0,
                     flaps: 0,
