@@ -379,6 +379,77 @@ fn watch_resumes_and_resets_after_compaction() {
 }
 
 #[test]
+fn route_changes_touch_only_their_keys_and_agree_with_a_full_recompute() {
+    let mut h = Harness::new();
+    h.network(VN, "net", ("10.1.0.0", 24), Some("10.1.0.1"));
+    for (host, ip) in [("h1", "10.0.0.1"), ("h2", "10.0.0.2")] {
+        h.core.register_agent(&agent(host, ip), 0).expect("agent");
+    }
+    h.create(
+        ObjType::VirtualMachine,
+        json!({"virtual-machine": {"uuid": VM, "fq_name": ["vm1"]}}),
+    )
+    .expect("vm");
+    h.create(
+        ObjType::VirtualMachineInterface,
+        json!({"virtual-machine-interface": {"uuid": VMI, "fq_name": ["vm1", "vm1-0"],
+               "virtual_network_refs": [{"to": ["default-domain", "default-project", "net"]}]}}),
+    )
+    .expect("vmi");
+    h.core.bind(&binding("h1", VMI)).expect("bind");
+    let vrf = "default-domain:default-project:net";
+    let a = advert("h2", vrf, "10.9.0.1/32", 100);
+    let b = advert("h2", vrf, "10.9.0.2/32", 101);
+    h.core.advertise(&a).expect("a");
+    h.core.advertise(&b).expect("b");
+    h.core
+        .advertise(&advert("h2", "other-vrf", "10.7.0.1/32", 102))
+        .expect("c");
+    h.core.withdraw(&withdrawal(&a)).expect("withdraw a");
+    let gw = |p: &str, label| vrouter_api::agent::Route {
+        host: "bgp:10.0.0.254".into(),
+        vrf: vrf.into(),
+        prefix: p.parse().expect("prefix"),
+        label: vrouter_api::Label::new(label).expect("label"),
+        nexthop: "10.0.0.254".parse().expect("ip"),
+        vmi_uuid: None,
+        encap: Some(vrouter_api::agent::RouteEncap::MplsOverGre),
+    };
+    assert_eq!(
+        h.core.set_gateway_routes(
+            "bgp:10.0.0.254",
+            vec![gw("0.0.0.0/0", 300), gw("10.99.0.0/24", 301)]
+        ),
+        2
+    );
+    assert_eq!(
+        h.core
+            .set_gateway_routes("bgp:10.0.0.254", vec![gw("0.0.0.0/0", 300)]),
+        1
+    );
+    let mut h1 = view_routes(&h, "h1");
+    h1.sort();
+    assert_eq!(
+        h1,
+        [
+            format!("route/{vrf}/0.0.0.0/0/bgp:10.0.0.254"),
+            format!("route/{vrf}/10.9.0.2/32/h2"),
+        ]
+    );
+    assert!(
+        view_routes(&h, "h2").is_empty(),
+        "h2 has no interface in the VRF"
+    );
+    // A full recompute (a new agent refreshes every view) finds nothing to change.
+    let rev = h.core.rev();
+    h.core
+        .register_agent(&agent("h3", "10.0.0.3"), 0)
+        .expect("h3");
+    assert!(h.core.watch("h1", rev).expect("watch").events.is_empty());
+    assert!(h.core.watch("h2", rev).expect("watch").events.is_empty());
+}
+
+#[test]
 fn policy_route_leak_follows_the_policy_and_its_refs() {
     const VN_B: &str = "b0f3c5d2-8e61-4b7a-9c2d-1e4f5a6b7c8d";
     const VN_C: &str = "c0f3c5d2-8e61-4b7a-9c2d-1e4f5a6b7c8d";
