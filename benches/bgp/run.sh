@@ -16,6 +16,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 out="$here/out"; mkdir -p "$out"
 N=${N:-100000}
+IMPORT_N=${IMPORT_N:-$N}  # routes bgp-inject announces (0 < IMPORT_N; to time one direction alone)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target}
 rel="$CARGO_TARGET_DIR/release"
 SHIM=${SHIM:-$rel/vrouter-shim}
@@ -32,7 +33,7 @@ pids=()
 cleanup() {
   for p in "${pids[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null; done
   wait 2>/dev/null
-  rm -rf "$tmp"
+  cp "$tmp"/*.log "$out"/ 2>/dev/null; rm -rf "$tmp"
 }
 trap cleanup EXIT
 now() { date +%s.%N; }
@@ -67,7 +68,7 @@ cat > "$tmp/gobgpd.toml" <<EOF
       afi-safi-name = "l3vpn-ipv4-unicast"
 EOF
 gobgpd -f "$tmp/gobgpd.toml" --api-hosts "$GRPC" -l warn > "$tmp/gobgpd.log" 2>&1 & pids+=($!)
-RUST_LOG=warn "$SHIM" --listen "$API" --store "sqlite:$tmp/shim.db" --bgp "$SHIM_IP" \
+RUST_LOG=${SHIM_LOG:-warn} "$SHIM" --listen "$API" --store "sqlite:$tmp/shim.db" --bgp "$SHIM_IP" --agent-ttl 3600 \
   > "$tmp/shim.log" 2>&1 & shim_pid=$!; pids+=($shim_pid)
 for _ in $(seq 100); do api GET / >/dev/null && break; sleep 0.1; done
 
@@ -102,21 +103,24 @@ EOF
 adv_s=$(python3 -c "print(round($(now) - $t, 1))")
 echo "advertised $N VM routes through the agent API in $adv_s s"
 
-# Import side: bgp-inject fills gobgpd first.
-"$INJECT" --peer "$GOBGP_IP:179" --source "$INJ_IP" --routes "$N" --rt "64512:$net_id" \
+# Import side: bgp-inject fills gobgpd first (timed too: the peer's own floor).
+ti=$(now)
+"$INJECT" --peer "$GOBGP_IP:179" --source "$INJ_IP" --routes "$IMPORT_N" --rt "64512:$net_id" \
   --linger 3600 > "$tmp/inject.log" 2>&1 & pids+=($!)
 for _ in $(seq 600); do
   have=$(gobgp -j global rib -a vpnv4 summary 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin).get("num_destination",0))' 2>/dev/null || echo 0)
-  [ "${have:-0}" -ge "$N" ] && break; sleep 0.5
+  [ "${have:-0}" -ge "$IMPORT_N" ] && break; sleep 0.5
 done
-echo "gobgpd holds $have routes from bgp-inject"
+inj_s=$(python3 -c "print(round($(now) - $ti, 2))")
+echo "gobgpd holds $have routes from bgp-inject after $inj_s s"
 
 # Go: the shim peers with gobgpd.
 t0=$(now)
 api POST /bgp-routers "{\"bgp-router\": {\"fq_name\": [\"default-domain\",\"default-project\",\"ip-fabric\",\"__default__\",\"gobgp\"], \"parent_type\": \"routing-instance\", \"bgp_router_parameters\": {\"address\": \"$GOBGP_IP\", \"autonomous_system\": 65002, \"address_families\": {\"family\": [\"inet-vpn\"]}}}}" >/dev/null
-python3 - "$API" "$N" "$VRF" "$GRPC" "$t0" "$SHIM_IP" > "$tmp/times.json" <<'EOF'
+python3 - "$API" "$N" "$VRF" "$GRPC" "$t0" "$SHIM_IP" "$IMPORT_N" > "$tmp/times.json" <<'EOF'
 import http.client, json, subprocess, sys, time
 api, n, vrf, grpc, t0, shim_ip = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], float(sys.argv[5]), sys.argv[6]
+n_in = int(sys.argv[7])
 host, port = grpc.split(":")
 deadline = t0 + 600
 seen = {"h1": {}, "h2": {}}   # host -> key -> present
@@ -149,7 +153,7 @@ def exported():
     return 0
 while time.time() < deadline and len(done) < 3:
     for h in ("h1", "h2"):
-        if h not in done and poll_view(h) >= n:
+        if h not in done and poll_view(h) >= n_in:
             done[h] = time.time() - t0
     if "export" not in done and exported() >= n:
         done["export"] = time.time() - t0
@@ -158,19 +162,21 @@ print(json.dumps({"import_h1_s": done.get("h1"), "import_h2_s": done.get("h2"),
                   "export_s": done.get("export"), "in_h1": len(seen["h1"]), "in_h2": len(seen["h2"])}))
 EOF
 rss_kb=$(awk '/VmRSS/ {print $2}' "/proc/$shim_pid/status")
-python3 - "$tmp/times.json" "$N" "$rss_kb" "$adv_s" "$out" <<'EOF'
+python3 - "$tmp/times.json" "$N" "$rss_kb" "$adv_s" "$out" "$inj_s" "$IMPORT_N" <<'EOF'
 import json, sys
 t = json.load(open(sys.argv[1])); n = int(sys.argv[2]); rss = int(sys.argv[3]); adv = float(sys.argv[4]); out = sys.argv[5]
+inj = float(sys.argv[6]); n_in = int(sys.argv[7])
 imp = max(filter(None, [t["import_h1_s"], t["import_h2_s"]]), default=None) if t["import_h1_s"] and t["import_h2_s"] else None
-rate = lambda s: round(n / s) if s else None
-s = {"routes": n, "import_s": imp, "import_routes_per_s": rate(imp), "export_s": t["export_s"],
+rate = lambda s, k=n: round(k / s) if s else None
+s = {"routes": n, "import_routes": n_in, "import_s": imp, "import_routes_per_s": rate(imp, n_in), "export_s": t["export_s"],
      "export_routes_per_s": rate(t["export_s"]), "shim_rss_mib": round(rss / 1024, 1),
-     "agent_api_advertise_s": adv, "in_views": [t["in_h1"], t["in_h2"]], "goal_routes_per_s": 50000}
+     "agent_api_advertise_s": adv, "gobgpd_takes_in_s": inj, "in_views": [t["in_h1"], t["in_h2"]], "goal_routes_per_s": 50000}
 json.dump(s, open(out + "/summary.json", "w"), indent=1)
 md = ("| direction | routes | seconds | routes/s | goal |\n|---|---|---|---|---|\n"
       "| import (gobgpd → both hosts' views) | %d | %s | %s | 50,000 |\n"
-      "| export (agents' routes → gobgpd) | %d | %s | %s | 50,000 |\n\nshim RSS with %d + %d routes: %.1f MiB\n"
-      % (n, imp, s["import_routes_per_s"], n, t["export_s"], s["export_routes_per_s"], n, n, rss / 1024))
+      "| export (agents' routes → gobgpd) | %d | %s | %s | 50,000 |\n"
+      "| floor: bgp-inject → gobgpd alone | %d | %s | %s | |\n\nshim RSS with %d + %d routes: %.1f MiB\n"
+      % (n_in, imp, s["import_routes_per_s"], n, t["export_s"], s["export_routes_per_s"], n_in, inj, rate(inj, n_in), n_in, n, rss / 1024))
 open(out + "/summary.md", "w").write(md)
 print(md)
 EOF

@@ -495,4 +495,12 @@ fn gateways_learn_and_lose_vm_routes_over_vpnv4() {
         }
     });
     assert_ne!(neighbour_state(&shim, GOBGP), "Established");
+    let api = vrouter_api::client::AgentApi::new(&shim.url(""), None);
+    let table = api.bgp_neighbors().expect("neighbours");
+    let flaps: Vec<(String, u64)> = table
+        .neighbors
+        .iter()
+        .map(|n| (n.address.to_string(), n.flaps))
+        .collect();
+    assert_eq!(flaps, [(GOBGP.to_string(), 1), (FRR.to_string(), 0)]);
 }

@@ -340,17 +340,24 @@ async fn peer_task(mut session: Session, mut link: Link, retry: Duration) {
             },
         };
         if let Some(s) = stream {
-            let why = connection(&mut session, s, &mut link).await;
-            session_ended(&link, peer.address, why).await;
+            sessions(&mut session, s, &mut link).await;
         }
         // Wait before the next attempt, but take the neighbour's own connection at once.
         tokio::select! {
-            Some(s) = link.incoming.recv() => {
-                let why = connection(&mut session, s, &mut link).await;
-                session_ended(&link, peer.address, why).await;
-            }
+            Some(s) = link.incoming.recv() => sessions(&mut session, s, &mut link).await,
             _ = tokio::time::sleep(retry) => {}
         }
+    }
+}
+
+/// Runs a connection, then the neighbour's own connection when it won a collision, and so on.
+async fn sessions(session: &mut Session, first: TcpStream, link: &mut Link) {
+    let addr = session.peer().address;
+    let mut next = Some(first);
+    while let Some(s) = next.take() {
+        let (why, adopt) = connection(session, s, link).await;
+        session_ended(link, addr, why).await;
+        next = adopt;
     }
 }
 
@@ -358,9 +365,6 @@ async fn peer_task(mut session: Session, mut link: Link, retry: Duration) {
 async fn session_ended(link: &Link, addr: Ipv4Addr, why: String) {
     sync_imports(Arc::clone(&link.shared), origin(addr), Vec::new()).await;
     link.table.update(addr, |n| {
-        if n.state == State::Established {
-            n.flaps += 1;
-        }
         n.state = State::Idle;
         n.since = None;
         n.prefixes_received = 0;
@@ -383,8 +387,13 @@ async fn connect_from(source: Ipv4Addr, target: SocketAddr) -> std::io::Result<T
 /// arrives in many UPDATEs and is written in a few batches, not one write per message.
 const IMPORT_EVERY: Duration = Duration::from_millis(100);
 
-/// Runs one connection until the session ends; returns why it ended.
-async fn connection(session: &mut Session, stream: TcpStream, link: &mut Link) -> String {
+/// Runs one connection until the session ends; returns why it ended, and the neighbour's
+/// connection that replaces it when it won a collision (RFC 4271 §6.8).
+async fn connection(
+    session: &mut Session,
+    stream: TcpStream,
+    link: &mut Link,
+) -> (String, Option<TcpStream>) {
     let addr = session.peer().address;
     let _ = stream.set_nodelay(true);
     let (mut rd, mut wr) = stream.into_split();
@@ -398,10 +407,17 @@ async fn connection(session: &mut Session, stream: TcpStream, link: &mut Link) -
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut flush = tokio::time::interval(IMPORT_EVERY);
     let mut dirty = false;
+    // One write of learned routes at a time, off this loop: the session keeps reading (and
+    // answering keepalives) while the store commits.
+    let mut writing: Option<tokio::task::JoinHandle<()>> = None;
+    let mut adopt = None;
     loop {
         let acted = act(session, out, &mut wr, &link.table).await;
         if let Some(why) = acted.ended {
-            return why;
+            if let Some(w) = writing.take() {
+                let _ = w.await; // the caller's withdrawal must come after it
+            }
+            return (why, adopt);
         }
         dirty |= acted.rib_changed;
         out = tokio::select! {
@@ -411,10 +427,10 @@ async fn connection(session: &mut Session, stream: TcpStream, link: &mut Link) -
                 Err(e) => session.closed(&format!("read: {e}")),
             },
             _ = tick.tick() => session.tick(now()),
-            _ = flush.tick(), if dirty => {
+            _ = flush.tick(), if dirty && !writing.as_ref().is_some_and(|w| !w.is_finished()) => {
                 dirty = false;
                 let routes = imported(addr, session.learned().values(), &imports.imports, session.local_id());
-                sync_imports(Arc::clone(&link.shared), origin(addr), routes).await;
+                writing = Some(tokio::spawn(sync_imports(Arc::clone(&link.shared), origin(addr), routes)));
                 Vec::new()
             }
             changed = link.feed.changed() => match changed {
@@ -426,24 +442,35 @@ async fn connection(session: &mut Session, stream: TcpStream, link: &mut Link) -
                 }
                 Err(_) => session.closed("neighbour removed from the configuration"),
             },
-            Some(other) = link.incoming.recv() => collision(session, other, addr).await,
+            Some(other) = link.incoming.recv() => match collision(session, other, addr).await {
+                Ok(out) => out,
+                Err((out, theirs)) => {
+                    adopt = Some(theirs);
+                    out
+                }
+            },
         };
     }
 }
 
 /// The neighbour opened a second connection while this one runs (RFC 4271 §6.8): once
-/// established, or when our identifier is higher, the new one is refused; else ours yields.
-async fn collision(session: &mut Session, mut other: TcpStream, addr: Ipv4Addr) -> Vec<Output> {
+/// established, or when our identifier is higher, the new one is refused (`Ok`); else ours
+/// closes and the neighbour's goes on (`Err` with it).
+async fn collision(
+    session: &mut Session,
+    mut other: TcpStream,
+    addr: Ipv4Addr,
+) -> Result<Vec<Output>, (Vec<Output>, TcpStream)> {
     let theirs = session.peer().identifier.unwrap_or(addr);
     let keep_ours = session.state() == State::Established || session.local_id() > theirs;
     let cease = codec::notification(&Notification::new(6, 7));
     if keep_ours {
         let _ = tokio::time::timeout(Duration::from_secs(1), other.write_all(&cease)).await;
-        return Vec::new();
+        return Ok(Vec::new());
     }
     let mut out = vec![Output::Send(cease)];
     out.extend(session.closed("connection collision: the neighbour's connection wins"));
-    out
+    Err((out, other))
 }
 
 /// What carrying out a session's outputs came to.
@@ -486,6 +513,9 @@ async fn act(
         }
     }
     table.update(addr, |n| {
+        if n.state == State::Established && session.state() != State::Established {
+            n.flaps += 1;
+        }
         n.state = session.state();
         n.prefixes_received = session.learned().len();
         n.prefixes_advertised = session.advertised();
