@@ -184,66 +184,30 @@ fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Result<T, String>) 
 /// whose agent advertises the VM's /32 with label 17, and network tier-db with one VM on h2.
 /// Returns tier-web's network id.
 fn cloud(shim: &Shim) -> u64 {
-    shim.ok(
-        "POST",
-        "/virtual-networks",
-        Some(&vn(VN2, "tier-db", "10.20.2.0", "10.20.2.1")),
-    );
-    shim.ok("POST", "/virtual-machines", Some(&vm(VM2, "i-2-2-VM")));
-    shim.ok(
-        "POST",
-        "/virtual-machine-interfaces",
-        Some(&vmi(VMI2, "i-2-2-VM", 0, "tier-db")),
-    );
-    shim.ok(
-        "POST",
-        "/instance-ips",
-        Some(&iip("i-2-2-VM", 0, "tier-db")),
-    );
-    shim.ok(
-        "POST",
-        "/vrouter/agents",
-        Some(&json!({"hostname": "h2", "fabric_ip": "10.0.0.2"})),
-    );
-    shim.ok(
-        "POST",
-        "/vrouter/bindings",
-        Some(&json!({"host": "h2", "vmi_uuid": VMI2})),
-    );
-    shim.ok(
-        "POST",
-        "/virtual-networks",
-        Some(&vn(VN, "tier-web", "10.20.1.0", "10.20.1.1")),
-    );
-    shim.ok("POST", "/virtual-machines", Some(&vm(VM1, "i-2-1-VM")));
-    shim.ok(
-        "POST",
-        "/virtual-machine-interfaces",
-        Some(&vmi(VMI1, "i-2-1-VM", 0, "tier-web")),
-    );
-    shim.ok(
-        "POST",
-        "/instance-ips",
-        Some(&iip("i-2-1-VM", 0, "tier-web")),
-    );
-    shim.ok(
-        "POST",
-        "/vrouter/agents",
-        Some(&json!({"hostname": "h1", "fabric_ip": "10.0.0.1"})),
-    );
-    shim.ok(
-        "POST",
-        "/vrouter/bindings",
-        Some(&json!({"host": "h1", "vmi_uuid": VMI1})),
-    );
-    shim.ok(
-        "POST",
-        "/vrouter/routes",
-        Some(
-            &json!({"host": "h1", "vrf": VRF, "prefix": "10.20.1.2/32", "label": 17,
-                     "vmi_uuid": VMI1}),
-        ),
-    );
+    let tiers = [
+        (VN2, "tier-db", "10.20.2", VM2, "i-2-2-VM", VMI2, "h2"),
+        (VN, "tier-web", "10.20.1", VM1, "i-2-1-VM", VMI1, "h1"),
+    ];
+    for (vn_uuid, net, pfx, vm_uuid, vm_name, vmi_uuid, host) in tiers {
+        let (subnet, gw) = (format!("{pfx}.0"), format!("{pfx}.1"));
+        shim.ok(
+            "POST",
+            "/virtual-networks",
+            Some(&vn(vn_uuid, net, &subnet, &gw)),
+        );
+        shim.ok("POST", "/virtual-machines", Some(&vm(vm_uuid, vm_name)));
+        let nic = vmi(vmi_uuid, vm_name, 0, net);
+        shim.ok("POST", "/virtual-machine-interfaces", Some(&nic));
+        shim.ok("POST", "/instance-ips", Some(&iip(vm_name, 0, net)));
+        let fabric = format!("10.0.0.{}", &host[1..]);
+        let agent = json!({"hostname": host, "fabric_ip": fabric});
+        shim.ok("POST", "/vrouter/agents", Some(&agent));
+        let bind = json!({"host": host, "vmi_uuid": vmi_uuid});
+        shim.ok("POST", "/vrouter/bindings", Some(&bind));
+    }
+    let route = json!({"host": "h1", "vrf": VRF, "prefix": "10.20.1.2/32", "label": 17,
+                       "vmi_uuid": VMI1});
+    shim.ok("POST", "/vrouter/routes", Some(&route));
     let v = shim.ok("GET", &format!("/virtual-network/{VN}"), None);
     v["virtual-network"]["virtual_network_network_id"]
         .as_u64()
