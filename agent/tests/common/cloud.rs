@@ -274,11 +274,24 @@ pub fn start_shim(
     dir: &Path,
     token: Option<&str>,
 ) -> Proc {
+    start_shim_args(bins, ns, listen, dir, token, "")
+}
+
+/// [`start_shim`] with more flags (e.g. `--bgp ADDR`).
+#[allow(dead_code)] // not every test crate starts a BGP speaker
+pub fn start_shim_args(
+    bins: &Bins,
+    ns: Option<&Ns>,
+    listen: &str,
+    dir: &Path,
+    token: Option<&str>,
+    extra: &str,
+) -> Proc {
     let tok = token.map(|t| format!(" --token {t}")).unwrap_or_default();
     Proc::spawn(
         ns,
         &format!(
-            "{} --listen {listen} --store sqlite:{}{tok}",
+            "{} --listen {listen} --store sqlite:{}{tok} {extra}",
             bins.shim.display(),
             dir.join("shim.db").display()
         ),
