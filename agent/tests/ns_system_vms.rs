@@ -417,9 +417,10 @@ fn ns_system_vm_on_ip_fabric_and_link_local() {
 
     // Bad input: the out-of-range Control NIC is left unbound, with a clear warning.
     let log = ha.agent.log();
+    // The log is logfmt (vrouter-log): the quotes around the name are escaped in `msg="..."`.
     assert!(
         log.contains(
-            "\"vif3.0\" on link-local (10.9.9.9): a link-local address must be in 169.254.0.0/16"
+            r#"interface \"vif3.0\" on link-local (10.9.9.9): a link-local address must be in 169.254.0.0/16"#
         ),
         "{log}"
     );

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 mod addresses;
+mod bgp;
 mod dns;
 mod migration;
 mod restart;
@@ -491,6 +492,9 @@ fn report(o: &Opts, plan: &Plan, st: &mut State, p: &Provisioned) -> Result<()> 
     if let Some(ab) = across_hosts {
         restart::check_rolling_restart(&mut checks, o, plan, st, p, (*ab.0, *ab.1));
     }
+    // The gateway as an RFC 4364 peer (issue 17); after the others, which its routes must
+    // not change.
+    bgp::check_bgp(&mut checks, o, plan, st, p);
     show_vrctl(o, plan, p);
     checks.finish()
 }

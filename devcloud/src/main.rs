@@ -371,6 +371,9 @@ fn build(o: &Opts, plan: &Plan, st: &mut State) -> Result<()> {
             format!("sqlite:{}", db.display()),
             "--token".into(),
             TOKEN.into(),
+            // The BGP speaker for the edge router's session (issue 17).
+            "--bgp".into(),
+            plan.controller_ip.clone(),
         ],
         &[],
     )?;
@@ -387,7 +390,7 @@ fn build(o: &Opts, plan: &Plan, st: &mut State) -> Result<()> {
 }
 
 /// Runs `f` on a thread that has joined network namespace `ns` (setns affects one thread).
-fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+pub(crate) fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
     let path = format!("/var/run/netns/{ns}");
     std::thread::scope(|s| {
         s.spawn(|| {

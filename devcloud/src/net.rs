@@ -16,7 +16,7 @@ pub fn ctl_ns() -> String {
 }
 
 /// Attaches namespace `ns` to the underlay bridge with `dev` = `addr`/24.
-fn attach(ns: &str, dev: &str, addr: &str, port: &str) -> Result<()> {
+pub(crate) fn attach(ns: &str, dev: &str, addr: &str, port: &str) -> Result<()> {
     let ul = underlay_ns();
     ip(&[
         "link", "add", dev, "netns", ns, "type", "veth", "peer", "name", port, "netns", &ul,
