@@ -423,7 +423,10 @@ impl<'a> Builder<'a> {
     /// Floating-IP traffic is governed by the public network (Contrail), which has no policy
     /// here, but the dataplane also judges it by the private network's policy: after that
     /// policy's own rules, a VM with a floating IP may talk to anything except the networks
-    /// the policy connects (whose traffic those rules alone decide).
+    /// the policy connects (whose traffic those rules alone decide). When the public network
+    /// does carry a policy here (a source-NAT chain's), its floating IPs get the same rules
+    /// there: otherwise the outside beyond the public subnet (a gateway's routes in the public
+    /// VRF) could not reach them.
     fn fip_policy_rules(&mut self) {
         for net in self.networks.values_mut() {
             let Some(pol) = net.policy.as_mut() else {
@@ -438,7 +441,12 @@ impl<'a> Builder<'a> {
                 })
                 .map(|i| i.ip)
                 .collect();
-            for ip in with_fip {
+            let fips_in_net = self
+                .fips
+                .iter()
+                .filter(|f| f.network == net.vrf)
+                .map(|f| f.address);
+            for ip in with_fip.into_iter().chain(fips_in_net) {
                 pol.rules.extend(fip_rules(ip, &connected));
             }
         }

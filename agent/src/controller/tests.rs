@@ -715,6 +715,48 @@ fn floating_ip_vm_in_a_policy_network_passes_except_to_connected_networks() {
     assert_eq!(rules[1].action, PolicyAction::Pass);
 }
 
+#[test]
+fn a_public_network_with_a_policy_passes_its_floating_ips_to_the_outside() {
+    use vrouter_dataplane::tables::policy::{Endpoint, PolicyAction};
+    // A VM of VRF with floating IP 198.51.100.2 in PUB, and on this host an appliance Nic in
+    // PUB whose network carries a policy (a source-NAT chain's): the policy of PUB must pass
+    // the floating IP to and from anywhere (a gateway's routes beyond the public subnet).
+    let mut st = ControllerState::default();
+    bound(&mut st, VMI1, "vif5.0");
+    bound(&mut st, VMI3, "vif6.0");
+    let mut a = iface(VMI1, "02:11:22:33:44:55", "10.1.1.3");
+    a["floating_ips"] =
+        json!([{"uuid": OTHER, "address": "198.51.100.2", "network_uuid": OTHER, "vrf": PUB}]);
+    let appliance = policy_iface(
+        VMI3,
+        PUB,
+        "198.51.100.3",
+        "198.51.100.0/24",
+        VRF,
+        "10.1.1.0/24",
+        true,
+    );
+    st.apply_watch(&reply(
+        2,
+        true,
+        vec![
+            ev(1, "interface", &format!("iface/{VMI1}"), Some(a)),
+            ev(2, "interface", &format!("iface/{VMI3}"), Some(appliance)),
+        ],
+    ));
+    let c = st.build(&settings()).config;
+    let public = c.network(PUB).expect("public network");
+    let pol = public
+        .policy
+        .as_ref()
+        .expect("PUB carries the appliance's policy");
+    let fip = u32::from(Ipv4Addr::new(198, 51, 100, 2));
+    let pass = pol.rules.iter().find(|r| {
+        r.src == Endpoint::Cidr(fip, 32) && r.dst == Endpoint::Any && r.action == PolicyAction::Pass
+    });
+    assert!(pass.is_some(), "{:?}", pol.rules);
+}
+
 /// Issue 24: an agent restarted over a dataplane with remote routes. Its first pass comes
 /// before ARP has answered for the remote hosts; it takes their underlay MACs from the
 /// dataplane's tunnel nexthops and changes nothing (same nexthop ids and labels, with or

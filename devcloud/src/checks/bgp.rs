@@ -3,11 +3,10 @@
 //! MPLS) in AS 65001; the shim's speaker (`--bgp` on the controller's underlay address) peers
 //! with it through a `bgp-router` object as `provision_mx.py` makes it. The report checks the
 //! session (`vrctl bgp`), the cloud's routes at FRR (the floating IP as VPN-IPv4 with its host
-//! as next hop) and FRR's outside prefix in the public VRF of the floating IP's host with
-//! FRR's label. Traffic between the outside and a floating IP is not checked yet: a flow from
-//! a source outside the public subnet to a floating IP is refused by the flow policy
-//! (`D(Policy)`), see docs/devcloud.md. The MPLS-in-GRE data path to a gateway is tested in
-//! `agent/tests/ns_gateway.rs`.
+//! as next hop), FRR's outside prefix in the public VRF of the floating IP's host, and traffic
+//! between the outside and the floating IP: MPLS in GRE from the edge (a raw GRE socket stands
+//! in for the router's forwarding, which FRR without kernel MPLS has not) reaches the VM, whose
+//! answer comes back to the edge as MPLS in GRE with FRR's label (tshark on the edge).
 
 use super::{output_in, vrctl_json, Checks};
 use crate::provision::{Provisioned, Vnc, PUBLIC_VN};
@@ -25,6 +24,7 @@ const EDGE_AS: u32 = 65001;
 /// The prefix "outside" the edge announces, and the label it gives it.
 const OUTSIDE: &str = "203.0.113.0/24";
 const OUTSIDE_LABEL: u32 = 3001;
+const OUTSIDE_HOST: &str = "203.0.113.1";
 
 fn edge_dir() -> PathBuf {
     Path::new(RUN_DIR).join("edge")
@@ -179,12 +179,12 @@ pub(super) fn check_bgp(
         ),
         if at_frr { summary.join("; ") } else { shown },
     );
-    check_outside(checks, o, &vnc, fip_host);
+    check_outside(checks, o, &vnc, fip, fip_host);
 }
 
 /// FRR announces the outside with the public network's route target; the floating IP's host
-/// gets it.
-fn check_outside(checks: &mut Checks, o: &Opts, vnc: &Vnc, h: &crate::topology::Host) {
+/// gets it, and traffic flows between the outside and the floating IP.
+fn check_outside(checks: &mut Checks, o: &Opts, vnc: &Vnc, fip: &str, h: &crate::topology::Host) {
     let vrf = public_vrf();
     let id = in_netns(&net::ctl_ns(), || {
         let fq = ["default-domain", "default-project", PUBLIC_VN];
@@ -235,4 +235,88 @@ fn check_outside(checks: &mut Checks, o: &Opts, vnc: &Vnc, h: &crate::topology::
         got.map(|r| r.to_string())
             .unwrap_or_else(|| "absent".into()),
     );
+    let (ok, d) = outside_to_fip(fip, h);
+    checks.line(
+        ok,
+        format!(
+            "BGP: outside {OUTSIDE_HOST} <-> floating IP {fip}: MPLSoGRE from the edge reaches \
+             the VM, its answer returns as MPLSoGRE label {OUTSIDE_LABEL} (tshark on the edge)"
+        ),
+        d,
+    );
+}
+
+/// MPLS in GRE to a host, as a gateway sends it: an ICMP echo request from `src` to `dst`
+/// under `label` (IPv4 and ICMP built by hand; the kernel adds the outer IP).
+const SEND_MPLSOGRE: &str = r#"
+import socket, struct, sys
+def csum(b):
+    b += b"\0" * (len(b) % 2)
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    s = (s >> 16) + (s & 0xffff); s += s >> 16
+    return ~s & 0xffff
+to, label, src, dst = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+icmp = struct.pack("!BBHHH", 8, 0, 0, 0x4243, 1) + b"from-the-edge"
+icmp = icmp[:2] + struct.pack("!H", csum(icmp)) + icmp[4:]
+ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(icmp), 1, 0, 64, 1, 0,
+                 socket.inet_aton(src), socket.inet_aton(dst))
+ip = ip[:10] + struct.pack("!H", csum(ip)) + ip[12:]
+mpls = struct.pack("!I", (label << 12) | (1 << 8) | 64)
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 47)
+for _ in range(3):
+    s.sendto(struct.pack("!HH", 0, 0x8847) + mpls + ip + icmp, (to, 0))
+"#;
+
+/// The floating IP's label (what the shim advertised to FRR), an echo request under it from
+/// the edge, and the capture of what comes back.
+fn outside_to_fip(fip: &str, h: &crate::topology::Host) -> (bool, String) {
+    let shown = vtysh(&format!("show bgp ipv4 vpn {fip}/32"));
+    let Some(label) = shown
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Remote label: "))
+        .and_then(|l| l.trim().parse::<u32>().ok())
+    else {
+        return (false, format!("no remote label for {fip} at FRR: {shown}"));
+    };
+    let script = edge_dir().join("send_mplsogre.py");
+    if let Err(e) = std::fs::write(&script, SEND_MPLSOGRE) {
+        return (false, e.to_string());
+    }
+    let cap = edge_dir().join("edge.txt");
+    // tshark's own chatter goes to its stderr, kept out of the capture file.
+    let tshark = format!(
+        "(timeout 15 tshark -l -i eth1 -a duration:6 -f 'ip proto 47' -T fields -E separator=/s \
+         -e ip.src -e ip.dst -e mpls.label -e icmp.type 2>/dev/null > {})",
+        cap.display()
+    );
+    let capture = std::thread::spawn(move || output_in(EDGE_NS, &tshark));
+    std::thread::sleep(Duration::from_secs(2));
+    let _ = output_in(
+        EDGE_NS,
+        &format!(
+            "python3 {} {} {label} {OUTSIDE_HOST} {fip}",
+            script.display(),
+            h.fabric_ip
+        ),
+    );
+    let _ = capture.join();
+    let lines = std::fs::read_to_string(&cap).unwrap_or_default();
+    let back = lines.lines().find(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() == 4
+            && f[0] == format!("{},{fip}", h.fabric_ip)
+            && f[1] == format!("{EDGE_IP},{OUTSIDE_HOST}")
+            && f[2] == OUTSIDE_LABEL.to_string()
+            && f[3] == "0"
+    });
+    match back {
+        Some(l) => (
+            true,
+            format!("in: label {label} to {}; back: {l}", h.fabric_ip),
+        ),
+        None => (
+            false,
+            format!("in: label {label} to {}; captured: {lines:?}", h.fabric_ip),
+        ),
+    }
 }
