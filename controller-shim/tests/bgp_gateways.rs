@@ -38,22 +38,23 @@ impl Drop for Daemon {
     }
 }
 
-fn start_gobgp(dir: &Path, api_port: u16) -> Daemon {
+/// gobgpd at `me` (AS 64512, iBGP) peering with the shim at `shim`.
+fn start_gobgp(dir: &Path, api_port: u16, me: &str, shim: &str) -> Daemon {
     let conf = dir.join("gobgpd.toml");
     std::fs::write(
         &conf,
         format!(
             r#"[global.config]
   as = 64512
-  router-id = "{GOBGP}"
+  router-id = "{me}"
   port = 179
-  local-address-list = ["{GOBGP}"]
+  local-address-list = ["{me}"]
 [[neighbors]]
   [neighbors.config]
-    neighbor-address = "{SHIM_BGP}"
+    neighbor-address = "{shim}"
     peer-as = 64512
   [neighbors.transport.config]
-    local-address = "{GOBGP}"
+    local-address = "{me}"
   [neighbors.timers.config]
     connect-retry = 1
   [[neighbors.afi-safis]]
@@ -279,7 +280,7 @@ fn gateways_learn_and_lose_vm_routes_over_vpnv4() {
         &["--bgp", SHIM_BGP, "--bgp-hold-time", "9"],
     );
     let net_id = cloud(&shim);
-    let gobgp = start_gobgp(&dir.0, api_port);
+    let gobgp = start_gobgp(&dir.0, api_port, GOBGP, SHIM_BGP);
     let _frr = start_frr(&dir.0, net_id);
     shim.ok(
         "POST",
@@ -467,4 +468,79 @@ fn gateways_learn_and_lose_vm_routes_over_vpnv4() {
         .map(|n| (n.address.to_string(), n.flaps))
         .collect();
     assert_eq!(flaps, [(GOBGP.to_string(), 1), (FRR.to_string(), 0)]);
+}
+
+/// The gateway configured with the real `vnc_api` client as `provision_mx.py` does it (AS on
+/// global-system-config, a bgp-router read back under ip-fabric:__default__, a network with an
+/// explicit route target): the session comes up and GoBGP gets the network's route with that
+/// route target, not the default `target:<AS>:<network id>`.
+#[test]
+fn vnc_api_provisions_a_gateway_like_provision_mx() {
+    require_tool("gobgpd", &["--version"], "apt-get install gobgpd");
+    require_tool(
+        "python3",
+        &["-c", "from vnc_api import vnc_api"],
+        "pip install contrail-api-client future six requests",
+    );
+    const SHIM: &str = "127.77.1.1";
+    const PEER: &str = "127.77.1.2";
+    let dir = TempDir::new("bgp-vnc");
+    let api_port = free_port();
+    let shim = Shim::start(
+        &format!("sqlite:{}", dir.0.join("shim.db").display()),
+        &["--bgp", SHIM],
+    );
+    let _gobgp = start_gobgp(&dir.0, api_port, PEER, SHIM);
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/vnc_provision_gateway.py"
+    );
+    let out = Command::new("timeout")
+        .args(["120", "python3", script, "--port", &shim.port.to_string()])
+        .args([
+            "--peer",
+            PEER,
+            "--peer-asn",
+            "64512",
+            "--network",
+            "tier-gw",
+        ])
+        .args(["--route-target", "target:64512:100"])
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).starts_with("OK "),
+        "vnc_provision_gateway.py: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    shim.ok(
+        "POST",
+        "/vrouter/agents",
+        Some(&json!({"hostname": "h1", "fabric_ip": "10.0.0.1"})),
+    );
+    let vrf = "default-domain:default-project:tier-gw";
+    let route = json!({"host": "h1", "vrf": vrf, "prefix": "10.30.1.5/32", "label": 33});
+    shim.ok("POST", "/vrouter/routes", Some(&route));
+    wait_for(60, "session with the vnc_api-provisioned gateway", || {
+        let s = neighbour_state(&shim, PEER);
+        if s == "Established" {
+            Ok(())
+        } else {
+            Err(s)
+        }
+    });
+    let path = wait_for(30, "the route at GoBGP", || {
+        let rib = gobgp_rib(api_port);
+        rib.as_object()
+            .and_then(|m| m.iter().find(|(k, _)| k.contains("10.30.1.5/32")))
+            .and_then(|(_, p)| p.get(0).cloned())
+            .ok_or_else(|| rib.to_string())
+    });
+    let text = path.to_string();
+    assert!(
+        text.contains("\"value\":\"64512:100\""),
+        "route target 64512:100: {text}"
+    );
+    assert_eq!(path["nlri"]["labels"], json!([33]), "{text}");
 }
