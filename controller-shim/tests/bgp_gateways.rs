@@ -544,3 +544,118 @@ fn vnc_api_provisions_a_gateway_like_provision_mx() {
     );
     assert_eq!(path["nlri"]["labels"], json!([33]), "{text}");
 }
+
+/// The shim's resident set, kB.
+fn rss_kb(shim: &Shim) -> u64 {
+    std::fs::read_to_string(format!("/proc/{}/status", shim.child.id()))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// A peer that flaps 100 times (bgp-inject: connect, announce 50 routes with tier-web's
+/// route target, close): every flap is counted, no route outlives its session, and the shim's
+/// memory stays flat. Once, mid-way, the peer stays up long enough to see its routes reach the
+/// host, so the flaps carry real routes.
+#[test]
+fn a_flapping_peer_leaves_no_stale_route_and_no_leak() {
+    const SHIM: &str = "127.77.2.1";
+    const PEER: &str = "127.77.2.2";
+    const FLAPS: u64 = 100;
+    let dir = TempDir::new("bgp-flap");
+    let shim = Shim::start(
+        &format!("sqlite:{}", dir.0.join("shim.db").display()),
+        &["--bgp", SHIM],
+    );
+    let net_id = cloud(&shim);
+    let peer = json!({"bgp-router": {
+        "fq_name": ["default-domain", "default-project", "ip-fabric", "__default__", "flappy"],
+        "parent_type": "routing-instance",
+        "bgp_router_parameters": {"address": PEER, "autonomous_system": 65003}}});
+    shim.ok("POST", "/bgp-routers", Some(&peer));
+    let gateway_routes = |shim: &Shim| {
+        let (_, v) = shim.get("/vrouter/routes");
+        v["routes"].as_array().map_or(0, |r| {
+            r.iter()
+                .filter(|r| r["host"] == format!("bgp:{PEER}"))
+                .count()
+        })
+    };
+    let flap = move |linger: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_bgp-inject"))
+            .args([
+                "--peer",
+                &format!("{SHIM}:179"),
+                "--source",
+                PEER,
+                "--asn",
+                "65003",
+            ])
+            .args(["--routes", "50", "--rt", &format!("64512:{net_id}")])
+            .args(["--linger", linger, "--settle-ms", "50"])
+            .output()
+            .expect("run bgp-inject");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let mut rss_after_10 = 0;
+    for i in 1..=FLAPS {
+        if i == FLAPS / 2 {
+            // Stay up: the 50 routes reach tier-web's host, then go with the session.
+            let t = std::thread::spawn(move || flap("3"));
+            wait_for(10, "the flapping peer's routes on h1", || {
+                let n = view_routes(&shim, "h1")
+                    .keys()
+                    .filter(|k| k.contains("bgp:"))
+                    .count();
+                if n == 50 {
+                    Ok(())
+                } else {
+                    Err(format!("{n} routes"))
+                }
+            });
+            t.join().expect("bgp-inject thread");
+        } else {
+            flap("0");
+        }
+        // Each session ends before the next starts (the table counts it).
+        wait_for(10, &format!("flap {i} counted"), || {
+            let api = vrouter_api::client::AgentApi::new(&shim.url(""), None);
+            let n = api.bgp_neighbors().map_err(|e| e.to_string())?;
+            let f = n.neighbors.first().map_or(0, |n| n.flaps);
+            let up = neighbour_state(&shim, PEER) == "Established";
+            if f >= i && !up {
+                Ok(())
+            } else {
+                Err(format!("flaps {f}, established {up}"))
+            }
+        });
+        if i == 10 {
+            rss_after_10 = rss_kb(&shim);
+        }
+    }
+    wait_for(10, "no route of the flapping peer left", || {
+        match (
+            gateway_routes(&shim),
+            view_routes(&shim, "h1")
+                .keys()
+                .filter(|k| k.contains("bgp:"))
+                .count(),
+        ) {
+            (0, 0) => Ok(()),
+            other => Err(format!("{other:?} (shim, h1's view)")),
+        }
+    });
+    let api = vrouter_api::client::AgentApi::new(&shim.url(""), None);
+    let table = api.bgp_neighbors().expect("neighbours");
+    assert_eq!(table.neighbors[0].flaps, FLAPS, "{table:?}");
+    let grown = rss_kb(&shim).saturating_sub(rss_after_10);
+    assert!(grown < 8 * 1024, "RSS grew {grown} kB over 90 flaps");
+}

@@ -365,6 +365,11 @@ async fn sessions(session: &mut Session, first: TcpStream, link: &mut Link) {
 async fn session_ended(link: &Link, addr: Ipv4Addr, why: String) {
     sync_imports(Arc::clone(&link.shared), origin(addr), Vec::new()).await;
     link.table.update(addr, |n| {
+        // Counted here when the session ended without its state leaving Established first
+        // (a write to the neighbour failed); `act` counts the other endings.
+        if n.state == State::Established {
+            n.flaps += 1;
+        }
         n.state = State::Idle;
         n.since = None;
         n.prefixes_received = 0;

@@ -46,6 +46,9 @@ struct Args {
     /// Seconds to stay connected after the last UPDATE.
     #[arg(long, default_value_t = 60)]
     linger: u64,
+    /// Milliseconds between our OPEN and the first UPDATE (the session comes up meanwhile).
+    #[arg(long, default_value_t = 500)]
+    settle_ms: u64,
 }
 
 fn main() -> ExitCode {
@@ -80,7 +83,7 @@ fn run(a: &Args) -> Result<(), String> {
         let mut buf = vec![0u8; 1 << 16];
         while matches!(r.read(&mut buf), Ok(n) if n > 0) {}
     });
-    std::thread::sleep(Duration::from_millis(500));
+    std::thread::sleep(Duration::from_millis(a.settle_ms));
     let attrs = PathAttrs {
         nexthop: a.nexthop.unwrap_or(a.source),
         targets: vec![rt],
