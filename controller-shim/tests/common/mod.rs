@@ -10,10 +10,25 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// A free loopback port (bind to 0, read it, release it).
+/// A free loopback port for a daemon to bind, distinct from every other one this test binary
+/// hands out (its tests run in parallel). Taken below the kernel's ephemeral range
+/// (32768-60999): a port from `bind(0)`, released and bound again by the daemon, could be
+/// taken meanwhile by another test's `bind(0)` or outgoing connection, and the test would then
+/// talk to someone else's server (seen as "connection reset" in CI).
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr").port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // 20,000 ports from 11000, the start spread by pid so that a leftover of an earlier run
+    // is unlikely to sit on them.
+    let start = std::process::id() % 20_000;
+    for _ in 0..20_000 {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let port = 11_000 + ((start + n) % 20_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in 11000-30999");
 }
 
 /// A scratch directory removed on drop.
