@@ -58,26 +58,8 @@ fn start_gobgp(gw: &Ns, d: &Path) -> Proc {
     )
 }
 
-/// MPLS in GRE to `to`, as a gateway sends it: label `label` over an ICMP echo request from
-/// 198.51.100.1 to `inner_dst` (IPv4 and ICMP built by hand; the kernel adds the outer IP).
-const SEND_MPLSOGRE: &str = r#"
-import socket, struct, sys
-def csum(b):
-    b += b"\0" * (len(b) % 2)
-    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
-    s = (s >> 16) + (s & 0xffff); s += s >> 16
-    return ~s & 0xffff
-to, label, inner_dst = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-icmp = struct.pack("!BBHHH", 8, 0, 0, 0x4242, 1) + b"from-the-gateway"
-icmp = icmp[:2] + struct.pack("!H", csum(icmp)) + icmp[4:]
-ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(icmp), 1, 0, 64, 1, 0,
-                 socket.inet_aton("198.51.100.1"), socket.inet_aton(inner_dst))
-ip = ip[:10] + struct.pack("!H", csum(ip)) + ip[12:]
-mpls = struct.pack("!I", (label << 12) | (1 << 8) | 64)
-s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 47)
-for _ in range(3):
-    s.sendto(struct.pack("!HH", 0, 0x8847) + mpls + ip + icmp, (to, 0))
-"#;
+/// What a gateway sends: `to label src dst` (shared with the devcloud's BGP check).
+const SEND_MPLSOGRE: &str = include_str!("../../scripts/lib/send_mplsogre.py");
 
 #[test]
 fn ns_gateway_routes_carry_vm_traffic_as_mpls_over_gre_both_ways() {
@@ -207,7 +189,7 @@ fn ns_gateway_routes_carry_vm_traffic_as_mpls_over_gre_both_ways() {
     let script = d.join("send_mplsogre.py");
     std::fs::write(&script, SEND_MPLSOGRE).expect("script");
     let (ok, out) = gw.exec_ok(&format!(
-        "python3 {} 10.0.0.1 {vm_label} 10.1.1.2",
+        "python3 {} 10.0.0.1 {vm_label} 198.51.100.1 10.1.1.2",
         script.display()
     ));
     assert!(ok, "send MPLSoGRE: {out}");
