@@ -45,8 +45,11 @@ const IP2: &str = "10.1.1.3";
 
 /// The restarts (host index, 0 = A, 1 = B).
 const RESTARTS: [usize; 3] = [0, 1, 0];
-/// The largest write-to-read delay a byte of the TCP stream may see.
-const MAX_STALL: Duration = Duration::from_millis(100);
+/// The largest write-to-read delay a byte of the TCP stream may see. Below Linux's minimum
+/// retransmission timeout (200 ms): a segment lost to a missing route or label shows as an RTO
+/// stall, while a scheduling hiccup of this 2-core machine (107 ms seen in CI, with fast
+/// retransmits and no ping lost) does not fail the test.
+const MAX_STALL: Duration = Duration::from_millis(190);
 /// Upper bound of the whole traffic phase (every loop below is bounded by it).
 const TRAFFIC_LIMIT: Duration = Duration::from_secs(150);
 
