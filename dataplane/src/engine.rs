@@ -113,12 +113,14 @@ pub enum LcoreCmd {
         /// Poll it for receive.
         rx: bool,
     },
-    /// Close every port of `vif`; acknowledges on `done` once closed.
+    /// Stop using every port of `vif`; hands them back on `done`, so that the caller, not the
+    /// lcore, runs their release (a socket's close can wait out an RCU grace period, tens of ms
+    /// during which the lcore would forward nothing).
     Del {
         /// Interface id.
         vif: u16,
-        /// Acknowledgement.
-        done: mpsc::Sender<()>,
+        /// Acknowledgement, with the ports taken out of the lcore's set.
+        done: mpsc::Sender<Vec<Box<dyn Port>>>,
     },
 }
 
@@ -229,8 +231,10 @@ impl Engine {
         }
     }
 
-    /// Closes every port of `vif` on every lcore, waiting up to `timeout` for them to finish.
-    pub fn del_vif(&self, vif: u16, timeout: Duration) -> bool {
+    /// Takes every port of `vif` out of every lcore, waiting up to `timeout` for them, and
+    /// returns the ports (dropping them closes them, on the caller's thread); `None` if an
+    /// lcore did not answer in time (it then closes the port itself when it gets to it).
+    pub fn del_vif(&self, vif: u16, timeout: Duration) -> Option<Vec<Box<dyn Port>>> {
         let (done, acks) = mpsc::channel();
         let mut n = 0;
         for l in &self.lcores {
@@ -245,14 +249,14 @@ impl Engine {
                 n += 1;
             }
         }
+        drop(done);
         let deadline = std::time::Instant::now() + timeout;
+        let mut ports = Vec::new();
         for _ in 0..n {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if acks.recv_timeout(left).is_err() {
-                return false;
-            }
+            ports.extend(acks.recv_timeout(left).ok()?);
         }
-        true
+        Some(ports)
     }
 
     /// Stops every lcore and waits for them to exit (their ports close as they go).
@@ -584,18 +588,21 @@ impl Lcore {
                     LcoreCmd::Del { vif, done } => {
                         // Flush what is queued for the port before closing it.
                         set.txq.flush(&mut set.ports, &mut pool, &self.stats);
+                        let mut gone = Vec::new();
                         let mut i = 0;
                         while i < set.ports.len() {
                             if set.vifs[i] == vif {
                                 self.account(&mut *set.ports[i], vif);
-                                set.ports.remove(i);
+                                gone.push(set.ports.remove(i));
                                 set.vifs.remove(i);
                                 set.rx.remove(i);
                             } else {
                                 i += 1;
                             }
                         }
-                        let _ = done.send(());
+                        // A caller that gave up waiting dropped the receiver: then the ports
+                        // come back in the error and close here.
+                        let _ = done.send(gone);
                     }
                 }
             }

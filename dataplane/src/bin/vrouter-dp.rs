@@ -236,8 +236,12 @@ impl Daemon {
             .collect();
         for id in stale {
             if let Some((name, guard)) = self.open.remove(&id) {
-                if !self.engine.del_vif(id, Duration::from_secs(2)) {
-                    log::warn!("vif {id} ({name}): lcores did not release the port in time");
+                // The ports come back from the lcores and close here, off the forwarding path.
+                match self.engine.del_vif(id, Duration::from_secs(2)) {
+                    Some(ports) => drop(ports),
+                    None => {
+                        log::warn!("vif {id} ({name}): lcores did not release the port in time")
+                    }
                 }
                 drop(guard);
                 log::info!("vif {id}: closed port on {name}");
