@@ -11,11 +11,15 @@
 #   rtt_avg_ms, rtt_p99_ms, rtt_max_ms   ping vm1 -> vm2 through the dataplane, 50 x 10 ms
 #   bind_s                               time from the one Apply that adds N vifs until the
 #                                        daemon logged every port open
-# One host only: no fabric, no cross-host ping or TCP (the devcloud's two-host figures are the
-# agent's side of the issue).
+#   xrtt_avg_ms, xrtt_p99_ms, xrtt_max_ms  cross-host: ping vm1 -> vm3 (on host B), 50 x 10 ms,
+#                                        MPLSoUDP over the underlay veth
+#   xtcp_gbps, xtcp_retr                 cross-host: iperf3 vm1 -> vm3, one stream, TCP_SECS
 # Topology: namespace <P>-host runs the daemon (1 lcore on CPU 1, as benches/e2e); vif1.0 and
 # vif2.0 lead to VM namespaces <P>-vm1 (10.1.0.1) and <P>-vm2 (10.1.0.2); vif3.0 .. vifN.0 lead
 # to idle VMs, all of their ends in one namespace <P>-idle (IPv6 off, so they send nothing).
+# Host B, namespace <P>-hb, runs a second daemon (1 lcore on CPU 0) with one VM, <P>-vm3
+# (10.1.3.1); fab0 in each host namespace is the underlay (192.168.100.1 and .2, MTU 1500), and
+# both VMs' MTU is 1450. The memory and CPU figures are host A's daemon only.
 # Root only; every namespace is <P>-*, removed at exit; the daemon is killed by its PID.
 # CHURN=K (instead of the N list): vif churn. vm1 pings vm2 every 2 ms while K more vifs are
 # added (one Apply each, as hot-plugs arrive) until all are open, then removed one Apply each
@@ -24,7 +28,7 @@
 # Usage: benches/scale/run.sh [N ...]
 # Env: CHURN (0: off), BIN (a vrouter-dp binary to use instead of building one: before/after runs side by
 # side), IDLE_SECS (10), PORT_KIND (af_packet), DP_ARGS (extra daemon flags), TAG (label in the
-# JSON), OUT (benches/scale/out). Writes $OUT/scale[-TAG].json and prints it.
+# JSON), OUT (benches/scale/out), TCP_SECS (5). Writes $OUT/scale[-TAG].json and prints it.
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -34,18 +38,21 @@ IDLE_SECS=${IDLE_SECS:-10}
 PORT_KIND=${PORT_KIND:-af_packet}
 DP_ARGS=${DP_ARGS:-}
 TAG=${TAG:-}
+TCP_SECS=${TCP_SECS:-5}
+FAB_A=02:fa:00:00:00:01; FAB_B=02:fa:00:00:00:02
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target}
 bin=${BIN:-$CARGO_TARGET_DIR/release/vrouter-dp}
 ns_list=(2 50 100 200); [ $# -gt 0 ] && ns_list=("$@")
 
-dp_pid=
+dp_pid= dpb_pid=
 cleanup() {
-  if [ -n "$dp_pid" ]; then
-    kill "$dp_pid" 2>/dev/null
-    for _ in $(seq 50); do kill -0 "$dp_pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$dp_pid" 2>/dev/null; wait "$dp_pid" 2>/dev/null
-    dp_pid=
-  fi
+  local p
+  for p in $dp_pid $dpb_pid; do
+    kill "$p" 2>/dev/null
+    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$p" 2>/dev/null; wait "$p" 2>/dev/null
+  done
+  dp_pid= dpb_pid=
   for n in $(ip netns list | awk '{print $1}' | grep "^$P-"); do
     for q in $(ip netns pids "$n" 2>/dev/null); do kill -9 "$q" 2>/dev/null; done
     ip netns del "$n"
@@ -64,7 +71,7 @@ mac_of() { printf '02:00:00:%02x:%02x:02' $(($1 / 256)) $(($1 % 256)); }
 # Namespaces and N veth pairs, created with one `ip -batch` per namespace.
 topo() {
   local n=$1 i
-  for x in host vm1 vm2 idle; do
+  for x in host vm1 vm2 idle hb vm3; do
     ip netns add $P-$x; ip -n $P-$x link set lo up
     ip netns exec $P-$x sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
   done
@@ -81,10 +88,68 @@ topo() {
   { for i in $(seq 3 "$n"); do echo "link set e$i address $(mac_of "$i") up"; done; } \
     | ip -n $P-idle -batch - 2>/dev/null
   for v in 1 2; do
-    ip -n $P-vm$v link set eth0 address "$(mac_of $v)" up
+    ip -n $P-vm$v link set eth0 address "$(mac_of $v)" mtu 1450 up
     ip -n $P-vm$v addr add 10.1.0.$v/16 dev eth0
     ip -n $P-vm$v route add default dev eth0
   done
+  ip -n $P-host link set vif1.0 mtu 1450; ip -n $P-host link set vif2.0 mtu 1450
+  ip link add fab0 netns $P-host type veth peer name fab0 netns $P-hb
+  ip -n $P-host link set fab0 address $FAB_A up
+  ip -n $P-hb link set fab0 address $FAB_B up
+  ip -n $P-host addr add 192.168.100.1/24 dev fab0
+  ip -n $P-hb addr add 192.168.100.2/24 dev fab0
+  ip link add vif1.0 netns $P-hb mtu 1450 type veth peer name eth0 netns $P-vm3
+  ip -n $P-hb link set vif1.0 up
+  ip -n $P-vm3 link set eth0 address 02:00:00:03:01:02 mtu 1450 up
+  ip -n $P-vm3 addr add 10.1.3.1/16 dev eth0
+  ip -n $P-vm3 route add default dev eth0
+}
+
+# Host B: its daemon (1 lcore on CPU 0) and its VM, vm3; routes both ways over MPLSoUDP: label
+# 110 on host A is vm1's nexthop (11), label 210 on host B is vm3's. $1: host A's control socket.
+host_b() {
+  local sock="$OUT/dpb.sock" ip1 ip3
+  rm -f "$sock"
+  ip netns exec $P-hb "$bin" --lcores 0 --port-kind "$PORT_KIND" --fabric fab0 \
+    --fabric-ip 192.168.100.2 --ctl-socket "$sock" --agent-socket none --log-level warn \
+    > "$OUT/dpb.log" 2>&1 &
+  dpb_pid=$!
+  for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.05; done
+  ip1=$(( (10 << 24) | (1 << 16) | 1 )); ip3=$(( (10 << 24) | (1 << 16) | (3 << 8) | 1 ))
+  python3 "$root/benches/e2e/vrctl_min.py" "$sock" <<JSON || return 1
+[{"AddVrf":{"id":1,"name":"vn1"}},
+ {"AddVif":{"id":3,"name":"vif1.0","kind":"Virtual","vrf":1,"mac":"02:00:00:03:01:02","ip":$ip3,"mtu":1450,"nh":10}},
+ {"AddNh":{"id":10,"spec":{"Encap":{"oif":3,"dmac":"02:00:00:03:01:02","smac":"00:00:5e:00:01:00"}}}},
+ {"AddRoute":{"vrf":1,"prefix":$ip3,"plen":32,"route":{"nh":10,"label":null,"proxy_arp":true}}},
+ {"AddLabel":{"label":210,"nh":10}},
+ {"AddNh":{"id":20,"spec":{"Tunnel":{"oif":0,"kind":"MplsOverUdp","sip":$(( (192 << 24) | (168 << 16) | (100 << 8) | 2 )),"dip":$(( (192 << 24) | (168 << 16) | (100 << 8) | 1 )),"dmac":"$FAB_A","smac":"$FAB_B"}}}},
+ {"AddRoute":{"vrf":1,"prefix":$ip1,"plen":32,"route":{"nh":20,"label":110,"proxy_arp":true}}}]
+JSON
+  python3 "$root/benches/e2e/vrctl_min.py" "$1" <<JSON
+[{"AddLabel":{"label":110,"nh":11}},
+ {"AddNh":{"id":9,"spec":{"Tunnel":{"oif":0,"kind":"MplsOverUdp","sip":$(( (192 << 24) | (168 << 16) | (100 << 8) | 1 )),"dip":$(( (192 << 24) | (168 << 16) | (100 << 8) | 2 )),"dmac":"$FAB_B","smac":"$FAB_A"}}}},
+ {"AddRoute":{"vrf":1,"prefix":$ip3,"plen":32,"route":{"nh":9,"label":210,"proxy_arp":true}}}]
+JSON
+}
+
+# Cross-host figures vm1 -> vm3: ping 50 x 10 ms into $OUT/xping-N.txt, then iperf3; prints
+# "gbps retransmits".
+cross_host() {  # $1: N (file names)
+  local j
+  for _ in $(seq 40); do ip netns exec $P-vm1 ping -c 1 -W 1 -q 10.1.3.1 >/dev/null 2>&1 && break; sleep 0.25; done
+  ip netns exec $P-vm1 ping -c 50 -i 0.01 -W 2 10.1.3.1 > "$OUT/xping-$1.txt" 2>&1
+  timeout $((TCP_SECS + 20)) ip netns exec $P-vm3 iperf3 -s -1 -B 10.1.3.1 -p 5201 >/dev/null 2>&1 &
+  local sp=$!
+  sleep 0.5
+  j=$(timeout $((TCP_SECS + 15)) ip netns exec $P-vm1 iperf3 -c 10.1.3.1 -p 5201 -t "$TCP_SECS" -J 2>/dev/null)
+  wait $sp 2>/dev/null
+  echo "$j" | python3 -c '
+import json, sys
+try:
+    e = json.load(sys.stdin)["end"]
+    print(round(e["sum_received"]["bits_per_second"] / 1e9, 3), e["sum_sent"].get("retransmits", 0))
+except Exception:
+    print("null null")'
 }
 
 # The Apply that adds N vifs (ids 3..N+2), their nexthops and /32 routes in VRF 1.
@@ -99,7 +164,7 @@ for i in range(1, n + 1):
     vif, nh = 2 + i, 10 + i
     ops.append({"AddNh": {"id": nh, "spec": {"Encap": {"oif": vif, "dmac": mac, "smac": "00:00:5e:00:01:00"}}}})
     ops.append({"AddVif": {"id": vif, "name": "vif%d.0" % i, "kind": "Virtual", "vrf": 1, "mac": mac,
-                           "ip": ip, "mtu": 1500, "nh": nh}})
+                           "ip": ip, "mtu": 1450 if i <= 2 else 1500, "nh": nh}})
     ops.append({"AddRoute": {"vrf": 1, "prefix": ip, "plen": 32, "route": {"nh": nh, "label": None, "proxy_arp": True}}})
 # Nexthops name their vif: add every vif first, then the nexthops, then the routes.
 ops.sort(key=lambda o: {"AddVrf": 0, "AddVif": 1, "AddNh": 2, "AddRoute": 3}[next(iter(o))])
@@ -112,8 +177,9 @@ run_one() {  # $1: N; prints one JSON object
   cleanup
   topo "$n"
   rm -f "$sock"
-  ip netns exec $P-host "$bin" --lcores 1 --port-kind "$PORT_KIND" --ctl-socket "$sock" \
-    --agent-socket none --log-level info $DP_ARGS > "$log" 2>&1 &
+  ip netns exec $P-host "$bin" --lcores 1 --port-kind "$PORT_KIND" --fabric fab0 \
+    --fabric-ip 192.168.100.1 --ctl-socket "$sock" --agent-socket none --log-level info \
+    $DP_ARGS > "$log" 2>&1 &
   dp_pid=$!
   for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.05; done
   sleep 1
@@ -141,8 +207,11 @@ run_one() {  # $1: N; prints one JSON object
   # RTT vm1 -> vm2: warm-up (proxy ARP), then 50 x 10 ms.
   ip netns exec $P-vm1 ping -c 3 -i 0.2 -W 2 -q 10.1.0.2 >/dev/null 2>&1
   ip netns exec $P-vm1 ping -c 50 -i 0.01 -W 2 10.1.0.2 > "$OUT/ping-$n.txt" 2>&1
+  local xtcp
+  if host_b "$sock"; then xtcp=$(cross_host "$n"); else echo "host B refused" >&2; xtcp="null null"; fi
   python3 - "$n" "$rss0" "$rss" "$anon" "$file" "$used0" "$used" "$c0" "$c1" "$hz" "$IDLE_SECS" \
-    "$t0" "$t1" "$OUT/ping-$n.txt" "$PORT_KIND" "$TAG" "$opened" "$OUT/threads0" "$OUT/threads1" <<'PY'
+    "$t0" "$t1" "$OUT/ping-$n.txt" "$PORT_KIND" "$TAG" "$opened" "$OUT/threads0" "$OUT/threads1" \
+    "$OUT/xping-$n.txt" $xtcp <<'PY'
 import json, re, sys
 a = sys.argv[1:]
 n, rss0, rss, anon, file, used0, used = (int(x) for x in a[0:7])
@@ -156,8 +225,16 @@ def threads():
     for l in open(a[18]):
         k, v = l.split(); out[k] = out.get(k, 0) + int(v)
     return {k: round(100.0 * (v - d0.get(k, 0)) / hz / secs, 2) for k, v in out.items() if v - d0.get(k, 0)}
-rtts = sorted(float(m) for m in re.findall(r"time=([0-9.]+) ms", open(a[13]).read()))
-p99 = rtts[min(len(rtts) - 1, max(0, -(-99 * len(rtts) // 100) - 1))] if rtts else None
+def rtt_of(path):
+    try:
+        return sorted(float(m) for m in re.findall(r"time=([0-9.]+) ms", open(path).read()))
+    except OSError:
+        return []
+def p99_of(r):
+    return r[min(len(r) - 1, max(0, -(-99 * len(r) // 100) - 1))] if r else None
+rtts, xrtts = rtt_of(a[13]), rtt_of(a[19])
+p99 = p99_of(rtts)
+num = lambda x: None if x == "null" else float(x)
 print(json.dumps({
     "tag": a[15], "port_kind": a[14], "vifs": n, "opened": int(a[16]),
     "rss_kib": rss, "rss_anon_kib": anon, "rss_file_kib": file,
@@ -166,6 +243,9 @@ print(json.dumps({
     "idle_cpu_pct": round(100.0 * (c1 - c0) / hz / secs, 2), "idle_secs": secs,
     "rtt_n": len(rtts), "rtt_avg_ms": round(sum(rtts) / len(rtts), 3) if rtts else None,
     "rtt_p99_ms": p99, "rtt_max_ms": rtts[-1] if rtts else None,
+    "xrtt_n": len(xrtts), "xrtt_avg_ms": round(sum(xrtts) / len(xrtts), 3) if xrtts else None,
+    "xrtt_p99_ms": p99_of(xrtts), "xrtt_max_ms": xrtts[-1] if xrtts else None,
+    "xtcp_gbps": num(a[20]), "xtcp_retr": num(a[21]),
     "bind_s": round(t1 - t0, 3),
     "idle_cpu_pct_by_thread": threads(),
 }))

@@ -233,6 +233,47 @@ fn vrctl_text(o: &Opts, h: &Host, args: &[&str]) -> String {
     sys::run(&refs).unwrap_or_else(|e| format!("({e})\n"))
 }
 
+/// Hotplugs (and DHCP clients) run this many at a time: a real host starts VMs side by side.
+const PLUG_WORKERS: usize = 16;
+
+/// The first error of results run side by side.
+fn first_error<R>(results: Vec<Result<R>>) -> Result<Vec<R>> {
+    results.into_iter().collect()
+}
+
+/// Waits until every vif of `vms` is in its host's dataplane: one `vrctl vif list` per host and
+/// round, whatever the number of VMs.
+fn wait_all_bound<'a>(o: &Opts, plan: &Plan, vms: impl Iterator<Item = &'a Vm>) -> Result<()> {
+    let mut left: Vec<&Vm> = vms.collect();
+    let until = Instant::now() + Duration::from_secs(60);
+    while !left.is_empty() {
+        let mut lists = std::collections::HashMap::new();
+        left.retain(|vm| {
+            let h = plan.host_of(vm);
+            let list = lists
+                .entry(h.name.clone())
+                .or_insert_with(|| vrctl_json(o, h, &["vif", "list"]).map(|v| v.to_string()));
+            !matches!(list, Ok(l) if l.contains(&format!("\"{}\"", vm.vif())))
+        });
+        if left.is_empty() {
+            break;
+        }
+        if Instant::now() >= until {
+            let names: Vec<String> = left
+                .iter()
+                .map(|vm| format!("{} on {}", vm.vif(), plan.host_of(vm).name))
+                .collect();
+            return Err(DevcloudError::Step(format!(
+                "timed out after 60 s waiting for {} vif(s) to be bound: {}",
+                names.len(),
+                names.join(", ")
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
 fn bound(o: &Opts, h: &Host, vif: &str) -> bool {
     vrctl_json(o, h, &["vif", "list"])
         .map(|v| v.to_string().contains(&format!("\"{vif}\"")))
@@ -336,27 +377,25 @@ pub fn run_all(o: &Opts, plan: &Plan, st: &mut State, p: &Provisioned) -> Result
         .zip(p.vms.iter().map(|(m, _)| m.as_str()))
         .chain(std::iter::once((&plan.outside_vm, p.outside_mac.as_str())))
         .collect();
-    for (vm, mac) in &macs {
-        crate::net::build_vm(plan, vm, mac)?;
-        hotplug(o, plan, vm, mac)?;
-    }
     let t = Instant::now();
-    for (vm, _) in &macs {
-        let h = plan.host_of(vm);
-        wait_for(
-            &format!("{} bound on {}", vm.vif(), h.name),
-            Duration::from_secs(30),
-            || bound(o, h, &vm.vif()),
-        )?;
-    }
+    first_error(sys::parallel(&macs, PLUG_WORKERS, |(vm, mac)| {
+        crate::net::build_vm(plan, vm, mac)?;
+        hotplug(o, plan, vm, mac)
+    }))?;
+    let plugged = t.elapsed();
+    wait_all_bound(o, plan, macs.iter().map(|(vm, _)| *vm))?;
     progress(&format!(
-        "agents bound every vif by its CloudStack Nic UUID in {:.1} s",
-        t.elapsed().as_secs_f64()
+        "agents bound every vif by its CloudStack Nic UUID {:.1} s after the first hotplug \
+         ({} VMs plugged {PLUG_WORKERS} at a time in {:.1} s)",
+        t.elapsed().as_secs_f64(),
+        macs.len(),
+        plugged.as_secs_f64()
     ));
 
     progress("DHCP: busybox udhcpc in every VM");
-    for (i, (vm, _)) in macs.iter().enumerate() {
-        let lease = dhcp(vm)?;
+    let leases = sys::parallel(&macs, PLUG_WORKERS, |(vm, _)| dhcp(vm));
+    for (i, ((vm, _), lease)) in macs.iter().zip(leases).enumerate() {
+        let lease = lease?;
         let want = if i < p.vms.len() {
             p.vms[i].1.clone()
         } else {
