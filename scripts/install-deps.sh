@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what the test suite and the devcloud need on a fresh Debian 12 machine (root).
+# Installs what the devcloud needs (and, with TEST_DEPS=1, the test suite) on a fresh Debian 12
+# machine (root).
 # Idempotent: only missing packages are fetched.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -16,8 +17,10 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
+# PyPI packages only for the test suite (scripts/test.sh sets TEST_DEPS=1): the devcloud needs
+# none of them.
 pips=$(want "$here/deps/pip.txt")
-if [ -n "$pips" ]; then
+if [ "${TEST_DEPS:-0}" != 0 ] && [ -n "$pips" ]; then
   python3 -m pip install -q --disable-pip-version-check $pips
 fi
 

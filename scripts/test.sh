@@ -15,6 +15,8 @@ fi
 export FUZZ_SECONDS="${FUZZ_SECONDS:-5}"
 # scripts/package-test.sh runs after the tests; install-deps.sh installs cargo-deb for it.
 export PACKAGE_TEST=1
+# The test suite's PyPI packages (vnc_api for the Contrail client tests).
+export TEST_DEPS=1
 ./scripts/install-deps.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 cargo fmt --all -- --check

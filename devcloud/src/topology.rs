@@ -260,6 +260,14 @@ impl Plan {
         }
     }
 
+    /// The first domid after every guest VM's and NAT appliance's on the compute hosts (the
+    /// outside VM is alone on the gateway).
+    pub fn first_free_domid(&self) -> usize {
+        let guests = self.vms.iter().map(|v| v.index);
+        let appliances = self.appliances.iter().map(|a| a.left.index);
+        guests.chain(appliances).max().unwrap_or(0) + 1
+    }
+
     /// The host a VM runs on (index 0 is the gateway).
     pub fn host_of(&self, vm: &Vm) -> &Host {
         if vm.host == 0 {

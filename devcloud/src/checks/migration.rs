@@ -16,9 +16,12 @@ use serde_json::Value;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// The domid a VM gets on the host it migrates to (Xen gives the destination a new domain).
-fn moved_domid(vm: &Vm) -> usize {
-    200 + vm.index
+/// The domid a VM gets on the host it migrates to (Xen gives the destination a new domain):
+/// from 200, or after every other VM's when there are more.
+fn moved_domid(plan: &Plan, vm: &Vm) -> usize {
+    let after =
+        crate::provision::system_vms::first_domid(plan) + crate::provision::system_vms::DOMIDS;
+    after.max(200) + vm.index
 }
 
 /// Moves `m` to host `to` and back under traffic from `peer`; two report lines.
@@ -30,7 +33,7 @@ pub(super) fn check_migration(
     (m, peer, to): (&Vm, &Vm, usize),
 ) {
     let there = Vm {
-        index: moved_domid(m),
+        index: moved_domid(plan, m),
         host: to,
         ..m.clone()
     };

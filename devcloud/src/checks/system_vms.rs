@@ -145,7 +145,10 @@ pub(super) fn check_system_vms(checks: &mut Checks, o: &Opts, plan: &Plan) {
         .and_then(|v| v.as_array().cloned())
         .unwrap_or_default()
         .iter()
-        .filter(|v| ["vif90.0", "vif90.1", "xapi0"].contains(&v["name"].as_str().unwrap_or("")))
+        .filter(|v| {
+            let name = v["name"].as_str().unwrap_or("");
+            name == "xapi0" || name == all[0].vm.vif() || name == all[1].vm.vif()
+        })
         .map(|v| {
             format!(
                 "{} {} vrf {}",

@@ -64,24 +64,34 @@ fn nic(name: &str, domid: usize, dev: usize, host: usize, net: &'static str, ip:
         net,
         ip: ip.into(),
         plen,
-        mac: format!("0e:19:00:00:{domid:02x}:{dev:02x}"),
+        mac: format!("0e:19:00:{:02x}:{:02x}:{dev:02x}", domid >> 8, domid & 0xff),
     }
 }
 
+/// The system VMs' first domid; they take [`DOMIDS`] from there.
+pub fn first_domid(plan: &Plan) -> usize {
+    plan.first_free_domid().max(90)
+}
+
+/// How many domids the system VMs take.
+pub const DOMIDS: usize = 5;
+
 /// The scenario's Nics: [0, 1] the system VM (Management, Control), [2, 3] the internal LB
-/// (VIP, Control), [4] backend 1, [5] backend 2, [6] the tier-2 client. Domids from 90, clear
-/// of the guest VMs'.
+/// (VIP, Control), [4] backend 1, [5] backend 2, [6] the tier-2 client. Domids from 90, or
+/// after every guest VM's and appliance's when there are more (`--vms 200`): a Xen domid is not
+/// CloudStack's instance id, so the names stay.
 pub fn nics(plan: &Plan) -> Vec<SysNic> {
     let other = if plan.hosts.len() > 1 { 2 } else { 1 };
     let (t1, t2) = (TIERS[0].0, TIERS[1].0);
+    let d = first_domid(plan);
     vec![
-        nic("s-90-VM", 90, 0, 1, "ip-fabric", SSVM_MGMT_IP),
-        nic("s-90-VM", 90, 1, 1, "__link_local__", SSVM_CONTROL_IP),
-        nic("b-91-VM", 91, 0, 1, t1, VIP),
-        nic("b-91-VM", 91, 1, 1, "__link_local__", ILB_CONTROL_IP),
-        nic("i-92-VM", 92, 0, 1, t1, "10.20.1.21"),
-        nic("i-93-VM", 93, 0, other, t1, "10.20.1.22"),
-        nic("i-94-VM", 94, 0, other, t2, "10.20.2.7"),
+        nic("s-90-VM", d, 0, 1, "ip-fabric", SSVM_MGMT_IP),
+        nic("s-90-VM", d, 1, 1, "__link_local__", SSVM_CONTROL_IP),
+        nic("b-91-VM", d + 1, 0, 1, t1, VIP),
+        nic("b-91-VM", d + 1, 1, 1, "__link_local__", ILB_CONTROL_IP),
+        nic("i-92-VM", d + 2, 0, 1, t1, "10.20.1.21"),
+        nic("i-93-VM", d + 3, 0, other, t1, "10.20.1.22"),
+        nic("i-94-VM", d + 4, 0, other, t2, "10.20.2.7"),
     ]
 }
 
@@ -161,4 +171,32 @@ fn create_fixed_nic(vnc: &Vnc, n: &SysNic) -> Result<()> {
             "virtual_machine_interface_refs": [{"to": [vm.name, vmi_name]}]}}),
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// With as many VMs as a full dom0 runs, the system VMs' vifs must not take a guest's name
+    /// on the same host (`--vms 200` failed with "File exists" for vif91.0).
+    #[test]
+    fn system_vm_vifs_never_collide_with_guests() {
+        for (hosts, vms) in [(2, 4), (1, 89), (2, 200), (3, 300)] {
+            let plan = Plan::new(hosts, vms);
+            let guests = plan.vms.iter();
+            let appliances = plan.appliances.iter().flat_map(|a| [&a.left, &a.right]);
+            let sys = nics(&plan);
+            let mut seen: Vec<(usize, String)> = guests
+                .chain(appliances)
+                .chain(sys.iter().map(|n| &n.vm))
+                .map(|v| (v.host, v.vif()))
+                .collect();
+            let n = seen.len();
+            seen.sort();
+            seen.dedup();
+            assert_eq!(seen.len(), n, "{hosts} hosts, {vms} VMs");
+            assert!(sys.iter().all(|n| n.mac.len() == 17), "{:?}", sys[0].mac);
+        }
+        assert_eq!(nics(&Plan::new(2, 4))[0].vm.vif(), "vif90.0");
+    }
 }
