@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 
 secs="${1:-180}"
 shift || true
-all=(wire pipeline ctl xenstore dhcp api)
+all=(wire pipeline ctl xenstore dhcp api bgp)
 targets=("$@")
 ((${#targets[@]})) || targets=("${all[@]}")
 

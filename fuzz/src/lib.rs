@@ -13,6 +13,7 @@
 //! See `docs/fuzzing.md` for how to run them and `docs/adr/0003-fuzzing-harness.md` for why AFL.
 
 pub mod api;
+pub mod bgp;
 pub mod ctl;
 pub mod dhcp;
 pub mod pipeline;
@@ -31,6 +32,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("xenstore", xenstore::run),
     ("dhcp", dhcp::run),
     ("api", api::run),
+    ("bgp", bgp::run),
 ];
 
 /// Splits `data` into the chunk sizes a stream reader would see: the first byte (if any) gives

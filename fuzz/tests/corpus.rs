@@ -41,7 +41,7 @@ fn every_target_has_a_test_here() {
     let names: Vec<&str> = TARGETS.iter().map(|(n, _)| *n).collect();
     assert_eq!(
         names,
-        ["wire", "pipeline", "ctl", "xenstore", "dhcp", "api"],
+        ["wire", "pipeline", "ctl", "xenstore", "dhcp", "api", "bgp"],
         "add a replay test below for each new target"
     );
     for n in names {
@@ -91,4 +91,9 @@ fn tiny_inputs() {
             run(&[b]);
         }
     }
+}
+
+#[test]
+fn bgp() {
+    replay("bgp");
 }

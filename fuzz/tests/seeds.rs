@@ -579,6 +579,64 @@ fn api_seeds() -> Seeds {
     v
 }
 
+/// A gateway's side of a session: its OPEN and KEEPALIVE, then UPDATEs (announce with RTs
+/// and encapsulations, withdraw, End-of-RIB), a ROUTE-REFRESH, a NOTIFICATION; in several read
+/// sizes.
+fn bgp_seeds() -> Seeds {
+    use std::net::Ipv4Addr;
+    use vrouter_api::Ipv4Prefix;
+    use vrouter_fuzz::bgp::{OUR_AS, PEER_AS};
+    use vrouter_shim::bgp::codec::{self, PathAttrs, Sender};
+    use vrouter_shim::bgp::types::{Encap, Rd, RouteTarget, VpnKey};
+    let key = |a: [u8; 4], len: u8| VpnKey {
+        rd: Rd::ip(Ipv4Addr::new(172, 30, 0, 253), 1),
+        prefix: Ipv4Prefix::truncating(Ipv4Addr::from(a), len).expect("prefix"),
+    };
+    let attrs = PathAttrs {
+        nexthop: Ipv4Addr::new(172, 30, 0, 253),
+        targets: vec![RouteTarget::asn(OUR_AS, 4)],
+        encaps: vec![Encap::MplsOverGre],
+    };
+    let sender = Sender {
+        asn: PEER_AS,
+        ibgp: false,
+    };
+    let open = codec::open(PEER_AS, 90, Ipv4Addr::new(172, 30, 0, 253));
+    let ka = codec::keepalive();
+    let announce = codec::announce(
+        sender,
+        &attrs,
+        &[
+            (key([203, 0, 113, 0], 24), 3001),
+            (key([0, 0, 0, 0], 0), 3002),
+        ],
+    );
+    let withdraw = codec::withdraw(&[key([203, 0, 113, 0], 24)]);
+    let mut refresh = vec![0xff; 16];
+    refresh.extend_from_slice(&[0, 23, 5, 0, 1, 0, 128]);
+    let notification = codec::notification(&codec::Notification::new(6, 2));
+    let session = [
+        open.clone(),
+        ka.clone(),
+        announce.clone(),
+        codec::end_of_rib(),
+        withdraw.clone(),
+        refresh,
+        ka.clone(),
+        notification,
+    ];
+    vec![
+        ("session-whole", stream(0, &session)),
+        ("session-7", stream(7, &session)),
+        ("session-19", stream(19, &session)),
+        (
+            "announce-after-open",
+            stream(0, &[open.clone(), ka.clone(), announce]),
+        ),
+        ("withdraw-after-open", stream(0, &[open, ka, withdraw])),
+    ]
+}
+
 fn all_seeds() -> Vec<(&'static str, Seeds)> {
     vec![
         ("wire", wire_seeds()),
@@ -587,6 +645,7 @@ fn all_seeds() -> Vec<(&'static str, Seeds)> {
         ("xenstore", xenstore_seeds()),
         ("dhcp", dhcp_seeds()),
         ("api", api_seeds()),
+        ("bgp", bgp_seeds()),
     ]
 }
 
