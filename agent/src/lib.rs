@@ -21,5 +21,6 @@ pub mod services;
 pub mod show;
 pub mod source;
 pub mod testkit;
+pub mod trace;
 pub mod vip;
 pub mod xenbind;

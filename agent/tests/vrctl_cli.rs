@@ -189,3 +189,78 @@ fn flow_list_shows_both_directions_actions_and_counters() {
         "{t}"
     );
 }
+
+#[test]
+fn trace_shows_the_tunnel_and_label_a_packet_would_leave_with_and_changes_nothing() {
+    use std::sync::{Arc, Mutex};
+    use vrouter_dataplane::ctl::{CtlServer, CtlState, DaemonInfo};
+    use vrouter_dataplane::harness::fixture::*;
+    use vrouter_dataplane::harness::Harness;
+    use vrouter_dataplane::tables::Limits;
+
+    let mut h = Harness::new(Limits::default());
+    h.program(ops());
+    h.program(policy_ops(0));
+    let dir = tempdir();
+    let sock = dir.path().join("dp.sock");
+    let Harness { writer, stats, .. } = h;
+    let state = Arc::new(Mutex::new(CtlState {
+        writer,
+        stats,
+        info: DaemonInfo { lcores: 1 },
+    }));
+    let mut server = CtlServer::bind(&sock, state).expect("bind control socket");
+    server.root_only = false;
+    server.spawn().expect("serve");
+    let drops_before = stdout(&vrctl(&sock, &["drops", "--nonzero"]));
+
+    // VM A (vif1.0) pings the VM behind the MPLSoUDP host: out on the fabric, label 25.
+    let o = vrctl(&sock, &["trace", "vif1.0", "--dst", "10.1.1.5"]);
+    assert!(o.status.success(), "{o:?}");
+    let t = stdout(&o);
+    assert!(t.starts_with("packet in on vif 3 (vif1.0, VRF 1 "), "{t}");
+    assert!(t.contains("sent on vif 0 (eth1):\n"), "{t}");
+    assert!(
+        t.contains("  ipv4 192.168.100.1 -> 192.168.100.2 proto 17"),
+        "{t}"
+    );
+    assert!(t.contains("  mpls label 25 (bottom)\n"), "{t}");
+    assert!(
+        t.contains("  inner: ipv4 10.1.1.3 -> 10.1.1.5 proto 1 ttl 63\n"),
+        "{t}"
+    );
+
+    // VM B to VM C over TCP: the policy between vn1 and vn2 denies it.
+    let v = vrctl_json(
+        &sock,
+        &[
+            "trace", "vif2.0", "--dst", "10.2.2.3", "--proto", "tcp", "--dport", "22",
+        ],
+    );
+    assert_eq!(v["verdict"], "dropped", "{v}");
+    assert_eq!(v["reason"], "Flow Action Drop", "{v}");
+    assert_eq!(v["vif"], 4, "{v}");
+
+    // A spoofed source (VM B's address from VM A), as a raw frame.
+    let mut raw = Vec::new();
+    etherparse::PacketBuilder::ethernet2(MAC_A.0, vrouter_dataplane::wire::MacAddr::VROUTER.0)
+        .ipv4(IP_B.to_be_bytes(), IP_REMOTE_UDP.to_be_bytes(), 64)
+        .udp(4000, 53)
+        .write(&mut raw, b"q")
+        .expect("frame");
+    let spoofed: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    let o = vrctl(&sock, &["trace", "3", "--frame", &spoofed]);
+    let t = stdout(&o);
+    assert!(o.status.success(), "{o:?}");
+    assert!(t.ends_with("dropped: Invalid Source\n"), "{t}");
+
+    // Nothing was forwarded, counted or remembered by the daemon.
+    assert_eq!(stdout(&vrctl(&sock, &["drops", "--nonzero"])), drops_before);
+    let flows = vrctl_json(&sock, &["flow", "list"]);
+    assert_eq!(flows["flows"].as_array().map(Vec::len), Some(0), "{flows}");
+
+    let e = one_line_error(&vrctl(&sock, &["trace", "vif9.9", "--dst", "10.1.1.5"]));
+    assert!(e.contains("interface \"vif9.9\" does not exist"), "{e}");
+    let e = one_line_error(&vrctl(&sock, &["trace", "3", "--frame", "abc"]));
+    assert!(e.contains("--frame"), "{e}");
+}

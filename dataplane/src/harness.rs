@@ -4,6 +4,7 @@
 
 use crate::batch::{Batch, Next};
 use crate::buf::BufPool;
+use crate::ctl::proto::StateDump;
 use crate::drop::DropReason;
 use crate::pipeline::Pipeline;
 use crate::stats::StatsRegistry;
@@ -144,6 +145,84 @@ impl Harness {
             None => panic!("tables gone"),
         }
     }
+
+    /// A copy of a running dataplane's tables, from its [`StateDump`], with an empty flow table
+    /// (so a frame run through it is treated as a new flow, and the daemon's own flows and
+    /// counters are not touched): what `vrctl trace` runs a frame through.
+    pub fn from_dump(dump: &StateDump) -> Result<Self, (usize, TableError)> {
+        let mut h = Harness::new(dump_limits(dump));
+        h.try_program(dump_ops(dump))?;
+        Ok(h)
+    }
+}
+
+/// Tables large enough for everything in `dump`.
+fn dump_limits(dump: &StateDump) -> Limits {
+    let vif_max = dump.vifs.iter().map(|v| v.id).max().unwrap_or(0);
+    let vrf_max = dump.vrfs.iter().map(|v| u32::from(v.id)).max().unwrap_or(0);
+    let nh_max = dump.nhs.iter().map(|n| n.id).max().unwrap_or(0);
+    let label_max = dump.labels.iter().map(|(l, _)| *l).max().unwrap_or(0);
+    Limits {
+        vifs: vif_max.saturating_add(1).max(16),
+        vrfs: vrf_max + 1,
+        nexthops: nh_max + 1,
+        labels: label_max + 1,
+        routes: dump.routes.len() + 16,
+        flows: 1024,
+    }
+}
+
+/// The operations that rebuild `dump`'s tables, in an order the writer accepts: VRFs,
+/// interfaces (an interface may name a nexthop not there yet), the host config, nexthops with ECMP composites
+/// after their members, labels, routes, floating IPs, policies and then the VRFs using them.
+pub fn dump_ops(dump: &StateDump) -> Vec<TableOp> {
+    use crate::tables::NexthopSpec;
+    let mut ops: Vec<TableOp> = dump
+        .vrfs
+        .iter()
+        .map(|v| TableOp::AddVrf {
+            id: v.id,
+            name: v.name.clone(),
+        })
+        .collect();
+    ops.extend(dump.vifs.iter().cloned().map(TableOp::AddVif));
+    // The host config names interfaces: after them.
+    ops.push(TableOp::SetHost(dump.host));
+    let (composites, simple): (Vec<_>, Vec<_>) = dump
+        .nhs
+        .iter()
+        .partition(|n| matches!(n.spec, NexthopSpec::Composite { .. }));
+    ops.extend(
+        simple
+            .into_iter()
+            .chain(composites)
+            .map(|n| TableOp::AddNh {
+                id: n.id,
+                spec: n.spec.clone(),
+            }),
+    );
+    ops.extend(
+        dump.labels
+            .iter()
+            .map(|&(label, nh)| TableOp::AddLabel { label, nh }),
+    );
+    ops.extend(dump.routes.iter().map(|r| TableOp::AddRoute {
+        vrf: r.vrf,
+        prefix: r.prefix,
+        plen: r.plen,
+        route: r.route,
+    }));
+    ops.extend(dump.fips.iter().cloned().map(TableOp::AddFip));
+    ops.extend(dump.policies.iter().cloned().map(TableOp::SetPolicy));
+    ops.extend(
+        dump.vrf_policies
+            .iter()
+            .map(|(vrf, p)| TableOp::SetVrfPolicy {
+                vrf: *vrf,
+                policy: Some(p.clone()),
+            }),
+    );
+    ops
 }
 
 /// A small but complete topology: one host with a fabric NIC, vhost0 and pkt0; a tenant network

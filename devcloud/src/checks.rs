@@ -494,7 +494,7 @@ fn report(o: &Opts, plan: &Plan, st: &mut State, p: &Provisioned) -> Result<()> 
         .first()
         .zip(same_net.iter().find(|v| v.host != same_net[0].host));
     if let Some((a, b)) = across_hosts {
-        check_same_network(&mut checks, p, a, b);
+        check_same_network(&mut checks, o, plan, p, a, b);
     }
     // Policy acl-a-b (<> icmp pass, guest-a and guest-b): ICMP leaks across, TCP is dropped by
     // the flow policy; guest-c has no policy and stays isolated.
@@ -551,7 +551,7 @@ fn report(o: &Opts, plan: &Plan, st: &mut State, p: &Provisioned) -> Result<()> 
 
 /// Ping, then TCP, from `a` to `b` of the same network on another host; the underlay port of
 /// A's host is captured during the ping to show where the packets went.
-fn check_same_network(checks: &mut Checks, p: &Provisioned, a: &Vm, b: &Vm) {
+fn check_same_network(checks: &mut Checks, o: &Opts, plan: &Plan, p: &Provisioned, a: &Vm, b: &Vm) {
     let cap = Path::new(RUN_DIR).join("underlay.pcap");
     let _ = std::fs::remove_file(&cap);
     let port = format!("p-h{}", a.host);
@@ -578,7 +578,56 @@ fn check_same_network(checks: &mut Checks, p: &Provisioned, a: &Vm, b: &Vm) {
     for r in rows.iter().take(4) {
         println!("         {r}");
     }
+    check_trace(checks, o, plan, p, (a, b), &rows);
     check_iperf(checks, p, a, b);
+}
+
+/// `vrctl trace` on A's host for a ping from `a` to `b`: the tunnel and label it predicts must
+/// be the ones tshark saw on the wire (`rows`, as [`decode_capture`] prints them).
+fn check_trace(
+    checks: &mut Checks,
+    o: &Opts,
+    plan: &Plan,
+    p: &Provisioned,
+    (a, b): (&Vm, &Vm),
+    rows: &[&str],
+) {
+    let (ip_a, ip_b) = (vm_ip(p, a), vm_ip(p, b));
+    let out = vrctl_text(o, plan.host_of(a), &["trace", &a.vif(), "--dst", ip_b]);
+    let traced = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("mpls label "))
+        .and_then(|r| r.split(' ').next())
+        .map(str::to_string);
+    // outer src, inner src, outer dst, inner dst, udp port, label, bottom, icmp type
+    let on_wire = rows.iter().find_map(|r| {
+        let f: Vec<&str> = r.split(',').collect();
+        (f.len() >= 6 && f[1] == ip_a && f[3] == ip_b).then(|| f[5].to_string())
+    });
+    let tunnel = format!(
+        "ipv4 {} -> {} ",
+        plan.host_of(a).fabric_ip,
+        plan.host_of(b).fabric_ip
+    );
+    let ok = traced.is_some() && traced == on_wire && out.contains(&tunnel);
+    let sent = out
+        .lines()
+        .find(|l| l.starts_with("sent on") || l.starts_with("dropped"))
+        .unwrap_or("no verdict");
+    checks.line(
+        ok,
+        format!(
+            "vrctl trace {} --dst {ip_b} on {}: the tunnel and label it predicts are the ones on the wire",
+            a.vif(),
+            plan.host_of(a).name
+        ),
+        format!(
+            "{sent} label {} to {}; tshark saw label {}",
+            traced.as_deref().unwrap_or("none"),
+            plan.host_of(b).fabric_ip,
+            on_wire.as_deref().unwrap_or("none")
+        ),
+    );
 }
 
 /// Starts tshark on underlay port `port`: the first 4 overlay packets (MPLSoUDP or GRE),

@@ -8,9 +8,11 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use vrouter_agent::show::{self, LabelView, Names};
+use vrouter_agent::trace::{Probe, Traced};
 use vrouter_dataplane::ctl::client::DEFAULT_SOCKET;
 use vrouter_dataplane::ctl::proto::{NhInfo, StateDump, VifInfo, VrfInfo};
 use vrouter_dataplane::ctl::{CtlClient, CtlError, Request, Response};
+use vrouter_dataplane::wire::MacAddr;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -83,6 +85,35 @@ enum Cmd {
     },
     /// Daemon identity, host config and table sizes (`vrouter --info`).
     Info,
+    /// What the dataplane would do with one packet (as OVS `ofproto/trace`): the packet runs
+    /// through the real pipeline over a copy of the live tables; nothing is sent and no flow
+    /// or counter changes (it is treated as the first packet of a new flow).
+    Trace {
+        /// The interface it arrives on: id, vif0/N or OS name.
+        vif: String,
+        /// Destination address of a packet the interface's VM sends.
+        #[arg(long, required_unless_present = "frame")]
+        dst: Option<Ipv4Addr>,
+        /// Source address [the interface's own].
+        #[arg(long)]
+        src: Option<Ipv4Addr>,
+        /// icmp (echo request), udp or tcp (SYN).
+        #[arg(long, default_value = "icmp")]
+        proto: vrouter_agent::trace::Proto,
+        /// Source port (udp, tcp).
+        #[arg(long, default_value_t = 40000)]
+        sport: u16,
+        /// Destination port (udp, tcp).
+        #[arg(long, default_value_t = 80)]
+        dport: u16,
+        /// IPv4 TTL.
+        #[arg(long, default_value_t = 64)]
+        ttl: u8,
+        /// A whole Ethernet frame in hex instead (e.g. an MPLSoUDP packet arriving on the
+        /// fabric).
+        #[arg(long, conflicts_with_all = ["dst", "src"])]
+        frame: Option<String>,
+    },
     /// The agent's view (its `/status` on `--metrics`): bound interfaces with their labels,
     /// and every interface it left unbound with the reason.
     Agent {
@@ -438,8 +469,119 @@ fn run(cli: Cli) -> Result<(), Error> {
         } => vif_stats(&mut c, vif.as_deref()),
         Cmd::Drops { nonzero } => drops(&mut c, nonzero),
         Cmd::Info => info(&mut c),
+        Cmd::Trace {
+            vif,
+            dst,
+            src,
+            proto,
+            sport,
+            dport,
+            ttl,
+            frame,
+        } => {
+            let probe = dst.map(|dst| Probe {
+                smac: MacAddr::VROUTER,
+                dmac: MacAddr::VROUTER,
+                src: src.unwrap_or(Ipv4Addr::UNSPECIFIED),
+                dst,
+                proto,
+                sport,
+                dport,
+                ttl,
+            });
+            trace(&mut c, &vif, probe, frame.as_deref())
+        }
         Cmd::Agent { .. } | Cmd::Bgp { .. } => Ok(()),
     }
+}
+
+/// `vrctl trace`: the frame (given, or built from `probe` with the interface's MAC and address
+/// filled in) through a copy of the dataplane's tables.
+fn trace(c: &mut Ctx, vif: &str, probe: Option<Probe>, hex: Option<&str>) -> Result<(), Error> {
+    let dump = c.dump()?;
+    let infos: Vec<VifInfo> = dump
+        .vifs
+        .iter()
+        .map(|spec| VifInfo {
+            spec: spec.clone(),
+            fips: Vec::new(),
+            stats: Default::default(),
+        })
+        .collect();
+    let id = show::resolve_vif(&infos, vif).map_err(Error::Usage)?;
+    let spec =
+        dump.vifs.iter().find(|v| v.id == id).ok_or_else(|| {
+            Error::Usage(format!("vif {id} is not in the dataplane's state dump"))
+        })?;
+    let frame = match (probe, hex) {
+        (_, Some(h)) => parse_hex(h).ok_or_else(|| {
+            Error::Usage("--frame: an even number of hex digits (spaces and ':' allowed)".into())
+        })?,
+        (Some(mut p), None) => {
+            p.smac = spec.mac;
+            if p.src.is_unspecified() {
+                p.src = Ipv4Addr::from(spec.ip);
+            }
+            vrouter_agent::trace::probe_frame(&p)
+        }
+        (None, None) => return Err(Error::Usage("give --dst or --frame".into())),
+    };
+    let traced = vrouter_agent::trace::trace(&dump, id, &frame).map_err(Error::Agent)?;
+    let vrf = dump
+        .vrfs
+        .iter()
+        .find(|v| v.id == spec.vrf)
+        .map_or("?", |v| v.name.as_str());
+    #[derive(Serialize)]
+    struct View<'a> {
+        vif: u16,
+        name: &'a str,
+        vrf: u16,
+        input: String,
+        #[serde(flatten)]
+        traced: &'a Traced,
+    }
+    let input = vrouter_agent::trace::describe(&frame);
+    let view = View {
+        vif: id,
+        name: &spec.name,
+        vrf: spec.vrf,
+        input: input.clone(),
+        traced: &traced,
+    };
+    c.out(&view, || {
+        let indent = |t: &str| t.lines().map(|l| format!("  {l}\n")).collect::<String>();
+        let mut out = format!(
+            "packet in on vif {id} ({}, VRF {} {vrf}), {} bytes:\n{}",
+            spec.name,
+            spec.vrf,
+            frame.len(),
+            indent(&input)
+        );
+        match &traced {
+            Traced::Sent {
+                vif, name, summary, ..
+            } => out.push_str(&format!("sent on vif {vif} ({name}):\n{}", indent(summary))),
+            Traced::Dropped { reason } => out.push_str(&format!("dropped: {reason}\n")),
+        }
+        out
+    });
+    Ok(())
+}
+
+/// Bytes from hex digits, ignoring spaces and ':'.
+fn parse_hex(s: &str) -> Option<Vec<u8>> {
+    let digits: Vec<u8> = s
+        .bytes()
+        .filter(|b| !b.is_ascii_whitespace() && *b != b':')
+        .collect();
+    if !digits.len().is_multiple_of(2) || digits.is_empty() {
+        return None;
+    }
+    digits
+        .chunks(2)
+        .map(|p| u8::from_str_radix(std::str::from_utf8(p).ok()?, 16).ok())
+        .collect()
 }
 
 /// `vrctl agent`: GET `/status` from the agent's metrics address (loopback HTTP, no proxy).
