@@ -120,8 +120,6 @@ fn text_layouts_follow_the_vrouter_utilities() {
 
 #[test]
 fn flow_list_shows_both_directions_actions_and_counters() {
-    use std::sync::{Arc, Mutex};
-    use vrouter_dataplane::ctl::{CtlServer, CtlState, DaemonInfo};
     use vrouter_dataplane::harness::fixture::*;
     use vrouter_dataplane::harness::Harness;
     use vrouter_dataplane::tables::Limits;
@@ -154,15 +152,7 @@ fn flow_list_shows_both_directions_actions_and_counters() {
 
     let dir = tempdir();
     let sock = dir.path().join("dp.sock");
-    let Harness { writer, stats, .. } = h;
-    let state = Arc::new(Mutex::new(CtlState {
-        writer,
-        stats,
-        info: DaemonInfo { lcores: 1 },
-    }));
-    let mut server = CtlServer::bind(&sock, state).expect("bind control socket");
-    server.root_only = false;
-    server.spawn().expect("serve");
+    serve_harness(h, &sock);
 
     let v = vrctl_json(&sock, &["flow", "list"]);
     let flows = v["flows"].as_array().expect("flows array");
@@ -192,8 +182,6 @@ fn flow_list_shows_both_directions_actions_and_counters() {
 
 #[test]
 fn trace_shows_the_tunnel_and_label_a_packet_would_leave_with_and_changes_nothing() {
-    use std::sync::{Arc, Mutex};
-    use vrouter_dataplane::ctl::{CtlServer, CtlState, DaemonInfo};
     use vrouter_dataplane::harness::fixture::*;
     use vrouter_dataplane::harness::Harness;
     use vrouter_dataplane::tables::Limits;
@@ -203,15 +191,7 @@ fn trace_shows_the_tunnel_and_label_a_packet_would_leave_with_and_changes_nothin
     h.program(policy_ops(0));
     let dir = tempdir();
     let sock = dir.path().join("dp.sock");
-    let Harness { writer, stats, .. } = h;
-    let state = Arc::new(Mutex::new(CtlState {
-        writer,
-        stats,
-        info: DaemonInfo { lcores: 1 },
-    }));
-    let mut server = CtlServer::bind(&sock, state).expect("bind control socket");
-    server.root_only = false;
-    server.spawn().expect("serve");
+    serve_harness(h, &sock);
     let drops_before = stdout(&vrctl(&sock, &["drops", "--nonzero"]));
 
     // VM A (vif1.0) pings the VM behind the MPLSoUDP host: out on the fabric, label 25.

@@ -5,8 +5,6 @@ mod common;
 
 use common::*;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
-use vrouter_dataplane::ctl::{CtlServer, CtlState, DaemonInfo};
 use vrouter_dataplane::harness::fixture::*;
 use vrouter_dataplane::harness::Harness;
 use vrouter_dataplane::tables::Limits;
@@ -38,15 +36,7 @@ fn two_pairs(dir: &Path) -> std::path::PathBuf {
     let (udp, tcp) = (frame(true), frame(false));
     h.run(VM_B, &[&udp, &tcp]);
     let sock = dir.join("dp.sock");
-    let Harness { writer, stats, .. } = h;
-    let state = Arc::new(Mutex::new(CtlState {
-        writer,
-        stats,
-        info: DaemonInfo { lcores: 1 },
-    }));
-    let mut server = CtlServer::bind(&sock, state).expect("bind control socket");
-    server.root_only = false;
-    server.spawn().expect("serve");
+    serve_harness(h, &sock);
     sock
 }
 

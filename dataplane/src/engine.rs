@@ -586,20 +586,7 @@ impl Lcore {
                         set.rx.push(rx);
                     }
                     LcoreCmd::Del { vif, done } => {
-                        // Flush what is queued for the port before closing it.
-                        set.txq.flush(&mut set.ports, &mut pool, &self.stats);
-                        let mut gone = Vec::new();
-                        let mut i = 0;
-                        while i < set.ports.len() {
-                            if set.vifs[i] == vif {
-                                self.account(&mut *set.ports[i], vif);
-                                gone.push(set.ports.remove(i));
-                                set.vifs.remove(i);
-                                set.rx.remove(i);
-                            } else {
-                                i += 1;
-                            }
-                        }
+                        let gone = self.take_vif(&mut set, &mut pool, vif);
                         // A caller that gave up waiting dropped the receiver: then the ports
                         // come back in the error and close here.
                         let _ = done.send(gone);
@@ -662,6 +649,25 @@ impl Lcore {
             let v = set.vifs[i];
             self.account(&mut *set.ports[i], v);
         }
+    }
+
+    /// Takes every port of `vif` out of the set (after flushing what is queued for it, and
+    /// with its drop counts accounted), for the caller to close.
+    fn take_vif(&self, set: &mut PortSet, pool: &mut BufPool, vif: u16) -> Vec<Box<dyn Port>> {
+        set.txq.flush(&mut set.ports, pool, &self.stats);
+        let mut gone = Vec::new();
+        let mut i = 0;
+        while i < set.ports.len() {
+            if set.vifs[i] == vif {
+                self.account(&mut *set.ports[i], vif);
+                gone.push(set.ports.remove(i));
+                set.vifs.remove(i);
+                set.rx.remove(i);
+            } else {
+                i += 1;
+            }
+        }
+        gone
     }
 
     /// Adds the port's own drop counts to this lcore's counters.

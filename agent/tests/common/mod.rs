@@ -56,6 +56,22 @@ pub fn vrctl_json(socket: &Path, args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("vrctl --json prints JSON")
 }
 
+/// Serves `h`'s tables (and counters) on a control socket at `sock`, as the daemon would, for
+/// `vrctl` run by any user; the server thread lives as long as the test process.
+pub fn serve_harness(h: vrouter_dataplane::harness::Harness, sock: &Path) {
+    use std::sync::{Arc, Mutex};
+    use vrouter_dataplane::ctl::{CtlServer, CtlState, DaemonInfo};
+    let vrouter_dataplane::harness::Harness { writer, stats, .. } = h;
+    let state = Arc::new(Mutex::new(CtlState {
+        writer,
+        stats,
+        info: DaemonInfo { lcores: 1 },
+    }));
+    let mut server = CtlServer::bind(sock, state).expect("bind control socket");
+    server.root_only = false;
+    server.spawn().expect("serve");
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
