@@ -12,6 +12,7 @@ command -v systemd-analyze >/dev/null || fail "systemd-analyze missing (apt-get 
 
 t0=$(date +%s)
 cargo build --quiet -p vrouter-dataplane -p vrouter-agent -p vrouter-shim -p vrouter-xen --bins
+./scripts/gen-docs.sh target/debug >/dev/null
 work=$(mktemp -d /tmp/p21-pkg.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 # dev profile: the binaries the test run built (cargo-deb warns that it is meant for releases).
@@ -34,6 +35,10 @@ for f in usr/bin/vrouter-dp usr/bin/vrouter-agent usr/bin/vrctl usr/bin/vrouter-
 done
 for b in vrouter-dp vrouter-agent vrctl vrouter-status vrouter-shim vrouter-xenstored; do
   "$root/usr/bin/$b" --version | grep -q "^$b " || fail "/usr/bin/$b --version"
+  grep -q "^\.TH $b 1" "$root/usr/share/man/man1/$b.1" || fail "man page of $b"
+  grep -q -- "--help" "$root/usr/share/bash-completion/completions/$b" || fail "bash completion of $b"
+  [ -f "$root/usr/share/zsh/vendor-completions/_$b" ] || fail "zsh completion of $b"
+  [ -f "$root/usr/share/fish/vendor_completions.d/$b.fish" ] || fail "fish completion of $b"
 done
 for c in /etc/vrouter/dp.conf /etc/vrouter/agent.env /etc/vrouter/agent.toml \
          /etc/vrouter/shim.env /etc/xapi.d/vif-hotplug; do

@@ -83,6 +83,7 @@ fn at_least_16(v: &str) -> Result<usize, String> {
 }
 
 fn main() -> ExitCode {
+    vrouter_clidocs::generate_if_asked(<Args as clap::CommandFactory>::command);
     let args = Args::parse();
     // One log format for every daemon (logfmt; journald priorities under systemd).
     if let Err(e) = vrouter_log::init("info") {

@@ -855,6 +855,7 @@ fn info(c: &mut Ctx) -> Result<(), Error> {
 }
 
 fn main() -> ExitCode {
+    vrouter_clidocs::generate_if_asked(<Cli as clap::CommandFactory>::command);
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

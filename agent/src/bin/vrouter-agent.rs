@@ -129,6 +129,7 @@ fn system_hostname() -> String {
 }
 
 fn main() -> ExitCode {
+    vrouter_clidocs::generate_if_asked(<Cli as clap::CommandFactory>::command);
     // One log format for every daemon (logfmt; journald priorities under systemd).
     if let Err(e) = vrouter_log::init("info") {
         eprintln!("vrouter-agent: {e}");

@@ -65,6 +65,7 @@ fn down(state: &'static str, detail: String) -> Check {
 }
 
 fn main() -> ExitCode {
+    vrouter_clidocs::generate_if_asked(<Cli as clap::CommandFactory>::command);
     let cli = Cli::parse();
     let shim = cli.shim.clone().unwrap_or_else(default_shim_url);
     let checks = [

@@ -103,6 +103,7 @@ enum DpError {
 }
 
 fn main() -> ExitCode {
+    vrouter_clidocs::generate_if_asked(cli::command);
     // clap answers --help/--version (exit 0; a closed pipe is quiet) and bad flags (exit 2).
     let matches = cli::command().get_matches();
     let inv = match cli::invocation(&matches) {

@@ -84,6 +84,7 @@ fn settings(args: Args) -> (DaemonConfig, &'static str) {
 }
 
 fn main() -> ExitCode {
+    vrouter_clidocs::generate_if_asked(<Args as clap::CommandFactory>::command);
     let (cfg, level) = settings(Args::parse());
     if let Err(e) = vrouter_log::init(level) {
         eprintln!("vrouter-xenstored: {e}");
