@@ -420,8 +420,8 @@ pub struct NhView {
 /// Composite members shown in full; the rest as a count (Contrail's `nh --list` does the same).
 const SHOWN_MEMBERS: usize = 16;
 
-/// Where nexthop `nh` sends, for a composite's member list.
-fn member_target(nhs: &HashMap<u32, &NexthopSpec>, nh: u32) -> String {
+/// Where nexthop `nh` sends, for a composite's member list (and `vrctl trace`).
+pub fn member_target(nhs: &HashMap<u32, &NexthopSpec>, nh: u32) -> String {
     match nhs.get(&nh) {
         Some(NexthopSpec::Encap { oif, .. }) => format!("vif {oif}"),
         Some(NexthopSpec::Tunnel { dip, kind, .. }) => {

@@ -8,9 +8,13 @@
 
 use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 use serde::Serialize;
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
+use vrouter_dataplane::batch::{Next, PktMeta, NO_LABEL};
 use vrouter_dataplane::ctl::proto::StateDump;
 use vrouter_dataplane::harness::{Harness, Verdict};
+use vrouter_dataplane::tables::flow::FlowAction;
+use vrouter_dataplane::tables::NexthopSpec;
 use vrouter_dataplane::trap::{AgentHeader, AGENT_HEADER_LEN};
 use vrouter_dataplane::wire::MacAddr;
 
@@ -98,11 +102,106 @@ pub enum Traced {
     },
 }
 
+/// What the pipeline decided on the way, from the packet's metadata and the copy's flow table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Decisions {
+    /// The VRF it was forwarded (or dropped) in, after any translation.
+    pub vrf: u16,
+    /// That VRF's name.
+    pub vrf_name: String,
+    /// The nexthop it resolved to, and where that sends.
+    pub nexthop: Option<(u32, String)>,
+    /// The MPLS label pushed.
+    pub label: Option<u32>,
+    /// Why it went to the agent, when trapped.
+    pub trap: Option<String>,
+    /// The flow it created, when the VRF has flow processing: `F` (forward), `D(...)`
+    /// (drop, with the policy's reason), `N(S)`/`N(D)`/`N(SD)` (NAT).
+    pub flow: Option<String>,
+}
+
+/// A traced packet: the decisions on the way and the outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Trace {
+    /// Decisions, when the frame entered the pipeline.
+    pub decisions: Option<Decisions>,
+    /// What became of it.
+    #[serde(flatten)]
+    pub outcome: Traced,
+}
+
 /// Runs `frame`, received on `vif`, through a copy of `dump`'s tables.
-pub fn trace(dump: &StateDump, vif: u16, frame: &[u8]) -> Result<Traced, String> {
+pub fn trace(dump: &StateDump, vif: u16, frame: &[u8]) -> Result<Trace, String> {
     let mut h = Harness::from_dump(dump)
         .map_err(|(i, e)| format!("the dump does not rebuild (operation {i}: {e})"))?;
-    Ok(match h.run1(vif, frame) {
+    let outcome = outcome(dump, h.run1(vif, frame));
+    let decisions = h.metas.first().map(|m| decisions(dump, &h, m));
+    Ok(Trace { decisions, outcome })
+}
+
+fn decisions(dump: &StateDump, h: &Harness, m: &PktMeta) -> Decisions {
+    let nhs: HashMap<u32, &NexthopSpec> = dump.nhs.iter().map(|n| (n.id, &n.spec)).collect();
+    let flow = h
+        .flows()
+        .list(None, 4)
+        .into_iter()
+        .find(|f| f.forward)
+        .map(|f| match f.action {
+            FlowAction::Forward => "F".to_string(),
+            FlowAction::Drop(r) => format!("D({r:?})"),
+            FlowAction::Nat { snat, dnat } => format!(
+                "N({}{})",
+                if snat.is_some() { "S" } else { "" },
+                if dnat.is_some() { "D" } else { "" }
+            ),
+        });
+    Decisions {
+        vrf: m.vrf,
+        vrf_name: dump
+            .vrfs
+            .iter()
+            .find(|v| v.id == m.vrf)
+            .map_or_else(|| "?".into(), |v| v.name.clone()),
+        nexthop: (m.nh != 0 || m.next == Next::Tx)
+            .then(|| (m.nh, crate::show::member_target(&nhs, m.nh))),
+        label: (m.label != NO_LABEL).then_some(m.label),
+        trap: (m.next == Next::Trap).then(|| format!("{:?}", m.trap)),
+        flow,
+    }
+}
+
+/// The decisions and the outcome, indented lines under their headings.
+pub fn text(t: &Trace) -> String {
+    let indent = |s: &str| s.lines().map(|l| format!("  {l}\n")).collect::<String>();
+    let mut out = String::new();
+    if let Some(d) = &t.decisions {
+        out.push_str("decisions:\n");
+        out.push_str(&format!("  vrf {} ({})\n", d.vrf, d.vrf_name));
+        if let Some(f) = &d.flow {
+            out.push_str(&format!("  flow {f}\n"));
+        }
+        if let Some((nh, to)) = &d.nexthop {
+            out.push_str(&format!("  nexthop {nh} ({to})\n"));
+        }
+        if let Some(l) = d.label {
+            out.push_str(&format!("  label {l}\n"));
+        }
+        if let Some(r) = &d.trap {
+            out.push_str(&format!("  trap {r}\n"));
+        }
+    }
+    match &t.outcome {
+        Traced::Sent {
+            vif, name, summary, ..
+        } => out.push_str(&format!("sent on vif {vif} ({name}):\n{}", indent(summary))),
+        Traced::Dropped { reason } => out.push_str(&format!("dropped: {reason}\n")),
+    }
+    out
+}
+
+/// The verdict, with the output interface named and the frame decoded.
+fn outcome(dump: &StateDump, v: Verdict) -> Traced {
+    match v {
         Verdict::Tx { vif, frame } => Traced::Sent {
             vif,
             name: dump
@@ -116,7 +215,7 @@ pub fn trace(dump: &StateDump, vif: u16, frame: &[u8]) -> Result<Traced, String>
         Verdict::Drop(r) => Traced::Dropped {
             reason: r.name().to_string(),
         },
-    })
+    }
 }
 
 /// One line per header of `frame`: Ethernet, IPv4 and transport, through MPLSoUDP (port 6635)
@@ -260,7 +359,8 @@ mod tests {
     #[test]
     fn a_ping_to_a_remote_vm_leaves_as_mpls_over_udp_with_its_label() {
         let f = probe_frame(&probe(IP_A, IP_REMOTE_UDP, Proto::Icmp));
-        let Traced::Sent { vif, summary, .. } = trace(&fixture_dump(), VM_A, &f).expect("trace")
+        let Traced::Sent { vif, summary, .. } =
+            trace(&fixture_dump(), VM_A, &f).expect("trace").outcome
         else {
             panic!("not sent")
         };
@@ -288,7 +388,7 @@ mod tests {
     fn a_spoofed_source_is_dropped_under_its_reason() {
         let f = probe_frame(&probe(IP_B, IP_REMOTE_UDP, Proto::Udp));
         assert_eq!(
-            trace(&fixture_dump(), VM_A, &f).expect("trace"),
+            trace(&fixture_dump(), VM_A, &f).expect("trace").outcome,
             Traced::Dropped {
                 reason: "Invalid Source".into()
             }
@@ -298,7 +398,8 @@ mod tests {
     #[test]
     fn a_local_tcp_syn_goes_to_the_other_vm_unencapsulated() {
         let f = probe_frame(&probe(IP_A, IP_B, Proto::Tcp));
-        let Traced::Sent { vif, summary, .. } = trace(&fixture_dump(), VM_A, &f).expect("trace")
+        let Traced::Sent { vif, summary, .. } =
+            trace(&fixture_dump(), VM_A, &f).expect("trace").outcome
         else {
             panic!("not sent")
         };

@@ -201,6 +201,10 @@ fn trace_shows_the_tunnel_and_label_a_packet_would_leave_with_and_changes_nothin
     assert!(t.starts_with("packet in on vif 3 (vif1.0, VRF 1 "), "{t}");
     assert!(t.contains("sent on vif 0 (eth1):\n"), "{t}");
     assert!(
+        t.contains("decisions:\n  vrf 1 (default-domain:demo:vn1)\n  flow F\n  nexthop 20 (MPLSoUDP 192.168.100.2)\n  label 25\n"),
+        "{t}"
+    );
+    assert!(
         t.contains("  ipv4 192.168.100.1 -> 192.168.100.2 proto 17"),
         "{t}"
     );
@@ -219,6 +223,7 @@ fn trace_shows_the_tunnel_and_label_a_packet_would_leave_with_and_changes_nothin
     );
     assert_eq!(v["verdict"], "dropped", "{v}");
     assert_eq!(v["reason"], "Flow Action Drop", "{v}");
+    assert_eq!(v["decisions"]["flow"], "D(Policy)", "{v}");
     assert_eq!(v["vif"], 4, "{v}");
 
     // A spoofed source (VM B's address from VM A), as a raw frame.

@@ -2,7 +2,7 @@
 //! one went: the scenario tests, property tests and benchmarks use it, and so can anyone
 //! debugging a configuration offline.
 
-use crate::batch::{Batch, Next};
+use crate::batch::{Batch, Next, PktMeta};
 use crate::buf::BufPool;
 use crate::ctl::proto::StateDump;
 use crate::drop::DropReason;
@@ -51,6 +51,10 @@ pub struct Harness {
     /// (vif, frame): the same as the verdicts' frames, except that a packet fragmented on output
     /// appears as its fragments.
     pub sent: Vec<(u16, Vec<u8>)>,
+    /// What the pipeline decided for each frame of the last [`Harness::run`] that entered it
+    /// (an oversized frame does not), in order: the VRF it was forwarded in, the nexthop, the
+    /// label, the trap reason (what `vrctl trace` shows).
+    pub metas: Vec<PktMeta>,
     batch: Batch,
 }
 
@@ -67,6 +71,7 @@ impl Harness {
             stats,
             pool: BufPool::new(1024),
             sent: Vec::new(),
+            metas: Vec::new(),
             batch: Batch::new(),
         }
     }
@@ -88,6 +93,7 @@ impl Harness {
     pub fn run(&mut self, vif: u16, frames: &[&[u8]]) -> Vec<Verdict> {
         let mut out = Vec::with_capacity(frames.len());
         self.sent.clear();
+        self.metas.clear();
         for chunk in frames.chunks(crate::batch::BATCH_SIZE) {
             for f in chunk {
                 let Some(mut b) = self.pool.alloc() else {
@@ -110,6 +116,7 @@ impl Harness {
                 self.pipeline.run(&t, &mut self.batch);
             }
             for p in self.batch.pkts() {
+                self.metas.push(p.meta);
                 out.push(match p.meta.next {
                     Next::Tx => Verdict::Tx {
                         vif: p.meta.out_vif,

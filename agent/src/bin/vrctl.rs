@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use vrouter_agent::show::{self, LabelView, Names};
-use vrouter_agent::trace::{Probe, Traced};
+use vrouter_agent::trace::Probe;
 use vrouter_dataplane::ctl::client::DEFAULT_SOCKET;
 use vrouter_dataplane::ctl::proto::{NhInfo, StateDump, VifInfo, VrfInfo};
 use vrouter_dataplane::ctl::{CtlClient, CtlError, Request, Response};
@@ -539,7 +539,7 @@ fn trace(c: &mut Ctx, vif: &str, probe: Option<Probe>, hex: Option<&str>) -> Res
         vrf: u16,
         input: String,
         #[serde(flatten)]
-        traced: &'a Traced,
+        traced: &'a vrouter_agent::trace::Trace,
     }
     let input = vrouter_agent::trace::describe(&frame);
     let view = View {
@@ -558,12 +558,7 @@ fn trace(c: &mut Ctx, vif: &str, probe: Option<Probe>, hex: Option<&str>) -> Res
             frame.len(),
             indent(&input)
         );
-        match &traced {
-            Traced::Sent {
-                vif, name, summary, ..
-            } => out.push_str(&format!("sent on vif {vif} ({name}):\n{}", indent(summary))),
-            Traced::Dropped { reason } => out.push_str(&format!("dropped: {reason}\n")),
-        }
+        out.push_str(&vrouter_agent::trace::text(&traced));
         out
     });
     Ok(())
