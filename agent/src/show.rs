@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 use vrouter_dataplane::ctl::proto::{NhInfo, RouteInfo, StateDump, VifInfo, VrfInfo};
 use vrouter_dataplane::stats::{VifStats, VrfStats};
-use vrouter_dataplane::tables::{Fip, NexthopSpec, TunnelKind};
+use vrouter_dataplane::tables::{Fip, NexthopSpec, TunnelKind, VifSpec};
 
 /// Dotted quad of a host-order address.
 pub fn ip(a: u32) -> String {
@@ -66,16 +66,23 @@ pub fn resolve_vrf(vrfs: &[VrfInfo], arg: &str) -> Result<u16, String> {
 
 /// Resolves an interface given by id, `vif0/N` or OS name.
 pub fn resolve_vif(vifs: &[VifInfo], arg: &str) -> Result<u16, String> {
+    let specs: Vec<&VifSpec> = vifs.iter().map(|v| &v.spec).collect();
+    resolve_vif_spec(&specs, arg).map(|v| v.id)
+}
+
+/// The interface given by id, `vif0/N` or OS name, among `vifs` (e.g. a state dump's).
+pub fn resolve_vif_spec<'a>(vifs: &[&'a VifSpec], arg: &str) -> Result<&'a VifSpec, String> {
     let num = arg.strip_prefix("vif0/").unwrap_or(arg);
     if let Ok(id) = num.parse::<u16>() {
-        if vifs.iter().any(|v| v.spec.id == id) {
-            return Ok(id);
-        }
-        return Err(format!("vif {id} does not exist (see `vrctl vif list`)"));
+        return vifs
+            .iter()
+            .find(|v| v.id == id)
+            .copied()
+            .ok_or_else(|| format!("vif {id} does not exist (see `vrctl vif list`)"));
     }
     vifs.iter()
-        .find(|v| v.spec.name == arg)
-        .map(|v| v.spec.id)
+        .find(|v| v.name == arg)
+        .copied()
         .ok_or_else(|| format!("interface {arg:?} does not exist (see `vrctl vif list`)"))
 }
 

@@ -12,6 +12,7 @@ use vrouter_agent::trace::Probe;
 use vrouter_dataplane::ctl::client::DEFAULT_SOCKET;
 use vrouter_dataplane::ctl::proto::{NhInfo, StateDump, VifInfo, VrfInfo};
 use vrouter_dataplane::ctl::{CtlClient, CtlError, Request, Response};
+use vrouter_dataplane::tables::VifSpec;
 use vrouter_dataplane::wire::MacAddr;
 
 #[derive(Debug, Parser)]
@@ -88,32 +89,7 @@ enum Cmd {
     /// What the dataplane would do with one packet (as OVS `ofproto/trace`): the packet runs
     /// through the real pipeline over a copy of the live tables; nothing is sent and no flow
     /// or counter changes (it is treated as the first packet of a new flow).
-    Trace {
-        /// The interface it arrives on: id, vif0/N or OS name.
-        vif: String,
-        /// Destination address of a packet the interface's VM sends.
-        #[arg(long, required_unless_present = "frame")]
-        dst: Option<Ipv4Addr>,
-        /// Source address [the interface's own].
-        #[arg(long)]
-        src: Option<Ipv4Addr>,
-        /// icmp (echo request), udp or tcp (SYN).
-        #[arg(long, default_value = "icmp")]
-        proto: vrouter_agent::trace::Proto,
-        /// Source port (udp, tcp).
-        #[arg(long, default_value_t = 40000)]
-        sport: u16,
-        /// Destination port (udp, tcp).
-        #[arg(long, default_value_t = 80)]
-        dport: u16,
-        /// IPv4 TTL.
-        #[arg(long, default_value_t = 64)]
-        ttl: u8,
-        /// A whole Ethernet frame in hex instead (e.g. an MPLSoUDP packet arriving on the
-        /// fabric).
-        #[arg(long, conflicts_with_all = ["dst", "src"])]
-        frame: Option<String>,
-    },
+    Trace(TraceArgs),
     /// The agent's view (its `/status` on `--metrics`): bound interfaces with their labels,
     /// and every interface it left unbound with the reason.
     Agent {
@@ -136,6 +112,35 @@ enum Cmd {
         )]
         token: Option<String>,
     },
+}
+
+/// `vrctl trace`: the interface and the packet.
+#[derive(Debug, clap::Args)]
+struct TraceArgs {
+    /// The interface it arrives on: id, vif0/N or OS name.
+    vif: String,
+    /// Destination address of a packet the interface's VM sends.
+    #[arg(long, required_unless_present = "frame")]
+    dst: Option<Ipv4Addr>,
+    /// Source address [the interface's own].
+    #[arg(long)]
+    src: Option<Ipv4Addr>,
+    /// icmp (echo request), udp or tcp (SYN).
+    #[arg(long, default_value = "icmp")]
+    proto: vrouter_agent::trace::Proto,
+    /// Source port (udp, tcp).
+    #[arg(long, default_value_t = 40000)]
+    sport: u16,
+    /// Destination port (udp, tcp).
+    #[arg(long, default_value_t = 80)]
+    dport: u16,
+    /// IPv4 TTL.
+    #[arg(long, default_value_t = 64)]
+    ttl: u8,
+    /// A whole Ethernet frame in hex instead (e.g. an MPLSoUDP packet arriving on the
+    /// fabric).
+    #[arg(long, conflicts_with_all = ["dst", "src"])]
+    frame: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -469,61 +474,32 @@ fn run(cli: Cli) -> Result<(), Error> {
         } => vif_stats(&mut c, vif.as_deref()),
         Cmd::Drops { nonzero } => drops(&mut c, nonzero),
         Cmd::Info => info(&mut c),
-        Cmd::Trace {
-            vif,
-            dst,
-            src,
-            proto,
-            sport,
-            dport,
-            ttl,
-            frame,
-        } => {
-            let probe = dst.map(|dst| Probe {
-                smac: MacAddr::VROUTER,
-                dmac: MacAddr::VROUTER,
-                src: src.unwrap_or(Ipv4Addr::UNSPECIFIED),
-                dst,
-                proto,
-                sport,
-                dport,
-                ttl,
-            });
-            trace(&mut c, &vif, probe, frame.as_deref())
-        }
+        Cmd::Trace(a) => trace(&mut c, &a),
         Cmd::Agent { .. } | Cmd::Bgp { .. } => Ok(()),
     }
 }
 
-/// `vrctl trace`: the frame (given, or built from `probe` with the interface's MAC and address
-/// filled in) through a copy of the dataplane's tables.
-fn trace(c: &mut Ctx, vif: &str, probe: Option<Probe>, hex: Option<&str>) -> Result<(), Error> {
+/// `vrctl trace`: the frame (given, or what the interface's VM would send: its MAC and, unless
+/// `--src`, its address, to the vRouter's MAC) through a copy of the dataplane's tables.
+fn trace(c: &mut Ctx, a: &TraceArgs) -> Result<(), Error> {
     let dump = c.dump()?;
-    let infos: Vec<VifInfo> = dump
-        .vifs
-        .iter()
-        .map(|spec| VifInfo {
-            spec: spec.clone(),
-            fips: Vec::new(),
-            stats: Default::default(),
-        })
-        .collect();
-    let id = show::resolve_vif(&infos, vif).map_err(Error::Usage)?;
-    let spec =
-        dump.vifs.iter().find(|v| v.id == id).ok_or_else(|| {
-            Error::Usage(format!("vif {id} is not in the dataplane's state dump"))
-        })?;
-    let frame = match (probe, hex) {
-        (_, Some(h)) => parse_hex(h).ok_or_else(|| {
+    let specs: Vec<&VifSpec> = dump.vifs.iter().collect();
+    let spec = show::resolve_vif_spec(&specs, &a.vif).map_err(Error::Usage)?;
+    let id = spec.id;
+    let frame = match (&a.frame, a.dst) {
+        (Some(h), _) => parse_hex(h).ok_or_else(|| {
             Error::Usage("--frame: an even number of hex digits (spaces and ':' allowed)".into())
         })?,
-        (Some(mut p), None) => {
-            p.smac = spec.mac;
-            if p.src.is_unspecified() {
-                p.src = Ipv4Addr::from(spec.ip);
-            }
-            vrouter_agent::trace::probe_frame(&p)
-        }
+        (None, Some(dst)) => vrouter_agent::trace::probe_frame(&Probe {
+            smac: spec.mac,
+            dmac: MacAddr::VROUTER,
+            src: a.src.unwrap_or(Ipv4Addr::from(spec.ip)),
+            dst,
+            proto: a.proto,
+            sport: a.sport,
+            dport: a.dport,
+            ttl: a.ttl,
+        }),
         (None, None) => return Err(Error::Usage("give --dst or --frame".into())),
     };
     let traced = vrouter_agent::trace::trace(&dump, id, &frame).map_err(Error::Agent)?;
