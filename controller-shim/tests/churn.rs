@@ -14,6 +14,9 @@ use serde_json::json;
 
 const VN: &str = "a0f3c5d2-8e61-4b7a-9c2d-1e4f5a6b7c8d";
 
+/// Hosts that watch the network besides h1 (each has a view that gets every route).
+const WATCHERS: u32 = 2;
+
 /// The child's resident set in kB.
 fn rss_kb(shim: &Shim) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{}/status", shim.child.id()))
@@ -26,7 +29,7 @@ fn rss_kb(shim: &Shim) -> u64 {
         .expect("VmRSS")
 }
 
-/// One cycle: VM `i` created, bound on h1 (h2 has the network too, so it gets the route),
+/// One cycle: VM `i` created, bound on h1 (the watchers have the network too, so they get the route),
 /// unbound and deleted.
 fn cycle(shim: &Shim, i: u32) {
     let name = format!("i-2-{i}-VM");
@@ -68,22 +71,28 @@ fn growth_kb(tag: &str, extra: &[&str], warmup: u32, cycles: u32) -> i64 {
         "/virtual-networks",
         Some(&vn(VN, "churn", "10.20.0.0", "10.20.0.1")),
     );
-    for (host, ip) in [("h1", "172.30.0.11"), ("h2", "172.30.0.12")] {
-        let agent = json!({"hostname": host, "fabric_ip": ip});
+    let agent = json!({"hostname": "h1", "fabric_ip": "172.30.0.11"});
+    shim.ok("POST", "/vrouter/agents", Some(&agent));
+    // Hosts h2.. keep one VM of the network bound each, so every h1 binding reaches each of
+    // their views as a route: the tombstones a cycle leaves grow with the watchers, while
+    // what the store itself keeps (SQLite's page cache) does not — a clear signal over noise.
+    for w in 2..=1 + WATCHERS {
+        let host = format!("h{w}");
+        let agent = json!({"hostname": host, "fabric_ip": format!("172.30.0.{}", 10 + w)});
         shim.ok("POST", "/vrouter/agents", Some(&agent));
+        let vm_uuid = format!("5e6f7a8b-9c0d-4e1f-8a2b-0000fffff{w:03x}");
+        let vmi_uuid = format!("c1d2e3f4-a5b6-4c7d-8e9f-0000fffff{w:03x}");
+        let name = format!("watcher-{w}");
+        shim.ok("POST", "/virtual-machines", Some(&vm(&vm_uuid, &name)));
+        shim.ok(
+            "POST",
+            "/virtual-machine-interfaces",
+            Some(&vmi(&vmi_uuid, &name, 0, "churn")),
+        );
+        shim.ok("POST", "/instance-ips", Some(&iip(&name, 0, "churn")));
+        let bind = json!({"host": host, "vmi_uuid": vmi_uuid});
+        shim.ok("POST", "/vrouter/bindings", Some(&bind));
     }
-    // h2 keeps one VM of the network bound, so every h1 binding reaches h2's view as a route.
-    let vm_uuid = "5e6f7a8b-9c0d-4e1f-8a2b-00000fffffff";
-    let vmi_uuid = "c1d2e3f4-a5b6-4c7d-8e9f-00000fffffff";
-    shim.ok("POST", "/virtual-machines", Some(&vm(vm_uuid, "watcher")));
-    shim.ok(
-        "POST",
-        "/virtual-machine-interfaces",
-        Some(&vmi(vmi_uuid, "watcher", 0, "churn")),
-    );
-    shim.ok("POST", "/instance-ips", Some(&iip("watcher", 0, "churn")));
-    let bind = json!({"host": "h2", "vmi_uuid": vmi_uuid});
-    shim.ok("POST", "/vrouter/bindings", Some(&bind));
     for i in 1..=warmup {
         cycle(&shim, i);
     }
@@ -103,12 +112,14 @@ fn memory_levels_off_under_vm_churn_once_views_compact() {
     let bounded = growth_kb("churn-bounded", &["--view-tombstones", "64"], 300, 1200);
     let unbounded = growth_kb("churn-unbounded", &[], 300, 1200);
     assert!(
-        unbounded >= 300,
+        unbounded >= 400,
         "control: without compaction 1200 cycles should grow the shim (~0.5 kB each), grew {unbounded} kB"
     );
+    // What both runs share (SQLite's page cache, allocator slack) grows by 80-290 kB here from
+    // run to run; the tombstones alone are what the difference measures.
     assert!(
-        bounded * 2 < unbounded,
+        unbounded - bounded >= 200,
         "the shim keeps growing under churn: {bounded} kB over 1200 cycles with compaction \
-         every 64 (without: {unbounded} kB)"
+         every 64, {unbounded} kB without"
     );
 }
