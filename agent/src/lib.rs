@@ -8,6 +8,7 @@
 //! [`metrics`] renders Prometheus text. [`daemon`] wires them to the socket, signals and clock.
 
 pub mod alloc;
+pub mod capture;
 pub mod compile;
 pub mod config;
 pub mod controller;

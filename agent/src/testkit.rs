@@ -68,7 +68,10 @@ impl MemDataplane {
             state: CtlState {
                 writer,
                 stats: StatsRegistry::new(limits.vifs.into(), limits.vrfs as usize),
-                info: DaemonInfo { lcores: 1 },
+                info: DaemonInfo {
+                    lcores: 1,
+                    ..Default::default()
+                },
             },
         };
         if let Err(e) = dp.apply(infra_ops(fabric_ip)) {

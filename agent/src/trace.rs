@@ -335,7 +335,10 @@ mod tests {
         match handle(
             &mut w,
             &StatsRegistry::new(16, 8),
-            &DaemonInfo { lcores: 1 },
+            &DaemonInfo {
+                lcores: 1,
+                ..Default::default()
+            },
             Request::DumpAll,
         ) {
             Response::State(d) => *d,

@@ -25,6 +25,7 @@
 
 use crate::batch::Batch;
 use crate::buf::BufPool;
+use crate::capture::Capture;
 use crate::pipeline::Pipeline;
 use crate::port::{Port, TxQueues};
 use crate::stats::{LcoreStats, StatsRegistry};
@@ -174,11 +175,13 @@ fn kick(fd: &OwnedFd) {
 }
 
 impl Engine {
-    /// Starts one lcore per configured CPU.
+    /// Starts one lcore per configured CPU, each offering frames to `capture` while a session
+    /// is armed.
     pub fn start(
         cfg: &EngineConfig,
         reader: &TablesReader,
         stats: &StatsRegistry,
+        capture: &Arc<Capture>,
     ) -> Result<Self, EngineError> {
         let cpus: Vec<Option<usize>> = if cfg.cpus.is_empty() {
             vec![None]
@@ -197,6 +200,7 @@ impl Engine {
                 cfg: cfg.clone(),
                 reader: reader.clone(),
                 stats: st,
+                capture: capture.clone(),
                 cmds: rx,
                 wake: wake.clone(),
                 stop: stop.clone(),
@@ -292,6 +296,8 @@ struct Lcore {
     cfg: EngineConfig,
     reader: TablesReader,
     stats: Arc<LcoreStats>,
+    /// `vrctl capture`'s slots, shared with the control socket.
+    capture: Arc<Capture>,
     cmds: mpsc::Receiver<LcoreCmd>,
     wake: Arc<OwnedFd>,
     stop: Arc<AtomicBool>,
@@ -555,7 +561,7 @@ impl Lcore {
         }
         let wake = self.wake.as_raw_fd();
         let mut pool = BufPool::with_big(self.cfg.pool_size, BIG_BUFS);
-        let pipeline = Pipeline::new(self.stats.clone());
+        let pipeline = Pipeline::new(self.stats.clone()).with_capture(self.capture.clone());
         let mut batch = Batch::new();
         let mut set = PortSet::new(self.cfg.max_vifs, wake);
         let mut idle: u32 = 0;

@@ -4,6 +4,7 @@
 
 pub mod batch;
 pub mod buf;
+pub mod capture;
 pub mod cli;
 pub mod config;
 pub mod ctl;

@@ -26,7 +26,10 @@ fn serve(name: &str, tune: impl FnOnce(CtlServer) -> CtlServer) -> PathBuf {
     let state = CtlState {
         writer,
         stats: StatsRegistry::new(limits.vifs.into(), limits.vrfs as usize),
-        info: DaemonInfo { lcores: 1 },
+        info: DaemonInfo {
+            lcores: 1,
+            ..Default::default()
+        },
     };
     let mut srv = CtlServer::bind(&path, Arc::new(Mutex::new(state))).expect("bind");
     srv.root_only = false;

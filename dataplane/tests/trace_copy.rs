@@ -17,7 +17,10 @@ fn original_and_copy() -> (Harness, Harness) {
     let mut h = Harness::new(Limits::default());
     h.program(ops());
     h.program(policy_ops(64));
-    let info = DaemonInfo { lcores: 1 };
+    let info = DaemonInfo {
+        lcores: 1,
+        ..Default::default()
+    };
     let Response::State(dump) = handle(&mut h.writer, &h.stats, &info, Request::DumpAll) else {
         panic!("DumpAll did not answer a dump");
     };

@@ -44,7 +44,10 @@ fn daemon_side(chunk: usize, stream: &[u8]) {
         panic!("fixture op {i} refused: {e}");
     }
     let stats = StatsRegistry::new(16, 8);
-    let info = DaemonInfo { lcores: 1 };
+    let info = DaemonInfo {
+        lcores: 1,
+        ..Default::default()
+    };
     let mut dec = Decoder::with_limit(MAX_REQUEST);
     for piece in stream.chunks(chunk) {
         dec.feed(piece);

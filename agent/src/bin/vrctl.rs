@@ -7,6 +7,7 @@ use serde::Serialize;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use vrouter_agent::show::{self, LabelView, Names};
 use vrouter_agent::trace::Probe;
 use vrouter_dataplane::ctl::client::DEFAULT_SOCKET;
@@ -90,6 +91,11 @@ enum Cmd {
     /// through the real pipeline over a copy of the live tables; nothing is sent and no flow
     /// or counter changes (it is treated as the first packet of a new flow).
     Trace(TraceArgs),
+    /// Copies one interface's packets as they pass through the dataplane (as `vifdump`):
+    /// received, sent or both, as pcap (`-w FILE`, `-w -` for tshark) or one described frame
+    /// at a time. The dataplane keeps a bounded number unread; what a slow reader misses is
+    /// counted as lost. Ends after `-c` frames, `--seconds` or Ctrl-C.
+    Capture(CaptureArgs),
     /// The agent's view (its `/status` on `--metrics`): bound interfaces with their labels,
     /// and every interface it left unbound with the reason.
     Agent {
@@ -232,6 +238,37 @@ enum StatsCmd {
     },
 }
 
+/// `vrctl capture`: the interface, which way, and when to stop.
+#[derive(Debug, clap::Args)]
+struct CaptureArgs {
+    /// The interface: id, vif0/N or OS name.
+    #[arg(long)]
+    vif: String,
+    /// Frames it receives, sends, or both.
+    #[arg(long, value_enum, default_value = "both")]
+    dir: Dir,
+    /// Stop after this many frames.
+    #[arg(short = 'c', long, value_name = "N")]
+    count: Option<u64>,
+    /// Stop after this many seconds.
+    #[arg(long, value_name = "S")]
+    seconds: Option<f64>,
+    /// Write pcap to FILE (`-`: standard output) instead of describing each frame.
+    #[arg(short = 'w', long = "write", value_name = "FILE")]
+    write: Option<PathBuf>,
+    /// Bytes kept of each frame.
+    #[arg(long, default_value_t = vrouter_dataplane::capture::DEFAULT_SNAPLEN)]
+    snaplen: u32,
+}
+
+/// `--dir`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Dir {
+    Rx,
+    Tx,
+    Both,
+}
+
 /// A failure, printed as one line.
 #[derive(Debug, thiserror::Error)]
 enum Error {
@@ -243,6 +280,8 @@ enum Error {
     Unexpected(&'static str),
     #[error("{0}")]
     Agent(String),
+    #[error(transparent)]
+    Capture(#[from] vrouter_agent::capture::CaptureError),
 }
 
 struct Ctx {
@@ -475,6 +514,7 @@ fn run(cli: Cli) -> Result<(), Error> {
         Cmd::Drops { nonzero } => drops(&mut c, nonzero),
         Cmd::Info => info(&mut c),
         Cmd::Trace(a) => trace(&mut c, &a),
+        Cmd::Capture(a) => capture(&mut c, &a),
         Cmd::Agent { .. } | Cmd::Bgp { .. } => Ok(()),
     }
 }
@@ -537,6 +577,71 @@ fn trace(c: &mut Ctx, a: &TraceArgs) -> Result<(), Error> {
         out.push_str(&vrouter_agent::trace::text(&traced));
         out
     });
+    Ok(())
+}
+
+/// Set by SIGINT/SIGTERM during `vrctl capture`: the capture ends and its output is complete.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_stop_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+/// `vrctl capture`: frames to a pcap file or stream, or described on standard output; a
+/// summary line on standard error at the end (as tcpdump).
+fn capture(c: &mut Ctx, a: &CaptureArgs) -> Result<(), Error> {
+    use vrouter_agent::capture::{self as cap, CaptureOpts, PcapSink, TextSink};
+    use vrouter_dataplane::capture::Direction;
+    let vifs = c.vifs()?;
+    let specs: Vec<&VifSpec> = vifs.iter().map(|v| &v.spec).collect();
+    let spec = show::resolve_vif_spec(&specs, &a.vif).map_err(Error::Usage)?;
+    let duration = match a.seconds {
+        Some(s) if !(s.is_finite() && s > 0.0) => {
+            return Err(Error::Usage(format!("--seconds {s}: a positive number")))
+        }
+        s => s.map(std::time::Duration::from_secs_f64),
+    };
+    let o = CaptureOpts {
+        vif: spec.id,
+        dir: match a.dir {
+            Dir::Rx => Direction::Rx,
+            Dir::Tx => Direction::Tx,
+            Dir::Both => Direction::Both,
+        },
+        snaplen: a.snaplen,
+        count: a.count,
+        duration,
+    };
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        for sig in [libc::SIGINT, libc::SIGTERM] {
+            libc::signal(
+                sig,
+                on_stop_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
+            );
+        }
+    }
+    let file_error = |p: &PathBuf, e: std::io::Error| Error::Usage(format!("{}: {e}", p.display()));
+    let summary = match &a.write {
+        Some(p) if p.as_os_str() == "-" => {
+            let mut sink = PcapSink::new(std::io::stdout().lock()).map_err(|e| file_error(p, e))?;
+            cap::capture(&mut c.client, &o, &mut sink, &STOP)?
+        }
+        Some(p) => {
+            let f = std::fs::File::create(p).map_err(|e| file_error(p, e))?;
+            let mut sink =
+                PcapSink::new(std::io::BufWriter::new(f)).map_err(|e| file_error(p, e))?;
+            cap::capture(&mut c.client, &o, &mut sink, &STOP)?
+        }
+        None => {
+            let mut sink = TextSink::new(std::io::stdout().lock(), c.json);
+            cap::capture(&mut c.client, &o, &mut sink, &STOP)?
+        }
+    };
+    eprintln!(
+        "{} frames captured on vif {} ({}), {} lost",
+        summary.captured, spec.id, spec.name, summary.lost
+    );
     Ok(())
 }
 

@@ -65,7 +65,10 @@ pub fn serve_harness(h: vrouter_dataplane::harness::Harness, sock: &Path) {
     let state = Arc::new(Mutex::new(CtlState {
         writer,
         stats,
-        info: DaemonInfo { lcores: 1 },
+        info: DaemonInfo {
+            lcores: 1,
+            ..Default::default()
+        },
     }));
     let mut server = CtlServer::bind(sock, state).expect("bind control socket");
     server.root_only = false;

@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
+use vrouter_dataplane::capture::Capture;
 use vrouter_dataplane::cli;
 use vrouter_dataplane::config::{ConfigError, DpConfig};
 use vrouter_dataplane::ctl::{CtlClient, CtlServer, CtlState, DaemonInfo, Request};
@@ -344,7 +345,8 @@ fn run(cfg: DpConfig) -> Result<(), DpError> {
     let limits = cfg.limits;
     let (mut writer, reader) = new_tables(limits);
     let stats = StatsRegistry::new(usize::from(limits.vifs), limits.vrfs as usize);
-    let engine = start_engine(&cfg, &reader, &stats)?;
+    let capture = Arc::new(Capture::new());
+    let engine = start_engine(&cfg, &reader, &stats, &capture)?;
     log::info!(
         "vrouter-dp starting: lcores={:?} port_kind={} fabric={:?} fabric_ip={} host_interface={:?}",
         cfg.lcores,
@@ -363,7 +365,11 @@ fn run(cfg: DpConfig) -> Result<(), DpError> {
     let StaticPorts { guards, ops, host } = d.open_static_ports()?;
     writer.apply(ops).map_err(|(i, e)| DpError::Tables(i, e))?;
     // Kept to the end like the rest of the daemon's state (the control thread holds a clone).
-    let _ctl_state = serve_control(&d.cfg, writer, &stats, d.engine.lcores(), host.fabric_ip)?;
+    let info = DaemonInfo {
+        lcores: d.engine.lcores(),
+        capture,
+    };
+    let _ctl_state = serve_control(&d.cfg, writer, &stats, info, host.fabric_ip)?;
     notify_ready(&d.cfg.ctl_socket);
     d.follow_vifs_until_signal(&reader);
     log::info!("signal received: shutting down");
@@ -391,6 +397,7 @@ fn start_engine(
     cfg: &DpConfig,
     reader: &TablesReader,
     stats: &StatsRegistry,
+    capture: &Arc<Capture>,
 ) -> Result<Engine, EngineError> {
     Engine::start(
         &EngineConfig {
@@ -404,6 +411,7 @@ fn start_engine(
         },
         reader,
         stats,
+        capture,
     )
 }
 
@@ -564,13 +572,13 @@ fn serve_control(
     cfg: &DpConfig,
     writer: TablesWriter,
     stats: &StatsRegistry,
-    lcores: usize,
+    info: DaemonInfo,
     fabric_ip: u32,
 ) -> Result<Arc<Mutex<CtlState>>, DpError> {
     let state = Arc::new(Mutex::new(CtlState {
         writer,
         stats: stats.clone(),
-        info: DaemonInfo { lcores },
+        info,
     }));
     let ctl_error = |err: std::io::Error| DpError::Ctl {
         path: cfg.ctl_socket.display().to_string(),

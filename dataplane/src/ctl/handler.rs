@@ -4,15 +4,23 @@
 use super::proto::{
     NhInfo, Request, Response, RouteInfo, StateDump, VifInfo, VrfInfo, PROTO_VERSION,
 };
+use crate::capture::{Capture, CaptureError, DEFAULT_SNAPLEN, MAX_SLOTS};
 use crate::stats::StatsRegistry;
 use crate::tables::{fib::prefix_mask, Tables, TablesWriter};
+use std::sync::Arc;
 
-/// Facts about the running daemon reported by `Info`.
+/// Facts about the running daemon reported by `Info`, and what requests reach besides the
+/// tables.
 #[derive(Debug, Clone, Default)]
 pub struct DaemonInfo {
     /// Number of forwarding lcores.
     pub lcores: usize,
+    /// The lcores' capture slots (`vrctl capture`).
+    pub capture: Arc<Capture>,
 }
+
+/// Frames a `CaptureRead` returns by default.
+const CAPTURE_READ_MAX: usize = 256;
 
 /// Answers one request.
 pub fn handle(
@@ -130,6 +138,34 @@ fn answer(t: &Tables, stats: &StatsRegistry, info: &DaemonInfo, req: Request) ->
         Request::FlowStats => Response::FlowStats {
             stats: flow_stats(t),
         },
+        Request::CaptureStart { vif, dir, snaplen } => {
+            if t.vif(vif).is_none() {
+                return Response::error("not_found", format!("vif {vif} does not exist"));
+            }
+            let snaplen = snaplen.unwrap_or(DEFAULT_SNAPLEN);
+            match info.capture.start(vif, dir, snaplen) {
+                Ok((session, slots)) => Response::CaptureStarted {
+                    session,
+                    snaplen,
+                    slots,
+                },
+                Err(e @ CaptureError::Busy { .. }) => Response::error("busy", e.to_string()),
+                Err(e) => Response::error("bad_request", e.to_string()),
+            }
+        }
+        Request::CaptureRead { session, max } => {
+            match info
+                .capture
+                .read(session, max.unwrap_or(CAPTURE_READ_MAX).min(MAX_SLOTS))
+            {
+                Ok((packets, lost)) => Response::Captured { packets, lost },
+                Err(e) => Response::error("not_found", e.to_string()),
+            }
+        }
+        Request::CaptureStop { session } => {
+            info.capture.stop(session);
+            Response::Ok
+        }
     }
 }
 

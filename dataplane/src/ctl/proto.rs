@@ -6,6 +6,7 @@
 //! Bulk table changes are one `Apply` request holding many operations, validated together and
 //! published with one table swap.
 
+use crate::capture::{CapturedPacket, Direction};
 use crate::stats::{VifStats, VrfStats};
 use crate::tables::flow::{FlowEntryInfo, FlowTableStats};
 use crate::tables::{
@@ -81,6 +82,32 @@ pub enum Request {
     },
     /// Flow table counters only (`flow -s`).
     FlowStats,
+    /// Arms a packet capture on one interface (`vrctl capture`); answered with
+    /// [`Response::CaptureStarted`]. It stops when the connection that started it closes.
+    CaptureStart {
+        /// Interface id.
+        vif: u16,
+        /// Received, sent or both.
+        #[serde(default)]
+        dir: Direction,
+        /// Bytes kept of each frame [`crate::capture::DEFAULT_SNAPLEN`].
+        #[serde(default)]
+        snaplen: Option<u32>,
+    },
+    /// Frames captured since the last read; answered with [`Response::Captured`] at once
+    /// (empty when none came).
+    CaptureRead {
+        /// The id [`Response::CaptureStarted`] gave.
+        session: u64,
+        /// At most this many frames [256].
+        #[serde(default)]
+        max: Option<usize>,
+    },
+    /// Disarms a capture.
+    CaptureStop {
+        /// Its id.
+        session: u64,
+    },
 }
 
 /// One interface in a listing.
@@ -240,6 +267,22 @@ pub enum Response {
     FlowStats {
         /// Counters.
         stats: FlowTableStats,
+    },
+    /// A capture is armed.
+    CaptureStarted {
+        /// Its id, for reads and the stop.
+        session: u64,
+        /// Bytes kept of each frame.
+        snaplen: u32,
+        /// Frames it can hold unread before it loses some.
+        slots: usize,
+    },
+    /// Captured frames.
+    Captured {
+        /// Oldest first.
+        packets: Vec<CapturedPacket>,
+        /// Frames lost since the session started (the reader was too slow).
+        lost: u64,
     },
 }
 

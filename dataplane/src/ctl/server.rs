@@ -6,6 +6,7 @@
 
 use super::handler::{handle, DaemonInfo};
 use super::proto::{encode, Decoder, FrameError, Request, Response, MAX_REQUEST};
+use crate::capture::Capture;
 use crate::stats::StatsRegistry;
 use crate::tables::TablesWriter;
 use std::io::{Read, Write};
@@ -286,6 +287,15 @@ fn serve_conn(
 ) {
     let mut dec = Decoder::with_limit(MAX_REQUEST);
     let mut buf = vec![0u8; 64 * 1024];
+    let mut captures = OwnedCaptures {
+        capture: state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .info
+            .capture
+            .clone(),
+        sessions: Vec::new(),
+    };
     loop {
         let n = match s.read(&mut buf) {
             Ok(0) if dec.buffered() > 0 => {
@@ -325,6 +335,7 @@ fn serve_conn(
                     return;
                 }
             };
+            let polling = matches!(req, Request::CaptureRead { .. });
             let resp = {
                 // A panic inside `handle` would be a bug; the state it guards is still
                 // consistent (the writer validates before it publishes), so keep serving.
@@ -336,12 +347,32 @@ fn serve_conn(
                 } = &mut *g;
                 handle(writer, stats, info, req)
             };
-            if let Some(f) = &notify.0 {
+            if let Response::CaptureStarted { session, .. } = resp {
+                captures.sessions.push(session);
+            }
+            // The port manager looks at the tables after a request; a capture's reads (every
+            // few milliseconds) change nothing there.
+            if let (Some(f), false) = (&notify.0, polling) {
                 f();
             }
             if s.write_all(&encode(&resp)).is_err() {
                 return;
             }
+        }
+    }
+}
+
+/// The captures a connection started: stopped when it ends, however it ends (a `vrctl capture`
+/// killed by Ctrl-C leaves nothing armed).
+struct OwnedCaptures {
+    capture: Arc<Capture>,
+    sessions: Vec<u64>,
+}
+
+impl Drop for OwnedCaptures {
+    fn drop(&mut self) {
+        for &s in &self.sessions {
+            self.capture.stop(s);
         }
     }
 }

@@ -25,6 +25,7 @@ mod system;
 
 use crate::batch::{Batch, Next, Pkt, NO_LABEL};
 use crate::buf::{BufPool, PktBuf};
+use crate::capture::Capture;
 use crate::drop::DropReason;
 use crate::stats::LcoreStats;
 use crate::tables::{
@@ -53,6 +54,9 @@ const DHCP_SERVER_PORT: u16 = 67;
 #[derive(Debug)]
 pub struct Pipeline {
     stats: Arc<LcoreStats>,
+    /// `vrctl capture`: frames in and out of one interface are copied there while a session is
+    /// armed (checked once per batch and per output pass).
+    capture: Option<Arc<Capture>>,
     /// Per-batch flow keys and the lcore's fragment memory (borrowed once per batch).
     flow: RefCell<Box<flow::FlowScratch>>,
 }
@@ -62,8 +66,23 @@ impl Pipeline {
     pub fn new(stats: Arc<LcoreStats>) -> Self {
         Self {
             stats,
+            capture: None,
             flow: RefCell::default(),
         }
+    }
+
+    /// The same, offering frames to `capture` while it is armed.
+    pub fn with_capture(self, capture: Arc<Capture>) -> Self {
+        Self {
+            capture: Some(capture),
+            ..self
+        }
+    }
+
+    /// The capture, if a session is armed.
+    #[inline]
+    fn capturing(&self) -> Option<&Capture> {
+        self.capture.as_deref().filter(|c| c.armed())
     }
 
     /// The counters this pipeline writes.
@@ -77,7 +96,11 @@ impl Pipeline {
         // Receive counters are added once per run of packets from the same interface (a batch
         // normally comes from one port), in the same pass as classification.
         let mut rx: (u16, u64, u64) = (u16::MAX, 0, 0);
+        let capture = self.capturing();
         for p in batch.pkts_mut() {
+            if let Some(c) = capture {
+                c.offer(p.meta.in_vif, false, p.buf.data());
+            }
             if rx.0 != p.meta.in_vif {
                 self.count_rx(rx);
                 rx = (p.meta.in_vif, 0, 0);
@@ -143,12 +166,16 @@ impl Pipeline {
                 }
             }
         };
+        let capture = self.capturing();
         for p in batch.drain() {
             let m = p.meta;
             if m.next == Next::Tx {
                 if m.frag {
                     self.output_fragments(p.buf, &m, pool, &mut tx);
                     continue;
+                }
+                if let Some(c) = capture {
+                    c.offer(m.out_vif, true, p.buf.data());
                 }
                 let len = p.buf.len() as u64;
                 match tx(m.out_vif, p.buf) {
@@ -211,6 +238,9 @@ impl Pipeline {
             }
             b.set_len(len);
             made += 1;
+            if let Some(c) = self.capturing() {
+                c.offer(m.out_vif, true, b.data());
+            }
             match tx(m.out_vif, b) {
                 Ok(()) => {
                     if let Some(v) = vif {

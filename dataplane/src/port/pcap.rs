@@ -35,13 +35,19 @@ impl<W: Write> PcapWriter<W> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
+        self.write_packet(now.as_nanos() as u64, frame.len() as u32, frame)
+    }
+
+    /// Appends the first bytes of a frame that was `orig_len` bytes long, seen at `ts_ns`
+    /// (nanoseconds since the Unix epoch; the file keeps microseconds).
+    pub fn write_packet(&mut self, ts_ns: u64, orig_len: u32, data: &[u8]) -> io::Result<()> {
         let mut rec = [0u8; 16];
-        rec[0..4].copy_from_slice(&(now.as_secs() as u32).to_le_bytes());
-        rec[4..8].copy_from_slice(&now.subsec_micros().to_le_bytes());
-        rec[8..12].copy_from_slice(&(frame.len() as u32).to_le_bytes());
-        rec[12..16].copy_from_slice(&(frame.len() as u32).to_le_bytes());
+        rec[0..4].copy_from_slice(&((ts_ns / 1_000_000_000) as u32).to_le_bytes());
+        rec[4..8].copy_from_slice(&((ts_ns % 1_000_000_000 / 1000) as u32).to_le_bytes());
+        rec[8..12].copy_from_slice(&(data.len() as u32).to_le_bytes());
+        rec[12..16].copy_from_slice(&orig_len.max(data.len() as u32).to_le_bytes());
         self.out.write_all(&rec)?;
-        self.out.write_all(frame)
+        self.out.write_all(data)
     }
 
     /// Flushes buffered output.
