@@ -739,8 +739,9 @@ pub fn run_case(case: Case, routes: usize, opts: RunOpts) -> Report {
     let lcore = stats.register();
     // As the engine builds it: with a capture attached (disarmed), so what a capture costs
     // when off is in the figures.
-    let pipeline = Pipeline::new(lcore.clone())
-        .with_capture(std::sync::Arc::new(vrouter_dataplane::capture::Capture::new()));
+    let pipeline = Pipeline::new(lcore.clone()).with_capture(std::sync::Arc::new(
+        vrouter_dataplane::capture::Capture::new(),
+    ));
     let (mut txq, sinks) = output_ports();
     let mut rig = Rig::new(gen, sinks);
     let batch_size = batch_size.clamp(1, vrouter_dataplane::BATCH_SIZE);

@@ -23,7 +23,7 @@ use vrouter_dataplane::port::open::{open_device, DevicePorts, OpenOpts, PortKind
 use vrouter_dataplane::port::sys::{mac_of, PortError};
 use vrouter_dataplane::port::tap::TapPort;
 use vrouter_dataplane::port::Port;
-use vrouter_dataplane::tables::{HostConfig, TableError, TableOp, VifKind, VifSpec};
+use vrouter_dataplane::tables::{HostConfig, TableError, TableOp, VifKind, VifSpec, FABRIC_VRF};
 use vrouter_dataplane::wire::MacAddr;
 use vrouter_dataplane::{new_tables, StatsRegistry, TablesReader, TablesWriter};
 
@@ -216,12 +216,18 @@ impl Daemon {
 
     /// Brings the open VM ports in line with the vif table.
     fn sync_vm_ports(&mut self, reader: &TablesReader, force_retry: bool) {
+        let mut on_fabric_vrf = HashSet::new();
         let want: HashMap<u16, String> = match reader.enter() {
             Some(t) => {
                 let vifs = t.vifs.iter().flatten();
                 self.ll_taps = vifs
                     .clone()
                     .filter(|v| v.spec.kind == VifKind::XenLinkLocal)
+                    .map(|v| v.spec.id)
+                    .collect();
+                on_fabric_vrf = vifs
+                    .clone()
+                    .filter(|v| v.spec.kind == VifKind::Virtual && v.spec.vrf == FABRIC_VRF)
                     .map(|v| v.spec.id)
                     .collect();
                 vifs.filter(|v| v.spec.kind.is_vm_like())
@@ -258,6 +264,16 @@ impl Daemon {
                 force_retry || self.pending.get(id).is_none_or(|(_, next)| *next <= now)
             })
             .collect();
+        if self.fabric_kind() == PortKind::AfXdp {
+            for (id, name) in due.iter().filter(|(id, _)| on_fabric_vrf.contains(id)) {
+                log::warn!(
+                    "vif {id} ({name}) is on ip-fabric, but the fabric is AF_XDP: its XDP program \
+                     does not hand this VM's ARP and packets to the dataplane, so the underlay \
+                     cannot reach it; run the fabric with --fabric-port-kind af_packet \
+                     (docs/adr/0006-system-networks.md)"
+                );
+            }
+        }
         self.open_ports(due);
     }
 
@@ -488,15 +504,19 @@ impl Daemon {
         Ok(ports)
     }
 
-    fn open_fabric(&mut self, name: &str, ports: &mut StaticPorts) -> Result<(), DpError> {
-        // A NIC is never a tap: with taps as the default kind, the fabric uses AF_PACKET.
-        let kind = self
-            .cfg
+    /// The fabric NIC's port kind: as configured, else the VMs' kind (a NIC is never a tap:
+    /// with taps as the default kind, the fabric uses AF_PACKET).
+    fn fabric_kind(&self) -> PortKind {
+        self.cfg
             .fabric_port_kind
             .unwrap_or(match self.cfg.port_kind {
                 PortKind::Tap => PortKind::AfPacket,
                 k => k,
-            });
+            })
+    }
+
+    fn open_fabric(&mut self, name: &str, ports: &mut StaticPorts) -> Result<(), DpError> {
+        let kind = self.fabric_kind();
         let role = Role::Fabric {
             host_ip: u32::from(self.cfg.fabric_ip),
         };

@@ -7,7 +7,7 @@
 //! The report lines: the vif types `vrctl` shows; the controller's namespace (the management
 //! server's place on the underlay) and another host reach the system VM's Management address
 //! over the underlay; dom0 reaches its Control address (ping and TCP 3922, CloudStack's ssh
-//! port) and a guest VM reaches neither dom0's 169.254.0.1 nor that address; the tier-2 client
+//! port), the system VM reaches dom0's 169.254.0.1, and a guest VM reaches neither dom0's 169.254.0.1 nor that address; the tier-2 client
 //! gets answers from both backends through the VIP; dom0 reaches the internal LB's Control
 //! address on TCP 3922.
 
@@ -182,6 +182,17 @@ pub(super) fn check_system_vms(checks: &mut Checks, o: &Opts, plan: &Plan) {
         ),
         out,
     );
+    if let Some(control) = all.iter().find(|n| n.ip == SSVM_CONTROL_IP) {
+        let (ok, out) = ping(&control.vm.netns(), "169.254.0.1", 3);
+        checks.line(
+            ok,
+            format!(
+                "the system VM pings dom0 of {} (169.254.0.1) from its Control Nic",
+                h1.name
+            ),
+            out,
+        );
+    }
     let (ok, out) = banner(&h1.name, SSVM_CONTROL_IP, "system-vm");
     checks.line(
         ok,
