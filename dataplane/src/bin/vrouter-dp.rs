@@ -216,7 +216,7 @@ impl Daemon {
 
     /// Brings the open VM ports in line with the vif table.
     fn sync_vm_ports(&mut self, reader: &TablesReader, force_retry: bool) {
-        let mut on_fabric_vrf = HashSet::new();
+        let on_fabric_vrf: HashSet<u16>;
         let want: HashMap<u16, String> = match reader.enter() {
             Some(t) => {
                 let vifs = t.vifs.iter().flatten();

@@ -96,11 +96,11 @@ impl Pipeline {
         // Receive counters are added once per run of packets from the same interface (a batch
         // normally comes from one port), in the same pass as classification.
         let mut rx: (u16, u64, u64) = (u16::MAX, 0, 0);
-        let capture = self.capturing();
+        // A pass of its own, so the per-packet loops carry nothing while no capture runs.
+        if let Some(c) = self.capturing() {
+            capture_rx(c, batch);
+        }
         for p in batch.pkts_mut() {
-            if let Some(c) = capture {
-                c.offer(p.meta.in_vif, false, p.buf.data());
-            }
             if rx.0 != p.meta.in_vif {
                 self.count_rx(rx);
                 rx = (p.meta.in_vif, 0, 0);
@@ -166,16 +166,15 @@ impl Pipeline {
                 }
             }
         };
-        let capture = self.capturing();
+        if let Some(c) = self.capturing() {
+            capture_tx(c, batch);
+        }
         for p in batch.drain() {
             let m = p.meta;
             if m.next == Next::Tx {
                 if m.frag {
                     self.output_fragments(p.buf, &m, pool, &mut tx);
                     continue;
-                }
-                if let Some(c) = capture {
-                    c.offer(m.out_vif, true, p.buf.data());
                 }
                 let len = p.buf.len() as u64;
                 match tx(m.out_vif, p.buf) {
@@ -1043,6 +1042,27 @@ pub fn prefetch_packets(batch: &Batch) {
     for p in batch.pkts() {
         if let Some(b) = p.buf.data().first() {
             prefetch_read(b);
+        }
+    }
+}
+
+/// Offers every packet of `batch` to the capture as received on its input interface.
+#[cold]
+#[inline(never)]
+fn capture_rx(c: &Capture, batch: &Batch) {
+    for p in batch.pkts() {
+        c.offer(p.meta.in_vif, false, p.buf.data());
+    }
+}
+
+/// Offers every packet of `batch` about to be sent whole to the capture as sent on its output
+/// interface (fragments are offered one by one as they are made).
+#[cold]
+#[inline(never)]
+fn capture_tx(c: &Capture, batch: &Batch) {
+    for p in batch.pkts() {
+        if p.meta.next == Next::Tx && !p.meta.frag {
+            c.offer(p.meta.out_vif, true, p.buf.data());
         }
     }
 }
