@@ -38,3 +38,7 @@ if [ "${PACKAGE_TEST:-0}" != 0 ] && ! cargo deb --version >/dev/null 2>&1; then
   echo "install-deps: cargo install cargo-deb"
   cargo install cargo-deb --locked --quiet
 fi
+if [ "${PACKAGE_TEST:-0}" != 0 ] && ! cargo generate-rpm --version >/dev/null 2>&1; then
+  echo "install-deps: cargo install cargo-generate-rpm"
+  cargo install cargo-generate-rpm --locked --quiet
+fi

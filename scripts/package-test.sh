@@ -2,13 +2,17 @@
 # Builds the `vrouter` .deb from the binaries the test run already built (debug profile: no
 # second release build in CI), installs it with dpkg into an empty root, checks the installed
 # files and runs `systemd-analyze verify` on the units. Exits non-zero on the first failure.
-# Needs cargo-deb (scripts/install-deps.sh installs it), dpkg and systemd.
+# Then builds the RPM, lists it and installs it with rpm into another empty root.
+# Needs cargo-deb and cargo-generate-rpm (scripts/install-deps.sh installs them), dpkg, rpm and
+# systemd.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 fail() { echo "package-test: FAIL: $*" >&2; exit 1; }
 command -v cargo-deb >/dev/null || fail "cargo-deb missing (scripts/install-deps.sh installs it)"
 command -v systemd-analyze >/dev/null || fail "systemd-analyze missing (apt-get install systemd)"
+command -v cargo-generate-rpm >/dev/null || fail "cargo-generate-rpm missing (scripts/install-deps.sh installs it)"
+command -v rpm >/dev/null || fail "rpm missing (apt-get install rpm)"
 
 t0=$(date +%s)
 cargo build --quiet -p vrouter-dataplane -p vrouter-agent -p vrouter-shim -p vrouter-xen --bins
@@ -64,4 +68,32 @@ for u in "${units[@]}"; do paths+=("$root/lib/systemd/system/$u.service"); done
 SYSTEMD_LOG_LEVEL=notice systemd-analyze verify --root="$root" --man=no "${paths[@]}" \
   >"$work/verify.log" 2>&1 || { cat "$work/verify.log" >&2; fail "systemd-analyze verify"; }
 if grep -q . "$work/verify.log"; then cat "$work/verify.log" >&2; fail "systemd-analyze warnings"; fi
-echo "package-test: ok: $(basename "$deb") installed and verified in $(( $(date +%s) - t0 )) s"
+
+# The RPM (XCP-ng/XenServer dom0) from the same binaries: its file list and config files, then
+# installed with rpm into an empty root (no dependencies, no scriptlets: the root has no
+# systemd), where every binary runs. Uncompressed: the debug binaries take minutes to compress.
+cargo generate-rpm -p dataplane --profile dev --payload-compress none -o "$work/" >"$work/rpm.log" 2>&1 \
+  || { cat "$work/rpm.log" >&2; fail "cargo generate-rpm"; }
+rpmfile=$(ls "$work"/vrouter-*.rpm)
+rpm -qlp "$rpmfile" >"$work/rpm-files" 2>/dev/null || fail "rpm -qlp"
+for f in /usr/bin/vrouter-dp /usr/bin/vrouter-agent /usr/bin/vrctl /usr/bin/vrouter-status \
+         /usr/bin/vrouter-shim /usr/bin/vrouter-xenstored /etc/xapi.d/vif-hotplug \
+         /usr/share/doc/vrouter/install.md /usr/share/man/man1/vrctl.1; do
+  grep -qx "$f" "$work/rpm-files" || fail "RPM lacks $f"
+done
+for u in "${units[@]}"; do
+  grep -qx "/usr/lib/systemd/system/$u.service" "$work/rpm-files" || fail "RPM lacks $u.service"
+done
+for c in /etc/vrouter/dp.conf /etc/vrouter/agent.env /etc/vrouter/agent.toml \
+         /etc/vrouter/shim.env /etc/xapi.d/vif-hotplug; do
+  rpm -qp --configfiles "$rpmfile" 2>/dev/null | grep -qx "$c" || fail "$c is not an RPM config file"
+done
+rroot="$work/rpmroot"
+mkdir -p "$rroot"
+rpm --root "$rroot" --initdb 2>/dev/null || fail "rpm --initdb"
+rpm --root "$rroot" --nodeps --noscripts -i "$rpmfile" >"$work/rpm-i.log" 2>&1 \
+  || { cat "$work/rpm-i.log" >&2; fail "rpm -i"; }
+for b in vrouter-dp vrouter-agent vrctl vrouter-status vrouter-shim vrouter-xenstored; do
+  "$rroot/usr/bin/$b" --version | grep -q "^$b " || fail "RPM: /usr/bin/$b --version"
+done
+echo "package-test: ok: $(basename "$deb") and $(basename "$rpmfile") installed and verified in $(( $(date +%s) - t0 )) s"

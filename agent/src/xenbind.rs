@@ -42,19 +42,24 @@ struct Sink<'a>(&'a dyn BindTarget);
 impl BindSink for Sink<'_> {
     type Error = Infallible;
     fn bind(&mut self, b: &VifBinding) -> Result<(), Infallible> {
-        log::info!(
-            "xenstore: {} is nic {} (vm {}, mac {}, by {:?})",
-            b.port,
-            b.nic_uuid,
-            b.vm_uuid,
-            b.mac,
-            b.identified_by
+        tracing::info!(
+            vif = %b.port,
+            vm = %b.vm_uuid,
+            nic = %b.nic_uuid,
+            mac = %b.mac,
+            by = ?b.identified_by,
+            "xenstore: interface plugged"
         );
         self.0.bound(b);
         Ok(())
     }
     fn unbind(&mut self, b: &VifBinding) -> Result<(), Infallible> {
-        log::info!("xenstore: {} (nic {}) is gone", b.port, b.nic_uuid);
+        tracing::info!(
+            vif = %b.port,
+            vm = %b.vm_uuid,
+            nic = %b.nic_uuid,
+            "xenstore: interface gone"
+        );
         self.0.unbound(b);
         Ok(())
     }

@@ -5,6 +5,7 @@
 //!   label host 1 gave its VM, and the inner ICMP between the VMs, both directions.
 //! * On the VM's interface the default output describes each frame (`rx` from the VM, `tx` to
 //!   it).
+//! * The agent's log lines about the interface carry `vif=`, `vm=` and `nic=` fields.
 //! * A second capture while one runs is refused as busy; once the first `vrctl` is killed
 //!   (-9) the dataplane has disarmed it, and a new capture starts.
 //!
@@ -59,6 +60,21 @@ fn ns_capture_writes_pcap_tshark_decodes_and_a_killed_reader_disarms_it() {
     xs_plug(h.xs(1), 1, VM2, VMI2, MAC2);
     let label = wait_for(Duration::from_secs(20), || h.label_of(1, "vif1.0"));
     let label = label.unwrap_or_else(|| panic!("vm2 not programmed\n{}", h.logs()));
+    // The agent's lines about an interface carry its vif, VM and Nic as fields (greppable by
+    // CloudStack's UUIDs).
+    let log = h.hosts[0].agent.log();
+    let plugged = format!("vif=vif1.0 vm={VM1} nic={VMI1}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("msg=\"xenstore: interface plugged\"") && l.contains(&plugged)),
+        "no plugged line with {plugged}:\n{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("msg=\"controller: binding announced\"")
+                && l.contains(&format!("nic={VMI1}"))),
+        "no binding line with nic={VMI1}:\n{log}"
+    );
     assert!(
         ping_ok(&vm1, "10.1.1.22", Duration::from_secs(20)),
         "vm1 cannot reach vm2\n{}",

@@ -13,6 +13,8 @@
 #        for the agent on pkt0; the kernel's default 10 loses a burst of queries, 512),
 #        AGENT (the vrouter-agent binary, default target/release/vrouter-agent: to compare builds
 #        side by side), LABEL (names the run in the summary, default the agent's path)
+# Then the machine's floor (the same load against dnsmasq with no vRouter in the path) and a
+# vm2 -> vm1 ping through the dataplane, quiet and while dnsperf runs at full load.
 # Writes out/summary.json and out/summary.md.
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -127,10 +129,42 @@ for kind in local cached; do
   read -r ra rp50 rp99 rmx <<< "$(perf "$f" "-v -Q $RATE" | lat)"
   results+=("{\"names\":\"$kind\",\"qps\":${qps:-0},\"lost\":${lost:-0},\"full_load_ms\":{\"avg\":$a50,\"p50\":$p50,\"p99\":$p99,\"max\":$mx},\"at_rate\":$RATE,\"at_rate_ms\":{\"avg\":$ra,\"p50\":$rp50,\"p99\":$rp99,\"max\":$rmx}}")
 done
+# The machine's floor: the same dnsperf, same rate, against a dnsmasq that answers every name
+# itself (no logging), from the host namespace over a kernel veth, no vRouter in the path. If
+# its p99 is above 1 ms too, the p99 goal is bounded by this machine, not by the agent.
+ip netns exec $P-up dnsmasq --keep-in-foreground --conf-file=/dev/null --no-resolv --no-hosts \
+  --bind-interfaces --listen-address=10.53.0.3 --user=root --pid-file= \
+  --address=/fwd.d20.test/192.0.2.77 --local-ttl=300 > "$out/dnsmasq-floor.log" 2>&1 & pids+=($!)
+ip -n $P-up addr add 10.53.0.3/24 dev d20u1
+sleep 0.5
+read -r fa fp50 fp99 fmx <<< "$(ip netns exec $P-h taskset -c "$CPU_PERF" dnsperf -s 10.53.0.3 \
+  -d "$out/cached.txt" -l "$SECS" -q "$OUTSTANDING" -c 4 -v -Q "$RATE" 2>&1 | lat)"
+floor="{\"at_rate\":$RATE,\"ms\":{\"avg\":$fa,\"p50\":$fp50,\"p99\":$fp99,\"max\":$fmx}}"
+
+# Other traffic while DNS runs: vm2 pings vm1 through the dataplane (300 x 10 ms), alone and
+# while dnsperf keeps the gateway at full load.
+rtt() {  # prints "avg p99 max lost" of 300 pings vm2 -> vm1
+  local o; o=$(ip netns exec $P-vm2 ping -n -c 300 -i 0.01 -W 1 10.1.1.2 2>/dev/null)
+  local lost; lost=$(echo "$o" | awk '/packets transmitted/ {print $1-$4}')
+  echo "$o" | sed -n 's/.*time=\([0-9.]*\) ms.*/\1/p' | sort -g | awk -v lost="${lost:-null}" '
+    {v[NR]=$1; s+=$1}
+    END { if (NR==0) {print "null null null " lost; exit}
+      i=int(NR*0.99); if(i<1)i=1;
+      printf "%.3f %.3f %.3f %s\n", s/NR, v[i], v[NR], lost }'
+}
+read -r qa q99 qmx qlost <<< "$(rtt)"
+perf "$out/local.txt" "" > "$out/under-load-perf.txt" &
+perfpid=$!
+sleep 0.5
+read -r la l99 lmx llost <<< "$(rtt)"
+wait $perfpid
+underload="{\"quiet\":{\"avg\":$qa,\"p99\":$q99,\"max\":$qmx,\"lost\":$qlost},\"dns_full_load\":{\"avg\":$la,\"p99\":$l99,\"max\":$lmx,\"lost\":$llost}}"
+
 stub=$(grep -c 'query\[A\] n[0-9]*.fwd.d20.test' "$out/dnsmasq.log" 2>/dev/null || echo 0)
 {
   echo "{\"label\":\"$LABEL\",\"date\":\"$(date -u +%FT%TZ)\",\"loadavg_before\":\"$load\",\"cpus\":$(nproc),\"secs\":$SECS,"
-  echo " \"qlen\":$QLEN,\"outstanding\":$OUTSTANDING,\"results\":[$(IFS=,; echo "${results[*]}")]}"
+  echo " \"qlen\":$QLEN,\"outstanding\":$OUTSTANDING,\"results\":[$(IFS=,; echo "${results[*]}")],"
+  echo " \"floor_dnsmasq_no_vrouter\":$floor,\"vm_to_vm_ping_ms\":$underload}"
 } > "$out/summary.json"
 {
   echo "| names | queries/s (full load) | lost | avg / p50 / p99 / max ms (full load) | avg / p50 / p99 / max ms at $RATE q/s |"
@@ -142,6 +176,9 @@ for r in s["results"]:
     f, q = r["full_load_ms"], r["at_rate_ms"]
     print(f"| {r['names']} | {r['qps']:,.0f} | {r['lost']} | {f['avg']} / {f['p50']} / {f['p99']} / {f['max']} | {q['avg']} / {q['p50']} / {q['p99']} / {q['max']} |")
 PY
+  echo
+  echo "floor (dnsperf -> dnsmasq over a kernel veth, no vRouter) at $RATE q/s: avg / p50 / p99 / max $fa / $fp50 / $fp99 / $fmx ms"
+  echo "vm2 -> vm1 ping through the dataplane (300 x 10 ms), avg / p99 / max ms, lost: quiet $qa / $q99 / $qmx, $qlost; with dnsperf at full load $la / $l99 / $lmx, $llost"
   echo
   echo "agent: $LABEL"
   echo "load average before: $load; $(nproc) cpus; dp lcore on cpu $CPU_DP, dnsperf on cpu $CPU_PERF;"

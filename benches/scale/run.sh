@@ -192,7 +192,7 @@ run_one() {  # $1: N; prints one JSON object
   t0=$(date +%s.%N)
   python3 "$root/benches/e2e/vrctl_min.py" "$sock" < "$OUT/ops.json" || { echo "apply refused" >&2; return 1; }
   for _ in $(seq 3000); do   # up to 60 s
-    opened=$(grep -c ': opened vif' "$log")
+    opened=$(grep -c 'msg="port opened" vif=vif' "$log")
     [ "$opened" -ge "$n" ] && break
     sleep 0.02
   done
@@ -266,7 +266,7 @@ run_churn() {  # $1: vifs to add and remove; prints one JSON object
   dp_pid=$!
   for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.05; done
   ops_json 2 | python3 "$root/benches/e2e/vrctl_min.py" "$sock" || { echo "apply refused" >&2; return 1; }
-  for _ in $(seq 500); do [ "$(grep -c ': opened vif' "$log")" -ge 2 ] && break; sleep 0.02; done
+  for _ in $(seq 500); do [ "$(grep -c 'msg="port opened" vif=vif' "$log")" -ge 2 ] && break; sleep 0.02; done
   ip netns exec $P-vm1 ping -c 3 -i 0.2 -W 2 -q 10.1.0.2 >/dev/null 2>&1
   # 2 ms pings, bounded to 60 s; stopped with SIGINT (summary line) once the churn is over.
   ip netns exec $P-vm1 ping -D -i 0.002 -W 1 -w 60 10.1.0.2 > "$OUT/ping-churn.txt" 2>&1 &

@@ -994,10 +994,12 @@ impl<T: Transport> Binder<T> {
         };
         match sink.unbind(&b) {
             Ok(()) => {
-                log::info!(
-                    "vif {key}: unbound {} from nic {} ({why})",
-                    b.port,
-                    b.nic_uuid
+                tracing::info!(
+                    vif = %b.port,
+                    vm = %b.vm_uuid,
+                    nic = %b.nic_uuid,
+                    xenstore = %key,
+                    "unbound ({why})"
                 );
                 self.bound.remove(&key);
                 if self.by_nic.get(&b.nic_uuid) == Some(&key) {
@@ -1076,12 +1078,13 @@ impl<T: Transport> Binder<T> {
                 }
                 match sink.bind(&b) {
                     Ok(()) => {
-                        log::info!(
-                            "vif {key}: bound {} to nic {} vm {} (by {:?})",
-                            b.port,
-                            b.nic_uuid,
-                            b.vm_uuid,
-                            b.identified_by
+                        tracing::info!(
+                            vif = %b.port,
+                            vm = %b.vm_uuid,
+                            nic = %b.nic_uuid,
+                            xenstore = %key,
+                            by = ?b.identified_by,
+                            "bound"
                         );
                         self.by_nic.insert(b.nic_uuid, key);
                         self.bound.insert(key, b);

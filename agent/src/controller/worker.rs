@@ -317,7 +317,11 @@ impl Announcer {
         for vmi in new {
             refused_is_done(sh.api.bind(host, vmi))?;
             self.announced.insert(vmi);
-            log::log!(level, "controller: bound vmi {vmi} to {host}");
+            if level == log::Level::Info {
+                tracing::info!(nic = %vmi, host = %host, "controller: binding announced");
+            } else {
+                tracing::debug!(nic = %vmi, host = %host, "controller: binding announced");
+            }
             if let Some(c) = refused_is_done(sh.api.interface(vmi))?.flatten() {
                 // The watch's value, if it already brought one, is as new or newer.
                 let mut g = sh.lock();
@@ -333,7 +337,7 @@ impl Announcer {
             refused_is_done(sh.api.unbind(host, vmi))?;
             self.announced.remove(&vmi);
             self.advertised.retain(|_, (_, v)| *v != vmi);
-            log::info!("controller: unbound vmi {vmi}");
+            tracing::info!(nic = %vmi, "controller: binding removed");
         }
         Ok(())
     }
@@ -391,7 +395,10 @@ fn clean_stale_bindings(sh: &Shared, want_ports: &BTreeSet<Uuid>) -> Result<(), 
     let host = &sh.s.host;
     for vmi in sh.api.bindings_of(host)? {
         if !want_ports.contains(&vmi) {
-            log::info!("controller: vmi {vmi} is no longer on this host; unbinding");
+            tracing::info!(
+                nic = %vmi,
+                "controller: no longer on this host (xenstore); removing the binding"
+            );
             refused_is_done(sh.api.unbind(host, vmi))?;
         }
     }

@@ -252,7 +252,7 @@ impl Daemon {
                     }
                 }
                 drop(guard);
-                log::info!("vif {id}: closed port on {name}");
+                tracing::info!(vif = %name, id, "port closed");
             }
         }
         self.pending.retain(|id, (n, _)| want.get(id) == Some(n));
@@ -337,14 +337,18 @@ impl Daemon {
     fn opened(&mut self, id: u16, name: &str, res: Result<DevicePorts, PortError>) {
         match res {
             Ok(d) => {
-                log::info!("vif {id}: opened {name} as {}", d.kind);
+                tracing::info!(vif = %name, id, kind = %d.kind, "port opened");
                 let g = self.install(id, d);
                 self.open.insert(id, (name.to_string(), g));
                 self.pending.remove(&id);
             }
             Err(e) => {
                 if !self.pending.contains_key(&id) {
-                    log::warn!("vif {id}: cannot open {name} ({e}); retrying every second");
+                    tracing::warn!(
+                        vif = %name,
+                        id,
+                        "cannot open the port ({e}); retrying every second"
+                    );
                 }
                 self.pending.insert(
                     id,
