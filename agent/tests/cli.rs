@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 //! `vrouter-agent`, `vrctl` and `vrouter-status` command lines as an operator meets them: `--help` and `--version`
-//! answer and exit 0, a closed pipe is quiet, and `vrouter-agent --check-config` tells a usable
+//! answer and exit 0, a closed pipe is quiet (for vrctl's listings too), and `vrouter-agent --check-config` tells a usable
 //! config (exit 0) from an invalid file (exit 1, naming the field) or bad flags (exit 2).
 
 use std::io::Write;
@@ -87,6 +87,30 @@ fn help_into_a_closed_pipe_is_quiet() {
                 stderr(&out)
             );
         }
+    }
+}
+
+#[test]
+fn vrctl_listings_into_a_closed_pipe_end_quietly_with_status_0() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sock = dir.path().join("dp.sock");
+    let _dp = vrouter_agent::testkit::TestDataplane::start(&sock, 0xc000_020a).expect("dataplane");
+    let sock = sock.to_str().expect("utf-8 path");
+    for args in [&["vif", "list"][..], &["--json", "vrf", "list"], &["drops"]] {
+        let out = Command::new(VRCTL)
+            .args(["--socket", sock])
+            .args(args)
+            .stdout(closed_pipe())
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run vrctl");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "vrctl {args:?}: {}",
+            stderr(&out)
+        );
+        assert_eq!(stderr(&out), "", "vrctl {args:?}");
     }
 }
 

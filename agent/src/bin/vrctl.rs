@@ -325,11 +325,11 @@ impl Ctx {
     fn out<T: Serialize + ?Sized>(&self, value: &T, text: impl FnOnce() -> String) {
         if self.json {
             match serde_json::to_string_pretty(value) {
-                Ok(s) => println!("{s}"),
+                Ok(s) => emit(&format!("{s}\n")),
                 Err(e) => eprintln!("vrctl: cannot encode JSON: {e}"),
             }
         } else {
-            print!("{}", text());
+            emit(&text());
         }
     }
 }
@@ -580,6 +580,21 @@ fn trace(c: &mut Ctx, a: &TraceArgs) -> Result<(), Error> {
     Ok(())
 }
 
+/// Writes `text` to standard output; a closed pipe (`vrctl flow list | head -1`) ends the
+/// process quietly with status 0, as it would end `cat`, instead of a panic.
+fn emit(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => {
+            eprintln!("vrctl: cannot write the output: {e}");
+            std::process::exit(1)
+        }
+    }
+}
+
 /// Set by SIGINT/SIGTERM during `vrctl capture`: the capture ends and its output is complete.
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -679,12 +694,12 @@ fn agent_status(addr: &str, json: bool) -> Result<(), Error> {
     }
     let st: vrouter_agent::metrics::Status = serde_json::from_str(body).map_err(|e| fail(&e))?;
     if json {
-        println!(
-            "{}",
+        emit(&format!(
+            "{}\n",
             serde_json::to_string_pretty(&st).map_err(|e| fail(&e))?
-        );
+        ));
     } else {
-        print!("{}", show::agent_text(&st));
+        emit(&show::agent_text(&st));
     }
     Ok(())
 }
@@ -697,12 +712,12 @@ fn bgp_summary(controller: &str, token: Option<&str>, json: bool) -> Result<(), 
         .map_err(|e| Error::Agent(format!("controller at {controller}: {e}")))?;
     let fail = |e: &dyn std::fmt::Display| Error::Agent(format!("controller at {controller}: {e}"));
     if json {
-        println!(
-            "{}",
+        emit(&format!(
+            "{}\n",
             serde_json::to_string_pretty(&s).map_err(|e| fail(&e))?
-        );
+        ));
     } else {
-        print!("{}", show::bgp_text(&s));
+        emit(&show::bgp_text(&s));
     }
     Ok(())
 }
