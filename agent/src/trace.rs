@@ -118,6 +118,10 @@ pub struct Decisions {
     /// The flow it created, when the VRF has flow processing: `F` (forward), `D(...)`
     /// (drop, with the policy's reason), `N(S)`/`N(D)`/`N(SD)` (NAT).
     pub flow: Option<String>,
+    /// The addresses the flow rewrites: `src A -> B`, `dst A -> B`.
+    pub nat: Vec<String>,
+    /// The route its destination (after NAT) matches in that VRF, `a.b.c.d/n`.
+    pub route: Option<String>,
 }
 
 /// A traced packet: the decisions on the way and the outcome.
@@ -135,26 +139,42 @@ pub fn trace(dump: &StateDump, vif: u16, frame: &[u8]) -> Result<Trace, String> 
     let mut h = Harness::from_dump(dump)
         .map_err(|(i, e)| format!("the dump does not rebuild (operation {i}: {e})"))?;
     let outcome = outcome(dump, h.run1(vif, frame));
-    let decisions = h.metas.first().map(|m| decisions(dump, &h, m));
+    let decisions = h.metas.first().map(|m| decisions(dump, &h, m, frame));
     Ok(Trace { decisions, outcome })
 }
 
-fn decisions(dump: &StateDump, h: &Harness, m: &PktMeta) -> Decisions {
+fn decisions(dump: &StateDump, h: &Harness, m: &PktMeta, frame: &[u8]) -> Decisions {
     let nhs: HashMap<u32, &NexthopSpec> = dump.nhs.iter().map(|n| (n.id, &n.spec)).collect();
-    let flow = h
-        .flows()
-        .list(None, 4)
-        .into_iter()
-        .find(|f| f.forward)
-        .map(|f| match f.action {
-            FlowAction::Forward => "F".to_string(),
-            FlowAction::Drop(r) => format!("D({r:?})"),
-            FlowAction::Nat { snat, dnat } => format!(
-                "N({}{})",
-                if snat.is_some() { "S" } else { "" },
-                if dnat.is_some() { "D" } else { "" }
-            ),
-        });
+    let entry = h.flows().list(None, 4).into_iter().find(|f| f.forward);
+    let mut nat = Vec::new();
+    let mut dst = packet_dst(frame);
+    if let Some(FlowAction::Nat { snat, dnat }) = entry.as_ref().map(|f| f.action) {
+        let f = entry.as_ref().map_or((0, 0), |f| (f.src, f.dst));
+        if let Some(a) = snat {
+            nat.push(format!(
+                "src {} -> {}",
+                Ipv4Addr::from(f.0),
+                Ipv4Addr::from(a)
+            ));
+        }
+        if let Some(a) = dnat {
+            nat.push(format!(
+                "dst {} -> {}",
+                Ipv4Addr::from(f.1),
+                Ipv4Addr::from(a)
+            ));
+            dst = Some(a);
+        }
+    }
+    let flow = entry.map(|f| match f.action {
+        FlowAction::Forward => "F".to_string(),
+        FlowAction::Drop(r) => format!("D({r:?})"),
+        FlowAction::Nat { snat, dnat } => format!(
+            "N({}{})",
+            if snat.is_some() { "S" } else { "" },
+            if dnat.is_some() { "D" } else { "" }
+        ),
+    });
     Decisions {
         vrf: m.vrf,
         vrf_name: dump
@@ -167,7 +187,56 @@ fn decisions(dump: &StateDump, h: &Harness, m: &PktMeta) -> Decisions {
         label: (m.label != NO_LABEL).then_some(m.label),
         trap: (m.next == Next::Trap).then(|| format!("{:?}", m.trap)),
         flow,
+        nat,
+        route: dst.and_then(|d| longest_match(dump, m.vrf, d)),
     }
+}
+
+/// The innermost IPv4 destination of `frame`: through MPLSoUDP and MPLSoGRE to the inner
+/// packet, as [`describe`] walks it.
+fn packet_dst(frame: &[u8]) -> Option<u32> {
+    let p = SlicedPacket::from_ethernet(frame).ok()?;
+    let Some(etherparse::NetSlice::Ipv4(ip)) = &p.net else {
+        return None;
+    };
+    let outer = u32::from(ip.header().destination_addr());
+    let labels = match &p.transport {
+        Some(TransportSlice::Udp(u)) if u.destination_port() == 6635 => u.payload(),
+        _ if ip.header().protocol().0 == 47 => {
+            let g = ip.payload().payload;
+            // GRE without options carrying MPLS unicast (0x8847).
+            if g.len() < 4 || g[2..4] != [0x88, 0x47] {
+                return Some(outer);
+            }
+            &g[4..]
+        }
+        _ => return Some(outer),
+    };
+    let mut b = labels;
+    while b.len() >= 4 {
+        let bos = b[2] & 1 != 0;
+        b = &b[4..];
+        if bos {
+            break;
+        }
+    }
+    match SlicedPacket::from_ip(b).ok()?.net {
+        Some(etherparse::NetSlice::Ipv4(inner)) => {
+            Some(u32::from(inner.header().destination_addr()))
+        }
+        _ => None,
+    }
+}
+
+/// The longest prefix of VRF `vrf` in `dump` that covers `dst`.
+fn longest_match(dump: &StateDump, vrf: u16, dst: u32) -> Option<String> {
+    dump.routes
+        .iter()
+        .filter(|r| {
+            r.vrf == vrf && (r.plen == 0 || dst >> (32 - r.plen) == r.prefix >> (32 - r.plen))
+        })
+        .max_by_key(|r| r.plen)
+        .map(|r| format!("{}/{}", Ipv4Addr::from(r.prefix), r.plen))
 }
 
 /// The decisions and the outcome, indented lines under their headings.
@@ -179,6 +248,12 @@ pub fn text(t: &Trace) -> String {
         out.push_str(&format!("  vrf {} ({})\n", d.vrf, d.vrf_name));
         if let Some(f) = &d.flow {
             out.push_str(&format!("  flow {f}\n"));
+        }
+        for n in &d.nat {
+            out.push_str(&format!("  nat {n}\n"));
+        }
+        if let Some(r) = &d.route {
+            out.push_str(&format!("  route {r}\n"));
         }
         if let Some((nh, to)) = &d.nexthop {
             out.push_str(&format!("  nexthop {nh} ({to})\n"));

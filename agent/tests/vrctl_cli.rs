@@ -201,7 +201,7 @@ fn trace_shows_the_tunnel_and_label_a_packet_would_leave_with_and_changes_nothin
     assert!(t.starts_with("packet in on vif 3 (vif1.0, VRF 1 "), "{t}");
     assert!(t.contains("sent on vif 0 (eth1):\n"), "{t}");
     assert!(
-        t.contains("decisions:\n  vrf 1 (default-domain:demo:vn1)\n  flow F\n  nexthop 20 (MPLSoUDP 192.168.100.2)\n  label 25\n"),
+        t.contains("decisions:\n  vrf 1 (default-domain:demo:vn1)\n  flow F\n  route 10.1.1.5/32\n  nexthop 20 (MPLSoUDP 192.168.100.2)\n  label 25\n"),
         "{t}"
     );
     assert!(
@@ -212,6 +212,25 @@ fn trace_shows_the_tunnel_and_label_a_packet_would_leave_with_and_changes_nothin
     assert!(
         t.contains("  inner: ipv4 10.1.1.3 -> 10.1.1.5 proto 1 ttl 63\n"),
         "{t}"
+    );
+
+    // VM A to the internet: through its floating IP, source-NATed in the public VRF, to the
+    // gateway's tunnel by the default route.
+    let v = vrctl_json(&sock, &["trace", "vif1.0", "--dst", "203.0.113.9"]);
+    assert_eq!(v["verdict"], "sent", "{v}");
+    assert_eq!(v["decisions"]["flow"], "N(S)", "{v}");
+    assert_eq!(
+        v["decisions"]["nat"],
+        serde_json::json!(["src 10.1.1.3 -> 198.51.100.5"]),
+        "{v}"
+    );
+    assert_eq!(v["decisions"]["route"], "0.0.0.0/0", "{v}");
+    assert_eq!(v["decisions"]["vrf"], VRF_PUBLIC, "{v}");
+    assert!(
+        v["summary"]
+            .as_str()
+            .is_some_and(|s| s.contains("inner: ipv4 198.51.100.5 -> 203.0.113.9")),
+        "the packet leaves with the floating IP as its source: {v}"
     );
 
     // VM B to VM C over TCP: the policy between vn1 and vn2 denies it.
