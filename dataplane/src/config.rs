@@ -76,7 +76,7 @@ pub struct DpConfig {
     pub idle_busy_us: u64,
     /// Table sizes.
     pub limits: Limits,
-    /// Log filter (`error`, `warn`, `info`, `debug`, `trace`, or an env_logger spec).
+    /// Log filter (`error`, `warn`, `info`, `debug`, `trace`, or a `RUST_LOG`-style spec).
     pub log_level: String,
 }
 

@@ -90,36 +90,51 @@ fn dependent(buf: &[u8], mask: u64) -> f64 {
     t.elapsed().as_nanos() as f64 / n as f64
 }
 
-fn usage() -> ! {
-    eprintln!("usage: mem-probe [--json] [--max-mib N] [--pages thp|4k|both]");
-    std::process::exit(2)
+/// Page kinds `--pages` chooses.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Pages {
+    /// Transparent huge pages.
+    Thp,
+    /// 4 KiB pages.
+    #[value(name = "4k")]
+    Small,
+    /// Both, one line each.
+    Both,
+}
+
+/// The command line.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "mem-probe",
+    version,
+    about = "What random reads cost on this machine, by working-set size and page size"
+)]
+struct Cli {
+    /// One JSON object per line.
+    #[arg(long)]
+    json: bool,
+    /// Largest working set, MiB.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=16384))]
+    max_mib: u32,
+    /// Page kinds.
+    #[arg(long, value_enum, default_value = "both")]
+    pages: Pages,
 }
 
 fn main() {
-    let mut json = false;
-    let mut max_mib = 256usize;
-    let mut pages = vec![true, false];
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--json" => json = true,
-            "--max-mib" => {
-                max_mib = match args.next().and_then(|v| v.parse().ok()) {
-                    Some(n) if (1..=16384).contains(&n) => n,
-                    _ => usage(),
-                }
-            }
-            "--pages" => {
-                pages = match args.next().as_deref() {
-                    Some("thp") => vec![true],
-                    Some("4k") => vec![false],
-                    Some("both") => vec![true, false],
-                    _ => usage(),
-                }
-            }
-            _ => usage(),
-        }
+    // A closed pipe (`mem-probe | head`) ends it like `cat`, not with a panic.
+    // SAFETY: restoring the default disposition of SIGPIPE has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    let cli = <Cli as clap::Parser>::parse();
+    let json = cli.json;
+    let max_mib = cli.max_mib as usize;
+    let pages = match cli.pages {
+        Pages::Thp => vec![true],
+        Pages::Small => vec![false],
+        Pages::Both => vec![true, false],
+    };
     if !json {
         println!("working set  pages  independent ns/line  dependent ns/read");
     }

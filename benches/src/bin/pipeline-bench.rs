@@ -8,10 +8,48 @@
 //! `--windows K` (split the run into K equal windows and report the fastest as `mpps`, with the
 //! whole run's mean as `mean_mpps`: on a shared host other tenants slow some windows).
 
+use clap::Parser;
 use std::time::Duration;
 use vrouter_benches::{run_case, Case, Report, RunOpts};
 
 /// What the command line asked for.
+#[derive(Debug, Parser)]
+#[command(
+    name = "pipeline-bench",
+    version,
+    about = "Packets per second of the dataplane pipeline on one core, per case"
+)]
+struct Cli {
+    /// One JSON object per case.
+    #[arg(long)]
+    json: bool,
+    /// A case to run (repeatable) [every case, and the route sweep].
+    #[arg(long = "case", value_name = "NAME", value_parser = parse_case)]
+    cases: Vec<Case>,
+    /// Route counts of the encap-mplsoudp sweep (repeatable) [1, 1000, 100000, 1000000].
+    #[arg(long = "routes", value_name = "N")]
+    routes_sweep: Vec<usize>,
+    /// Flow counts of flow-forward and flow-miss-policy (repeatable) [1000, 1000000].
+    #[arg(long = "flows", value_name = "N")]
+    flows_sweep: Vec<usize>,
+    /// Measuring time per case.
+    #[arg(long, default_value_t = 1.0, value_name = "S")]
+    seconds: f64,
+    /// Packets per receive burst.
+    #[arg(long, default_value_t = 256, value_name = "B")]
+    batch: usize,
+    /// Frame length.
+    #[arg(long = "pkt-len", default_value_t = 64, value_name = "L")]
+    pkt_len: usize,
+    /// A fixed packet count instead of a duration (for `valgrind --tool=callgrind`).
+    #[arg(long, value_name = "N")]
+    packets: Option<u64>,
+    /// Split the run into K windows and report the fastest.
+    #[arg(long, default_value_t = 1, value_name = "K")]
+    windows: usize,
+}
+
+/// The run the command line asks for, with the defaults of a full run.
 struct Args {
     json: bool,
     cases: Vec<Case>,
@@ -20,83 +58,58 @@ struct Args {
     opts: RunOpts,
 }
 
-const USAGE: &str = "usage: pipeline-bench [--json] [--case NAME]... [--routes N]... [--flows N]... [--seconds S] [--batch B] [--pkt-len L] [--packets N] [--windows K]";
+fn parse_case(v: &str) -> Result<Case, String> {
+    Case::from_name(v).ok_or_else(|| {
+        format!(
+            "unknown case {v:?}; cases: {}",
+            Case::ALL.map(|c| c.name()).join(", ")
+        )
+    })
+}
 
 fn main() {
-    let Some(args) = parse_args() else {
-        println!("{USAGE}");
-        return;
-    };
+    // A closed pipe (`pipeline-bench | head`) ends it like `cat`, not with a panic.
+    // SAFETY: restoring the default disposition of SIGPIPE has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    let args = args(Cli::parse());
     let reports = run_all(&args);
     if !args.json {
         print_ratios(&reports);
     }
 }
 
-/// Parses the command line, with the defaults of a full run; `None` for `--help`. Exits on a
-/// bad argument.
-fn parse_args() -> Option<Args> {
-    let mut json = false;
-    let mut cases = Vec::new();
-    let mut routes_sweep = Vec::new();
-    let mut flows_sweep = Vec::new();
-    let mut seconds = 1.0f64;
-    let mut batch = 256usize;
-    let mut pkt_len = 64usize;
-    let mut packets = None;
-    let mut windows = 1usize;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        let mut val = |name: &str| {
-            args.next()
-                .unwrap_or_else(|| die(&format!("{name} needs a value\n{USAGE}")))
-        };
-        match a.as_str() {
-            "--json" => json = true,
-            "--case" => {
-                let v = val("--case");
-                cases.push(Case::from_name(&v).unwrap_or_else(|| {
-                    die(&format!(
-                        "unknown case {v:?}; cases: {}",
-                        Case::ALL.map(|c| c.name()).join(", ")
-                    ))
-                }));
-            }
-            "--routes" => routes_sweep.push(parse(&val("--routes"), "--routes")),
-            "--flows" => flows_sweep.push(parse(&val("--flows"), "--flows")),
-            "--seconds" => seconds = parse(&val("--seconds"), "--seconds"),
-            "--batch" => batch = parse(&val("--batch"), "--batch"),
-            "--pkt-len" => pkt_len = parse(&val("--pkt-len"), "--pkt-len"),
-            "--packets" => packets = Some(parse(&val("--packets"), "--packets")),
-            "--windows" => windows = parse(&val("--windows"), "--windows"),
-            "-h" | "--help" => return None,
-            other => die(&format!("unknown argument {other:?}\n{USAGE}")),
-        }
-    }
-    let default_run = cases.is_empty() && routes_sweep.is_empty();
-    if cases.is_empty() {
-        cases = Case::ALL.to_vec();
-    }
-    if routes_sweep.is_empty() && default_run {
-        routes_sweep = vec![1, 1000, 100_000, 1_000_000];
-    }
-    if flows_sweep.is_empty() {
-        flows_sweep = vec![1000, 1_000_000];
-    }
-    let opts = RunOpts {
-        batch,
-        pkt_len,
-        duration: Duration::from_secs_f64(seconds),
-        packets,
-        windows,
+fn args(c: Cli) -> Args {
+    let default_run = c.cases.is_empty() && c.routes_sweep.is_empty();
+    let cases = if c.cases.is_empty() {
+        Case::ALL.to_vec()
+    } else {
+        c.cases
     };
-    Some(Args {
-        json,
+    let routes_sweep = if c.routes_sweep.is_empty() && default_run {
+        vec![1, 1000, 100_000, 1_000_000]
+    } else {
+        c.routes_sweep
+    };
+    let flows_sweep = if c.flows_sweep.is_empty() {
+        vec![1000, 1_000_000]
+    } else {
+        c.flows_sweep
+    };
+    Args {
+        json: c.json,
         cases,
         routes_sweep,
         flows_sweep,
-        opts,
-    })
+        opts: RunOpts {
+            batch: c.batch,
+            pkt_len: c.pkt_len,
+            duration: Duration::from_secs_f64(c.seconds.max(0.0)),
+            packets: c.packets,
+            windows: c.windows,
+        },
+    }
 }
 
 /// Runs every case (the flow cases per flow count, then the encap-mplsoudp route sweep),
@@ -155,14 +168,4 @@ fn print_ratios(reports: &[Report]) {
             );
         }
     }
-}
-
-fn parse<T: std::str::FromStr>(s: &str, name: &str) -> T {
-    s.parse()
-        .unwrap_or_else(|_| die(&format!("{name}: cannot parse {s:?}")))
-}
-
-fn die(msg: &str) -> ! {
-    eprintln!("pipeline-bench: {msg}");
-    std::process::exit(2)
 }
