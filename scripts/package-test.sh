@@ -28,10 +28,15 @@ root="$work/root"
 mkdir -p "$root/var/lib/dpkg/info" "$root/var/lib/dpkg/updates"
 touch "$root/var/lib/dpkg/status"
 # The empty root has none of the dependencies (libc6, systemd): installed anyway, checked below.
-dpkg --root="$root" --force-depends -i "$deb" >"$work/dpkg.log" 2>&1 \
+# The maintainer scripts run outside the root (it has no shell) with DPKG_ROOT set: they see no
+# running systemd there and do nothing, but they must exit 0.
+dpkg --root="$root" --force-depends --force-script-chrootless -i "$deb" >"$work/dpkg.log" 2>&1 \
   || { cat "$work/dpkg.log" >&2; fail "dpkg -i"; }
 dpkg --root="$root" -s vrouter | grep -q '^Status: install ok installed' || fail "not installed"
 
+for m in postinst prerm postrm; do
+  [ -x "$root/var/lib/dpkg/info/vrouter.$m" ] || fail "maintainer script $m missing"
+done
 [ -f "$root/usr/share/doc/vrouter/install.md" ] || fail "install guide missing"
 for f in usr/bin/vrouter-dp usr/bin/vrouter-agent usr/bin/vrctl usr/bin/vrouter-status usr/bin/vrouter-shim \
          usr/bin/vrouter-xenstored etc/xapi.d/vif-hotplug; do
@@ -76,6 +81,8 @@ cargo generate-rpm -p dataplane --profile dev --payload-compress none -o "$work/
   || { cat "$work/rpm.log" >&2; fail "cargo generate-rpm"; }
 rpmfile=$(ls "$work"/vrouter-*.rpm)
 rpm -qlp "$rpmfile" >"$work/rpm-files" 2>/dev/null || fail "rpm -qlp"
+rpm -qp --configfiles "$rpmfile" >"$work/rpm-config" 2>/dev/null || fail "rpm --configfiles"
+rpm -qp --scripts "$rpmfile" >"$work/rpm-scripts" 2>/dev/null || fail "rpm --scripts"
 for f in /usr/bin/vrouter-dp /usr/bin/vrouter-agent /usr/bin/vrctl /usr/bin/vrouter-status \
          /usr/bin/vrouter-shim /usr/bin/vrouter-xenstored /etc/xapi.d/vif-hotplug \
          /usr/share/doc/vrouter/install.md /usr/share/man/man1/vrctl.1; do
@@ -86,8 +93,9 @@ for u in "${units[@]}"; do
 done
 for c in /etc/vrouter/dp.conf /etc/vrouter/agent.env /etc/vrouter/agent.toml \
          /etc/vrouter/shim.env /etc/xapi.d/vif-hotplug; do
-  rpm -qp --configfiles "$rpmfile" 2>/dev/null | grep -qx "$c" || fail "$c is not an RPM config file"
+  grep -qx "$c" "$work/rpm-config" || fail "$c is not an RPM config file"
 done
+grep -q "systemctl daemon-reload" "$work/rpm-scripts" || fail "RPM scriptlets missing"
 rroot="$work/rpmroot"
 mkdir -p "$rroot"
 rpm --root "$rroot" --initdb 2>/dev/null || fail "rpm --initdb"
