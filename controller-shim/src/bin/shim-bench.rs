@@ -54,7 +54,8 @@ fn post(agent: &ureq::Agent, url: &str, body: &str) -> Result<u16, String> {
     }
 }
 
-/// What one phase of the benchmark did: requests made, how many failed, and in what time.
+/// What one phase of the benchmark did: requests that succeeded, requests that failed, and in
+/// what time.
 #[derive(Debug)]
 struct Phase {
     done: usize,
@@ -79,8 +80,8 @@ fn main() {
             (url, Some(c))
         }
     };
-    let creates = bench_creates(&url, &o);
-    let reads = bench_reads(&url, &o, creates.done);
+    let (creates, created) = bench_creates(&url, &o);
+    let reads = bench_reads(&url, &o, Arc::new(created));
     println!(
         "creates: {} in {:.2}s = {:.0}/s ({} failed); reads: {} in {:.2}s = {:.0}/s ({} failed); {} client threads",
         creates.done,
@@ -138,8 +139,9 @@ fn start_shim(dir: &Path) -> (String, Child) {
 }
 
 /// Creates: `o.creates` virtual-machines with client-given uuids, split over the threads,
-/// bounded by 4 times `o.seconds`.
-fn bench_creates(url: &str, o: &Opts) -> Phase {
+/// bounded by 4 times `o.seconds`. Returns the phase (only answers 200 count as done) and the
+/// indices of the objects that were created, for the reads.
+fn bench_creates(url: &str, o: &Opts) -> (Phase, Vec<usize>) {
     let next = Arc::new(AtomicUsize::new(0));
     let failures = Arc::new(AtomicUsize::new(0));
     let limit = Duration::from_secs(o.seconds * 4);
@@ -151,6 +153,7 @@ fn bench_creates(url: &str, o: &Opts) -> Phase {
             std::thread::spawn(move || {
                 let agent = http_agent();
                 let coll = format!("{url}/virtual-machines");
+                let mut created = Vec::new();
                 loop {
                     let n = next.fetch_add(1, Ordering::Relaxed);
                     if n >= total || t0.elapsed() > limit {
@@ -161,48 +164,59 @@ fn bench_creates(url: &str, o: &Opts) -> Phase {
                     let body =
                         json!({"virtual-machine": {"name": name, "uuid": uuid, "fq_name": [name]}})
                             .to_string();
-                    if post(&agent, &coll, &body) != Ok(200) {
+                    if post(&agent, &coll, &body) == Ok(200) {
+                        created.push(n);
+                    } else {
                         failures.fetch_add(1, Ordering::Relaxed);
                     }
                 }
+                created
             })
         })
         .collect();
+    let mut created = Vec::new();
     for h in handles {
-        let _ = h.join();
+        created.extend(h.join().unwrap_or_default());
     }
-    Phase {
+    let phase = Phase {
         time: t0.elapsed(),
-        done: next.load(Ordering::Relaxed).min(o.creates),
+        done: created.len(),
         failed: failures.load(Ordering::Relaxed),
-    }
+    };
+    (phase, created)
 }
 
-/// Reads: GET /virtual-machine/<uuid> of the `created` objects, for `o.seconds`.
-fn bench_reads(url: &str, o: &Opts, created: usize) -> Phase {
+/// Reads: GET /virtual-machine/<uuid> of the `created` objects (none: no reads), for
+/// `o.seconds`; only answers 200 count as done.
+fn bench_reads(url: &str, o: &Opts, created: Arc<Vec<usize>>) -> Phase {
     let reads = Arc::new(AtomicUsize::new(0));
     let read_fail = Arc::new(AtomicUsize::new(0));
     let t1 = Instant::now();
     let dur = Duration::from_secs(o.seconds);
     let handles: Vec<_> = (0..usize::from(o.threads))
         .map(|t| {
-            let (reads, read_fail, url) =
-                (Arc::clone(&reads), Arc::clone(&read_fail), url.to_string());
+            let (reads, read_fail, url, created) = (
+                Arc::clone(&reads),
+                Arc::clone(&read_fail),
+                url.to_string(),
+                Arc::clone(&created),
+            );
             std::thread::spawn(move || {
                 let agent = http_agent();
-                let mut n = t * 7919;
-                while t1.elapsed() < dur {
-                    n = (n + 104_729) % created.max(1);
+                let mut i = t * 7919;
+                while !created.is_empty() && t1.elapsed() < dur {
+                    i = (i + 104_729) % created.len();
+                    let n = created[i];
                     let u = format!("{url}/virtual-machine/b0000000-0000-4000-8000-{n:012x}");
                     match agent.get(&u).call() {
-                        Ok(r) => {
+                        Ok(r) if r.status() == 200 => {
                             let _ = r.into_string();
+                            reads.fetch_add(1, Ordering::Relaxed);
                         }
-                        Err(_) => {
+                        _ => {
                             read_fail.fetch_add(1, Ordering::Relaxed);
                         }
                     }
-                    reads.fetch_add(1, Ordering::Relaxed);
                 }
             })
         })
