@@ -125,21 +125,24 @@ fn ns_capture_writes_pcap_tshark_decodes_and_a_killed_reader_disarms_it() {
     );
 
     // The VM's interface, described: what the VM sent is rx, what it got is tx.
-    let o = vrctl(
-        dp,
-        &[
-            "capture",
-            "--vif",
-            "vif1.0",
-            "-c",
-            "2",
-            "--dir",
-            "rx",
-            "--seconds",
-            "1",
-        ],
-    );
-    // Nothing was sent in the meantime: the time limit ends it with what it saw.
+    let vm_rx = |seconds: &str| {
+        vrctl(
+            dp,
+            &[
+                "capture",
+                "--vif",
+                "vif1.0",
+                "-c",
+                "2",
+                "--dir",
+                "rx",
+                "--seconds",
+                seconds,
+            ],
+        )
+    };
+    // Nothing is sent yet: the time limit ends it with what it saw.
+    let o = vm_rx("1");
     assert!(o.status.success(), "{}", stderr(&o));
     let vm1_ping = std::thread::spawn({
         let ns = vm1.name.clone();
@@ -150,20 +153,7 @@ fn ns_capture_writes_pcap_tshark_decodes_and_a_killed_reader_disarms_it() {
             ));
         }
     });
-    let o = vrctl(
-        dp,
-        &[
-            "capture",
-            "--vif",
-            "vif1.0",
-            "-c",
-            "2",
-            "--dir",
-            "rx",
-            "--seconds",
-            "20",
-        ],
-    );
+    let o = vm_rx("20");
     vm1_ping.join().expect("ping");
     let text = stdout(&o);
     assert!(o.status.success(), "{}", stderr(&o));
