@@ -23,7 +23,8 @@ struct Args {
     /// addresses are accepted.
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8082")]
     listen: SocketAddr,
-    /// Durable store: sqlite:PATH or etcd:http://HOST:PORT.
+    /// Durable store: sqlite:PATH or etcd:http://HOST:PORT[,http://HOST:PORT...] (every
+    /// member's client URL: when one cannot be reached the next is used).
     #[arg(
         long,
         value_name = "SPEC",

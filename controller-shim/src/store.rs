@@ -109,7 +109,8 @@ pub trait Store: Send {
     fn stored_rev(&mut self) -> Result<u64, StoreError>;
 }
 
-/// Opens a store from its command-line form: `sqlite:PATH` or `etcd:http://HOST:PORT`.
+/// Opens a store from its command-line form: `sqlite:PATH` or `etcd:URL[,URL...]` (the
+/// cluster's client URLs, `http://HOST:PORT`, tried in turn when one does not answer).
 pub fn open(spec: &str) -> Result<Box<dyn Store>, StoreError> {
     if let Some(path) = spec.strip_prefix("sqlite:") {
         Ok(Box::new(SqliteStore::open(Path::new(path))?))
@@ -197,44 +198,103 @@ fn parse_rev(v: Option<&[u8]>) -> u64 {
 /// half-applied batches; the loser gets [`StoreError::Conflict`]. etcd limits a transaction
 /// to `--max-txn-ops` operations (128 by default); larger batches are split and only the first
 /// part is guarded, so run etcd with a larger `--max-txn-ops` for big agent churn.
+///
+/// Several endpoints (one per cluster member) may be given: a call goes to the one that last
+/// answered, and moves on to the next only when it cannot connect (a request that reached a
+/// member and timed out is not sent again elsewhere: it may have been applied). Every call is
+/// bounded by [`ETCD_CONNECT_TIMEOUT`] and [`ETCD_TIMEOUT`], so a cluster without quorum gives
+/// an error (503 to the client) within seconds instead of hanging.
 #[derive(Debug)]
 pub struct EtcdStore {
     agent: ureq::Agent,
-    url: String,
+    urls: Vec<String>,
+    /// Index in `urls` of the endpoint that last answered.
+    current: std::sync::atomic::AtomicUsize,
     prefix: String,
 }
+
+/// Connecting to one endpoint (loopback or a LAN: a member that does not accept in 1 s is
+/// down, and the next one is tried).
+pub const ETCD_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// One request, from connect to the last byte of the reply (etcd's own request timeout under
+/// quorum loss is about 7 s; an operator's client gives up well before 30).
+pub const ETCD_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Operations per etcd transaction (etcd's default `--max-txn-ops`).
 const ETCD_TXN_OPS: usize = 128;
 
 impl EtcdStore {
-    /// A client for the etcd at `url` (e.g. `http://127.0.0.1:2379`), keys under `prefix`.
-    pub fn new(url: &str, prefix: &str) -> Result<EtcdStore, StoreError> {
-        if !url.starts_with("http://") {
-            return Err(StoreError::Spec(format!("etcd:{url}")));
+    /// A client for the etcd cluster at `urls` (comma-separated client URLs, e.g.
+    /// `http://127.0.0.1:2379,http://127.0.0.1:22379`), keys under `prefix`.
+    pub fn new(urls: &str, prefix: &str) -> Result<EtcdStore, StoreError> {
+        let urls: Vec<String> = urls
+            .split(',')
+            .map(|u| u.trim().trim_end_matches('/').to_string())
+            .collect();
+        if let Some(bad) = urls
+            .iter()
+            .find(|u| !u.starts_with("http://") || u.len() == "http://".len())
+        {
+            return Err(StoreError::Spec(format!(
+                "etcd:{bad} (each endpoint is http://HOST:PORT, several separated by commas)"
+            )));
         }
         let agent = ureq::AgentBuilder::new()
-            .timeout_connect(Duration::from_secs(5))
-            .timeout(Duration::from_secs(30))
+            .timeout_connect(ETCD_CONNECT_TIMEOUT)
+            .timeout(ETCD_TIMEOUT)
             .build();
         Ok(EtcdStore {
             agent,
-            url: url.trim_end_matches('/').to_string(),
+            urls,
+            current: std::sync::atomic::AtomicUsize::new(0),
             prefix: prefix.to_string(),
         })
     }
 
+    /// POSTs `body` to `path` on the endpoint that last answered, or on the next ones in turn
+    /// while they cannot be connected to.
     fn call(&self, path: &str, body: &Value) -> Result<Value, StoreError> {
-        let resp = self
-            .agent
-            .post(&format!("{}{path}", self.url))
-            .set("Content-Type", "application/json")
-            .send_string(&body.to_string())
-            .map_err(|e| StoreError::Etcd(format!("{path}: {e}")))?;
-        let text = resp
-            .into_string()
-            .map_err(|e| StoreError::Etcd(format!("{path}: {e}")))?;
-        serde_json::from_str(&text).map_err(|e| StoreError::Etcd(format!("{path}: bad reply: {e}")))
+        use std::sync::atomic::Ordering;
+        let first = self.current.load(Ordering::Relaxed);
+        let mut unreachable = Vec::new();
+        for i in 0..self.urls.len() {
+            let at = (first + i) % self.urls.len();
+            let url = &self.urls[at];
+            let sent = self
+                .agent
+                .post(&format!("{url}{path}"))
+                .set("Content-Type", "application/json")
+                .send_string(&body.to_string());
+            let resp = match sent {
+                Ok(r) => r,
+                Err(ureq::Error::Transport(t))
+                    if matches!(
+                        t.kind(),
+                        ureq::ErrorKind::ConnectionFailed | ureq::ErrorKind::Dns
+                    ) =>
+                {
+                    unreachable.push(format!("{url}: {t}"));
+                    continue;
+                }
+                Err(e) => return Err(StoreError::Etcd(format!("{url}{path}: {e}"))),
+            };
+            if at != first {
+                self.current.store(at, Ordering::Relaxed);
+                log::warn!(
+                    "etcd: using {url} ({} did not answer)",
+                    unreachable.join("; ")
+                );
+            }
+            let text = resp
+                .into_string()
+                .map_err(|e| StoreError::Etcd(format!("{url}{path}: {e}")))?;
+            return serde_json::from_str(&text)
+                .map_err(|e| StoreError::Etcd(format!("{url}{path}: bad reply: {e}")));
+        }
+        Err(StoreError::Etcd(format!(
+            "{path}: no etcd endpoint answers ({})",
+            unreachable.join("; ")
+        )))
     }
 
     fn key(&self, k: &str) -> String {
@@ -389,6 +449,40 @@ mod tests {
         );
         assert_eq!(s.stored_rev().expect("rev"), 7);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn etcd_endpoints_are_a_comma_separated_list_of_http_urls() {
+        let s = EtcdStore::new("http://127.0.0.1:2379/, http://10.0.0.2:2379", "/p/").expect("two");
+        assert_eq!(s.urls, ["http://127.0.0.1:2379", "http://10.0.0.2:2379"]);
+        for bad in [
+            "127.0.0.1:2379",
+            "http://a:1,,http://b:2",
+            "http://a:1,https://b:2",
+            "http://",
+        ] {
+            let e = EtcdStore::new(bad, "/p/").expect_err(bad).to_string();
+            assert!(e.contains("http://HOST:PORT"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_dead_endpoint_is_skipped_and_none_answering_is_a_clear_error() {
+        // Two loopback ports nobody listens on (bound, then closed).
+        let dead = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| format!("http://{a}"))
+                .expect("free port")
+        };
+        let mut s = EtcdStore::new(&format!("{},{}", dead(), dead()), "/p/").expect("store");
+        let t = std::time::Instant::now();
+        let e = s.stored_rev().expect_err("nothing answers").to_string();
+        assert!(e.contains("no etcd endpoint answers"), "{e}");
+        assert!(
+            t.elapsed() < ETCD_TIMEOUT,
+            "connection refused is immediate"
+        );
     }
 
     #[test]

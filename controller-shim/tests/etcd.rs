@@ -222,3 +222,26 @@ fn two_shims_share_one_etcd() {
     assert_eq!(a.get(&format!("/virtual-network/{vnu}")).0, 200);
     assert_eq!(a.get(&format!("/virtual-machine-interface/{vmi2}")).0, 200);
 }
+
+#[test]
+fn a_shim_given_several_endpoints_uses_the_one_that_answers() {
+    let dir = TempDir::new("etcd-endpoints");
+    let etcd = start_etcd(&dir);
+    // The first member "is down": nothing listens on its port.
+    let dead = free_port();
+    let store = format!(
+        "etcd:http://127.0.0.1:{dead},http://127.0.0.1:{}",
+        etcd.port
+    );
+    let a = Shim::start(&store, &[]);
+    let vnu = "a0f3c5d2-8e61-4b7a-9c2d-1e4f5a6b7c9e";
+    a.ok(
+        "POST",
+        "/virtual-networks",
+        Some(&vn(vnu, "tier-db", "10.20.2.0", "10.20.2.1")),
+    );
+    // A second instance on the live endpoint alone sees what the first wrote.
+    let b = Shim::start(&format!("etcd:http://127.0.0.1:{}", etcd.port), &[]);
+    let got = b.ok("GET", &format!("/virtual-network/{vnu}"), None);
+    assert_eq!(got["virtual-network"]["name"], "tier-db");
+}
