@@ -91,7 +91,13 @@ struct Job {
 
 enum Persist {
     Group(mpsc::Sender<Job>),
-    Serial(Mutex<Box<dyn Store>>),
+    /// A shared store: requests refresh and commit through `store` under the state lock; the
+    /// periodic poll asks `probe` (a second client) for the stored revision without holding
+    /// either lock, so a store that hangs (etcd without quorum) delays the poll, not requests.
+    Serial {
+        store: Mutex<Box<dyn Store>>,
+        probe: Mutex<Box<dyn Store>>,
+    },
 }
 
 /// State shared by every connection.
@@ -313,7 +319,14 @@ impl Shared {
         let (notify, _) = tokio::sync::watch::channel(core.rev());
         let shared_store = store.shared();
         let (persist, committer) = if shared_store {
-            (Persist::Serial(Mutex::new(store)), None)
+            let probe = crate::store::open(&cfg.store)?;
+            (
+                Persist::Serial {
+                    store: Mutex::new(store),
+                    probe: Mutex::new(probe),
+                },
+                None,
+            )
         } else {
             let (tx, rx) = mpsc::channel::<Job>();
             (Persist::Group(tx), Some((rx, store)))
@@ -357,7 +370,7 @@ impl Shared {
     /// Runs a read-only closure on a fresh view of the core.
     fn read<T>(&self, f: impl FnOnce(&Core) -> T) -> Result<T, ApiError> {
         let mut core = lock(&self.core);
-        if let Persist::Serial(store) = &self.persist {
+        if let Persist::Serial { store, .. } = &self.persist {
             let mut store = store.lock().unwrap_or_else(|p| p.into_inner());
             refresh(&mut core, store.as_mut())?;
         }
@@ -392,7 +405,7 @@ impl Shared {
                     Err(_) => Err(ApiError::Unavailable("store committer stopped".into())),
                 }
             }
-            Persist::Serial(store) => {
+            Persist::Serial { store, .. } => {
                 let mut core = lock(&self.core);
                 let mut store = store.lock().unwrap_or_else(|p| p.into_inner());
                 for _ in 0..5 {
@@ -427,7 +440,17 @@ impl Shared {
 
     /// Shared stores: picks up writes made by other instances (called periodically).
     pub fn poll_store(&self) {
-        if let Persist::Serial(store) = &self.persist {
+        if let Persist::Serial { store, probe } = &self.persist {
+            // The stored revision first, holding no lock that requests need.
+            let stored = probe.lock().unwrap_or_else(|p| p.into_inner()).stored_rev();
+            match stored {
+                Ok(r) if r == lock(&self.core).rev() => return,
+                Ok(_) => {}
+                Err(e) => {
+                    log::warn!("store poll: {e}");
+                    return;
+                }
+            }
             let mut core = lock(&self.core);
             let mut store = store.lock().unwrap_or_else(|p| p.into_inner());
             let before = core.rev();
@@ -1003,7 +1026,7 @@ pub fn run(cfg: Config) -> Result<(), ServeError> {
                 }
             });
         }
-        if matches!(shared.persist, Persist::Serial(_)) {
+        if matches!(shared.persist, Persist::Serial { .. }) {
             let s = Arc::clone(&shared);
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_secs(1));

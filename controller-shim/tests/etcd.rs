@@ -24,17 +24,26 @@ impl Drop for Etcd {
 }
 
 fn start_etcd(dir: &TempDir) -> Etcd {
+    let (port, peer) = (free_port(), free_port());
+    let cluster = format!("shimtest=http://127.0.0.1:{peer}");
+    let etcd = spawn_member(dir, "shimtest", port, peer, &cluster);
+    wait_up(port);
+    etcd
+}
+
+/// One etcd member `name` (client `port`, peer `peer`) of `cluster` (`--initial-cluster`),
+/// data under `dir`; not waited for (a member of a new cluster answers once it has a quorum).
+fn spawn_member(dir: &TempDir, name: &str, port: u16, peer: u16, cluster: &str) -> Etcd {
     require_tool(
         "etcd",
         &["--version"],
         "apt-get install etcd-server etcd-client",
     );
-    let (port, peer) = (free_port(), free_port());
     let client = format!("http://127.0.0.1:{port}");
     let peer_url = format!("http://127.0.0.1:{peer}");
     let child = Command::new("etcd")
-        .args(["--name", "shimtest", "--data-dir"])
-        .arg(dir.0.join("etcd"))
+        .args(["--name", name, "--data-dir"])
+        .arg(dir.0.join(format!("etcd-{name}")))
         .args([
             "--listen-client-urls",
             &client,
@@ -47,24 +56,24 @@ fn start_etcd(dir: &TempDir) -> Etcd {
             "--initial-advertise-peer-urls",
             &peer_url,
         ])
-        .args([
-            "--initial-cluster",
-            &format!("shimtest={peer_url}"),
-            "--max-txn-ops",
-            "10000",
-        ])
+        .args(["--initial-cluster", cluster, "--max-txn-ops", "10000"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn etcd");
-    let etcd = Etcd { child, port };
+    Etcd { child, port }
+}
+
+/// Waits up to 30 s for the member on `port` to answer a read.
+fn wait_up(port: u16) {
+    let client = format!("http://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let ok = ureq::post(&format!("{client}/v3/kv/range"))
             .send_string(r#"{"key":"AA=="}"#)
             .is_ok();
         if ok {
-            return etcd;
+            return;
         }
         assert!(
             Instant::now() < deadline,
@@ -244,4 +253,79 @@ fn a_shim_given_several_endpoints_uses_the_one_that_answers() {
     let b = Shim::start(&format!("etcd:http://127.0.0.1:{}", etcd.port), &[]);
     let got = b.ok("GET", &format!("/virtual-network/{vnu}"), None);
     assert_eq!(got["virtual-network"]["name"], "tier-db");
+}
+
+#[test]
+fn quorum_loss_gives_503_within_seconds_and_a_member_back_restores_service() {
+    let dir = TempDir::new("etcd-quorum");
+    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+    let cluster = ports
+        .iter()
+        .enumerate()
+        .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut members: Vec<Option<Etcd>> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, (c, p))| Some(spawn_member(&dir, &format!("m{i}"), *c, *p, &cluster)))
+        .collect();
+    for (c, _) in &ports {
+        wait_up(*c);
+    }
+    let endpoints = ports
+        .iter()
+        .map(|(c, _)| format!("http://127.0.0.1:{c}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let shim = Shim::start(&format!("etcd:{endpoints}"), &[]);
+    let create = |n: u32| {
+        let name = format!("q-{n}");
+        let t = Instant::now();
+        let (code, _) = shim.post(
+            "/virtual-machines",
+            &json!({"virtual-machine": {"name": name, "fq_name": [name]}}),
+        );
+        (code, t.elapsed())
+    };
+    assert_eq!(create(0).0, 200);
+    // The shim's first endpoint goes: the next member serves.
+    members[0] = None;
+    assert_eq!(create(1).0, 200, "one member down of three");
+    // A second goes: no quorum. Creates and reads fail fast with 503, they do not hang.
+    members[1] = None;
+    for n in 2..4 {
+        let (code, took) = create(n);
+        assert_eq!(code, 503, "without quorum");
+        assert!(took < Duration::from_secs(8), "503 after {took:?}");
+    }
+    let t = Instant::now();
+    assert_eq!(shim.get("/virtual-machines").0, 503);
+    assert!(
+        t.elapsed() < Duration::from_secs(8),
+        "read: {:?}",
+        t.elapsed()
+    );
+    // The second member comes back (same data): service resumes, nothing acknowledged lost.
+    let (c, p) = ports[1];
+    members[1] = Some(spawn_member(&dir, "m1", c, p, &cluster));
+    let back = (4..60).find(|&n| {
+        std::thread::sleep(Duration::from_millis(500));
+        create(n).0 == 200
+    });
+    assert!(back.is_some(), "no 200 within 30 s of quorum coming back");
+    let (code, list) = shim.get("/virtual-machines");
+    assert_eq!(code, 200);
+    let names: Vec<String> = list["virtual-machines"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v["fq_name"][0].as_str().map(str::to_string))
+        .collect();
+    for n in ["q-0", "q-1"] {
+        assert!(
+            names.iter().any(|x| x == n),
+            "{n} acknowledged and lost: {names:?}"
+        );
+    }
 }
