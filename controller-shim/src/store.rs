@@ -195,9 +195,10 @@ fn parse_rev(v: Option<&[u8]>) -> u64 {
 /// etcd v3 through its JSON gateway (`/v3/kv/*`, base64 keys and values): no gRPC stack.
 ///
 /// A commit is one transaction guarded by `meta/rev`, so two shim instances never interleave
-/// half-applied batches; the loser gets [`StoreError::Conflict`]. etcd limits a transaction
-/// to `--max-txn-ops` operations (128 by default); larger batches are split and only the first
-/// part is guarded, so run etcd with a larger `--max-txn-ops` for big agent churn.
+/// half-applied batches; the loser gets [`StoreError::Conflict`]. A commit is never split: etcd
+/// refuses a transaction of more than `--max-txn-ops` operations (128 by default), and then
+/// nothing is written and the error says how many operations the mutation needed, so run etcd
+/// with a larger `--max-txn-ops` (10000) for big agent churn.
 ///
 /// Several endpoints (one per cluster member) may be given: a call goes to the one that last
 /// answered, and moves on to the next only when it cannot connect (a request that reached a
@@ -219,9 +220,6 @@ pub const ETCD_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// One request, from connect to the last byte of the reply (etcd's own request timeout under
 /// quorum loss is about 7 s; an operator's client gives up well before 30).
 pub const ETCD_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Operations per etcd transaction (etcd's default `--max-txn-ops`).
-const ETCD_TXN_OPS: usize = 128;
 
 impl EtcdStore {
     /// A client for the etcd cluster at `urls` (comma-separated client URLs, e.g.
@@ -275,6 +273,19 @@ impl EtcdStore {
                 {
                     unreachable.push(format!("{url}: {t}"));
                     continue;
+                }
+                Err(ureq::Error::Status(code, r)) => {
+                    // etcd's gateway explains a refusal in the body (`{"error": ...}`), then
+                    // sends a trailer ureq does not read: keep what came before it.
+                    let mut why = Vec::new();
+                    let _ = std::io::Read::read_to_end(
+                        &mut std::io::Read::take(r.into_reader(), 4096),
+                        &mut why,
+                    );
+                    return Err(StoreError::Etcd(format!(
+                        "{url}{path}: HTTP {code}: {}",
+                        String::from_utf8_lossy(&why).trim()
+                    )));
                 }
                 Err(e) => return Err(StoreError::Etcd(format!("{url}{path}: {e}"))),
             };
@@ -375,21 +386,18 @@ impl Store for EtcdStore {
                 None => json!({"request_delete_range": {"key": self.key(k)}}),
             })
             .collect();
-        for (n, chunk) in ops.chunks(ETCD_TXN_OPS).enumerate() {
-            let compare = if n == 0 {
-                vec![self.rev_compare(base_rev)]
-            } else {
-                Vec::new()
-            };
-            let reply = self.call("/v3/kv/txn", &json!({"compare": compare, "success": chunk}))?;
-            if reply.get("succeeded").and_then(Value::as_bool) != Some(true) {
-                if n == 0 {
-                    return Err(StoreError::Conflict);
-                }
-                return Err(StoreError::Etcd(format!(
-                    "txn part {n} not applied: {reply}"
-                )));
-            }
+        let n = ops.len();
+        let txn = json!({"compare": [self.rev_compare(base_rev)], "success": ops});
+        let reply = self.call("/v3/kv/txn", &txn).map_err(|e| match e {
+            StoreError::Etcd(m) if m.contains("too many operations") => StoreError::Etcd(format!(
+                "a mutation of {n} operations is more than etcd's --max-txn-ops allows \
+                 (128 by default): nothing was written; run etcd with --max-txn-ops {} or more",
+                n.next_power_of_two().max(1024)
+            )),
+            e => e,
+        })?;
+        if reply.get("succeeded").and_then(Value::as_bool) != Some(true) {
+            return Err(StoreError::Conflict);
         }
         Ok(())
     }

@@ -26,14 +26,22 @@ impl Drop for Etcd {
 fn start_etcd(dir: &TempDir) -> Etcd {
     let (port, peer) = (free_port(), free_port());
     let cluster = format!("shimtest=http://127.0.0.1:{peer}");
-    let etcd = spawn_member(dir, "shimtest", port, peer, &cluster);
+    let etcd = spawn_member(dir, "shimtest", port, peer, &cluster, 10_000);
     wait_up(port);
     etcd
 }
 
 /// One etcd member `name` (client `port`, peer `peer`) of `cluster` (`--initial-cluster`),
-/// data under `dir`; not waited for (a member of a new cluster answers once it has a quorum).
-fn spawn_member(dir: &TempDir, name: &str, port: u16, peer: u16, cluster: &str) -> Etcd {
+/// data under `dir`, transactions of at most `max_txn_ops` operations; not waited for (a
+/// member of a new cluster answers once it has a quorum).
+fn spawn_member(
+    dir: &TempDir,
+    name: &str,
+    port: u16,
+    peer: u16,
+    cluster: &str,
+    max_txn_ops: u32,
+) -> Etcd {
     require_tool(
         "etcd",
         &["--version"],
@@ -56,7 +64,8 @@ fn spawn_member(dir: &TempDir, name: &str, port: u16, peer: u16, cluster: &str) 
             "--initial-advertise-peer-urls",
             &peer_url,
         ])
-        .args(["--initial-cluster", cluster, "--max-txn-ops", "10000"])
+        .args(["--initial-cluster", cluster])
+        .args(["--max-txn-ops", &max_txn_ops.to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -268,7 +277,16 @@ fn quorum_loss_gives_503_within_seconds_and_a_member_back_restores_service() {
     let mut members: Vec<Option<Etcd>> = ports
         .iter()
         .enumerate()
-        .map(|(i, (c, p))| Some(spawn_member(&dir, &format!("m{i}"), *c, *p, &cluster)))
+        .map(|(i, (c, p))| {
+            Some(spawn_member(
+                &dir,
+                &format!("m{i}"),
+                *c,
+                *p,
+                &cluster,
+                10_000,
+            ))
+        })
         .collect();
     for (c, _) in &ports {
         wait_up(*c);
@@ -308,7 +326,7 @@ fn quorum_loss_gives_503_within_seconds_and_a_member_back_restores_service() {
     );
     // The second member comes back (same data): service resumes, nothing acknowledged lost.
     let (c, p) = ports[1];
-    members[1] = Some(spawn_member(&dir, "m1", c, p, &cluster));
+    members[1] = Some(spawn_member(&dir, "m1", c, p, &cluster, 10_000));
     let back = (4..60).find(|&n| {
         std::thread::sleep(Duration::from_millis(500));
         create(n).0 == 200
@@ -326,6 +344,97 @@ fn quorum_loss_gives_503_within_seconds_and_a_member_back_restores_service() {
         assert!(
             names.iter().any(|x| x == n),
             "{n} acknowledged and lost: {names:?}"
+        );
+    }
+}
+
+#[test]
+fn a_mutation_too_big_for_one_etcd_transaction_is_refused_whole_never_split() {
+    let dir = TempDir::new("etcd-txn");
+    let (port, peer) = (free_port(), free_port());
+    let cluster = format!("small=http://127.0.0.1:{peer}");
+    // etcd's default limit: 128 operations per transaction.
+    let _etcd = spawn_member(&dir, "small", port, peer, &cluster, 128);
+    wait_up(port);
+    let store = format!("etcd:http://127.0.0.1:{port}");
+    let a = Shim::start(&store, &[]);
+    let vrf = "default-domain:default-project:tier-big";
+    a.ok(
+        "POST",
+        "/virtual-networks",
+        Some(&vn(
+            "a0f3c5d2-8e61-4b7a-9c2d-1e4f5a6b7caa",
+            "tier-big",
+            "10.30.0.0",
+            "10.30.0.1",
+        )),
+    );
+    let (vm1, vmi1) = (
+        "5e6f7a8b-9c0d-4e1f-8a2b-3c4d5e6f7aa1",
+        "c1d2e3f4-a5b6-4c7d-8e9f-0a1b2c3d4ea1",
+    );
+    let (vm2, vmi2) = (
+        "5e6f7a8b-9c0d-4e1f-8a2b-3c4d5e6f7aa2",
+        "c1d2e3f4-a5b6-4c7d-8e9f-0a1b2c3d4ea2",
+    );
+    for (vmu, vmiu, name, host, ip) in [
+        (vm1, vmi1, "i-9-1-VM", "h1", "10.0.0.1"),
+        (vm2, vmi2, "i-9-2-VM", "h2", "10.0.0.2"),
+    ] {
+        a.ok("POST", "/virtual-machines", Some(&vm(vmu, name)));
+        a.ok(
+            "POST",
+            "/virtual-machine-interfaces",
+            Some(&vmi(vmiu, name, 0, "tier-big")),
+        );
+        a.ok(
+            "POST",
+            "/vrouter/agents",
+            Some(&json!({"hostname": host, "fabric_ip": ip})),
+        );
+        a.ok(
+            "POST",
+            "/vrouter/bindings",
+            Some(&json!({"host": host, "vmi_uuid": vmiu})),
+        );
+    }
+    // h2 advertises 100 routes; h1's view holds them all. Removing h2 withdraws every one of
+    // them from both views: one mutation of several hundred operations.
+    for n in 0..100 {
+        a.ok(
+            "POST",
+            "/vrouter/routes",
+            Some(
+                &json!({"host": "h2", "vrf": vrf, "prefix": format!("10.30.1.{n}/32"),
+                         "label": 100 + n, "vmi_uuid": vmi2}),
+            ),
+        );
+    }
+    let h2_routes = |s: &Shim| {
+        let r = s.ok("GET", &format!("/vrouter/routes?vrf={vrf}"), None);
+        r["routes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["host"] == "h2")
+            .count()
+    };
+    assert_eq!(h2_routes(&a), 100);
+    let (code, err) = a.delete("/vrouter/agents/h2");
+    assert_eq!(code, 503, "{err}");
+    assert!(err.to_string().contains("--max-txn-ops"), "{err}");
+    // Nothing of it was written: this instance and a fresh one both still have all of it.
+    let b = Shim::start(&store, &[]);
+    for s in [&a, &b] {
+        assert_eq!(h2_routes(s), 100, "a part of the removal was written");
+        let agents = s.ok("GET", "/vrouter/agents", None);
+        assert!(
+            agents["agents"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|x| x["hostname"] == "h2"),
+            "{agents}"
         );
     }
 }
