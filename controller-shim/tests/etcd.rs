@@ -308,11 +308,21 @@ fn quorum_loss_gives_503_within_seconds_and_a_member_back_restores_service() {
     };
     assert_eq!(create(0).0, 200);
     // The shim's first endpoint goes: the next member serves.
+    // (If it was the raft leader the others elect a new one first: a second or two.)
     members[0] = None;
-    assert_eq!(create(1).0, 200, "one member down of three");
+    let served = (1..20).find(|&n| {
+        create(n).0 == 200 || {
+            std::thread::sleep(Duration::from_millis(250));
+            false
+        }
+    });
+    assert!(
+        served.is_some(),
+        "one member down of three: no 200 within 5 s"
+    );
     // A second goes: no quorum. Creates and reads fail fast with 503, they do not hang.
     members[1] = None;
-    for n in 2..4 {
+    for n in 20..22 {
         let (code, took) = create(n);
         assert_eq!(code, 503, "without quorum");
         assert!(took < Duration::from_secs(8), "503 after {took:?}");
@@ -327,7 +337,7 @@ fn quorum_loss_gives_503_within_seconds_and_a_member_back_restores_service() {
     // The second member comes back (same data): service resumes, nothing acknowledged lost.
     let (c, p) = ports[1];
     members[1] = Some(spawn_member(&dir, "m1", c, p, &cluster, 10_000));
-    let back = (4..60).find(|&n| {
+    let back = (22..80).find(|&n| {
         std::thread::sleep(Duration::from_millis(500));
         create(n).0 == 200
     });
