@@ -6,13 +6,14 @@
 //! I/O-free: [`probe_frame`] builds the frame a VM would send, [`trace`] runs it, and
 //! [`describe`] decodes what came out (tunnel headers and labels included) for a person.
 
-use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
+use etherparse::{Ipv4Slice, NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use vrouter_dataplane::batch::{Next, PktMeta, NO_LABEL};
 use vrouter_dataplane::ctl::proto::StateDump;
 use vrouter_dataplane::harness::{Harness, Verdict};
+use vrouter_dataplane::tables::fib::prefix_mask;
 use vrouter_dataplane::tables::flow::FlowAction;
 use vrouter_dataplane::tables::NexthopSpec;
 use vrouter_dataplane::trap::{AgentHeader, AGENT_HEADER_LEN};
@@ -148,19 +149,18 @@ fn decisions(dump: &StateDump, h: &Harness, m: &PktMeta, frame: &[u8]) -> Decisi
     let entry = h.flows().list(None, 4).into_iter().find(|f| f.forward);
     let mut nat = Vec::new();
     let mut dst = packet_dst(frame);
-    if let Some(FlowAction::Nat { snat, dnat }) = entry.as_ref().map(|f| f.action) {
-        let f = entry.as_ref().map_or((0, 0), |f| (f.src, f.dst));
+    if let Some((f, FlowAction::Nat { snat, dnat })) = entry.as_ref().map(|f| (f, f.action)) {
         if let Some(a) = snat {
             nat.push(format!(
                 "src {} -> {}",
-                Ipv4Addr::from(f.0),
+                Ipv4Addr::from(f.src),
                 Ipv4Addr::from(a)
             ));
         }
         if let Some(a) = dnat {
             nat.push(format!(
                 "dst {} -> {}",
-                Ipv4Addr::from(f.1),
+                Ipv4Addr::from(f.dst),
                 Ipv4Addr::from(a)
             ));
             dst = Some(a);
@@ -196,45 +196,54 @@ fn decisions(dump: &StateDump, h: &Harness, m: &PktMeta, frame: &[u8]) -> Decisi
 /// packet, as [`describe`] walks it.
 fn packet_dst(frame: &[u8]) -> Option<u32> {
     let p = SlicedPacket::from_ethernet(frame).ok()?;
-    let Some(etherparse::NetSlice::Ipv4(ip)) = &p.net else {
+    let Some(NetSlice::Ipv4(ip)) = &p.net else {
         return None;
     };
-    let outer = u32::from(ip.header().destination_addr());
-    let labels = match &p.transport {
-        Some(TransportSlice::Udp(u)) if u.destination_port() == 6635 => u.payload(),
-        _ if ip.header().protocol().0 == 47 => {
-            let g = ip.payload().payload;
-            // GRE without options carrying MPLS unicast (0x8847).
-            if g.len() < 4 || g[2..4] != [0x88, 0x47] {
-                return Some(outer);
-            }
-            &g[4..]
-        }
-        _ => return Some(outer),
+    let Some(mpls) = tunnelled_mpls(ip, &p.transport) else {
+        return Some(u32::from(ip.header().destination_addr()));
     };
-    let mut b = labels;
+    match SlicedPacket::from_ip(split_labels(mpls).1).ok()?.net {
+        Some(NetSlice::Ipv4(inner)) => Some(u32::from(inner.header().destination_addr())),
+        _ => None,
+    }
+}
+
+/// The MPLS payload an IPv4 packet tunnels: MPLS over UDP (port 6635) or over GRE (without
+/// options, protocol 0x8847).
+fn tunnelled_mpls<'a>(
+    ip: &Ipv4Slice<'a>,
+    transport: &Option<TransportSlice<'a>>,
+) -> Option<&'a [u8]> {
+    match transport {
+        Some(TransportSlice::Udp(u)) if u.destination_port() == 6635 => Some(u.payload()),
+        _ if ip.header().protocol().0 == 47 => {
+            let gre = ip.payload().payload;
+            (gre.len() >= 4 && gre[2..4] == [0x88, 0x47]).then(|| &gre[4..])
+        }
+        _ => None,
+    }
+}
+
+/// An MPLS payload's label stack (label, bottom of stack) and what follows the bottom label.
+fn split_labels(mut b: &[u8]) -> (Vec<(u32, bool)>, &[u8]) {
+    let mut labels = Vec::new();
     while b.len() >= 4 {
-        let bos = b[2] & 1 != 0;
+        let v = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+        let bos = v & 0x100 != 0;
+        labels.push((v >> 12, bos));
         b = &b[4..];
         if bos {
             break;
         }
     }
-    match SlicedPacket::from_ip(b).ok()?.net {
-        Some(etherparse::NetSlice::Ipv4(inner)) => {
-            Some(u32::from(inner.header().destination_addr()))
-        }
-        _ => None,
-    }
+    (labels, b)
 }
 
 /// The longest prefix of VRF `vrf` in `dump` that covers `dst`.
 fn longest_match(dump: &StateDump, vrf: u16, dst: u32) -> Option<String> {
     dump.routes
         .iter()
-        .filter(|r| {
-            r.vrf == vrf && (r.plen == 0 || dst >> (32 - r.plen) == r.prefix >> (32 - r.plen))
-        })
+        .filter(|r| r.vrf == vrf && dst & prefix_mask(r.plen) == r.prefix)
         .max_by_key(|r| r.plen)
         .map(|r| format!("{}/{}", Ipv4Addr::from(r.prefix), r.plen))
 }
@@ -345,9 +354,6 @@ fn describe_ip(p: &SlicedPacket<'_>, out: &mut String) {
                 u.source_port(),
                 u.destination_port()
             ));
-            if u.destination_port() == 6635 {
-                describe_mpls(u.payload(), out);
-            }
         }
         Some(TransportSlice::Tcp(t)) => out.push_str(&format!(
             "tcp {} -> {}{}\n",
@@ -358,31 +364,24 @@ fn describe_ip(p: &SlicedPacket<'_>, out: &mut String) {
         Some(TransportSlice::Icmpv4(i)) => {
             out.push_str(&format!("icmp type {} code {}\n", i.type_u8(), i.code_u8()))
         }
-        _ if h.protocol().0 == 47 => {
-            let gre = ip.payload().payload;
-            if gre.len() >= 4 && gre[2..4] == [0x88, 0x47] {
-                out.push_str("gre mpls\n");
-                describe_mpls(&gre[4..], out);
-            }
-        }
         _ => {}
+    }
+    if let Some(mpls) = tunnelled_mpls(ip, &p.transport) {
+        if h.protocol().0 == 47 {
+            out.push_str("gre mpls\n");
+        }
+        describe_mpls(mpls, out);
     }
 }
 
 /// The label stack and the inner IPv4 packet of an MPLS payload.
-fn describe_mpls(mut b: &[u8], out: &mut String) {
-    while b.len() >= 4 {
-        let v = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
-        let bos = v & 0x100 != 0;
+fn describe_mpls(b: &[u8], out: &mut String) {
+    let (labels, b) = split_labels(b);
+    for (label, bos) in labels {
         out.push_str(&format!(
-            "mpls label {}{}\n",
-            v >> 12,
+            "mpls label {label}{}\n",
             if bos { " (bottom)" } else { "" }
         ));
-        b = &b[4..];
-        if bos {
-            break;
-        }
     }
     match SlicedPacket::from_ip(b) {
         Ok(inner) => {

@@ -119,7 +119,6 @@ pub struct Capture {
     session: AtomicU64,
     vif: AtomicU32,
     dirs: AtomicU32,
-    snaplen: AtomicU32,
     lost: AtomicU64,
     free: ArrayQueue<Box<Slot>>,
     full: ArrayQueue<Box<Slot>>,
@@ -140,7 +139,6 @@ impl Capture {
             session: AtomicU64::new(0),
             vif: AtomicU32::new(0),
             dirs: AtomicU32::new(0),
-            snaplen: AtomicU32::new(0),
             lost: AtomicU64::new(0),
             free: ArrayQueue::new(MAX_SLOTS),
             full: ArrayQueue::new(MAX_SLOTS),
@@ -226,7 +224,6 @@ impl Capture {
         c.session = session;
         c.vif = vif;
         self.lost.store(0, Ordering::Relaxed);
-        self.snaplen.store(snaplen, Ordering::Relaxed);
         self.vif.store(u32::from(vif), Ordering::Relaxed);
         self.dirs.store(dir.bits(), Ordering::Relaxed);
         self.session.store(session, Ordering::Release);
